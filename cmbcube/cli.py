@@ -1,0 +1,119 @@
+"""The ``cmbcube`` command: one entry point, one subcommand per stage."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import __version__
+
+EXIT_BAD_INPUT = 2
+
+
+def _add_cluster_args(p):
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="Dask scheduler address (tcp://host:port), or 'synchronous' to run in this process; "
+                        "default: a local cluster")
+    p.add_argument("--scheduler-file", metavar="FILE", help="Dask scheduler file (dask scheduler --scheduler-file)")
+    p.add_argument("--workers", type=int, metavar="N", help="worker processes of the local cluster")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cmbcube", description=(
+        "Simulate Planck-like multi-frequency skies into one Zarr cube, clean the CMB out of them "
+        "and score the results."))
+    parser.add_argument("--version", action="version", version=f"cmbcube {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("simulate", help="simulate a recipe into a store (resumes where it stopped)")
+    p.add_argument("recipe", help="recipe YAML file, e.g. recipes/quickstart.yaml")
+    p.add_argument("--store", required=True, help="path of the Zarr store to create or resume")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe value, e.g. --set nside=64 --set splits.train=100 (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_cluster_args(p)
+
+    p = sub.add_parser("info", help="summarise a store")
+    p.add_argument("store")
+
+    p = sub.add_parser("check-recipe", help="validate a recipe and show what it plans, without running")
+    p.add_argument("recipe")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    return parser
+
+
+def _simulate(args) -> int:
+    from .simulate import run
+    report = run(args.recipe, args.store, scheduler=args.scheduler, scheduler_file=args.scheduler_file,
+                 workers=args.workers, overrides=args.overrides, progress=False if args.no_progress else None)
+    if not report.written and not report.failed:
+        print(f"nothing to do: all {report.planned} planned sims in {report.store} are already done")
+        return 0
+    print(f"simulated {len(report.written)} sim(s) into {report.store} in {report.seconds:.1f} s "
+          f"({report.already_done} were already done)")
+    if report.timings:
+        total = sum(report.timings.values()) or 1.0
+        print("  time per stage (summed over sims): " + ", ".join(
+            f"{k} {v:.1f}s ({100 * v / total:.0f}%)" for k, v in sorted(report.timings.items(), key=lambda kv: -kv[1])))
+    if report.failed:
+        print(f"{len(report.failed)} sim(s) failed; rerun the same command to retry them:", file=sys.stderr)
+        for split, sim, message in report.failed[:20]:
+            print(f"  {split}/{sim}: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _check_recipe(args) -> int:
+    from .recipe import load
+    from .sky import component_names
+    recipe = load(args.recipe, args.overrides)
+    r = recipe.data
+    npix = 12 * r["nside"] ** 2
+    nsims = sum(recipe.splits.values())
+    nmaps = len(r["detectors"]) * len(r["fields"])
+    print(f"recipe {recipe.name} is valid (hash {recipe.hash[:12]})")
+    print(f"  sims: " + ", ".join(f"{k} {v}" for k, v in recipe.splits.items()) + f" = {nsims}")
+    print(f"  nside {r['nside']} (sky model {r['sky_nside']}), detectors {r['detectors']}, fields {r['fields']}")
+    print(f"  foregrounds: {r['foregrounds']['model']} {component_names(recipe)} ({r['foregrounds']['vary']})")
+    print(f"  observations: {nsims * nmaps * npix * 4 / 1e9:.2f} GB float32 ({nsims} shards)")
+    if r["foregrounds"]["model"] == "pysm3":
+        from .foregrounds import missing_pysm_files
+        missing = missing_pysm_files(r["foregrounds"]["presets"], r["sky_nside"], r["foregrounds"]["data_dir"])
+        print("  pysm3 templates: " + ("all present" if not missing else f"{len(missing)} missing:\n    " + "\n    ".join(missing)))
+    return 0
+
+
+def main(argv=None) -> int:
+    from .cube import StoreError
+    from .recipe import RecipeError
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+                        format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose < 2:
+        for noisy in ("distributed", "numba", "pysm3", "healpy"):
+            logging.getLogger(noisy).setLevel(logging.ERROR if args.verbose == 0 else logging.WARNING)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        if args.command == "simulate":
+            return _simulate(args)
+        if args.command == "info":
+            from .cube import summary
+            print(summary(args.store))
+            return 0
+        if args.command == "check-recipe":
+            return _check_recipe(args)
+    except RecipeError as err:
+        print(f"cmbcube: recipe error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (StoreError, FileNotFoundError) as err:
+        print(f"cmbcube: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

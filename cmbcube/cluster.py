@@ -1,0 +1,56 @@
+"""Dask clients from the command line or a recipe's ``cluster:`` section."""
+from __future__ import annotations
+
+import contextlib
+import logging
+
+log = logging.getLogger("cmbcube")
+
+
+def quiet_distributed() -> None:
+    """Keep Dask's own INFO chatter (and shutdown tracebacks) out of the way unless -vv."""
+    if logging.getLogger("cmbcube").getEffectiveLevel() <= logging.DEBUG:
+        return
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith(("distributed", "tornado")):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+@contextlib.contextmanager
+def client_for(settings: dict, scheduler: str | None = None, scheduler_file: str | None = None,
+               workers: int | None = None):
+    """Yield a ``distributed.Client`` (or None for the in-process synchronous mode).
+
+    Precedence: --scheduler / --scheduler-file, then the recipe's cluster section,
+    then a LocalCluster with ``workers`` processes of one thread each.
+    """
+    kind = settings.get("kind", "local")
+    address = scheduler or (settings.get("address") if kind == "address" else None)
+    sfile = scheduler_file or settings.get("scheduler_file")
+    if scheduler == "synchronous" or (kind == "synchronous" and not scheduler and not scheduler_file):
+        yield None
+        return
+    from distributed import Client, LocalCluster
+    quiet_distributed()
+    if address or sfile:
+        client = Client(address) if address else Client(scheduler_file=sfile)
+        print(f"connected to Dask scheduler {client.scheduler.address}; dashboard: {client.dashboard_link}")
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+    if kind == "slurm":
+        raise NotImplementedError("cluster.kind 'slurm' is not available yet; start workers with "
+                                  "dask-jobqueue or srun and pass --scheduler-file")
+    n = workers or settings.get("workers", 2)
+    cluster = LocalCluster(n_workers=n, threads_per_worker=settings.get("threads_per_worker", 1),
+                           processes=True, memory_limit=settings.get("memory_limit", "auto"),
+                           dashboard_address=":0")
+    client = Client(cluster)
+    print(f"started a local Dask cluster: {n} worker process(es); dashboard: {client.dashboard_link}")
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()

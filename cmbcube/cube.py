@@ -1,0 +1,354 @@
+"""The cube: one Zarr v3 store holding every product, indexed by
+(split, sim, detector, field, pixel).  The only module that knows the layout;
+store_layout.md describes it for people who never read this code.
+
+Writing rules (measured: two writers in one shard lose data):
+- only the driver writes metadata (template creation, consolidation);
+- a task owns whole shards: everything of one (split, sim) for a product;
+- a per-sim done-flag (its own unsharded chunk) is written after the data.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__, cosmology, instrument
+from .recipe import SPLITS, Recipe, RecipeError, from_store_attrs
+
+LAYOUT_VERSION = 1
+SIM_PRODUCTS = ("obs", "cmb", "components", "noise", "cosmo_params", "cl_theory")
+
+
+class StoreError(RuntimeError):
+    """The store path cannot be used as asked (exists with another recipe, unreadable...)."""
+
+
+def package_versions() -> dict[str, str]:
+    import importlib.metadata as md
+    out = {"cmbcube": __version__}
+    for name in ("numpy", "healpy", "ducc0", "pysm3", "camb", "zarr", "xarray", "dask", "distributed"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def is_remote(path: str) -> bool:
+    return "://" in str(path)
+
+
+def _codecs(storage: dict):
+    import zarr.codecs as zc
+    compressors = []
+    if storage["compression"] == "zstd":
+        compressors.append(zc.ZstdCodec(level=storage["level"]))
+    elif storage["compression"] == "blosc-lz4":
+        compressors.append(zc.BloscCodec(cname="lz4", clevel=storage["level"], shuffle="shuffle"))
+    if storage["checksum"]:
+        compressors.append(zc.Crc32cCodec())
+    return compressors or None
+
+
+def _template(recipe: Recipe):
+    """The lazy xarray Dataset whose metadata defines an empty store, with encodings."""
+    import dask.array as da
+    import xarray as xr
+
+    from .sky import cmb_unit, component_names
+    r = recipe.data
+    nside = r["nside"]
+    npix = 12 * nside * nside
+    dets = recipe.detectors()
+    fields = r["fields"]
+    splits = recipe.splits
+    nsim = max(max(splits.values()), 1)
+    comps = component_names(recipe) if "components" in r["keep"] else []
+    nell = 3 * r["sky_nside"]
+    shape5 = (len(SPLITS), nsim, len(dets), len(fields), npix)
+    compressors = _codecs(r["storage"])
+
+    def empty(shape, dtype, chunks):
+        return da.empty(shape, dtype=dtype, chunks=chunks)
+
+    units = [instrument.resolve_unit(r["units"], d) for d in dets]
+    has_field = np.array([[f in d.fields for f in fields] for d in dets])
+    coords = {
+        "split": ("split", np.array(SPLITS, dtype=object)),
+        "sim": ("sim", np.arange(nsim)),
+        "detector": ("detector", np.array([d.freq for d in dets])),
+        "field": ("field", np.array(fields, dtype=object)),
+        "cell_ids": ("pixel", np.arange(npix, dtype=np.uint64),
+                     {"grid_name": "healpix", "level": int(np.log2(nside)), "indexing_scheme": "nested"}),
+        "unit": ("detector", np.array(units, dtype=object)),
+        "beam_fwhm_arcmin": ("detector", np.array([d.fwhm_arcmin for d in dets])),
+        "center_frequency_ghz": ("detector", np.array([d.centre_ghz for d in dets])),
+        "has_field": (("detector", "field"), has_field),
+        "n_sims": ("split", np.array([splits[s] for s in SPLITS])),
+        "param": ("param", np.array(cosmology.PARAMS, dtype=object)),
+        "spectrum": ("spectrum", np.array(cosmology.SPECTRA, dtype=object)),
+        "ell": ("ell", np.arange(nell)),
+    }
+    map_attrs = {"healpix_nside": nside, "healpix_order": "nested"}
+    data = {
+        "obs": (("split", "sim", "detector", "field", "pixel"), empty(shape5, np.float32, (1, 1, len(dets), len(fields), npix)),
+                {**map_attrs, "long_name": "observed sky: CMB + foregrounds + noise, beam-convolved",
+                 "units": "per detector: see the 'unit' coordinate"}),
+        "cmb": (("split", "sim", "field", "pixel"), empty(shape5[:2] + (len(fields), npix), np.float32, (1, 1, len(fields), npix)),
+                {**map_attrs, "long_name": "CMB truth (target)", "units": cmb_unit(r["units"]),
+                 "beam_fwhm_arcmin": float(r["cmb"]["target_beam_arcmin"])}),
+        "cosmo_params": (("split", "sim", "param"), empty(shape5[:2] + (len(cosmology.PARAMS),), np.float64, (1, 1, len(cosmology.PARAMS))),
+                         {"long_name": "cosmological parameters drawn for the sim (As dimensionless, H0 km/s/Mpc)"}),
+        "cl_theory": (("split", "sim", "spectrum", "ell"), empty(shape5[:2] + (4, nell), np.float64, (1, 1, 4, nell)),
+                      {"long_name": "lensed theory C_ell (CAMB) of the sim's cosmology", "units": "uK_CMB^2"}),
+        "sim_done": (("split", "sim"), empty(shape5[:2], np.uint8, (1, 1)),
+                     {"long_name": "1 once every product of the sim is written (written last)"}),
+    }
+    if comps:
+        data["components"] = (("split", "sim", "component", "detector", "field", "pixel"),
+                              empty(shape5[:2] + (len(comps), len(dets), len(fields), npix), np.float32,
+                                    (1, 1, len(comps), len(dets), len(fields), npix)),
+                              {**map_attrs, "long_name": "per-component sky at each detector, beam-convolved",
+                               "units": "per detector: see the 'unit' coordinate"})
+        coords["component"] = ("component", np.array(comps, dtype=object))
+    if "noise" in r["keep"]:
+        data["noise"] = (("split", "sim", "detector", "field", "pixel"), empty(shape5, np.float32, (1, 1, len(dets), len(fields), npix)),
+                         {**map_attrs, "long_name": "noise realisation included in obs",
+                          "units": "per detector: see the 'unit' coordinate"})
+    ds = xr.Dataset({k: xr.Variable(*v) for k, v in data.items()}, coords=coords)
+    encoding = {}
+    for name, var in ds.data_vars.items():
+        shard = tuple(c[0] for c in var.data.chunks)
+        if name in ("obs", "cmb", "components", "noise"):
+            inner = (1,) * (var.ndim - 1) + (npix,)
+            encoding[name] = {"chunks": inner, "shards": shard, "compressors": compressors, "fill_value": np.nan}
+        else:
+            encoding[name] = {"chunks": shard, "compressors": compressors,
+                              "fill_value": 0 if name == "sim_done" else np.nan}
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    ds.attrs = {
+        "title": f"cmbcube dataset {recipe.name}",
+        "cmbcube_layout_version": LAYOUT_VERSION,
+        "recipe_name": recipe.name,
+        "recipe_hash": recipe.hash,
+        "recipe_text": recipe.text,
+        "recipe_source": recipe.source,
+        "recipe_overrides": list(recipe.overrides),
+        "recipe_normalized": json.dumps(recipe.data, sort_keys=True),
+        "package_versions": json.dumps(package_versions()),
+        "created": now,
+        "nside": nside,
+        "sky_nside": r["sky_nside"],
+        "healpix_order": "nested",
+        "coordinate_system": "galactic",
+        "cmb_unit": cmb_unit(r["units"]),
+        "units_choice": r["units"],
+        "pixel_window_applied": bool(r["instrument"]["pixel_window"]),
+        "seed": r["seed"],
+    }
+    return ds, encoding
+
+
+def _atomic_create(path: Path, build) -> None:
+    """Build a store in a sibling temp dir and rename it into place: all or nothing."""
+    tmp = path.parent / f".{path.name}.creating-{uuid.uuid4().hex[:8]}"
+    try:
+        build(str(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def create_or_check(path: str, recipe: Recipe) -> str:
+    """Create the store for ``recipe``; if it exists with the same recipe, reuse it.
+
+    Returns "created" or "existing".  A store made from another recipe is refused
+    (StoreError) and left untouched.
+    """
+    if is_remote(path):
+        raise StoreError(f"simulate writes local stores; {path} is a URL (copy or mount it)")
+    target = Path(path)
+    if target.exists():
+        attrs = read_attrs(path)
+        if attrs.get("recipe_hash") != recipe.hash:
+            raise StoreError(_recipe_mismatch(path, attrs, recipe))
+        return "existing"
+    if not target.parent.exists():
+        raise StoreError(f"--store {path}: parent directory {target.parent} does not exist")
+    if not os.access(target.parent, os.W_OK):
+        raise StoreError(f"--store {path}: no permission to write in {target.parent}")
+    ds, encoding = _template(recipe)
+
+    def build(tmp):
+        ds.to_zarr(tmp, mode="w-", compute=False, encoding=encoding, zarr_format=3, consolidated=False)
+        consolidate(tmp)
+
+    _atomic_create(target, build)
+    return "created"
+
+
+def _recipe_mismatch(path, attrs, recipe) -> str:
+    if "recipe_hash" not in attrs:
+        return f"{path} exists and is not a cmbcube store; choose another --store path"
+    old = from_store_attrs(attrs)
+    diffs = []
+
+    def walk(a, b, prefix):
+        for key in sorted(set(a) | set(b)):
+            va, vb = a.get(key), b.get(key)
+            where = f"{prefix}{key}"
+            if isinstance(va, dict) and isinstance(vb, dict):
+                walk(va, vb, where + ".")
+            elif va != vb:
+                diffs.append(f"{where}: store has {va!r}, recipe has {vb!r}")
+    walk(json.loads(json.dumps(old.hashed)), json.loads(json.dumps(recipe.hashed)), "")
+    return (f"{path} was made from a different recipe ({attrs.get('recipe_name')!r}, hash "
+            f"{attrs['recipe_hash'][:12]}); refusing to mix datasets. Differences:\n  " + "\n  ".join(diffs[:20])
+            + "\nUse a new --store path, or the store's own recipe (cmbcube info shows it).")
+
+
+def read_attrs(path: str) -> dict:
+    import zarr
+    try:
+        group = zarr.open_group(path, mode="r")
+    except Exception as err:  # noqa: BLE001 - zarr raises several types for "not a store"
+        raise StoreError(f"{path}: not a readable Zarr store ({type(err).__name__}: {err})") from None
+    return dict(group.attrs)
+
+
+def store_recipe(path: str) -> Recipe:
+    return from_store_attrs(read_attrs(path))
+
+
+def _group(path: str, mode: str = "r"):
+    import zarr
+    return zarr.open_group(path, mode=mode, use_consolidated=False if mode != "r" else None)
+
+
+def done_flags(path: str) -> np.ndarray:
+    """(split, sim) bool: sims whose every product is written."""
+    return np.asarray(_group(path)["sim_done"][...]) == 1
+
+
+def planned(path: str) -> np.ndarray:
+    group = _group(path)
+    n = np.asarray(group["n_sims"][...])
+    nsim = group["sim"].shape[0]
+    return np.arange(nsim)[None, :] < n[:, None]
+
+
+def pending(path: str) -> list[tuple[str, int]]:
+    todo = planned(path) & ~done_flags(path)
+    return [(SPLITS[i], int(j)) for i, j in zip(*np.nonzero(todo))]
+
+
+def write_sim(path: str, split: str, sim: int, result) -> None:
+    """Write one sim's products (whole shards), then its done-flag."""
+    group = _group(path, "r+")
+    isplit = SPLITS.index(split)
+    group["obs"][isplit, sim] = result.obs
+    group["cmb"][isplit, sim] = result.cmb
+    group["cosmo_params"][isplit, sim] = result.params
+    cls = group["cl_theory"]
+    block = np.full(cls.shape[2:], np.nan)
+    block[:, : result.cls.shape[1]] = result.cls[:, : block.shape[1]]
+    cls[isplit, sim] = block
+    if "components" in group and result.components is not None:
+        group["components"][isplit, sim] = result.components
+    if "noise" in group and result.noise is not None:
+        group["noise"][isplit, sim] = result.noise
+    group["sim_done"][isplit, sim] = 1
+
+
+def clear_done(path: str, split: str, sim: int) -> None:
+    _group(path, "r+")["sim_done"][SPLITS.index(split), sim] = 0
+
+
+def consolidate(path: str) -> None:
+    """Rewrite the consolidated metadata (driver only, at the end of a stage)."""
+    import warnings
+
+    import zarr
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        zarr.consolidate_metadata(path)
+
+
+def open_dataset(path: str, chunks="auto-inner", **storage_options):
+    """Lazy xarray view of a store (local path or fsspec URL); nothing is read until asked."""
+    import warnings
+
+    import xarray as xr
+    kwargs = {}
+    if storage_options:
+        kwargs["storage_options"] = storage_options
+    if not is_remote(path) and not Path(path).exists():
+        raise StoreError(f"{path}: no such store")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        ds = xr.open_zarr(path, chunks={} if chunks == "auto-inner" else chunks, zarr_format=3, **kwargs)
+    return ds
+
+
+def disk_size(path: str) -> int | None:
+    if is_remote(path):
+        return None
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:
+                pass
+    return total
+
+
+def _human(nbytes: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if nbytes < 1024 or unit == "TB":
+            return f"{nbytes:.1f} {unit}" if unit != "B" else f"{int(nbytes)} B"
+        nbytes /= 1024
+    return ""
+
+
+def summary(path: str) -> str:
+    """Human summary for ``cmbcube info``."""
+    attrs = read_attrs(path)
+    if "recipe_hash" not in attrs:
+        raise StoreError(f"{path} is a Zarr store but not a cmbcube store")
+    ds = open_dataset(path)
+    done = done_flags(path)
+    plan = planned(path)
+    lines = [f"cmbcube store {path}",
+             f"  recipe      {attrs['recipe_name']} (hash {attrs['recipe_hash'][:12]}, created {attrs['created']})"]
+    if attrs.get("recipe_overrides"):
+        lines.append(f"  overrides   {' '.join(attrs['recipe_overrides'])}")
+    lines.append(f"  grid        HEALPix nside {attrs['nside']} ({12 * attrs['nside'] ** 2} pixels, "
+                 f"{attrs['healpix_order'].upper()}), sky model nside {attrs['sky_nside']}, "
+                 f"{attrs['coordinate_system']} coordinates, pixel window {'applied' if attrs['pixel_window_applied'] else 'not applied'}")
+    lines.append("  splits      " + ", ".join(
+        f"{s} {int((done & plan)[i].sum())}/{int(plan[i].sum())} done" for i, s in enumerate(SPLITS)))
+    lines.append(f"  fields      {', '.join(map(str, ds.field.values))}")
+    lines.append("  detectors   freq  centre GHz  beam'   unit    fields")
+    for k, det in enumerate(ds.detector.values):
+        fields = "".join(f for f, ok in zip(ds.field.values, ds.has_field.values[k]) if ok)
+        lines.append(f"              {int(det):4d}  {float(ds.center_frequency_ghz[k]):9.3f}  "
+                     f"{float(ds.beam_fwhm_arcmin[k]):5.2f}  {str(ds.unit.values[k]):7s} {fields}")
+    lines.append(f"  CMB truth   unit {attrs['cmb_unit']}, beam {ds.cmb.attrs.get('beam_fwhm_arcmin', 0)}' (0 = none)")
+    products = [name for name in ds.data_vars if name not in ("sim_done",)]
+    lines.append(f"  products    {', '.join(products)}")
+    if "component" in ds.coords:
+        lines.append(f"  components  {', '.join(map(str, ds.component.values))}")
+    size = disk_size(path)
+    if size is not None:
+        lines.append(f"  on disk     {_human(size)}")
+    versions = json.loads(attrs.get("package_versions", "{}"))
+    lines.append("  versions    " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    return "\n".join(lines)

@@ -1,0 +1,305 @@
+"""Galactic and extragalactic foregrounds.
+
+The embedded default is a synthetic but physical Galaxy built from pysm3's own
+model classes (``ModifiedBlackBody``, ``PowerLaw``, ``CurvedPowerLaw``) fed with
+in-memory templates: Gaussian random fields with power-law spectra, shaped by
+a plane-parallel (cosecant) latitude law, with spatially varying spectral
+indices.  Extragalactic: CIB (isotropic modified black body), thermal SZ
+(compact clusters, y-distortion SED) and radio sources (steep power laws).
+Centres and spreads of the parameters follow the Planck 2018 component
+separation results and pysm3's documentation; they are collected in PARAMS.
+
+Real pysm3 presets (d9, s4, ...) are used when their template files exist
+locally; :func:`missing_pysm_files` lists what is absent before anything runs.
+"""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import sht
+
+T_CMB = 2.7255  # K
+
+# name: dict of SED centres (per-sim spread in *_sim) and template shapes.
+PARAMS = {
+    "dust": dict(freq_ref_ghz=353.0, high_lat_uK_RJ=10.0, slab_height=0.02, log_sigma=0.6, cl_index=-2.5,
+                 pol_fraction=0.07, pol_cl_index=-2.4, eb_ratio=2.0,
+                 beta=1.53, beta_sim=0.03, beta_spatial=0.05, temp_K=19.6, temp_sim=0.5, temp_spatial=1.0),
+    "synchrotron": dict(freq_ref_ghz=23.0, high_lat_uK_RJ=40.0, slab_height=0.08, log_sigma=0.5, cl_index=-2.8,
+                        pol_fraction=0.12, pol_cl_index=-2.8, eb_ratio=2.0,
+                        beta=-3.05, beta_sim=0.03, beta_spatial=0.1),
+    "freefree": dict(freq_ref_ghz=30.0, high_lat_uK_RJ=1.0, slab_height=0.015, log_sigma=1.0, cl_index=-2.0,
+                     beta=-2.14),
+    "ame": dict(freq_ref_ghz=23.0, dust_ratio=0.3, log_sigma=0.3, cl_index=-2.5,
+                beta=-2.0, curvature=-0.7, curvature_sim=0.05),
+    "cib": dict(freq_ref_ghz=545.0, mean_uK_RJ=65.0, rel_rms=0.12, cl_index=-1.2,
+                beta=1.6, beta_sim=0.05, temp_K=22.0, temp_sim=1.0),
+    "tsz": dict(mean_count=4000, y_area_min_arcmin2=3e-4, y_area_max_arcmin2=0.1, count_slope=2.5),
+    "radio": dict(freq_ref_ghz=30.0, count_above_0p5Jy=1000, flux_min_jy=0.1, count_slope=2.5,
+                  flux_index=-0.7, flux_index_spread=0.3, pol_fraction=0.03),
+}
+_SMOOTH_LMAX = 96      # spectral-index maps are smooth: band-limit them (cheap at any nside)
+
+
+@functools.lru_cache(maxsize=8)
+def galactic_coords(nside: int) -> tuple[np.ndarray, np.ndarray]:
+    """Galactic (longitude, latitude) in radians of RING pixels."""
+    import healpy as hp
+    theta, phi = hp.pix2ang(nside, np.arange(12 * nside * nside))
+    return phi, np.pi / 2 - theta
+
+
+def _power_law_cl(lmax: int, index: float, ell0: float = 80.0) -> np.ndarray:
+    ell = np.arange(lmax + 1, dtype=float)
+    cl = np.zeros(lmax + 1)
+    cl[2:] = (ell[2:] / ell0) ** index
+    var = np.sum((2 * ell + 1) * cl) / (4 * np.pi)
+    return cl / var                                   # unit pixel variance
+
+
+def gaussian_field(rng: np.random.Generator, nside: int, index: float, lmax: int | None = None) -> np.ndarray:
+    """Unit-variance isotropic Gaussian field (RING) with C_ell ~ ell^index."""
+    lmax = min(3 * nside - 1, lmax or 3 * nside - 1)
+    cl = _power_law_cl(lmax, index)
+    z = (rng.standard_normal(sht.alm_size(lmax)) + 1j * rng.standard_normal(sht.alm_size(lmax))) / np.sqrt(2)
+    z[: lmax + 1] = rng.standard_normal(lmax + 1)
+    return sht.alm2map(sht.almxfl(z, np.sqrt(cl)), nside)
+
+
+def polarised_field(rng: np.random.Generator, nside: int, index: float, eb_ratio: float) -> np.ndarray:
+    """(2, npix) Q, U with C_EE ~ ell^index and C_BB = C_EE / eb_ratio, each of unit rms."""
+    lmax = 3 * nside - 1
+    cl = _power_law_cl(lmax, index)
+    alm = np.zeros((3, sht.alm_size(lmax)), dtype=np.complex128)
+    for k, scale in ((1, 1.0), (2, 1.0 / np.sqrt(eb_ratio))):
+        z = (rng.standard_normal(alm.shape[1]) + 1j * rng.standard_normal(alm.shape[1])) / np.sqrt(2)
+        z[: lmax + 1] = rng.standard_normal(lmax + 1)
+        alm[k] = sht.almxfl(z, np.sqrt(cl)) * scale
+    qu = sht.alm2map(alm, nside)[1:]
+    return qu / np.sqrt(np.mean(qu ** 2))
+
+
+def slab_envelope(nside: int, height: float, centre_boost: float = 0.6) -> np.ndarray:
+    """Plane-parallel slab: 1 / sqrt(sin^2 b + h^2), brighter towards the Galactic centre."""
+    lon, lat = galactic_coords(nside)
+    dlon = np.angle(np.exp(1j * lon))
+    return (1 + centre_boost * np.exp(-dlon ** 2 / (2 * np.radians(60) ** 2))) / np.sqrt(np.sin(lat) ** 2 + height ** 2)
+
+
+def lognormal(rng, nside, sigma, index):
+    g = gaussian_field(rng, nside, index)
+    return np.exp(sigma * g - sigma ** 2 / 2)      # mean one
+
+
+def tsz_spectrum(freq_ghz: float) -> float:
+    """Delta T / (T_CMB y) of the thermal SZ effect (non-relativistic)."""
+    x = 6.62607015e-34 * freq_ghz * 1e9 / (1.380649e-23 * T_CMB)
+    return x / np.tanh(x / 2) - 4
+
+
+def _rj_factor(freq_ghz, unit_from):
+    from .instrument import unit_factor
+    return unit_factor(freq_ghz, unit_from, "uK_RJ")
+
+
+def _make_thermal_sz_class():
+    import pysm3
+    import pysm3.units as u
+
+    class ThermalSZ(pysm3.Model):
+        """Thermal SZ from an in-memory Compton-y map (pysm3 model interface)."""
+
+        def __init__(self, y_map, nside):
+            super().__init__(nside=nside)
+            self.y_map = np.asarray(y_map)
+
+        def get_emission(self, freqs, weights=None):
+            freq = float(np.atleast_1d(freqs.to_value(u.GHz))[0])
+            out = np.zeros((3, self.y_map.size))
+            out[0] = self.y_map * T_CMB * tsz_spectrum(freq) * _rj_factor(freq, "K_CMB")
+            return out * u.uK_RJ
+
+    return ThermalSZ
+
+
+def _point_sources(rng, nside, count, values):
+    """Deposit ``values`` at ``count`` isotropic random positions; returns (map, pixel ids)."""
+    import healpy as hp
+    z = rng.uniform(-1, 1, count)
+    phi = rng.uniform(0, 2 * np.pi, count)
+    pix = hp.ang2pix(nside, np.arccos(z), phi)
+    out = np.zeros(12 * nside * nside)
+    np.add.at(out, pix, values)
+    return out, pix
+
+
+def _pareto(rng, count, minimum, slope, maximum=np.inf):
+    """Draws with dN/dS ~ S^-slope above ``minimum``, truncated at ``maximum``."""
+    x = minimum * (1 - rng.uniform(size=count)) ** (-1 / (slope - 1))
+    return np.minimum(x, maximum)
+
+
+def synthetic_sky(components, nside: int, template_rng, sed_rng_or_none) -> dict:
+    """Build pysm3 model objects for the chosen synthetic components at ``nside`` (RING).
+
+    ``template_rng(name)`` returns the generator for a component's templates;
+    ``sed_rng_or_none(name)`` the generator for its per-sim SED parameters, or
+    None to use the central values (fixed foregrounds).
+    """
+    import pysm3.models as m
+    import pysm3.units as u
+    npix = 12 * nside * nside
+    one = u.dimensionless_unscaled
+    zeros = np.zeros(npix) * u.uK_RJ
+    models = {}
+
+    def sed(name, key):
+        p = PARAMS[name]
+        r = sed_rng_or_none(name)
+        spread = p.get(key + "_sim", 0.0)
+        return p[key] if r is None or spread == 0 else float(r.normal(p[key], spread))
+
+    dust_i = None
+    if "dust" in components or "ame" in components:
+        p, r = PARAMS["dust"], template_rng("dust")
+        dust_i = p["high_lat_uK_RJ"] * slab_envelope(nside, p["slab_height"]) * \
+            lognormal(r, nside, p["log_sigma"], p["cl_index"])
+        if "dust" in components:
+            qu = p["pol_fraction"] * dust_i * polarised_field(r, nside, p["pol_cl_index"], p["eb_ratio"])
+            beta = sed("dust", "beta") + p["beta_spatial"] * gaussian_field(r, nside, -2.5, _SMOOTH_LMAX)
+            temp = sed("dust", "temp_K") + p["temp_spatial"] * gaussian_field(r, nside, -2.5, _SMOOTH_LMAX)
+            models["dust"] = m.ModifiedBlackBody(
+                map_I=dust_i * u.uK_RJ, map_Q=qu[0] * u.uK_RJ, map_U=qu[1] * u.uK_RJ,
+                freq_ref_I=f"{p['freq_ref_ghz']} GHz", freq_ref_P=f"{p['freq_ref_ghz']} GHz",
+                map_mbb_index=beta * one, map_mbb_temperature=temp * u.K, nside=nside)
+    if "synchrotron" in components:
+        p, r = PARAMS["synchrotron"], template_rng("synchrotron")
+        amp = p["high_lat_uK_RJ"] * slab_envelope(nside, p["slab_height"], 0.3) * \
+            lognormal(r, nside, p["log_sigma"], p["cl_index"])
+        qu = p["pol_fraction"] * amp * polarised_field(r, nside, p["pol_cl_index"], p["eb_ratio"])
+        beta = sed("synchrotron", "beta") + p["beta_spatial"] * gaussian_field(r, nside, -2.5, _SMOOTH_LMAX)
+        models["synchrotron"] = m.PowerLaw(
+            map_I=amp * u.uK_RJ, map_Q=qu[0] * u.uK_RJ, map_U=qu[1] * u.uK_RJ,
+            freq_ref_I=f"{p['freq_ref_ghz']} GHz", freq_ref_P=f"{p['freq_ref_ghz']} GHz",
+            map_pl_index=beta * one, nside=nside)
+    if "freefree" in components:
+        p, r = PARAMS["freefree"], template_rng("freefree")
+        amp = p["high_lat_uK_RJ"] * slab_envelope(nside, p["slab_height"], 1.0) * \
+            lognormal(r, nside, p["log_sigma"], p["cl_index"])
+        models["freefree"] = m.PowerLaw(
+            map_I=amp * u.uK_RJ, map_Q=zeros, map_U=zeros, freq_ref_I=f"{p['freq_ref_ghz']} GHz",
+            freq_ref_P=f"{p['freq_ref_ghz']} GHz", map_pl_index=np.full(npix, p["beta"]) * one, nside=nside)
+    if "ame" in components:
+        p, r = PARAMS["ame"], template_rng("ame")
+        amp = p["dust_ratio"] * dust_i * lognormal(r, nside, p["log_sigma"], p["cl_index"])
+        models["ame"] = m.CurvedPowerLaw(
+            map_I=amp * u.uK_RJ, map_Q=zeros, map_U=zeros, freq_ref_I=f"{p['freq_ref_ghz']} GHz",
+            freq_ref_P=f"{p['freq_ref_ghz']} GHz", map_pl_index=np.full(npix, p["beta"]) * one,
+            spectral_curvature=sed("ame", "curvature") * one, freq_curve=f"{p['freq_ref_ghz']} GHz",
+            nside=nside)
+    if "cib" in components:
+        p, r = PARAMS["cib"], template_rng("cib")
+        amp = p["mean_uK_RJ"] * (1 + p["rel_rms"] * gaussian_field(r, nside, p["cl_index"]))
+        models["cib"] = m.ModifiedBlackBody(
+            map_I=amp * u.uK_RJ, map_Q=zeros, map_U=zeros,
+            freq_ref_I=f"{p['freq_ref_ghz']} GHz", freq_ref_P=f"{p['freq_ref_ghz']} GHz",
+            map_mbb_index=np.full(npix, sed("cib", "beta")) * one,
+            map_mbb_temperature=np.full(npix, sed("cib", "temp_K")) * u.K, nside=nside)
+    pix_arcmin2 = 4 * np.pi / npix * (180 * 60 / np.pi) ** 2
+    if "tsz" in components:
+        p, r = PARAMS["tsz"], template_rng("tsz")
+        count = int(r.poisson(p["mean_count"]))
+        areas = _pareto(r, count, p["y_area_min_arcmin2"], p["count_slope"], p["y_area_max_arcmin2"])
+        y_map, _ = _point_sources(r, nside, count, areas / pix_arcmin2)
+        models["tsz"] = _make_thermal_sz_class()(y_map, nside)
+    if "radio" in components:
+        p, r = PARAMS["radio"], template_rng("radio")
+        mean_count = p["count_above_0p5Jy"] * (p["flux_min_jy"] / 0.5) ** (1 - p["count_slope"])
+        count = int(r.poisson(mean_count))
+        flux = _pareto(r, count, p["flux_min_jy"], p["count_slope"], 100.0)
+        freq = p["freq_ref_ghz"] * 1e9
+        omega = 4 * np.pi / npix
+        t_rj = flux * 1e-26 * 2.99792458e8 ** 2 / (2 * 1.380649e-23 * freq ** 2 * omega) * 1e6  # uK_RJ
+        amp, pix = _point_sources(r, nside, count, t_rj)
+        angle = r.uniform(0, np.pi, count)
+        q = np.zeros(npix)
+        uu = np.zeros(npix)
+        np.add.at(q, pix, p["pol_fraction"] * t_rj * np.cos(2 * angle))
+        np.add.at(uu, pix, p["pol_fraction"] * t_rj * np.sin(2 * angle))
+        index = np.full(npix, p["flux_index"] - 2.0)
+        index[pix] = r.normal(p["flux_index"], p["flux_index_spread"], count) - 2.0
+        models["radio"] = m.PowerLaw(
+            map_I=amp * u.uK_RJ, map_Q=q * u.uK_RJ, map_U=uu * u.uK_RJ,
+            freq_ref_I=f"{p['freq_ref_ghz']} GHz", freq_ref_P=f"{p['freq_ref_ghz']} GHz",
+            map_pl_index=index * one, nside=nside)
+    return {name: models[name] for name in components if name in models}
+
+
+# ---------------------------------------------------------------- real pysm3 presets
+
+def _data_dirs(data_dir: str | None) -> list[Path]:
+    dirs = [Path(data_dir)] if data_dir else []
+    if os.environ.get("PYSM_LOCAL_DATA"):
+        dirs.append(Path(os.environ["PYSM_LOCAL_DATA"]))
+    return dirs
+
+
+def pysm_files(preset: str, nside: int) -> list[str]:
+    """Template files a pysm3 preset names in its configuration (relative paths)."""
+    from pysm3.sky import PRESET_MODELS
+    config = PRESET_MODELS[preset]
+    sections = [v for v in config.values() if isinstance(v, dict)] or [config]
+    files = []
+    for section in sections:
+        available = section.get("available_nside")
+        templates_nside = min(available, key=lambda x: abs(x - nside)) if available else nside
+        for key, value in section.items():
+            if isinstance(value, str) and ("/" in value or value.endswith((".fits", ".gz", ".txt"))) \
+                    and key not in ("class", "unit_I", "unit_Q", "unit_U"):
+                if "{layer}" in value:
+                    files += [value.format(layer=k) for k in range(1, int(section.get("num_layers", 3)) + 1)]
+                else:
+                    files.append(value.replace("{nside}", str(templates_nside)))
+        version = section.get("websky_version")
+        if version is not None:
+            files.append(f"websky/{version}/")          # a directory of per-frequency maps
+    return files
+
+
+def missing_pysm_files(presets, nside: int, data_dir: str | None) -> list[str]:
+    dirs = _data_dirs(data_dir)
+    missing = []
+    for preset in presets:
+        for name in pysm_files(preset, nside):
+            if not any((d / name).exists() for d in dirs):
+                missing.append(f"{preset}: {name}")
+    return missing
+
+
+def pysm_sky(presets, nside: int, data_dir: str | None) -> dict:
+    """pysm3 model objects for presets, reading templates from local directories only."""
+    missing = missing_pysm_files(presets, nside, data_dir)
+    if missing:
+        where = ", ".join(str(d) for d in _data_dirs(data_dir)) or "(no directory: set foregrounds.data_dir or PYSM_LOCAL_DATA)"
+        raise FileNotFoundError("pysm3 template files missing (looked in " + where + "):\n  " + "\n  ".join(missing))
+    from astropy.utils.data import conf
+    conf.allow_internet = False          # never hang on the network: offline means fail fast
+    if data_dir:
+        os.environ["PYSM_LOCAL_DATA"] = str(data_dir)
+    from pysm3.sky import PRESET_MODELS, create_components_from_config
+    return {preset: _Sum(create_components_from_config({preset: PRESET_MODELS[preset]}, nside=nside))
+            for preset in presets}
+
+
+class _Sum:
+    """A preset made of several pysm3 components (a1 = two AME populations) seen as one."""
+
+    def __init__(self, parts):
+        self.parts = list(parts)
+
+    def get_emission(self, freqs, weights=None):
+        return sum(part.get_emission(freqs, weights) for part in self.parts)

@@ -1,0 +1,308 @@
+"""Recipes: plain YAML describing a dataset, validated field by field.
+
+Every error names the offending field (dotted path) and what is allowed, and is
+raised before anything touches a store.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from . import instrument
+
+SPLITS = ("train", "valid", "test")
+SYNTHETIC_COMPONENTS = ("dust", "synchrotron", "freefree", "ame", "cib", "tsz", "radio")
+TRUTH_PRODUCTS = ("cmb", "components", "noise")
+
+
+class RecipeError(ValueError):
+    """A recipe field is missing, mistyped or out of range; the message names it."""
+
+
+@dataclasses.dataclass
+class F:
+    """One recipe field: expected type(s), default and an optional check."""
+    types: tuple
+    default: Any
+    choices: tuple | None = None
+    check: Callable[[str, Any], None] | None = None
+    nullable: bool = False
+    doc: str = ""
+
+
+def _power_of_two(path, value):
+    if value < 1 or value & (value - 1) or value > 8192:
+        raise RecipeError(f"{path}: {value} is not allowed; use a power of two between 1 and 8192")
+
+
+def _non_negative(path, value):
+    if value < 0:
+        raise RecipeError(f"{path}: {value} is negative; use a number >= 0")
+
+
+def _positive(path, value):
+    if value <= 0:
+        raise RecipeError(f"{path}: {value} must be > 0")
+
+
+def _list_of(choices, unique=True, min_len=0):
+    def check(path, value):
+        for i, item in enumerate(value):
+            if item not in choices:
+                raise RecipeError(f"{path}[{i}]: {item!r} is not allowed; allowed values: "
+                                  f"{', '.join(map(str, choices))}")
+        if unique and len(set(value)) != len(value):
+            raise RecipeError(f"{path}: repeated entries in {value}")
+        if len(value) < min_len:
+            raise RecipeError(f"{path}: needs at least {min_len} entr{'y' if min_len == 1 else 'ies'}")
+    return check
+
+
+def _splits(path, value):
+    for key, count in value.items():
+        if key not in SPLITS:
+            raise RecipeError(f"{path}.{key}: unknown split; allowed: {', '.join(SPLITS)}")
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise RecipeError(f"{path}.{key}: expected an integer sim count, got {count!r}")
+        _non_negative(f"{path}.{key}", count)
+    if not value or sum(value.values()) == 0:
+        raise RecipeError(f"{path}: at least one split needs sims, e.g. {{train: 16, valid: 4, test: 4}}")
+
+
+def _beam_overrides(path, value):
+    for key, fwhm in value.items():
+        if key not in instrument.FREQS:
+            raise RecipeError(f"{path}.{key}: unknown detector; allowed: "
+                              f"{', '.join(map(str, instrument.FREQS))}")
+        if isinstance(fwhm, bool) or not isinstance(fwhm, (int, float)) or fwhm < 0:
+            raise RecipeError(f"{path}.{key}: beam FWHM must be a number of arcmin >= 0, got {fwhm!r}")
+
+
+def _pysm_presets(path, value):
+    known = known_pysm_presets()
+    for i, item in enumerate(value):
+        if item not in known:
+            raise RecipeError(f"{path}[{i}]: unknown pysm3 preset {item!r}; allowed: {', '.join(known)}")
+
+
+def known_pysm_presets() -> list[str]:
+    import configparser
+    import importlib.resources
+    text = (importlib.resources.files("pysm3") / "data" / "presets.cfg").read_text()
+    parser = configparser.ConfigParser(strict=False)
+    try:
+        parser.read_string(text)
+        return [s for s in parser.sections() if "." not in s]
+    except configparser.Error:
+        import re
+        return re.findall(r"^\[([a-z]+[0-9]+)\]", text, flags=re.M)
+
+
+SCHEMA: dict = {
+    "name": F((str,), None, nullable=True, doc="dataset name (required)"),
+    "description": F((str,), "", doc="free text"),
+    "seed": F((int,), 0, check=_non_negative, doc="master seed"),
+    "nside": F((int,), 32, check=_power_of_two, doc="output HEALPix nside"),
+    "sky_nside": F((int,), None, nullable=True, check=_power_of_two,
+                   doc="nside of the sky model (default 2 x nside; must be >= 2 x nside)"),
+    "splits": F((dict,), {"train": 16, "valid": 4, "test": 4}, check=_splits),
+    "detectors": F((list,), list(instrument.FREQS), check=_list_of(instrument.FREQS, min_len=1)),
+    "fields": F((list,), list(instrument.FIELDS), check=_list_of(instrument.FIELDS, min_len=1)),
+    "units": F((str,), "uK_CMB", choices=("uK_CMB", "K_CMB", "native"),
+               doc="uK_CMB everywhere (CMB-ML), K_CMB everywhere, or native (K_CMB to 353 GHz, MJy/sr at 545/857)"),
+    "instrument": {
+        "beams": F((str,), "cmb-ml", choices=tuple(instrument.BEAM_PRESETS)),
+        "beam_overrides": F((dict,), {}, check=_beam_overrides, doc="{freq: FWHM arcmin}"),
+        "pixel_window": F((bool,), True, doc="multiply sky maps by the output pixel window"),
+        "map2alm_iterations": F((int,), 3, check=_non_negative),
+    },
+    "cmb": {
+        "enabled": F((bool,), True),
+        "prior": F((str,), "planck2018", choices=("planck2018", "wmap9", "chain", "fixed")),
+        "prior_width": F((int, float), 1.0, check=_non_negative,
+                         doc="multiplies the published 1-sigma widths"),
+        "chain_file": F((str,), None, nullable=True),
+        "lens_potential_accuracy": F((int,), 0, check=_non_negative),
+        "target_beam_arcmin": F((int, float), 0.0, check=_non_negative,
+                                doc="beam of the CMB truth map (0: no beam, CMB-ML's target)"),
+    },
+    "foregrounds": {
+        "model": F((str,), "synthetic", choices=("synthetic", "pysm3", "none")),
+        "components": F((list,), list(SYNTHETIC_COMPONENTS), check=_list_of(SYNTHETIC_COMPONENTS)),
+        "presets": F((list,), ["d9", "s4", "f1", "a1", "cib1", "ksz1", "tsz1", "rg1"], check=_pysm_presets),
+        "data_dir": F((str,), None, nullable=True, doc="directory of pysm3 templates (else $PYSM_LOCAL_DATA)"),
+        "vary": F((str,), "per_sim", choices=("per_sim", "fixed")),
+    },
+    "noise": {
+        "model": F((str,), "white", choices=("white", "variance_maps", "none")),
+        "scale": F((int, float), 1.0, check=_non_negative, doc="multiplies the noise rms"),
+        "hits": F((str,), "scan", choices=("scan", "uniform")),
+        "variance_dir": F((str,), None, nullable=True,
+                          doc="directory of {freq}.fits variance maps (II, QQ, UU in native unit^2)"),
+    },
+    "keep": F((list,), ["cmb"], check=_list_of(TRUTH_PRODUCTS), doc="truth products to store"),
+    "storage": {
+        "compression": F((str,), "none", choices=("none", "zstd", "blosc-lz4")),
+        "level": F((int,), 3, check=_non_negative),
+        "checksum": F((bool,), True, doc="crc32c on every chunk (detects corruption)"),
+    },
+    "cluster": {
+        "kind": F((str,), "local", choices=("local", "address", "slurm", "synchronous")),
+        "workers": F((int,), 2, check=_positive),
+        "threads_per_worker": F((int,), 1, check=_positive),
+        "memory_limit": F((str,), "auto"),
+        "address": F((str,), None, nullable=True),
+        "scheduler_file": F((str,), None, nullable=True),
+    },
+}
+# Sections that describe how to compute, not what: left out of the recipe hash.
+NOT_HASHED = ("cluster",)
+
+
+def _type_name(types):
+    return " or ".join({int: "integer", float: "number", str: "string", bool: "true/false",
+                        list: "list", dict: "mapping"}[t] for t in types)
+
+
+def _validate(raw: dict, schema: dict, prefix: str) -> dict:
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{prefix or 'recipe'}: expected a mapping, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - set(schema))
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise RecipeError(f"{where}{unknown[0]}: unknown key; allowed keys{' in ' + prefix if prefix else ''}: "
+                          f"{', '.join(schema)}")
+    out = {}
+    for key, spec in schema.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if isinstance(spec, dict):
+            out[key] = _validate(raw.get(key) or {}, spec, path)
+            continue
+        value = raw.get(key, copy.deepcopy(spec.default))
+        if value is None:
+            if spec.nullable:
+                out[key] = None
+                continue
+            raise RecipeError(f"{path}: required; expected {_type_name(spec.types)}")
+        ok = isinstance(value, spec.types) and not (isinstance(value, bool) and bool not in spec.types)
+        if not ok:
+            raise RecipeError(f"{path}: expected {_type_name(spec.types)}, got {value!r}")
+        if spec.choices is not None and value not in spec.choices:
+            raise RecipeError(f"{path}: {value!r} is not allowed; allowed values: {', '.join(spec.choices)}")
+        if spec.check is not None:
+            spec.check(path, value)
+        out[key] = value
+    return out
+
+
+@dataclasses.dataclass
+class Recipe:
+    """A validated recipe: ``data`` is the full normalised mapping (defaults filled in)."""
+    data: dict
+    text: str = ""
+    source: str = ""
+    overrides: tuple = ()
+
+    def __getitem__(self, key):
+        return self.data[key]
+
+    @property
+    def name(self) -> str:
+        return self.data["name"]
+
+    @property
+    def splits(self) -> dict[str, int]:
+        return {s: self.data["splits"].get(s, 0) for s in SPLITS}
+
+    @property
+    def hashed(self) -> dict:
+        return {k: v for k, v in self.data.items() if k not in NOT_HASHED}
+
+    @property
+    def hash(self) -> str:
+        blob = json.dumps(self.hashed, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def detectors(self) -> list[instrument.Detector]:
+        ins = self.data["instrument"]
+        return [instrument.detector(f, ins["beams"], ins["beam_overrides"]) for f in self.data["detectors"]]
+
+
+def _apply_override(raw: dict, assignment: str) -> None:
+    if "=" not in assignment:
+        raise RecipeError(f"--set {assignment!r}: expected KEY=VALUE, e.g. --set nside=128")
+    key, value = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            raise RecipeError(f"--set {key}: {part} is not a section")
+        node = nxt
+    parsed = yaml.safe_load(value) if value.strip() else None
+    node[_maybe_int(parts[-1]) if parts[-2:-1] == ["beam_overrides"] else parts[-1]] = parsed
+
+
+def _maybe_int(text):
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def validate(raw: dict, text: str = "", source: str = "", overrides: tuple | list = ()) -> Recipe:
+    raw = copy.deepcopy(raw) if raw is not None else {}
+    for assignment in overrides:
+        _apply_override(raw, assignment)
+    data = _validate(raw, SCHEMA, "")
+    if not data["name"]:
+        raise RecipeError("name: required; give the dataset a name, e.g. name: quickstart")
+    if data["sky_nside"] is None:
+        data["sky_nside"] = min(2 * data["nside"], 8192)
+    if data["sky_nside"] < 2 * data["nside"]:
+        raise RecipeError(f"sky_nside: {data['sky_nside']} is below 2 x nside = {2 * data['nside']}; "
+                          "the sky model must be at least twice the output resolution")
+    data["detectors"] = sorted(data["detectors"])
+    data["fields"] = [f for f in instrument.FIELDS if f in data["fields"]]
+    data["splits"] = {s: data["splits"].get(s, 0) for s in SPLITS}
+    data["instrument"]["beam_overrides"] = {int(k): float(v) for k, v in
+                                            data["instrument"]["beam_overrides"].items()}
+    if data["cmb"]["prior"] == "chain" and not data["cmb"]["chain_file"]:
+        raise RecipeError("cmb.chain_file: required when cmb.prior is 'chain'")
+    if data["noise"]["model"] == "variance_maps" and not data["noise"]["variance_dir"]:
+        raise RecipeError("noise.variance_dir: required when noise.model is 'variance_maps'")
+    if "cmb" not in data["keep"]:
+        data["keep"] = ["cmb"] + data["keep"]
+    data["keep"] = [k for k in TRUTH_PRODUCTS if k in data["keep"]]
+    if data["foregrounds"]["model"] != "synthetic" and "components" in data["keep"]:
+        if data["foregrounds"]["model"] == "none":
+            data["keep"].remove("components")
+    return Recipe(data, text, source, tuple(overrides))
+
+
+def load(path: str | Path, overrides: tuple | list = ()) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file {str(path)!r} does not exist")
+    text = path.read_text()
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{path}: not valid YAML: {err}") from None
+    return validate(raw or {}, text, str(path), overrides)
+
+
+def from_store_attrs(attrs: dict) -> Recipe:
+    """Rebuild the recipe recorded in a store (its normalised form is authoritative)."""
+    data = json.loads(attrs["recipe_normalized"])
+    data["instrument"]["beam_overrides"] = {int(k): v for k, v in data["instrument"]["beam_overrides"].items()}
+    return Recipe(data, attrs.get("recipe_text", ""), attrs.get("recipe_source", ""),
+                  tuple(attrs.get("recipe_overrides", ())))

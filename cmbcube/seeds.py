@@ -1,0 +1,26 @@
+"""Deterministic seeds from (master seed, split, sim, component, detector, field).
+
+SHA-256 of a readable key, so a seed never depends on worker count or order and
+two different keys never share a stream by accident.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+
+def seed_key(master: int, split: str, sim: int | str, component: str,
+             detector: int | str = "", field: str = "") -> str:
+    return f"cmbcube/{master}/{split}/{sim}/{component}/{detector}/{field}"
+
+
+def derive_seed(master: int, split: str, sim: int | str, component: str,
+                detector: int | str = "", field: str = "") -> int:
+    digest = hashlib.sha256(seed_key(master, split, sim, component, detector, field).encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def rng(master: int, split: str, sim: int | str, component: str,
+        detector: int | str = "", field: str = "") -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(derive_seed(master, split, sim, component, detector, field)))

@@ -1,0 +1,119 @@
+"""Spherical-harmonic transforms on HEALPix grids (ducc0), in healpy's alm layout.
+
+Maps here are RING-ordered numpy arrays; alms use healpy's m-major packing so
+that ``healpy`` utilities (``almxfl``, ``alm2cl``) work on them unchanged.
+Polarisation follows healpy's convention: (T, E, B) <-> (I, Q, U).
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import ducc0
+import numpy as np
+
+
+def nthreads() -> int:
+    """Threads per transform: CMBCUBE_SHT_THREADS, else 1 (Dask parallelises over sims)."""
+    return int(os.environ.get("CMBCUBE_SHT_THREADS", "1"))
+
+
+def alm_size(lmax: int) -> int:
+    return (lmax + 1) * (lmax + 2) // 2
+
+
+def lmax_from_size(size: int) -> int:
+    lmax = int((np.sqrt(8 * size + 1) - 3) / 2)
+    if alm_size(lmax) != size:
+        raise ValueError(f"{size} is not a valid alm array size")
+    return lmax
+
+
+@functools.lru_cache(maxsize=16)
+def _geometry(nside: int) -> dict:
+    return ducc0.healpix.Healpix_Base(nside, "RING").sht_info()
+
+
+@functools.lru_cache(maxsize=16)
+def _mstart(lmax: int) -> np.ndarray:
+    m = np.arange(lmax + 1)
+    return (m * (2 * lmax + 1 - m) // 2).astype(np.uintp)
+
+
+def alm2map(alm: np.ndarray, nside: int) -> np.ndarray:
+    """Synthesis. ``alm`` is (nalm,) or (1|3, nalm) complex; returns (npix,) or (1|3, npix)."""
+    alm = np.asarray(alm)
+    squeeze = alm.ndim == 1
+    alm = np.atleast_2d(alm).astype(np.complex128, copy=False)
+    lmax = lmax_from_size(alm.shape[-1])
+    geom = _geometry(nside)
+    kw = dict(lmax=lmax, mstart=_mstart(lmax), nthreads=nthreads(), **geom)
+    out = np.empty((alm.shape[0], 12 * nside * nside))
+    out[0:1] = ducc0.sht.experimental.synthesis(alm=alm[0:1], spin=0, **kw)
+    if alm.shape[0] == 3:
+        out[1:3] = ducc0.sht.experimental.synthesis(alm=alm[1:3], spin=2, **kw)
+    elif alm.shape[0] != 1:
+        raise ValueError("alm must hold 1 (T) or 3 (T, E, B) components")
+    return out[0] if squeeze else out
+
+
+def _adjoint(maps: np.ndarray, lmax: int) -> np.ndarray:
+    nside = int(np.sqrt(maps.shape[-1] / 12))
+    geom = _geometry(nside)
+    kw = dict(lmax=lmax, mstart=_mstart(lmax), nthreads=nthreads(), **geom)
+    alm = np.empty((maps.shape[0], alm_size(lmax)), dtype=np.complex128)
+    alm[0:1] = ducc0.sht.experimental.adjoint_synthesis(map=maps[0:1], spin=0, **kw)
+    if maps.shape[0] == 3:
+        alm[1:3] = ducc0.sht.experimental.adjoint_synthesis(map=maps[1:3], spin=2, **kw)
+    return alm * (4 * np.pi / maps.shape[-1])
+
+
+def map2alm(maps: np.ndarray, lmax: int | None = None, iterations: int = 3) -> np.ndarray:
+    """Analysis with Jacobi iterations (healpy's ``iter``); 0 iterations is a plain quadrature.
+
+    ``maps`` is (npix,) or (1|3, npix) RING; lmax defaults to 3 nside - 1.
+    """
+    maps = np.asarray(maps, dtype=np.float64)
+    squeeze = maps.ndim == 1
+    maps = np.atleast_2d(maps)
+    if maps.shape[0] not in (1, 3):
+        raise ValueError("maps must hold 1 (I) or 3 (I, Q, U) components")
+    nside = int(round(np.sqrt(maps.shape[-1] / 12)))
+    if lmax is None:
+        lmax = 3 * nside - 1
+    alm = _adjoint(maps, lmax)
+    for _ in range(iterations):
+        alm += _adjoint(maps - alm2map(alm, nside), lmax)
+    return alm[0] if squeeze else alm
+
+
+def almxfl(alm: np.ndarray, fl: np.ndarray) -> np.ndarray:
+    """Multiply (..., nalm) alms by an ell-filter (lmax+1,) or per-component (..., lmax+1)."""
+    lmax = lmax_from_size(alm.shape[-1])
+    ell = ell_of_alm(lmax)
+    fl = np.asarray(fl)
+    if fl.shape[-1] < lmax + 1:
+        fl = np.concatenate([fl, np.zeros(fl.shape[:-1] + (lmax + 1 - fl.shape[-1],))], axis=-1)
+    return alm * fl[..., ell]
+
+
+@functools.lru_cache(maxsize=16)
+def ell_of_alm(lmax: int) -> np.ndarray:
+    ell = np.empty(alm_size(lmax), dtype=np.int64)
+    for m in range(lmax + 1):
+        start = int(_mstart(lmax)[m]) + m
+        ell[start:start + lmax + 1 - m] = np.arange(m, lmax + 1)
+    return ell
+
+
+def truncate_alm(alm: np.ndarray, lmax_new: int) -> np.ndarray:
+    """Keep multipoles up to ``lmax_new`` (must not exceed the current lmax)."""
+    lmax = lmax_from_size(alm.shape[-1])
+    if lmax_new > lmax:
+        raise ValueError(f"cannot raise lmax from {lmax} to {lmax_new}")
+    out = np.empty(alm.shape[:-1] + (alm_size(lmax_new),), dtype=alm.dtype)
+    for m in range(lmax_new + 1):
+        src = int(_mstart(lmax)[m]) + m
+        dst = int(_mstart(lmax_new)[m]) + m
+        out[..., dst:dst + lmax_new + 1 - m] = alm[..., src:src + lmax_new + 1 - m]
+    return out

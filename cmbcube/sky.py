@@ -1,0 +1,187 @@
+"""One simulation: cosmology -> CMB, foregrounds, beams, pixel window, noise.
+
+Pure science on numpy arrays: no Dask, no Zarr.  A :class:`Simulator` holds
+what is shared by every sim of a recipe (beams, windows, noise rms maps,
+fixed foregrounds) so worker processes build it once.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from contextlib import contextmanager
+
+import numpy as np
+
+from . import cosmology, foregrounds, instrument, noise, pixwin, seeds, sht
+
+
+@dataclasses.dataclass
+class SimResult:
+    obs: np.ndarray                 # (detector, field, pixel) float32, NESTED
+    cmb: np.ndarray                 # (field, pixel) float32, NESTED
+    params: np.ndarray              # (param,) float64
+    cls: np.ndarray                 # (spectrum, ell) float64, uK_CMB^2
+    components: np.ndarray | None = None   # (component, detector, field, pixel)
+    noise: np.ndarray | None = None        # (detector, field, pixel)
+    timings: dict = dataclasses.field(default_factory=dict)
+
+
+def component_names(recipe) -> list[str]:
+    """Names along the ``component`` axis: synthetic components or pysm3 presets."""
+    fg = recipe["foregrounds"]
+    if fg["model"] == "synthetic":
+        return list(fg["components"])
+    if fg["model"] == "pysm3":
+        return list(fg["presets"])
+    return []
+
+
+def cmb_unit(units: str) -> str:
+    return "uK_CMB" if units == "uK_CMB" else "K_CMB"
+
+
+class Simulator:
+    def __init__(self, recipe):
+        import healpy as hp
+        self.recipe = recipe
+        r = recipe.data
+        self.seed = r["seed"]
+        self.nside, self.sky_nside = r["nside"], r["sky_nside"]
+        self.npix = 12 * self.nside ** 2
+        self.lmax_out, self.lmax_sky = 3 * self.nside - 1, 3 * self.sky_nside - 1
+        self.fields = r["fields"]
+        self.polarised = any(f in ("Q", "U") for f in self.fields)
+        self.detectors = recipe.detectors()
+        self.units = {d.freq: instrument.resolve_unit(r["units"], d) for d in self.detectors}
+        self.cmb_unit = cmb_unit(r["units"])
+        self.ring2nest = hp.nest2ring(self.nside, np.arange(self.npix))   # nest_map = ring_map[ring2nest]
+        window = np.ones((3, self.lmax_out + 1))
+        if r["instrument"]["pixel_window"]:
+            pw_t = pixwin.pixel_window(self.nside, self.lmax_out)
+            pw_p = pixwin.polarisation_window(self.nside, self.lmax_out)
+            window = np.stack([pw_t, pw_p, pw_p])
+        self.window = window
+        self.transfer = {d.freq: instrument.gaussian_beam(d.fwhm_arcmin, self.lmax_out) * window
+                         for d in self.detectors}
+        target_fwhm = r["cmb"]["target_beam_arcmin"]
+        self.target_transfer = instrument.gaussian_beam(target_fwhm, self.lmax_out) * window
+        self.components = component_names(recipe)
+        self.keep = r["keep"]
+        self._noise_sigma = {}
+        self._fixed_models = None
+
+    # -- static pieces ------------------------------------------------------------
+    def noise_sigma(self, det: instrument.Detector, field: str) -> np.ndarray:
+        """Per-pixel noise rms (NESTED) in the detector's cube unit."""
+        key = (det.freq, field)
+        if key not in self._noise_sigma:
+            cfg = self.recipe["noise"]
+            to_unit = instrument.unit_factor(det.centre_ghz, det.native_unit, self.units[det.freq])
+            if cfg["model"] == "variance_maps":
+                var = noise.read_variance_map(cfg["variance_dir"], det.freq, self.nside, field)
+                sigma = np.sqrt(np.clip(var, 0, None))
+            else:
+                hits = noise.scan_hits(self.nside) if cfg["hits"] == "scan" else None
+                sigma = noise.pixel_sigma(det.noise_depth_arcmin(field), self.nside, hits)
+                sigma = np.broadcast_to(sigma, (self.npix,))
+            self._noise_sigma[key] = np.asarray(sigma * to_unit * cfg["scale"], dtype=np.float64)
+        return self._noise_sigma[key]
+
+    def foreground_models(self, split: str, sim: int) -> dict:
+        fg = self.recipe["foregrounds"]
+        if fg["model"] == "none":
+            return {}
+        if fg["model"] == "pysm3":
+            if self._fixed_models is None:
+                self._fixed_models = foregrounds.pysm_sky(fg["presets"], self.sky_nside, fg["data_dir"])
+            return self._fixed_models
+        if fg["vary"] == "fixed":
+            if self._fixed_models is None:
+                self._fixed_models = foregrounds.synthetic_sky(
+                    fg["components"], self.sky_nside,
+                    lambda name: seeds.rng(self.seed, "fixed", 0, "foreground-" + name), lambda name: None)
+            return self._fixed_models
+        return foregrounds.synthetic_sky(
+            fg["components"], self.sky_nside,
+            lambda name: seeds.rng(self.seed, split, sim, "foreground-" + name),
+            lambda name: seeds.rng(self.seed, split, sim, "sed-" + name))
+
+    # -- one sim ------------------------------------------------------------------
+    def run(self, split: str, sim: int) -> SimResult:
+        import pysm3.units as u
+        timings: dict[str, float] = {}
+
+        @contextmanager
+        def timed(name):
+            t0 = time.perf_counter()
+            yield
+            timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
+
+        r = self.recipe.data
+        ncomp_alm = 3 if self.polarised else 1
+        with timed("cmb"):
+            if r["cmb"]["enabled"]:
+                params = cosmology.draw_params(seeds.rng(self.seed, split, sim, "cosmology"),
+                                               r["cmb"]["prior"], r["cmb"]["prior_width"], r["cmb"]["chain_file"])
+                cls = cosmology.lensed_spectra(params, self.lmax_sky, r["cmb"]["lens_potential_accuracy"])
+                cmb_alm = cosmology.synalm(cls, seeds.rng(self.seed, split, sim, "cmb"))[:ncomp_alm]
+                cmb_alm = sht.truncate_alm(cmb_alm, self.lmax_out)
+                param_vec = np.array([params[p] for p in cosmology.PARAMS])
+            else:
+                cls = np.zeros((4, self.lmax_sky + 1))
+                cmb_alm = np.zeros((ncomp_alm, sht.alm_size(self.lmax_out)), dtype=np.complex128)
+                param_vec = np.full(len(cosmology.PARAMS), np.nan)
+        with timed("foreground_templates"):
+            models = self.foreground_models(split, sim)
+
+        ndet, nfield = len(self.detectors), len(self.fields)
+        obs = np.full((ndet, nfield, self.npix), np.nan, dtype=np.float32)
+        keep_comp = "components" in self.keep and models
+        comps = np.full((len(models), ndet, nfield, self.npix), np.nan, dtype=np.float32) if keep_comp else None
+        noise_maps = np.full((ndet, nfield, self.npix), np.nan, dtype=np.float32) if "noise" in self.keep else None
+        field_index = {f: k for k, f in enumerate(self.fields)}
+        iterations = r["instrument"]["map2alm_iterations"]
+
+        for i, det in enumerate(self.detectors):
+            unit = self.units[det.freq]
+            nc = 3 if (self.polarised and det.polarised) else 1
+            rj_to_unit = instrument.unit_factor(det.centre_ghz, "uK_RJ", unit)
+            with timed("foreground_emission"):
+                emissions = [np.asarray(mdl.get_emission(det.centre_ghz * u.GHz).to_value(u.uK_RJ))[:nc] * rj_to_unit
+                             for mdl in models.values()]
+            with timed("harmonic_transforms"):
+                if keep_comp:
+                    comp_alms = [sht.map2alm(e, self.lmax_out, iterations) for e in emissions]
+                    total = sum(comp_alms) if comp_alms else 0
+                else:
+                    comp_alms = []
+                    total = sht.map2alm(sum(emissions), self.lmax_out, iterations) if emissions else 0
+                total = total + cmb_alm[:nc] * instrument.unit_factor(det.centre_ghz, "uK_CMB", unit)
+                transfer = self.transfer[det.freq][:nc]
+                sky_map = sht.alm2map(sht.almxfl(total, transfer), self.nside)[:, self.ring2nest]
+                for c, alm in enumerate(comp_alms):
+                    cmap = sht.alm2map(sht.almxfl(alm, transfer), self.nside)[:, self.ring2nest]
+                    for k, f in enumerate("IQU"[:nc]):
+                        if f in field_index:
+                            comps[c, i, field_index[f]] = cmap[k]
+            with timed("noise"):
+                for k, f in enumerate("IQU"[:nc]):
+                    if f not in field_index:
+                        continue
+                    value = sky_map[k]
+                    if r["noise"]["model"] != "none":
+                        n = seeds.rng(self.seed, split, sim, "noise", det.freq, f).standard_normal(self.npix)
+                        n *= self.noise_sigma(det, f)
+                        value = value + n
+                        if noise_maps is not None:
+                            noise_maps[i, field_index[f]] = n
+                    elif noise_maps is not None:
+                        noise_maps[i, field_index[f]] = 0.0
+                    obs[i, field_index[f]] = value
+
+        with timed("cmb"):
+            scale = 1.0 if self.cmb_unit == "uK_CMB" else 1e-6
+            target = sht.alm2map(sht.almxfl(cmb_alm, self.target_transfer[:ncomp_alm]), self.nside)
+            target = target[:, self.ring2nest] * scale
+            cmb = np.stack([target["IQU".index(f)] for f in self.fields]).astype(np.float32)
+        return SimResult(obs, cmb, param_vec, cls, comps, noise_maps, timings)
