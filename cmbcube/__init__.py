@@ -3,6 +3,8 @@
 >>> import cmbcube
 >>> cube = cmbcube.open("quickstart.zarr")            # doctest: +SKIP
 >>> cube.obs.sel(split="test", sim=0, detector=143, field="Q")   # doctest: +SKIP
+
+Stages are modules: ``cmbcube.simulate.run(recipe_or_path, store)``.
 """
 __version__ = "0.1.0"
 
@@ -15,9 +17,3 @@ def open(path, **storage_options):  # noqa: A001 - the public verb is cmbcube.op
     """
     from .cube import open_dataset
     return open_dataset(str(path), **storage_options)
-
-
-def simulate(recipe, store, **kwargs):
-    """Simulate ``recipe`` (path or Recipe) into ``store``; see ``cmbcube simulate --help``."""
-    from .simulate import run
-    return run(recipe, store, **kwargs)

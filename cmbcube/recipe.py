@@ -269,7 +269,8 @@ def validate(raw: dict, text: str = "", source: str = "", overrides: tuple | lis
         data["sky_nside"] = min(2 * data["nside"], 8192)
     if data["sky_nside"] < 2 * data["nside"]:
         raise RecipeError(f"sky_nside: {data['sky_nside']} is below 2 x nside = {2 * data['nside']}; "
-                          "the sky model must be at least twice the output resolution")
+                          "the sky model must be at least twice the output resolution (set sky_nside too, "
+                          "or leave it out for 2 x nside)")
     data["detectors"] = sorted(data["detectors"])
     data["fields"] = [f for f in instrument.FIELDS if f in data["fields"]]
     data["splits"] = {s: data["splits"].get(s, 0) for s in SPLITS}

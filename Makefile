@@ -1,0 +1,26 @@
+# Two entry points for a fresh clone: `make quickstart` (the main job) and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: quickstart test benchmark clean
+
+$(BIN)/cmbcube: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	# torch first, pinned to the CPU build on this machine's disk: an unpinned torch pulls a multi-GB CUDA build
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+quickstart: $(BIN)/cmbcube
+	$(BIN)/cmbcube simulate recipes/quickstart.yaml --store quickstart.zarr
+	$(BIN)/cmbcube info quickstart.zarr
+
+test: $(BIN)/cmbcube
+	$(BIN)/python -m pytest -q
+
+benchmark: $(BIN)/cmbcube
+	$(BIN)/python benchmarks/simulate.py --quick
+
+clean:
+	rm -rf quickstart.zarr .pytest_cache

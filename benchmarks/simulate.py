@@ -1,0 +1,458 @@
+"""Benchmark the simulate stage against a CMB-ML-style serial pipeline that writes FITS.
+
+Run from the repository root::
+
+    python benchmarks/simulate.py --quick          # nside 64 only, a few sims (< 3 min on 2 cores)
+    python benchmarks/simulate.py                  # nside 64 and 128
+    python benchmarks/simulate.py --nside512       # also nside 512, once (slow, several GB per process)
+
+Every figure comes from one run of this script, measured side by side on the
+same machine.  The workload is the same on both sides: all 9 Planck-like
+detectors, I/Q/U, every synthetic foreground component (built by
+``cmbcube.foregrounds.synthetic_sky`` with cmbcube's own seeds, so both sides
+evaluate the very same sky), a sky model at 2 x the output nside, CAMB lensed
+spectra for a cosmology drawn per sim, white noise.
+
+What is measured
+----------------
+* baseline ("serial FITS", what CMB-ML does, one process): per sim, CAMB
+  spectra, ``healpy.synfast`` CMB at the sky nside, pysm3 ``get_emission`` per
+  detector (plus the CMB converted to uK_RJ), pysm3
+  ``apply_smoothing_and_coord_transform`` with its defaults (beam FWHM, output
+  nside), conversion to uK_CMB, white noise, and one ``healpy.write_map`` FITS
+  file per map (9 observed maps + 1 CMB map) into a temporary directory.  The
+  process first runs one warm-up sim (numba compiles pysm3's kernels on the
+  first ``get_emission``, ~5-9 s), then N sims are timed: steady state.  The
+  libraries it calls use as many threads as they like (healpy's OpenMP, pysm3's
+  parallel numba kernels) on the machine's cores: "serial" means one sim after
+  another in one process, not one thread.  Choices made in the baseline's
+  favour: unpolarised detectors (545/857) are smoothed in I only, and the CMB
+  target map is synthesised straight from the alm at the output nside.
+  Offline, healpy cannot fetch its pixel-weight files; the download is switched
+  off (astropy ``allow_internet = False``) so the attempt costs nothing, and
+  the map2alm then uses healpy's default 3 iterations, as it does with weights.
+* cmbcube: the real ``cmbcube.simulate.run`` into a fresh Zarr store in a
+  temporary directory, from a recipe built with ``cmbcube.recipe.validate``
+  (keep: [cmb]).  Three modes, each in a fresh Python process:
+  - in-process (``scheduler="synchronous"``): one warm-up run of 1 sim into a
+    throw-away store, then a timed run of N sims into a new store; per sim =
+    the timed run's wall seconds / N (opening the store, building the
+    Simulator and consolidating metadata included).  This is the
+    single-process per-sim figure and gives the cost breakdown.
+  - local Dask cluster with 1 and with 2 worker processes (``scheduler=None``,
+    ``workers=1|2``), one run of N sims each.  "cold" per sim = the run's wall
+    seconds / N, which includes starting the cluster and every worker's first
+    sim (numba compilation).  "steady" per sim comes from the same run: the
+    completion time of every sim is read from the mtime of its ``sim_done``
+    chunk (written last, after all of the sim's data), and
+    steady = (t_last - t_W) / (N - W) with W workers, i.e. the interval after
+    each worker has finished (about) one sim.
+* Ratios: ``speedup_vs_serial_fits`` = baseline steady s/sim over cmbcube
+  2-worker steady s/sim, on the same 2 cores; ``scaling_2_workers`` = 1-worker
+  steady s/sim over 2-worker steady s/sim.
+* Peak memory: ``ru_maxrss`` of the process doing the work, read with
+  ``resource.getrusage`` in a fresh process per measurement: RUSAGE_SELF for
+  the baseline and the in-process mode, RUSAGE_CHILDREN (the largest reaped
+  child, i.e. the largest Dask worker process) for the cluster runs.
+  ``peak_rss_gb`` is the largest of these for cmbcube at the largest nside.
+
+Targets are printed next to the measured values; nothing is asserted.
+The last line of stdout is one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SEED = 20261126
+ALL_DETECTORS = [30, 44, 70, 100, 143, 217, 353, 545, 857]
+ALL_COMPONENTS = ["dust", "synchrotron", "freefree", "ame", "cib", "tsz", "radio"]
+WARMUP_NSIDE_MAX = 64          # warm-up sims run at min(nside, this): numba compiles per type, not per size
+
+# Sims per measurement: baseline (after its warm-up), in-process (after its warm-up), 1 worker, 2 workers.
+SIMS = {
+    "quick": {64: dict(baseline=3, sync=4, w1=5, w2=8)},
+    "default": {64: dict(baseline=4, sync=6, w1=7, w2=12),
+                128: dict(baseline=3, sync=4, w1=5, w2=8)},
+    512: dict(baseline=1, sync=1, w1=3, w2=4),
+}
+
+TARGETS = {
+    "speedup_vs_serial_fits": {512: 10.0, 128: 5.0},
+    "scaling_2_workers": 1.6,
+    "peak_rss_gb_per_worker_at_512": 4.0,
+}
+
+CMBCUBE_PARTS = ["cmb", "foreground_templates", "foreground_emission", "harmonic_transforms", "noise", "write"]
+BASELINE_PARTS = ["camb", "cmb_map", "foreground_templates", "emission", "smoothing", "units_noise", "fits_write"]
+
+
+def maxrss_gb(who: int) -> float:
+    """Peak resident set size in GB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(who).ru_maxrss * 1024 / 1e9
+
+
+def make_recipe(nside: int, nsims: int, name: str, workers: int = 2):
+    from cmbcube.recipe import validate
+    return validate({
+        "name": name, "seed": SEED, "nside": nside, "sky_nside": 2 * nside,
+        "splits": {"train": nsims, "valid": 0, "test": 0},
+        "detectors": ALL_DETECTORS, "fields": ["I", "Q", "U"], "units": "uK_CMB",
+        "foregrounds": {"model": "synthetic", "components": ALL_COMPONENTS, "vary": "per_sim"},
+        "noise": {"model": "white", "hits": "scan"},
+        "keep": ["cmb"],
+        "storage": {"compression": "none"},
+        "cluster": {"kind": "local", "workers": workers, "threads_per_worker": 1},
+    })
+
+
+def quiet() -> None:
+    import logging
+    import warnings
+
+    import pysm3  # noqa: F401  (imports astropy first: its logger class must be installed by astropy itself)
+    warnings.filterwarnings("ignore")
+    for name in ("healpy", "pysm3", "astropy", "distributed", "tornado", "numba"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+# ----------------------------------------------------------------------------- baseline (child process)
+
+def baseline_job(spec: dict) -> dict:
+    """CMB-ML-style serial pipeline: warm-up sim, then N timed sims, one FITS file per map."""
+    quiet()
+    import healpy as hp
+    import numpy as np
+    import pysm3
+    import pysm3.units as u
+    from astropy.utils.data import conf
+    conf.allow_internet = False      # healpy's pixel-weight download fails at once instead of trying the network
+
+    from cmbcube import cosmology, foregrounds, instrument, noise, seeds
+
+    nside, nsims, outdir = spec["nside"], spec["nsims"], Path(spec["dir"])
+    dets = [instrument.detector(f, "cmb-ml") for f in ALL_DETECTORS]
+
+    def setup(ns):
+        # Static per-dataset inputs (CMB-ML reads noise maps once): not timed.
+        hits = noise.scan_hits(ns, nest=False)
+        sigma = {}
+        for d in dets:
+            to_uk = instrument.unit_factor(d.centre_ghz, d.native_unit, "uK_CMB")
+            sigma[d.freq] = [noise.pixel_sigma(d.noise_depth_arcmin(f), ns, hits) * to_uk for f in d.fields]
+        return sigma
+
+    def one_sim(ns, sim, sigma, label):
+        sky_ns = 2 * ns
+        lmax_sky, lmax_out = 3 * sky_ns - 1, 3 * ns - 1
+        t = dict.fromkeys(BASELINE_PARTS, 0.0)
+        t0 = time.perf_counter()
+        params = cosmology.draw_params(seeds.rng(SEED, "train", sim, "cosmology"), "planck2018")
+        cls = cosmology.lensed_spectra(params, lmax_sky, 0)
+        t1 = time.perf_counter()
+        t["camb"] += t1 - t0
+        np.random.seed(sim)
+        cmb_map, cmb_alm = hp.synfast(cls, sky_ns, lmax=lmax_sky, new=True, alm=True)
+        target = hp.alm2map(hp.resize_alm(cmb_alm, lmax_sky, lmax_sky, lmax_out, lmax_out), ns, lmax=lmax_out)
+        t2 = time.perf_counter()
+        t["cmb_map"] += t2 - t1
+        models = foregrounds.synthetic_sky(
+            ALL_COMPONENTS, sky_ns,
+            lambda name: seeds.rng(SEED, "train", sim, "foreground-" + name),
+            lambda name: seeds.rng(SEED, "train", sim, "sed-" + name))
+        t3 = time.perf_counter()
+        t["foreground_templates"] += t3 - t2
+        noise_rng = np.random.default_rng([SEED, sim])
+        for d in dets:
+            nc = 3 if d.polarised else 1
+            freq = d.centre_ghz * u.GHz
+            ta = time.perf_counter()
+            emission = sum(m.get_emission(freq) for m in models.values())
+            emission = emission + cmb_map * instrument.unit_factor(d.centre_ghz, "uK_CMB", "uK_RJ") * u.uK_RJ
+            emission = emission[:nc] if nc == 3 else emission[0]
+            tb = time.perf_counter()
+            smoothed = pysm3.apply_smoothing_and_coord_transform(
+                emission, fwhm=d.fwhm_arcmin * u.arcmin, output_nside=ns)
+            tc = time.perf_counter()
+            obs = smoothed.to(u.uK_CMB, equivalencies=u.cmb_equivalencies(freq)).value
+            obs = np.atleast_2d(obs)
+            obs = obs + noise_rng.standard_normal(obs.shape) * np.array(sigma[d.freq])
+            td = time.perf_counter()
+            hp.write_map(str(outdir / f"{label}_{sim:04d}_{d.freq:03d}GHz.fits"),
+                         list(obs) if nc == 3 else obs[0], dtype=np.float32, coord="G",
+                         column_units="uK_CMB", overwrite=True)
+            te = time.perf_counter()
+            t["emission"] += tb - ta
+            t["smoothing"] += tc - tb
+            t["units_noise"] += td - tc
+            t["fits_write"] += te - td
+        tf = time.perf_counter()
+        hp.write_map(str(outdir / f"{label}_{sim:04d}_cmb.fits"), list(target), dtype=np.float32, coord="G",
+                     column_units="uK_CMB", overwrite=True)
+        t["fits_write"] += time.perf_counter() - tf
+        t["total"] = time.perf_counter() - t0
+        return t
+
+    warm_ns = min(nside, WARMUP_NSIDE_MAX)
+    warm = one_sim(warm_ns, 10_000, setup(warm_ns), "warmup")
+    sigma = setup(nside)
+    runs = [one_sim(nside, sim, sigma, "sim") for sim in range(nsims)]
+    fits = list(outdir.glob("sim_*.fits"))
+    return {
+        "warmup_nside": warm_ns, "warmup_s": warm["total"], "nsims": nsims,
+        "s_per_sim": sum(r["total"] for r in runs) / nsims,
+        "per_sim_s": [r["total"] for r in runs],
+        "breakdown": {k: sum(r[k] for r in runs) / nsims for k in BASELINE_PARTS},
+        "peak_rss_gb": maxrss_gb(resource.RUSAGE_SELF),
+        "files_per_sim": len(fits) / nsims,
+        "bytes_per_sim": sum(f.stat().st_size for f in fits) / nsims,
+    }
+
+
+# ----------------------------------------------------------------------------- cmbcube (child process)
+
+def completion_times(store: str) -> list[float]:
+    """Sorted completion times (mtime, s) of each sim's done-flag chunk: it is written last."""
+    paths = [p for p in glob.glob(os.path.join(store, "sim_done", "c", "**"), recursive=True) if os.path.isfile(p)]
+    return sorted(os.stat(p).st_mtime_ns / 1e9 for p in paths)
+
+
+def store_bytes(store: str) -> int:
+    return sum(p.stat().st_size for p in Path(store).rglob("*") if p.is_file())
+
+
+def cmbcube_job(spec: dict) -> dict:
+    quiet()
+    from cmbcube import simulate
+
+    nside, nsims, workers, mode, tmp = spec["nside"], spec["nsims"], spec["workers"], spec["mode"], spec["dir"]
+    out: dict = {"mode": mode, "workers": workers, "nsims": nsims}
+    if mode == "synchronous":
+        warm_ns = min(nside, WARMUP_NSIDE_MAX)
+        t0 = time.perf_counter()
+        rep = simulate.run(make_recipe(warm_ns, 1, f"bench-warmup-{warm_ns}"), os.path.join(tmp, "warmup.zarr"),
+                           scheduler="synchronous", progress=False)
+        if not rep.ok:
+            raise RuntimeError(f"warm-up failed: {rep.failed}")
+        out.update(warmup_nside=warm_ns, warmup_s=time.perf_counter() - t0)
+    store = os.path.join(tmp, "bench.zarr")
+    recipe = make_recipe(nside, nsims, f"bench-{nside}", workers)
+    t0 = time.perf_counter()
+    rep = simulate.run(recipe, store, scheduler="synchronous" if mode == "synchronous" else None,
+                       workers=workers, progress=False)
+    wall = time.perf_counter() - t0
+    if not rep.ok or len(rep.written) != nsims:
+        raise RuntimeError(f"simulate.run wrote {len(rep.written)} of {nsims} sims; failures: {rep.failed}")
+    done = completion_times(store)
+    w = 1 if mode == "synchronous" else workers
+    steady = (done[-1] - done[w - 1]) / (nsims - w) if len(done) == nsims and nsims > w else None
+    out.update(
+        wall_s=wall, report_seconds=rep.seconds, cold_s_per_sim=rep.seconds / nsims,
+        steady_s_per_sim=steady,
+        completion_offsets_s=[t - done[0] for t in done],
+        breakdown={k: rep.timings.get(k, 0.0) / nsims for k in CMBCUBE_PARTS},
+        peak_rss_self_gb=maxrss_gb(resource.RUSAGE_SELF),
+        peak_rss_children_gb=maxrss_gb(resource.RUSAGE_CHILDREN),
+        store_bytes_per_sim=store_bytes(store) / nsims,
+    )
+    if mode == "synchronous":
+        out["s_per_sim"] = rep.seconds / nsims           # after the warm-up run: steady state
+        out["peak_rss_worker_gb"] = out["peak_rss_self_gb"]
+    else:
+        out["peak_rss_worker_gb"] = out["peak_rss_children_gb"]
+    return out
+
+
+# ----------------------------------------------------------------------------- driver
+
+def run_job(kind: str, **spec) -> dict:
+    """Run one measurement in a fresh Python process (its own numba compile, its own peak RSS)."""
+    with tempfile.TemporaryDirectory(prefix=f"cmbcube-bench-{kind}-") as tmp:
+        spec.update(kind=kind, dir=tmp)
+        spec_path, out_path = os.path.join(tmp, "spec.json"), os.path.join(tmp, "result.json")
+        Path(spec_path).write_text(json.dumps(spec))
+        t0 = time.perf_counter()
+        # The child's stdout goes to our stderr: this script's stdout carries only the report.
+        proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--job", spec_path, out_path],
+                              stdout=sys.stderr, stderr=sys.stderr)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{kind} measurement failed (exit {proc.returncode}); see stderr")
+        result = json.loads(Path(out_path).read_text())
+        result["process_wall_s"] = time.perf_counter() - t0
+    return result
+
+
+def child(spec_path: str, out_path: str) -> None:
+    spec = json.loads(Path(spec_path).read_text())
+    result = baseline_job(spec) if spec["kind"] == "baseline" else cmbcube_job(spec)
+    Path(out_path).write_text(json.dumps(result))
+
+
+def fmt(x, spec=".2f", none="n/a"):
+    return none if x is None else format(x, spec)
+
+
+def per_hour(s):
+    return None if not s else 3600.0 / s
+
+
+def measure(nside: int, sims: dict) -> dict:
+    say = lambda msg: print(f"[nside {nside}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
+    say(f"baseline: warm-up + {sims['baseline']} sims")
+    base = run_job("baseline", nside=nside, nsims=sims["baseline"])
+    say(f"cmbcube in-process: warm-up + {sims['sync']} sims")
+    sync = run_job("cmbcube", nside=nside, nsims=sims["sync"], workers=1, mode="synchronous")
+    say(f"cmbcube local Dask, 1 worker: {sims['w1']} sims")
+    w1 = run_job("cmbcube", nside=nside, nsims=sims["w1"], workers=1, mode="local")
+    say(f"cmbcube local Dask, 2 workers: {sims['w2']} sims")
+    w2 = run_job("cmbcube", nside=nside, nsims=sims["w2"], workers=2, mode="local")
+
+    w1_steady, w2_steady = w1["steady_s_per_sim"], w2["steady_s_per_sim"]
+    speedup = base["s_per_sim"] / w2_steady if w2_steady else None
+    scaling = w1_steady / w2_steady if (w1_steady and w2_steady) else None
+    peak_cmbcube = max(sync["peak_rss_worker_gb"], w1["peak_rss_worker_gb"], w2["peak_rss_worker_gb"])
+
+    rows = [
+        ("baseline, serial FITS (1 process)", base["nsims"], base["s_per_sim"], None, base["peak_rss_gb"]),
+        ("cmbcube in-process (synchronous)", sync["nsims"], sync["s_per_sim"], None, sync["peak_rss_worker_gb"]),
+        ("cmbcube local Dask, 1 worker", w1["nsims"], w1_steady, w1["cold_s_per_sim"], w1["peak_rss_worker_gb"]),
+        ("cmbcube local Dask, 2 workers", w2["nsims"], w2_steady, w2["cold_s_per_sim"], w2["peak_rss_worker_gb"]),
+    ]
+    print(f"\n== nside {nside} (sky model nside {2 * nside}): 9 detectors, I/Q/U, "
+          f"{len(ALL_COMPONENTS)} synthetic components, white noise ==")
+    print(f"{'mode':<36}{'sims':>5}{'steady s/sim':>14}{'sims/hour':>11}{'cold s/sim':>12}{'peak RSS/proc':>15}")
+    for name, n, steady, cold, rss in rows:
+        print(f"{name:<36}{n:>5}{fmt(steady, '.2f'):>14}{fmt(per_hour(steady), '.0f'):>11}"
+              f"{fmt(cold, '.2f'):>12}{fmt(rss, '.2f') + ' GB':>15}")
+    print("  steady: baseline and in-process after a warm-up sim; Dask runs from sim completion times "
+          "after each worker's first sim.\n  cold: the whole simulate.run (cluster start, numba compile) / sims.")
+    print(f"  warm-up sims (not in steady): baseline {base['warmup_s']:.1f} s at nside {base['warmup_nside']}, "
+          f"in-process {sync['warmup_s']:.1f} s at nside {sync['warmup_nside']}")
+    print(f"  output per sim: baseline {base['files_per_sim']:.0f} FITS files, {base['bytes_per_sim'] / 1e6:.1f} MB; "
+          f"cmbcube Zarr {w2['store_bytes_per_sim'] / 1e6:.1f} MB (incl. store metadata)")
+
+    print(f"\n  cost per sim (s), steady state{'':<10}{'baseline':>10}   cmbcube in-process")
+    pairs = [("camb", "cmb"), ("cmb_map", None), ("foreground_templates", "foreground_templates"),
+             ("emission", "foreground_emission"), ("smoothing", "harmonic_transforms"),
+             ("units_noise", "noise"), ("fits_write", "write")]
+    for b, c in pairs:
+        left = f"{b}: {base['breakdown'][b]:.3f}"
+        right = "" if c is None else f"{c}: {sync['breakdown'][c]:.3f}"
+        print(f"    {left:<46}{right}")
+    base_other = base["s_per_sim"] - sum(base["breakdown"].values())
+    sync_other = sync["s_per_sim"] - sum(sync["breakdown"].values())
+    print(f"    {'other: ' + format(base_other, '.3f'):<46}other (store open, Simulator build, consolidate): "
+          f"{sync_other:.3f}")
+    print(f"    {'total: ' + format(base['s_per_sim'], '.3f'):<46}total: {sync['s_per_sim']:.3f}")
+    print("    (cmbcube 'cmb' = CAMB + CMB alm + target map; 'harmonic_transforms' = map2alm, beam, pixel window, "
+          "alm2map for all detectors)")
+    w2b = w2["breakdown"]
+    print("    cmbcube 2 workers, mean per sim incl. each worker's first sim: "
+          + ", ".join(f"{k} {w2b[k]:.3f}" for k in CMBCUBE_PARTS))
+    print(f"\n  speedup_vs_serial_fits = {fmt(speedup)}x  (baseline {fmt(per_hour(base['s_per_sim']), '.0f')} sims/h "
+          f"vs cmbcube 2 workers {fmt(per_hour(w2_steady), '.0f')} sims/h, same 2 cores)")
+    print(f"  scaling_2_workers      = {fmt(scaling)}x  (1 worker {fmt(w1_steady)} s/sim, "
+          f"2 workers {fmt(w2_steady)} s/sim)")
+    print(f"  in-process vs baseline = {fmt(base['s_per_sim'] / sync['s_per_sim'])}x (one process each)")
+    return {
+        "nside": nside, "sky_nside": 2 * nside,
+        "speedup_vs_serial_fits": speedup, "scaling_2_workers": scaling, "peak_rss_gb": peak_cmbcube,
+        "speedup_cold_2_workers": base["s_per_sim"] / w2["cold_s_per_sim"],
+        "speedup_in_process": base["s_per_sim"] / sync["s_per_sim"],
+        "baseline": {k: base[k] for k in ("s_per_sim", "per_sim_s", "nsims", "peak_rss_gb", "breakdown",
+                                          "warmup_s", "bytes_per_sim")},
+        "cmbcube_in_process": {k: sync[k] for k in ("s_per_sim", "steady_s_per_sim", "nsims", "peak_rss_worker_gb",
+                                                   "breakdown", "warmup_s")},
+        "cmbcube_1_worker": {k: w1[k] for k in ("steady_s_per_sim", "cold_s_per_sim", "nsims", "wall_s",
+                                                "peak_rss_worker_gb", "peak_rss_self_gb", "completion_offsets_s")},
+        "cmbcube_2_workers": {k: w2[k] for k in ("steady_s_per_sim", "cold_s_per_sim", "nsims", "wall_s",
+                                                 "peak_rss_worker_gb", "peak_rss_self_gb", "completion_offsets_s")},
+    }
+
+
+def verdict(measured, target, higher_is_better=True):
+    if measured is None:
+        return "not measured"
+    ok = measured >= target if higher_is_better else measured <= target
+    return "met" if ok else "NOT met"
+
+
+def print_targets(results: dict) -> None:
+    print("\n== targets (printed, not asserted) ==")
+    for nside in sorted(results):
+        r = results[nside]
+        target = TARGETS["speedup_vs_serial_fits"].get(nside)
+        tgt = f">= {target:g}x" if target else "(no target)"
+        print(f"  speedup vs serial FITS, nside {nside:<4}: target {tgt:<12} measured {fmt(r['speedup_vs_serial_fits'])}x"
+              + (f"  {verdict(r['speedup_vs_serial_fits'], target)}" if target else ""))
+    for nside in sorted(TARGETS["speedup_vs_serial_fits"]):
+        if nside not in results:
+            print(f"  speedup vs serial FITS, nside {nside:<4}: target >= "
+                  f"{TARGETS['speedup_vs_serial_fits'][nside]:g}x   not measured in this run")
+    for nside in sorted(results):
+        r = results[nside]
+        print(f"  2 workers vs 1 worker,  nside {nside:<4}: target >= {TARGETS['scaling_2_workers']:g}x      "
+              f"measured {fmt(r['scaling_2_workers'])}x  {verdict(r['scaling_2_workers'], TARGETS['scaling_2_workers'])}")
+    limit = TARGETS["peak_rss_gb_per_worker_at_512"]
+    for nside in sorted(results):
+        r = results[nside]
+        note = verdict(r["peak_rss_gb"], limit, higher_is_better=False) if nside == 512 else "(target is for nside 512)"
+        print(f"  peak RSS per worker,    nside {nside:<4}: target <= {limit:g} GB     "
+              f"measured {r['peak_rss_gb']:.2f} GB  {note}")
+    if 512 not in results:
+        print(f"  peak RSS per worker,    nside 512 : target <= {limit:g} GB     not measured in this run")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="nside 64 only, few sims (< 3 minutes on 2 cores)")
+    parser.add_argument("--nside512", action="store_true",
+                        help="also measure nside 512 once (not with --quick; slow, several GB per process)")
+    parser.add_argument("--job", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.job:
+        child(*args.job)
+        return 0
+
+    plan = dict(SIMS["quick" if args.quick else "default"])
+    if args.nside512:
+        if args.quick:
+            print("--nside512 is ignored with --quick", file=sys.stderr)
+        else:
+            plan[512] = SIMS[512]
+    t0 = time.perf_counter()
+    print(f"cmbcube simulate benchmark: {os.cpu_count()} CPU cores, nsides {sorted(plan)}, "
+          f"{'quick' if args.quick else 'default'} mode")
+    results = {nside: measure(nside, plan[nside]) for nside in sorted(plan)}
+    print_targets(results)
+    top = results[max(results)]
+    elapsed = time.perf_counter() - t0
+    print(f"\ntotal benchmark time {elapsed:.0f} s")
+    summary = {
+        "speedup_vs_serial_fits": top["speedup_vs_serial_fits"],
+        "scaling_2_workers": top["scaling_2_workers"],
+        "peak_rss_gb": top["peak_rss_gb"],
+        "nside": max(results),
+        "quick": args.quick,
+        "cpu_count": os.cpu_count(),
+        "benchmark_seconds": round(elapsed, 1),
+        "targets": {"speedup_vs_serial_fits": {str(k): v for k, v in TARGETS["speedup_vs_serial_fits"].items()},
+                    "scaling_2_workers": TARGETS["scaling_2_workers"],
+                    "peak_rss_gb_per_worker_at_512": TARGETS["peak_rss_gb_per_worker_at_512"]},
+        "per_nside": {str(k): v for k, v in results.items()},
+    }
+    print(json.dumps(summary, separators=(",", ":")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
