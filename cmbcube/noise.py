@@ -46,5 +46,5 @@ def read_variance_map(variance_dir: str, freq: int, nside: int, field: str) -> n
     var = hp.read_map(str(path), field=column, nest=True)
     nside_in = hp.npix2nside(var.size)
     if nside_in != nside:
-        var = hp.ud_grade(var, nside, order_in="NESTED", order_out="NESTED") * (nside_in / nside) ** 2
+        var = hp.ud_grade(var, nside, order_in="NESTED", order_out="NESTED") * (nside / nside_in) ** 2
     return var

@@ -55,12 +55,34 @@ def simulate_one(store: str, recipe: Recipe, split: str, sim: int) -> dict:
     return result.timings
 
 
+def preflight(recipe: Recipe) -> None:
+    """Check every input file a recipe names before anything is created (fail fast, offline)."""
+    from pathlib import Path
+
+    from .foregrounds import missing_pysm_files, _data_dirs
+    r = recipe.data
+    fg = r["foregrounds"]
+    if fg["model"] == "pysm3":
+        missing = missing_pysm_files(fg["presets"], r["sky_nside"], fg["data_dir"])
+        if missing:
+            where = ", ".join(map(str, _data_dirs(fg["data_dir"]))) or "nowhere: set foregrounds.data_dir or PYSM_LOCAL_DATA"
+            raise FileNotFoundError(f"foregrounds.presets: {len(missing)} pysm3 template file(s) missing "
+                                    f"(looked in {where}):\n  " + "\n  ".join(missing))
+    if r["cmb"]["enabled"] and r["cmb"]["prior"] == "chain" and not Path(r["cmb"]["chain_file"]).is_file():
+        raise FileNotFoundError(f"cmb.chain_file: {r['cmb']['chain_file']} does not exist")
+    if r["noise"]["model"] == "variance_maps":
+        absent = [f"{f}.fits" for f in r["detectors"] if not (Path(r["noise"]["variance_dir"]) / f"{f}.fits").is_file()]
+        if absent:
+            raise FileNotFoundError(f"noise.variance_dir: {r['noise']['variance_dir']} lacks {', '.join(absent)}")
+
+
 def run(recipe: Recipe | str, store: str, scheduler: str | None = None, scheduler_file: str | None = None,
         workers: int | None = None, overrides=(), progress: bool | None = None) -> SimulateReport:
     from .cluster import client_for
     if not isinstance(recipe, Recipe):
         recipe = load(recipe, overrides)
     store = str(store)
+    preflight(recipe)
     status = cube.create_or_check(store, recipe)
     log.info("store %s: %s", store, status)
     planned = cube.planned(store)

@@ -179,3 +179,50 @@ def test_cosmology_priors_and_chain(tmp_path):
     chain.write_text("# H0 ombh2 omch2 ns logA tau\n70 0.022 0.11 0.96 3.0 0.06\n60 0.023 0.12 0.97 3.1 0.07\n")
     got = cosmology.draw_params(rng, "chain", chain_file=str(chain))
     assert got["H0"] in (70, 60) and got["As"] == pytest.approx(np.exp(3.0 if got["H0"] == 70 else 3.1) * 1e-10)
+
+
+def test_pysm3_presets_need_local_files_and_use_them(tmp_path, monkeypatch):
+    from cmbcube import simulate
+    monkeypatch.delenv("PYSM_LOCAL_DATA", raising=False)
+    r = small_recipe(foregrounds__model="pysm3", foregrounds__presets=["f1", "d9"], detectors=[30, 143],
+                     foregrounds__data_dir=str(tmp_path / "pysm"), keep=["cmb", "components"])
+    with pytest.raises(FileNotFoundError) as err:
+        simulate.run(r, str(tmp_path / "s.zarr"), scheduler="synchronous", progress=False)
+    assert "f1: pysm_2/ff_t_new.fits" in str(err.value) and "d9: dust_gnilc/gnilc_dust_template_nside2048" in str(err.value)
+    assert not (tmp_path / "s.zarr").exists()
+    # give f1 a (synthetic) template file: it is read from disk, never from the network
+    (tmp_path / "pysm" / "pysm_2").mkdir(parents=True)
+    template = np.full(12 * 32 ** 2, 50.0)
+    hp.write_map(str(tmp_path / "pysm" / "pysm_2" / "ff_t_new.fits"), template, dtype=np.float64)
+    r = small_recipe(foregrounds__model="pysm3", foregrounds__presets=["f1"], detectors=[30, 143],
+                     foregrounds__data_dir=str(tmp_path / "pysm"), keep=["cmb", "components"],
+                     noise__model="none", cmb__enabled=False, instrument__pixel_window=False)
+    res = sky.Simulator(r).run("train", 0)
+    # free-free power law, beta = -2.14 from 30 GHz, uniform 50 uK_RJ -> monopole at each detector
+    for i, det in enumerate(r.detectors()):
+        expected = 50.0 * (det.centre_ghz / 30.0) ** -2.14 * instrument.unit_factor(det.centre_ghz, "uK_RJ", "uK_CMB")
+        assert np.allclose(res.obs[i, 0], expected, rtol=1e-4)
+    assert res.components.shape[0] == 1
+
+
+def test_variance_map_noise(tmp_path):
+    variance = np.full((3, 12 * 32 ** 2), 4e-12)          # K_CMB^2 at nside 32
+    variance[0, : 12 * 32 ** 2 // 2] = 16e-12
+    for f in (143,):
+        hp.write_map(str(tmp_path / f"{f}.fits"), variance, nest=True, dtype=np.float64)
+    r = small_recipe(foregrounds__model="none", cmb__enabled=False, detectors=[143], noise__model="variance_maps",
+                     noise__variance_dir=str(tmp_path))
+    res = sky.Simulator(r).run("train", 0)
+    # nside 16: four nside-32 pixels averaged -> variance / 4; in uK: x 1e12
+    half = 12 * 16 ** 2 // 2
+    assert rms(res.obs[0, 0, :half]) == pytest.approx(np.sqrt(16 / 4), rel=0.08)
+    assert rms(res.obs[0, 0, half:]) == pytest.approx(np.sqrt(4 / 4), rel=0.08)
+
+
+def test_target_beam_option():
+    base = small_recipe(foregrounds__model="none", noise__model="none", detectors=[143])
+    beamed = small_recipe(foregrounds__model="none", noise__model="none", detectors=[143], cmb__target_beam_arcmin=32.4)
+    a, b = sky.Simulator(base).run("train", 0), sky.Simulator(beamed).run("train", 0)
+    assert rms(b.cmb[0]) < rms(a.cmb[0])
+    # a target at the detector's own beam equals the noiseless, foreground-free observation
+    assert np.allclose(b.cmb, b.obs[0], rtol=1e-5, atol=1e-4)
