@@ -201,7 +201,9 @@ def test_pysm3_presets_need_local_files_and_use_them(tmp_path, monkeypatch):
     # free-free power law, beta = -2.14 from 30 GHz, uniform 50 uK_RJ -> monopole at each detector
     for i, det in enumerate(r.detectors()):
         expected = 50.0 * (det.centre_ghz / 30.0) ** -2.14 * instrument.unit_factor(det.centre_ghz, "uK_RJ", "uK_CMB")
-        assert np.allclose(res.obs[i, 0], expected, rtol=1e-4)
+        # 1e-3: HEALPix quadrature at the sky model's band limit (3 nside - 1) is not exact
+        assert np.allclose(res.obs[i, 0], expected, rtol=3e-3)
+        assert np.mean(res.obs[i, 0]) == pytest.approx(expected, rel=1e-5)
     assert res.components.shape[0] == 1
 
 

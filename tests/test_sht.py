@@ -22,24 +22,24 @@ def test_truncate_and_filter_match_healpy():
 
 
 def test_zero_iteration_analysis_is_not_accurate_enough_but_three_are():
-    """Smoothing needs an accurate map2alm: quadrature alone leaves percent-level errors."""
-    nside_sky, lmax = 64, 95
-    rng = np.random.default_rng(1)
-    truth = hp.synalm(np.ones(lmax + 1), lmax=lmax)
-    truth = np.stack([truth, 0.3 * hp.synalm(np.ones(lmax + 1), lmax=lmax), 0.3 * hp.synalm(np.ones(lmax + 1), lmax=lmax)])
-    truth[1:, : 2] = 0
-    truth[1:, lmax + 1: lmax + 2] = 0
-    sky = sht.alm2map(truth, nside_sky)
-    beam = instrument.gaussian_beam(30.0, lmax)
-    exact = sht.almxfl(truth, beam)
+    """Smoothing needs an accurate map2alm: quadrature alone leaves 0.2% errors on a
+    foreground-like (red) sky even on the multipoles kept at the output; 3 iterations 0.02%."""
+    nside_sky = 64
+    lmax_sky, lmax_out = 3 * nside_sky - 1, 95
+    ell = np.arange(lmax_sky + 1.0)
+    cl = np.r_[0, 0, (ell[2:] / 10) ** -2.5]
+    np.random.seed(0)
+    truth = np.array(hp.synalm([cl, 0.1 * cl, 0.05 * cl, 0 * cl], lmax=lmax_sky, new=True))
+    sky_map = sht.alm2map(truth, nside_sky)
+    beam = instrument.gaussian_beam(30.0, lmax_out)
+    exact = sht.almxfl(sht.truncate_alm(truth, lmax_out), beam)
 
     def rel_error(iterations):
-        got = sht.almxfl(sht.map2alm(sky, lmax, iterations), beam)
+        got = sht.almxfl(sht.truncate_alm(sht.map2alm(sky_map, lmax_sky, iterations), lmax_out), beam)
         return [np.linalg.norm(got[k] - exact[k]) / np.linalg.norm(exact[k]) for k in range(3)]
 
-    assert max(rel_error(0)) > 1e-3
-    assert max(rel_error(3)) < 1e-5
-    assert rng is not None
+    assert rel_error(0)[0] > 1e-3
+    assert max(rel_error(3)) < 3e-4
 
 
 def test_pixel_window_matches_block_averaging():
