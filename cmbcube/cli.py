@@ -34,6 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_cluster_args(p)
 
+    p = sub.add_parser("preprocess", help="normalisation statistics of the train split, stored in the cube")
+    p.add_argument("store")
+    p.add_argument("--split", default="train", help="split the statistics describe (default train)")
+    p.add_argument("--force", action="store_true", help="recompute even if up to date")
+    _add_cluster_args(p)
+
     p = sub.add_parser("info", help="summarise a store")
     p.add_argument("store")
 
@@ -100,6 +106,16 @@ def main(argv=None) -> int:
     try:
         if args.command == "simulate":
             return _simulate(args)
+        if args.command == "preprocess":
+            from .preprocess import run as preprocess
+            out = preprocess(args.store, split=args.split, scheduler=args.scheduler,
+                             scheduler_file=args.scheduler_file, workers=args.workers, force=args.force)
+            if out["status"] == "up to date":
+                print(f"nothing to do: statistics of {out['sims']} {args.split} sims are up to date")
+            else:
+                print(f"stored normalisation statistics of {out['sims']} {args.split} sims in {args.store} "
+                      "(stats_obs, stats_cmb)")
+            return 0
         if args.command == "info":
             from .cube import summary
             print(summary(args.store))
@@ -109,7 +125,7 @@ def main(argv=None) -> int:
     except RecipeError as err:
         print(f"cmbcube: recipe error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (StoreError, FileNotFoundError) as err:
+    except (StoreError, FileNotFoundError, ValueError) as err:
         print(f"cmbcube: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return 0

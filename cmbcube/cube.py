@@ -271,6 +271,19 @@ def clear_done(path: str, split: str, sim: int) -> None:
     _group(path, "r+")["sim_done"][SPLITS.index(split), sim] = 0
 
 
+def write_variables(path: str, ds) -> None:
+    """Driver-side: add or replace small whole variables (statistics, tables), then consolidate."""
+    import warnings
+    if is_remote(path):
+        raise StoreError(f"{path}: writing needs a local store")
+    ds = ds.copy()
+    ds.attrs = read_attrs(path)          # to_zarr(mode="a") replaces the group's attributes
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
+        ds.to_zarr(path, mode="a", zarr_format=3, consolidated=False)
+    consolidate(path)
+
+
 def consolidate(path: str) -> None:
     """Rewrite the consolidated metadata (driver only, at the end of a stage)."""
     import warnings

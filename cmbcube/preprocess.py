@@ -1,0 +1,143 @@
+"""The preprocess stage: normalisation statistics over the train split, as Dask
+reductions straight from the cube (the split is never loaded into memory).
+
+Stored in the cube as ``stats_obs`` (stat, detector, field) and ``stats_cmb``
+(stat, field), with provenance (split, sims, recipe hash) in their attributes.
+Percentiles come from a fine histogram between the exact min and max (second
+pass), so they are exact to one bin width ((max - min) / bins).
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+
+import numpy as np
+
+from . import cube
+
+log = logging.getLogger("cmbcube")
+
+PERCENTILES = (0.1, 1, 5, 25, 50, 75, 95, 99, 99.9)
+STATS = ("min", "max", "mean", "std") + tuple(f"p{p:g}" for p in PERCENTILES)
+BINS = 8192
+
+
+def _hist_block(block, lo, hi, bins):
+    """Histogram of one (..., pixel) block per leading channel, edges from lo/hi per channel."""
+    lead = block.shape[:-1]
+    out = np.zeros(lead + (bins,), dtype=np.int64)
+    flat_lo, flat_hi = np.broadcast_to(lo, lead).ravel(), np.broadcast_to(hi, lead).ravel()
+    for k, values in enumerate(block.reshape(-1, block.shape[-1])):
+        values = values[np.isfinite(values)]
+        if values.size == 0 or not np.isfinite(flat_lo[k]):
+            continue
+        span = flat_hi[k] - flat_lo[k]
+        idx = np.zeros(values.size, dtype=np.int64) if span <= 0 else \
+            np.clip(((values - flat_lo[k]) / span * bins).astype(np.int64), 0, bins - 1)
+        out.reshape(-1, bins)[k] = np.bincount(idx, minlength=bins)
+    return out
+
+
+def reduce_stats(arr, sample_axes: tuple[int, ...], bins: int = BINS) -> dict[str, np.ndarray]:
+    """Statistics of a dask array over ``sample_axes`` (the sim axes and the pixel axis, last).
+
+    Returns {stat: array over the remaining axes}.  NaN (absent detector/field
+    pairs) are ignored; a channel with no data gets NaN statistics.
+    """
+    import warnings
+
+    import dask
+    import dask.array as da
+    if arr.ndim - 1 not in sample_axes:
+        raise ValueError("the pixel (last) axis must be reduced")
+    x = arr.astype(np.float64)
+    with warnings.catch_warnings():          # all-NaN channels (Q/U at 545/857) are expected
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo, hi, mean, std = dask.compute(da.nanmin(x, axis=sample_axes), da.nanmax(x, axis=sample_axes),
+                                         da.nanmean(x, axis=sample_axes), da.nanstd(x, axis=sample_axes))
+    # second pass: per-channel histograms between the exact extremes, summed over blocks
+    lo_b = np.expand_dims(lo, tuple(sample_axes))[..., 0]
+    hi_b = np.expand_dims(hi, tuple(sample_axes))[..., 0]
+
+    def block_hist(block, block_info=None):
+        loc = block_info[0]["array-location"]
+        sl = tuple(slice(None) if a in sample_axes else slice(*loc[a]) for a in range(block.ndim - 1))
+        return _hist_block(block, lo_b[sl], hi_b[sl], bins)
+
+    hist = x.map_blocks(block_hist, dtype=np.int64, chunks=x.chunks[:-1] + ((bins,),))
+    hist = hist.sum(axis=tuple(a for a in sample_axes if a != x.ndim - 1)).compute()
+    out = {"min": lo, "max": hi, "mean": mean, "std": std}
+    counts = np.cumsum(hist, axis=-1)
+    total = counts[..., -1]
+
+    def order_statistic(k):
+        """Approximate k-th smallest value (0-based) per channel: exact to one bin width."""
+        b = np.minimum((counts <= k[..., None]).sum(axis=-1), bins - 1)
+        before = np.where(b > 0, np.take_along_axis(counts, np.maximum(b - 1, 0)[..., None], -1)[..., 0], 0)
+        in_bin = np.maximum(np.take_along_axis(hist, b[..., None], -1)[..., 0], 1)
+        return lo + (b + (k - before + 0.5) / in_bin) / bins * (hi - lo)
+
+    for p in PERCENTILES:
+        # numpy's default ("linear") definition: rank p/100 (n - 1) between order statistics
+        rank = p / 100.0 * np.maximum(total - 1, 0)
+        lower = np.floor(rank).astype(np.int64)
+        upper = np.minimum(lower + 1, np.maximum(total - 1, 0))
+        q = order_statistic(lower) + (rank - lower) * (order_statistic(upper) - order_statistic(lower))
+        out[f"p{p:g}"] = np.clip(np.where(total > 0, q, np.nan), lo, hi)
+    return out
+
+
+def run(store: str, split: str = "train", scheduler: str | None = None, scheduler_file: str | None = None,
+        workers: int | None = None, force: bool = False) -> dict:
+    """Compute and store the statistics; returns a small report dict."""
+    import xarray as xr
+
+    from .cluster import client_for
+    from .recipe import SPLITS
+    if split not in SPLITS:
+        raise ValueError(f"--split {split!r}: allowed: {', '.join(SPLITS)}")
+    ds = cube.open_dataset(store)
+    done = ds.sim_done.sel(split=split).values.astype(bool)
+    sims = np.nonzero(done)[0]
+    if sims.size == 0:
+        raise cube.StoreError(f"{store}: split {split!r} has no finished sims; run cmbcube simulate first")
+    previous = ds.get("stats_obs")
+    if previous is not None and not force and json.loads(previous.attrs.get("sims", "[]")) == sims.tolist() \
+            and previous.attrs.get("split") == split:
+        return {"status": "up to date", "sims": sims.size}
+    recipe = cube.store_recipe(store)
+    with client_for(recipe["cluster"], scheduler, scheduler_file, workers) as client:
+        import dask
+        ctx = dask.config.set(scheduler="synchronous") if client is None and scheduler == "synchronous" else _null()
+        with ctx:
+            obs = ds.obs.sel(split=split).isel(sim=sims).data          # (sim, detector, field, pixel)
+            cmb = ds.cmb.sel(split=split).isel(sim=sims).data          # (sim, field, pixel)
+            log.info("statistics over %d %s sims", sims.size, split)
+            stats_obs = reduce_stats(obs, (0, 3))
+            stats_cmb = reduce_stats(cmb, (0, 2))
+    attrs = {"split": split, "sims": json.dumps(sims.tolist()), "n_sims": int(sims.size),
+             "recipe_hash": ds.attrs.get("recipe_hash", ""), "histogram_bins": BINS,
+             "computed": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+             "long_name": "normalisation statistics over pixels and sims (NaN for absent detector/field pairs)"}
+    out = xr.Dataset(
+        {"stats_obs": (("stat", "detector", "field"), np.stack([stats_obs[s] for s in STATS]), attrs),
+         "stats_cmb": (("stat", "field"), np.stack([stats_cmb[s] for s in STATS]), attrs)},
+        coords={"stat": np.array(STATS, dtype=object)})
+    cube.write_variables(store, out)
+    return {"status": "computed", "sims": int(sims.size)}
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def load_stats(store_or_ds) -> "xarray.Dataset | None":  # noqa: F821
+    ds = cube.open_dataset(store_or_ds) if isinstance(store_or_ds, str) else store_or_ds
+    if "stats_obs" not in ds:
+        return None
+    return ds[["stats_obs", "stats_cmb"]].load()
