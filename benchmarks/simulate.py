@@ -273,12 +273,33 @@ def cmbcube_job(spec: dict) -> dict:
 
 # ----------------------------------------------------------------------------- driver
 
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds spent busy by the whole machine so far (all processes, all cores), from /proc/stat."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    except OSError:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 def run_job(kind: str, **spec) -> dict:
-    """Run one measurement in a fresh Python process (its own numba compile, its own peak RSS)."""
+    """Run one measurement in a fresh Python process (its own numba compile, its own peak RSS).
+
+    Also reports how much CPU other processes on the machine used meanwhile
+    (machine busy time from /proc/stat minus the CPU time of this job's process
+    tree): a shared machine makes every figure here slower and the scaling worse.
+    """
     with tempfile.TemporaryDirectory(prefix=f"cmbcube-bench-{kind}-") as tmp:
         spec.update(kind=kind, dir=tmp)
         spec_path, out_path = os.path.join(tmp, "spec.json"), os.path.join(tmp, "result.json")
         Path(spec_path).write_text(json.dumps(spec))
+        busy0, ours0 = busy_cpu_seconds(), children_cpu_seconds()
         t0 = time.perf_counter()
         # The child's stdout goes to our stderr: this script's stdout carries only the report.
         proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--job", spec_path, out_path],
@@ -287,6 +308,10 @@ def run_job(kind: str, **spec) -> dict:
             raise RuntimeError(f"{kind} measurement failed (exit {proc.returncode}); see stderr")
         result = json.loads(Path(out_path).read_text())
         result["process_wall_s"] = time.perf_counter() - t0
+        ours = children_cpu_seconds() - ours0
+        busy1 = busy_cpu_seconds()
+        result["cpu_s"] = ours
+        result["other_cpu_s"] = None if busy0 is None else max(0.0, busy1 - busy0 - ours)
     return result
 
 
@@ -334,6 +359,16 @@ def measure(nside: int, sims: dict) -> dict:
               f"{fmt(cold, '.2f'):>12}{fmt(rss, '.2f') + ' GB':>15}")
     print("  steady: baseline and in-process after a warm-up sim; Dask runs from sim completion times "
           "after each worker's first sim.\n  cold: the whole simulate.run (cluster start, numba compile) / sims.")
+    jobs = {"baseline": base, "in-process": sync, "1 worker": w1, "2 workers": w2}
+    others = {k: j["other_cpu_s"] for k, j in jobs.items()}
+    if all(v is not None for v in others.values()):
+        ncpu = os.cpu_count() or 1
+        share = {k: others[k] / (jobs[k]["process_wall_s"] * ncpu) for k in jobs}
+        print("  CPU used by other processes meanwhile: "
+              + ", ".join(f"{k} {others[k]:.1f} s ({100 * share[k]:.0f}% of the cores)" for k in jobs))
+        if max(share.values()) > 0.05:
+            print("  WARNING: the machine was shared during this measurement; figures are pessimistic and "
+                  "noisy. Rerun on an idle machine.")
     print(f"  warm-up sims (not in steady): baseline {base['warmup_s']:.1f} s at nside {base['warmup_nside']}, "
           f"in-process {sync['warmup_s']:.1f} s at nside {sync['warmup_nside']}")
     print(f"  output per sim: baseline {base['files_per_sim']:.0f} FITS files, {base['bytes_per_sim'] / 1e6:.1f} MB; "
@@ -366,6 +401,7 @@ def measure(nside: int, sims: dict) -> dict:
         "nside": nside, "sky_nside": 2 * nside,
         "speedup_vs_serial_fits": speedup, "scaling_2_workers": scaling, "peak_rss_gb": peak_cmbcube,
         "speedup_cold_2_workers": base["s_per_sim"] / w2["cold_s_per_sim"],
+        "other_cpu_s": {k: (None if v is None else round(v, 2)) for k, v in others.items()},
         "speedup_in_process": base["s_per_sim"] / sync["s_per_sim"],
         "baseline": {k: base[k] for k in ("s_per_sim", "per_sim_s", "nsims", "peak_rss_gb", "breakdown",
                                           "warmup_s", "bytes_per_sim")},
