@@ -117,3 +117,26 @@ def truncate_alm(alm: np.ndarray, lmax_new: int) -> np.ndarray:
         dst = int(_mstart(lmax_new)[m]) + m
         out[..., dst:dst + lmax_new + 1 - m] = alm[..., src:src + lmax_new + 1 - m]
     return out
+
+
+def alm2map_scalar(alm: np.ndarray, nside: int) -> np.ndarray:
+    """Spin-0 synthesis of a stack: (n, nalm) -> (n, npix), all transforms in one call."""
+    alm = np.ascontiguousarray(np.asarray(alm, dtype=np.complex128)[:, None, :])
+    lmax = lmax_from_size(alm.shape[-1])
+    out = ducc0.sht.experimental.synthesis(alm=alm, lmax=lmax, mstart=_mstart(lmax), spin=0,
+                                           nthreads=nthreads(), **_geometry(nside))
+    return out[:, 0]
+
+
+def map2alm_scalar(maps: np.ndarray, lmax: int | None = None, iterations: int = 0) -> np.ndarray:
+    """Spin-0 analysis of a stack: (n, npix) -> (n, nalm), with Jacobi iterations."""
+    maps = np.ascontiguousarray(np.asarray(maps, dtype=np.float64)[:, None, :])
+    nside = int(round(np.sqrt(maps.shape[-1] / 12)))
+    lmax = 3 * nside - 1 if lmax is None else lmax
+    kw = dict(lmax=lmax, mstart=_mstart(lmax), spin=0, nthreads=nthreads(), **_geometry(nside))
+    scale = 4 * np.pi / maps.shape[-1]
+    alm = ducc0.sht.experimental.adjoint_synthesis(map=maps, **kw) * scale
+    for _ in range(iterations):
+        resid = maps - ducc0.sht.experimental.synthesis(alm=alm, **kw)
+        alm += ducc0.sht.experimental.adjoint_synthesis(map=resid, **kw) * scale
+    return alm[:, 0]

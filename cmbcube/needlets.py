@@ -1,0 +1,303 @@
+"""Needlet and harmonic internal linear combination (NILC, HILC) on numpy arrays.
+
+Science only: alms in, alms out; no Dask, no Zarr.  Facts followed: McCarthy &
+Hill 2023 (pyilc) and the CMB-ML configuration.
+
+Conventions: every channel's alms are scalar (T, E or B) in that channel's own
+unit; ``response`` gives the CMB response of each channel in those units (ones
+when every channel is in uK_CMB), so the combination comes out in uK_CMB.  The
+output carries the common beam (and whatever pixel window the inputs carried).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from . import sht
+
+CMBML_PEAKS = {512: [0, 200, 715, 1025], 128: [0, 100, 200, 300, 383]}
+WINDOW_FLOOR = 1e-3       # a window "ends" / a beam "carries no signal" below this
+
+
+class ILCError(ValueError):
+    """Bad ILC parameters; the message names the parameter and what is allowed."""
+
+
+# ----------------------------------------------------------------------------- windows
+def cosine_windows(peaks, lmax: int) -> np.ndarray:
+    """(nscale, lmax+1) cosine needlets with peaks p_0 = 0 < p_1 < ... < p_last = lmax + 1."""
+    p = [int(x) for x in peaks]
+    if len(p) < 2:
+        raise ILCError(f"peaks {p}: need at least two")
+    if p[0] != 0:
+        raise ILCError(f"peaks {p}: the first peak must be 0")
+    if any(b <= a for a, b in zip(p[:-1], p[1:])):
+        raise ILCError(f"peaks {p}: must be strictly increasing")
+    if p[-1] > lmax + 1:
+        raise ILCError(f"peaks {p}: the last peak {p[-1]} is above lmax + 1 = {lmax + 1} "
+                       f"(lmax = 3 nside - 1 = {lmax})")
+    ell = np.arange(lmax + 1, dtype=float)
+    h = np.zeros((len(p), lmax + 1))
+    for j, pj in enumerate(p):
+        if j > 0:
+            lo = p[j - 1]
+            rise = (ell >= lo) & (ell < pj)
+            h[j, rise] = np.cos(np.pi / 2 * (pj - ell[rise]) / (pj - lo))
+        if j < len(p) - 1:
+            hi = p[j + 1]
+            fall = (ell >= pj) & (ell < hi)
+            h[j, fall] = np.cos(np.pi / 2 * (ell[fall] - pj) / (hi - pj))
+        elif pj <= lmax:
+            h[j, ell >= pj] = 1.0
+    return h
+
+
+def gaussian_windows(fwhms_arcmin, lmax: int) -> np.ndarray:
+    """(len(fwhms) + 1, lmax+1) Gaussian needlets from strictly decreasing FWHMs."""
+    f = [float(x) for x in fwhms_arcmin]
+    if not f or any(b >= a for a, b in zip(f[:-1], f[1:])) or f[-1] <= 0:
+        raise ILCError(f"fwhms {f}: must be positive and strictly decreasing (arcmin)")
+    ell = np.arange(lmax + 1, dtype=float)
+    sigma = np.radians(np.array(f) / 60) / np.sqrt(8 * np.log(2))
+    g = np.exp(-ell[None] * (ell[None] + 1) * sigma[:, None] ** 2 / 2)
+    h = [g[0]]
+    for i in range(1, len(f)):
+        h.append(np.sqrt(np.clip(g[i] ** 2 - g[i - 1] ** 2, 0, None)))
+    h.append(np.sqrt(np.clip(1 - g[-1] ** 2, 0, None)))
+    return np.array(h)
+
+
+def check_partition(windows: np.ndarray, tol: float = 1e-6) -> None:
+    err = np.abs((windows ** 2).sum(axis=0) - 1).max()
+    if err > tol:
+        raise ILCError(f"needlet windows do not satisfy sum h^2 = 1 (max error {err:.2e})")
+
+
+def default_peaks(nside: int) -> list[int]:
+    """CMB-ML's peaks at nside 512 and 128; elsewhere its nside-128 peaks scaled to lmax + 1 = 3 nside."""
+    if nside in CMBML_PEAKS:
+        return list(CMBML_PEAKS[nside])
+    scaled = [int(round(p * 3 * nside / 384)) for p in CMBML_PEAKS[128][:-1]] + [3 * nside]
+    out = [scaled[0]]
+    for p in scaled[1:]:                # keep strictly increasing at tiny nside
+        out.append(max(p, out[-1] + 1))
+    return out
+
+
+def top_ell(window: np.ndarray) -> int:
+    above = np.nonzero(window > WINDOW_FLOOR)[0]
+    return int(above[-1]) if above.size else 0
+
+
+def beam_end(transfer: np.ndarray) -> int:
+    """Last multipole where a beam transfer function is still above 1e-3 (lmax if it never falls)."""
+    below = np.nonzero(np.abs(transfer) < WINDOW_FLOOR)[0]
+    below = below[below > 0]
+    return int(below[0]) - 1 if below.size else transfer.size - 1
+
+
+def scale_nside(ell_top: int, nside_out: int) -> int:
+    """Smallest power of two >= the scale's top multipole, capped at the output nside."""
+    n = 1
+    while n < max(ell_top, 1):
+        n *= 2
+    return min(n, nside_out)
+
+
+def covariance_fwhm(window: np.ndarray, n_channels: int, n_deproject: int, bias_tolerance: float) -> float:
+    """Real-space smoothing FWHM (radians) keeping the ILC bias below the tolerance."""
+    ell = np.arange(window.size)
+    n_modes = float(np.sum((2 * ell + 1) * window ** 2))
+    sigma = np.sqrt(2 * abs(n_deproject + 1 - n_channels) / (n_modes * bias_tolerance))
+    return float(np.sqrt(8 * np.log(2)) * sigma)
+
+
+# ----------------------------------------------------------------------------- weights
+def ilc_weights(cov: np.ndarray, mixing: np.ndarray) -> np.ndarray:
+    """Constrained ILC weights per pixel (or per bin).
+
+    cov: (..., n, n); mixing: (n, k) with column 0 the CMB response and the other
+    columns SEDs to deproject (response 0).  Returns (..., n) weights with
+    w . mixing[:, 0] = 1 and w . mixing[:, 1:] = 0.
+    """
+    n, k = mixing.shape
+    if k > n:
+        raise ILCError(f"{k - 1} deprojected SEDs need at least {k} channels, have {n}")
+    scale = np.trace(cov, axis1=-2, axis2=-1)[..., None, None] / n
+    scale = np.where(scale > 0, scale, 1.0)
+    c = cov / scale + 1e-12 * np.eye(n)
+    cinv_a = np.linalg.solve(c, np.broadcast_to(mixing, c.shape[:-2] + (n, k)))     # (..., n, k)
+    m = np.einsum("ik,...il->...kl", mixing, cinv_a)                                 # (..., k, k)
+    e0 = np.zeros(k)
+    e0[0] = 1.0
+    coeff = np.linalg.solve(m, np.broadcast_to(e0, m.shape[:-1])[..., None])[..., 0]  # (..., k)
+    w = np.einsum("...ik,...k->...i", cinv_a, coeff)
+    response = w @ mixing
+    target = np.broadcast_to(e0, response.shape)
+    bad = float(np.abs(response - target).max()) if response.size else 0.0
+    if not bad < 1e-6:
+        raise ILCError(f"ILC response check failed (max |w.A - e0| = {bad:.2e}); ill-conditioned covariance")
+    return w
+
+
+# ----------------------------------------------------------------------------- NILC
+@dataclasses.dataclass
+class ScaleInfo:
+    index: int
+    nside: int
+    lmax: int
+    channels: list
+    fwhm_deg: float
+
+
+def _smooth(maps: np.ndarray, fwhm_rad: float, lmax: int) -> np.ndarray:
+    nside = int(round(np.sqrt(maps.shape[-1] / 12)))
+    ell = np.arange(lmax + 1)
+    sigma = fwhm_rad / np.sqrt(8 * np.log(2))
+    g = np.exp(-ell * (ell + 1) * sigma ** 2 / 2)
+    return sht.alm2map_scalar(sht.almxfl(sht.map2alm_scalar(maps, lmax, 1), g), nside)
+
+
+def nilc(alms: np.ndarray, transfers: np.ndarray, common: np.ndarray, windows: np.ndarray, nside_out: int,
+         response: np.ndarray, deproject: np.ndarray | None = None, bias_tolerance: float = 1e-3,
+         mask: np.ndarray | None = None, return_info: bool = False):
+    """Needlet ILC of scalar alms.
+
+    alms: (nch, nalm) each channel's T (or E, or B) alms; transfers: (nch, lmax+1)
+    channel beams (times any window); common: (lmax+1,) output beam; windows:
+    (nscale, lmax+1); response: (nch,) CMB response; deproject: (nch, k) SEDs
+    to null; mask: optional RING map at nside_out (1 = use) for the covariance.
+    Returns the output alms (nalm at the windows' lmax) in CMB units at the common beam.
+    """
+    check_partition(windows)
+    nch = alms.shape[0]
+    lmax = windows.shape[1] - 1
+    alm_lmax = sht.lmax_from_size(alms.shape[1])
+    if alm_lmax < lmax:
+        raise ILCError(f"needlet lmax {lmax} exceeds the maps' lmax {alm_lmax}")
+    alms = sht.truncate_alm(alms, lmax) if alm_lmax > lmax else alms
+    mixing = np.asarray(response, dtype=float)[:, None]
+    if deproject is not None and np.size(deproject):
+        mixing = np.concatenate([mixing, np.asarray(deproject, dtype=float).reshape(nch, -1)], axis=1)
+    ends = [beam_end(t[: lmax + 1]) for t in transfers]
+    out = np.zeros(sht.alm_size(lmax), dtype=np.complex128)
+    infos, weight_maps = [], []
+    for j, h in enumerate(windows):
+        ell_top = top_ell(h)
+        used = [i for i in range(nch) if ell_top <= ends[i]]
+        if len(used) < mixing.shape[1]:
+            raise ILCError(f"needlet scale {j} (up to l = {ell_top}) keeps {len(used)} channel(s) whose beam "
+                           f"still carries signal; need at least {mixing.shape[1]}")
+        nside_j = scale_nside(ell_top, nside_out)
+        lmax_j = min(lmax, 3 * nside_j - 1)
+        filt = np.zeros((len(used), lmax + 1))
+        for row, i in enumerate(used):
+            ratio = np.zeros(lmax + 1)
+            good = np.arange(lmax + 1) <= ends[i]
+            ratio[good] = common[: lmax + 1][good] / transfers[i][: lmax + 1][good]
+            filt[row] = h * ratio
+        x = sht.alm2map_scalar(sht.truncate_alm(sht.almxfl(alms[used], filt), lmax_j), nside_j)
+        fwhm = covariance_fwhm(h, len(used), mixing.shape[1] - 1, bias_tolerance)
+        if mask is not None:
+            import healpy as hp
+            m = hp.ud_grade(mask.astype(float), nside_j) if nside_j != nside_out else mask.astype(float)
+            sm = np.maximum(_smooth(m[None], fwhm, lmax_j)[0], 1e-6)
+            mean = _smooth(x * m, fwhm, lmax_j) / sm
+            d = (x - mean) * m
+        else:
+            sm = None
+            d = x - _smooth(x, fwhm, lmax_j)
+        iu = np.triu_indices(len(used))
+        prods = _smooth(d[iu[0]] * d[iu[1]], fwhm, lmax_j)
+        if sm is not None:
+            prods = prods / sm
+        cov = np.empty((x.shape[1], len(used), len(used)))
+        cov[:, iu[0], iu[1]] = prods.T
+        cov[:, iu[1], iu[0]] = prods.T
+        w = ilc_weights(cov, mixing[used])
+        y = np.einsum("pi,ip->p", w, x)
+        alm_j = sht.map2alm_scalar(y[None], lmax_j, 3)[0]
+        padded = np.zeros(sht.alm_size(lmax), dtype=np.complex128)
+        padded_j = sht.almxfl(alm_j, h[: lmax_j + 1])
+        _embed(padded, padded_j, lmax, lmax_j)
+        out += padded
+        infos.append(ScaleInfo(j, nside_j, lmax_j, used, float(np.degrees(fwhm))))
+        if return_info:
+            weight_maps.append(w)
+    if return_info:
+        return out, infos, weight_maps
+    return out
+
+
+def _embed(target: np.ndarray, alm: np.ndarray, lmax: int, lmax_small: int) -> None:
+    """Add alms of a smaller lmax into a healpy-layout array of a larger lmax."""
+    for m in range(lmax_small + 1):
+        src = int(sht._mstart(lmax_small)[m]) + m
+        dst = int(sht._mstart(lmax)[m]) + m
+        target[dst:dst + lmax_small + 1 - m] += alm[src:src + lmax_small + 1 - m]
+
+
+# ----------------------------------------------------------------------------- HILC
+def hilc(alms: np.ndarray, transfers: np.ndarray, common: np.ndarray, response: np.ndarray,
+         deproject: np.ndarray | None = None, bin_width: int = 50, lmax: int | None = None,
+         return_weights: bool = False):
+    """Harmonic ILC with top-hat multipole bins: weights per bin from the empirical alm covariance."""
+    if bin_width < 1:
+        raise ILCError(f"bin_width {bin_width}: must be >= 1")
+    nch = alms.shape[0]
+    alm_lmax = sht.lmax_from_size(alms.shape[1])
+    lmax = alm_lmax if lmax is None else lmax
+    alms = sht.truncate_alm(alms, lmax) if alm_lmax > lmax else alms
+    mixing = np.asarray(response, dtype=float)[:, None]
+    if deproject is not None and np.size(deproject):
+        mixing = np.concatenate([mixing, np.asarray(deproject, dtype=float).reshape(nch, -1)], axis=1)
+    ell = sht.ell_of_alm(lmax)
+    m_zero = np.zeros(ell.size, dtype=bool)
+    m_zero[: lmax + 1] = True
+    ends = np.array([beam_end(t[: lmax + 1]) for t in transfers])
+    out = np.zeros(sht.alm_size(lmax), dtype=np.complex128)
+    weights = np.zeros((lmax + 1, nch))
+    for lo in range(0, lmax + 1, bin_width):
+        hi = min(lo + bin_width, lmax + 1)
+        used = np.nonzero(ends >= hi - 1)[0]
+        if len(used) < mixing.shape[1]:
+            continue                            # no channel resolves this bin: left empty
+        sel = (ell >= lo) & (ell < hi)
+        ratio = np.array([common[ell[sel]] / transfers[i][ell[sel]] for i in used])
+        a = alms[used][:, sel] * ratio
+        wgt = np.where(m_zero[sel], 1.0, 2.0)
+        cov = np.einsum("im,jm,m->ij", a, a.conj(), wgt).real / max(np.sum(2 * np.arange(lo, hi) + 1), 1)
+        w = ilc_weights(cov, mixing[used])
+        out[sel] = w @ a
+        weights[lo:hi, used] = w
+    return (out, weights) if return_weights else out
+
+
+# ----------------------------------------------------------------------------- SEDs
+def sed_vector(name: str, centres_ghz, units) -> np.ndarray:
+    """Response of each channel (in its own unit) to a unit amplitude of a named component."""
+    from .foregrounds import PARAMS, T_CMB, tsz_spectrum
+    from .instrument import unit_factor
+    out = []
+    for nu, unit in zip(centres_ghz, units):
+        if name == "cmb":
+            out.append(unit_factor(nu, "uK_CMB", unit))
+        elif name == "tsz":
+            out.append(T_CMB * 1e6 * tsz_spectrum(nu) * unit_factor(nu, "uK_CMB", unit))
+        elif name in ("dust", "cib"):
+            p = PARAMS[name]
+            h_k = 6.62607015e-34 / 1.380649e-23
+            ref = p["freq_ref_ghz"]
+
+            def planck(f):
+                return f ** 3 / np.expm1(h_k * f * 1e9 / p["temp_K"])
+            rj = (nu / ref) ** (p["beta"] - 2) * planck(nu) / planck(ref)
+            out.append(rj * unit_factor(nu, "uK_RJ", unit))
+        elif name == "synchrotron":
+            p = PARAMS["synchrotron"]
+            out.append((nu / p["freq_ref_ghz"]) ** p["beta"] * unit_factor(nu, "uK_RJ", unit))
+        else:
+            raise ILCError(f"deproject {name!r}: allowed: dust, cib, tsz, synchrotron")
+    vec = np.array(out)
+    return vec if name == "cmb" else vec / np.abs(vec).max()
