@@ -40,6 +40,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="recompute even if up to date")
     _add_cluster_args(p)
 
+    p = sub.add_parser("ilc", help="NILC or HILC of a split, written as a run of the pred product")
+    p.add_argument("store")
+    p.add_argument("--method", choices=("nilc", "hilc"), default="nilc")
+    p.add_argument("--run", help="run name (default: the method's name)")
+    p.add_argument("--split", default="test", help="split(s), comma-separated (default test)")
+    p.add_argument("--detectors", help="comma-separated GHz (default CMB-ML's 44-857)")
+    p.add_argument("--fields", help="comma-separated subset of I,Q,U (default: the cube's)")
+    p.add_argument("--peaks", help="cosine needlet peaks, comma-separated (default: CMB-ML's, scaled to the nside)")
+    p.add_argument("--gaussian-fwhms", help="Gaussian needlets instead: decreasing FWHMs in arcmin")
+    p.add_argument("--common-beam", type=float, default=20.6, help="output beam FWHM, arcmin (default 20.6)")
+    p.add_argument("--bias-tolerance", type=float, default=1e-3)
+    p.add_argument("--deproject", help="SEDs to null, comma-separated: dust, cib, tsz, synchrotron")
+    p.add_argument("--bin-width", type=int, default=50, help="HILC multipole bin width (default 50)")
+    p.add_argument("--no-progress", action="store_true")
+    _add_cluster_args(p)
+
     p = sub.add_parser("info", help="summarise a store")
     p.add_argument("store")
 
@@ -64,6 +80,42 @@ def _simulate(args) -> int:
             f"{k} {v:.1f}s ({100 * v / total:.0f}%)" for k, v in sorted(report.timings.items(), key=lambda kv: -kv[1])))
     if report.failed:
         print(f"{len(report.failed)} sim(s) failed; rerun the same command to retry them:", file=sys.stderr)
+        for split, sim, message in report.failed[:20]:
+            print(f"  {split}/{sim}: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _csv(text, cast=str):
+    return tuple(cast(x.strip()) for x in text.split(",") if x.strip()) if text else None
+
+
+def _ilc(args) -> int:
+    from .ilc import ILCConfig, run
+    config = ILCConfig(method=args.method, common_beam_arcmin=args.common_beam, bias_tolerance=args.bias_tolerance,
+                       bin_width=args.bin_width)
+    try:
+        if args.detectors:
+            config.detectors = _csv(args.detectors, int)
+        if args.fields:
+            config.fields = _csv(args.fields)
+        if args.peaks:
+            config.peaks = _csv(args.peaks, int)
+        if args.gaussian_fwhms:
+            config.gaussian_fwhms = _csv(args.gaussian_fwhms, float)
+    except ValueError as err:
+        raise ValueError(f"could not parse a comma-separated list of numbers: {err}") from None
+    if args.deproject:
+        config.deproject = _csv(args.deproject)
+    report = run(args.store, config, args.run, _csv(args.split), args.scheduler, args.scheduler_file, args.workers,
+                 progress=False if args.no_progress else None)
+    if not report.written and not report.failed:
+        print(f"nothing to do: run {report.run!r} already holds all {report.already_done} requested sims")
+        return 0
+    print(f"{report.run}: cleaned {len(report.written)} sim(s) in {report.seconds:.1f} s; "
+          f"cmbcube.open(store).pred.sel(run={report.run!r}) holds them")
+    if report.failed:
+        print(f"{len(report.failed)} sim(s) failed; rerun to retry:", file=sys.stderr)
         for split, sim, message in report.failed[:20]:
             print(f"  {split}/{sim}: {message}", file=sys.stderr)
         return 1
@@ -116,6 +168,8 @@ def main(argv=None) -> int:
                 print(f"stored normalisation statistics of {out['sims']} {args.split} sims in {args.store} "
                       "(stats_obs, stats_cmb)")
             return 0
+        if args.command == "ilc":
+            return _ilc(args)
         if args.command == "info":
             from .cube import summary
             print(summary(args.store))

@@ -267,6 +267,108 @@ def write_sim(path: str, split: str, sim: int, result) -> None:
     group["sim_done"][isplit, sim] = 1
 
 
+# ----------------------------------------------------------------------------- runs (predictions)
+RUN_ARRAYS = ("run", "run_method", "run_config", "run_beam_fwhm_arcmin", "pred", "pred_done")
+
+
+class RunMismatch(StoreError):
+    """A run name exists with other settings."""
+
+
+def ensure_run(path: str, name: str, method: str, config: dict, beam_fwhm_arcmin: float,
+               uncertainty: bool = False) -> int:
+    """Driver-side: the index of run ``name`` along the ``run`` axis, creating it if needed.
+
+    A run is one method with one configuration; asking for an existing name with
+    another configuration is refused (RunMismatch).  New runs grow the run axis
+    of every run-indexed array (metadata only; no data is rewritten).
+    """
+    group = _group(path, "r+")
+    names = set(group.array_keys())
+    config_json = json.dumps(config, sort_keys=True)
+    if "run" in names:
+        runs = [str(r) for r in group["run"][...]]
+        if name in runs:
+            i = runs.index(name)
+            old = str(group["run_config"][i])
+            if old != config_json:
+                raise RunMismatch(f"run {name!r} already exists in {path} with other settings:\n  stored: {old}\n"
+                                  f"  asked:  {config_json}\nchoose another --run name (or drop the run)")
+            if uncertainty and "pred_sigma" not in names:
+                _create_run_array(group, "pred_sigma", len(runs))
+            return i
+        index = len(runs)
+        for key in RUN_ARRAYS + (("pred_sigma",) if "pred_sigma" in names else ()):
+            arr = group[key]
+            arr.resize((index + 1,) + arr.shape[1:])
+    else:
+        index = 0
+        for key in RUN_ARRAYS:
+            _create_run_array(group, key, 1)
+    if uncertainty and "pred_sigma" not in set(group.array_keys()):
+        _create_run_array(group, "pred_sigma", index + 1)
+    group["run"][index] = name
+    group["run_method"][index] = method
+    group["run_config"][index] = config_json
+    group["run_beam_fwhm_arcmin"][index] = float(beam_fwhm_arcmin)
+    consolidate(path)
+    return index
+
+
+def _create_run_array(group, key: str, nrun: int) -> None:
+    nsplit, nsim = group["sim_done"].shape
+    nfield = group["field"].shape[0]
+    npix = group["cell_ids"].shape[0]
+    recipe = from_store_attrs(dict(group.attrs))
+    compressors = _codecs(recipe["storage"])
+    attrs = {"healpix_nside": int(group.attrs["nside"]), "healpix_order": "nested"}
+    if key in ("run", "run_method", "run_config"):
+        group.create_array(key, shape=(nrun,), dtype=str, chunks=(1,), dimension_names=["run"], fill_value="")
+    elif key == "run_beam_fwhm_arcmin":
+        group.create_array(key, shape=(nrun,), dtype="f8", chunks=(1,), dimension_names=["run"], fill_value=np.nan,
+                           attributes={"long_name": "beam FWHM of the run's output maps (arcmin)"})
+    elif key in ("pred", "pred_sigma"):
+        long = "predicted CMB" if key == "pred" else "per-pixel 1-sigma uncertainty of the prediction"
+        group.create_array(key, shape=(nrun, nsplit, nsim, nfield, npix), dtype="f4",
+                           chunks=(1, 1, 1, 1, npix), shards=(1, 1, 1, nfield, npix), fill_value=np.nan,
+                           compressors=compressors, dimension_names=["run", "split", "sim", "field", "pixel"],
+                           attributes={**attrs, "long_name": long, "units": group.attrs["cmb_unit"]})
+    elif key == "pred_done":
+        group.create_array(key, shape=(nrun, nsplit, nsim), dtype="u1", chunks=(1, 1, 1), fill_value=0,
+                           dimension_names=["run", "split", "sim"],
+                           attributes={"long_name": "1 once the run's prediction of the sim is written"})
+
+
+def run_index(path: str, name: str) -> int:
+    group = _group(path)
+    runs = [str(r) for r in group["run"][...]] if "run" in set(group.array_keys()) else []
+    if name not in runs:
+        raise StoreError(f"{path}: no run {name!r}; runs present: {', '.join(runs) or 'none'}")
+    return runs.index(name)
+
+
+def run_pending(path: str, run: int, splits) -> list[tuple[str, int]]:
+    group = _group(path)
+    sim_done = np.asarray(group["sim_done"][...]) == 1
+    pred_done = np.asarray(group["pred_done"][run]) == 1
+    out = []
+    for split in splits:
+        i = SPLITS.index(split)
+        out += [(split, int(s)) for s in np.nonzero(sim_done[i] & ~pred_done[i])[0]]
+    return out
+
+
+def write_prediction(path: str, run: int, split: str, sim: int, maps: np.ndarray,
+                     sigma: np.ndarray | None = None) -> None:
+    """Worker-side: one sim's prediction (field, pixel) NESTED (+ optional sigma), then its flag."""
+    group = _group(path, "r+")
+    isplit = SPLITS.index(split)
+    group["pred"][run, isplit, sim] = maps
+    if sigma is not None:
+        group["pred_sigma"][run, isplit, sim] = sigma
+    group["pred_done"][run, isplit, sim] = 1
+
+
 def clear_done(path: str, split: str, sim: int) -> None:
     _group(path, "r+")["sim_done"][SPLITS.index(split), sim] = 0
 
@@ -355,8 +457,13 @@ def summary(path: str) -> str:
         lines.append(f"              {int(det):4d}  {float(ds.center_frequency_ghz[k]):9.3f}  "
                      f"{float(ds.beam_fwhm_arcmin[k]):5.2f}  {str(ds.unit.values[k]):7s} {fields}")
     lines.append(f"  CMB truth   unit {attrs['cmb_unit']}, beam {ds.cmb.attrs.get('beam_fwhm_arcmin', 0)}' (0 = none)")
-    products = [name for name in ds.data_vars if name not in ("sim_done",)]
+    products = [name for name in ds.data_vars if name not in ("sim_done", "pred_done")]
     lines.append(f"  products    {', '.join(products)}")
+    if "run" in ds.coords:
+        for k, run in enumerate(ds.run.values):
+            cnt = ds.pred_done.isel(run=k).sum("sim").values
+            lines.append(f"  run         {run}: {ds.run_method.values[k]}, beam {float(ds.run_beam_fwhm_arcmin[k]):.1f}', "
+                         + ", ".join(f"{s} {int(c)}" for s, c in zip(SPLITS, cnt)) + " sims predicted")
     if "component" in ds.coords:
         lines.append(f"  components  {', '.join(map(str, ds.component.values))}")
     size = disk_size(path)

@@ -177,9 +177,7 @@ def nilc(alms: np.ndarray, transfers: np.ndarray, common: np.ndarray, windows: n
     if alm_lmax < lmax:
         raise ILCError(f"needlet lmax {lmax} exceeds the maps' lmax {alm_lmax}")
     alms = sht.truncate_alm(alms, lmax) if alm_lmax > lmax else alms
-    mixing = np.asarray(response, dtype=float)[:, None]
-    if deproject is not None and np.size(deproject):
-        mixing = np.concatenate([mixing, np.asarray(deproject, dtype=float).reshape(nch, -1)], axis=1)
+    alms, mixing = _to_cmb_units(alms, response, deproject)
     ends = [beam_end(t[: lmax + 1]) for t in transfers]
     out = np.zeros(sht.alm_size(lmax), dtype=np.complex128)
     infos, weight_maps = [], []
@@ -230,6 +228,18 @@ def nilc(alms: np.ndarray, transfers: np.ndarray, common: np.ndarray, windows: n
     return out
 
 
+def _to_cmb_units(alms, response, deproject):
+    """Divide each channel by its CMB response: channels in K_CMB, uK_CMB and MJy/sr then share
+    one scale (the combination is unchanged, the per-pixel solves stay well conditioned)."""
+    response = np.asarray(response, dtype=float)
+    alms = alms / response[:, None]
+    mixing = np.ones((response.size, 1))
+    if deproject is not None and np.size(deproject):
+        sed = np.asarray(deproject, dtype=float).reshape(response.size, -1) / response[:, None]
+        mixing = np.concatenate([mixing, sed / np.abs(sed).max(axis=0)], axis=1)
+    return alms, mixing
+
+
 def _embed(target: np.ndarray, alm: np.ndarray, lmax: int, lmax_small: int) -> None:
     """Add alms of a smaller lmax into a healpy-layout array of a larger lmax."""
     for m in range(lmax_small + 1):
@@ -249,9 +259,7 @@ def hilc(alms: np.ndarray, transfers: np.ndarray, common: np.ndarray, response: 
     alm_lmax = sht.lmax_from_size(alms.shape[1])
     lmax = alm_lmax if lmax is None else lmax
     alms = sht.truncate_alm(alms, lmax) if alm_lmax > lmax else alms
-    mixing = np.asarray(response, dtype=float)[:, None]
-    if deproject is not None and np.size(deproject):
-        mixing = np.concatenate([mixing, np.asarray(deproject, dtype=float).reshape(nch, -1)], axis=1)
+    alms, mixing = _to_cmb_units(alms, response, deproject)
     ell = sht.ell_of_alm(lmax)
     m_zero = np.zeros(ell.size, dtype=bool)
     m_zero[: lmax + 1] = True

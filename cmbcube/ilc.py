@@ -1,0 +1,216 @@
+"""The ilc stage: NILC or HILC over many sims at once, one Dask task per sim,
+temperature and polarisation (E and B separately), predictions written into the
+cube's ``pred`` product along the ``run`` axis.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+
+import numpy as np
+
+from . import cube, instrument, needlets, sht
+from .recipe import SPLITS
+
+log = logging.getLogger("cmbcube")
+
+CMBML_DETECTORS = (44, 70, 100, 143, 217, 353, 545, 857)
+CMBML_COMMON_BEAM = 20.6
+
+
+@dataclasses.dataclass
+class ILCConfig:
+    method: str = "nilc"                 # nilc | hilc
+    detectors: tuple = CMBML_DETECTORS
+    fields: tuple = ("I", "Q", "U")
+    peaks: tuple | None = None           # cosine needlet peaks (default: the nside rule)
+    gaussian_fwhms: tuple | None = None  # Gaussian needlets instead (arcmin, decreasing)
+    common_beam_arcmin: float = CMBML_COMMON_BEAM
+    bias_tolerance: float = 1e-3
+    deproject: tuple = ()
+    bin_width: int = 50
+    map2alm_iterations: int = 3
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def resolve_config(store: str, config: ILCConfig) -> ILCConfig:
+    """Validate against the cube and fill defaults; errors name the parameter."""
+    if config.method not in ("nilc", "hilc"):
+        raise needlets.ILCError(f"--method {config.method!r}: allowed: nilc, hilc")
+    ds = cube.open_dataset(store)
+    nside = int(ds.attrs["nside"])
+    have = [int(d) for d in ds.detector.values]
+    wanted = list(config.detectors)
+    if config.detectors == CMBML_DETECTORS:
+        wanted = [d for d in CMBML_DETECTORS if d in have]
+    unknown = [d for d in wanted if d not in have]
+    if unknown:
+        raise needlets.ILCError(f"--detectors: {unknown} not in the cube; allowed: {', '.join(map(str, have))}")
+    fields = [f for f in config.fields if f in ds.field.values]
+    missing = [f for f in config.fields if f not in ds.field.values]
+    if missing and config.fields != ("I", "Q", "U"):
+        raise needlets.ILCError(f"--fields: {missing} not in the cube; allowed: {', '.join(ds.field.values)}")
+    if not fields:
+        raise needlets.ILCError("--fields: none of the requested fields is in the cube")
+    lmax = 3 * nside - 1
+    if config.gaussian_fwhms:
+        needlets.gaussian_windows(config.gaussian_fwhms, lmax)
+        peaks = None
+    else:
+        peaks = tuple(config.peaks) if config.peaks else tuple(needlets.default_peaks(nside))
+        needlets.cosine_windows(peaks, lmax)
+    for name in config.deproject:
+        needlets.sed_vector(name, [100.0], ["uK_CMB"])
+    if config.bias_tolerance <= 0:
+        raise needlets.ILCError(f"--bias-tolerance {config.bias_tolerance}: must be > 0")
+    if config.common_beam_arcmin < 0:
+        raise needlets.ILCError(f"--common-beam {config.common_beam_arcmin}: must be >= 0 arcmin")
+    if len(wanted) < 1 + len(config.deproject):
+        raise needlets.ILCError(f"--detectors: {len(wanted)} channel(s) cannot constrain CMB + "
+                                f"{len(config.deproject)} deprojected SED(s)")
+    return dataclasses.replace(config, detectors=tuple(wanted), fields=tuple(fields), peaks=peaks,
+                               gaussian_fwhms=tuple(config.gaussian_fwhms) if config.gaussian_fwhms else None)
+
+
+def clean_sim(obs: np.ndarray, dets: list, fields_in: list, units: list, config: ILCConfig, nside: int,
+              cmb_unit: str) -> np.ndarray:
+    """ILC of one sim. obs: (detector, field, pixel) NESTED in each detector's unit.
+
+    Returns (len(config.fields), npix) NESTED in ``cmb_unit`` at the common beam.
+    """
+    import healpy as hp
+    lmax = 3 * nside - 1
+    ring_order = hp.ring2nest(nside, np.arange(12 * nside * nside))   # ring pixel r sits at nest index
+    common = instrument.gaussian_beam(config.common_beam_arcmin, lmax)
+    if config.gaussian_fwhms:
+        windows = needlets.gaussian_windows(config.gaussian_fwhms, lmax)
+    else:
+        windows = needlets.cosine_windows(config.peaks, lmax)
+    out_lmax = windows.shape[1] - 1
+    centres = [instrument.detector(d).centre_ghz for d in dets]
+    response = needlets.sed_vector("cmb", centres, units)
+    deproject = np.stack([needlets.sed_vector(n, centres, units) for n in config.deproject], axis=1) \
+        if config.deproject else None
+    beams = [instrument.gaussian_beam(instrument.detector(d).fwhm_arcmin, lmax) for d in dets]
+    result = {}
+
+    def combine(alms, transfers, common_l, used):
+        dep = deproject[used] if deproject is not None else None
+        if config.method == "nilc":
+            return needlets.nilc(alms, transfers, common_l, windows, nside, response[used], dep,
+                                 config.bias_tolerance)
+        return needlets.hilc(alms, transfers, common_l, response[used], dep, config.bin_width, lmax=out_lmax)
+
+    if "I" in config.fields:
+        maps = obs[:, fields_in.index("I")][:, ring_order].astype(np.float64)
+        alms = sht.map2alm_scalar(maps, lmax, config.map2alm_iterations)
+        result["T"] = combine(alms, np.array([b[0] for b in beams]), common[0], list(range(len(dets))))
+    if "Q" in config.fields or "U" in config.fields:
+        pol = [i for i, d in enumerate(dets) if instrument.detector(d).polarised]
+        if len(pol) < 1 + (deproject.shape[1] if deproject is not None else 0):
+            raise needlets.ILCError("polarisation needs more polarised detectors among --detectors")
+        qi, ui = fields_in.index("Q"), fields_in.index("U")
+        eb = []
+        for i in pol:
+            iqu = np.stack([np.zeros(obs.shape[-1]), obs[i, qi], obs[i, ui]])[:, ring_order].astype(np.float64)
+            eb.append(sht.map2alm(iqu, lmax, config.map2alm_iterations)[1:])
+        eb = np.array(eb)                                    # (channel, E/B, nalm)
+        for key, col in (("E", 1), ("B", 2)):
+            common_pol = common[col].copy()
+            common_pol[:2] = 0.0
+            result[key] = combine(eb[:, col - 1], np.array([beams[i][col] for i in pol]), common_pol, pol)
+    scale = 1.0 if cmb_unit == "uK_CMB" else 1e-6
+    nest_of_ring = ring_order
+    out = np.full((len(config.fields), 12 * nside * nside), np.nan, dtype=np.float32)
+    if "T" in result:
+        t_map = sht.alm2map(result["T"], nside)
+        out[config.fields.index("I"), nest_of_ring] = t_map * scale
+    if "E" in result:
+        zero = np.zeros_like(result["E"])
+        qu = sht.alm2map(np.stack([zero, result["E"], result["B"]]), nside)
+        for k, f in ((1, "Q"), (2, "U")):
+            if f in config.fields:
+                out[config.fields.index(f), nest_of_ring] = qu[k] * scale
+    return out
+
+
+def _clean_task(store: str, run: int, config: ILCConfig, split: str, sim: int) -> float:
+    import zarr
+    t0 = time.perf_counter()
+    group = zarr.open_group(store, mode="r")
+    have = [int(d) for d in group["detector"][...]]
+    fields_in = [str(f) for f in group["field"][...]]
+    units = [str(u) for u in group["unit"][...]]
+    det_idx = [have.index(d) for d in config.detectors]
+    obs = group["obs"].get_orthogonal_selection((SPLITS.index(split), sim, det_idx, slice(None), slice(None)))
+    maps = clean_sim(obs, list(config.detectors), fields_in, [units[i] for i in det_idx], config,
+                     int(group.attrs["nside"]), str(group.attrs["cmb_unit"]))
+    full = np.full((len(fields_in), maps.shape[-1]), np.nan, dtype=np.float32)
+    for k, f in enumerate(config.fields):
+        full[fields_in.index(f)] = maps[k]
+    cube.write_prediction(store, run, split, sim, full)
+    return time.perf_counter() - t0
+
+
+@dataclasses.dataclass
+class ILCReport:
+    run: str
+    written: list
+    failed: list
+    already_done: int
+    seconds: float
+
+
+def run(store: str, config: ILCConfig, run_name: str | None = None, splits=("test",), scheduler=None,
+        scheduler_file=None, workers=None, progress=None) -> ILCReport:
+    from tqdm import tqdm
+
+    from .cluster import client_for
+    for split in splits:
+        if split not in SPLITS:
+            raise needlets.ILCError(f"--split {split!r}: allowed: {', '.join(SPLITS)}")
+    config = resolve_config(store, config)
+    run_name = run_name or config.method
+    beam = config.common_beam_arcmin
+    irun = cube.ensure_run(store, run_name, config.method, config.as_dict(), beam)
+    todo = cube.run_pending(store, irun, splits)
+    done_before = sum(int(np.asarray(cube._group(store)["pred_done"][irun, SPLITS.index(s)]).sum()) for s in splits)
+    report = ILCReport(run_name, [], [], done_before, 0.0)
+    if not todo:
+        return report
+    t0 = time.perf_counter()
+    recipe = cube.store_recipe(store)
+    bar = tqdm(total=len(todo), desc=f"ilc {run_name}", unit="sim", disable=None if progress is None else not progress)
+    try:
+        with client_for(recipe["cluster"], scheduler, scheduler_file, workers) as client:
+            if client is None:
+                for split, sim in todo:
+                    try:
+                        _clean_task(store, irun, config, split, sim)
+                        report.written.append((split, sim))
+                    except Exception as err:  # noqa: BLE001 - collected and reported
+                        report.failed.append((split, sim, f"{type(err).__name__}: {err}"))
+                    bar.update(1)
+            else:
+                from distributed import as_completed
+                futures = {client.submit(_clean_task, store, irun, config, split, sim, pure=False, retries=1,
+                                         key=f"ilc-{run_name}-{split}-{sim}-{os.urandom(4).hex()}"): (split, sim)
+                           for split, sim in todo}
+                for fut in as_completed(futures):
+                    key = futures[fut]
+                    try:
+                        fut.result()
+                        report.written.append(key)
+                    except Exception as err:  # noqa: BLE001
+                        report.failed.append((*key, f"{type(err).__name__}: {err}"))
+                    bar.update(1)
+    finally:
+        bar.close()
+        cube.consolidate(store)
+        report.seconds = time.perf_counter() - t0
+    return report
