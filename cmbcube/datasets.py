@@ -189,19 +189,27 @@ class CubeDataset:
         return self.sims[index // self.npatch], (index % self.npatch if self.view == "patches" else -1)
 
     def read_inputs(self, sim: int, pixels=slice(None)) -> np.ndarray:
-        """(channels, npix or selected pixels) in physical units, only the needed maps read."""
+        """(channels, npix or selected pixels) in physical units.
+
+        Reads the bounding box of the wanted (detector, field) pairs with basic
+        slicing (zarr's orthogonal/fancy selection on sharded arrays plans every
+        element and was measured 10-30x slower) and selects in numpy; a box only
+        touches the inner chunks inside it, so asking for I never reads Q/U.
+        """
         obs = self._arrays()["obs"]
-        dets = sorted(set(self.det_index))
-        flds = sorted(set(self.field_index))
-        block = obs.get_orthogonal_selection((self.isplit, sim, dets, flds, pixels))
-        return np.stack([block[dets.index(d), flds.index(f)] for d, f in zip(self.det_index, self.field_index)])
+        d0, d1 = min(self.det_index), max(self.det_index) + 1
+        f0, f1 = min(self.field_index), max(self.field_index) + 1
+        box = obs[self.isplit, sim, d0:d1, f0:f1, pixels]
+        return box[np.array(self.det_index) - d0, np.array(self.field_index) - f0]
 
     def read_target(self, sim: int, pixels=slice(None)) -> np.ndarray:
         group = self._arrays()
+        f0, f1 = min(self.target_field_index), max(self.target_field_index) + 1
         if self.target == "cmb":
-            return group["cmb"].get_orthogonal_selection((self.isplit, sim, self.target_field_index, pixels))
-        return group["components"].get_orthogonal_selection(
-            (self.isplit, sim, self.target_component, self.target_det, self.target_field_index, pixels))
+            box = group["cmb"][self.isplit, sim, f0:f1, pixels]
+        else:
+            box = group["components"][self.isplit, sim, self.target_component, self.target_det, f0:f1, pixels]
+        return box[np.array(self.target_field_index) - f0]
 
     def _view(self, maps, patch):
         if self.view == "faces":

@@ -165,6 +165,10 @@ class ILCReport:
     already_done: int
     seconds: float
 
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
 
 def run(store: str, config: ILCConfig, run_name: str | None = None, splits=("test",), scheduler=None,
         scheduler_file=None, workers=None, progress=None) -> ILCReport:

@@ -124,15 +124,18 @@ def ilc_weights(cov: np.ndarray, mixing: np.ndarray) -> np.ndarray:
     n, k = mixing.shape
     if k > n:
         raise ILCError(f"{k - 1} deprojected SEDs need at least {k} channels, have {n}")
-    scale = np.trace(cov, axis1=-2, axis2=-1)[..., None, None] / n
-    scale = np.where(scale > 0, scale, 1.0)
-    c = cov / scale + 1e-12 * np.eye(n)
-    cinv_a = np.linalg.solve(c, np.broadcast_to(mixing, c.shape[:-2] + (n, k)))     # (..., n, k)
-    m = np.einsum("ik,...il->...kl", mixing, cinv_a)                                 # (..., k, k)
+    # Jacobi scaling (unit diagonal) before solving: channels whose variances differ by
+    # 1e9 (857 GHz dust vs 143 GHz noise in uK_CMB) stay well conditioned.
+    diag = np.diagonal(cov, axis1=-2, axis2=-1)
+    s = 1.0 / np.sqrt(np.where(diag > 0, diag, 1.0))                                 # (..., n)
+    c = cov * s[..., :, None] * s[..., None, :] + 1e-12 * np.eye(n)
+    a = s[..., :, None] * mixing                                                     # (..., n, k)
+    cinv_a = np.linalg.solve(c, a)                                                   # (..., n, k)
+    m = np.einsum("...ik,...il->...kl", a, cinv_a)                                   # (..., k, k)
     e0 = np.zeros(k)
     e0[0] = 1.0
     coeff = np.linalg.solve(m, np.broadcast_to(e0, m.shape[:-1])[..., None])[..., 0]  # (..., k)
-    w = np.einsum("...ik,...k->...i", cinv_a, coeff)
+    w = s * np.einsum("...ik,...k->...i", cinv_a, coeff)
     response = w @ mixing
     target = np.broadcast_to(e0, response.shape)
     bad = float(np.abs(response - target).max()) if response.size else 0.0
@@ -230,9 +233,15 @@ def nilc(alms: np.ndarray, transfers: np.ndarray, common: np.ndarray, windows: n
 
 def _to_cmb_units(alms, response, deproject):
     """Divide each channel by its CMB response: channels in K_CMB, uK_CMB and MJy/sr then share
-    one scale (the combination is unchanged, the per-pixel solves stay well conditioned)."""
+    one scale (the combination is unchanged, the per-pixel solves stay well conditioned).
+
+    The monopole and dipole are dropped: the CMB's are not part of the signal (unobservable,
+    zero in the simulations) while foreground monopoles (CIB, dust: 1e6 uK_CMB at 857 GHz)
+    would otherwise leak through weights fitted to the fluctuations.
+    """
     response = np.asarray(response, dtype=float)
     alms = alms / response[:, None]
+    alms[:, sht.ell_of_alm(sht.lmax_from_size(alms.shape[1])) < 2] = 0
     mixing = np.ones((response.size, 1))
     if deproject is not None and np.size(deproject):
         sed = np.asarray(deproject, dtype=float).reshape(response.size, -1) / response[:, None]
