@@ -149,6 +149,7 @@ class CubeDataset:
                                                  len(target_fields)) if target is not None else None
         self._group = None
         self._pid = None
+        self._fast_obs = self._fast_cmb = None
 
     # -- statistics ----------------------------------------------------------------
     def _channel_stats(self, meta, which):
@@ -168,6 +169,7 @@ class CubeDataset:
         state = dict(self.__dict__)
         state["_group"] = None
         state["_pid"] = None
+        state["_fast_obs"] = state["_fast_cmb"] = None
         return state
 
     def _arrays(self):
@@ -178,6 +180,13 @@ class CubeDataset:
             else:
                 self._group = zarr.open_group(self.store, mode="r")
             self._pid = os.getpid()
+            self._fast_obs = self._fast_cmb = None
+            if isinstance(self.store, str) and "://" not in self.store:
+                from .shardread import ShardReader
+                fast = ShardReader(self.store, "obs", self._group["obs"])
+                self._fast_obs = fast if fast.ok else None
+                fast = ShardReader(self.store, "cmb", self._group["cmb"])
+                self._fast_cmb = fast if fast.ok else None
         return self._group
 
     def __len__(self):
@@ -197,6 +206,8 @@ class CubeDataset:
         touches the inner chunks inside it, so asking for I never reads Q/U.
         """
         obs = self._arrays()["obs"]
+        if self._fast_obs is not None and pixels == slice(None):
+            return self._fast_obs.read((self.isplit, sim), list(zip(self.det_index, self.field_index)))
         d0, d1 = min(self.det_index), max(self.det_index) + 1
         f0, f1 = min(self.field_index), max(self.field_index) + 1
         box = obs[self.isplit, sim, d0:d1, f0:f1, pixels]
@@ -205,6 +216,8 @@ class CubeDataset:
     def read_target(self, sim: int, pixels=slice(None)) -> np.ndarray:
         group = self._arrays()
         f0, f1 = min(self.target_field_index), max(self.target_field_index) + 1
+        if self.target == "cmb" and self._fast_cmb is not None and pixels == slice(None):
+            return self._fast_cmb.read((self.isplit, sim), [(f,) for f in self.target_field_index])
         if self.target == "cmb":
             box = group["cmb"][self.isplit, sim, f0:f1, pixels]
         else:

@@ -217,3 +217,27 @@ def test_dataset_and_open_over_http(prepped, http_url):
     ds = cmbcube.open(http_url)
     m = ds.obs.sel(split="test", sim=0, detector=143, field="I")
     assert np.array_equal(m.values, zarr.open_group(prepped, mode="r")["obs"][2, 0, 4, 0])
+
+
+def test_fast_shard_reader_matches_zarr_and_detects_corruption(prepped, tmp_path):
+    from cmbcube.shardread import ShardReader
+    group = zarr.open_group(prepped, mode="r")
+    reader = ShardReader(prepped, "obs", group["obs"])
+    assert reader.ok
+    maps = [(d, f) for d in range(9) for f in range(3)]
+    got = reader.read((0, 2), maps)
+    expected = group["obs"][0, 2].reshape(27, -1)
+    assert np.array_equal(got, expected, equal_nan=True)          # 545/857 Q/U: NaN fill
+    assert np.isnan(reader.read((2, 5), [(0, 0)])).all()           # sim never written: fill
+    cmb = ShardReader(prepped, "cmb", group["cmb"])
+    assert np.array_equal(cmb.read((1, 0), [(2,), (0,)]), group["cmb"][1, 0][[2, 0]])
+    # corrupt one byte of one map: the checksum catches it
+    copy = tmp_path / "c.zarr"
+    shutil.copytree(prepped, copy)
+    shard = copy / "obs" / "c" / "0" / "1" / "0" / "0" / "0"
+    data = bytearray(shard.read_bytes())
+    data[100] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    bad = ShardReader(str(copy), "obs", zarr.open_group(str(copy), mode="r")["obs"])
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        bad.read((0, 1), [(0, 0)])
