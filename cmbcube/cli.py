@@ -56,6 +56,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     _add_cluster_args(p)
 
+    p = sub.add_parser("train", help="train a network from the cube (checkpoints next to the store)")
+    p.add_argument("store")
+    p.add_argument("--model", default="cmbnncs-unet5", help="cmbnncs-unet5 (nside >= 32), cmbnncs-unet8 (nside >= 256), "
+                                                            "patch-unet")
+    p.add_argument("--run", help="run name (default: the model's name)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--repeats", type=int, help="optimiser steps per batch (cmbNNCS: 3)")
+    p.add_argument("--lr-start", type=float)
+    p.add_argument("--lr-end", type=float)
+    p.add_argument("--loss", choices=("l1", "mse"))
+    p.add_argument("--detectors", help="input detectors, comma-separated (default 100,143,217,353)")
+    p.add_argument("--fields", help="fields of inputs and target, comma-separated (default I)")
+    p.add_argument("--transform", help="input transform: none, minmax, standardize, robust, scale:S")
+    p.add_argument("--target-transform", help="target transform (cmbNNCS: scale:5)")
+    p.add_argument("--patch-side", type=int, help="patch UNet: patch side in pixels (power of two)")
+    p.add_argument("--train-sims", type=int, help="use only the first N train sims")
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE epochs without "
+                                                                          "validation improvement")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--deterministic", action="store_true", help="torch deterministic algorithms")
+    p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("predict", help="write a trained run's predictions into the cube")
+    p.add_argument("store")
+    p.add_argument("--run", required=True)
+    p.add_argument("--split", default="test", help="split(s), comma-separated (default test)")
+    p.add_argument("--epoch", type=int, help="checkpoint epoch (default: the last)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+
     p = sub.add_parser("info", help="summarise a store")
     p.add_argument("store")
 
@@ -122,6 +157,26 @@ def _ilc(args) -> int:
     return 0
 
 
+def _train(args) -> int:
+    from .train import TrainConfig, defaults, train
+    values = {"model": args.model, **defaults(args.model)}
+    for key in ("epochs", "batch_size", "repeats", "lr_start", "lr_end", "loss", "transform", "target_transform",
+                "patch_side", "train_sims", "checkpoint_every", "early_stopping", "seed"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    if args.detectors:
+        values["detectors"] = _csv(args.detectors, int)
+    if args.fields:
+        values["fields"] = _csv(args.fields)
+    config = TrainConfig(**values)
+    report = train(args.store, config, args.run, args.device, args.resume, args.deterministic,
+                   progress=False if args.no_progress else None, num_workers=args.num_workers)
+    print(f"{report.run}: {report.epochs_done} epoch(s), last train loss {report.train_loss[-1]:.4g}, "
+          f"valid loss {report.valid_loss[-1]:.4g}{' (stopped early)' if report.stopped_early else ''}; "
+          f"{report.samples_per_s:.1f} samples/s; checkpoint {report.checkpoint}")
+    return 0
+
+
 def _check_recipe(args) -> int:
     from .recipe import load
     from .sky import component_names
@@ -170,6 +225,18 @@ def main(argv=None) -> int:
             return 0
         if args.command == "ilc":
             return _ilc(args)
+        if args.command == "train":
+            return _train(args)
+        if args.command == "predict":
+            from .train import predict
+            report = predict(args.store, args.run, _csv(args.split), args.epoch, args.device,
+                             progress=False if args.no_progress else None)
+            if not report.written:
+                print(f"nothing to do: run {args.run!r} already holds predictions for the requested sims")
+            else:
+                print(f"{args.run}: predicted {len(report.written)} sim(s) with the epoch-{report.epoch} checkpoint "
+                      f"in {report.seconds:.1f} s")
+            return 0
         if args.command == "info":
             from .cube import summary
             print(summary(args.store))

@@ -268,7 +268,7 @@ def write_sim(path: str, split: str, sim: int, result) -> None:
 
 
 # ----------------------------------------------------------------------------- runs (predictions)
-RUN_ARRAYS = ("run", "run_method", "run_config", "run_beam_fwhm_arcmin", "pred", "pred_done")
+RUN_ARRAYS = ("run", "run_method", "run_config", "run_beam_fwhm_arcmin", "run_epoch", "pred", "pred_done")
 
 
 class RunMismatch(StoreError):
@@ -298,7 +298,8 @@ def ensure_run(path: str, name: str, method: str, config: dict, beam_fwhm_arcmin
                 _create_run_array(group, "pred_sigma", len(runs))
             return i
         index = len(runs)
-        for key in RUN_ARRAYS + (("pred_sigma",) if "pred_sigma" in names else ()):
+        extra = tuple(k for k in ("pred_sigma", "loss_train", "loss_valid") if k in names)
+        for key in RUN_ARRAYS + extra:
             arr = group[key]
             arr.resize((index + 1,) + arr.shape[1:])
     else:
@@ -324,6 +325,10 @@ def _create_run_array(group, key: str, nrun: int) -> None:
     attrs = {"healpix_nside": int(group.attrs["nside"]), "healpix_order": "nested"}
     if key in ("run", "run_method", "run_config"):
         group.create_array(key, shape=(nrun,), dtype=str, chunks=(1,), dimension_names=["run"], fill_value="")
+    elif key == "run_epoch":
+        group.create_array(key, shape=(nrun,), dtype="i8", chunks=(1,), dimension_names=["run"], fill_value=-1,
+                           attributes={"long_name": "training epoch of the checkpoint that made the predictions "
+                                                    "(-1: not a trained model)"})
     elif key == "run_beam_fwhm_arcmin":
         group.create_array(key, shape=(nrun,), dtype="f8", chunks=(1,), dimension_names=["run"], fill_value=np.nan,
                            attributes={"long_name": "beam FWHM of the run's output maps (arcmin)"})
@@ -337,6 +342,34 @@ def _create_run_array(group, key: str, nrun: int) -> None:
         group.create_array(key, shape=(nrun, nsplit, nsim), dtype="u1", chunks=(1, 1, 1), fill_value=0,
                            dimension_names=["run", "split", "sim"],
                            attributes={"long_name": "1 once the run's prediction of the sim is written"})
+
+
+def set_run_epoch(path: str, run: int, epoch: int) -> None:
+    _group(path, "r+")["run_epoch"][run] = int(epoch)
+
+
+def run_config(path: str, run: int) -> dict:
+    return json.loads(str(_group(path)["run_config"][run]))
+
+
+def write_losses(path: str, run: int, train: list, valid: list) -> None:
+    """Driver-side (the training process): per-epoch losses of a run, (run, epoch) arrays."""
+    group = _group(path, "r+")
+    names = set(group.array_keys())
+    nrun = group["run"].shape[0]
+    need = max(len(train), 1)
+    for key, values, long in (("loss_train", train, "mean training loss per epoch"),
+                              ("loss_valid", valid, "mean validation loss per epoch (valid split)")):
+        if key not in names:
+            group.create_array(key, shape=(nrun, need), dtype="f8", chunks=(1, need), fill_value=np.nan,
+                               dimension_names=["run", "epoch"], attributes={"long_name": long})
+        arr = group[key]
+        if arr.shape[0] < nrun or arr.shape[1] < need:
+            arr.resize((max(arr.shape[0], nrun), max(arr.shape[1], need)))
+        row = np.full(arr.shape[1], np.nan)
+        row[: len(values)] = values
+        arr[run] = row
+    consolidate(path)
 
 
 def run_index(path: str, name: str) -> int:

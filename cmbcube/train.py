@@ -1,0 +1,347 @@
+"""The train and predict stages for the networks (cmbNNCS UNets, patch UNet).
+
+Training streams batches from the cube (CubeDataset), records per-epoch train
+and validation losses in the cube and as a PNG, checkpoints next to the store
+(``<store>.runs/<run>/epoch_NNNN.pt``, loadable with ``torch.load(weights_only=True)``),
+and resumes bit for bit.  Prediction writes full-sky maps into the cube's
+``pred`` product under the run's name, transform inverted, back on the sphere.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import cube, geometry, models
+from .datasets import CubeDataset
+
+log = logging.getLogger("cmbcube")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    model: str = "cmbnncs-unet5"
+    detectors: tuple = (100, 143, 217, 353)
+    fields: tuple = ("I",)
+    transform: str = "none"              # inputs: cmbNNCS feeds unscaled uK_CMB
+    target_transform: str = "scale:5"    # cmbNNCS: CMB / 5
+    epochs: int = 10
+    batch_size: int = 12
+    repeats: int = 3                     # each batch stepped this many times (cmbNNCS: 3)
+    lr_start: float = 0.1
+    lr_end: float = 1e-6
+    loss: str = "l1"
+    checkpoint_every: int = 1
+    early_stopping: int = 0              # patience in epochs; 0 = off
+    seed: int = 0
+    patch_side: int | None = None
+    base_channels: int | None = None     # patch UNet width
+    train_sims: int | None = None        # use only the first N finished train sims
+
+    def as_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}}
+        return cls(**d)
+
+
+def defaults(model: str) -> dict:
+    """Published defaults per model (cmbNNCS) and sensible ones for the patch UNet."""
+    if model in models.CMBNNCS:
+        return {}
+    if model == "patch-unet":
+        return dict(transform="standardize", target_transform="standardize", batch_size=16, repeats=1,
+                    lr_start=1e-3, lr_end=1e-5)
+    raise ValueError(f"--model {model!r}: allowed: {', '.join(models.MODELS)}")
+
+
+def device_for(name: str | None = None):
+    import torch
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available here; use --device cpu")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name!r}: allowed: cpu, cuda, auto")
+    return torch.device(name)
+
+
+def run_dir(store: str, run: str) -> Path:
+    return Path(str(store).rstrip("/") + ".runs") / run
+
+
+def _datasets(store: str, config: TrainConfig, split: str):
+    view = "patches" if config.model == "patch-unet" else "faces"
+    nside = int(cube.read_attrs(store)["nside"])
+    side = (config.patch_side or models.default_patch_side(nside)) if view == "patches" else None
+    sims = None
+    if split == "train" and config.train_sims:
+        done = np.nonzero(cube.done_flags(store)[0])[0][: config.train_sims]
+        sims = done.tolist()
+    return CubeDataset(store, split, detectors=list(config.detectors), fields=list(config.fields), sims=sims,
+                       view=view, target="cmb", target_fields=list(config.fields), transform=config.transform,
+                       target_transform=config.target_transform, patch_side=side)
+
+
+def _loss_fn(name):
+    import torch
+    return {"l1": torch.nn.L1Loss(), "mse": torch.nn.MSELoss()}[name]
+
+
+@dataclasses.dataclass
+class TrainReport:
+    run: str
+    epochs_done: int
+    train_loss: list
+    valid_loss: list
+    checkpoint: str
+    stopped_early: bool = False
+    seconds: float = 0.0
+    samples_per_s: float = 0.0
+
+
+def train(store: str, config: TrainConfig, run_name: str | None = None, device: str | None = None,
+          resume: bool = False, deterministic: bool = False, progress: bool | None = None,
+          num_workers: int = 0) -> TrainReport:
+    import torch
+    from tqdm import tqdm
+    if config.loss not in ("l1", "mse"):
+        raise ValueError(f"--loss {config.loss!r}: allowed: l1, mse")
+    if config.epochs < 1 or config.batch_size < 1 or config.repeats < 1:
+        raise ValueError("--epochs, --batch-size and --repeats must be >= 1")
+    run_name = run_name or config.model
+    dev = device_for(device)
+    if deterministic:
+        torch.use_deterministic_algorithms(True)
+    train_ds = _datasets(store, config, "train")
+    try:
+        valid_ds = _datasets(store, config, "valid")
+    except ValueError:
+        valid_ds = None
+    nside = train_ds.nside
+    out_dir = run_dir(store, run_name)
+    config_dict = {**config.as_dict(), "checkpoint_dir": str(out_dir.resolve())}
+    irun = cube.ensure_run(store, run_name, config.model, config_dict,
+                           float(cube.open_dataset(store).cmb.attrs.get("beam_fwhm_arcmin", 0.0)))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)
+    net = models.build(config.model, len(train_ds.channels), len(config.fields), nside, config.patch_side,
+                       config.base_channels).to(dev)
+    opt = torch.optim.Adam(net.parameters(), lr=config.lr_start)
+    steps_per_epoch = math.ceil(len(train_ds) / config.batch_size) * config.repeats
+    total = steps_per_epoch * config.epochs
+    ratio = config.lr_end / config.lr_start
+
+    def lr_factor(step):
+        return ratio ** (min(step, total) / total)
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    start_epoch, train_losses, valid_losses, best, stale = 0, [], [], math.inf, 0
+    if resume:
+        ckpt = latest_checkpoint(out_dir)
+        if ckpt is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {out_dir}")
+        state = torch.load(ckpt, map_location=dev, weights_only=True)
+        if json.loads(state["config"]) != config.as_dict():
+            raise ValueError(f"--resume: {ckpt} was trained with other settings: {state['config']}")
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        np.random.set_state(("MT19937", state["numpy_rng"].numpy().astype(np.uint32), int(state["numpy_pos"]), 0, 0.0))
+        random.setstate(tuple(_totuple(state["python_rng"])))
+        start_epoch = int(state["epoch"])
+        train_losses, valid_losses = list(state["train_loss"]), list(state["valid_loss"])
+        best, stale = float(state["best"]), int(state["stale"])
+        log.info("resuming %s from epoch %d (%s)", run_name, start_epoch, ckpt)
+    loss_fn = _loss_fn(config.loss)
+    t0, seen, stopped = time.perf_counter(), 0, False
+    last_ckpt = str(latest_checkpoint(out_dir) or "")
+    for epoch in range(start_epoch, config.epochs):
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+        loader = torch.utils.data.DataLoader(train_ds, batch_size=config.batch_size, shuffle=True,
+                                             generator=generator, num_workers=num_workers)
+        net.train()
+        total_loss, nbatch = 0.0, 0
+        bar = tqdm(loader, desc=f"{run_name} epoch {epoch + 1}/{config.epochs}", unit="batch",
+                   disable=None if progress is None else not progress, leave=False)
+        for batch in bar:
+            x, y = batch["inputs"].to(dev), batch["target"].to(dev)
+            for _ in range(config.repeats):
+                opt.zero_grad()
+                loss = loss_fn(net(x), y)
+                loss.backward()
+                opt.step()
+                sched.step()
+            total_loss += loss.item()
+            nbatch += 1
+            seen += x.shape[0]
+            bar.set_postfix(loss=f"{total_loss / nbatch:.4g}", lr=f"{sched.get_last_lr()[0]:.2g}")
+        bar.close()
+        train_losses.append(total_loss / max(nbatch, 1))
+        valid_losses.append(evaluate(net, valid_ds, loss_fn, dev, config.batch_size) if valid_ds else float("nan"))
+        log.info("%s epoch %d: train %.5g valid %.5g", run_name, epoch + 1, train_losses[-1], valid_losses[-1])
+        current = valid_losses[-1] if not math.isnan(valid_losses[-1]) else train_losses[-1]
+        if current < best:
+            best, stale = current, 0
+        else:
+            stale += 1
+        stopped = bool(config.early_stopping and stale >= config.early_stopping)
+        last = epoch + 1 == config.epochs or stopped
+        if (epoch + 1) % config.checkpoint_every == 0 or last:
+            last_ckpt = save_checkpoint(out_dir, epoch + 1, net, opt, sched, config, train_losses, valid_losses,
+                                        best, stale)
+        cube.write_losses(store, irun, train_losses, valid_losses)
+        plot_losses(out_dir / "loss.png", train_losses, valid_losses, run_name)
+        if stopped:
+            log.info("early stopping: validation loss has not improved for %d epochs", stale)
+            break
+    seconds = time.perf_counter() - t0
+    return TrainReport(run_name, len(train_losses), train_losses, valid_losses, last_ckpt, stopped, seconds,
+                       seen / seconds if seconds else 0.0)
+
+
+def _totuple(x):
+    return tuple(_totuple(i) for i in x) if isinstance(x, (list, tuple)) else x
+
+
+def evaluate(net, dataset, loss_fn, dev, batch_size) -> float:
+    import torch
+    net.eval()
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for batch in torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False):
+            out = net(batch["inputs"].to(dev))
+            total += float(loss_fn(out, batch["target"].to(dev))) * out.shape[0]
+            n += out.shape[0]
+    return total / max(n, 1)
+
+
+def save_checkpoint(out_dir: Path, epoch, net, opt, sched, config, train_losses, valid_losses, best, stale) -> str:
+    import torch
+    np_state = np.random.get_state()
+    state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+             "epoch": epoch, "config": json.dumps(config.as_dict()), "torch_rng": torch.get_rng_state(),
+             "numpy_rng": torch.from_numpy(np_state[1].astype(np.int64)), "numpy_pos": int(np_state[2]),
+             "python_rng": random.getstate(), "train_loss": list(train_losses), "valid_loss": list(valid_losses),
+             "best": float(best), "stale": int(stale)}
+    path = out_dir / f"epoch_{epoch:04d}.pt"
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)                      # a checkpoint is complete or absent
+    return str(path)
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    found = sorted(Path(out_dir).glob("epoch_*.pt"))
+    return found[-1] if found else None
+
+
+def plot_losses(path: Path, train_losses, valid_losses, title) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    epochs = np.arange(1, len(train_losses) + 1)
+    ax.plot(epochs, train_losses, "o-", label="train")
+    if not all(math.isnan(v) for v in valid_losses):
+        ax.plot(epochs, valid_losses, "s-", label="valid")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- predict
+@dataclasses.dataclass
+class PredictReport:
+    run: str
+    epoch: int
+    written: list
+    already_done: int
+    seconds: float
+
+
+def predict(store: str, run_name: str, splits=("test",), epoch: int | None = None, device: str | None = None,
+            progress: bool | None = None, model=None) -> PredictReport:
+    """Write the run's predictions for the finished sims of ``splits`` (resumable per sim).
+
+    ``model`` (testing hook): a torch module used instead of the checkpoint's.
+    """
+    import torch
+    from tqdm import tqdm
+    irun = cube.run_index(store, run_name)
+    stored = cube.run_config(store, irun)
+    config = TrainConfig.from_dict(stored)
+    dev = device_for(device)
+    if model is None:
+        out_dir = Path(stored["checkpoint_dir"])
+        ckpt = out_dir / f"epoch_{epoch:04d}.pt" if epoch else latest_checkpoint(out_dir)
+        if ckpt is None or not Path(ckpt).exists():
+            raise FileNotFoundError(f"run {run_name!r}: no checkpoint {'for epoch ' + str(epoch) if epoch else ''} "
+                                    f"in {out_dir}; train it first (cmbcube train)")
+        state = torch.load(ckpt, map_location=dev, weights_only=True)
+        epoch = int(state["epoch"])
+    else:
+        epoch = epoch or 0
+    recorded = int(np.asarray(cube._group(store)["run_epoch"][irun]))
+    done_any = int(np.asarray(cube._group(store)["pred_done"][irun]).sum())
+    if done_any and recorded != epoch:
+        raise ValueError(f"run {run_name!r} already holds predictions from epoch {recorded}; predicting epoch {epoch} "
+                         "into it would mix checkpoints (train into a new --run, or drop the predictions)")
+    todo = cube.run_pending(store, irun, splits)
+    report = PredictReport(run_name, epoch, [], 0, 0.0)
+    if not todo:
+        return report
+    t0 = time.perf_counter()
+    if model is None:
+        ds0 = _datasets(store, config, splits[0])
+        model = models.build(config.model, len(ds0.channels), len(config.fields), ds0.nside, config.patch_side,
+                             config.base_channels)
+        model.load_state_dict(state["model"])
+    model = model.to(dev).eval()
+    cube.set_run_epoch(store, irun, epoch)
+    fields_all = [str(f) for f in cube._group(store)["field"][...]]
+    datasets = {}
+    for split, sim in tqdm(todo, desc=f"predict {run_name}", unit="sim", disable=None if progress is None else not progress):
+        ds = datasets.get(split) or datasets.setdefault(split, _datasets(store, config, split))
+        maps = predict_sim(model, ds, sim, dev)
+        full = np.full((len(fields_all), maps.shape[-1]), np.nan, dtype=np.float32)
+        for k, f in enumerate(config.fields):
+            full[fields_all.index(f)] = maps[k]
+        cube.write_prediction(store, irun, split, sim, full)
+        report.written.append((split, sim))
+    cube.consolidate(store)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def predict_sim(model, ds: CubeDataset, sim: int, dev) -> np.ndarray:
+    """(target fields, npix) NESTED physical-unit prediction of one sim."""
+    import torch
+    with torch.no_grad():
+        if ds.view == "faces":
+            x = torch.from_numpy(geometry.to_faces(ds.transform.forward(ds.read_inputs(sim))))[None].to(dev)
+            y = model(x)[0].double().cpu().numpy()
+            maps = geometry.from_faces(y)
+        elif ds.view == "patches":
+            x = ds.transform.forward(ds.read_inputs(sim))
+            patches = torch.from_numpy(geometry.to_patches(x, ds.patch_side)).permute(1, 0, 2, 3).to(dev)
+            outs = torch.cat([model(patches[i:i + 64]) for i in range(0, patches.shape[0], 64)])
+            maps = geometry.from_patches(outs.permute(1, 0, 2, 3).double().cpu().numpy(), ds.nside)
+        else:
+            maps = model(torch.from_numpy(ds.transform.forward(ds.read_inputs(sim)))[None].to(dev))[0].double().cpu().numpy()
+    return np.asarray(ds.target_transform.inverse(maps), dtype=np.float32)
