@@ -82,7 +82,7 @@ SIMS = {
     "quick": {64: dict(baseline=3, sync=4, w1=5, w2=8)},
     "default": {64: dict(baseline=4, sync=6, w1=7, w2=12),
                 128: dict(baseline=3, sync=4, w1=5, w2=8)},
-    512: dict(baseline=1, sync=1, w1=3, w2=4),
+    512: dict(baseline=1, sync=1, w1=2, w2=4),
 }
 
 TARGETS = {
@@ -325,8 +325,16 @@ def fmt(x, spec=".2f", none="n/a"):
     return none if x is None else format(x, spec)
 
 
+def ratio(x):
+    return "n/a" if x is None else f"{x:.2f}x"
+
+
 def per_hour(s):
     return None if not s else 3600.0 / s
+
+
+def mem_total_gb() -> float:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
 
 
 def measure(nside: int, sims: dict) -> dict:
@@ -335,31 +343,45 @@ def measure(nside: int, sims: dict) -> dict:
     base = run_job("baseline", nside=nside, nsims=sims["baseline"])
     say(f"cmbcube in-process: warm-up + {sims['sync']} sims")
     sync = run_job("cmbcube", nside=nside, nsims=sims["sync"], workers=1, mode="synchronous")
-    say(f"cmbcube local Dask, 1 worker: {sims['w1']} sims")
-    w1 = run_job("cmbcube", nside=nside, nsims=sims["w1"], workers=1, mode="local")
-    say(f"cmbcube local Dask, 2 workers: {sims['w2']} sims")
-    w2 = run_job("cmbcube", nside=nside, nsims=sims["w2"], workers=2, mode="local")
+    dask_runs, skipped = {}, {}
+    for workers in (1, 2):
+        # "If it fits": a Dask worker needs about what the in-process run needed (plus the driver).
+        need = workers * sync["peak_rss_worker_gb"] + 0.5
+        if need > 0.85 * mem_total_gb():
+            skipped[workers] = f"needs ~{need:.1f} GB of {mem_total_gb():.1f} GB"
+            say(f"cmbcube local Dask, {workers} worker(s): skipped, {skipped[workers]}")
+            dask_runs[workers] = None
+            continue
+        n = sims[f"w{workers}"]
+        say(f"cmbcube local Dask, {workers} worker(s): {n} sims")
+        dask_runs[workers] = run_job("cmbcube", nside=nside, nsims=n, workers=workers, mode="local")
+    w1, w2 = dask_runs[1], dask_runs[2]
 
-    w1_steady, w2_steady = w1["steady_s_per_sim"], w2["steady_s_per_sim"]
+    get = lambda job, key: None if job is None else job[key]  # noqa: E731
+    w1_steady, w2_steady = get(w1, "steady_s_per_sim"), get(w2, "steady_s_per_sim")
     speedup = base["s_per_sim"] / w2_steady if w2_steady else None
     scaling = w1_steady / w2_steady if (w1_steady and w2_steady) else None
-    peak_cmbcube = max(sync["peak_rss_worker_gb"], w1["peak_rss_worker_gb"], w2["peak_rss_worker_gb"])
+    peak_cmbcube = max(j["peak_rss_worker_gb"] for j in (sync, w1, w2) if j is not None)
 
     rows = [
-        ("baseline, serial FITS (1 process)", base["nsims"], base["s_per_sim"], None, base["peak_rss_gb"]),
-        ("cmbcube in-process (synchronous)", sync["nsims"], sync["s_per_sim"], None, sync["peak_rss_worker_gb"]),
-        ("cmbcube local Dask, 1 worker", w1["nsims"], w1_steady, w1["cold_s_per_sim"], w1["peak_rss_worker_gb"]),
-        ("cmbcube local Dask, 2 workers", w2["nsims"], w2_steady, w2["cold_s_per_sim"], w2["peak_rss_worker_gb"]),
+        ("baseline, serial FITS (1 process)", base, base["s_per_sim"], None, base["peak_rss_gb"]),
+        ("cmbcube in-process (synchronous)", sync, sync["s_per_sim"], None, sync["peak_rss_worker_gb"]),
+        ("cmbcube local Dask, 1 worker", w1, w1_steady, get(w1, "cold_s_per_sim"), get(w1, "peak_rss_worker_gb")),
+        ("cmbcube local Dask, 2 workers", w2, w2_steady, get(w2, "cold_s_per_sim"), get(w2, "peak_rss_worker_gb")),
     ]
     print(f"\n== nside {nside} (sky model nside {2 * nside}): 9 detectors, I/Q/U, "
           f"{len(ALL_COMPONENTS)} synthetic components, white noise ==")
     print(f"{'mode':<36}{'sims':>5}{'steady s/sim':>14}{'sims/hour':>11}{'cold s/sim':>12}{'peak RSS/proc':>15}")
-    for name, n, steady, cold, rss in rows:
-        print(f"{name:<36}{n:>5}{fmt(steady, '.2f'):>14}{fmt(per_hour(steady), '.0f'):>11}"
+    for name, job, steady, cold, rss in rows:
+        if job is None:
+            print(f"{name:<36}  skipped: does not fit in memory")
+            continue
+        print(f"{name:<36}{job['nsims']:>5}{fmt(steady, '.2f'):>14}{fmt(per_hour(steady), '.0f'):>11}"
               f"{fmt(cold, '.2f'):>12}{fmt(rss, '.2f') + ' GB':>15}")
     print("  steady: baseline and in-process after a warm-up sim; Dask runs from sim completion times "
           "after each worker's first sim.\n  cold: the whole simulate.run (cluster start, numba compile) / sims.")
-    jobs = {"baseline": base, "in-process": sync, "1 worker": w1, "2 workers": w2}
+    jobs = {k: j for k, j in {"baseline": base, "in-process": sync, "1 worker": w1, "2 workers": w2}.items()
+            if j is not None}
     others = {k: j["other_cpu_s"] for k, j in jobs.items()}
     if all(v is not None for v in others.values()):
         ncpu = os.cpu_count() or 1
@@ -372,7 +394,7 @@ def measure(nside: int, sims: dict) -> dict:
     print(f"  warm-up sims (not in steady): baseline {base['warmup_s']:.1f} s at nside {base['warmup_nside']}, "
           f"in-process {sync['warmup_s']:.1f} s at nside {sync['warmup_nside']}")
     print(f"  output per sim: baseline {base['files_per_sim']:.0f} FITS files, {base['bytes_per_sim'] / 1e6:.1f} MB; "
-          f"cmbcube Zarr {w2['store_bytes_per_sim'] / 1e6:.1f} MB (incl. store metadata)")
+          f"cmbcube Zarr {sync['store_bytes_per_sim'] / 1e6:.1f} MB (incl. store metadata)")
 
     print(f"\n  cost per sim (s), steady state{'':<10}{'baseline':>10}   cmbcube in-process")
     pairs = [("camb", "cmb"), ("cmb_map", None), ("foreground_templates", "foreground_templates"),
@@ -387,30 +409,33 @@ def measure(nside: int, sims: dict) -> dict:
     print(f"    {'other: ' + format(base_other, '.3f'):<46}other (store open, Simulator build, consolidate): "
           f"{sync_other:.3f}")
     print(f"    {'total: ' + format(base['s_per_sim'], '.3f'):<46}total: {sync['s_per_sim']:.3f}")
-    print("    (cmbcube 'cmb' = CAMB + CMB alm + target map; 'harmonic_transforms' = map2alm, beam, pixel window, "
-          "alm2map for all detectors)")
-    w2b = w2["breakdown"]
-    print("    cmbcube 2 workers, mean per sim incl. each worker's first sim: "
-          + ", ".join(f"{k} {w2b[k]:.3f}" for k in CMBCUBE_PARTS))
-    print(f"\n  speedup_vs_serial_fits = {fmt(speedup)}x  (baseline {fmt(per_hour(base['s_per_sim']), '.0f')} sims/h "
-          f"vs cmbcube 2 workers {fmt(per_hour(w2_steady), '.0f')} sims/h, same 2 cores)")
-    print(f"  scaling_2_workers      = {fmt(scaling)}x  (1 worker {fmt(w1_steady)} s/sim, "
+    print("    (baseline 'smoothing' = pysm3 map2alm, beam, alm2map; cmbcube 'cmb' = CAMB + CMB alm + target map,\n"
+          "     'harmonic_transforms' = map2alm, beam, pixel window, alm2map; both for all 9 detectors)")
+    for label, job in (("1 worker", w1), ("2 workers", w2)):
+        if job is not None:
+            print(f"    cmbcube {label}, mean per sim incl. each worker's first sim: "
+                  + ", ".join(f"{k} {job['breakdown'][k]:.3f}" for k in CMBCUBE_PARTS))
+    print(f"\n  speedup_vs_serial_fits = {ratio(speedup)}  (baseline {fmt(per_hour(base['s_per_sim']), '.0f')} sims/h "
+          f"vs cmbcube 2 workers {fmt(per_hour(w2_steady), '.0f')} sims/h, same {os.cpu_count()} cores)")
+    print(f"  scaling_2_workers      = {ratio(scaling)}  (1 worker {fmt(w1_steady)} s/sim, "
           f"2 workers {fmt(w2_steady)} s/sim)")
-    print(f"  in-process vs baseline = {fmt(base['s_per_sim'] / sync['s_per_sim'])}x (one process each)")
+    print(f"  in-process vs baseline = {ratio(base['s_per_sim'] / sync['s_per_sim'])} (one process each)")
+
+    keep_dask = ("steady_s_per_sim", "cold_s_per_sim", "nsims", "wall_s", "peak_rss_worker_gb", "peak_rss_self_gb",
+                 "completion_offsets_s", "breakdown")
     return {
         "nside": nside, "sky_nside": 2 * nside,
         "speedup_vs_serial_fits": speedup, "scaling_2_workers": scaling, "peak_rss_gb": peak_cmbcube,
-        "speedup_cold_2_workers": base["s_per_sim"] / w2["cold_s_per_sim"],
-        "other_cpu_s": {k: (None if v is None else round(v, 2)) for k, v in others.items()},
+        "speedup_cold_2_workers": base["s_per_sim"] / w2["cold_s_per_sim"] if w2 else None,
         "speedup_in_process": base["s_per_sim"] / sync["s_per_sim"],
+        "other_cpu_s": {k: (None if v is None else round(v, 2)) for k, v in others.items()},
+        "skipped": {f"{k}_workers": v for k, v in skipped.items()},
         "baseline": {k: base[k] for k in ("s_per_sim", "per_sim_s", "nsims", "peak_rss_gb", "breakdown",
                                           "warmup_s", "bytes_per_sim")},
         "cmbcube_in_process": {k: sync[k] for k in ("s_per_sim", "steady_s_per_sim", "nsims", "peak_rss_worker_gb",
                                                    "breakdown", "warmup_s")},
-        "cmbcube_1_worker": {k: w1[k] for k in ("steady_s_per_sim", "cold_s_per_sim", "nsims", "wall_s",
-                                                "peak_rss_worker_gb", "peak_rss_self_gb", "completion_offsets_s")},
-        "cmbcube_2_workers": {k: w2[k] for k in ("steady_s_per_sim", "cold_s_per_sim", "nsims", "wall_s",
-                                                 "peak_rss_worker_gb", "peak_rss_self_gb", "completion_offsets_s")},
+        "cmbcube_1_worker": None if w1 is None else {k: w1[k] for k in keep_dask},
+        "cmbcube_2_workers": None if w2 is None else {k: w2[k] for k in keep_dask},
     }
 
 
@@ -422,29 +447,31 @@ def verdict(measured, target, higher_is_better=True):
 
 
 def print_targets(results: dict) -> None:
-    print("\n== targets (printed, not asserted) ==")
-    for nside in sorted(results):
-        r = results[nside]
+    print("\n== targets (printed next to the measured values, not asserted) ==")
+
+    def line(what, target, measured, note):
+        print(f"  {what:<38} target {target:<9} measured {measured:<10} {note}")
+
+    for nside in sorted(set(results) | set(TARGETS["speedup_vs_serial_fits"])):
         target = TARGETS["speedup_vs_serial_fits"].get(nside)
-        tgt = f">= {target:g}x" if target else "(no target)"
-        print(f"  speedup vs serial FITS, nside {nside:<4}: target {tgt:<12} measured {fmt(r['speedup_vs_serial_fits'])}x"
-              + (f"  {verdict(r['speedup_vs_serial_fits'], target)}" if target else ""))
-    for nside in sorted(TARGETS["speedup_vs_serial_fits"]):
         if nside not in results:
-            print(f"  speedup vs serial FITS, nside {nside:<4}: target >= "
-                  f"{TARGETS['speedup_vs_serial_fits'][nside]:g}x   not measured in this run")
+            line(f"speedup vs serial FITS, nside {nside}", f">= {target:g}x", "-", "not measured in this run")
+            continue
+        value = results[nside]["speedup_vs_serial_fits"]
+        line(f"speedup vs serial FITS, nside {nside}", f">= {target:g}x" if target else "none", ratio(value),
+             verdict(value, target) if target else "")
+    target = TARGETS["scaling_2_workers"]
     for nside in sorted(results):
-        r = results[nside]
-        print(f"  2 workers vs 1 worker,  nside {nside:<4}: target >= {TARGETS['scaling_2_workers']:g}x      "
-              f"measured {fmt(r['scaling_2_workers'])}x  {verdict(r['scaling_2_workers'], TARGETS['scaling_2_workers'])}")
+        value = results[nside]["scaling_2_workers"]
+        line(f"2 workers vs 1 worker, nside {nside}", f">= {target:g}x", ratio(value), verdict(value, target))
     limit = TARGETS["peak_rss_gb_per_worker_at_512"]
-    for nside in sorted(results):
-        r = results[nside]
-        note = verdict(r["peak_rss_gb"], limit, higher_is_better=False) if nside == 512 else "(target is for nside 512)"
-        print(f"  peak RSS per worker,    nside {nside:<4}: target <= {limit:g} GB     "
-              f"measured {r['peak_rss_gb']:.2f} GB  {note}")
-    if 512 not in results:
-        print(f"  peak RSS per worker,    nside 512 : target <= {limit:g} GB     not measured in this run")
+    for nside in sorted(set(results) | {512}):
+        if nside not in results:
+            line(f"peak RSS per worker, nside {nside}", f"<= {limit:g} GB", "-", "not measured in this run")
+            continue
+        value = results[nside]["peak_rss_gb"]
+        line(f"peak RSS per worker, nside {nside}", f"<= {limit:g} GB", f"{value:.2f} GB",
+             verdict(value, limit, higher_is_better=False) if nside == 512 else "(the target is for nside 512)")
 
 
 def main(argv=None) -> int:

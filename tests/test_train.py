@@ -61,7 +61,7 @@ def test_input_size_checks():
 
 def test_few_steps_reduce_the_loss_on_a_fixed_batch(store32):
     ds = train._datasets(store32, train.TrainConfig(transform="standardize"), "train")
-    batch = torch.utils.data.default_collate([ds[i] for i in range(4)])
+    batch = torch.utils.data.default_collate([ds[i] for i in range(2)])
     torch.manual_seed(0)
     for name in ("cmbnncs-unet5", "patch-unet"):
         if name == "patch-unet":
@@ -70,13 +70,13 @@ def test_few_steps_reduce_the_loss_on_a_fixed_batch(store32):
         net = models.build(name, 4, 1, 32)
         opt = torch.optim.Adam(net.parameters(), lr=1e-2)
         losses = []
-        for _ in range(30):
+        for _ in range(15):
             opt.zero_grad()
             loss = torch.nn.functional.l1_loss(net(batch["inputs"]), batch["target"])
             loss.backward()
             opt.step()
             losses.append(loss.item())
-        assert losses[-1] < 0.5 * losses[0], (name, losses[0], losses[-1])
+        assert losses[-1] < 0.7 * losses[0], (name, losses[0], losses[-1])
 
 
 def test_resume_is_bit_for_bit(store32, tmp_path):
@@ -152,7 +152,7 @@ def test_trained_model_predicts_exactly_the_requested_sims(store32, tmp_path):
     shutil.copytree(store32, path)
     cli = [sys.executable, "-m", "cmbcube.cli"]
     proc = subprocess.run(cli + ["train", path, "--model", "patch-unet", "--epochs", "1", "--no-progress",
-                                 "--run", "p"], capture_output=True, text=True)
+                                 "--run", "p", "--patch-side", "16", "--train-sims", "2"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     proc = subprocess.run(cli + ["predict", path, "--run", "p", "--split", "valid", "--no-progress"],
                           capture_output=True, text=True)
