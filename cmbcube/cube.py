@@ -298,9 +298,12 @@ def ensure_run(path: str, name: str, method: str, config: dict, beam_fwhm_arcmin
                 _create_run_array(group, "pred_sigma", len(runs))
             return i
         index = len(runs)
-        extra = tuple(k for k in ("pred_sigma", "loss_train", "loss_valid") if k in names)
-        for key in RUN_ARRAYS + extra:
+        # every run-indexed array grows with the run axis (predictions, losses, metrics...)
+        for key in names:
             arr = group[key]
+            dims = getattr(arr.metadata, "dimension_names", None) or ()
+            if not dims or dims[0] != "run" or arr.shape[0] != index:
+                continue
             arr.resize((index + 1,) + arr.shape[1:])
     else:
         index = 0
@@ -314,6 +317,22 @@ def ensure_run(path: str, name: str, method: str, config: dict, beam_fwhm_arcmin
     group["run_beam_fwhm_arcmin"][index] = float(beam_fwhm_arcmin)
     consolidate(path)
     return index
+
+
+def create_array(path: str, name: str, shape, dims, dtype="f4", chunks=None, shards=None, fill_value=np.nan,
+                 attrs=None, overwrite=False):
+    """Driver-side: a new array with named dimensions (xarray-readable), codecs from the recipe."""
+    group = _group(path, "r+")
+    if name in set(group.array_keys()) and not overwrite:
+        return group[name]
+    recipe = from_store_attrs(dict(group.attrs))
+    kwargs = dict(shape=tuple(shape), dtype=dtype, chunks=tuple(chunks or shape), fill_value=fill_value,
+                  dimension_names=list(dims), attributes=attrs or {}, overwrite=overwrite)
+    if shards is not None:
+        kwargs["shards"] = tuple(shards)
+    if np.dtype(dtype).kind == "f":
+        kwargs["compressors"] = _codecs(recipe["storage"])
+    return group.create_array(name, **kwargs)
 
 
 def _create_run_array(group, key: str, nrun: int) -> None:

@@ -1,0 +1,331 @@
+"""The analyze stage: score every run the same way, lazily from the cube, with Dask over sims.
+
+Per (run, sim): truth and prediction are brought to a common beam (none, 20.6',
+1 degree) from each one's recorded beam, masked, their monopole and dipole
+removed (temperature), then compared on the unmasked pixels: MAE, MSE, RMSE,
+NRMSE (||t - p|| / ||t||), PSNR (data range over truth and prediction together)
+and R^2.  Power spectra (TT, EE, BB, TE) of truth, prediction, residual and the
+prediction x truth cross spectrum come from the apodised mask, corrected by
+w2 = mean(mask^2) (pseudo-C_l), with beam and pixel window deconvolved, binned.
+Results go to the cube: ``metrics`` (run, split, sim, beam, field, metric),
+``spectra`` (run, split, sim, kind, spectrum, ell_bin), ``analysis_done``, and
+the masks ``mask`` / ``mask_apodized`` (pixel).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+
+import numpy as np
+
+from . import cube, instrument, pixwin, sht
+from .recipe import SPLITS
+
+log = logging.getLogger("cmbcube")
+
+BEAMS = (0.0, 20.6, 60.0)
+METRICS = ("mae", "mse", "rmse", "nrmse", "psnr", "r2")
+SPECTRA = ("TT", "EE", "BB", "TE")
+KINDS = ("truth", "pred", "resid", "cross")
+BIN_WIDTH = 10
+
+
+# ----------------------------------------------------------------------------- science
+def pixel_metrics(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
+    """Metrics of one map pair (1-D arrays of the unmasked pixels)."""
+    t = np.asarray(truth, dtype=np.float64)
+    p = np.asarray(pred, dtype=np.float64)
+    diff = p - t
+    mse = float(np.mean(diff ** 2))
+    data_range = float(max(t.max(), p.max()) - min(t.min(), p.min()))
+    norm_t = float(np.linalg.norm(t))
+    ss_tot = float(np.sum((t - t.mean()) ** 2))
+    return {
+        "mae": float(np.mean(np.abs(diff))),
+        "mse": mse,
+        "rmse": float(np.sqrt(mse)),
+        "nrmse": float(np.linalg.norm(diff) / norm_t) if norm_t > 0 else float("inf"),
+        # a perfect prediction: infinite PSNR, reported as +inf (tables print it as such)
+        "psnr": float(10 * np.log10(data_range ** 2 / mse)) if mse > 0 and data_range > 0 else float("inf"),
+        "r2": float(1 - np.sum(diff ** 2) / ss_tot) if ss_tot > 0 else float("nan"),
+    }
+
+
+def galactic_mask(foreground_nest: np.ndarray, f_sky: float, smooth_deg: float = 5.0) -> np.ndarray:
+    """Keep the fraction ``f_sky`` of the sky where the (smoothed) foreground intensity is lowest."""
+    import healpy as hp
+    if not 0 < f_sky <= 1:
+        raise ValueError(f"--f-sky {f_sky}: must be in (0, 1]")
+    ring = hp.reorder(np.abs(foreground_nest), n2r=True)
+    smooth = hp.smoothing(ring, fwhm=np.radians(smooth_deg), iter=1)
+    keep = smooth <= np.quantile(smooth, f_sky)
+    return hp.reorder(keep.astype(np.float64), r2n=True) > 0.5
+
+
+def apodize(mask_nest: np.ndarray, fwhm_arcmin: float) -> np.ndarray:
+    """Smooth taper inside the mask: Gaussian-smoothed binary mask, zero outside it, in [0, 1]."""
+    import healpy as hp
+    ring = hp.reorder(mask_nest.astype(np.float64), n2r=True)
+    smooth = hp.smoothing(ring, fwhm=np.radians(fwhm_arcmin / 60.0), iter=1)
+    taper = np.clip((smooth - 0.5) * 2, 0, 1) * ring
+    return hp.reorder(taper, r2n=True)
+
+
+def remove_monopole_dipole(map_nest: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Least-squares fit of 1, x, y, z on the unmasked pixels, subtracted everywhere."""
+    import healpy as hp
+    nside = hp.npix2nside(map_nest.size)
+    vec = np.array(hp.pix2vec(nside, np.arange(map_nest.size), nest=True))
+    design = np.vstack([np.ones(map_nest.size), vec]).T
+    coef, *_ = np.linalg.lstsq(design[mask], map_nest[mask], rcond=None)
+    return map_nest - design @ coef
+
+
+def to_beam(maps_nest: np.ndarray, fields: list, beam_from: float, beam_to: float, nside: int) -> np.ndarray:
+    """Re-beam (field, pixel) NESTED maps from one Gaussian FWHM to another (harmonic ratio, capped)."""
+    import healpy as hp
+    if beam_from == beam_to:
+        return maps_nest.astype(np.float64)
+    lmax = 3 * nside - 1
+    ratio = instrument.gaussian_beam(beam_to, lmax) / np.maximum(instrument.gaussian_beam(beam_from, lmax), 1e-3)
+    n2r = hp.nest2ring(nside, np.arange(12 * nside * nside))
+    out = np.empty(maps_nest.shape, dtype=np.float64)
+    if "Q" in fields and "U" in fields:
+        iqu = np.zeros((3, 12 * nside * nside))
+        for k, f in enumerate("IQU"):
+            if f in fields:
+                iqu[k] = maps_nest[fields.index(f)]
+        ring = np.empty_like(iqu)
+        ring[:, n2r] = iqu
+        smoothed = sht.alm2map(sht.almxfl(sht.map2alm(ring, lmax, 3), ratio), nside)[:, n2r]
+        for k, f in enumerate(fields):
+            out[k] = smoothed["IQU".index(f)]
+        return out
+    for k in range(len(fields)):
+        ring = np.empty(12 * nside * nside)
+        ring[n2r] = maps_nest[k]
+        out[k] = sht.alm2map(sht.almxfl(sht.map2alm(ring, lmax, 3), ratio[0]), nside)[n2r]
+    return out
+
+
+def pseudo_spectra(a_nest, b_nest, fields, apod_nest, beam_a, beam_b, nside, pixel_window: bool, bins):
+    """Binned TT, EE, BB, TE of a x b (IQU or I maps), mask-corrected, beams and pixel window removed.
+
+    Returns (4, nbins) with NaN where a spectrum is not available (no polarisation).
+    """
+    import healpy as hp
+    lmax = 3 * nside - 1
+    n2r = hp.nest2ring(nside, np.arange(12 * nside * nside))
+
+    def ring_iqu(m):
+        out = np.zeros((3, 12 * nside * nside))
+        for k, f in enumerate(fields):
+            out["IQU".index(f), n2r] = m[k]
+        return out
+
+    w = np.zeros(12 * nside * nside)
+    w[n2r] = apod_nest
+    w2 = np.mean(w ** 2)
+    alm_a = sht.map2alm(ring_iqu(a_nest) * w, lmax, 3)
+    alm_b = alm_a if b_nest is a_nest else sht.map2alm(ring_iqu(b_nest) * w, lmax, 3)
+    window = pixwin.pixel_window(nside, lmax) if pixel_window else np.ones(lmax + 1)
+    ba = instrument.gaussian_beam(beam_a, lmax) * window
+    bb = instrument.gaussian_beam(beam_b, lmax) * window
+    cls = {}
+    cls["TT"] = hp.alm2cl(alm_a[0], alm_b[0]) / (ba[0] * bb[0])
+    pol = "Q" in fields and "U" in fields
+    if pol:
+        cls["EE"] = hp.alm2cl(alm_a[1], alm_b[1]) / (ba[1] * bb[1])
+        cls["BB"] = hp.alm2cl(alm_a[2], alm_b[2]) / (ba[2] * bb[2])
+        cls["TE"] = hp.alm2cl(alm_a[0], alm_b[1]) / (ba[0] * bb[1])
+    out = np.full((4, len(bins) - 1), np.nan)
+    for k, name in enumerate(SPECTRA):
+        if name in cls:
+            cl = cls[name] / w2
+            out[k] = [np.mean(cl[lo:hi]) for lo, hi in zip(bins[:-1], bins[1:])]
+    return out
+
+
+def ell_bins(nside: int, width: int = BIN_WIDTH) -> np.ndarray:
+    lmax = 2 * nside                # as CMB-ML: spectra to 2 nside
+    return np.arange(2, lmax + 2, width)
+
+
+# ----------------------------------------------------------------------------- stage
+@dataclasses.dataclass
+class AnalysisReport:
+    written: list
+    already_done: int
+    seconds: float
+    failed: list = dataclasses.field(default_factory=list)
+
+
+def build_masks(store: str, f_sky: float, mask_file: str | None = None) -> None:
+    """Driver-side: the analysis mask (binary) and its apodised version, stored once per f_sky."""
+    import healpy as hp
+    import zarr
+    group = zarr.open_group(store, mode="r")
+    nside = int(group.attrs["nside"])
+    existing = group["mask"].attrs.asdict() if "mask" in set(group.array_keys()) else None
+    source = mask_file or f"foreground f_sky={f_sky}"
+    if existing and existing.get("source") == source:
+        return
+    if mask_file:
+        m = hp.read_map(mask_file, nest=True)
+        mask = hp.ud_grade(m, nside, order_in="NESTED", order_out="NESTED") > 0.5
+    else:
+        dets = [int(d) for d in group["detector"][...]]
+        done = np.nonzero(np.asarray(group["sim_done"][...]).ravel() == 1)[0]
+        if not done.size:
+            raise cube.StoreError(f"{store}: no finished sims to build a mask from")
+        nsim = group["sim_done"].shape[1]
+        isplit, isim = divmod(int(done[0]), nsim)
+        fg = np.zeros(12 * nside * nside)
+        for freq in (30, 353):
+            if freq in dets:
+                obs = np.asarray(group["obs"][isplit, isim, dets.index(freq), 0], dtype=np.float64)
+                cmb = np.asarray(group["cmb"][isplit, isim, 0], dtype=np.float64)
+                resid = np.abs(obs - cmb * (1e6 if str(group.attrs["cmb_unit"]) == "K_CMB" else 1.0))
+                fg = np.maximum(fg, resid / np.median(resid))
+        if not fg.any():
+            obs = np.asarray(group["obs"][isplit, isim, 0, 0], dtype=np.float64)
+            fg = np.abs(obs - np.median(obs))
+        mask = galactic_mask(fg, f_sky)
+    apod = apodize(mask, max(20.6, 2 * hp.nside2resol(nside, arcmin=True)))
+    attrs = {"source": source, "f_sky": float(mask.mean()), "healpix_order": "nested",
+             "long_name": "analysis mask (1 = used)"}
+    cube.create_array(store, "mask", (12 * nside * nside,), ("pixel",), dtype="u1", fill_value=0,
+                      attrs=attrs, overwrite=True)[...] = mask.astype(np.uint8)
+    cube.create_array(store, "mask_apodized", (12 * nside * nside,), ("pixel",), dtype="f4", fill_value=0.0,
+                      attrs={**attrs, "long_name": "apodised analysis mask for spectra"}, overwrite=True)[...] = apod
+    cube.consolidate(store)
+
+
+def _ensure_arrays(store: str, nbins: int) -> None:
+    import zarr
+    group = zarr.open_group(store, mode="r")
+    nrun = group["run"].shape[0]
+    nsplit, nsim = group["sim_done"].shape
+    nfield = group["field"].shape[0]
+    cube.create_array(store, "beam_fwhm", (len(BEAMS),), ("beam",), dtype="f8", fill_value=np.nan)[...] = BEAMS
+    names = ("metric", "kind", "spectrum")
+    for name, values in zip(names, (METRICS, KINDS, SPECTRA)):
+        if name not in set(group.array_keys()):
+            arr = cube.create_array(store, name, (len(values),), (name,), dtype=str, fill_value="")
+            arr[...] = np.array(values, dtype=object)
+    bins = cube.create_array(store, "ell_bin", (nbins,), ("ell_bin",), dtype="i8", fill_value=-1,
+                             attrs={"long_name": "first multipole of the bin", "bin_width": BIN_WIDTH})
+    bins[...] = ell_bins(int(group.attrs["nside"]))[:-1]
+    cube.create_array(store, "metrics", (nrun, nsplit, nsim, len(BEAMS), nfield, len(METRICS)),
+                      ("run", "split", "sim", "beam", "field", "metric"), dtype="f8",
+                      chunks=(1, 1, 1, len(BEAMS), nfield, len(METRICS)),
+                      attrs={"long_name": "pixel metrics on unmasked pixels after common beam, mask and "
+                                          "monopole/dipole removal (beam coordinate: beam_fwhm arcmin)"})
+    cube.create_array(store, "spectra", (nrun, nsplit, nsim, len(KINDS), len(SPECTRA), nbins),
+                      ("run", "split", "sim", "kind", "spectrum", "ell_bin"), dtype="f8",
+                      chunks=(1, 1, 1, len(KINDS), len(SPECTRA), nbins),
+                      attrs={"long_name": "binned pseudo-C_l (uK_CMB^2), mask-corrected, beam and pixel window "
+                                          "deconvolved"})
+    cube.create_array(store, "analysis_done", (nrun, nsplit, nsim), ("run", "split", "sim"), dtype="u1",
+                      chunks=(1, 1, 1), fill_value=0)
+    cube.consolidate(store)
+
+
+def analyse_one(store: str, run: int, split: str, sim: int) -> None:
+    """Task body: metrics and spectra of one (run, sim); written as one chunk each, flag last."""
+    import zarr
+    group = zarr.open_group(store, mode="r")
+    nside = int(group.attrs["nside"])
+    fields = [str(f) for f in group["field"][...]]
+    isplit = SPLITS.index(split)
+    scale = 1e6 if str(group.attrs["cmb_unit"]) == "K_CMB" else 1.0
+    truth = np.asarray(group["cmb"][isplit, sim], dtype=np.float64) * scale
+    pred = np.asarray(group["pred"][run, isplit, sim], dtype=np.float64) * scale
+    ok = [k for k in range(len(fields)) if np.isfinite(pred[k]).all()]
+    fields_ok = [fields[k] for k in ok]
+    truth, pred = truth[ok], pred[ok]
+    mask = np.asarray(group["mask"][...]) > 0
+    apod = np.asarray(group["mask_apodized"][...], dtype=np.float64)
+    beam_truth = float(group["cmb"].attrs.get("beam_fwhm_arcmin", 0.0))
+    beam_pred = float(group["run_beam_fwhm_arcmin"][run])
+    metrics = np.full((len(BEAMS), len(fields), len(METRICS)), np.nan)
+    for b, beam in enumerate(BEAMS):
+        t = to_beam(truth, fields_ok, beam_truth, beam, nside)
+        p = to_beam(pred, fields_ok, beam_pred, beam, nside)
+        for k, f in enumerate(fields_ok):
+            tk, pk = t[k], p[k]
+            if f == "I":
+                tk, pk = remove_monopole_dipole(tk, mask), remove_monopole_dipole(pk, mask)
+            values = pixel_metrics(tk[mask], pk[mask])
+            metrics[b, fields.index(f)] = [values[m] for m in METRICS]
+    bins = ell_bins(nside)
+    pw = bool(group.attrs.get("pixel_window_applied", False))
+    spectra = np.full((len(KINDS), len(SPECTRA), len(bins) - 1), np.nan)
+    resid = pred - to_beam(truth, fields_ok, beam_truth, beam_pred, nside)
+    spectra[0] = pseudo_spectra(truth, truth, fields_ok, apod, beam_truth, beam_truth, nside, pw, bins)
+    spectra[1] = pseudo_spectra(pred, pred, fields_ok, apod, beam_pred, beam_pred, nside, pw, bins)
+    spectra[2] = pseudo_spectra(resid, resid, fields_ok, apod, beam_pred, beam_pred, nside, pw, bins)
+    spectra[3] = pseudo_spectra(pred, truth, fields_ok, apod, beam_pred, beam_truth, nside, pw, bins)
+    out = zarr.open_group(store, mode="r+")
+    out["metrics"][run, isplit, sim] = metrics
+    out["spectra"][run, isplit, sim] = spectra
+    out["analysis_done"][run, isplit, sim] = 1
+
+
+def run(store: str, runs="all", splits=("test",), f_sky: float = 0.8, mask_file: str | None = None,
+        scheduler=None, scheduler_file=None, workers=None, progress=None) -> AnalysisReport:
+    import zarr
+    from tqdm import tqdm
+
+    from .cluster import client_for
+    group = zarr.open_group(store, mode="r")
+    if "run" not in set(group.array_keys()):
+        raise cube.StoreError(f"{store}: no predictions to analyse yet (run cmbcube ilc or cmbcube predict)")
+    names = [str(r) for r in group["run"][...]]
+    wanted = names if runs in ("all", None) else list(runs)
+    unknown = [r for r in wanted if r not in names]
+    if unknown:
+        raise ValueError(f"--runs {unknown}: not in the cube; allowed: all, {', '.join(names)}")
+    build_masks(store, f_sky, mask_file)
+    nside = int(group.attrs["nside"])
+    _ensure_arrays(store, len(ell_bins(nside)) - 1)
+    group = zarr.open_group(store, mode="r")
+    pred_done = np.asarray(group["pred_done"][...]) == 1
+    done = np.asarray(group["analysis_done"][...]) == 1
+    todo = [(names.index(r), s, int(k)) for r in wanted for s in splits
+            for k in np.nonzero(pred_done[names.index(r), SPLITS.index(s)] & ~done[names.index(r), SPLITS.index(s)])[0]]
+    report = AnalysisReport([], int(sum(done[names.index(r)].sum() for r in wanted)), 0.0)
+    if not todo:
+        return report
+    t0 = time.perf_counter()
+    recipe = cube.store_recipe(store)
+    bar = tqdm(total=len(todo), desc="analyze", unit="sim", disable=None if progress is None else not progress)
+    try:
+        with client_for(recipe["cluster"], scheduler, scheduler_file, workers) as client:
+            if client is None:
+                for item in todo:
+                    try:
+                        analyse_one(store, *item)
+                        report.written.append(item)
+                    except Exception as err:  # noqa: BLE001 - collected and reported
+                        report.failed.append((*item, f"{type(err).__name__}: {err}"))
+                    bar.update(1)
+            else:
+                from distributed import as_completed
+                futures = {client.submit(analyse_one, store, *item, pure=False, retries=1,
+                                         key=f"analyze-{item[0]}-{item[1]}-{item[2]}-{os.urandom(4).hex()}"): item
+                           for item in todo}
+                for fut in as_completed(futures):
+                    try:
+                        fut.result()
+                        report.written.append(futures[fut])
+                    except Exception as err:  # noqa: BLE001
+                        report.failed.append((*futures[fut], f"{type(err).__name__}: {err}"))
+                    bar.update(1)
+    finally:
+        bar.close()
+        cube.consolidate(store)
+        report.seconds = time.perf_counter() - t0
+    return report
