@@ -91,6 +91,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
 
+    p = sub.add_parser("analyze", help="metrics and power spectra of every run, stored in the cube")
+    p.add_argument("store")
+    p.add_argument("--runs", default="all", help="comma-separated run names, or all (default)")
+    p.add_argument("--split", default="test", help="split(s), comma-separated (default test)")
+    p.add_argument("--f-sky", type=float, default=0.8, help="sky fraction kept by the foreground mask (default 0.8)")
+    p.add_argument("--mask", help="HEALPix FITS mask file instead (1 = keep)")
+    p.add_argument("--no-progress", action="store_true")
+    _add_cluster_args(p)
+
+    p = sub.add_parser("report", help="tables and figures from the analysis")
+    p.add_argument("store")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--split", default="test")
+    p.add_argument("--sims", default="0", help="sims to map, comma-separated (default 0)")
+
+    p = sub.add_parser("run", help="the whole pipeline: simulate, preprocess, ilc, train, predict, analyze, report")
+    p.add_argument("recipe")
+    p.add_argument("--store", required=True)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--report", help="report directory (default: STORE with .report)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    _add_cluster_args(p)
+
+    p = sub.add_parser("view", help="PNG of any map in the cube")
+    p.add_argument("store")
+    p.add_argument("--split", default="test")
+    p.add_argument("--sim", type=int, default=0)
+    p.add_argument("--detector", type=int, help="GHz (obs and components)")
+    p.add_argument("--field", default="I")
+    p.add_argument("--product", default="obs", help="obs, cmb, pred (with --run), noise, or a component name")
+    p.add_argument("--run", help="run name for --product pred")
+    p.add_argument("--rot", help="LON,LAT in degrees: centre of a gnomonic zoom")
+    p.add_argument("--zoom", action="store_true", help="gnomonic zoom (at --rot, default 0,0)")
+    p.add_argument("--out", help="PNG path (default: a name made of the selection)")
+
     p = sub.add_parser("info", help="summarise a store")
     p.add_argument("store")
 
@@ -236,6 +272,33 @@ def main(argv=None) -> int:
             else:
                 print(f"{args.run}: predicted {len(report.written)} sim(s) with the epoch-{report.epoch} checkpoint "
                       f"in {report.seconds:.1f} s")
+            return 0
+        if args.command == "analyze":
+            from .analysis import run as analyze
+            runs = "all" if args.runs == "all" else _csv(args.runs)
+            rep = analyze(args.store, runs, _csv(args.split), args.f_sky, args.mask, args.scheduler,
+                          args.scheduler_file, args.workers, progress=False if args.no_progress else None)
+            if not rep.written and not rep.failed:
+                print(f"nothing to do: {rep.already_done} (run, sim) pairs already analysed")
+                return 0
+            print(f"analysed {len(rep.written)} (run, sim) pair(s) in {rep.seconds:.1f} s: metrics and spectra in the cube")
+            for item in rep.failed[:20]:
+                print(f"  failed: {item}", file=sys.stderr)
+            return 1 if rep.failed else 0
+        if args.command == "report":
+            from .report import build
+            page = build(args.store, args.out, args.split, _csv(args.sims, int))
+            print(f"report: {page}")
+            return 0
+        if args.command == "run":
+            from .pipeline import run as pipeline
+            page = pipeline(args.recipe, args.store, args.scheduler, args.scheduler_file, args.workers,
+                            args.overrides, args.report, args.device, progress=False if args.no_progress else None)
+            print(f"report: {page}")
+            return 0
+        if args.command == "view":
+            from .view import view
+            print(view(args))
             return 0
         if args.command == "info":
             from .cube import summary

@@ -34,7 +34,7 @@ def client_for(settings: dict, scheduler: str | None = None, scheduler_file: str
     quiet_distributed()
     if address or sfile:
         client = Client(address) if address else Client(scheduler_file=sfile)
-        print(f"connected to Dask scheduler {client.scheduler.address}; dashboard: {client.dashboard_link}")
+        log.info("connected to Dask scheduler %s; dashboard: %s", client.scheduler.address, client.dashboard_link)
         try:
             yield client
         finally:

@@ -39,7 +39,7 @@ def _hist_block(block, lo, hi, bins):
     return out
 
 
-def reduce_stats(arr, sample_axes: tuple[int, ...], bins: int = BINS) -> dict[str, np.ndarray]:
+def reduce_stats(arr, sample_axes: tuple[int, ...], bins: int = BINS, valid=None) -> dict[str, np.ndarray]:
     """Statistics of a dask array over ``sample_axes`` (the sim axes and the pixel axis, last).
 
     Returns {stat: array over the remaining axes}.  NaN (absent detector/field
@@ -52,10 +52,15 @@ def reduce_stats(arr, sample_axes: tuple[int, ...], bins: int = BINS) -> dict[st
     if arr.ndim - 1 not in sample_axes:
         raise ValueError("the pixel (last) axis must be reduced")
     x = arr.astype(np.float64)
-    with warnings.catch_warnings():          # all-NaN channels (Q/U at 545/857) are expected
+    if valid is not None:
+        # absent (detector, field) pairs are all-NaN: zero them (no warnings on the workers), NaN stats after
+        x = da.nan_to_num(x)
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         lo, hi, mean, std = dask.compute(da.nanmin(x, axis=sample_axes), da.nanmax(x, axis=sample_axes),
                                          da.nanmean(x, axis=sample_axes), da.nanstd(x, axis=sample_axes))
+    if valid is not None:
+        lo, hi, mean, std = (np.where(valid, v, np.nan) for v in (lo, hi, mean, std))
     # second pass: per-channel histograms between the exact extremes, summed over blocks
     lo_b = np.expand_dims(lo, tuple(sample_axes))[..., 0]
     hi_b = np.expand_dims(hi, tuple(sample_axes))[..., 0]
@@ -114,7 +119,7 @@ def run(store: str, split: str = "train", scheduler: str | None = None, schedule
             obs = ds.obs.sel(split=split).isel(sim=sims).data          # (sim, detector, field, pixel)
             cmb = ds.cmb.sel(split=split).isel(sim=sims).data          # (sim, field, pixel)
             log.info("statistics over %d %s sims", sims.size, split)
-            stats_obs = reduce_stats(obs, (0, 3))
+            stats_obs = reduce_stats(obs, (0, 3), valid=ds.has_field.values)
             stats_cmb = reduce_stats(cmb, (0, 2))
     attrs = {"split": split, "sims": json.dumps(sims.tolist()), "n_sims": int(sims.size),
              "recipe_hash": ds.attrs.get("recipe_hash", ""), "histogram_bins": BINS,

@@ -152,6 +152,14 @@ SCHEMA: dict = {
         "level": F((int,), 3, check=_non_negative),
         "checksum": F((bool,), True, doc="crc32c on every chunk (detects corruption)"),
     },
+    "pipeline": {
+        "ilc": F((list,), ["nilc", "hilc"], check=_list_of(("nilc", "hilc")), doc="ILC methods `cmbcube run` applies"),
+        "models": F((list,), ["cmbnncs-unet5"], check=_list_of(("cmbnncs-unet5", "cmbnncs-unet8", "patch-unet")),
+                    doc="networks `cmbcube run` trains"),
+        "epochs": F((int,), 30, check=_positive),
+        "f_sky": F((int, float), 0.8, check=_positive, doc="analysis mask sky fraction"),
+        "splits": F((list,), ["test"], check=_list_of(SPLITS, min_len=1), doc="splits predicted and scored"),
+    },
     "cluster": {
         "kind": F((str,), "local", choices=("local", "address", "slurm", "synchronous")),
         "workers": F((int,), 2, check=_positive),
@@ -161,8 +169,9 @@ SCHEMA: dict = {
         "scheduler_file": F((str,), None, nullable=True),
     },
 }
-# Sections that describe how to compute, not what: left out of the recipe hash.
-NOT_HASHED = ("cluster",)
+# Sections that describe how to compute or what to do downstream, not the simulated data:
+# left out of the recipe hash.
+NOT_HASHED = ("cluster", "pipeline")
 
 
 def _type_name(types):

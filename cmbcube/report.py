@@ -193,7 +193,8 @@ def build(store: str, out_dir: str, split: str = "test", sims=(0,)) -> Path:
         stem = f"metrics_{field}_beam{beam:g}".replace(".", "p")
         caption = f"{split} split, field {field}, common beam {'none' if beam == 0 else f'{beam:g} arcmin'}"
         write_tables(rows, out, stem, caption)
-        index += [(out / f"{stem}.md").read_text(), f"([CSV]({stem}.csv), [LaTeX]({stem}.tex))", ""]
+        index += [(out / f"{stem}.md").read_text(),
+                  f"([Markdown]({stem}.md), [CSV]({stem}.csv), [LaTeX]({stem}.tex))", ""]
     figures = []
     done = ds.analysis_done.sel(split=split).values.astype(bool)
     for r, run in enumerate(ds.run.values):
