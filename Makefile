@@ -13,8 +13,7 @@ $(BIN)/cmbcube: pyproject.toml
 	touch $@
 
 quickstart: $(BIN)/cmbcube
-	$(BIN)/cmbcube simulate recipes/quickstart.yaml --store quickstart.zarr
-	$(BIN)/cmbcube info quickstart.zarr
+	$(BIN)/cmbcube run recipes/quickstart.yaml --store quickstart.zarr
 
 test: $(BIN)/cmbcube
 	$(BIN)/python -m pytest -q
@@ -23,4 +22,4 @@ benchmark: $(BIN)/cmbcube
 	$(BIN)/python benchmarks/simulate.py --quick
 
 clean:
-	rm -rf quickstart.zarr .pytest_cache
+	rm -rf quickstart.zarr quickstart.zarr.runs quickstart.report .pytest_cache

@@ -231,9 +231,11 @@ def store_bytes(store: str) -> int:
 
 def cmbcube_job(spec: dict) -> dict:
     quiet()
-    from cmbcube import simulate
+    import dask
 
+    from cmbcube import simulate
     nside, nsims, workers, mode, tmp = spec["nside"], spec["nsims"], spec["workers"], spec["mode"], spec["dir"]
+    dask.config.set({"temporary-directory": tmp})     # Dask worker scratch space inside our temp dir
     out: dict = {"mode": mode, "workers": workers, "nsims": nsims}
     if mode == "synchronous":
         warm_ns = min(nside, WARMUP_NSIDE_MAX)
