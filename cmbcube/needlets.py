@@ -18,6 +18,7 @@ from . import sht
 
 CMBML_PEAKS = {512: [0, 200, 715, 1025], 128: [0, 100, 200, 300, 383]}
 WINDOW_FLOOR = 1e-3       # a window "ends" / a beam "carries no signal" below this
+PIXEL_BLOCK = 16384       # pixels per batched covariance solve (bounds NILC's memory)
 
 
 class ILCError(ValueError):
@@ -154,12 +155,17 @@ class ScaleInfo:
     fwhm_deg: float
 
 
-def _smooth(maps: np.ndarray, fwhm_rad: float, lmax: int) -> np.ndarray:
+def _smooth(maps: np.ndarray, fwhm_rad: float, lmax: int, group: int = 8) -> np.ndarray:
+    """Gaussian smoothing of a stack of maps, ``group`` maps per transform (bounds memory)."""
     nside = int(round(np.sqrt(maps.shape[-1] / 12)))
     ell = np.arange(lmax + 1)
     sigma = fwhm_rad / np.sqrt(8 * np.log(2))
     g = np.exp(-ell * (ell + 1) * sigma ** 2 / 2)
-    return sht.alm2map_scalar(sht.almxfl(sht.map2alm_scalar(maps, lmax, 1), g), nside)
+    out = np.empty(maps.shape)
+    for start in range(0, maps.shape[0], group):
+        part = maps[start:start + group]
+        out[start:start + group] = sht.alm2map_scalar(sht.almxfl(sht.map2alm_scalar(part, lmax, 1), g), nside)
+    return out
 
 
 def nilc(alms: np.ndarray, transfers: np.ndarray, common: np.ndarray, windows: np.ndarray, nside_out: int,
@@ -210,13 +216,22 @@ def nilc(alms: np.ndarray, transfers: np.ndarray, common: np.ndarray, windows: n
             sm = None
             d = x - _smooth(x, fwhm, lmax_j)
         iu = np.triu_indices(len(used))
-        prods = _smooth(d[iu[0]] * d[iu[1]], fwhm, lmax_j)
+        prods = np.empty((len(iu[0]), d.shape[1]))
+        for start in range(0, len(iu[0]), 8):          # products formed and smoothed 8 at a time
+            rows = slice(start, start + 8)
+            prods[rows] = _smooth(d[iu[0][rows]] * d[iu[1][rows]], fwhm, lmax_j)
         if sm is not None:
             prods = prods / sm
-        cov = np.empty((x.shape[1], len(used), len(used)))
-        cov[:, iu[0], iu[1]] = prods.T
-        cov[:, iu[1], iu[0]] = prods.T
-        w = ilc_weights(cov, mixing[used])
+        # per-pixel solves in blocks: memory bounded whatever the nside
+        npix_j = x.shape[1]
+        w = np.empty((npix_j, len(used)))
+        for start in range(0, npix_j, PIXEL_BLOCK):
+            stop = min(start + PIXEL_BLOCK, npix_j)
+            cov = np.empty((stop - start, len(used), len(used)))
+            cov[:, iu[0], iu[1]] = prods[:, start:stop].T
+            cov[:, iu[1], iu[0]] = prods[:, start:stop].T
+            w[start:stop] = ilc_weights(cov, mixing[used])
+        del prods
         y = np.einsum("pi,ip->p", w, x)
         alm_j = sht.map2alm_scalar(y[None], lmax_j, 3)[0]
         padded = np.zeros(sht.alm_size(lmax), dtype=np.complex128)
