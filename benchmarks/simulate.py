@@ -66,6 +66,7 @@ import glob
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -488,6 +489,9 @@ def main(argv=None) -> int:
         child(*args.job)
         return 0
 
+    # On SIGTERM (e.g. `timeout`), unwind normally: the running measurement process is killed and the
+    # temporary directories are removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     plan = dict(SIMS["quick" if args.quick else "default"])
     if args.nside512:
         if args.quick:
