@@ -110,3 +110,25 @@ def test_view_and_errors(analysed, tmp_path):
     assert proc.returncode == 2 and "allowed: nilc" in proc.stderr
     proc = subprocess.run(cli + ["--product", "obs", "--detector", "545", "--field", "Q"], capture_output=True, text=True)
     assert proc.returncode == 2 and "no data" in proc.stderr
+
+
+def test_cmbcube_run_end_to_end_then_quick_rerun(tmp_path):
+    """The README's main job on a tiny quickstart: every stage, the report, then a skip-everything rerun."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    store = tmp_path / "q.zarr"
+    args = [sys.executable, "-m", "cmbcube.cli", "run", str(root / "recipes" / "quickstart.yaml"), "--store", str(store),
+            "--set", "splits={train: 2, valid: 1, test: 1}", "--set", "fields=[I]", "--set", "keep=[cmb]",
+            "--set", "foregrounds.components=[dust, synchrotron]", "--set", "pipeline.epochs=1",
+            "--scheduler", "synchronous", "--no-progress"]
+    proc = subprocess.run(args, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    page = tmp_path / "q.report" / "index.md"
+    assert f"report: {page}" in proc.stdout and page.exists()
+    text = page.read_text()
+    for run in ("nilc", "hilc", "cmbnncs-unet5"):
+        assert f"| {run} |" in text
+    rerun = subprocess.run(args, capture_output=True, text=True)
+    assert rerun.returncode == 0
+    assert "simulate: 0 new sim(s)" in rerun.stdout and "already trained" in rerun.stdout
+    assert "analyze: 0 new" in rerun.stdout
