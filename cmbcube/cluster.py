@@ -43,10 +43,18 @@ def client_for(settings: dict, scheduler: str | None = None, scheduler_file: str
     if kind == "slurm":
         raise NotImplementedError("cluster.kind 'slurm' is not available yet; start workers with "
                                   "dask-jobqueue or srun and pass --scheduler-file")
+    import dask
     n = workers or settings.get("workers", 2)
-    cluster = LocalCluster(n_workers=n, threads_per_worker=settings.get("threads_per_worker", 1),
-                           processes=True, memory_limit=settings.get("memory_limit", "auto"),
-                           dashboard_address=":0")
+    threads = settings.get("threads_per_worker", 1)
+    # Worker environment (measured, benchmarks/simulate.py): Dask's default MALLOC_TRIM_THRESHOLD_
+    # made every sim ~1.6x slower (large numpy buffers page-faulted anew), and numba's kernels
+    # (pysm3) ignored OMP_NUM_THREADS, so two workers fought over the cores.  Pin every thread
+    # pool to the worker's threads and leave malloc's defaults alone.
+    environ = {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                               "NUMBA_NUM_THREADS")}
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+        cluster = LocalCluster(n_workers=n, threads_per_worker=threads, processes=True,
+                               memory_limit=settings.get("memory_limit", "auto"), dashboard_address=":0")
     client = Client(cluster)
     print(f"started a local Dask cluster: {n} worker process(es); dashboard: {client.dashboard_link}")
     try:
