@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import resource
 import shutil
 import tempfile
@@ -125,7 +124,17 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="nside 64, few sims (< 3 min)")
     parser.add_argument("--nside", type=int, help="override the nside (e.g. 512, once, if memory allows)")
     parser.add_argument("--sims", type=int, help="number of test sims")
+    parser.add_argument("--child-peak", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child_peak:
+        from cmbcube import ilc as ilc_mod
+        cfg = ilc_mod.resolve_config(args.child_peak, ilc_mod.ILCConfig(method="nilc", fields=("I",)))
+
+        class _Q:
+            def put(self, value):
+                print(value[0], value[1])
+        _one_sim_peak(args.child_peak, cfg, _Q())
+        return
     from cmbcube import ilc
     nside = args.nside or (64 if args.quick else 128)
     nsims = args.sims or (4 if args.quick else 8)
@@ -141,12 +150,13 @@ def main(argv=None):
 
         nilc_s = per_sim_seconds(store, config, min(nsims, 4))
         hilc_s = per_sim_seconds(store, hconfig, min(nsims, 4))
-        ctx = multiprocessing.get_context("spawn")
-        queue = ctx.Queue()
-        proc = ctx.Process(target=_one_sim_peak, args=(store, config, queue))
-        proc.start()
-        peak_mb, cold_s = queue.get(timeout=600)
-        proc.join()
+        # peak memory of a fresh interpreter cleaning one sim (started with subprocess, not fork: a forked
+        # child's ru_maxrss starts at the parent's high-water mark)
+        import subprocess
+        import sys
+        out = subprocess.run([sys.executable, __file__, "--child-peak", store], capture_output=True, text=True,
+                             check=True).stdout.split()
+        peak_mb, cold_s = float(out[-2]), float(out[-1])
 
         # Dask stage with 1 and 2 workers (startup included: the sims/s a user sees)
         rates = {}

@@ -21,8 +21,9 @@ What is measured
   ``apply_smoothing_and_coord_transform`` with its defaults (beam FWHM, output
   nside), conversion to uK_CMB, white noise, and one ``healpy.write_map`` FITS
   file per map (9 observed maps + 1 CMB map) into a temporary directory.  The
-  process first runs one warm-up sim (numba compiles pysm3's kernels on the
-  first ``get_emission``, ~5-9 s), then N sims are timed: steady state.  The
+  process first runs one warm-up sim at min(nside, 64) (numba compiles
+  pysm3's kernels on the first ``get_emission``, ~5-9 s, whatever the map
+  size), then N sims are timed: steady state.  The
   libraries it calls use as many threads as they like (healpy's OpenMP, pysm3's
   parallel numba kernels) on the machine's cores: "serial" means one sim after
   another in one process, not one thread.  Choices made in the baseline's
@@ -55,6 +56,14 @@ What is measured
   the baseline and the in-process mode, RUSAGE_CHILDREN (the largest reaped
   child, i.e. the largest Dask worker process) for the cluster runs.
   ``peak_rss_gb`` is the largest of these for cmbcube at the largest nside.
+
+* Shared machine: for every measurement the script reports the CPU time
+  other processes used meanwhile (/proc/stat busy time minus this
+  measurement's own process tree) and warns above 5% of the cores; on a
+  2-core machine any other load distorts every figure (threaded healpy/numba
+  code suffers most).
+* "If it fits": a Dask run is skipped when workers x the in-process peak RSS
+  (+0.5 GB) exceeds 85% of physical memory (relevant with --nside512).
 
 Targets are printed next to the measured values; nothing is asserted.
 The last line of stdout is one JSON object.

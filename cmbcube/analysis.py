@@ -183,9 +183,12 @@ def build_masks(store: str, f_sky: float, mask_file: str | None = None) -> None:
         nsim = group["sim_done"].shape[1]
         isplit, isim = divmod(int(done[0]), nsim)
         fg = np.zeros(12 * nside * nside)
+        units = [str(u) for u in group["unit"][...]]
         for freq in (30, 353):
-            if freq in dets:
-                obs = np.asarray(group["obs"][isplit, isim, dets.index(freq), 0], dtype=np.float64)
+            if freq in dets and units[dets.index(freq)] in ("uK_CMB", "K_CMB"):
+                # both maps in uK_CMB before subtracting (stores may hold K_CMB)
+                to_uk = 1e6 if units[dets.index(freq)] == "K_CMB" else 1.0
+                obs = np.asarray(group["obs"][isplit, isim, dets.index(freq), 0], dtype=np.float64) * to_uk
                 cmb = np.asarray(group["cmb"][isplit, isim, 0], dtype=np.float64)
                 resid = np.abs(obs - cmb * (1e6 if str(group.attrs["cmb_unit"]) == "K_CMB" else 1.0))
                 fg = np.maximum(fg, resid / np.median(resid))
