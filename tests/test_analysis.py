@@ -132,3 +132,18 @@ def test_cmbcube_run_end_to_end_then_quick_rerun(tmp_path):
     assert rerun.returncode == 0
     assert "simulate: 0 new sim(s)" in rerun.stdout and "already trained" in rerun.stdout
     assert "analyze: 0 new" in rerun.stdout
+
+
+def test_foreground_mask_is_the_same_in_any_unit(tmp_path):
+    import zarr
+
+    from cmbcube import simulate
+    from conftest import small_recipe
+    masks = []
+    for units in ("uK_CMB", "K_CMB"):
+        path = str(tmp_path / f"{units}.zarr")
+        simulate.run(small_recipe(units=units, fields=["I"], keep=["cmb"], splits={"train": 1, "valid": 0, "test": 0}),
+                     path, scheduler="synchronous", progress=False)
+        analysis.build_masks(path, 0.8)
+        masks.append(np.asarray(zarr.open_group(path, mode="r")["mask"][...]))
+    assert np.mean(masks[0] == masks[1]) > 0.99
