@@ -26,7 +26,10 @@ from .recipe import SPLITS
 log = logging.getLogger("cmbcube")
 
 BEAMS = (0.0, 20.6, 60.0)
-METRICS = ("mae", "mse", "rmse", "nrmse", "psnr", "r2")
+METRICS = ("mae", "mse", "rmse", "nrmse", "psnr", "r2", "cl_err_truth", "cl_err_theory")
+# cl_err_*: mean over l-bins of |C_l(pred) - C_l(ref)| / C_l(ref) for the field's auto spectrum
+# (I: TT, Q: EE, U: BB), against the realisation (truth, same mask) and the sim's theory spectrum;
+# spectra are beam- and window-deconvolved, so the value is the same for every common beam.
 SPECTRA = ("TT", "EE", "BB", "TE")
 KINDS = ("truth", "pred", "resid", "cross")
 BIN_WIDTH = 10
@@ -262,7 +265,7 @@ def analyse_one(store: str, run: int, split: str, sim: int) -> None:
             if f == "I":
                 tk, pk = remove_monopole_dipole(tk, mask), remove_monopole_dipole(pk, mask)
             values = pixel_metrics(tk[mask], pk[mask])
-            metrics[b, fields.index(f)] = [values[m] for m in METRICS]
+            metrics[b, fields.index(f)] = [values.get(m, np.nan) for m in METRICS]
     bins = ell_bins(nside)
     pw = bool(group.attrs.get("pixel_window_applied", False))
     spectra = np.full((len(KINDS), len(SPECTRA), len(bins) - 1), np.nan)
@@ -271,6 +274,14 @@ def analyse_one(store: str, run: int, split: str, sim: int) -> None:
     spectra[1] = pseudo_spectra(pred, pred, fields_ok, apod, beam_pred, beam_pred, nside, pw, bins)
     spectra[2] = pseudo_spectra(resid, resid, fields_ok, apod, beam_pred, beam_pred, nside, pw, bins)
     spectra[3] = pseudo_spectra(pred, truth, fields_ok, apod, beam_pred, beam_truth, nside, pw, bins)
+    theory = np.asarray(group["cl_theory"][isplit, sim], dtype=np.float64)
+    for f in fields_ok:
+        k = {"I": 0, "Q": 1, "U": 2}[f]
+        ref_theory = np.array([theory[k, lo:hi].mean() for lo, hi in zip(bins[:-1], bins[1:])])
+        for name, ref in (("cl_err_truth", spectra[0, k]), ("cl_err_theory", ref_theory)):
+            good = np.isfinite(ref) & (ref > 0) & np.isfinite(spectra[1, k])
+            value = float(np.mean(np.abs(spectra[1, k][good] - ref[good]) / ref[good])) if good.any() else np.nan
+            metrics[:, fields.index(f), METRICS.index(name)] = value
     out = zarr.open_group(store, mode="r+")
     out["metrics"][run, isplit, sim] = metrics
     out["spectra"][run, isplit, sim] = spectra

@@ -11,7 +11,8 @@ import numpy as np
 from . import cube
 from .analysis import BEAMS, METRICS
 
-LABELS = {"mae": "MAE", "mse": "MSE", "rmse": "RMSE", "nrmse": "NRMSE", "psnr": "PSNR", "r2": "R^2"}
+LABELS = {"mae": "MAE", "mse": "MSE", "rmse": "RMSE", "nrmse": "NRMSE", "psnr": "PSNR", "r2": "R^2",
+          "cl_err_truth": "dCl/Cl (truth)", "cl_err_theory": "dCl/Cl (theory)"}
 
 
 def _plt():

@@ -167,3 +167,15 @@ def test_trained_model_predicts_exactly_the_requested_sims(store32, tmp_path):
     assert "nothing to do" in proc.stdout
     proc = subprocess.run(cli + ["train", path, "--model", "cmbnncs-unet8"], capture_output=True, text=True)
     assert proc.returncode == 2 and "multiple of 256" in proc.stderr
+
+
+def test_early_stopping(store32, tmp_path, monkeypatch):
+    path = str(tmp_path / "e.zarr")
+    shutil.copytree(store32, path)
+    # a validation loss that only gets worse: stop after `patience` stale epochs
+    losses = iter([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    monkeypatch.setattr(train, "evaluate", lambda *args, **kwargs: next(losses))
+    config = train.TrainConfig(epochs=6, batch_size=4, repeats=1, lr_start=1e-3, lr_end=1e-4, early_stopping=1)
+    report = train.train(path, config, progress=False)
+    assert report.stopped_early and report.epochs_done == 2
+    assert (train.run_dir(path, "cmbnncs-unet5") / "epoch_0002.pt").exists()
