@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 
 import numpy as np
@@ -293,7 +292,7 @@ def run(store: str, runs="all", splits=("test",), f_sky: float = 0.8, mask_file:
     import zarr
     from tqdm import tqdm
 
-    from .cluster import client_for
+    from .cluster import client_for, run_tasks
     group = zarr.open_group(store, mode="r")
     if "run" not in set(group.array_keys()):
         raise cube.StoreError(f"{store}: no predictions to analyse yet (run cmbcube ilc or cmbcube predict)")
@@ -317,27 +316,15 @@ def run(store: str, runs="all", splits=("test",), f_sky: float = 0.8, mask_file:
     recipe = cube.store_recipe(store)
     bar = tqdm(total=len(todo), desc="analyze", unit="sim", disable=None if progress is None else not progress)
     try:
-        with client_for(recipe["cluster"], scheduler, scheduler_file, workers) as client:
-            if client is None:
-                for item in todo:
-                    try:
-                        analyse_one(store, *item)
-                        report.written.append(item)
-                    except Exception as err:  # noqa: BLE001 - collected and reported
-                        report.failed.append((*item, f"{type(err).__name__}: {err}"))
-                    bar.update(1)
+        def done(item, _result, error):
+            if error is None:
+                report.written.append(item)
             else:
-                from distributed import as_completed
-                futures = {client.submit(analyse_one, store, *item, pure=False, retries=1,
-                                         key=f"analyze-{item[0]}-{item[1]}-{item[2]}-{os.urandom(4).hex()}"): item
-                           for item in todo}
-                for fut in as_completed(futures):
-                    try:
-                        fut.result()
-                        report.written.append(futures[fut])
-                    except Exception as err:  # noqa: BLE001
-                        report.failed.append((*futures[fut], f"{type(err).__name__}: {err}"))
-                    bar.update(1)
+                report.failed.append((*item, f"{type(error).__name__}: {error}"))
+            bar.update(1)
+
+        with client_for(recipe["cluster"], scheduler, scheduler_file, workers) as client:
+            run_tasks(client, analyse_one, (store,), todo, "analyze", done)
     finally:
         bar.close()
         cube.consolidate(store)

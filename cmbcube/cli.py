@@ -222,7 +222,7 @@ def _check_recipe(args) -> int:
     nsims = sum(recipe.splits.values())
     nmaps = len(r["detectors"]) * len(r["fields"])
     print(f"recipe {recipe.name} is valid (hash {recipe.hash[:12]})")
-    print(f"  sims: " + ", ".join(f"{k} {v}" for k, v in recipe.splits.items()) + f" = {nsims}")
+    print("  sims: " + ", ".join(f"{k} {v}" for k, v in recipe.splits.items()) + f" = {nsims}")
     print(f"  nside {r['nside']} (sky model {r['sky_nside']}), detectors {r['detectors']}, fields {r['fields']}")
     print(f"  foregrounds: {r['foregrounds']['model']} {component_names(recipe)} ({r['foregrounds']['vary']})")
     print(f"  observations: {nsims * nmaps * npix * 4 / 1e9:.2f} GB float32 ({nsims} shards)")

@@ -62,3 +62,32 @@ def client_for(settings: dict, scheduler: str | None = None, scheduler_file: str
     finally:
         client.close()
         cluster.close()
+
+
+def run_tasks(client, fn, args: tuple, items: list, label: str, on_done, retries: int = 1) -> None:
+    """Run ``fn(*args, *item)`` for every item: in this process when ``client`` is None, else as
+    Dask futures (one per item, a random key suffix so reruns never hit cached results).
+
+    ``on_done(item, result, error)`` is called as each finishes; failures are reported through it,
+    never raised, so every item that can finish does.
+    """
+    import os
+    if client is None:
+        for item in items:
+            try:
+                result = fn(*args, *item)
+            except Exception as err:  # noqa: BLE001 - collected and reported by the caller
+                on_done(item, None, err)
+            else:
+                on_done(item, result, None)
+        return
+    from distributed import as_completed
+    futures = {client.submit(fn, *args, *item, pure=False, retries=retries,
+                             key=f"{label}-{'-'.join(map(str, item))}-{os.urandom(4).hex()}"): item for item in items}
+    for fut in as_completed(futures):
+        try:
+            result = fut.result()
+        except Exception as err:  # noqa: BLE001
+            on_done(futures[fut], None, err)
+        else:
+            on_done(futures[fut], result, None)

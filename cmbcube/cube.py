@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__, cosmology, instrument
-from .recipe import SPLITS, Recipe, RecipeError, from_store_attrs
+from .recipe import SPLITS, Recipe, from_store_attrs
 
 LAYOUT_VERSION = 1
 SIM_PRODUCTS = ("obs", "cmb", "components", "noise", "cosmo_params", "cl_theory")

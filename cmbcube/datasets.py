@@ -19,7 +19,7 @@ import os
 
 import numpy as np
 
-from . import cube, geometry, transforms
+from . import geometry, transforms
 from .recipe import SPLITS
 
 VIEWS = ("sky", "faces", "patches")

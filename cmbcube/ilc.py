@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import time
 
 import numpy as np
@@ -174,7 +173,7 @@ def run(store: str, config: ILCConfig, run_name: str | None = None, splits=("tes
         scheduler_file=None, workers=None, progress=None) -> ILCReport:
     from tqdm import tqdm
 
-    from .cluster import client_for
+    from .cluster import client_for, run_tasks
     for split in splits:
         if split not in SPLITS:
             raise needlets.ILCError(f"--split {split!r}: allowed: {', '.join(SPLITS)}")
@@ -191,28 +190,15 @@ def run(store: str, config: ILCConfig, run_name: str | None = None, splits=("tes
     recipe = cube.store_recipe(store)
     bar = tqdm(total=len(todo), desc=f"ilc {run_name}", unit="sim", disable=None if progress is None else not progress)
     try:
-        with client_for(recipe["cluster"], scheduler, scheduler_file, workers) as client:
-            if client is None:
-                for split, sim in todo:
-                    try:
-                        _clean_task(store, irun, config, split, sim)
-                        report.written.append((split, sim))
-                    except Exception as err:  # noqa: BLE001 - collected and reported
-                        report.failed.append((split, sim, f"{type(err).__name__}: {err}"))
-                    bar.update(1)
+        def done(key, _seconds, error):
+            if error is None:
+                report.written.append(key)
             else:
-                from distributed import as_completed
-                futures = {client.submit(_clean_task, store, irun, config, split, sim, pure=False, retries=1,
-                                         key=f"ilc-{run_name}-{split}-{sim}-{os.urandom(4).hex()}"): (split, sim)
-                           for split, sim in todo}
-                for fut in as_completed(futures):
-                    key = futures[fut]
-                    try:
-                        fut.result()
-                        report.written.append(key)
-                    except Exception as err:  # noqa: BLE001
-                        report.failed.append((*key, f"{type(err).__name__}: {err}"))
-                    bar.update(1)
+                report.failed.append((*key, f"{type(error).__name__}: {error}"))
+            bar.update(1)
+
+        with client_for(recipe["cluster"], scheduler, scheduler_file, workers) as client:
+            run_tasks(client, _clean_task, (store, irun, config), todo, f"ilc-{run_name}", done)
     finally:
         bar.close()
         cube.consolidate(store)

@@ -141,7 +141,7 @@ class _null:
         return False
 
 
-def load_stats(store_or_ds) -> "xarray.Dataset | None":  # noqa: F821
+def load_stats(store_or_ds):
     ds = cube.open_dataset(store_or_ds) if isinstance(store_or_ds, str) else store_or_ds
     if "stats_obs" not in ds:
         return None

@@ -78,7 +78,7 @@ def preflight(recipe: Recipe) -> None:
 
 def run(recipe: Recipe | str, store: str, scheduler: str | None = None, scheduler_file: str | None = None,
         workers: int | None = None, overrides=(), progress: bool | None = None) -> SimulateReport:
-    from .cluster import client_for
+    from .cluster import client_for, run_tasks
     if not isinstance(recipe, Recipe):
         recipe = load(recipe, overrides)
     store = str(store)
@@ -107,25 +107,8 @@ def run(recipe: Recipe | str, store: str, scheduler: str | None = None, schedule
 
     try:
         with client_for(recipe["cluster"], scheduler, scheduler_file, workers) as client:
-            if client is None:
-                for split, sim in todo:
-                    try:
-                        record((split, sim), simulate_one(store, recipe, split, sim))
-                    except Exception as err:  # noqa: BLE001 - collected and reported
-                        record((split, sim), error=err)
-            else:
-                from distributed import as_completed
-                futures = {}
-                for split, sim in todo:
-                    fut = client.submit(simulate_one, store, recipe, split, sim, pure=False,
-                                        key=f"simulate-{split}-{sim}-{os.urandom(4).hex()}", retries=1)
-                    futures[fut] = (split, sim)
-                for fut in as_completed(futures):
-                    key = futures[fut]
-                    try:
-                        record(key, fut.result())
-                    except Exception as err:  # noqa: BLE001
-                        record(key, error=err)
+            run_tasks(client, simulate_one, (store, recipe), todo, "simulate",
+                      lambda key, timings, error: record(key, timings, error))
     finally:
         bar.close()
         cube.consolidate(store)
