@@ -292,7 +292,7 @@ def run(store: str, runs="all", splits=("test",), f_sky: float = 0.8, mask_file:
     import zarr
     from tqdm import tqdm
 
-    from .cluster import client_for, run_tasks
+    from .cluster import client_for, collector, run_tasks
     group = zarr.open_group(store, mode="r")
     if "run" not in set(group.array_keys()):
         raise cube.StoreError(f"{store}: no predictions to analyse yet (run cmbcube ilc or cmbcube predict)")
@@ -316,12 +316,7 @@ def run(store: str, runs="all", splits=("test",), f_sky: float = 0.8, mask_file:
     recipe = cube.store_recipe(store)
     bar = tqdm(total=len(todo), desc="analyze", unit="sim", disable=None if progress is None else not progress)
     try:
-        def done(item, _result, error):
-            if error is None:
-                report.written.append(item)
-            else:
-                report.failed.append((*item, f"{type(error).__name__}: {error}"))
-            bar.update(1)
+        done = collector(report, bar)
 
         with client_for(recipe["cluster"], scheduler, scheduler_file, workers) as client:
             run_tasks(client, analyse_one, (store,), todo, "analyze", done)

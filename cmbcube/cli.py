@@ -136,6 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _failures(failed) -> int:
+    """List failed tasks (the last element of each is the message); exit status 1 if any."""
+    if not failed:
+        return 0
+    print(f"{len(failed)} task(s) failed; rerun the same command to retry them:", file=sys.stderr)
+    for *key, message in failed[:20]:
+        print(f"  {'/'.join(map(str, key))}: {message}", file=sys.stderr)
+    return 1
+
+
 def _simulate(args) -> int:
     from .simulate import run
     report = run(args.recipe, args.store, scheduler=args.scheduler, scheduler_file=args.scheduler_file,
@@ -149,12 +159,7 @@ def _simulate(args) -> int:
         total = sum(report.timings.values()) or 1.0
         print("  time per stage (summed over sims): " + ", ".join(
             f"{k} {v:.1f}s ({100 * v / total:.0f}%)" for k, v in sorted(report.timings.items(), key=lambda kv: -kv[1])))
-    if report.failed:
-        print(f"{len(report.failed)} sim(s) failed; rerun the same command to retry them:", file=sys.stderr)
-        for split, sim, message in report.failed[:20]:
-            print(f"  {split}/{sim}: {message}", file=sys.stderr)
-        return 1
-    return 0
+    return _failures(report.failed)
 
 
 def _csv(text, cast=str):
@@ -185,12 +190,7 @@ def _ilc(args) -> int:
         return 0
     print(f"{report.run}: cleaned {len(report.written)} sim(s) in {report.seconds:.1f} s; "
           f"cmbcube.open(store).pred.sel(run={report.run!r}) holds them")
-    if report.failed:
-        print(f"{len(report.failed)} sim(s) failed; rerun to retry:", file=sys.stderr)
-        for split, sim, message in report.failed[:20]:
-            print(f"  {split}/{sim}: {message}", file=sys.stderr)
-        return 1
-    return 0
+    return _failures(report.failed)
 
 
 def _train(args) -> int:
@@ -282,9 +282,7 @@ def main(argv=None) -> int:
                 print(f"nothing to do: {rep.already_done} (run, sim) pairs already analysed")
                 return 0
             print(f"analysed {len(rep.written)} (run, sim) pair(s) in {rep.seconds:.1f} s: metrics and spectra in the cube")
-            for item in rep.failed[:20]:
-                print(f"  failed: {item}", file=sys.stderr)
-            return 1 if rep.failed else 0
+            return _failures(rep.failed)
         if args.command == "report":
             from .report import build
             page = build(args.store, args.out, args.split, _csv(args.sims, int))

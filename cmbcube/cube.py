@@ -363,6 +363,20 @@ def _create_run_array(group, key: str, nrun: int) -> None:
                            attributes={"long_name": "1 once the run's prediction of the sim is written"})
 
 
+def pred_done_count(path: str, run: int, splits=SPLITS) -> int:
+    """How many sims of ``splits`` hold the run's prediction."""
+    done = np.asarray(_group(path)["pred_done"][run])
+    return int(sum(done[SPLITS.index(s)].sum() for s in splits))
+
+
+def run_epoch(path: str, run: int) -> int:
+    return int(np.asarray(_group(path)["run_epoch"][run]))
+
+
+def fields(path: str) -> list[str]:
+    return [str(f) for f in _group(path)["field"][...]]
+
+
 def set_run_epoch(path: str, run: int, epoch: int) -> None:
     _group(path, "r+")["run_epoch"][run] = int(epoch)
 

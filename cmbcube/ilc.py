@@ -124,17 +124,16 @@ def clean_sim(obs: np.ndarray, dets: list, fields_in: list, units: list, config:
             common_pol[:2] = 0.0
             result[key] = combine(eb[:, col - 1], np.array([beams[i][col] for i in pol]), common_pol, pol)
     scale = 1.0 if cmb_unit == "uK_CMB" else 1e-6
-    nest_of_ring = ring_order
     out = np.full((len(config.fields), 12 * nside * nside), np.nan, dtype=np.float32)
     if "T" in result:
         t_map = sht.alm2map(result["T"], nside)
-        out[config.fields.index("I"), nest_of_ring] = t_map * scale
+        out[config.fields.index("I"), ring_order] = t_map * scale
     if "E" in result:
         zero = np.zeros_like(result["E"])
         qu = sht.alm2map(np.stack([zero, result["E"], result["B"]]), nside)
         for k, f in ((1, "Q"), (2, "U")):
             if f in config.fields:
-                out[config.fields.index(f), nest_of_ring] = qu[k] * scale
+                out[config.fields.index(f), ring_order] = qu[k] * scale
     return out
 
 
@@ -173,7 +172,7 @@ def run(store: str, config: ILCConfig, run_name: str | None = None, splits=("tes
         scheduler_file=None, workers=None, progress=None) -> ILCReport:
     from tqdm import tqdm
 
-    from .cluster import client_for, run_tasks
+    from .cluster import client_for, collector, run_tasks
     for split in splits:
         if split not in SPLITS:
             raise needlets.ILCError(f"--split {split!r}: allowed: {', '.join(SPLITS)}")
@@ -182,7 +181,7 @@ def run(store: str, config: ILCConfig, run_name: str | None = None, splits=("tes
     beam = config.common_beam_arcmin
     irun = cube.ensure_run(store, run_name, config.method, config.as_dict(), beam)
     todo = cube.run_pending(store, irun, splits)
-    done_before = sum(int(np.asarray(cube._group(store)["pred_done"][irun, SPLITS.index(s)]).sum()) for s in splits)
+    done_before = cube.pred_done_count(store, irun, splits)
     report = ILCReport(run_name, [], [], done_before, 0.0)
     if not todo:
         return report
@@ -190,12 +189,7 @@ def run(store: str, config: ILCConfig, run_name: str | None = None, splits=("tes
     recipe = cube.store_recipe(store)
     bar = tqdm(total=len(todo), desc=f"ilc {run_name}", unit="sim", disable=None if progress is None else not progress)
     try:
-        def done(key, _seconds, error):
-            if error is None:
-                report.written.append(key)
-            else:
-                report.failed.append((*key, f"{type(error).__name__}: {error}"))
-            bar.update(1)
+        done = collector(report, bar)
 
         with client_for(recipe["cluster"], scheduler, scheduler_file, workers) as client:
             run_tasks(client, _clean_task, (store, irun, config), todo, f"ilc-{run_name}", done)

@@ -297,8 +297,8 @@ def predict(store: str, run_name: str, splits=("test",), epoch: int | None = Non
         epoch = int(state["epoch"])
     else:
         epoch = epoch or 0
-    recorded = int(np.asarray(cube._group(store)["run_epoch"][irun]))
-    done_any = int(np.asarray(cube._group(store)["pred_done"][irun]).sum())
+    recorded = cube.run_epoch(store, irun)
+    done_any = cube.pred_done_count(store, irun)
     if done_any and recorded != epoch:
         raise ValueError(f"run {run_name!r} already holds predictions from epoch {recorded}; predicting epoch {epoch} "
                          "into it would mix checkpoints (train into a new --run, or drop the predictions)")
@@ -314,7 +314,7 @@ def predict(store: str, run_name: str, splits=("test",), epoch: int | None = Non
         model.load_state_dict(state["model"])
     model = model.to(dev).eval()
     cube.set_run_epoch(store, irun, epoch)
-    fields_all = [str(f) for f in cube._group(store)["field"][...]]
+    fields_all = cube.fields(store)
     datasets = {}
     for split, sim in tqdm(todo, desc=f"predict {run_name}", unit="sim", disable=None if progress is None else not progress):
         ds = datasets.get(split) or datasets.setdefault(split, _datasets(store, config, split))
