@@ -127,6 +127,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--zoom", action="store_true", help="gnomonic zoom (at --rot, default 0,0)")
     p.add_argument("--out", help="PNG path (default: a name made of the selection)")
 
+    p = sub.add_parser("ingest-cmbml", help="read a CMB-ML dataset tree (Simulation/Train/sim0000/...) into a store")
+    p.add_argument("dir", help="the CMB-ML dataset folder (holding Simulation/) or its Simulation folder")
+    p.add_argument("--store", required=True, help="path of the Zarr store to create or resume")
+    p.add_argument("--name", help="dataset name recorded in the store (default: cmbml-<folder name>)")
+    p.add_argument("--units", choices=("uK_CMB", "K_CMB", "native"),
+                   help="units of the store (default: those of the files; uK_CMB when they mix)")
+    p.add_argument("--no-progress", action="store_true")
+    _add_cluster_args(p)
+
+    p = sub.add_parser("export-cmbml", help="write a store's finished sims as a CMB-ML tree (DIR/Simulation/...)")
+    p.add_argument("store")
+    p.add_argument("dir", help="destination folder")
+    p.add_argument("--split", default="train,valid,test", help="split(s), comma-separated (default: all)")
+    p.add_argument("--units", choices=("uK_CMB", "K_CMB", "store"), default="uK_CMB",
+                   help="units of the FITS maps (default uK_CMB, as CMB-ML's datasets; store: the store's own)")
+    p.add_argument("--overwrite", action="store_true", help="rewrite sims already complete in DIR")
+    p.add_argument("--no-progress", action="store_true")
+    _add_cluster_args(p)
+
     p = sub.add_parser("info", help="summarise a store")
     p.add_argument("store")
 
@@ -233,6 +252,35 @@ def _check_recipe(args) -> int:
     return 0
 
 
+def _ingest_cmbml(args) -> int:
+    from .cmbml import ingest, recipe_for, scan
+    if getattr(args, "dry_run", False):
+        plan = scan(args.dir)
+        recipe = recipe_for(plan, args.name, args.units)
+        print(f"dry run: {plan.root}: " + ", ".join(f"{k} {v}" for k, v in plan.counts.items())
+              + f" sims, nside {plan.nside}, detectors {plan.detectors}, fields {''.join(plan.fields)}, "
+              f"units {recipe['units']} in the store; {plan.n_files} files checked")
+        print("dry run: nothing was started or written")
+        return 0
+    report = ingest(args.dir, args.store, args.scheduler, args.scheduler_file, args.workers,
+                    progress=False if args.no_progress else None, name=args.name, units=args.units)
+    if not report.written and not report.failed:
+        print(f"nothing to do: all {report.planned} sims of {report.source} are already in {report.store}")
+        return 0
+    print(f"ingested {len(report.written)} sim(s) from {report.source} into {report.store} in "
+          f"{report.seconds:.1f} s ({report.already_done} were already there)")
+    return _failures(report.failed)
+
+
+def _export_cmbml(args) -> int:
+    from .cmbml import export
+    report = export(args.store, args.dir, _csv(args.split), args.units, args.overwrite, args.scheduler,
+                    args.scheduler_file, args.workers, progress=False if args.no_progress else None)
+    print(f"exported {len(report.written)} sim(s) to {report.destination}/Simulation in {report.seconds:.1f} s"
+          + (f" ({len(report.skipped)} already there; --overwrite rewrites them)" if report.skipped else ""))
+    return _failures(report.failed)
+
+
 def main(argv=None) -> int:
     from .cube import StoreError
     from .recipe import RecipeError
@@ -298,6 +346,10 @@ def main(argv=None) -> int:
             from .view import view
             print(view(args))
             return 0
+        if args.command == "ingest-cmbml":
+            return _ingest_cmbml(args)
+        if args.command == "export-cmbml":
+            return _export_cmbml(args)
         if args.command == "info":
             from .cube import summary
             print(summary(args.store))

@@ -217,10 +217,17 @@ def _recipe_mismatch(path, attrs, recipe) -> str:
 def read_attrs(path: str) -> dict:
     import zarr
     try:
-        group = zarr.open_group(path, mode="r")
+        group = zarr.open_group(zarr_store(path), mode="r", zarr_format=3)
     except Exception as err:  # noqa: BLE001 - zarr raises several types for "not a store"
         raise StoreError(f"{path}: not a readable Zarr store ({type(err).__name__}: {err})") from None
     return dict(group.attrs)
+
+
+def update_attrs(path: str, attrs: dict) -> None:
+    """Driver-side: add or replace global attributes (provenance), then consolidate."""
+    group = _group(path, "r+")
+    group.attrs.update(attrs)
+    consolidate(path)
 
 
 def store_recipe(path: str) -> Recipe:
@@ -229,7 +236,9 @@ def store_recipe(path: str) -> Recipe:
 
 def _group(path: str, mode: str = "r"):
     import zarr
-    return zarr.open_group(path, mode=mode, use_consolidated=False if mode != "r" else None)
+    if mode == "r":
+        return zarr.open_group(zarr_store(path), mode="r", zarr_format=3)
+    return zarr.open_group(path, mode=mode, use_consolidated=False)
 
 
 def done_flags(path: str) -> np.ndarray:
@@ -467,15 +476,68 @@ def open_dataset(path: str, chunks="auto-inner", **storage_options):
     import warnings
 
     import xarray as xr
-    kwargs = {}
-    if storage_options:
-        kwargs["storage_options"] = storage_options
     if not is_remote(path) and not Path(path).exists():
         raise StoreError(f"{path}: no such store")
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
-        ds = xr.open_zarr(path, chunks={} if chunks == "auto-inner" else chunks, zarr_format=3, **kwargs)
+        ds = xr.open_zarr(zarr_store(path, storage_options), chunks={} if chunks == "auto-inner" else chunks,
+                          zarr_format=3)
     return ds
+
+
+def zarr_store(path: str, storage_options: dict | None = None):
+    """What zarr opens for ``path``, read-only: a local path as is; a URL as an fsspec store
+    (``storage_options`` go to fsspec, e.g. ``anon=True`` or ``key=/secret=`` for s3://).
+
+    http(s) stores are read through a filesystem that also copes with servers that ignore
+    Range requests (``python -m http.server``): fsspec would hand zarr the whole file for a
+    byte range and the read would fail its checksum; here the range is cut out locally.
+    """
+    path = str(path)
+    if not is_remote(path):
+        return path
+    from zarr.storage import FsspecStore
+    if path.startswith(("http://", "https://")):
+        fs = _range_tolerant_http()(asynchronous=True, **(storage_options or {}))
+        return FsspecStore(fs, path=path.rstrip("/"), read_only=True)
+    return FsspecStore.from_url(path, storage_options=storage_options or None, read_only=True)
+
+
+_RANGE_WARNED: set = set()
+
+
+def _range_tolerant_http():
+    import logging
+    from urllib.parse import urlsplit
+
+    from fsspec.implementations.http import HTTPFileSystem
+
+    class RangeTolerantHTTP(HTTPFileSystem):
+        async def _cat_file(self, url, start=None, end=None, **kwargs):
+            if start is None and end is None:
+                return await super()._cat_file(url, **kwargs)
+            if start == end:
+                return b""
+            kw = self.kwargs.copy()
+            kw.update(kwargs)
+            headers = kw.pop("headers", {}).copy()
+            headers["Range"] = await self._process_limits(url, start, end)
+            session = await self.set_session()
+            async with session.get(self.encode_url(url), headers=headers, **kw) as r:
+                out = await r.read()
+                self._raise_not_found_for_status(r, url)
+                partial = r.status == 206
+            if partial:
+                return out
+            host = urlsplit(url).netloc
+            if host not in _RANGE_WARNED:
+                _RANGE_WARNED.add(host)
+                logging.getLogger("cmbcube").warning(
+                    "%s ignores HTTP Range requests: every read downloads whole shard files "
+                    "(serve the store with a server that supports ranges, e.g. nginx or an object store)", host)
+            return out[slice(start, end)]
+
+    return RangeTolerantHTTP
 
 
 def disk_size(path: str) -> int | None:

@@ -44,8 +44,9 @@ class _Meta:
 
 def _read_meta(store, storage_options) -> _Meta:
     import zarr
-    group = zarr.open_group(store, mode="r", storage_options=storage_options) if isinstance(store, str) \
-        else zarr.open_group(store, mode="r")
+
+    from .cube import zarr_store
+    group = zarr.open_group(zarr_store(store, storage_options) if isinstance(store, str) else store, mode="r")
     names = set(group.array_keys())
     stats = "stats_obs" in names
     return _Meta(
@@ -175,10 +176,9 @@ class CubeDataset:
     def _arrays(self):
         if self._group is None or self._pid != os.getpid():
             import zarr
-            if isinstance(self.store, str):
-                self._group = zarr.open_group(self.store, mode="r", storage_options=self.storage_options)
-            else:
-                self._group = zarr.open_group(self.store, mode="r")
+            from .cube import zarr_store
+            store = zarr_store(self.store, self.storage_options) if isinstance(self.store, str) else self.store
+            self._group = zarr.open_group(store, mode="r")
             self._pid = os.getpid()
             self._fast_obs = self._fast_cmb = None
             if isinstance(self.store, str) and "://" not in self.store:
