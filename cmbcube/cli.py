@@ -149,6 +149,36 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="summarise a store")
     p.add_argument("store")
 
+    p = sub.add_parser("verify", help="check every finished sim's and run's chunks exist and decode (crc32c)")
+    p.add_argument("store")
+    p.add_argument("--clear", action="store_true",
+                   help="clear the done-flags of damaged units (and delete their damaged files) so rerunning "
+                        "the stage rebuilds exactly them")
+    p.add_argument("--products", action="append", metavar="NAMES",
+                   help="comma-separated products to check (default: all present), e.g. obs,cmb or pred")
+    p.add_argument("--threads", type=int, metavar="N", help="reader threads (default: 2 per core, at most 8)")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("drop", help="remove a product (e.g. one run) from a store to reclaim disk space")
+    p.add_argument("store")
+    p.add_argument("product", help="obs, cmb, components, noise, stats, pred, analysis or run")
+    p.add_argument("--run", help="one run (with pred, analysis, run)")
+    p.add_argument("--force", action="store_true", help="drop obs or cmb even though products made from them remain")
+
+    p = sub.add_parser("assets", help="external files a recipe can use (pysm3 templates, Planck maps...), "
+                                      "present or not; --fetch downloads the missing ones")
+    p.add_argument("recipe")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--fetch", action="store_true", help="download the missing needed files")
+    p.add_argument("--optional", action="store_true", help="with --fetch: the optional ones too (mask)")
+    p.add_argument("--destination", metavar="DIR",
+                   help="folder for files the recipe does not place itself (pysm3 templates without "
+                        "foregrounds.data_dir, masks); default ./cmbcube-assets")
+    p.add_argument("--base-url", metavar="URL", help="a mirror holding <kind>/<path> files and manifest.json")
+    p.add_argument("--connect-timeout", type=float, default=5.0, metavar="S",
+                   help="seconds to wait for a connection before reporting offline (default 5)")
+    p.add_argument("--no-progress", action="store_true")
+
     p = sub.add_parser("check-recipe", help="validate a recipe and show what it plans, without running")
     p.add_argument("recipe")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -281,6 +311,46 @@ def _export_cmbml(args) -> int:
     return _failures(report.failed)
 
 
+def _verify(args) -> int:
+    from .verify import format_report, verify
+    products = [p for chunk in args.products or [] for p in _csv(chunk) or ()] or None
+    report = verify(args.store, products, args.clear, args.threads, progress=False if args.no_progress else None)
+    print(format_report(report))
+    return 0 if report.ok else 1
+
+
+def _drop(args) -> int:
+    from .drop import drop, format_report
+    print(format_report(drop(args.store, args.product, args.run, args.force)))
+    return 0
+
+
+def _assets(args) -> int:
+    from . import assets
+    from .recipe import load
+    recipe = load(args.recipe, args.overrides)
+    if not args.fetch:
+        listed = assets.list_assets(recipe, args.destination)
+        print(assets.format_listing(recipe, listed, args.destination))
+        return 0 if all(a.present for a in listed if a.needed) else 1
+    try:
+        report = assets.fetch(recipe, args.destination, args.base_url, args.optional, args.connect_timeout,
+                              progress=False if args.no_progress else None)
+    except assets.AssetError as err:
+        print(f"cmbcube: {err}", file=sys.stderr)
+        return 1
+    still = [a for a in assets.list_assets(recipe, args.destination) if a.needed and not a.present]
+    print(assets.format_fetch(report, still))
+    return 1 if still or report.failed else 0
+
+
+def _os_error(err: OSError) -> int:
+    """Disk full, permission denied, read-only file system outside a store transaction: exit 2."""
+    where = err.filename or ""
+    print(f"cmbcube: {where + ': ' if where else ''}{err.strerror or err}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
 def main(argv=None) -> int:
     from .cube import StoreError
     from .recipe import RecipeError
@@ -356,12 +426,23 @@ def main(argv=None) -> int:
             return 0
         if args.command == "check-recipe":
             return _check_recipe(args)
+        if args.command == "verify":
+            return _verify(args)
+        if args.command == "drop":
+            return _drop(args)
+        if args.command == "assets":
+            return _assets(args)
     except RecipeError as err:
         print(f"cmbcube: recipe error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except (StoreError, FileNotFoundError, ValueError) as err:
         print(f"cmbcube: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as err:
+        import errno
+        if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS):
+            return _os_error(err)
+        raise
     return 0
 
 

@@ -179,6 +179,10 @@ def create_or_check(path: str, recipe: Recipe) -> str:
         attrs = read_attrs(path)
         if attrs.get("recipe_hash") != recipe.hash:
             raise StoreError(_recipe_mismatch(path, attrs, recipe))
+        gone = [d["product"] for d in json.loads(attrs.get(DROPPED_ATTR, "[]")) if d["product"] in ("obs", "cmb")]
+        if gone and pending(path):
+            raise StoreError(f"{path}: {' and '.join(gone)} were dropped from this store (cmbcube drop), so its "
+                             "remaining sims cannot be simulated into it; simulate into a new --store path")
         return "existing"
     if not target.parent.exists():
         raise StoreError(f"--store {path}: parent directory {target.parent} does not exist")
@@ -190,7 +194,10 @@ def create_or_check(path: str, recipe: Recipe) -> str:
         ds.to_zarr(tmp, mode="w-", compute=False, encoding=encoding, zarr_format=3, consolidated=False)
         consolidate(tmp)
 
-    _atomic_create(target, build)
+    try:
+        _atomic_create(target, build)
+    except OSError as err:
+        raise StoreError(os_error_message(path, err, "create the store") + "; nothing was created") from err
     return "created"
 
 
@@ -286,6 +293,16 @@ class RunMismatch(StoreError):
 
 def ensure_run(path: str, name: str, method: str, config: dict, beam_fwhm_arcmin: float,
                uncertainty: bool = False) -> int:
+    """Driver-side: the index of run ``name``, created if needed (see _ensure_run); all or nothing."""
+    if DROP_JOURNAL_ATTR in read_attrs(path):
+        raise StoreError(f"{path}: removing a run was interrupted; finish it first (cmbcube drop {path} run "
+                         f"--run {json.loads(read_attrs(path)[DROP_JOURNAL_ATTR])['run']})")
+    with metadata_transaction(path, f"add run {name!r}"):
+        return _ensure_run(path, name, method, config, beam_fwhm_arcmin, uncertainty)
+
+
+def _ensure_run(path: str, name: str, method: str, config: dict, beam_fwhm_arcmin: float,
+                uncertainty: bool = False) -> int:
     """Driver-side: the index of run ``name`` along the ``run`` axis, creating it if needed.
 
     A run is one method with one configuration; asking for an existing name with
@@ -396,6 +413,11 @@ def run_config(path: str, run: int) -> dict:
 
 def write_losses(path: str, run: int, train: list, valid: list) -> None:
     """Driver-side (the training process): per-epoch losses of a run, (run, epoch) arrays."""
+    with metadata_transaction(path, "write the training losses"):
+        _write_losses(path, run, train, valid)
+
+
+def _write_losses(path: str, run: int, train: list, valid: list) -> None:
     group = _group(path, "r+")
     names = set(group.array_keys())
     nrun = group["run"].shape[0]
@@ -448,6 +470,216 @@ def clear_done(path: str, split: str, sim: int) -> None:
     _group(path, "r+")["sim_done"][SPLITS.index(split), sim] = 0
 
 
+# ----------------------------------------------------------------------------- housekeeping (verify, drop)
+DROPPED_ATTR = "cmbcube_dropped"            # JSON list of products removed by `cmbcube drop`
+DROP_JOURNAL_ATTR = "cmbcube_dropping_run"  # set while a run is being removed from the run axis
+
+
+def fresh_group(path: str, mode: str = "r"):
+    """The root group read from every array's own metadata (not the consolidated copy)."""
+    import zarr
+    return zarr.open_group(path, mode=mode, use_consolidated=False)
+
+
+def array_dims(arr) -> tuple:
+    return tuple(getattr(arr.metadata, "dimension_names", None) or ())
+
+
+def outer_chunks(arr) -> tuple:
+    """Shape of the array's storage units: the shard shape for sharded arrays, else the chunk shape."""
+    return tuple(arr.metadata.chunk_grid.chunk_shape)
+
+
+def unit_files(path: str, arr, name: str, leading: tuple) -> list[tuple[str, str]]:
+    """(key, local file) of every chunk file (the shard, for sharded arrays) holding
+    ``arr[leading]``: what one unit of work writes, e.g. (split, sim) or (run, split, sim)."""
+    import itertools
+    outer = outer_chunks(arr)
+    grid = [-(-s // c) for s, c in zip(arr.shape, outer)]
+    lead = [int(i) // c for i, c in zip(leading, outer)]
+    out = []
+    for rest in itertools.product(*[range(g) for g in grid[len(lead):]]):
+        key = arr.metadata.encode_chunk_key(tuple(lead) + tuple(rest))
+        out.append((key, os.path.join(str(path), name, *key.split("/"))))
+    return out
+
+
+def clear_run_done(path: str, run: int, split: str, sim: int, analysis_only: bool = False) -> None:
+    """Forget that run ``run`` predicted (and analysed) a sim, so `cmbcube ilc`/`predict` and
+    `cmbcube analyze` redo exactly it; ``analysis_only`` keeps the prediction's flag."""
+    group = _group(path, "r+")
+    isplit = SPLITS.index(split)
+    names = set(group.array_keys())
+    if not analysis_only and "pred_done" in names:
+        group["pred_done"][run, isplit, sim] = 0
+    if "analysis_done" in names and group["analysis_done"].shape[0] > run:
+        group["analysis_done"][run, isplit, sim] = 0
+
+
+def dropped_products(path: str) -> list[str]:
+    return [d["product"] for d in json.loads(read_attrs(path).get(DROPPED_ATTR, "[]"))]
+
+
+def record_dropped(path: str, product: str) -> None:
+    group = fresh_group(path, "r+")
+    entries = json.loads(group.attrs.get(DROPPED_ATTR, "[]"))
+    entries = [e for e in entries if e["product"] != product]
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    group.attrs[DROPPED_ATTR] = json.dumps(entries + [{"product": product, "dropped": now}])
+
+
+def delete_arrays(path: str, names) -> list[str]:
+    """Remove whole arrays (data and metadata); returns those that existed.  Consolidate after."""
+    gone = []
+    for name in names:
+        where = Path(path) / name
+        if (where / "zarr.json").exists():
+            shutil.rmtree(where)
+            gone.append(name)
+    return gone
+
+
+def run_axis_arrays(path: str) -> list[str]:
+    group = fresh_group(path)
+    return sorted(k for k in group.array_keys() if array_dims(group[k])[:1] == ("run",))
+
+
+def _check_run_chunking(path: str, names) -> None:
+    """Run-axis housekeeping moves whole chunk directories: one chunk (or shard) per run index."""
+    group = fresh_group(path)
+    for name in names:
+        arr = group[name]
+        enc = arr.metadata.chunk_key_encoding
+        if outer_chunks(arr)[0] != 1 or getattr(enc, "separator", "/") != "/" or getattr(enc, "name", "default") != "default":
+            raise StoreError(f"{path}: array {name} is not stored one chunk per run (chunks {outer_chunks(arr)}, "
+                             f"key encoding {enc}); cmbcube drop cannot edit its run axis")
+
+
+def delete_run_chunks(path: str, names, run: int | None) -> None:
+    """Delete the data of run index ``run`` (every run when None) from run-axis arrays; the
+    arrays and the run axis stay (missing chunks read as the fill value: NaN, or 0 for flags)."""
+    _check_run_chunking(path, names)
+    for name in names:
+        base = Path(path) / name / "c"
+        target = base if run is None else base / str(run)
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
+def remove_run(path: str, name: str) -> int:
+    """Remove run ``name`` from the run axis: its chunks are deleted, later runs move down one
+    index (chunk files renamed, never rewritten) and every run-axis array shrinks by one.
+
+    Crash-safe: the root attribute ``cmbcube_dropping_run`` records the operation and the arrays
+    already done; calling again with the same name finishes it.  Returns the removed index.
+    """
+    group = fresh_group(path, "r+")
+    journal = json.loads(group.attrs.get(DROP_JOURNAL_ATTR, "null") or "null")
+    if journal is not None and journal["run"] != name:
+        raise StoreError(f"{path}: removing run {journal['run']!r} was interrupted; finish it first "
+                         f"(cmbcube drop {path} run --run {journal['run']})")
+    names = run_axis_arrays(path)
+    if journal is None:
+        runs = [str(r) for r in group["run"][...]] if "run" in names else []
+        if name not in runs:
+            raise StoreError(f"{path}: no run {name!r}; runs present: {', '.join(runs) or 'none'}")
+        _check_run_chunking(path, names)
+        shapes = {key: fresh_group(path)[key].shape[0] for key in names}
+        journal = {"run": name, "index": runs.index(name), "nrun": len(runs), "shapes": shapes}
+        group.attrs[DROP_JOURNAL_ATTR] = json.dumps(journal)
+    index, nrun = journal["index"], journal["nrun"]
+    if nrun == 1:
+        delete_arrays(path, names)
+    else:
+        for key in names:
+            arr = fresh_group(path, "r+")[key]
+            before = journal["shapes"].get(key, arr.shape[0])
+            if arr.shape[0] != before or before <= index:
+                continue                    # already shrunk (an interrupted drop), or no slot to remove
+            _remove_run_slot(Path(path) / key, index)
+            arr.resize((before - 1,) + tuple(arr.shape[1:]))
+    del group.attrs[DROP_JOURNAL_ATTR]
+    consolidate(path)
+    return index
+
+
+def _remove_run_slot(array_dir: Path, index: int) -> None:
+    """c/<index> deleted, c/<k> -> c/<k-1> for k > index, through c.dropping so an interrupted
+    pass can be finished (each entry's destination depends only on its own index)."""
+    chunks, staging = array_dir / "c", array_dir / "c.dropping"
+    if chunks.exists():
+        staging.mkdir(exist_ok=True)
+        for entry in sorted(chunks.iterdir()):
+            try:
+                k = int(entry.name)
+            except ValueError:              # a stray temporary (*.partial) key
+                k = index
+            if k == index and entry.is_dir():
+                shutil.rmtree(entry)
+            elif k == index:
+                entry.unlink()
+            else:
+                os.rename(entry, staging / str(k if k < index else k - 1))
+        chunks.rmdir()
+    if staging.exists():
+        os.rename(staging, chunks)
+
+
+class metadata_transaction:
+    """Driver-side metadata changes made all or nothing on a local store.
+
+    On an OS error (disk full, permission denied, read-only file system) every array metadata
+    file and the root's are put back as they were, arrays created meanwhile are removed, and a
+    StoreError names the path and the error.  Data chunks of existing arrays are not restored.
+    """
+
+    def __init__(self, path: str, action: str):
+        self.path, self.action = str(path), action
+
+    def __enter__(self):
+        root = Path(self.path)
+        self.before = {}
+        if not is_remote(self.path) and root.is_dir():
+            for meta in [root / "zarr.json", *root.glob("*/zarr.json")]:
+                try:
+                    self.before[meta] = meta.read_bytes()
+                except OSError:
+                    pass
+        return self
+
+    def __exit__(self, kind, err, tb):
+        cause = err.__cause__ if isinstance(err, StoreError) else err
+        if not isinstance(cause, OSError) or isinstance(cause, FileNotFoundError) or not self.before:
+            return False
+        root = Path(self.path)
+        for meta in root.glob("*/zarr.json"):
+            if meta not in self.before:
+                shutil.rmtree(meta.parent, ignore_errors=True)
+        for meta, blob in self.before.items():
+            try:
+                if not meta.exists() or meta.read_bytes() != blob:
+                    tmp = meta.with_name(f".zarr.json.restore-{uuid.uuid4().hex[:8]}")
+                    tmp.write_bytes(blob)
+                    os.replace(tmp, meta)
+            except OSError:
+                pass                        # an unwritten file still holds its old bytes (atomic writes)
+        raise StoreError(os_error_message(self.path, cause, self.action)
+                         + "; the store's metadata was left as it was") from cause
+
+
+def os_error_message(path: str, err: OSError, action: str) -> str:
+    """'<store>: could not <action>: <file>: <OS error> (<what to do>)' for StoreError."""
+    where = err.filename or path
+    reason = err.strerror or str(err)
+    hint = {28: "free some space (cmbcube drop removes products) or use another --store path",
+            122: "the disk quota is exhausted: free some space or use another --store path",
+            13: "check the permissions of the store directory", 1: "check the permissions of the store directory",
+            30: "the file system is read-only: use another --store path"}.get(err.errno, "")
+    return f"{path}: could not {action}: {where}: {reason}" + (f" ({hint})" if hint else "")
+
+
 def write_variables(path: str, ds) -> None:
     """Driver-side: add or replace small whole variables (statistics, tables), then consolidate."""
     import warnings
@@ -455,10 +687,10 @@ def write_variables(path: str, ds) -> None:
         raise StoreError(f"{path}: writing needs a local store")
     ds = ds.copy()
     ds.attrs = read_attrs(path)          # to_zarr(mode="a") replaces the group's attributes
-    with warnings.catch_warnings():
+    with metadata_transaction(path, f"write {', '.join(map(str, ds.data_vars))}"), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
         ds.to_zarr(path, mode="a", zarr_format=3, consolidated=False)
-    consolidate(path)
+        consolidate(path)
 
 
 def consolidate(path: str) -> None:
@@ -468,7 +700,12 @@ def consolidate(path: str) -> None:
     import zarr
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
-        zarr.consolidate_metadata(path)
+        try:
+            zarr.consolidate_metadata(path)
+        except OSError as err:
+            if isinstance(err, FileNotFoundError):
+                raise
+            raise StoreError(os_error_message(path, err, "write the consolidated metadata")) from err
 
 
 def open_dataset(path: str, chunks="auto-inner", **storage_options):

@@ -1,0 +1,188 @@
+"""``cmbcube drop``: remove a product from a store, data and metadata, to reclaim disk space.
+
+The store stays a valid cube that ``cmbcube.open`` reads; consolidated metadata is rewritten
+at the end.  How each product goes (store_layout.md, "Dropping products"):
+
+- whole arrays (obs, cmb, components, noise, stats, analysis) are deleted with their metadata;
+  obs and cmb are recorded in the root attribute ``cmbcube_dropped`` so that simulate refuses
+  to add sims that would lack them;
+- predictions (``pred``) are cleared chunk by chunk, keeping each run's definition, losses and
+  checkpoints, so ``cmbcube ilc`` / ``cmbcube predict`` can write them again;
+- a whole run (``run --run NAME``) leaves the run axis: later runs move down one index (chunk
+  files renamed, not rewritten) and its checkpoints directory ``<store>.runs/<run>/`` goes too.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+from . import cube
+
+PRODUCTS = {
+    "obs": "observed maps",
+    "cmb": "CMB truth maps",
+    "components": "per-component foreground maps",
+    "noise": "noise realisations",
+    "stats": "normalisation statistics (stats_obs, stats_cmb)",
+    "pred": "predictions of every run, or of --run NAME (their analysis too); runs stay defined",
+    "analysis": "metrics, spectra and analysis masks, or one --run's metrics and spectra",
+    "run": "whole runs, or --run NAME: settings, predictions, losses, analysis and checkpoints",
+}
+RUN_PRODUCTS = ("pred", "analysis", "run")
+ARRAYS = {
+    "obs": ("obs",),
+    "cmb": ("cmb",),
+    "components": ("components", "component"),
+    "noise": ("noise",),
+    "stats": ("stats_obs", "stats_cmb", "stat"),
+    "analysis": ("metrics", "spectra", "analysis_done", "mask", "mask_apodized", "beam_fwhm", "metric", "kind",
+                 "ell_bin"),
+}
+PRED_ARRAYS = ("pred", "pred_sigma", "pred_done")
+ANALYSIS_RUN_ARRAYS = ("metrics", "spectra", "analysis_done")
+
+
+@dataclasses.dataclass
+class DropReport:
+    store: str
+    product: str
+    run: str | None
+    removed: list                    # what went, in words
+    bytes_before: int
+    bytes_after: int
+    notes: list = dataclasses.field(default_factory=list)
+
+    @property
+    def reclaimed(self) -> int:
+        return self.bytes_before - self.bytes_after
+
+
+def checkpoints_dir(store: str, run: str) -> Path:
+    return Path(str(store).rstrip("/") + ".runs") / run
+
+
+def _size(path: Path) -> int:
+    return (cube.disk_size(str(path)) or 0) if path.exists() else 0
+
+
+def dependants(store: str, product: str) -> list[str]:
+    """What in the store was made from ``product`` (obs or cmb)."""
+    group = cube.fresh_group(store)
+    names = set(group.array_keys())
+    out = []
+    runs = [str(r) for r in group["run"][...]] if "run" in names else []
+    if runs:
+        out.append(f"run(s) {', '.join(runs)} (predictions and trainings made from it)")
+    stats = {"obs": "stats_obs", "cmb": "stats_cmb"}[product]
+    if stats in names:
+        out.append(f"{stats} (normalisation statistics)")
+    if product == "cmb" and "metrics" in names and not runs:
+        out.append("metrics and spectra (scored against it)")
+    return out
+
+
+def drop(store: str, product: str, run: str | None = None, force: bool = False) -> DropReport:
+    store = str(store)
+    if product not in PRODUCTS:
+        raise ValueError(f"unknown product {product!r}; allowed: {', '.join(PRODUCTS)}")
+    if run is not None and product not in RUN_PRODUCTS:
+        raise ValueError(f"--run applies to {', '.join(RUN_PRODUCTS)}, not to {product}")
+    if cube.is_remote(store):
+        raise cube.StoreError(f"{store}: drop edits a local store; run it where the store lives")
+    if not Path(store).is_dir():
+        raise cube.StoreError(f"{store}: no such store")
+    attrs = cube.read_attrs(store)
+    if "recipe_hash" not in attrs:
+        raise cube.StoreError(f"{store} is a Zarr store but not a cmbcube store")
+    journal = attrs.get(cube.DROP_JOURNAL_ATTR)
+    if journal and not (product == "run" and run == json.loads(journal)["run"]):
+        name = json.loads(journal)["run"]
+        raise cube.StoreError(f"{store}: removing run {name!r} was interrupted; finish it first "
+                              f"(cmbcube drop {store} run --run {name})")
+    runs_dir = Path(store.rstrip("/") + ".runs")
+    before = _size(Path(store)) + _size(runs_dir)
+    group = cube.fresh_group(store)
+    names = set(group.array_keys())
+    runs = [str(r) for r in group["run"][...]] if "run" in names else []
+    report = DropReport(store, product, run, [], before, before)
+
+    if product in ("obs", "cmb") and product in names and not force:
+        deps = dependants(store, product)
+        if deps:
+            raise cube.StoreError(
+                f"{store}: refusing to drop {product}: the store holds products made from it: {'; '.join(deps)}. "
+                f"Drop those first (cmbcube drop {store} run, cmbcube drop {store} stats) or pass --force to drop "
+                f"{product} anyway (they stay, but can no longer be recomputed or checked against it)")
+    if product in ("pred", "analysis", "run") and run is not None and run not in runs and not journal:
+        raise cube.StoreError(f"{store}: no run {run!r}; runs present: {', '.join(runs) or 'none'}")
+
+    if product == "run":
+        targets = [run] if run is not None else runs
+        if not targets:
+            raise cube.StoreError(f"{store}: no runs to drop")
+        configs = {}
+        for name in targets:
+            if name in runs:
+                try:
+                    configs[name] = json.loads(str(group["run_config"][runs.index(name)]))
+                except (ValueError, KeyError):
+                    configs[name] = {}
+        if run is not None:
+            cube.remove_run(store, run)
+        else:
+            cube.delete_arrays(store, cube.run_axis_arrays(store))
+            cube.consolidate(store)
+        for name in targets:
+            report.removed.append(f"run {name!r}")
+            folder = checkpoints_dir(store, name)
+            if folder.is_dir():
+                shutil.rmtree(folder)
+                report.removed.append(f"its checkpoints {folder}")
+            other = configs.get(name, {}).get("checkpoint_dir")
+            if other and Path(other).resolve() != folder.resolve() and Path(other).exists():
+                report.notes.append(f"checkpoints of {name!r} at {other} are outside {runs_dir}: left in place")
+        if runs_dir.is_dir() and not any(runs_dir.iterdir()):
+            runs_dir.rmdir()
+    elif product == "pred" or (product == "analysis" and run is not None):
+        if not runs:
+            raise cube.StoreError(f"{store}: no runs, so no {product} to drop")
+        wanted = PRED_ARRAYS + ANALYSIS_RUN_ARRAYS if product == "pred" else ANALYSIS_RUN_ARRAYS
+        present = [n for n in wanted if n in names]
+        if not present:
+            raise cube.StoreError(f"{store}: no {product} to drop")
+        cube.delete_run_chunks(store, present, None if run is None else runs.index(run))
+        cube.consolidate(store)
+        who = f"run {run!r}" if run is not None else "every run"
+        report.removed.append(f"{'predictions and analysis' if product == 'pred' else 'metrics and spectra'} of {who} "
+                              f"({', '.join(present)})")
+        if product == "pred":
+            report.notes.append(f"the run definitions, losses and checkpoints stay: cmbcube ilc / predict "
+                                f"--run {run or 'NAME'} writes the predictions again")
+    else:
+        present = [n for n in ARRAYS[product] if n in names]
+        main = ARRAYS[product][0]
+        if main not in names:
+            have = [p for p, arrays in ARRAYS.items() if arrays[0] in names]
+            raise cube.StoreError(f"{store}: no {product} in this store (products present: {', '.join(have) or 'none'})")
+        cube.delete_arrays(store, present)
+        if product in ("obs", "cmb", "components", "noise"):
+            cube.record_dropped(store, product)
+        cube.consolidate(store)
+        report.removed.append(f"{product} ({', '.join(present)})")
+        if product == "stats":
+            report.notes.append("runs trained with a normalising transform need cmbcube preprocess again "
+                                "before cmbcube predict")
+        if product in ("obs", "cmb"):
+            report.notes.append(f"cmbcube simulate will refuse to add sims to this store ({product} is gone)")
+    report.bytes_after = _size(Path(store)) + _size(runs_dir)
+    return report
+
+
+def format_report(report: DropReport) -> str:
+    human = cube._human
+    lines = [f"dropped {', '.join(report.removed)} from {report.store}: reclaimed {human(max(report.reclaimed, 0))} "
+             f"({human(report.bytes_before)} -> {human(report.bytes_after)}, checkpoints included)"]
+    lines += [f"  note: {n}" for n in report.notes]
+    return "\n".join(lines)

@@ -1,0 +1,389 @@
+"""``cmbcube verify``: every finished unit of work still has all its chunks, and they decode.
+
+A unit is what one task writes and flags: a sim ((split, sim), flag ``sim_done``), a run's
+prediction of a sim ((run, split, sim), flag ``pred_done``) or its analysis (flag
+``analysis_done``).  For each flagged unit every chunk file of every product it wrote is
+checked: the file (or shard) exists, a shard's index passes its crc32c and points inside the
+file, every inner chunk that must exist is there, each chunk's crc32c matches its bytes, an
+uncompressed chunk has the size of its map, and a compressed unit decodes through zarr.
+
+Damaged units are reported in a table; ``clear=True`` deletes their damaged files and clears
+their done-flags, so rerunning the stage that wrote them (simulate, ilc/predict, analyze)
+rebuilds exactly those units.  Files are read with plain ``pread`` calls in a thread pool
+(reading is I/O bound and crc32c runs in C).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import struct
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+
+import numpy as np
+
+from . import cube
+from .recipe import SPLITS
+
+SIM_PRODUCTS = cube.SIM_PRODUCTS
+PRED_PRODUCTS = ("pred", "pred_sigma")
+ANALYSIS_PRODUCTS = ("metrics", "spectra")
+PRODUCTS = SIM_PRODUCTS + PRED_PRODUCTS + ANALYSIS_PRODUCTS
+OPTIONAL = ("pred_sigma",)          # written only by methods that give an uncertainty
+_EMPTY = 2 ** 64 - 1
+
+
+@dataclasses.dataclass
+class Damage:
+    level: str              # sim / pred / analysis / metadata
+    unit: tuple             # (split, sim), (run, split, sim) or ()
+    product: str
+    key: str                # chunk key inside the product ("" for metadata)
+    problem: str
+
+
+@dataclasses.dataclass
+class VerifyReport:
+    store: str
+    units: int = 0
+    files: int = 0
+    bytes_read: int = 0
+    damage: list = dataclasses.field(default_factory=list)
+    cleared: bool = False
+    unchecked_checksums: list = dataclasses.field(default_factory=list)   # arrays stored without crc32c
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.damage
+
+    def units_at(self, level: str) -> list[tuple]:
+        return sorted({d.unit for d in self.damage if d.level == level})
+
+
+@dataclasses.dataclass
+class _Layout:
+    """How one array's files are laid out (read once by the driver)."""
+    name: str
+    sharded: bool
+    inner_grid: tuple = ()          # inner chunks per shard along each axis
+    index_crc: bool = False
+    index_at_end: bool = True
+    checksum: bool = False
+    compressed: bool = False
+    chunk_nbytes: int = 0           # encoded size of an uncompressed (inner) chunk, crc included
+    required: np.ndarray | None = None   # (n_inner,) bool: inner chunks a finished unit must hold
+    labels: list | None = None      # (n_inner,) "detector 143, field Q"
+
+
+def _codec_names(codecs) -> list[str]:
+    return [type(c).__name__ for c in codecs]
+
+
+def _layout(group, name: str, nlead: int) -> _Layout:
+    arr = group[name]
+    codecs = arr.metadata.codecs
+    sharded = _codec_names(codecs)[:1] == ["ShardingCodec"]
+    if sharded:
+        shard = codecs[0]
+        inner_codecs = shard.codecs
+        inner_shape = tuple(shard.chunk_shape)
+        outer = cube.outer_chunks(arr)
+        grid = tuple(o // i for o, i in zip(outer, inner_shape))
+    else:
+        inner_codecs = codecs
+        inner_shape = cube.outer_chunks(arr)
+        grid = ()
+    names = _codec_names(inner_codecs)
+    checksum = names[-1:] == ["Crc32cCodec"]
+    compressed = any(n not in ("BytesCodec", "Crc32cCodec") for n in names)
+    nbytes = int(np.prod(inner_shape)) * np.dtype(arr.dtype).itemsize + (4 if checksum else 0) \
+        if np.dtype(arr.dtype).kind in "fiub" else 0
+    out = _Layout(name, sharded, grid, checksum=checksum, compressed=compressed, chunk_nbytes=nbytes)
+    if sharded:
+        out.index_crc = _codec_names(shard.index_codecs)[-1:] == ["Crc32cCodec"]
+        out.index_at_end = getattr(shard.index_location, "value", "end") == "end"
+        dims = cube.array_dims(arr)[nlead:]
+        inner = [(d, g) for d, g in zip(dims, grid[nlead:])]
+        out.labels, out.required = _inner_labels(group, name, inner)
+    return out
+
+
+def _inner_labels(group, name, inner):
+    """Labels and 'must exist' flags of a shard's inner chunks (C order over the inner grid)."""
+    import itertools
+    values = {}
+    for dim, count in inner:
+        if count > 1 and dim in group.array_keys():
+            values[dim] = [str(v) for v in np.asarray(group[dim][...])][:count]
+    axes = [(dim, count) for dim, count in inner if count > 1]
+    labels, required = [], []
+    has_field = np.asarray(group["has_field"][...]) if "has_field" in group.array_keys() else None
+    for position in itertools.product(*[range(c) for _, c in axes]):
+        where = dict(zip([d for d, _ in axes], position))
+        labels.append(", ".join(f"{d} {values.get(d, list(range(c)))[where[d]]}" for d, c in axes) or "map")
+        if name in ("obs", "noise", "components") and has_field is not None and {"detector", "field"} <= set(where):
+            required.append(bool(has_field[where["detector"], where["field"]]))
+        else:
+            required.append(name in ("obs", "noise", "components", "cmb"))
+    return labels, np.array(required, dtype=bool)
+
+
+def _check_file(layout: _Layout, path: str, key: str) -> tuple[list[str], int]:
+    """Problems of one chunk file (empty when sound) and the bytes read."""
+    import google_crc32c
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return [f"{'shard' if layout.sharded else 'chunk'} {key} missing"], 0
+    except OSError as err:
+        return [f"{key} unreadable: {err.strerror}"], 0
+    problems, nread = [], 0
+    try:
+        size = os.fstat(fd).st_size
+        if not layout.sharded:
+            blob = os.pread(fd, size, 0)
+            nread += len(blob)
+            if layout.checksum and (len(blob) < 4 or google_crc32c.value(blob[:-4]) != struct.unpack("<I", blob[-4:])[0]):
+                problems.append(f"chunk {key} checksum mismatch (corrupted)")
+            elif not layout.compressed and layout.chunk_nbytes and len(blob) != layout.chunk_nbytes:
+                problems.append(f"chunk {key} has {len(blob)} bytes, expected {layout.chunk_nbytes} (truncated?)")
+            return problems, nread
+        n = int(np.prod(layout.inner_grid))
+        index_len = 16 * n + (4 if layout.index_crc else 0)
+        if size < index_len:
+            return [f"shard {key} is {size} bytes, shorter than its index (truncated)"], 0
+        raw = os.pread(fd, index_len, size - index_len if layout.index_at_end else 0)
+        nread += len(raw)
+        if layout.index_crc and google_crc32c.value(raw[:-4]) != struct.unpack("<I", raw[-4:])[0]:
+            return [f"shard {key}: index checksum mismatch (corrupted)"], nread
+        table = np.frombuffer(raw[:16 * n], dtype="<u8").reshape(n, 2)
+        data_start, data_end = (0, size - index_len) if layout.index_at_end else (index_len, size)
+        for k in range(n):
+            offset, nbytes = int(table[k, 0]), int(table[k, 1])
+            label = layout.labels[k] if layout.labels else str(k)
+            if offset == _EMPTY:
+                if layout.required is not None and layout.required[k]:
+                    problems.append(f"shard {key}: {label} missing")
+                continue
+            if offset < data_start or offset + nbytes > data_end:
+                problems.append(f"shard {key}: {label} points outside the file (truncated)")
+                continue
+            if not layout.compressed and layout.chunk_nbytes and nbytes != layout.chunk_nbytes:
+                problems.append(f"shard {key}: {label} has {nbytes} bytes, expected {layout.chunk_nbytes}")
+                continue
+            if layout.checksum:
+                blob = os.pread(fd, nbytes, offset)
+                nread += len(blob)
+                if len(blob) != nbytes or google_crc32c.value(blob[:-4]) != struct.unpack("<I", blob[-4:])[0]:
+                    problems.append(f"shard {key}: {label} checksum mismatch (corrupted)")
+    finally:
+        os.close(fd)
+    return problems, nread
+
+
+def _check_unit(path: str, arrays: dict, layouts: dict, level: str, unit: tuple, leading: tuple,
+                products) -> tuple[list[Damage], int, int]:
+    damage, files, nread = [], 0, 0
+    for name in products:
+        layout, arr = layouts[name], arrays[name]
+        unit_damage = []
+        for key, file in cube.unit_files(path, arr, name, leading):
+            if name in OPTIONAL and not os.path.exists(file):
+                continue
+            problems, n = _check_file(layout, file, key)
+            files += 1
+            nread += n
+            unit_damage += [Damage(level, unit, name, key, p) for p in problems]
+        if not unit_damage and layout.compressed:
+            try:                            # checksums passed: make sure the codecs decode too
+                np.asarray(arr[leading])
+            except Exception as err:  # noqa: BLE001 - any decoding failure is damage
+                unit_damage.append(Damage(level, unit, name, "", f"does not decode: {type(err).__name__}: {err}"))
+        damage += unit_damage
+    return damage, files, nread
+
+
+def _read_flags(arr, level: str, unit_of) -> tuple[np.ndarray, list[Damage]]:
+    """A done-flag array; unreadable flag chunks count as done and damaged (clearing rewrites them)."""
+    try:
+        return np.asarray(arr[...]) == 1, []
+    except Exception:  # noqa: BLE001 - a corrupted flag chunk: find which, element by element
+        flags = np.zeros(arr.shape, dtype=bool)
+        damage = []
+        for index in np.ndindex(*arr.shape):
+            try:
+                flags[index] = int(arr[index]) == 1
+            except Exception as err:  # noqa: BLE001
+                flags[index] = True
+                damage.append(Damage(level, unit_of(index), arr.basename if hasattr(arr, "basename") else "flag",
+                                     "", f"done-flag unreadable ({type(err).__name__})"))
+        return flags, damage
+
+
+def metadata_problems(path: str) -> list[Damage]:
+    """Array metadata that does not parse, consolidated metadata out of date, an interrupted drop."""
+    import zarr
+    out = []
+    present = {}
+    for entry in sorted(Path(path).iterdir()):
+        meta = entry / "zarr.json"
+        if entry.is_dir() and meta.exists():
+            try:
+                present[entry.name] = tuple(json.loads(meta.read_text()).get("shape", ()))
+            except (OSError, ValueError) as err:
+                out.append(Damage("metadata", (), entry.name, "zarr.json", f"metadata unreadable: {err}"))
+    try:
+        consolidated = zarr.open_group(path, mode="r", use_consolidated=True).metadata.consolidated_metadata
+    except Exception as err:  # noqa: BLE001
+        return out + [Damage("metadata", (), "(root)", "zarr.json", f"root metadata unreadable: {err}")]
+    if consolidated is None:
+        out.append(Damage("metadata", (), "(root)", "zarr.json", "no consolidated metadata"))
+    else:
+        listed = {k: tuple(getattr(v, "shape", ())) for k, v in consolidated.metadata.items()}
+        stale = sorted(set(listed) ^ set(present)) + sorted(k for k in set(listed) & set(present)
+                                                           if listed[k] != present[k])
+        if stale:
+            out.append(Damage("metadata", (), "(root)", "zarr.json",
+                              f"consolidated metadata out of date ({', '.join(stale[:8])})"))
+    attrs = cube.read_attrs(path)
+    if cube.DROP_JOURNAL_ATTR in attrs:
+        run = json.loads(attrs[cube.DROP_JOURNAL_ATTR])["run"]
+        out.append(Damage("metadata", (), "run", "", f"removing run {run!r} was interrupted: rerun "
+                                                     f"`cmbcube drop {path} run --run {run}` to finish it"))
+    return out
+
+
+def verify(path: str, products=None, clear: bool = False, workers: int | None = None,
+           progress: bool | None = None) -> VerifyReport:
+    from tqdm import tqdm
+    path = str(path)
+    if cube.is_remote(path):
+        raise cube.StoreError(f"{path}: verify reads a local store's files; run it where the store lives")
+    if not Path(path).is_dir():
+        raise cube.StoreError(f"{path}: no such store")
+    attrs = cube.read_attrs(path)
+    if "recipe_hash" not in attrs:
+        raise cube.StoreError(f"{path} is a Zarr store but not a cmbcube store")
+    t0 = time.perf_counter()
+    report = VerifyReport(path)
+    report.damage += metadata_problems(path)
+    group = cube.fresh_group(path)
+    names = set(group.array_keys())
+    if products:
+        unknown = [p for p in products if p not in PRODUCTS]
+        if unknown:
+            raise ValueError(f"--products {','.join(unknown)}: unknown; allowed: {', '.join(PRODUCTS)}")
+        absent = [p for p in products if p not in names]
+        if absent:
+            raise ValueError(f"--products {','.join(absent)}: not in {path}; present: "
+                             f"{', '.join(p for p in PRODUCTS if p in names)}")
+        wanted = list(products)
+    else:
+        wanted = [p for p in PRODUCTS if p in names]
+    sim_products = [p for p in wanted if p in SIM_PRODUCTS]
+    pred_products = [p for p in wanted if p in PRED_PRODUCTS and "pred_done" in names]
+    ana_products = [p for p in wanted if p in ANALYSIS_PRODUCTS and "analysis_done" in names]
+    arrays = {name: group[name] for name in sim_products + pred_products + ana_products}
+    layouts = {name: _layout(group, name, 3 if name in PRED_PRODUCTS + ANALYSIS_PRODUCTS else 2)
+               for name in arrays}
+    report.unchecked_checksums = sorted(n for n, lay in layouts.items() if not lay.checksum)
+
+    jobs = []                                  # (level, unit, leading, products)
+    if sim_products:
+        flags, bad = _read_flags(group["sim_done"], "sim", lambda i: (SPLITS[i[0]], int(i[1])))
+        report.damage += bad
+        jobs += [("sim", (SPLITS[i], int(j)), (i, int(j)), sim_products) for i, j in zip(*np.nonzero(flags))]
+    runs = [str(r) for r in group["run"][...]] if "run" in names else []
+    for level, flag_name, prods in (("pred", "pred_done", pred_products), ("analysis", "analysis_done", ana_products)):
+        if not prods:
+            continue
+        flags, bad = _read_flags(group[flag_name], level, lambda i: (runs[i[0]], SPLITS[i[1]], int(i[2])))
+        report.damage += bad
+        jobs += [(level, (runs[r], SPLITS[i], int(j)), (int(r), i, int(j)), prods)
+                 for r, i, j in zip(*np.nonzero(flags)) if r < len(runs)]
+    report.units = len(jobs)
+    workers = workers or min(8, (os.cpu_count() or 2) * 2)
+    bar = tqdm(total=len(jobs), desc="verify", unit="unit", disable=None if progress is None else not progress)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            futures = [pool.submit(_check_unit, path, arrays, layouts, level, unit, leading, prods)
+                       for level, unit, leading, prods in jobs]
+            for fut in as_completed(futures):
+                damage, files, nread = fut.result()
+                report.damage += damage
+                report.files += files
+                report.bytes_read += nread
+                bar.update(1)
+                if damage:
+                    bar.set_postfix(damaged=len({d.unit for d in report.damage}))
+    finally:
+        bar.close()
+    report.damage.sort(key=lambda d: ({"metadata": 0, "sim": 1, "pred": 2, "analysis": 3}[d.level],
+                                      tuple(map(str, d.unit)), d.product, d.key))
+    if clear and report.damage:
+        _clear(path, report, runs)
+        report.cleared = True
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _clear(path: str, report: VerifyReport, runs: list[str]) -> None:
+    """Delete the damaged files and clear the done-flags of their units (metadata: reconsolidate)."""
+    group = cube.fresh_group(path)
+    for d in report.damage:
+        if d.key and d.level != "metadata":
+            leading = (SPLITS.index(d.unit[0]), d.unit[1]) if d.level == "sim" else \
+                (runs.index(d.unit[0]), SPLITS.index(d.unit[1]), d.unit[2])
+            for key, file in cube.unit_files(path, group[d.product], d.product, leading):
+                if key == d.key and os.path.exists(file):
+                    os.remove(file)
+    for split, sim in report.units_at("sim"):
+        cube.clear_done(path, split, sim)
+    for run, split, sim in report.units_at("pred"):
+        cube.clear_run_done(path, runs.index(run), split, sim)
+    for run, split, sim in report.units_at("analysis"):
+        cube.clear_run_done(path, runs.index(run), split, sim, analysis_only=True)
+    meta = [d for d in report.damage if d.level == "metadata"]
+    if meta and not any("unreadable" in d.problem or "interrupted" in d.problem for d in meta):
+        cube.consolidate(path)
+
+
+def format_report(report: VerifyReport) -> str:
+    lines = []
+    size = cube._human(report.bytes_read)
+    head = (f"verified {report.store}: {report.units} finished unit(s), {report.files} file(s), {size} read "
+            f"in {report.seconds:.1f} s")
+    lines.append(head)
+    if report.unchecked_checksums:
+        lines.append(f"  note: {', '.join(report.unchecked_checksums)} stored without crc32c checksums "
+                     "(storage.checksum: false): corruption inside them cannot be detected, only missing files")
+    if report.ok:
+        lines.append("  no damage found")
+        return "\n".join(lines)
+    sections = (("metadata", "metadata", ("product",)),
+                ("sim", "damaged sims (rebuilt by rerunning cmbcube simulate)", ("split", "sim", "product")),
+                ("pred", "damaged predictions (rebuilt by rerunning cmbcube ilc / predict for the run)",
+                 ("run", "split", "sim", "product")),
+                ("analysis", "damaged analyses (rebuilt by rerunning cmbcube analyze)",
+                 ("run", "split", "sim", "product")))
+    for level, title, columns in sections:
+        rows = [d for d in report.damage if d.level == level]
+        if not rows:
+            continue
+        nunits = len({d.unit for d in rows})
+        lines.append(f"{title}: {nunits if level != 'metadata' else len(rows)}")
+        table = [list(columns) + ["problem"]]
+        for d in rows:
+            table.append([str(v) for v in d.unit] + [d.product, d.problem])
+        widths = [max(len(r[k]) for r in table) for k in range(len(columns))]
+        for row in table:
+            lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)) + "  " + row[-1])
+    if report.cleared:
+        lines.append("cleared the done-flags of the damaged units and deleted their damaged files; "
+                     "rerun the stages above to rebuild exactly them")
+    else:
+        lines.append("rerun with --clear to clear their done-flags, then rerun the stages above")
+    return "\n".join(lines)
