@@ -821,9 +821,13 @@ def summary(path: str) -> str:
         fields = "".join(f for f, ok in zip(ds.field.values, ds.has_field.values[k]) if ok)
         lines.append(f"              {int(det):4d}  {float(ds.center_frequency_ghz[k]):9.3f}  "
                      f"{float(ds.beam_fwhm_arcmin[k]):5.2f}  {str(ds.unit.values[k]):7s} {fields}")
-    lines.append(f"  CMB truth   unit {attrs['cmb_unit']}, beam {ds.cmb.attrs.get('beam_fwhm_arcmin', 0)}' (0 = none)")
+    if "cmb" in ds:
+        lines.append(f"  CMB truth   unit {attrs['cmb_unit']}, beam {ds.cmb.attrs.get('beam_fwhm_arcmin', 0)}' (0 = none)")
     products = [name for name in ds.data_vars if name not in ("sim_done", "pred_done")]
     lines.append(f"  products    {', '.join(products)}")
+    gone = json.loads(attrs.get(DROPPED_ATTR, "[]"))
+    if gone:
+        lines.append("  dropped     " + ", ".join(f"{d['product']} ({d['dropped']})" for d in gone))
     if "run" in ds.coords:
         for k, run in enumerate(ds.run.values):
             cnt = ds.pred_done.isel(run=k).sum("sim").values
