@@ -148,10 +148,15 @@ def where_to_put(recipe: Recipe, destination: str | None = None) -> list[str]:
     target, looked = pysm_roots(recipe, destination)
     lines = []
     fg = r["foregrounds"]
-    hint = "" if fg["data_dir"] or os.environ.get("PYSM_LOCAL_DATA") == str(target) else \
-        f"; then set foregrounds.data_dir: {target} (or export PYSM_LOCAL_DATA={target})"
-    lines.append(f"pysm3 templates: under {target} with pysm3's relative paths (looked for in "
-                 f"{', '.join(map(str, looked))}){hint}"
+    if fg["data_dir"]:
+        origin = "foregrounds.data_dir"
+    elif os.environ.get("PYSM_LOCAL_DATA") == str(target):
+        origin = "$PYSM_LOCAL_DATA"
+    else:
+        origin = (f"{'--destination' if destination else 'default'}; then set foregrounds.data_dir: {target} "
+                  f"or export PYSM_LOCAL_DATA={target}")
+    lines.append(f"pysm3 templates: under {target} ({origin}) with pysm3's relative paths; looked for in "
+                 f"{', '.join(map(str, looked))}"
                  + ("" if fg["model"] == "pysm3" else "; used only with foregrounds.model: pysm3"))
     if r["noise"]["model"] == "variance_maps":
         lines.append(f"variance maps: {r['noise']['variance_dir']}/{{freq}}.fits (noise.variance_dir), columns "
