@@ -187,7 +187,8 @@ def create_or_check(path: str, recipe: Recipe) -> str:
     if not target.parent.exists():
         raise StoreError(f"--store {path}: parent directory {target.parent} does not exist")
     if not os.access(target.parent, os.W_OK):
-        raise StoreError(f"--store {path}: no permission to write in {target.parent}")
+        raise StoreError(f"--store {path}: no permission to write in {target.parent} ({os.strerror(13)}); "
+                         "nothing was created")
     ds, encoding = _template(recipe)
 
     def build(tmp):
@@ -715,10 +716,14 @@ def open_dataset(path: str, chunks="auto-inner", **storage_options):
     import xarray as xr
     if not is_remote(path) and not Path(path).exists():
         raise StoreError(f"{path}: no such store")
+    import zarr.errors
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
-        ds = xr.open_zarr(zarr_store(path, storage_options), chunks={} if chunks == "auto-inner" else chunks,
-                          zarr_format=3)
+        try:
+            ds = xr.open_zarr(zarr_store(path, storage_options), chunks={} if chunks == "auto-inner" else chunks,
+                              zarr_format=3)
+        except (OSError, zarr.errors.BaseZarrError) as err:      # missing, unreachable, not a store
+            raise StoreError(f"{path}: cannot open a cube there ({type(err).__name__}: {err})") from None
     return ds
 
 
@@ -750,6 +755,16 @@ def _range_tolerant_http():
     from fsspec.implementations.http import HTTPFileSystem
 
     class RangeTolerantHTTP(HTTPFileSystem):
+        async def set_session(self):
+            # fsspec closes the sessions of synchronous instances only; close ours too (at exit at the
+            # latest) instead of leaving aiohttp's 'Unclosed client session' warnings behind
+            if self._session is None:
+                import asyncio
+                import weakref
+                session = await super().set_session()
+                weakref.finalize(self, self.close_session, asyncio.get_running_loop(), session)
+            return self._session
+
         async def _cat_file(self, url, start=None, end=None, **kwargs):
             if start is None and end is None:
                 return await super()._cat_file(url, **kwargs)

@@ -1,0 +1,183 @@
+"""Sharing a finished store: read-only over plain HTTP (python -m http.server), consolidated metadata
+after every stage (a remote open costs one metadata request), and read-only opens never write."""
+import json
+import os
+import re
+import selectors
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+import cmbcube
+from cmbcube import cmbml, cube, ilc, preprocess, train
+from cmbcube.cli import main
+from cmbcube.datasets import CubeDataset, make_loader
+
+META_NAMES = ("zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata")
+
+
+class Server:
+    """``python -m http.server`` in a subprocess, serving a folder read-only on 127.0.0.1.
+
+    It answers GET/HEAD only (no writes) and ignores Range requests, like the simplest
+    web servers; every request is logged to its stderr, which we read to count requests.
+    """
+
+    def __init__(self, folder: Path, log: Path):
+        self.log = log
+        self.proc = subprocess.Popen(
+            [sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", str(folder)],
+            stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        if not sel.select(timeout=30):
+            self.close()
+            raise RuntimeError("python -m http.server did not start")
+        line = self.proc.stdout.readline()
+        self.port = int(re.search(r"port (\d+)", line).group(1))
+
+    def mark(self) -> int:
+        return self.log.stat().st_size
+
+    def requests(self, since: int) -> list[str]:
+        time.sleep(0.2)                         # the log line is written before the response; be generous
+        with open(self.log) as f:
+            f.seek(since)
+            text = f.read()
+        return re.findall(r'"(?:GET|HEAD|PUT|POST|DELETE) (\S+) HTTP', text)
+
+    def writes(self) -> list[str]:
+        return re.findall(r'"((?:PUT|POST|DELETE|PATCH) \S+) HTTP', self.log.read_text())
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def served(tiny_store, tmp_path_factory):
+    www = tmp_path_factory.mktemp("www")
+    store = www / "tiny.zarr"
+    shutil.copytree(tiny_store, store)
+    server = Server(www, www.parent / f"{www.name}-server.log")
+    yield server, str(store), f"http://127.0.0.1:{server.port}/tiny.zarr"
+    server.close()
+
+
+def test_open_select_and_dataset_over_plain_http(served):
+    server, local, url = served
+    mark = server.mark()
+    ds = cmbcube.open(url)
+    opened = server.requests(mark)
+    # consolidated metadata: the whole store's metadata in one request, no array metadata fetched
+    assert [r for r in opened if r.endswith(META_NAMES)] == ["/tiny.zarr/zarr.json"]
+    # besides it only the small index coordinates (one chunk each); no map is read to open
+    assert len(opened) <= 1 + len(ds.indexes)
+    assert not any(r.startswith(("/tiny.zarr/obs/", "/tiny.zarr/cmb/")) for r in opened)
+
+    mark = server.mark()
+    m = ds.obs.sel(split="test", sim=1, detector=143, field="Q").values
+    assert np.array_equal(m, zarr.open_group(local, mode="r")["obs"][2, 1, 4, 1])
+    selected = server.requests(mark)
+    assert selected and all(r == "/tiny.zarr/obs/c/2/1/0/0/0" for r in selected) and len(selected) <= 2
+
+    remote = CubeDataset(url, "test", detectors=[143, 353], fields=["I", "Q"], view="faces")
+    here = CubeDataset(local, "test", detectors=[143, 353], fields=["I", "Q"], view="faces")
+    assert len(remote) == len(here) == 2
+    for i in range(2):
+        a, b = remote[i], here[i]
+        assert torch.equal(a["inputs"], b["inputs"]) and torch.equal(a["target"], b["target"])
+    batch = next(iter(make_loader(remote, batch_size=2, shuffle=False)))
+    assert torch.equal(batch["inputs"][1], here[1]["inputs"])
+    assert "test 2/2 done" in cube.summary(url)
+    assert server.writes() == []
+
+
+def test_missing_or_unreachable_urls_are_clear_errors(served):
+    server, _, url = served
+    with pytest.raises(cube.StoreError, match="missing.zarr: cannot open a cube there"):
+        cmbcube.open(url.replace("tiny.zarr", "missing.zarr"))
+    with socket.socket() as s:                 # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(cube.StoreError, match="cannot open a cube there"):
+        cmbcube.open(f"http://127.0.0.1:{port}/tiny.zarr")
+    assert main(["info", url.replace("tiny.zarr", "missing.zarr")]) == 2
+
+
+def stale_metadata(path) -> list[str]:
+    """Arrays whose metadata in the root's consolidated copy differs from their own zarr.json
+    (or is missing there, or names an array that no longer exists)."""
+    path = Path(path)
+    consolidated = json.loads((path / "zarr.json").read_text())["consolidated_metadata"]["metadata"]
+    stale = []
+    for meta in path.rglob("zarr.json"):
+        name = meta.parent.relative_to(path).as_posix()
+        if name != "." and consolidated.get(name) != json.loads(meta.read_text()):
+            stale.append(name)
+    return stale + [n for n in consolidated if not (path / n / "zarr.json").is_file()]
+
+
+def test_every_stage_leaves_consolidated_metadata(tiny_store, tmp_path):
+    store = str(tmp_path / "stages.zarr")
+    shutil.copytree(tiny_store, store)
+    assert stale_metadata(store) == []                                            # simulate
+    preprocess.run(store, scheduler="synchronous")
+    assert stale_metadata(store) == []
+    ilc.run(store, ilc.ILCConfig(method="hilc", fields=("I",)), splits=("test",), scheduler="synchronous")
+    assert stale_metadata(store) == []
+    config = train.TrainConfig(model="patch-unet", detectors=(143,), epochs=1, batch_size=16, repeats=1,
+                               patch_side=8, base_channels=4, train_sims=1, lr_start=1e-3, lr_end=1e-4,
+                               transform="standardize", target_transform="standardize")
+    train.train(store, config, run_name="tiny-unet", device="cpu", progress=False)
+    assert stale_metadata(store) == []
+    train.predict(store, "tiny-unet", splits=("test",), device="cpu", progress=False)
+    assert stale_metadata(store) == []
+    assert main(["analyze", store, "--scheduler", "synchronous", "--no-progress"]) == 0
+    assert stale_metadata(store) == []
+    assert {"stats_obs", "pred", "loss_train", "metrics", "spectra"} <= set(cmbcube.open(store).data_vars)
+    # and a CMB-ML ingest
+    tree = cmbml.make_example_tree(tmp_path / "tree", nside=8, splits={"test": 1}, detectors=(143, 857))
+    ingested = str(tmp_path / "ingested.zarr")
+    assert cmbml.ingest(tree, ingested, scheduler="synchronous", progress=False).ok
+    assert stale_metadata(ingested) == []
+
+
+def snapshot(folder) -> dict:
+    """{relative path: (bytes, mtime_ns)} of every file and directory under ``folder``."""
+    out = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            full = os.path.join(root, name)
+            st = os.stat(full)
+            out[os.path.relpath(full, folder)] = (open(full, "rb").read() if name in files else None, st.st_mtime_ns)
+    return out
+
+
+def test_read_only_opens_never_write(tiny_store, tmp_path):
+    store = tmp_path / "shared" / "tiny.zarr"
+    shutil.copytree(tiny_store, store)
+    preprocess.run(str(store), scheduler="synchronous")
+    time.sleep(0.05)                         # any later write would move an mtime past the snapshot
+    before = snapshot(store.parent)
+    ds = cmbcube.open(store)
+    ds.obs.sel(split="train", sim=2, detector=353, field="U").values
+    ds.cmb.isel(sim=0).mean().values
+    assert "train 3/3 done" in cube.summary(str(store))
+    cube.done_flags(str(store))
+    cube.read_attrs(str(store))
+    preprocess.load_stats(str(store))
+    data = CubeDataset(str(store), "train", detectors=[100, 143], fields=["I"], view="patches", patch_side=8,
+                       transform="standardize")
+    next(iter(make_loader(data, batch_size=4)))
+    data[0]
+    assert main(["info", str(store)]) == 0
+    assert snapshot(store.parent) == before
