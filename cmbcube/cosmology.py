@@ -73,11 +73,15 @@ def read_chain(path: str) -> dict[str, np.ndarray]:
 
 
 def lensed_spectra(params: dict[str, float], lmax: int, lens_potential_accuracy: int = 0) -> np.ndarray:
-    """(4, lmax+1) lensed C_ell (TT, EE, BB, TE) in uK_CMB^2, from CAMB."""
+    """(4, lmax+1) lensed C_ell (TT, EE, BB, TE) in uK_CMB^2, from CAMB.
+
+    CAMB computes the unlensed spectra to lmax + 200 (its ``lens_output_margin``) so that the lensed
+    ones are accurate to lmax.
+    """
     import camb
     pars = camb.set_params(H0=params["H0"], ombh2=params["ombh2"], omch2=params["omch2"],
                            ns=params["ns"], As=params["As"], tau=params["tau"], mnu=0.06,
-                           lmax=lmax + 300, lens_potential_accuracy=lens_potential_accuracy,
+                           lmax=lmax, lens_potential_accuracy=lens_potential_accuracy,
                            WantTensors=False)
     results = camb.get_results(pars)
     cls = results.get_cmb_power_spectra(pars, CMB_unit="muK", raw_cl=True, lmax=lmax,

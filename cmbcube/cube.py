@@ -70,7 +70,7 @@ def _template(recipe: Recipe):
     splits = recipe.splits
     nsim = max(max(splits.values()), 1)
     comps = component_names(recipe) if "components" in r["keep"] else []
-    nell = 3 * r["sky_nside"]
+    nell = 3 * r["nside"]          # theory spectra to the output band limit (the CMB is band-limited there)
     shape5 = (len(SPLITS), nsim, len(dets), len(fields), npix)
     compressors = _codecs(r["storage"])
 

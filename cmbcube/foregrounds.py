@@ -23,6 +23,8 @@ import numpy as np
 from . import sht
 
 T_CMB = 2.7255  # K
+H_PLANCK = 6.62607015e-34   # J s
+K_BOLTZMANN = 1.380649e-23  # J / K
 
 # name: dict of SED centres (per-sim spread in *_sim) and template shapes.
 PARAMS = {
@@ -67,7 +69,8 @@ def gaussian_field(rng: np.random.Generator, nside: int, index: float, lmax: int
     cl = _power_law_cl(lmax, index)
     z = (rng.standard_normal(sht.alm_size(lmax)) + 1j * rng.standard_normal(sht.alm_size(lmax))) / np.sqrt(2)
     z[: lmax + 1] = rng.standard_normal(lmax + 1)
-    return sht.alm2map(sht.almxfl(z, np.sqrt(cl)), nside)
+    # single-precision synthesis: a random template needs no more, and it halves the cost
+    return sht.alm2map(sht.almxfl(z, np.sqrt(cl)).astype(np.complex64), nside).astype(np.float64)
 
 
 def polarised_field(rng: np.random.Generator, nside: int, index: float, eb_ratio: float) -> np.ndarray:
@@ -79,15 +82,18 @@ def polarised_field(rng: np.random.Generator, nside: int, index: float, eb_ratio
         z = (rng.standard_normal(alm.shape[1]) + 1j * rng.standard_normal(alm.shape[1])) / np.sqrt(2)
         z[: lmax + 1] = rng.standard_normal(lmax + 1)
         alm[k] = sht.almxfl(z, np.sqrt(cl)) * scale
-    qu = sht.alm2map(alm, nside)[1:]
+    qu = sht.alm2map(alm.astype(np.complex64), nside)[1:].astype(np.float64)
     return qu / np.sqrt(np.mean(qu ** 2))
 
 
+@functools.lru_cache(maxsize=8)
 def slab_envelope(nside: int, height: float, centre_boost: float = 0.6) -> np.ndarray:
-    """Plane-parallel slab: 1 / sqrt(sin^2 b + h^2), brighter towards the Galactic centre."""
+    """Plane-parallel slab: 1 / sqrt(sin^2 b + h^2), brighter towards the Galactic centre (read-only)."""
     lon, lat = galactic_coords(nside)
     dlon = np.angle(np.exp(1j * lon))
-    return (1 + centre_boost * np.exp(-dlon ** 2 / (2 * np.radians(60) ** 2))) / np.sqrt(np.sin(lat) ** 2 + height ** 2)
+    out = (1 + centre_boost * np.exp(-dlon ** 2 / (2 * np.radians(60) ** 2))) / np.sqrt(np.sin(lat) ** 2 + height ** 2)
+    out.setflags(write=False)
+    return out
 
 
 def lognormal(rng, nside, sigma, index):
@@ -101,6 +107,11 @@ def tsz_spectrum(freq_ghz: float) -> float:
     return x / np.tanh(x / 2) - 4
 
 
+def tsz_sed(freq_ghz: float) -> float:
+    """uK_RJ of thermal SZ per unit Compton y at ``freq_ghz``."""
+    return T_CMB * tsz_spectrum(freq_ghz) * _rj_factor(freq_ghz, "K_CMB")
+
+
 def _rj_factor(freq_ghz, unit_from):
     from .instrument import unit_factor
     return unit_factor(freq_ghz, unit_from, "uK_RJ")
@@ -112,6 +123,7 @@ def _make_thermal_sz_class():
 
     class ThermalSZ(pysm3.Model):
         """Thermal SZ from an in-memory Compton-y map (pysm3 model interface)."""
+        sed_kind = "tsz"
 
         def __init__(self, y_map, nside):
             super().__init__(nside=nside)
@@ -120,7 +132,7 @@ def _make_thermal_sz_class():
         def get_emission(self, freqs, weights=None):
             freq = float(np.atleast_1d(freqs.to_value(u.GHz))[0])
             out = np.zeros((3, self.y_map.size))
-            out[0] = self.y_map * T_CMB * tsz_spectrum(freq) * _rj_factor(freq, "K_CMB")
+            out[0] = self.y_map * tsz_sed(freq)
             return out * u.uK_RJ
 
     return ThermalSZ
@@ -237,6 +249,126 @@ def synthetic_sky(components, nside: int, template_rng, sed_rng_or_none) -> dict
             freq_ref_I=f"{p['freq_ref_ghz']} GHz", freq_ref_P=f"{p['freq_ref_ghz']} GHz",
             map_pl_index=index * one, nside=nside)
     return {name: models[name] for name in components if name in models}
+
+
+# ---------------------------------------------------------------- evaluating the models
+#
+# pysm3's numba kernels evaluate every SED factor twice (I and P) with two black bodies each,
+# and cannot tell that an SED is the same in every pixel.  For the classes the synthetic sky
+# uses, with a delta bandpass, the emission is written here as reference maps x SED factors:
+# the same formulas (tests compare with get_emission to 1e-10), evaluated once per pixel, and
+# a spatially uniform SED (free-free, AME, CIB, tSZ) is a single number, so those components
+# need one harmonic transform per sim instead of one per detector.
+
+def _exact_type(model, name):
+    import pysm3.models as m
+    return type(model) is getattr(m, name)
+
+
+def _values(x):
+    return np.asarray(getattr(x, "value", x), dtype=np.float64)
+
+
+def _maybe_scalar(x: np.ndarray):
+    """A constant array as a 0-d array (one SED factor for the whole sky), else the array."""
+    return x.reshape(-1)[:1].reshape(()) if x.size and np.all(x == x.reshape(-1)[0]) else x
+
+
+def _parameters(model) -> dict | None:
+    """The SED parameters of a model this module can evaluate (cached on the model), else None."""
+    cached = getattr(model, "_cmbcube_sed", False)
+    if cached is not False:
+        return cached
+    if getattr(model, "sed_kind", None) == "tsz":
+        params = {"kind": "tsz"}
+    elif _exact_type(model, "ModifiedBlackBody"):
+        params = {"kind": "mbb", "beta": _maybe_scalar(_values(model.mbb_index)),
+                  "temp": _maybe_scalar(_values(model.mbb_temperature))}
+    elif _exact_type(model, "CurvedPowerLaw"):
+        params = {"kind": "curved", "beta": _maybe_scalar(_values(model.pl_index)),
+                  "curve": float(_values(model.freq_curve)), "curvature": float(_values(model.spectral_curvature))}
+    elif _exact_type(model, "PowerLaw"):
+        params = {"kind": "power", "beta": _maybe_scalar(_values(model.pl_index))}
+    else:
+        params = None
+    if params is not None and params["kind"] != "tsz":
+        params["ref_I"] = float(_values(model.freq_ref_I))
+        params["ref_P"] = float(_values(model.freq_ref_P)) if getattr(model, "freq_ref_P", None) is not None \
+            else params["ref_I"]
+    model._cmbcube_sed = params
+    return params
+
+
+def reference_maps(model, ncomp: int = 3) -> np.ndarray:
+    """(ncomp, npix) copies of the maps the SED factors multiply (I or I, Q, U): the templates
+    (uK_RJ) or the Compton-y map."""
+    maps = _reference_views(model)
+    out = np.zeros((ncomp, np.size(maps[0])))
+    for k, m in enumerate(maps[:ncomp]):
+        out[k] = m
+    return out
+
+
+def _reference_views(model) -> list[np.ndarray]:
+    """The model's own reference arrays (float64, not copied): [y] for tSZ, [I] or [I, Q, U]."""
+    params = _parameters(model)
+    if params is None:
+        raise TypeError(f"{type(model).__name__} has no separable description")
+    if params["kind"] == "tsz":
+        maps = [model.y_map]
+    elif getattr(model, "Q_ref", None) is None or not getattr(model, "has_polarization", True):
+        maps = [model.I_ref]
+    else:
+        maps = [model.I_ref, model.Q_ref, model.U_ref]
+    return [_values(m) for m in maps]
+
+
+def _factor(params: dict, freq: float, ref: float):
+    kind = params["kind"]
+    if kind == "tsz":
+        return np.float64(tsz_sed(freq))
+    log_ratio = np.log(np.float64(freq) / ref)
+    if kind == "power":
+        return np.exp(log_ratio * params["beta"])
+    if kind == "curved":
+        return np.exp(log_ratio * (params["beta"] + params["curvature"] * np.log(np.float64(freq) / params["curve"])))
+    # modified black body in RJ units: (nu/nu0)^(beta - 2) B_nu(T) / B_nu0(T)
+    c = H_PLANCK * 1e9 / (K_BOLTZMANN * params["temp"])
+    return np.exp(log_ratio * (params["beta"] + 1.0)) * (np.expm1(c * ref) / np.expm1(c * freq))
+
+
+def sed_factors(model, freq_ghz: float):
+    """(I factor, P factor) with emission = reference_maps x factor: 0-d arrays when the SED is
+    the same in every pixel, (npix,) arrays otherwise; None for models evaluated by pysm3."""
+    params = _parameters(model)
+    if params is None:
+        return None
+    f_i = _factor(params, freq_ghz, params.get("ref_I", 0.0))
+    f_p = f_i if params.get("ref_P") == params.get("ref_I") else _factor(params, freq_ghz, params["ref_P"])
+    return f_i, f_p
+
+
+def is_uniform(model) -> bool:
+    """True when the model's SED is one number per frequency for the whole sky."""
+    factors = sed_factors(model, 100.0)
+    return factors is not None and all(np.ndim(f) == 0 for f in factors)
+
+
+def emission(model, freq_ghz: float, ncomp: int = 3, scale: float = 1.0) -> np.ndarray:
+    """(ncomp, npix) emission at ``freq_ghz`` (delta bandpass) in uK_RJ x ``scale``: I, or I, Q, U.
+
+    Equal to pysm3's ``get_emission`` (the fallback for any other model).
+    """
+    factors = sed_factors(model, freq_ghz)
+    if factors is None:
+        import pysm3.units as u
+        out = np.asarray(model.get_emission(freq_ghz * u.GHz).to_value(u.uK_RJ), dtype=np.float64)[:ncomp]
+        return out * scale
+    maps = _reference_views(model)
+    out = np.zeros((ncomp, np.size(maps[0])))
+    for k, m in enumerate(maps[:ncomp]):
+        np.multiply(m, factors[min(k, 1)] * scale, out=out[k])
+    return out
 
 
 # ---------------------------------------------------------------- real pysm3 presets

@@ -120,7 +120,10 @@ SCHEMA: dict = {
         "beams": F((str,), "cmb-ml", choices=tuple(instrument.BEAM_PRESETS)),
         "beam_overrides": F((dict,), {}, check=_beam_overrides, doc="{freq: FWHM arcmin}"),
         "pixel_window": F((bool,), True, doc="multiply sky maps by the output pixel window"),
-        "map2alm_iterations": F((int,), 3, check=_non_negative),
+        "map2alm_iterations": F((int,), 1, check=_non_negative,
+                                doc="Jacobi iterations of the sky-model analysis (0 is not accurate enough)"),
+        "analysis_lmax": F((str,), "pysm3", choices=("pysm3", "sky"),
+                           doc="band limit of the sky-model analysis: pysm3's 1.5 x sky_nside, or 3 x sky_nside - 1"),
     },
     "cmb": {
         "enabled": F((bool,), True),

@@ -41,14 +41,19 @@ def _mstart(lmax: int) -> np.ndarray:
 
 
 def alm2map(alm: np.ndarray, nside: int) -> np.ndarray:
-    """Synthesis. ``alm`` is (nalm,) or (1|3, nalm) complex; returns (npix,) or (1|3, npix)."""
+    """Synthesis. ``alm`` is (nalm,) or (1|3, nalm) complex; returns (npix,) or (1|3, npix).
+
+    complex64 alms give a float32 map (single-precision transform, ~2x faster, relative
+    errors ~1e-6); anything else runs in double precision.
+    """
     alm = np.asarray(alm)
     squeeze = alm.ndim == 1
-    alm = np.atleast_2d(alm).astype(np.complex128, copy=False)
+    single = alm.dtype == np.complex64
+    alm = np.atleast_2d(alm).astype(np.complex64 if single else np.complex128, copy=False)
     lmax = lmax_from_size(alm.shape[-1])
     geom = _geometry(nside)
     kw = dict(lmax=lmax, mstart=_mstart(lmax), nthreads=nthreads(), **geom)
-    out = np.empty((alm.shape[0], 12 * nside * nside))
+    out = np.empty((alm.shape[0], 12 * nside * nside), dtype=np.float32 if single else np.float64)
     out[0:1] = ducc0.sht.experimental.synthesis(alm=alm[0:1], spin=0, **kw)
     if alm.shape[0] == 3:
         out[1:3] = ducc0.sht.experimental.synthesis(alm=alm[1:3], spin=2, **kw)
@@ -61,19 +66,22 @@ def _adjoint(maps: np.ndarray, lmax: int) -> np.ndarray:
     nside = int(np.sqrt(maps.shape[-1] / 12))
     geom = _geometry(nside)
     kw = dict(lmax=lmax, mstart=_mstart(lmax), nthreads=nthreads(), **geom)
-    alm = np.empty((maps.shape[0], alm_size(lmax)), dtype=np.complex128)
+    alm = np.empty((maps.shape[0], alm_size(lmax)), dtype=np.complex64 if maps.dtype == np.float32 else np.complex128)
     alm[0:1] = ducc0.sht.experimental.adjoint_synthesis(map=maps[0:1], spin=0, **kw)
     if maps.shape[0] == 3:
         alm[1:3] = ducc0.sht.experimental.adjoint_synthesis(map=maps[1:3], spin=2, **kw)
-    return alm * (4 * np.pi / maps.shape[-1])
+    alm *= 4 * np.pi / maps.shape[-1]
+    return alm
 
 
-def map2alm(maps: np.ndarray, lmax: int | None = None, iterations: int = 3) -> np.ndarray:
+def map2alm(maps: np.ndarray, lmax: int | None = None, iterations: int = 3, single: bool = False) -> np.ndarray:
     """Analysis with Jacobi iterations (healpy's ``iter``); 0 iterations is a plain quadrature.
 
-    ``maps`` is (npix,) or (1|3, npix) RING; lmax defaults to 3 nside - 1.
+    ``maps`` is (npix,) or (1|3, npix) RING; lmax defaults to 3 nside - 1.  ``single``: run the
+    transforms in single precision (float32 maps, complex64 alms returned; ~2x faster, relative
+    errors ~1e-6, far below the quadrature's own).
     """
-    maps = np.asarray(maps, dtype=np.float64)
+    maps = np.asarray(maps, dtype=np.float32 if single else np.float64)
     squeeze = maps.ndim == 1
     maps = np.atleast_2d(maps)
     if maps.shape[0] not in (1, 3):

@@ -140,8 +140,11 @@ def test_native_units_and_k_cmb_target():
     assert s.units == {143: "K_CMB", 857: "MJy/sr"} and s.cmb_unit == "K_CMB"
     r2 = small_recipe(detectors=[143, 857], noise__model="none", foregrounds__model="none")
     res2 = sky.Simulator(r2).run("train", 0)
-    assert np.allclose(res.obs[0], res2.obs[0] * 1e-6, rtol=1e-5, atol=1e-12)
+    # maps come from single-precision transforms: errors ~1e-6 of the map's largest value
+    def close(a, b):
+        return np.allclose(a, b, rtol=1e-5, atol=1e-6 * np.abs(b).max())
+    assert close(res.obs[0], res2.obs[0] * 1e-6)
     from cmbcube.instrument import unit_factor
     ratio = unit_factor(866.8, "uK_CMB", "MJy/sr")
-    assert np.allclose(res.obs[1, 0], res2.obs[1, 0] * ratio, rtol=1e-5, atol=1e-9)
+    assert close(res.obs[1, 0], res2.obs[1, 0] * ratio)
     assert np.allclose(res.cmb, res2.cmb * 1e-6, rtol=1e-5, atol=1e-12)
