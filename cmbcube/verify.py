@@ -359,7 +359,7 @@ def format_report(report: VerifyReport) -> str:
     lines.append(head)
     if report.unchecked_checksums:
         lines.append(f"  note: {', '.join(report.unchecked_checksums)} stored without crc32c checksums "
-                     "(storage.checksum: false): corruption inside them cannot be detected, only missing files")
+                     "(storage.checksum: false): corruption is found only where it breaks decoding")
     if report.ok:
         lines.append("  no damage found")
         return "\n".join(lines)

@@ -152,3 +152,29 @@ def test_stale_consolidated_metadata_is_reported_and_fixed(store, capsys):
     assert [d.level for d in report.damage] == ["metadata"] and "out of date" in report.damage[0].problem
     assert cli.main(["verify", store, "--clear", "--no-progress"]) == 1
     assert verify(store, progress=False).ok
+
+
+def test_corrupted_done_flag_is_cleared_and_the_sim_rebuilt(clean, store):
+    _flip(os.path.join(store, "sim_done", "c", "0", "0"), 0)
+    report = verify(store, clear=True, progress=False)
+    assert [(d.unit, d.product) for d in report.damage] == [(("train", 0), "sim_done")]
+    assert report.damage[0].problem.startswith("done-flag unreadable")
+    assert cube.pending(store) == [("train", 0)]
+    assert simulate(_recipe(), store, scheduler="synchronous", progress=False).written == [("train", 0)]
+    assert zarr_files(store) == zarr_files(clean)
+
+
+def test_compressed_store_without_checksums_is_decoded(tmp_path):
+    recipe = small_recipe(nside=8, sky_nside=16, splits={"train": 1, "valid": 0, "test": 1}, detectors=[100],
+                          foregrounds__components=["tsz"], storage__compression="zstd", storage__checksum=False)
+    path = str(tmp_path / "z.zarr")
+    simulate(recipe, path, scheduler="synchronous", progress=False)
+    report = verify(path, progress=False)
+    assert report.ok and "obs" in report.unchecked_checksums
+    shard = _shard(path, "obs", "train", 0)
+    blob = bytearray(open(shard, "rb").read())
+    blob[3:20] = b"\xff" * 17                                 # inside the first zstd frame
+    open(shard, "wb").write(bytes(blob))
+    report = verify(path, progress=False)
+    assert [(d.unit, d.product) for d in report.damage] == [(("train", 0), "obs")]
+    assert "does not decode" in report.damage[0].problem
