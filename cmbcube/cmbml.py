@@ -577,6 +577,12 @@ def ingest(source_dir, store, scheduler: str | None = None, scheduler_file: str 
     r = recipe.data
     cube_units = {d.freq: instrument.resolve_unit(r["units"], d) for d in recipe.detectors()}
     cmb_unit = cmb_unit_of(r["units"])
+    planned = cube.planned(store)
+    todo = cube.pending(store)
+    report = IngestReport(store, plan.root, status, int(planned.sum()), int(planned.sum()) - len(todo),
+                          files=plan.n_files)
+    if not todo:
+        return report                   # nothing to do: the store is not written at all
     cube.update_attrs(store, {
         "source_format": "cmb-ml",
         "source_dir": plan.root,
@@ -586,12 +592,6 @@ def ingest(source_dir, store, scheduler: str | None = None, scheduler_file: str 
         "ingested": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "ingested_by": f"cmbcube {__version__}",
     })
-    planned = cube.planned(store)
-    todo = cube.pending(store)
-    report = IngestReport(store, plan.root, status, int(planned.sum()), int(planned.sum()) - len(todo),
-                          files=plan.n_files)
-    if not todo:
-        return report
     t_start = time.perf_counter()
     bar = tqdm(total=len(todo), desc="ingest", unit="sim", disable=None if progress is None else not progress)
 

@@ -99,8 +99,10 @@ def test_ingest_maps_units_params_and_spectra(tree, ingested):
 
 
 def test_rerun_resumes_and_two_workers_write_the_same_bytes(tree, ingested, tmp_path):
+    before = zarr_files(ingested)
     again = cmbml.ingest(tree, ingested, scheduler="synchronous", progress=False)
     assert again.status == "existing" and again.already_done == 4 and not again.written
+    assert zarr_files(ingested) == before                   # a rerun with nothing to do writes nothing
     # a sim whose flag was lost is redone, and only it
     partial = str(tmp_path / "partial.zarr")
     shutil.copytree(ingested, partial)
