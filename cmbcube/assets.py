@@ -264,14 +264,10 @@ def fetch(recipe: Recipe, destination: str | None = None, base_url: str | None =
     manifest = {}
     if base:
         try:
-            resp = session.get(base + MANIFEST_NAME, timeout=timeout)
+            manifest = read_manifest(session, base, timeout)
         except _connection_errors() as err:
             raise Offline(f"cannot reach {_host(base)} ({_reason(err)}); {len(todo)} file(s) missing:\n  "
                           f"{missing_list}") from None
-        if resp.status_code == 200:
-            manifest = parse_manifest(resp.text, base + MANIFEST_NAME)
-        elif resp.status_code != 404:
-            raise AssetError(f"{base}{MANIFEST_NAME}: HTTP {resp.status_code}")
     jobs = []                  # (asset, url, target, checksum dict, extract)
     for a in todo:
         if base:
@@ -311,6 +307,34 @@ def fetch(recipe: Recipe, destination: str | None = None, base_url: str | None =
             report.failed.append((target, str(err)))
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def read_manifest(session, base: str, timeout) -> dict:
+    """A mirror's manifest entries ({} when it has none); connection errors propagate."""
+    resp = session.get(base + MANIFEST_NAME, timeout=timeout)
+    if resp.status_code == 404:
+        return {}
+    if resp.status_code != 200:
+        raise AssetError(f"{base}{MANIFEST_NAME}: HTTP {resp.status_code}")
+    return parse_manifest(resp.text, base + MANIFEST_NAME)
+
+
+def add_mirror_sizes(assets: list[Asset], base_url: str, connect_timeout: float = 5.0) -> str | None:
+    """Sizes and checksums of the listed assets from a mirror's manifest; a note when it fails."""
+    base = base_url.rstrip("/") + "/"
+    try:
+        manifest = read_manifest(_session(), base, (connect_timeout, 30.0))
+    except _connection_errors() as err:
+        return f"mirror {_host(base)} unreachable ({_reason(err)}): sizes unknown"
+    except AssetError as err:
+        return str(err)
+    for a in assets:
+        entries = [v for k, v in manifest.items() if k == a.name or (a.directory and k.startswith(a.name + "/"))]
+        if entries:
+            a.size = sum(int(v.get("size", 0)) for v in entries)
+            if not a.directory:
+                a.sha256, a.md5 = entries[0].get("sha256"), entries[0].get("md5")
+    return None if manifest else f"mirror {_host(base)} has no {MANIFEST_NAME}: sizes unknown"
 
 
 def _host(url: str) -> str:

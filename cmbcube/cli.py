@@ -331,7 +331,8 @@ def _assets(args) -> int:
     recipe = load(args.recipe, args.overrides)
     if not args.fetch:
         listed = assets.list_assets(recipe, args.destination)
-        print(assets.format_listing(recipe, listed, args.destination))
+        note = assets.add_mirror_sizes(listed, args.base_url, args.connect_timeout) if args.base_url else None
+        print(assets.format_listing(recipe, listed, args.destination) + (f"\nnote: {note}" if note else ""))
         return 0 if all(a.present for a in listed if a.needed) else 1
     try:
         report = assets.fetch(recipe, args.destination, args.base_url, args.optional, args.connect_timeout,

@@ -113,6 +113,14 @@ def test_listing_shows_needed_files_where_they_go_and_what_is_present(recipe_fil
     assert line.split()[:3] == ["present", "yes", "2.0"]
 
 
+def test_listing_with_a_mirror_shows_the_sizes_of_missing_files(recipe_file, server, capsys):
+    assert cli.main(["assets", recipe_file, "--base-url", server[1]]) == 1
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if "ff_t_new.fits" in ln)
+    assert line.split()[:3] == ["missing", "yes", "293.0"]          # 300 000 bytes, from manifest.json
+    assert not any(p.endswith(".fits") for p, _ in server[0].requests)   # listing downloads nothing
+
+
 def test_fetch_from_a_mirror_with_checksums(recipe_file, tmp_path, mirror, server, capsys):
     httpd, url = server
     _, files = mirror
