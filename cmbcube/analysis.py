@@ -7,6 +7,11 @@ NRMSE (||t - p|| / ||t||), PSNR (data range over truth and prediction together)
 and R^2.  Power spectra (TT, EE, BB, TE) of truth, prediction, residual and the
 prediction x truth cross spectrum come from the apodised mask, corrected by
 w2 = mean(mask^2) (pseudo-C_l), with beam and pixel window deconvolved, binned.
+Runs with a per-pixel uncertainty (``pred_sigma``, Petroff's network) also get
+their calibration: the fraction of unmasked pixels with |pred - truth| <= k sigma
+for k = 1, 2, 3 (a Gaussian would give 68.3, 95.4, 99.7%), computed at the run's
+own beam (sigma belongs to the map as predicted), monopole and dipole left in,
+and stored for every common beam like the spectrum metrics.
 Results go to the cube: ``metrics`` (run, split, sim, beam, field, metric),
 ``spectra`` (run, split, sim, kind, spectrum, ell_bin), ``analysis_done``, and
 the masks ``mask`` / ``mask_apodized`` (pixel).
@@ -25,7 +30,10 @@ from .recipe import SPLITS
 log = logging.getLogger("cmbcube")
 
 BEAMS = (0.0, 20.6, 60.0)
-METRICS = ("mae", "mse", "rmse", "nrmse", "psnr", "r2", "cl_err_truth", "cl_err_theory")
+METRICS = ("mae", "mse", "rmse", "nrmse", "psnr", "r2", "cl_err_truth", "cl_err_theory",
+           "cover_1sigma", "cover_2sigma", "cover_3sigma")
+COVERAGE = {"cover_1sigma": 1.0, "cover_2sigma": 2.0, "cover_3sigma": 3.0}
+GAUSSIAN_COVERAGE = {"cover_1sigma": 0.6827, "cover_2sigma": 0.9545, "cover_3sigma": 0.9973}
 # cl_err_*: mean over l-bins of |C_l(pred) - C_l(ref)| / C_l(ref) for the field's auto spectrum
 # (I: TT, Q: EE, U: BB), against the realisation (truth, same mask) and the sim's theory spectrum;
 # spectra are beam- and window-deconvolved, so the value is the same for every common beam.
@@ -53,6 +61,13 @@ def pixel_metrics(truth: np.ndarray, pred: np.ndarray) -> dict[str, float]:
         "psnr": float(10 * np.log10(data_range ** 2 / mse)) if mse > 0 and data_range > 0 else float("inf"),
         "r2": float(1 - np.sum(diff ** 2) / ss_tot) if ss_tot > 0 else float("nan"),
     }
+
+
+def coverage(truth: np.ndarray, pred: np.ndarray, sigma: np.ndarray) -> dict[str, float]:
+    """Fraction of pixels with |pred - truth| <= k sigma, k = 1, 2, 3 (1-D arrays of the unmasked pixels)."""
+    err = np.abs(np.asarray(pred, dtype=np.float64) - np.asarray(truth, dtype=np.float64))
+    sig = np.asarray(sigma, dtype=np.float64)
+    return {name: float(np.mean(err <= k * sig)) for name, k in COVERAGE.items()}
 
 
 def galactic_mask(foreground_nest: np.ndarray, f_sky: float, smooth_deg: float = 5.0) -> np.ndarray:
@@ -216,8 +231,12 @@ def _ensure_arrays(store: str, nbins: int) -> None:
     nfield = group["field"].shape[0]
     cube.create_array(store, "beam_fwhm", (len(BEAMS),), ("beam",), dtype="f8", fill_value=np.nan)[...] = BEAMS
     names = ("metric", "kind", "spectrum")
+    existing = set(group.array_keys())
+    if "metric" in existing and [str(m) for m in group["metric"][...]] != list(METRICS):
+        _upgrade_metrics(store, [str(m) for m in group["metric"][...]])
+        existing = set(zarr.open_group(store, mode="r").array_keys())
     for name, values in zip(names, (METRICS, KINDS, SPECTRA)):
-        if name not in set(group.array_keys()):
+        if name not in existing:
             arr = cube.create_array(store, name, (len(values),), (name,), dtype=str, fill_value="")
             arr[...] = np.array(values, dtype=object)
     bins = cube.create_array(store, "ell_bin", (nbins,), ("ell_bin",), dtype="i8", fill_value=-1,
@@ -235,6 +254,24 @@ def _ensure_arrays(store: str, nbins: int) -> None:
                                           "deconvolved"})
     cube.create_array(store, "analysis_done", (nrun, nsplit, nsim), ("run", "split", "sim"), dtype="u1",
                       chunks=(1, 1, 1), fill_value=0)
+    cube.consolidate(store)
+
+
+def _upgrade_metrics(store: str, old: list) -> None:
+    """A store analysed with an older metric list: extend it in place when the old list is a prefix of
+    METRICS (new metrics read NaN for pairs analysed before), else drop the old metrics and analysis flags."""
+    import zarr
+    group = zarr.open_group(store, mode="r+")
+    if old == list(METRICS[: len(old)]) and "metrics" in set(group.array_keys()):
+        arr = group["metrics"]
+        arr.resize(arr.shape[:-1] + (len(METRICS),))
+        coord = group["metric"]
+        coord.resize((len(METRICS),))
+        coord[...] = np.array(METRICS, dtype=object)
+    else:
+        for key in ("metrics", "metric", "analysis_done"):
+            if key in set(group.array_keys()):
+                del group[key]
     cube.consolidate(store)
 
 
@@ -265,6 +302,13 @@ def analyse_one(store: str, run: int, split: str, sim: int) -> None:
                 tk, pk = remove_monopole_dipole(tk, mask), remove_monopole_dipole(pk, mask)
             values = pixel_metrics(tk[mask], pk[mask])
             metrics[b, fields.index(f)] = [values.get(m, np.nan) for m in METRICS]
+    if "pred_sigma" in set(group.array_keys()) and run < group["pred_sigma"].shape[0]:
+        sigma = np.asarray(group["pred_sigma"][run, isplit, sim], dtype=np.float64)[ok] * scale
+        truth_at_pred = to_beam(truth, fields_ok, beam_truth, beam_pred, nside)
+        for k, f in enumerate(fields_ok):
+            if np.isfinite(sigma[k]).all():
+                for name, value in coverage(truth_at_pred[k][mask], pred[k][mask], sigma[k][mask]).items():
+                    metrics[:, fields.index(f), METRICS.index(name)] = value
     bins = ell_bins(nside)
     pw = bool(group.attrs.get("pixel_window_applied", False))
     spectra = np.full((len(KINDS), len(SPECTRA), len(bins) - 1), np.nan)

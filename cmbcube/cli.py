@@ -59,18 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a network from the cube (checkpoints next to the store)")
     p.add_argument("store")
     p.add_argument("--model", default="cmbnncs-unet5", help="cmbnncs-unet5 (nside >= 32), cmbnncs-unet8 (nside >= 256), "
-                                                            "patch-unet")
+                                                            "patch-unet, petroff (Bayesian spherical network with "
+                                                            "per-pixel sigma)")
     p.add_argument("--run", help="run name (default: the model's name)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--repeats", type=int, help="optimiser steps per batch (cmbNNCS: 3)")
     p.add_argument("--lr-start", type=float)
     p.add_argument("--lr-end", type=float)
-    p.add_argument("--loss", choices=("l1", "mse"))
+    p.add_argument("--loss", choices=("l1", "mse", "heteroscedastic"), help="heteroscedastic: petroff (its default)")
     p.add_argument("--detectors", help="input detectors, comma-separated (default 100,143,217,353)")
     p.add_argument("--fields", help="fields of inputs and target, comma-separated (default I)")
-    p.add_argument("--transform", help="input transform: none, minmax, standardize, robust, scale:S")
-    p.add_argument("--target-transform", help="target transform (cmbNNCS: scale:5)")
+    p.add_argument("--transform", help="input transform: none, minmax, standardize, robust, maxabs, "
+                                       "noiseless-maxabs (petroff), scale:S[,S...]")
+    p.add_argument("--target-transform", help="target transform (cmbNNCS: scale:5; petroff: unit-maxabs)")
     p.add_argument("--patch-side", type=int, help="patch UNet: patch side in pixels (power of two)")
     p.add_argument("--train-sims", type=int, help="use only the first N train sims")
     p.add_argument("--checkpoint-every", type=int)
@@ -88,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run", required=True)
     p.add_argument("--split", default="test", help="split(s), comma-separated (default test)")
     p.add_argument("--epoch", type=int, help="checkpoint epoch (default: the last)")
+    p.add_argument("--mc-samples", type=int, metavar="N", help="petroff: Monte Carlo passes with dropout on "
+                                                               "(default 100); mean -> pred, spread -> pred_sigma")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
 
@@ -385,12 +389,13 @@ def main(argv=None) -> int:
         if args.command == "predict":
             from .train import predict
             report = predict(args.store, args.run, _csv(args.split), args.epoch, args.device,
-                             progress=False if args.no_progress else None)
+                             progress=False if args.no_progress else None, mc_samples=args.mc_samples)
             if not report.written:
                 print(f"nothing to do: run {args.run!r} already holds predictions for the requested sims")
             else:
                 print(f"{args.run}: predicted {len(report.written)} sim(s) with the epoch-{report.epoch} checkpoint "
-                      f"in {report.seconds:.1f} s")
+                      f"in {report.seconds:.1f} s" + (f" ({report.mc_samples} Monte Carlo passes each; per-pixel "
+                                                      "sigma in pred_sigma)" if report.mc_samples else ""))
             return 0
         if args.command == "analyze":
             from .analysis import run as analyze

@@ -1,4 +1,5 @@
-"""Networks: the cmbNNCS UNets on the 12-face plane and a patch UNet on NESTED squares.
+"""Networks: the cmbNNCS UNets on the 12-face plane, a patch UNet on NESTED squares, and
+Petroff et al.'s Bayesian spherical network on whole NESTED maps (cmbcube.petroff).
 
 cmbNNCS (Wang et al. 2022): every block is Conv2d (or ConvTranspose2d) with bias
 -> BatchNorm2d -> PReLU; each encoder layer halves and each decoder layer
@@ -16,7 +17,12 @@ CMBNNCS = {
     "cmbnncs-unet5": dict(channels=(32, 64, 128, 256, 512), kernels=(5, 5, 4, 4, 4)),
     "cmbnncs-unet8": dict(channels=(16, 32, 64, 128, 256, 512, 1024, 2048), kernels=(5, 5, 4, 4, 4, 4, 4, 4)),
 }
-MODELS = tuple(CMBNNCS) + ("patch-unet",)
+MODELS = tuple(CMBNNCS) + ("patch-unet", "petroff")
+VIEWS = {"patch-unet": "patches", "petroff": "sky"}       # CubeDataset view per model (default: faces)
+
+
+def view_for(model: str) -> str:
+    return VIEWS.get(model, "faces")
 
 
 def _down(cin, cout, k):
@@ -76,6 +82,8 @@ def min_nside(model: str) -> int:
     """Smallest nside a face-plane model accepts (nside must be a multiple of 2^depth)."""
     if model in CMBNNCS:
         return 2 ** len(CMBNNCS[model]["channels"])
+    if model == "petroff":
+        return 1
     return 4
 
 
@@ -127,8 +135,18 @@ def patch_depth(side: int) -> int:
     return max(1, min(4, side.bit_length() - 2))
 
 
+def branch_sizes(channels) -> list[int]:
+    """Input channels per detector, in order, from CubeDataset.channels [(detector, field), ...]."""
+    sizes: dict = {}
+    for det, _ in channels:
+        sizes[det] = sizes.get(det, 0) + 1
+    return list(sizes.values())
+
+
 def build(model: str, in_channels: int, out_channels: int, nside: int, patch_side: int | None = None,
-          base_channels: int | None = None) -> nn.Module:
+          base_channels: int | None = None, branches=None) -> nn.Module:
+    """``out_channels``: target fields (Petroff's network gives two maps per field: mean and -log variance).
+    ``branches``: Petroff only, input channels per detector branch (default: one branch per channel)."""
     if model in CMBNNCS:
         if nside % min_nside(model):
             raise ValueError(f"--model {model} needs nside to be a multiple of {min_nside(model)} "
@@ -138,4 +156,10 @@ def build(model: str, in_channels: int, out_channels: int, nside: int, patch_sid
     if model == "patch-unet":
         side = patch_side or default_patch_side(nside)
         return PatchUNet(in_channels, out_channels, base=base_channels or 32, depth=patch_depth(side))
+    if model == "petroff":
+        from .petroff import PetroffNet
+        branches = list(branches) if branches is not None else [1] * in_channels
+        if sum(branches) != in_channels:
+            raise ValueError(f"petroff: branches {branches} do not add up to {in_channels} input channels")
+        return PetroffNet(branches, out_channels, nside)
     raise ValueError(f"--model {model!r}: allowed: {', '.join(MODELS)}")

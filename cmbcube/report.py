@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from . import cube
-from .analysis import BEAMS, METRICS
+from .analysis import BEAMS, COVERAGE, GAUSSIAN_COVERAGE, METRICS
 
 LABELS = {"mae": "MAE", "mse": "MSE", "rmse": "RMSE", "nrmse": "NRMSE", "psnr": "PSNR", "r2": "R^2",
-          "cl_err_truth": "dCl/Cl (truth)", "cl_err_theory": "dCl/Cl (theory)"}
+          "cl_err_truth": "dCl/Cl (truth)", "cl_err_theory": "dCl/Cl (theory)",
+          "cover_1sigma": "1-sigma", "cover_2sigma": "2-sigma", "cover_3sigma": "3-sigma"}
+TABLE_METRICS = tuple(m for m in METRICS if m not in COVERAGE)     # calibration has its own table
 
 
 def _plt():
@@ -34,6 +36,9 @@ def summary_rows(ds, split: str, field: str, beam: float):
         values = m.isel(run=r, sim=sims).values            # (sim, metric)
         row = {"run": str(run), "method": str(ds.run_method.values[r]), "sims": int(sims.size)}
         for k, name in enumerate(METRICS):
+            if k >= values.shape[1]:                       # a store analysed before this metric existed
+                row[name] = (float("nan"), 0.0)
+                continue
             col = values[:, k]
             finite = col[np.isfinite(col)]
             row[name] = (float(np.mean(finite)), float(np.std(finite))) if finite.size else (float("inf"), 0.0)
@@ -42,6 +47,8 @@ def summary_rows(ds, split: str, field: str, beam: float):
 
 
 def _fmt(mean, std):
+    if np.isnan(mean):
+        return "n/a"
     if not np.isfinite(mean):
         return "inf"
     digits = 4 if abs(mean) < 1 else 2
@@ -49,26 +56,46 @@ def _fmt(mean, std):
 
 
 def write_tables(rows, out: Path, stem: str, caption: str) -> list[Path]:
-    md = [f"**{caption}**", "", "| run | method | sims | " + " | ".join(LABELS[m] for m in METRICS) + " |",
-          "|---|---|---|" + "---|" * len(METRICS)]
+    md = [f"**{caption}**", "", "| run | method | sims | " + " | ".join(LABELS[m] for m in TABLE_METRICS) + " |",
+          "|---|---|---|" + "---|" * len(TABLE_METRICS)]
     for row in rows:
         md.append(f"| {row['run']} | {row['method']} | {row['sims']} | " +
-                  " | ".join(_fmt(*row[m]) for m in METRICS) + " |")
+                  " | ".join(_fmt(*row[m]) for m in TABLE_METRICS) + " |")
     (out / f"{stem}.md").write_text("\n".join(md) + "\n")
     with open(out / f"{stem}.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["run", "method", "sims"] + [f"{m}_{s}" for m in METRICS for s in ("mean", "std")])
+        writer.writerow(["run", "method", "sims"] + [f"{m}_{s}" for m in TABLE_METRICS for s in ("mean", "std")])
         for row in rows:
-            writer.writerow([row["run"], row["method"], row["sims"]] + [v for m in METRICS for v in row[m]])
+            writer.writerow([row["run"], row["method"], row["sims"]] + [v for m in TABLE_METRICS for v in row[m]])
     tex = ["\\begin{table}", "\\centering", f"\\caption{{{caption}}}",
-           "\\begin{tabular}{l" + "c" * len(METRICS) + "}", "\\hline",
-           "Run & " + " & ".join(LABELS[m].replace("^2", "$^2$") for m in METRICS) + " \\\\", "\\hline"]
+           "\\begin{tabular}{l" + "c" * len(TABLE_METRICS) + "}", "\\hline",
+           "Run & " + " & ".join(LABELS[m].replace("^2", "$^2$") for m in TABLE_METRICS) + " \\\\", "\\hline"]
     for row in rows:
         tex.append(row["run"].replace("_", "\\_") + " & " + " & ".join(
-            _fmt(*row[m]).replace("+-", "$\\pm$") for m in METRICS) + " \\\\")
+            _fmt(*row[m]).replace("+-", "$\\pm$") for m in TABLE_METRICS) + " \\\\")
     tex += ["\\hline", "\\end{tabular}", "\\end{table}"]
     (out / f"{stem}.tex").write_text("\n".join(tex) + "\n")
     return [out / f"{stem}.{ext}" for ext in ("md", "csv", "tex")]
+
+
+def calibration_table(rows, out: Path, stem: str, caption: str) -> list[Path] | None:
+    """Coverage of the runs that give a per-pixel sigma (Markdown and CSV); None if no run does."""
+    rows = [r for r in rows if all(np.isfinite(r[m][0]) for m in COVERAGE)]
+    if not rows:
+        return None
+    md = [f"**{caption}**", "", "| run | method | sims | " + " | ".join(
+        f"within {LABELS[m]} (Gaussian {100 * GAUSSIAN_COVERAGE[m]:.1f}%)" for m in COVERAGE) + " |",
+        "|---|---|---|" + "---|" * len(COVERAGE)]
+    for row in rows:
+        md.append(f"| {row['run']} | {row['method']} | {row['sims']} | " + " | ".join(
+            f"{100 * row[m][0]:.1f}% +- {100 * row[m][1]:.1f}" for m in COVERAGE) + " |")
+    (out / f"{stem}.md").write_text("\n".join(md) + "\n")
+    with open(out / f"{stem}.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["run", "method", "sims"] + [f"{m}_{s}" for m in COVERAGE for s in ("mean", "std")])
+        for row in rows:
+            writer.writerow([row["run"], row["method"], row["sims"]] + [v for m in COVERAGE for v in row[m]])
+    return [out / f"{stem}.md", out / f"{stem}.csv"]
 
 
 def map_figure(ds, run: str, split: str, sim: int, field: str, path: Path) -> None:
@@ -81,13 +108,20 @@ def map_figure(ds, run: str, split: str, sim: int, field: str, path: Path) -> No
     truth = ds.cmb.sel(split=split, sim=sim, field=field).values.astype(float)
     truth = to_beam(truth[None], [field], float(ds.cmb.attrs.get("beam_fwhm_arcmin", 0.0)), beam, nside)[0]
     pred = ds.pred.sel(run=run, split=split, sim=sim, field=field).values.astype(float)
-    fig = plt.figure(figsize=(15, 3.6))
-    lim = np.nanpercentile(np.abs(truth), 99)
-    for k, (title, m, scale) in enumerate((("truth", truth, lim), (f"{run}", pred, lim),
-                                            ("residual", pred - truth, None))):
-        hp.mollview(m, nest=True, fig=fig.number, sub=(1, 3, k + 1), title=f"{title} ({field}, {beam:g}')",
-                    unit=str(ds.cmb.attrs.get("units", "")), min=-scale if scale else None,
-                    max=scale if scale else None, cmap="RdBu_r")
+    lim = float(np.nanpercentile(np.abs(truth), 99))
+    panels = [("truth", truth, lim), (f"{run}", pred, lim), ("residual", pred - truth, None)]
+    if "pred_sigma" in ds and "run" in ds.pred_sigma.dims:
+        sigma = ds.pred_sigma.sel(run=run, split=split, sim=sim, field=field).values.astype(float)
+        if np.isfinite(sigma).all():
+            panels.append(("sigma", sigma, "sigma"))
+    fig = plt.figure(figsize=(5 * len(panels), 3.6))
+    for k, (title, m, scale) in enumerate(panels):
+        lo, hi = (-scale, scale) if isinstance(scale, float) else (None, None)
+        if scale == "sigma":
+            lo, hi = 0.0, float(np.nanpercentile(m, 99))
+        hp.mollview(m, nest=True, fig=fig.number, sub=(1, len(panels), k + 1), title=f"{title} ({field}, {beam:g}')",
+                    unit=str(ds.cmb.attrs.get("units", "")), min=lo, max=hi,
+                    cmap="viridis" if scale == "sigma" else "RdBu_r")
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
@@ -196,6 +230,11 @@ def build(store: str, out_dir: str, split: str = "test", sims=(0,)) -> Path:
         write_tables(rows, out, stem, caption)
         index += [(out / f"{stem}.md").read_text(),
                   f"([Markdown]({stem}.md), [CSV]({stem}.csv), [LaTeX]({stem}.tex))", ""]
+        if beam == BEAMS[0]:        # coverage is computed at each run's own beam: one table
+            cal = f"calibration_{field}"
+            if calibration_table(rows, out, cal, f"{split} split, field {field}: fraction of unmasked pixels "
+                                 "with |pred - truth| <= k sigma (per-pixel sigma of the run, its own beam)"):
+                index += [(out / f"{cal}.md").read_text(), f"([Markdown]({cal}.md), [CSV]({cal}.csv))", ""]
     figures = []
     done = ds.analysis_done.sel(split=split).values.astype(bool)
     for r, run in enumerate(ds.run.values):

@@ -1,10 +1,13 @@
-"""The train and predict stages for the networks (cmbNNCS UNets, patch UNet).
+"""The train and predict stages for the networks (cmbNNCS UNets, patch UNet, Petroff's Bayesian
+spherical network).
 
 Training streams batches from the cube (CubeDataset), records per-epoch train
 and validation losses in the cube and as a PNG, checkpoints next to the store
 (``<store>.runs/<run>/epoch_NNNN.pt``, loadable with ``torch.load(weights_only=True)``),
 and resumes bit for bit.  Prediction writes full-sky maps into the cube's
-``pred`` product under the run's name, transform inverted, back on the sphere.
+``pred`` product under the run's name, transform inverted, back on the sphere;
+for Petroff's network, the mean of Monte Carlo passes (dropout on) goes to
+``pred`` and its per-pixel sigma to ``pred_sigma``.
 """
 from __future__ import annotations
 
@@ -29,14 +32,14 @@ class TrainConfig:
     model: str = "cmbnncs-unet5"
     detectors: tuple = (100, 143, 217, 353)
     fields: tuple = ("I",)
-    transform: str = "none"              # inputs: cmbNNCS feeds unscaled uK_CMB
+    transform: str = "none"              # inputs: cmbNNCS feeds unscaled uK_CMB (see cmbcube.transforms)
     target_transform: str = "scale:5"    # cmbNNCS: CMB / 5
     epochs: int = 10
     batch_size: int = 12
     repeats: int = 3                     # each batch stepped this many times (cmbNNCS: 3)
     lr_start: float = 0.1
     lr_end: float = 1e-6
-    loss: str = "l1"
+    loss: str = "l1"                     # l1, mse; heteroscedastic (petroff)
     checkpoint_every: int = 1
     early_stopping: int = 0              # patience in epochs; 0 = off
     seed: int = 0
@@ -54,13 +57,24 @@ class TrainConfig:
         return cls(**d)
 
 
+LOSSES = ("l1", "mse", "heteroscedastic")
+
+
 def defaults(model: str) -> dict:
-    """Published defaults per model (cmbNNCS) and sensible ones for the patch UNet."""
+    """Published defaults per model (cmbNNCS, Petroff) and sensible ones for the patch UNet.
+
+    Petroff et al. 2020: inputs divided by their max |x| over the noiseless train
+    sims, target mapped to [0, 1], heteroscedastic loss, Adam (amsgrad), batch 1;
+    the learning rate is not published (1e-3 decaying to 1e-4 here).
+    """
     if model in models.CMBNNCS:
         return {}
     if model == "patch-unet":
         return dict(transform="standardize", target_transform="standardize", batch_size=16, repeats=1,
                     lr_start=1e-3, lr_end=1e-5)
+    if model == "petroff":
+        return dict(transform="noiseless-maxabs", target_transform="unit-maxabs", loss="heteroscedastic",
+                    batch_size=1, repeats=1, lr_start=1e-3, lr_end=1e-4)
     raise ValueError(f"--model {model!r}: allowed: {', '.join(models.MODELS)}")
 
 
@@ -80,7 +94,7 @@ def run_dir(store: str, run: str) -> Path:
 
 
 def _datasets(store: str, config: TrainConfig, split: str):
-    view = "patches" if config.model == "patch-unet" else "faces"
+    view = models.view_for(config.model)
     nside = int(cube.read_attrs(store)["nside"])
     side = (config.patch_side or models.default_patch_side(nside)) if view == "patches" else None
     sims = None
@@ -94,7 +108,58 @@ def _datasets(store: str, config: TrainConfig, split: str):
 
 def _loss_fn(name):
     import torch
+    if name == "heteroscedastic":
+        from .petroff import heteroscedastic_loss
+        return heteroscedastic_loss
     return {"l1": torch.nn.L1Loss(), "mse": torch.nn.MSELoss()}[name]
+
+
+def _check_loss(config: TrainConfig) -> None:
+    if config.loss not in LOSSES:
+        raise ValueError(f"--loss {config.loss!r}: allowed: {', '.join(LOSSES)}")
+    if (config.loss == "heteroscedastic") != (config.model == "petroff"):
+        raise ValueError(f"--loss {config.loss!r} with --model {config.model}: the heteroscedastic loss needs the "
+                         "mean and variance maps that only --model petroff gives, and petroff trains only with it")
+
+
+def resolve_noiseless(store: str, config: TrainConfig, progress: bool | None = None) -> TrainConfig:
+    """Pin store-dependent scalings to explicit numbers (recorded in the run's configuration).
+
+    - transform ``noiseless-maxabs`` -> ``scale:S1,S2,...``: S = max |obs - noise| per
+      input channel over the training sims (Petroff et al.); without a ``noise``
+      product in the cube (recipe ``keep: [noise]``) the noisy maps are used, with a warning;
+    - target transform ``unit-maxabs`` -> ``unit:M``: M = max |CMB truth| over the same sims.
+    """
+    from tqdm import tqdm
+    if config.transform != "noiseless-maxabs" and config.target_transform != "unit-maxabs":
+        return config
+    import zarr
+    ds = _datasets(store, dataclasses.replace(config, transform="none", target_transform="none"), "train")
+    group = zarr.open_group(store, mode="r")
+    has_noise = "noise" in set(group.array_keys())
+    if config.transform == "noiseless-maxabs" and not has_noise:
+        log.warning("transform noiseless-maxabs: %s holds no noise maps (recipe keep: [noise]); scaling the inputs "
+                    "by max |obs| of the noisy train maps instead", store)
+    det, fld = np.array(ds.det_index), np.array(ds.field_index)
+    peak = np.zeros(len(ds.channels))
+    tpeak = np.zeros(len(config.fields))
+    for sim in tqdm(ds.sims, desc="input scaling", unit="sim", disable=None if progress is None else not progress):
+        if config.transform == "noiseless-maxabs":
+            x = ds.read_inputs(sim).astype(np.float64)
+            if has_noise:
+                x -= np.asarray(group["noise"][ds.isplit, sim], dtype=np.float64)[det, fld]
+            peak = np.fmax(peak, np.nanmax(np.abs(x), axis=1))
+        if config.target_transform == "unit-maxabs":
+            tpeak = np.fmax(tpeak, np.nanmax(np.abs(ds.read_target(sim).astype(np.float64)), axis=1))
+
+    def spec(prefix, values):
+        return prefix + ",".join(f"{v:.9g}" if np.isfinite(v) and v > 0 else "1" for v in values)
+    changes = {}
+    if config.transform == "noiseless-maxabs":
+        changes["transform"] = spec("scale:", peak)
+    if config.target_transform == "unit-maxabs":
+        changes["target_transform"] = spec("unit:", tpeak)
+    return dataclasses.replace(config, **changes)
 
 
 @dataclasses.dataclass
@@ -107,6 +172,7 @@ class TrainReport:
     stopped_early: bool = False
     seconds: float = 0.0
     samples_per_s: float = 0.0
+    config: dict | None = None           # the settings trained with (store-dependent scalings resolved)
 
 
 def train(store: str, config: TrainConfig, run_name: str | None = None, device: str | None = None,
@@ -114,14 +180,14 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
           num_workers: int = 0) -> TrainReport:
     import torch
     from tqdm import tqdm
-    if config.loss not in ("l1", "mse"):
-        raise ValueError(f"--loss {config.loss!r}: allowed: l1, mse")
+    _check_loss(config)
     if config.epochs < 1 or config.batch_size < 1 or config.repeats < 1:
         raise ValueError("--epochs, --batch-size and --repeats must be >= 1")
     run_name = run_name or config.model
     dev = device_for(device)
     if deterministic:
         torch.use_deterministic_algorithms(True)
+    config = resolve_noiseless(store, config, progress)
     train_ds = _datasets(store, config, "train")
     try:
         valid_ds = _datasets(store, config, "valid")
@@ -131,12 +197,13 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
     out_dir = run_dir(store, run_name)
     config_dict = {**config.as_dict(), "checkpoint_dir": str(out_dir.resolve())}
     irun = cube.ensure_run(store, run_name, config.model, config_dict,
-                           float(cube.open_dataset(store).cmb.attrs.get("beam_fwhm_arcmin", 0.0)))
+                           float(cube.open_dataset(store).cmb.attrs.get("beam_fwhm_arcmin", 0.0)),
+                           uncertainty=config.model == "petroff")
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     net = models.build(config.model, len(train_ds.channels), len(config.fields), nside, config.patch_side,
-                       config.base_channels).to(dev)
-    opt = torch.optim.Adam(net.parameters(), lr=config.lr_start)
+                       config.base_channels, branches=models.branch_sizes(train_ds.channels)).to(dev)
+    opt = torch.optim.Adam(net.parameters(), lr=config.lr_start, amsgrad=config.model == "petroff")
     steps_per_epoch = math.ceil(len(train_ds) / config.batch_size) * config.repeats
     total = steps_per_epoch * config.epochs
     ratio = config.lr_end / config.lr_start
@@ -179,6 +246,8 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
             for _ in range(config.repeats):
                 opt.zero_grad()
                 loss = loss_fn(net(x), y)
+                if hasattr(net, "regularization"):           # concrete dropout (petroff)
+                    loss = loss + net.regularization()
                 loss.backward()
                 opt.step()
                 sched.step()
@@ -207,7 +276,7 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
             break
     seconds = time.perf_counter() - t0
     return TrainReport(run_name, len(train_losses), train_losses, valid_losses, last_ckpt, stopped, seconds,
-                       seen / seconds if seconds else 0.0)
+                       seen / seconds if seconds else 0.0, config.as_dict())
 
 
 def _totuple(x):
@@ -273,12 +342,18 @@ class PredictReport:
     written: list
     already_done: int
     seconds: float
+    mc_samples: int = 0
+
+
+MC_SAMPLES = 100        # Petroff et al.: 100 Monte Carlo passes per sky
 
 
 def predict(store: str, run_name: str, splits=("test",), epoch: int | None = None, device: str | None = None,
-            progress: bool | None = None, model=None) -> PredictReport:
+            progress: bool | None = None, model=None, mc_samples: int | None = None) -> PredictReport:
     """Write the run's predictions for the finished sims of ``splits`` (resumable per sim).
 
+    ``mc_samples``: Monte Carlo passes with dropout on (Petroff's network only;
+    default 100): the mean goes to ``pred``, the per-pixel sigma to ``pred_sigma``.
     ``model`` (testing hook): a torch module used instead of the checkpoint's.
     """
     import torch
@@ -286,6 +361,13 @@ def predict(store: str, run_name: str, splits=("test",), epoch: int | None = Non
     irun = cube.run_index(store, run_name)
     stored = cube.run_config(store, irun)
     config = TrainConfig.from_dict(stored)
+    bayesian = config.model == "petroff"
+    if mc_samples is not None and not bayesian:
+        raise ValueError(f"--mc-samples: run {run_name!r} is a {config.model} (no dropout at inference); "
+                         "Monte Carlo sampling needs --model petroff")
+    mc_samples = (MC_SAMPLES if mc_samples is None else int(mc_samples)) if bayesian else 0
+    if bayesian and mc_samples < 1:
+        raise ValueError(f"--mc-samples {mc_samples}: must be >= 1")
     dev = device_for(device)
     if model is None:
         out_dir = Path(stored["checkpoint_dir"])
@@ -303,14 +385,16 @@ def predict(store: str, run_name: str, splits=("test",), epoch: int | None = Non
         raise ValueError(f"run {run_name!r} already holds predictions from epoch {recorded}; predicting epoch {epoch} "
                          "into it would mix checkpoints (train into a new --run, or drop the predictions)")
     todo = cube.run_pending(store, irun, splits)
-    report = PredictReport(run_name, epoch, [], 0, 0.0)
+    report = PredictReport(run_name, epoch, [], 0, 0.0, mc_samples)
     if not todo:
         return report
     t0 = time.perf_counter()
+    if bayesian:       # runs trained before pred_sigma existed get it now (same configuration: no mismatch)
+        cube.ensure_run(store, run_name, config.model, stored, 0.0, uncertainty=True)
     if model is None:
         ds0 = _datasets(store, config, splits[0])
         model = models.build(config.model, len(ds0.channels), len(config.fields), ds0.nside, config.patch_side,
-                             config.base_channels)
+                             config.base_channels, branches=models.branch_sizes(ds0.channels))
         model.load_state_dict(state["model"])
     model = model.to(dev).eval()
     cube.set_run_epoch(store, irun, epoch)
@@ -318,11 +402,18 @@ def predict(store: str, run_name: str, splits=("test",), epoch: int | None = Non
     datasets = {}
     for split, sim in tqdm(todo, desc=f"predict {run_name}", unit="sim", disable=None if progress is None else not progress):
         ds = datasets.get(split) or datasets.setdefault(split, _datasets(store, config, split))
-        maps = predict_sim(model, ds, sim, dev)
+        sigma = None
+        if bayesian:
+            maps, sigma_maps = predict_sim_mc(model, ds, sim, dev, mc_samples)
+            sigma = np.full((len(fields_all), maps.shape[-1]), np.nan, dtype=np.float32)
+        else:
+            maps = predict_sim(model, ds, sim, dev)
         full = np.full((len(fields_all), maps.shape[-1]), np.nan, dtype=np.float32)
         for k, f in enumerate(config.fields):
             full[fields_all.index(f)] = maps[k]
-        cube.write_prediction(store, irun, split, sim, full)
+            if sigma is not None:
+                sigma[fields_all.index(f)] = sigma_maps[k]
+        cube.write_prediction(store, irun, split, sim, full, sigma)
         report.written.append((split, sim))
     cube.consolidate(store)
     report.seconds = time.perf_counter() - t0
@@ -345,3 +436,19 @@ def predict_sim(model, ds: CubeDataset, sim: int, dev) -> np.ndarray:
         else:
             maps = model(torch.from_numpy(ds.transform.forward(ds.read_inputs(sim)))[None].to(dev))[0].double().cpu().numpy()
     return np.asarray(ds.target_transform.inverse(maps), dtype=np.float32)
+
+
+def predict_sim_mc(model, ds: CubeDataset, sim: int, dev, samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """Petroff's network: ((fields, npix) mean, (fields, npix) sigma), NESTED, physical units.
+
+    Dropout stays on (Monte Carlo); the target transform is affine, so the mean
+    is inverted with it and sigma is multiplied by its scale.
+    """
+    import torch
+
+    from .petroff import mc_predict
+    x = torch.from_numpy(ds.transform.forward(ds.read_inputs(sim))).to(dev)
+    mean, sigma = mc_predict(model, x, samples)
+    sigma = sigma * np.asarray(ds.target_transform.scale, dtype=np.float64)[:, None]
+    return (np.asarray(ds.target_transform.inverse(mean), dtype=np.float32),
+            np.asarray(np.abs(sigma), dtype=np.float32))

@@ -8,7 +8,17 @@ Names (CLI / recipe strings):
 - ``minmax``: to [0, 1] using the train-split min and max
 - ``standardize``: zero mean, unit std (train split)
 - ``robust``: (x - median) / (p75 - p25)
-- ``scale:S``: divide by S (cmbNNCS divides the CMB target by 5: ``scale:5``)
+- ``scale:S``: divide by S (cmbNNCS divides the CMB target by 5: ``scale:5``);
+  ``scale:S1,S2,...`` gives one factor per channel
+- ``maxabs``: divide by max|x| (train-split min and max)
+- ``unit-maxabs``: map [-max|x|, max|x|] to [0, 1], i.e. x / max|x| * 0.5 + 0.5
+  (Petroff et al. 2020's target scaling)
+- ``unit:M`` (or ``unit:M1,M2,...`` per channel): the same with explicit M
+- ``noiseless-maxabs``: divide by max|x| over the *noiseless* train sims
+  (obs - noise; Petroff et al.'s input scaling).  It needs the maps, not the
+  stored statistics: the train stage resolves it into explicit
+  ``scale:S1,S2,...`` factors recorded in the run (``resolve_noiseless`` in
+  cmbcube.train); ``build`` refuses it unresolved.
 """
 from __future__ import annotations
 
@@ -16,7 +26,9 @@ import dataclasses
 
 import numpy as np
 
-NAMES = ("none", "minmax", "standardize", "robust", "scale:<factor>")
+NAMES = ("none", "minmax", "standardize", "robust", "maxabs", "unit-maxabs", "noiseless-maxabs",
+         "scale:<factor>[,<factor>...]", "unit:<max>[,<max>...]")
+STAT_NAMES = ("minmax", "standardize", "robust", "maxabs", "unit-maxabs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,17 +69,28 @@ class Affine:
         return np.asarray(y, dtype=np.float64) * scale + offset
 
 
-def parse(spec: str) -> tuple[str, float | None]:
+def _numbers(spec: str, example: str) -> tuple[float, ...]:
+    text = spec.split(":", 1)[1]
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"transform {spec!r}: needs a number or comma-separated numbers, e.g. {example}") from None
+    if not values or any(v == 0 or not np.isfinite(v) for v in values):
+        raise ValueError(f"transform {spec!r}: factors must be finite and non-zero")
+    return values
+
+
+def parse(spec: str) -> tuple[str, tuple[float, ...] | None]:
+    """(name, explicit per-channel numbers or None) of a transform spec."""
     spec = (spec or "none").strip()
     if spec.startswith("scale:"):
-        try:
-            factor = float(spec.split(":", 1)[1])
-        except ValueError:
-            raise ValueError(f"transform {spec!r}: scale needs a number, e.g. scale:5") from None
-        if factor == 0:
-            raise ValueError(f"transform {spec!r}: scale must be non-zero")
-        return "scale", factor
-    if spec not in ("none", "minmax", "standardize", "robust"):
+        return "scale", _numbers(spec, "scale:5")
+    if spec.startswith("unit:"):
+        values = _numbers(spec, "unit:500")
+        if any(v < 0 for v in values):
+            raise ValueError(f"transform {spec!r}: unit:M needs M > 0 (the map's max |value|)")
+        return "unit", values
+    if spec not in ("none", "noiseless-maxabs") + STAT_NAMES:
         raise ValueError(f"unknown transform {spec!r}; allowed: {', '.join(NAMES)}")
     return spec, None
 
@@ -78,18 +101,28 @@ def build(spec: str, stats: dict[str, np.ndarray] | None, nchannels: int) -> Aff
     ``stats`` maps statistic names (min, max, mean, std, p25, p50, p75) to arrays
     of shape (nchannels,); it may be None for ``none`` and ``scale``.
     """
-    name, factor = parse(spec)
+    name, values = parse(spec)
     zeros, ones = np.zeros(nchannels), np.ones(nchannels)
     if name == "none":
         return Affine(spec, zeros, ones)
-    if name == "scale":
-        return Affine(spec, zeros, ones * factor)
+    if name in ("scale", "unit"):
+        if len(values) not in (1, nchannels):
+            raise ValueError(f"transform {spec!r}: {len(values)} factors for {nchannels} channels "
+                             "(give one, or one per channel)")
+        v = ones * np.asarray(values, dtype=np.float64)
+        return Affine(spec, zeros, v) if name == "scale" else Affine(spec, -v, 2 * v)
+    if name == "noiseless-maxabs":
+        raise ValueError("transform 'noiseless-maxabs' needs the noiseless train maps: the train stage resolves it "
+                         "(cmbcube.train.resolve_noiseless) into scale:S1,S2,...; use maxabs or explicit factors here")
     if stats is None:
         raise ValueError(f"transform {spec!r} needs normalisation statistics: run `cmbcube preprocess STORE` first")
     if name == "minmax":
         offset, scale = stats["min"], stats["max"] - stats["min"]
     elif name == "standardize":
         offset, scale = stats["mean"], stats["std"]
+    elif name in ("maxabs", "unit-maxabs"):
+        peak = np.maximum(np.abs(stats["min"]), np.abs(stats["max"]))
+        offset, scale = (zeros, peak) if name == "maxabs" else (-peak, 2 * peak)
     else:
         offset, scale = stats["p50"], stats["p75"] - stats["p25"]
     scale = np.where(scale > 0, scale, 1.0)

@@ -1,0 +1,224 @@
+"""Petroff et al. 2020: a Bayesian spherical CNN for CMB foreground cleaning, with per-pixel uncertainty.
+
+Architecture (DeepSphere-style, on NESTED HEALPix maps, see cmbcube.sphere):
+
+- one unshared encoder branch per input frequency; at every level from the
+  input nside down to nside 1: (pool), Chebyshev conv (``width`` = 6, K = 9),
+  ELU, conv, ELU.  Each level's output, through a learnable per-channel
+  scale ``a x + b``, is that branch's skip at that nside;
+- bottleneck: the sum over branches of their nside-1 outputs;
+- decoder, from nside 1 up to the input nside: conv + the sum of all branches'
+  skips at that nside, ELU, conv, ELU, upsample (not after the last level);
+- final conv to two maps per target field: the mean mu and s = -log sigma^2.
+
+Training minimises the heteroscedastic Gaussian loss 0.5 mean[(y - mu)^2 e^s - s]
+plus the concrete-dropout regularisation.  Spatial concrete dropout (Gal, Hron &
+Kendall 2017; one learned drop rate per layer and branch, initialised at 0.1,
+masks drop whole feature maps) sits before every convolution except the first
+of each branch (which sees the raw frequency map) and stays on at inference:
+``mc_predict`` runs Monte Carlo passes and returns the mean map and its
+per-pixel sigma, sqrt(mean(sigma_t^2) + var(mu_t)) (aleatoric + epistemic).
+
+Input channels are grouped per detector (frequency): with several fields a
+branch takes that detector's fields (zero-padded where a detector lacks one,
+e.g. 545/857 GHz carry I only).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import sphere
+
+WIDTH = 6
+K = 9
+P_INIT = 0.1
+TEMPERATURE = 0.1            # concrete relaxation temperature (Gal et al. 2017)
+WEIGHT_REGULARIZER = 1e-6    # l^2 / N prior length scale term
+DROPOUT_REGULARIZER = 1e-5   # 2 / N: pulls the drop rates towards maximum entropy
+
+
+def levels(nside: int) -> int:
+    """Encoder/decoder levels: the input nside down to nside 1 (depth follows nside)."""
+    return int(math.log2(sphere.check_nside(nside))) + 1
+
+
+class ConcreteDropout(nn.Module):
+    """Spatial concrete dropout on (B, groups * channels, N): whole feature maps dropped, a learned rate per group."""
+
+    def __init__(self, groups: int, channels: int, p_init: float = P_INIT, temperature: float = TEMPERATURE):
+        super().__init__()
+        self.groups, self.channels, self.temperature = groups, channels, temperature
+        self.logit_p = nn.Parameter(torch.full((groups,), math.log(p_init / (1 - p_init))))
+        self.enabled = True
+
+    @property
+    def p(self):
+        return torch.sigmoid(self.logit_p)
+
+    def forward(self, x):
+        if not self.enabled:
+            return x
+        b, c, n = x.shape
+        p = self.p[None, :, None, None]
+        eps = 1e-7
+        u = torch.rand(b, self.groups, self.channels, 1, device=x.device, dtype=x.dtype)
+        z = (torch.log(p + eps) - torch.log(1 - p + eps) + torch.log(u + eps) - torch.log(1 - u + eps))
+        keep = 1 - torch.sigmoid(z / self.temperature)
+        return (x.reshape(b, self.groups, self.channels, n) * keep / (1 - p)).reshape(b, c, n)
+
+    def regularization(self, weight, weight_regularizer, dropout_regularizer):
+        """Gal et al.'s KL term for the layer whose input this dropout masks (weight: (groups, ...))."""
+        p = self.p
+        w2 = weight.pow(2).reshape(self.groups, -1).sum(dim=1)
+        entropy = p * torch.log(p) + (1 - p) * torch.log(1 - p)
+        return (weight_regularizer * w2 / (1 - p)).sum() + (dropout_regularizer * self.channels * entropy).sum()
+
+
+class DropConv(nn.Module):
+    """(Concrete dropout ->) grouped Chebyshev convolution."""
+
+    def __init__(self, cin, cout, K=K, groups=1, dropout=True, p_init=P_INIT):
+        super().__init__()
+        self.dropout = ConcreteDropout(groups, cin, p_init) if dropout else None
+        self.conv = sphere.ChebConv(cin, cout, K, groups)
+
+    def forward(self, x):
+        return self.conv(self.dropout(x) if self.dropout is not None else x)
+
+    def regularization(self, wr, dr):
+        if self.dropout is None:
+            return self.conv.weight.new_zeros(())
+        return self.dropout.regularization(self.conv.weight, wr, dr)
+
+
+class PetroffNet(nn.Module):
+    """Petroff et al.'s Bayesian spherical UNet on (B, channels, 12 nside^2) NESTED maps.
+
+    branch_channels: input channels per branch (detector), in input order
+    (detector-major, as CubeDataset orders them); out_fields: target fields.
+    Output: (B, 2 out_fields, npix): mu for each field, then s = -log sigma^2.
+    """
+
+    def __init__(self, branch_channels, out_fields: int, nside: int, width: int = WIDTH, K: int = K,
+                 p_init: float = P_INIT, weight_regularizer: float = WEIGHT_REGULARIZER,
+                 dropout_regularizer: float = DROPOUT_REGULARIZER):
+        super().__init__()
+        branch_channels = [int(c) for c in branch_channels]
+        if not branch_channels or min(branch_channels) < 1:
+            raise ValueError(f"branch_channels {branch_channels}: every branch needs >= 1 input channel")
+        self.nside, self.out_fields = sphere.check_nside(nside), out_fields
+        self.groups, self.cin = len(branch_channels), max(branch_channels)
+        self.levels = levels(nside)
+        self.wr, self.dr = weight_regularizer, dropout_regularizer
+        slots = [g * self.cin + k for g, c in enumerate(branch_channels) for k in range(c)]
+        self.register_buffer("slots", torch.tensor(slots, dtype=torch.long), persistent=False)
+        G = self.groups
+        self.encoder = nn.ModuleList()
+        for level in range(self.levels):
+            first = DropConv(self.cin if level == 0 else width, width, K, G, dropout=level > 0, p_init=p_init)
+            self.encoder.append(nn.ModuleList([first, DropConv(width, width, K, G, p_init=p_init)]))
+        self.skip_scale = nn.Parameter(torch.ones(self.levels, G, width))
+        self.skip_shift = nn.Parameter(torch.zeros(self.levels, G, width))
+        self.decoder = nn.ModuleList([nn.ModuleList([DropConv(width, width, K, 1, p_init=p_init),
+                                                     DropConv(width, width, K, 1, p_init=p_init)])
+                                      for _ in range(self.levels)])
+        self.final = DropConv(width, 2 * out_fields, K, 1, p_init=p_init)
+        with torch.no_grad():          # start near mu = 0, s = 0 (sigma = 1): the e^s term cannot blow up early
+            self.final.conv.weight.mul_(1e-2)
+        self.width = width
+        self.act = nn.ELU()
+
+    # -- dropout control -------------------------------------------------------------------
+    def dropouts(self):
+        return [m for m in self.modules() if isinstance(m, ConcreteDropout)]
+
+    def set_dropout(self, enabled: bool) -> None:
+        """Concrete dropout on (the default, also at inference: Monte Carlo sampling) or off (deterministic)."""
+        for m in self.dropouts():
+            m.enabled = bool(enabled)
+
+    def drop_rates(self) -> np.ndarray:
+        return np.concatenate([m.p.detach().cpu().numpy() for m in self.dropouts()])
+
+    def regularization(self):
+        return sum(m.regularization(self.wr, self.dr) for m in self.modules() if isinstance(m, DropConv))
+
+    # -- forward ----------------------------------------------------------------------------
+    def check_input(self, x) -> None:
+        if x.ndim != 3 or x.shape[-1] != 12 * self.nside ** 2:
+            raise ValueError(f"PetroffNet for nside {self.nside} expects (batch, channels, {12 * self.nside ** 2}) "
+                             f"NESTED maps, got {tuple(x.shape)}")
+        if x.shape[1] != self.slots.numel():
+            raise ValueError(f"PetroffNet expects {self.slots.numel()} input channels, got {x.shape[1]}")
+
+    def forward(self, x):
+        self.check_input(x)
+        b, _, n = x.shape
+        G, W = self.groups, self.width
+        h = x.new_zeros(b, G * self.cin, n)
+        h[:, self.slots] = x
+        skips = []
+        for level, (conv_a, conv_b) in enumerate(self.encoder):
+            if level:
+                h = sphere.pool(h)
+            h = self.act(conv_b(self.act(conv_a(h))))
+            skip = h.reshape(b, G, W, -1) * self.skip_scale[level][None, :, :, None] \
+                + self.skip_shift[level][None, :, :, None]
+            skips.append(skip.sum(dim=1))                     # all branches' skips at this nside, summed
+        z = h.reshape(b, G, W, -1).sum(dim=1)                 # bottleneck: branches summed at nside 1
+        for level in range(self.levels - 1, -1, -1):
+            conv_a, conv_b = self.decoder[level]
+            z = self.act(conv_b(self.act(conv_a(z) + skips[level])))
+            if level:
+                z = sphere.unpool(z)
+        return self.final(z)
+
+    def split(self, out):
+        """(mu, s) of a forward output."""
+        return out[:, : self.out_fields], out[:, self.out_fields:]
+
+
+def heteroscedastic_loss(out, target):
+    """0.5 mean[(y - mu)^2 e^s - s] with out = (mu, s) stacked along channels."""
+    f = target.shape[1]
+    if out.shape[1] != 2 * f:
+        raise ValueError(f"heteroscedastic loss: the network gives {out.shape[1]} maps for {f} target field(s); "
+                         "it needs two per field (mean and -log variance)")
+    mu, s = out[:, :f], out[:, f:]
+    return 0.5 * torch.mean((target - mu) ** 2 * torch.exp(s) - s)
+
+
+def mc_predict(net: PetroffNet, x, samples: int = 100, chunk: int | None = None):
+    """Monte Carlo passes on one input (1, C, N) or (C, N).
+
+    Returns (mean, sigma) as float64 numpy arrays (fields, N) in the network's
+    (transformed) units: mean = average of mu_t; sigma^2 = mean(exp(-s_t)) + var(mu_t).
+    """
+    if samples < 1:
+        raise ValueError(f"--mc-samples {samples}: must be >= 1")
+    if x.ndim == 2:
+        x = x[None]
+    n = x.shape[-1]
+    chunk = chunk or max(1, min(samples, 2 ** 21 // n))
+    f = net.out_fields
+    s1 = torch.zeros(f, n, dtype=torch.float64, device=x.device)
+    s2 = torch.zeros_like(s1)
+    alea = torch.zeros_like(s1)
+    done = 0
+    with torch.no_grad():
+        while done < samples:
+            m = min(chunk, samples - done)
+            mu, s = net.split(net(x.expand(m, -1, -1)))
+            mu, s = mu.double(), s.double()
+            s1 += mu.sum(0)
+            s2 += (mu ** 2).sum(0)
+            alea += torch.exp(-s).sum(0)
+            done += m
+    mean = s1 / samples
+    var_mu = torch.clamp(s2 / samples - mean ** 2, min=0.0)
+    sigma = torch.sqrt(alea / samples + var_mu)
+    return mean.cpu().numpy(), sigma.cpu().numpy()
