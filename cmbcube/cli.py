@@ -16,6 +16,9 @@ def _add_cluster_args(p):
                         "default: a local cluster")
     p.add_argument("--scheduler-file", metavar="FILE", help="Dask scheduler file (dask scheduler --scheduler-file)")
     p.add_argument("--workers", type=int, metavar="N", help="worker processes of the local cluster")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print what would be computed and which cluster would be started or connected to "
+                        "(the sbatch job script for kind slurm), then stop: nothing is started or written")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -286,6 +289,32 @@ def _check_recipe(args) -> int:
     return 0
 
 
+def _dry_run(args) -> int:
+    """``--dry-run`` on any Dask stage: the plan and the compute side; starts and writes nothing."""
+    import os
+
+    from . import cluster, cube
+    if args.command in ("simulate", "run"):
+        from .recipe import load
+        recipe = load(args.recipe, args.overrides)
+        nsims = sum(recipe.splits.values())
+        if os.path.exists(args.store):
+            done = int((cube.done_flags(args.store) & cube.planned(args.store)).sum()) \
+                if cube.read_attrs(args.store).get("recipe_hash") == recipe.hash else None
+            state = (f"existing store, {done} of {nsims} sims done" if done is not None
+                     else "exists with another recipe: the run would be refused")
+        else:
+            state = "would be created"
+        print(f"dry run: {args.command} recipe {recipe.name} ({nsims} sims, nside {recipe['nside']}) into "
+              f"{args.store} ({state})")
+    else:
+        recipe = cube.store_recipe(args.store)
+        print(f"dry run: {args.command} on {args.store} (recipe {recipe.name}, nside {recipe['nside']})")
+    print(cluster.describe(recipe["cluster"], args.scheduler, args.scheduler_file, args.workers))
+    print("dry run: nothing was started or written")
+    return 0
+
+
 def _ingest_cmbml(args) -> int:
     from .cmbml import ingest, recipe_for, scan
     if getattr(args, "dry_run", False):
@@ -370,6 +399,8 @@ def main(argv=None) -> int:
         parser.print_help()
         return EXIT_BAD_INPUT
     try:
+        if getattr(args, "dry_run", False) and args.command != "ingest-cmbml":   # ingest-cmbml: its own dry run
+            return _dry_run(args)
         if args.command == "simulate":
             return _simulate(args)
         if args.command == "preprocess":

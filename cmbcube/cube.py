@@ -9,6 +9,7 @@ Writing rules (measured: two writers in one shard lose data):
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -628,8 +629,45 @@ def _remove_run_slot(array_dir: Path, index: int) -> None:
         os.rename(staging, chunks)
 
 
+_HELD_LOCKS: dict[str, int] = {}        # this process's holds: real store path -> depth
+
+
+@contextlib.contextmanager
+def store_lock(path: str):
+    """Exclusive inter-process lock (flock on the store's directory) around driver-side metadata
+    changes: stages running at once in different processes, each writing its own products, take
+    turns to grow the run axis, add arrays and consolidate (measured: without it, two processes
+    adding runs at once crash or overwrite each other's run).  Re-entrant within a process (one
+    driver thread); a no-op for URLs and where the file system refuses directory locks."""
+    if is_remote(str(path)):
+        yield
+        return
+    key = os.path.realpath(path)
+    if _HELD_LOCKS.get(key):
+        _HELD_LOCKS[key] += 1
+        try:
+            yield
+        finally:
+            _HELD_LOCKS[key] -= 1
+        return
+    import fcntl
+    try:
+        fd = os.open(key, os.O_RDONLY)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:
+        fd = None
+    try:
+        if fd is not None:
+            _HELD_LOCKS[key] = 1
+        yield
+    finally:
+        if fd is not None:
+            _HELD_LOCKS.pop(key, None)
+            os.close(fd)                 # releases the lock
+
+
 class metadata_transaction:
-    """Driver-side metadata changes made all or nothing on a local store.
+    """Driver-side metadata changes made all or nothing on a local store (under :func:`store_lock`).
 
     On an OS error (disk full, permission denied, read-only file system) every array metadata
     file and the root's are put back as they were, arrays created meanwhile are removed, and a
@@ -640,6 +678,8 @@ class metadata_transaction:
         self.path, self.action = str(path), action
 
     def __enter__(self):
+        self._lock = store_lock(self.path)
+        self._lock.__enter__()
         root = Path(self.path)
         self.before = {}
         if not is_remote(self.path) and root.is_dir():
@@ -651,6 +691,12 @@ class metadata_transaction:
         return self
 
     def __exit__(self, kind, err, tb):
+        try:
+            return self._restore(err)
+        finally:
+            self._lock.__exit__(None, None, None)
+
+    def _restore(self, err):
         cause = err.__cause__ if isinstance(err, StoreError) else err
         if not isinstance(cause, OSError) or isinstance(cause, FileNotFoundError) or not self.before:
             return False
@@ -699,7 +745,7 @@ def consolidate(path: str) -> None:
     import warnings
 
     import zarr
-    with warnings.catch_warnings():
+    with store_lock(path), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
         try:
             zarr.consolidate_metadata(path)

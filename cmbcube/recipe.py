@@ -91,6 +91,42 @@ def _pysm_presets(path, value):
             raise RecipeError(f"{path}[{i}]: unknown pysm3 preset {item!r}; allowed: {', '.join(known)}")
 
 
+CLUSTER_KINDS = ("local", "address", "slurm", "synchronous")
+
+
+def _memory_size(path, value):
+    from dask.utils import parse_bytes
+    try:
+        nbytes = parse_bytes(value)
+    except (ValueError, TypeError):
+        nbytes = 0
+    if nbytes <= 0:
+        raise RecipeError(f"{path}: {value!r} is not a memory size; use e.g. 4GB, 500MiB, 64GB")
+
+
+def _memory_or_auto(path, value):
+    if value != "auto" and not (isinstance(value, int) and value == 0):
+        _memory_size(path, value)
+
+
+def _walltime(path, value):
+    import re
+    if not re.fullmatch(r"\d+(:\d{2}){0,2}|\d+-\d+(:\d{2}){0,2}", value):
+        raise RecipeError(f"{path}: {value!r} is not a SLURM time; use MINUTES, HH:MM:SS or DAYS-HH:MM:SS, "
+                          "e.g. 02:00:00")
+
+
+def _strings(path, value):
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise RecipeError(f"{path}[{i}]: expected a string, got {item!r}")
+
+
+def _scheduler_address(path, value):
+    if "://" not in value and ":" not in value:
+        raise RecipeError(f"{path}: {value!r} is not a scheduler address; use tcp://host:port")
+
+
 def known_pysm_presets() -> list[str]:
     import configparser
     import importlib.resources
@@ -164,12 +200,34 @@ SCHEMA: dict = {
         "splits": F((list,), ["test"], check=_list_of(SPLITS, min_len=1), doc="splits predicted and scored"),
     },
     "cluster": {
-        "kind": F((str,), "local", choices=("local", "address", "slurm", "synchronous")),
-        "workers": F((int,), 2, check=_positive),
-        "threads_per_worker": F((int,), 1, check=_positive),
-        "memory_limit": F((str,), "auto"),
-        "address": F((str,), None, nullable=True),
-        "scheduler_file": F((str,), None, nullable=True),
+        "kind": F((str,), "local", choices=CLUSTER_KINDS,
+                  doc="local: a cluster on this machine; address: an existing scheduler; slurm: dask-jobqueue; "
+                      "synchronous: no Dask, one process"),
+        "workers": F((int,), 2, check=_positive, doc="local: worker processes"),
+        "threads_per_worker": F((int,), 1, check=_positive,
+                                doc="local and slurm: threads per worker (numpy/numba pools are pinned to it)"),
+        "memory_limit": F((str, int), "auto", check=_memory_or_auto, doc="local: per worker, e.g. 4GB, or auto"),
+        "address": F((str,), None, nullable=True, check=_scheduler_address, doc="address: tcp://host:port"),
+        "scheduler_file": F((str,), None, nullable=True, doc="address: file written by dask scheduler --scheduler-file"),
+        "slurm": {
+            "queue": F((str,), None, nullable=True, doc="partition (#SBATCH -p)"),
+            "account": F((str,), None, nullable=True, doc="account charged (#SBATCH -A)"),
+            "cores": F((int,), 8, check=_positive, doc="cores per job (--cpus-per-task)"),
+            "processes": F((int,), None, nullable=True, check=_positive,
+                           doc="worker processes per job (default: cores / threads_per_worker)"),
+            "memory": F((str,), "32GB", check=_memory_size, doc="memory per job (--mem), shared by its workers"),
+            "walltime": F((str,), "01:00:00", check=_walltime, doc="per job (-t), e.g. 02:00:00 or 1-00:00:00"),
+            "jobs": F((int,), 1, check=_positive, doc="jobs submitted (sbatch) when the stage starts"),
+            "job_extra_directives": F((list,), [], check=_strings,
+                                      doc="extra #SBATCH options, e.g. [--qos=normal, --exclusive]"),
+            "job_script_prologue": F((list,), [], check=_strings,
+                                     doc="shell lines before the worker starts (module load, source venv)"),
+            "job_name": F((str,), "cmbcube"),
+            "local_directory": F((str,), None, nullable=True, doc="node-local scratch for the workers"),
+            "log_directory": F((str,), None, nullable=True, doc="where SLURM writes the job logs"),
+            "interface": F((str,), None, nullable=True, doc="network interface of scheduler and workers, e.g. ib0"),
+            "python": F((str,), None, nullable=True, doc="python on the compute nodes (default: this one)"),
+        },
     },
 }
 # Sections that describe how to compute or what to do downstream, not the simulated data:
@@ -292,6 +350,7 @@ def validate(raw: dict, text: str = "", source: str = "", overrides: tuple | lis
         raise RecipeError("cmb.chain_file: required when cmb.prior is 'chain'")
     if data["noise"]["model"] == "variance_maps" and not data["noise"]["variance_dir"]:
         raise RecipeError("noise.variance_dir: required when noise.model is 'variance_maps'")
+    _check_cluster(data["cluster"], "cluster")
     if "cmb" not in data["keep"]:
         data["keep"] = ["cmb"] + data["keep"]
     data["keep"] = [k for k in TRUTH_PRODUCTS if k in data["keep"]]
@@ -299,6 +358,35 @@ def validate(raw: dict, text: str = "", source: str = "", overrides: tuple | lis
         if data["foregrounds"]["model"] == "none":
             data["keep"].remove("components")
     return Recipe(data, text, source, tuple(overrides))
+
+
+def _check_cluster(c: dict, prefix: str) -> None:
+    kind = c["kind"]
+    if kind == "address" and not (c["address"] or c["scheduler_file"]):
+        raise RecipeError(f"{prefix}.address: required when {prefix}.kind is 'address' (or set "
+                          f"{prefix}.scheduler_file)")
+    if kind != "address":
+        for key in ("address", "scheduler_file"):
+            if c[key]:
+                raise RecipeError(f"{prefix}.{key}: only used when {prefix}.kind is 'address' (kind is {kind!r}); "
+                                  f"set kind: address or remove {key}")
+    sl = c["slurm"]
+    if kind == "slurm":
+        threads = c["threads_per_worker"]
+        if sl["processes"] is None and threads > sl["cores"]:
+            raise RecipeError(f"{prefix}.threads_per_worker: {threads} exceeds {prefix}.slurm.cores "
+                              f"({sl['cores']}); allowed: 1 to {sl['cores']}")
+        if sl["processes"] is not None and sl["processes"] > sl["cores"]:
+            raise RecipeError(f"{prefix}.slurm.processes: {sl['processes']} exceeds {prefix}.slurm.cores "
+                              f"({sl['cores']}); allowed: 1 to {sl['cores']}")
+
+
+def cluster_settings(raw: dict | None) -> dict:
+    """A validated ``cluster`` section with defaults filled in (also for stores written before a
+    field existed); errors name the field as ``cluster.<key>``."""
+    data = _validate(raw or {}, SCHEMA["cluster"], "cluster")
+    _check_cluster(data, "cluster")
+    return data
 
 
 def load(path: str | Path, overrides: tuple | list = ()) -> Recipe:

@@ -41,6 +41,18 @@ def _injected_failure(split: str, sim: int) -> None:
         raise RuntimeError(f"injected failure for {split}/{sim} (CMBCUBE_FAIL_SIMS)")
 
 
+def _injected_delay(split: str, sim: int) -> None:
+    """Testing hook for fault drills: CMBCUBE_SIM_DELAY=SECONDS holds every sim that long between
+    computing and writing; with CMBCUBE_SIM_TRACE=DIR each sim first touches DIR/{split}-{sim}-{pid}
+    (the process running it), so a test can kill exactly that process mid-sim."""
+    trace = os.environ.get("CMBCUBE_SIM_TRACE")
+    if trace:
+        open(os.path.join(trace, f"{split}-{sim}-{os.getpid()}"), "w").close()
+    delay = float(os.environ.get("CMBCUBE_SIM_DELAY") or 0)
+    if delay > 0:
+        time.sleep(delay)
+
+
 def simulate_one(store: str, recipe: Recipe, split: str, sim: int) -> dict:
     """Task body: compute one sim and write it (data first, done-flag last)."""
     from .sky import Simulator
@@ -49,6 +61,7 @@ def simulate_one(store: str, recipe: Recipe, split: str, sim: int) -> dict:
     if simulator is None:
         simulator = _SIMULATORS[recipe.hash] = Simulator(recipe)
     result = simulator.run(split, sim)
+    _injected_delay(split, sim)
     t0 = time.perf_counter()
     cube.write_sim(store, split, sim, result)
     result.timings["write"] = time.perf_counter() - t0
