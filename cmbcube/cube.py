@@ -233,10 +233,11 @@ def read_attrs(path: str) -> dict:
 
 
 def update_attrs(path: str, attrs: dict) -> None:
-    """Driver-side: add or replace global attributes (provenance), then consolidate."""
-    group = _group(path, "r+")
-    group.attrs.update(attrs)
-    consolidate(path)
+    """Driver-side: add or replace global attributes (provenance), then consolidate; all or nothing,
+    under the store's lock (see metadata_transaction)."""
+    with metadata_transaction(path, "write the store's attributes"):
+        _group(path, "r+").attrs.update(attrs)
+        consolidate(path)
 
 
 def store_recipe(path: str) -> Recipe:
