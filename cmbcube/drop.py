@@ -84,7 +84,20 @@ def dependants(store: str, product: str) -> list[str]:
 
 
 def drop(store: str, product: str, run: str | None = None, force: bool = False) -> DropReport:
+    """Remove ``product`` (one run's with ``run``) from a local store; see the module docstring.
+    Holds the store's metadata lock, so stages adding runs or arrays wait for it."""
     store = str(store)
+    if product not in PRODUCTS:
+        raise ValueError(f"unknown product {product!r}; allowed: {', '.join(PRODUCTS)}")
+    if cube.is_remote(store):
+        raise cube.StoreError(f"{store}: drop edits a local store; run it where the store lives")
+    if not Path(store).is_dir():
+        raise cube.StoreError(f"{store}: no such store")
+    with cube.store_lock(store):
+        return _drop(store, product, run, force)
+
+
+def _drop(store: str, product: str, run: str | None, force: bool) -> DropReport:
     if product not in PRODUCTS:
         raise ValueError(f"unknown product {product!r}; allowed: {', '.join(PRODUCTS)}")
     if run is not None and product not in RUN_PRODUCTS:

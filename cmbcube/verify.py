@@ -324,7 +324,8 @@ def verify(path: str, products=None, clear: bool = False, workers: int | None = 
     report.damage.sort(key=lambda d: ({"metadata": 0, "sim": 1, "pred": 2, "analysis": 3}[d.level],
                                       tuple(map(str, d.unit)), d.product, d.key))
     if clear and report.damage:
-        _clear(path, report, runs)
+        with cube.store_lock(path):
+            _clear(path, report, runs)
         report.cleared = True
     report.seconds = time.perf_counter() - t0
     return report
