@@ -141,6 +141,8 @@ def _clean_task(store: str, run: int, config: ILCConfig, split: str, sim: int) -
     import zarr
     t0 = time.perf_counter()
     group = zarr.open_group(store, mode="r")
+    if group["pred_done"][run, SPLITS.index(split), sim]:
+        return 0.0     # already written: Dask reran a finished task whose worker died holding its result
     have = [int(d) for d in group["detector"][...]]
     fields_in = [str(f) for f in group["field"][...]]
     units = [str(u) for u in group["unit"][...]]

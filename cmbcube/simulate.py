@@ -11,7 +11,7 @@ import os
 import time
 
 from . import cube
-from .recipe import Recipe, load
+from .recipe import SPLITS, Recipe, load
 
 log = logging.getLogger("cmbcube")
 
@@ -56,6 +56,8 @@ def _injected_delay(split: str, sim: int) -> None:
 def simulate_one(store: str, recipe: Recipe, split: str, sim: int) -> dict:
     """Task body: compute one sim and write it (data first, done-flag last)."""
     from .sky import Simulator
+    if cube.done_flags(store)[SPLITS.index(split), sim]:
+        return {}      # already written: Dask reran a finished task whose worker died holding its result
     _injected_failure(split, sim)
     simulator = _SIMULATORS.get(recipe.hash)
     if simulator is None:

@@ -83,13 +83,22 @@ class ExternalCluster:
         with Client(self.address, timeout="30s") as client:
             return client.run(os.getpid)
 
+    def wait_idle(self, timeout=60):
+        """Until no worker thread runs a task (cancelled tasks of a dead client finish on their own)."""
+        from distributed import Client
+        deadline = time.monotonic() + timeout
+        with Client(self.address, timeout="30s") as client:
+            while any(client.run(lambda dask_worker: len(dask_worker.state.executing)).values()):
+                assert time.monotonic() < deadline, "workers still busy"
+                time.sleep(0.1)
+
     def traced(self) -> list[tuple[str, int, int]]:
-        """(split, sim, pid) of every sim started so far."""
+        """(split, sim, pid) of every sim started so far, oldest first."""
         out = []
         for p in self.trace.iterdir():
             split, sim, pid = p.name.split("-")
-            out.append((split, int(sim), int(pid)))
-        return out
+            out.append((p.stat().st_mtime_ns, split, int(sim), int(pid)))
+        return [t[1:] for t in sorted(out)]
 
     def clear_trace(self):
         for p in self.trace.iterdir():
