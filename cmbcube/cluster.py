@@ -105,8 +105,14 @@ def _jobqueue():
 
 def slurm_job_script(settings: dict, scheduler_address: str = DRY_RUN_SCHEDULER) -> str:
     """The sbatch script each SLURM job would run (nothing is started or submitted)."""
+    import tempfile
     job_cls = _jobqueue().SLURMCluster.job_cls
-    return job_cls(scheduler=scheduler_address, name="cmbcube-dry-run", **slurm_job_kwargs(settings)).job_script()
+    kwargs = slurm_job_kwargs(settings)
+    logs = kwargs.pop("log_directory", None)
+    with tempfile.TemporaryDirectory() as stand_in:      # dask-jobqueue creates the log directory
+        script = job_cls(scheduler=scheduler_address, name="cmbcube-dry-run",
+                         log_directory=stand_in if logs else None, **kwargs).job_script()
+    return script.replace(stand_in, logs) if logs else script
 
 
 def describe(settings: dict | None, scheduler: str | None = None, scheduler_file: str | None = None,

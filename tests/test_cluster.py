@@ -144,8 +144,8 @@ def chunks(store, product=None) -> dict:
             if "/c/" in k and ".partial" not in k and (product is None or k.startswith(product + "/"))}
 
 
-def cli(*args, env=None, timeout=300):
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout,
+def cli(*args, env=None, timeout=300, cwd=None):
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd,
                           env={**os.environ, **PINNED, **(env or {})})
 
 
@@ -248,7 +248,7 @@ def test_slurm_example_recipe_validates_and_dry_run_prints_its_job_script(tmp_pa
     sl = r["cluster"]["slurm"]
     assert r["cluster"]["kind"] == "slurm"
     store = tmp_path / "never.zarr"
-    proc = cli("simulate", str(example), "--store", str(store), "--dry-run")
+    proc = cli("simulate", str(example), "--store", str(store), "--dry-run", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     script = out[out.index("#!/usr/bin/env bash"):]
@@ -259,7 +259,8 @@ def test_slurm_example_recipe_validates_and_dry_run_prints_its_job_script(tmp_pa
         assert line in script, line
     processes = sl["processes"] or sl["cores"] // r["cluster"]["threads_per_worker"]
     assert f"--nworkers {processes}" in script and f"submit {sl['jobs']} SLURM job(s)" in out
-    assert "nothing was started or written" in out and not store.exists()
+    assert f"#SBATCH -o {sl['log_directory']}/{sl['job_name']}-%J.out" in script
+    assert "nothing was started or written" in out and list(tmp_path.iterdir()) == []   # no store, no log dir
     assert "dashboard" not in out        # nothing started: no scheduler, no link
 
 
