@@ -233,3 +233,24 @@ def test_nilc_and_hilc_at_once_equal_sequential_runs(tmp_path, clean):
         want = b.pred.sel(run=method, split="test").values
         assert np.array_equal(got, want, equal_nan=True) and np.isfinite(got).any()
         assert a.pred_done.sel(run=method, split="test").values[:2].all()
+
+
+def test_task_that_keeps_killing_its_worker_is_reported_not_raised():
+    """A task whose worker dies every time it runs it (say, out of memory) ends as a failure that
+    names the likely cause, after Dask's retries; nothing is raised and the cluster (its worker
+    restarted by the nanny) goes on running tasks."""
+    import dask
+
+    from cmbcube.cluster import WorkerDied, client_for, run_tasks
+    outcome = {}
+
+    def record(item, result, error):
+        outcome[item] = (result, error)
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        with client_for({"kind": "local", "workers": 1}) as client:
+            run_tasks(client, lambda x: os.kill(os.getpid(), signal.SIGKILL), (), [("die",)], "drill", record)
+            run_tasks(client, lambda x: x * 2, (), [("a",), ("b",)], "after", record)
+    result, error = outcome[("die",)]
+    assert result is None and isinstance(error, WorkerDied) and "out of memory?" in str(error)
+    assert outcome[("a",)] == ("aa", None) and outcome[("b",)] == ("bb", None)
