@@ -144,9 +144,10 @@ def branch_sizes(channels) -> list[int]:
 
 
 def build(model: str, in_channels: int, out_channels: int, nside: int, patch_side: int | None = None,
-          base_channels: int | None = None, branches=None) -> nn.Module:
+          base_channels: int | None = None, branches=None, n_train: int | None = None) -> nn.Module:
     """``out_channels``: target fields (Petroff's network gives two maps per field: mean and -log variance).
-    ``branches``: Petroff only, input channels per detector branch (default: one branch per channel)."""
+    Petroff only: ``branches``, input channels per detector branch (default: one branch per channel);
+    ``n_train``, training skies (concrete-dropout regularisers; default the published 800)."""
     if model in CMBNNCS:
         if nside % min_nside(model):
             raise ValueError(f"--model {model} needs nside to be a multiple of {min_nside(model)} "
@@ -161,5 +162,5 @@ def build(model: str, in_channels: int, out_channels: int, nside: int, patch_sid
         branches = list(branches) if branches is not None else [1] * in_channels
         if sum(branches) != in_channels:
             raise ValueError(f"petroff: branches {branches} do not add up to {in_channels} input channels")
-        return PetroffNet(branches, out_channels, nside)
+        return PetroffNet(branches, out_channels, nside, n_train=n_train)
     raise ValueError(f"--model {model!r}: allowed: {', '.join(MODELS)}")

@@ -1,23 +1,27 @@
 """Petroff et al. 2020: a Bayesian spherical CNN for CMB foreground cleaning, with per-pixel uncertainty.
 
-Architecture (DeepSphere-style, on NESTED HEALPix maps, see cmbcube.sphere):
+Architecture (DeepSphere-style, on NESTED HEALPix maps, see cmbcube.sphere), as
+in the published model:
 
 - one unshared encoder branch per input frequency; at every level from the
-  input nside down to nside 1: (pool), Chebyshev conv (``width`` = 6, K = 9),
-  ELU, conv, ELU.  Each level's output, through a learnable per-channel
-  scale ``a x + b``, is that branch's skip at that nside;
-- bottleneck: the sum over branches of their nside-1 outputs;
-- decoder, from nside 1 up to the input nside: conv + the sum of all branches'
-  skips at that nside, ELU, conv, ELU, upsample (not after the last level);
+  input nside down to nside 1: (max-pool, except at the first level),
+  Chebyshev conv (``width`` = 6 maps, K = 9), ELU, conv, ELU.  Each level's
+  output, through a learnable per-map ``a x + b``, is that branch's skip;
+- bottleneck: ELU of the sum over branches of their nside-1 skips, upsampled;
+- decoder, from nside 2 up to the input nside: conv, + all branches' skips at
+  that nside, ELU, conv, ELU, upsample (not after the last level);
 - final conv to two maps per target field: the mean mu and s = -log sigma^2.
 
 Training minimises the heteroscedastic Gaussian loss 0.5 mean[(y - mu)^2 e^s - s]
 plus the concrete-dropout regularisation.  Spatial concrete dropout (Gal, Hron &
 Kendall 2017; one learned drop rate per layer and branch, initialised at 0.1,
-masks drop whole feature maps) sits before every convolution except the first
-of each branch (which sees the raw frequency map) and stays on at inference:
-``mc_predict`` runs Monte Carlo passes and returns the mean map and its
-per-pixel sigma, sqrt(mean(sigma_t^2) + var(mu_t)) (aleatoric + epistemic).
+relaxation temperature 2/3 as in their spatial variant; a mask drops whole
+maps, so before a branch's first convolution it drops the whole frequency map)
+wraps every convolution and every skip scaling, and stays on at inference:
+``mc_predict`` runs Monte Carlo passes and returns the mean map and its per-pixel
+sigma, sqrt(mean(sigma_t^2) + var(mu_t)) (aleatoric + epistemic).  The
+regularisers are l^2 / N and 2 / N with prior length scale l = 1e-4 and N the
+number of training skies (published: 800).
 
 Input channels are grouped per detector (frequency): with several fields a
 branch takes that detector's fields (zero-padded where a detector lacks one,
@@ -36,18 +40,24 @@ from . import sphere
 WIDTH = 6
 K = 9
 P_INIT = 0.1
-TEMPERATURE = 0.1            # concrete relaxation temperature (Gal et al. 2017)
-WEIGHT_REGULARIZER = 1e-6    # l^2 / N prior length scale term
-DROPOUT_REGULARIZER = 1e-5   # 2 / N: pulls the drop rates towards maximum entropy
+TEMPERATURE = 2.0 / 3.0      # Gal et al.'s spatial concrete dropout
+LENGTH_SCALE = 1e-4          # prior length scale l of the weight regulariser l^2 / N
+N_TRAIN = 800                # published number of training skies (regularisers when N is not given)
 
 
 def levels(nside: int) -> int:
-    """Encoder/decoder levels: the input nside down to nside 1 (depth follows nside)."""
+    """Encoder levels: the input nside down to nside 1 (depth follows nside)."""
     return int(math.log2(sphere.check_nside(nside))) + 1
 
 
+def regularizers(n_train: int | None) -> tuple[float, float]:
+    """(weight, dropout) regularisers l^2 / N and 2 / N of concrete dropout."""
+    n = max(int(n_train or N_TRAIN), 1)
+    return LENGTH_SCALE ** 2 / n, 2.0 / n
+
+
 class ConcreteDropout(nn.Module):
-    """Spatial concrete dropout on (B, groups * channels, N): whole feature maps dropped, a learned rate per group."""
+    """Spatial concrete dropout on (B, groups * channels, N): whole maps dropped, a learned rate per group."""
 
     def __init__(self, groups: int, channels: int, p_init: float = P_INIT, temperature: float = TEMPERATURE):
         super().__init__()
@@ -79,57 +89,72 @@ class ConcreteDropout(nn.Module):
 
 
 class DropConv(nn.Module):
-    """(Concrete dropout ->) grouped Chebyshev convolution."""
+    """Concrete dropout -> grouped Chebyshev convolution."""
 
-    def __init__(self, cin, cout, K=K, groups=1, dropout=True, p_init=P_INIT):
+    def __init__(self, cin, cout, K=K, groups=1, p_init=P_INIT):
         super().__init__()
-        self.dropout = ConcreteDropout(groups, cin, p_init) if dropout else None
+        self.dropout = ConcreteDropout(groups, cin, p_init)
         self.conv = sphere.ChebConv(cin, cout, K, groups)
 
     def forward(self, x):
-        return self.conv(self.dropout(x) if self.dropout is not None else x)
+        return self.conv(self.dropout(x))
 
     def regularization(self, wr, dr):
-        if self.dropout is None:
-            return self.conv.weight.new_zeros(())
         return self.dropout.regularization(self.conv.weight, wr, dr)
+
+
+class DropScale(nn.Module):
+    """Concrete dropout -> per-map a x + b (the skip scaling), grouped."""
+
+    def __init__(self, groups, channels, p_init=P_INIT):
+        super().__init__()
+        self.groups, self.channels = groups, channels
+        self.dropout = ConcreteDropout(groups, channels, p_init)
+        self.scale = nn.Parameter(torch.ones(groups, channels))
+        self.shift = nn.Parameter(torch.zeros(groups, channels))
+
+    def forward(self, x):
+        b, _, n = x.shape
+        h = self.dropout(x).reshape(b, self.groups, self.channels, n)
+        return h * self.scale[None, :, :, None] + self.shift[None, :, :, None]      # (B, G, C, N)
+
+    def regularization(self, wr, dr):
+        return self.dropout.regularization(self.scale, wr, dr)
 
 
 class PetroffNet(nn.Module):
     """Petroff et al.'s Bayesian spherical UNet on (B, channels, 12 nside^2) NESTED maps.
 
     branch_channels: input channels per branch (detector), in input order
-    (detector-major, as CubeDataset orders them); out_fields: target fields.
+    (detector-major, as CubeDataset orders them); out_fields: target fields;
+    n_train: training skies (sets the concrete-dropout regularisers).
     Output: (B, 2 out_fields, npix): mu for each field, then s = -log sigma^2.
     """
 
     def __init__(self, branch_channels, out_fields: int, nside: int, width: int = WIDTH, K: int = K,
-                 p_init: float = P_INIT, weight_regularizer: float = WEIGHT_REGULARIZER,
-                 dropout_regularizer: float = DROPOUT_REGULARIZER):
+                 p_init: float = P_INIT, n_train: int | None = None):
         super().__init__()
         branch_channels = [int(c) for c in branch_channels]
         if not branch_channels or min(branch_channels) < 1:
             raise ValueError(f"branch_channels {branch_channels}: every branch needs >= 1 input channel")
         self.nside, self.out_fields = sphere.check_nside(nside), out_fields
-        self.groups, self.cin = len(branch_channels), max(branch_channels)
+        self.groups, self.cin, self.width = len(branch_channels), max(branch_channels), width
         self.levels = levels(nside)
-        self.wr, self.dr = weight_regularizer, dropout_regularizer
+        self.wr, self.dr = regularizers(n_train)
         slots = [g * self.cin + k for g, c in enumerate(branch_channels) for k in range(c)]
         self.register_buffer("slots", torch.tensor(slots, dtype=torch.long), persistent=False)
         G = self.groups
-        self.encoder = nn.ModuleList()
-        for level in range(self.levels):
-            first = DropConv(self.cin if level == 0 else width, width, K, G, dropout=level > 0, p_init=p_init)
-            self.encoder.append(nn.ModuleList([first, DropConv(width, width, K, G, p_init=p_init)]))
-        self.skip_scale = nn.Parameter(torch.ones(self.levels, G, width))
-        self.skip_shift = nn.Parameter(torch.zeros(self.levels, G, width))
-        self.decoder = nn.ModuleList([nn.ModuleList([DropConv(width, width, K, 1, p_init=p_init),
-                                                     DropConv(width, width, K, 1, p_init=p_init)])
-                                      for _ in range(self.levels)])
-        self.final = DropConv(width, 2 * out_fields, K, 1, p_init=p_init)
+        self.encoder = nn.ModuleList([
+            nn.ModuleList([DropConv(self.cin if level == 0 else width, width, K, G, p_init),
+                           DropConv(width, width, K, G, p_init)]) for level in range(self.levels)])
+        self.skips = nn.ModuleList([DropScale(G, width, p_init) for _ in range(self.levels)])
+        # decoder[level] works at nside / 2^level, level = levels - 2 (nside 2) ... 0 (the input nside)
+        self.decoder = nn.ModuleList([
+            nn.ModuleList([DropConv(width, width, K, 1, p_init), DropConv(width, width, K, 1, p_init)])
+            for _ in range(self.levels - 1)])
+        self.final = DropConv(width, 2 * out_fields, K, 1, p_init)
         with torch.no_grad():          # start near mu = 0, s = 0 (sigma = 1): the e^s term cannot blow up early
             self.final.conv.weight.mul_(1e-2)
-        self.width = width
         self.act = nn.ELU()
 
     # -- dropout control -------------------------------------------------------------------
@@ -145,7 +170,8 @@ class PetroffNet(nn.Module):
         return np.concatenate([m.p.detach().cpu().numpy() for m in self.dropouts()])
 
     def regularization(self):
-        return sum(m.regularization(self.wr, self.dr) for m in self.modules() if isinstance(m, DropConv))
+        return sum(m.regularization(self.wr, self.dr) for m in self.modules()
+                   if isinstance(m, (DropConv, DropScale)))
 
     # -- forward ----------------------------------------------------------------------------
     def check_input(self, x) -> None:
@@ -158,23 +184,19 @@ class PetroffNet(nn.Module):
     def forward(self, x):
         self.check_input(x)
         b, _, n = x.shape
-        G, W = self.groups, self.width
-        h = x.new_zeros(b, G * self.cin, n)
+        h = x.new_zeros(b, self.groups * self.cin, n)
         h[:, self.slots] = x
         skips = []
         for level, (conv_a, conv_b) in enumerate(self.encoder):
             if level:
                 h = sphere.pool(h)
             h = self.act(conv_b(self.act(conv_a(h))))
-            skip = h.reshape(b, G, W, -1) * self.skip_scale[level][None, :, :, None] \
-                + self.skip_shift[level][None, :, :, None]
-            skips.append(skip.sum(dim=1))                     # all branches' skips at this nside, summed
-        z = h.reshape(b, G, W, -1).sum(dim=1)                 # bottleneck: branches summed at nside 1
-        for level in range(self.levels - 1, -1, -1):
+            skips.append(self.skips[level](h).sum(dim=1))        # all branches' skips at this nside, summed
+        z = self.act(skips[-1])                                   # bottleneck at nside 1
+        for level in range(self.levels - 2, -1, -1):
             conv_a, conv_b = self.decoder[level]
+            z = sphere.unpool(z)
             z = self.act(conv_b(self.act(conv_a(z) + skips[level])))
-            if level:
-                z = sphere.unpool(z)
         return self.final(z)
 
     def split(self, out):

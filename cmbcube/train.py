@@ -58,14 +58,15 @@ class TrainConfig:
 
 
 LOSSES = ("l1", "mse", "heteroscedastic")
+PETROFF_DETECTORS = (70, 100, 143, 217, 353, 545, 857)      # Petroff et al.'s Planck channels, I
 
 
 def defaults(model: str) -> dict:
     """Published defaults per model (cmbNNCS, Petroff) and sensible ones for the patch UNet.
 
-    Petroff et al. 2020: inputs divided by their max |x| over the noiseless train
-    sims, target mapped to [0, 1], heteroscedastic loss, Adam (amsgrad), batch 1;
-    the learning rate is not published (1e-3 decaying to 1e-4 here).
+    Petroff et al. 2020: 70-857 GHz, inputs divided by their max |x| over the
+    noiseless train sims, target mapped to [0, 1], heteroscedastic loss, Adam
+    (amsgrad) at its default constant learning rate 1e-3, batch 1.
     """
     if model in models.CMBNNCS:
         return {}
@@ -73,8 +74,8 @@ def defaults(model: str) -> dict:
         return dict(transform="standardize", target_transform="standardize", batch_size=16, repeats=1,
                     lr_start=1e-3, lr_end=1e-5)
     if model == "petroff":
-        return dict(transform="noiseless-maxabs", target_transform="unit-maxabs", loss="heteroscedastic",
-                    batch_size=1, repeats=1, lr_start=1e-3, lr_end=1e-4)
+        return dict(detectors=PETROFF_DETECTORS, transform="noiseless-maxabs", target_transform="unit-maxabs",
+                    loss="heteroscedastic", batch_size=1, repeats=1, lr_start=1e-3, lr_end=1e-3)
     raise ValueError(f"--model {model!r}: allowed: {', '.join(models.MODELS)}")
 
 
@@ -202,7 +203,8 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     net = models.build(config.model, len(train_ds.channels), len(config.fields), nside, config.patch_side,
-                       config.base_channels, branches=models.branch_sizes(train_ds.channels)).to(dev)
+                       config.base_channels, branches=models.branch_sizes(train_ds.channels),
+                       n_train=len(train_ds)).to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=config.lr_start, amsgrad=config.model == "petroff")
     steps_per_epoch = math.ceil(len(train_ds) / config.batch_size) * config.repeats
     total = steps_per_epoch * config.epochs

@@ -103,10 +103,10 @@ def _fit(target, x, steps, dropout=True, seed=0, lr=1e-3):
     losses = []
     for _ in range(steps):
         opt.zero_grad()
-        loss = petroff.heteroscedastic_loss(net(x), target) + net.regularization()
-        loss.backward()
+        nll = petroff.heteroscedastic_loss(net(x), target)
+        (nll + net.regularization()).backward()
         opt.step()
-        losses.append(loss.item())
+        losses.append(nll.item())
     return net, losses
 
 
@@ -121,8 +121,10 @@ def toy():
 
 def test_loss_decreases_on_a_fixed_batch(toy):
     x, y, _ = toy
-    _, losses = _fit(y, x, 80, lr=3e-3)            # dropout on, as trained
-    assert np.mean(losses[-10:]) < np.mean(losses[:5]) - 0.5, (losses[:5], losses[-10:])
+    _, losses = _fit(y, x, 100)                    # dropout on, as trained: noisy, so compare averages
+    assert np.mean(losses[60:]) < np.mean(losses[:20]) - 0.4, (np.mean(losses[:20]), np.mean(losses[60:]))
+    _, losses = _fit(y, x, 60, dropout=False)
+    assert np.mean(losses[40:]) < np.mean(losses[:20]) - 0.8, (np.mean(losses[:20]), np.mean(losses[40:]))
 
 
 def test_predicted_sigma_grows_with_a_noisy_target(toy):
@@ -186,7 +188,7 @@ def test_train_predict_analyze_end_to_end(tiny_store, tmp_path, capsys):
     raw = zarr.open_group(store, mode="r")
     dets = [int(d) for d in raw["detector"][...]]
     noiseless = raw["obs"][0, :3, :, 0] - raw["noise"][0, :3, :, 0]
-    want = np.abs(noiseless[:, [dets.index(d) for d in (100, 143, 217, 353)]]).max(axis=(0, 2))
+    want = np.abs(noiseless[:, [dets.index(d) for d in train.PETROFF_DETECTORS]]).max(axis=(0, 2))
     got = [float(v) for v in stored["transform"].split(":")[1].split(",")]
     assert np.allclose(got, want, rtol=1e-7)
     assert float(stored["target_transform"].split(":")[1]) == pytest.approx(np.abs(raw["cmb"][0, :3, 0]).max(),
