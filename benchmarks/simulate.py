@@ -5,6 +5,7 @@ Run from the repository root::
     python benchmarks/simulate.py --quick          # nside 64 only, a few sims (< 3 min on 2 cores)
     python benchmarks/simulate.py                  # nside 64 and 128
     python benchmarks/simulate.py --nside512       # also nside 512, once (slow, several GB per process)
+    python benchmarks/simulate.py --foregrounds fixed   # CMB-ML's dataset: one Galaxy for every sim
 
 Every figure comes from one run of this script, measured side by side on the
 same machine.  The workload is the same on both sides: all 9 Planck-like
@@ -85,6 +86,8 @@ from pathlib import Path
 SEED = 20261126
 ALL_DETECTORS = [30, 44, 70, 100, 143, 217, 353, 545, 857]
 ALL_COMPONENTS = ["dust", "synchrotron", "freefree", "ame", "cib", "tsz", "radio"]
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+FOREGROUND_WORKLOADS = {"per_sim": "a new Galaxy every sim", "fixed": "one Galaxy for every sim, as CMB-ML"}
 WARMUP_NSIDE_MAX = 64          # warm-up sims run at min(nside, this): numba compiles per type, not per size
 
 # Sims per measurement: baseline (after its warm-up), in-process (after its warm-up), 1 worker, 2 workers.
@@ -110,13 +113,13 @@ def maxrss_gb(who: int) -> float:
     return resource.getrusage(who).ru_maxrss * 1024 / 1e9
 
 
-def make_recipe(nside: int, nsims: int, name: str, workers: int = 2):
+def make_recipe(nside: int, nsims: int, name: str, workers: int = 2, vary: str = "per_sim"):
     from cmbcube.recipe import validate
     return validate({
         "name": name, "seed": SEED, "nside": nside, "sky_nside": 2 * nside,
         "splits": {"train": nsims, "valid": 0, "test": 0},
         "detectors": ALL_DETECTORS, "fields": ["I", "Q", "U"], "units": "uK_CMB",
-        "foregrounds": {"model": "synthetic", "components": ALL_COMPONENTS, "vary": "per_sim"},
+        "foregrounds": {"model": "synthetic", "components": ALL_COMPONENTS, "vary": vary},
         "noise": {"model": "white", "hits": "scan"},
         "keep": ["cmb"],
         "storage": {"compression": "none"},
@@ -148,8 +151,23 @@ def baseline_job(spec: dict) -> dict:
 
     from cmbcube import cosmology, foregrounds, instrument, noise, seeds
 
-    nside, nsims, outdir = spec["nside"], spec["nsims"], Path(spec["dir"])
+    nside, nsims, outdir, vary = spec["nside"], spec["nsims"], Path(spec["dir"]), spec["vary"]
     dets = [instrument.detector(f, "cmb-ml") for f in ALL_DETECTORS]
+    fixed_models = {}
+
+    def sky_models(sky_ns, sim):
+        if vary == "fixed":
+            # CMB-ML's dataset: one Galaxy for every sim, built once per process (not timed, like
+            # CMB-ML's pysm3 Sky); its emission and smoothing are still recomputed for every sim
+            if sky_ns not in fixed_models:
+                fixed_models[sky_ns] = foregrounds.synthetic_sky(
+                    ALL_COMPONENTS, sky_ns, lambda name: seeds.rng(SEED, "fixed", 0, "foreground-" + name),
+                    lambda name: None)
+            return fixed_models[sky_ns]
+        return foregrounds.synthetic_sky(
+            ALL_COMPONENTS, sky_ns,
+            lambda name: seeds.rng(SEED, "train", sim, "foreground-" + name),
+            lambda name: seeds.rng(SEED, "train", sim, "sed-" + name))
 
     def setup(ns):
         # Static per-dataset inputs (CMB-ML reads noise maps once): not timed.
@@ -174,10 +192,7 @@ def baseline_job(spec: dict) -> dict:
         target = hp.alm2map(hp.resize_alm(cmb_alm, lmax_sky, lmax_sky, lmax_out, lmax_out), ns, lmax=lmax_out)
         t2 = time.perf_counter()
         t["cmb_map"] += t2 - t1
-        models = foregrounds.synthetic_sky(
-            ALL_COMPONENTS, sky_ns,
-            lambda name: seeds.rng(SEED, "train", sim, "foreground-" + name),
-            lambda name: seeds.rng(SEED, "train", sim, "sed-" + name))
+        models = sky_models(sky_ns, sim)
         t3 = time.perf_counter()
         t["foreground_templates"] += t3 - t2
         noise_rng = np.random.default_rng([SEED, sim])
@@ -214,6 +229,8 @@ def baseline_job(spec: dict) -> dict:
     warm_ns = min(nside, WARMUP_NSIDE_MAX)
     warm = one_sim(warm_ns, 10_000, setup(warm_ns), "warmup")
     sigma = setup(nside)
+    if vary == "fixed":
+        sky_models(2 * nside, 0)
     runs = [one_sim(nside, sim, sigma, "sim") for sim in range(nsims)]
     fits = list(outdir.glob("sim_*.fits"))
     return {
@@ -250,13 +267,14 @@ def cmbcube_job(spec: dict) -> dict:
     if mode == "synchronous":
         warm_ns = min(nside, WARMUP_NSIDE_MAX)
         t0 = time.perf_counter()
-        rep = simulate.run(make_recipe(warm_ns, 1, f"bench-warmup-{warm_ns}"), os.path.join(tmp, "warmup.zarr"),
+        rep = simulate.run(make_recipe(warm_ns, 1, f"bench-warmup-{warm_ns}", vary=spec["vary"]),
+                           os.path.join(tmp, "warmup.zarr"),
                            scheduler="synchronous", progress=False)
         if not rep.ok:
             raise RuntimeError(f"warm-up failed: {rep.failed}")
         out.update(warmup_nside=warm_ns, warmup_s=time.perf_counter() - t0)
     store = os.path.join(tmp, "bench.zarr")
-    recipe = make_recipe(nside, nsims, f"bench-{nside}", workers)
+    recipe = make_recipe(nside, nsims, f"bench-{nside}", workers, spec["vary"])
     t0 = time.perf_counter()
     rep = simulate.run(recipe, store, scheduler="synchronous" if mode == "synchronous" else None,
                        workers=workers, progress=False)
@@ -349,12 +367,12 @@ def mem_total_gb() -> float:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
 
 
-def measure(nside: int, sims: dict) -> dict:
+def measure(nside: int, sims: dict, vary: str) -> dict:
     say = lambda msg: print(f"[nside {nside}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
     say(f"baseline: warm-up + {sims['baseline']} sims")
-    base = run_job("baseline", nside=nside, nsims=sims["baseline"])
+    base = run_job("baseline", nside=nside, nsims=sims["baseline"], vary=vary)
     say(f"cmbcube in-process: warm-up + {sims['sync']} sims")
-    sync = run_job("cmbcube", nside=nside, nsims=sims["sync"], workers=1, mode="synchronous")
+    sync = run_job("cmbcube", nside=nside, nsims=sims["sync"], workers=1, mode="synchronous", vary=vary)
     dask_runs, skipped = {}, {}
     for workers in (1, 2):
         # "If it fits": a Dask worker needs about what the in-process run needed (plus the driver).
@@ -366,7 +384,7 @@ def measure(nside: int, sims: dict) -> dict:
             continue
         n = sims[f"w{workers}"]
         say(f"cmbcube local Dask, {workers} worker(s): {n} sims")
-        dask_runs[workers] = run_job("cmbcube", nside=nside, nsims=n, workers=workers, mode="local")
+        dask_runs[workers] = run_job("cmbcube", nside=nside, nsims=n, workers=workers, mode="local", vary=vary)
     w1, w2 = dask_runs[1], dask_runs[2]
 
     get = lambda job, key: None if job is None else job[key]  # noqa: E731
@@ -382,7 +400,7 @@ def measure(nside: int, sims: dict) -> dict:
         ("cmbcube local Dask, 2 workers", w2, w2_steady, get(w2, "cold_s_per_sim"), get(w2, "peak_rss_worker_gb")),
     ]
     print(f"\n== nside {nside} (sky model nside {2 * nside}): 9 detectors, I/Q/U, "
-          f"{len(ALL_COMPONENTS)} synthetic components, white noise ==")
+          f"{len(ALL_COMPONENTS)} synthetic components ({FOREGROUND_WORKLOADS[vary]}), white noise ==")
     print(f"{'mode':<36}{'sims':>5}{'steady s/sim':>14}{'sims/hour':>11}{'cold s/sim':>12}{'peak RSS/proc':>15}")
     for name, job, steady, cold, rss in rows:
         if job is None:
@@ -396,7 +414,7 @@ def measure(nside: int, sims: dict) -> dict:
             if j is not None}
     others = {k: j["other_cpu_s"] for k, j in jobs.items()}
     if all(v is not None for v in others.values()):
-        ncpu = os.cpu_count() or 1
+        ncpu = CORES or 1
         share = {k: others[k] / (jobs[k]["process_wall_s"] * ncpu) for k in jobs}
         print("  CPU used by other processes meanwhile: "
               + ", ".join(f"{k} {others[k]:.1f} s ({100 * share[k]:.0f}% of the cores)" for k in jobs))
@@ -428,7 +446,7 @@ def measure(nside: int, sims: dict) -> dict:
             print(f"    cmbcube {label}, mean per sim incl. each worker's first sim: "
                   + ", ".join(f"{k} {job['breakdown'][k]:.3f}" for k in CMBCUBE_PARTS))
     print(f"\n  speedup_vs_serial_fits = {ratio(speedup)}  (baseline {fmt(per_hour(base['s_per_sim']), '.0f')} sims/h "
-          f"vs cmbcube 2 workers {fmt(per_hour(w2_steady), '.0f')} sims/h, same {os.cpu_count()} cores)")
+          f"vs cmbcube 2 workers {fmt(per_hour(w2_steady), '.0f')} sims/h, same {CORES} cores)")
     print(f"  scaling_2_workers      = {ratio(scaling)}  (1 worker {fmt(w1_steady)} s/sim, "
           f"2 workers {fmt(w2_steady)} s/sim)")
     print(f"  in-process vs baseline = {ratio(base['s_per_sim'] / sync['s_per_sim'])} (one process each)")
@@ -436,7 +454,7 @@ def measure(nside: int, sims: dict) -> dict:
     keep_dask = ("steady_s_per_sim", "cold_s_per_sim", "nsims", "wall_s", "peak_rss_worker_gb", "peak_rss_self_gb",
                  "completion_offsets_s", "breakdown")
     return {
-        "nside": nside, "sky_nside": 2 * nside,
+        "nside": nside, "sky_nside": 2 * nside, "foregrounds": vary,
         "speedup_vs_serial_fits": speedup, "scaling_2_workers": scaling, "peak_rss_gb": peak_cmbcube,
         "speedup_cold_2_workers": base["s_per_sim"] / w2["cold_s_per_sim"] if w2 else None,
         "speedup_in_process": base["s_per_sim"] / sync["s_per_sim"],
@@ -492,6 +510,11 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="nside 64 only, few sims (< 3 minutes on 2 cores)")
     parser.add_argument("--nside512", action="store_true",
                         help="also measure nside 512 once (not with --quick; slow, several GB per process)")
+    parser.add_argument("--foregrounds", choices=tuple(FOREGROUND_WORKLOADS), default="per_sim",
+                        help="per_sim: a new Galaxy every sim (cmbcube's default); fixed: one Galaxy for all "
+                             "sims (CMB-ML's dataset; the baseline still recomputes emission and smoothing per sim)")
+    parser.add_argument("--nsides", help="comma-separated nsides to measure instead of the mode's, e.g. 512 "
+                                         "(sims per nside: the default mode's, 512: %s)" % SIMS[512])
     parser.add_argument("--job", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.job:
@@ -502,15 +525,25 @@ def main(argv=None) -> int:
     # temporary directories are removed.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     plan = dict(SIMS["quick" if args.quick else "default"])
+    if args.nsides:
+        try:
+            wanted = [int(x) for x in args.nsides.split(",")]
+        except ValueError:
+            parser.error(f"--nsides: {args.nsides!r} is not a comma-separated list of integers")
+        known = {**SIMS["default"], 512: SIMS[512]}
+        unknown = [n for n in wanted if n not in known]
+        if unknown:
+            parser.error(f"--nsides: no sim plan for {unknown}; allowed: {sorted(known)}")
+        plan = {n: known[n] for n in wanted}
     if args.nside512:
         if args.quick:
             print("--nside512 is ignored with --quick", file=sys.stderr)
         else:
             plan[512] = SIMS[512]
     t0 = time.perf_counter()
-    print(f"cmbcube simulate benchmark: {os.cpu_count()} CPU cores, nsides {sorted(plan)}, "
-          f"{'quick' if args.quick else 'default'} mode")
-    results = {nside: measure(nside, plan[nside]) for nside in sorted(plan)}
+    print(f"cmbcube simulate benchmark: {CORES} CPU cores, nsides {sorted(plan)}, "
+          f"{'quick' if args.quick else 'default'} mode, foregrounds {args.foregrounds}")
+    results = {nside: measure(nside, plan[nside], args.foregrounds) for nside in sorted(plan)}
     print_targets(results)
     top = results[max(results)]
     elapsed = time.perf_counter() - t0
@@ -520,8 +553,9 @@ def main(argv=None) -> int:
         "scaling_2_workers": top["scaling_2_workers"],
         "peak_rss_gb": top["peak_rss_gb"],
         "nside": max(results),
+        "foregrounds": args.foregrounds,
         "quick": args.quick,
-        "cpu_count": os.cpu_count(),
+        "cpu_count": CORES,
         "benchmark_seconds": round(elapsed, 1),
         "targets": {"speedup_vs_serial_fits": {str(k): v for k, v in TARGETS["speedup_vs_serial_fits"].items()},
                     "scaling_2_workers": TARGETS["scaling_2_workers"],

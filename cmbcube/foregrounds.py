@@ -77,23 +77,21 @@ def polarised_field(rng: np.random.Generator, nside: int, index: float, eb_ratio
     """(2, npix) Q, U with C_EE ~ ell^index and C_BB = C_EE / eb_ratio, each of unit rms."""
     lmax = 3 * nside - 1
     cl = _power_law_cl(lmax, index)
-    alm = np.zeros((3, sht.alm_size(lmax)), dtype=np.complex128)
-    for k, scale in ((1, 1.0), (2, 1.0 / np.sqrt(eb_ratio))):
-        z = (rng.standard_normal(alm.shape[1]) + 1j * rng.standard_normal(alm.shape[1])) / np.sqrt(2)
+    eb = np.zeros((2, sht.alm_size(lmax)), dtype=np.complex64)   # single precision: a random template
+    for k, scale in ((0, 1.0), (1, 1.0 / np.sqrt(eb_ratio))):
+        z = (rng.standard_normal(eb.shape[1]) + 1j * rng.standard_normal(eb.shape[1])) / np.sqrt(2)
         z[: lmax + 1] = rng.standard_normal(lmax + 1)
-        alm[k] = sht.almxfl(z, np.sqrt(cl)) * scale
-    qu = sht.alm2map(alm.astype(np.complex64), nside)[1:].astype(np.float64)
+        eb[k] = sht.almxfl(z, np.sqrt(cl) * scale)
+        del z
+    qu = sht.alm2map_spin2(eb, nside).astype(np.float64)
     return qu / np.sqrt(np.mean(qu ** 2))
 
 
-@functools.lru_cache(maxsize=8)
 def slab_envelope(nside: int, height: float, centre_boost: float = 0.6) -> np.ndarray:
-    """Plane-parallel slab: 1 / sqrt(sin^2 b + h^2), brighter towards the Galactic centre (read-only)."""
+    """Plane-parallel slab: 1 / sqrt(sin^2 b + h^2), brighter towards the Galactic centre."""
     lon, lat = galactic_coords(nside)
-    dlon = np.angle(np.exp(1j * lon))
-    out = (1 + centre_boost * np.exp(-dlon ** 2 / (2 * np.radians(60) ** 2))) / np.sqrt(np.sin(lat) ** 2 + height ** 2)
-    out.setflags(write=False)
-    return out
+    dlon = np.mod(lon + np.pi, 2 * np.pi) - np.pi         # longitude in [-pi, pi)
+    return (1 + centre_boost * np.exp(-dlon ** 2 / (2 * np.radians(60) ** 2))) / np.sqrt(np.sin(lat) ** 2 + height ** 2)
 
 
 def lognormal(rng, nside, sigma, index):
@@ -166,7 +164,8 @@ def synthetic_sky(components, nside: int, template_rng, sed_rng_or_none) -> dict
     import pysm3.units as u
     npix = 12 * nside * nside
     one = u.dimensionless_unscaled
-    zeros = np.zeros(npix) * u.uK_RJ
+    zeros = np.zeros(npix) << u.uK_RJ           # one array shared by every unpolarised component
+    # templates are handed to pysm3 as views (<<), not copies: memory is what limits high nside
     models = {}
 
     def sed(name, key):
@@ -185,9 +184,9 @@ def synthetic_sky(components, nside: int, template_rng, sed_rng_or_none) -> dict
             beta = sed("dust", "beta") + p["beta_spatial"] * gaussian_field(r, nside, -2.5, _SMOOTH_LMAX)
             temp = sed("dust", "temp_K") + p["temp_spatial"] * gaussian_field(r, nside, -2.5, _SMOOTH_LMAX)
             models["dust"] = m.ModifiedBlackBody(
-                map_I=dust_i * u.uK_RJ, map_Q=qu[0] * u.uK_RJ, map_U=qu[1] * u.uK_RJ,
+                map_I=dust_i << u.uK_RJ, map_Q=qu[0] << u.uK_RJ, map_U=qu[1] << u.uK_RJ,
                 freq_ref_I=f"{p['freq_ref_ghz']} GHz", freq_ref_P=f"{p['freq_ref_ghz']} GHz",
-                map_mbb_index=beta * one, map_mbb_temperature=temp * u.K, nside=nside)
+                map_mbb_index=beta << one, map_mbb_temperature=temp << u.K, nside=nside)
     if "synchrotron" in components:
         p, r = PARAMS["synchrotron"], template_rng("synchrotron")
         amp = p["high_lat_uK_RJ"] * slab_envelope(nside, p["slab_height"], 0.3) * \
@@ -195,32 +194,31 @@ def synthetic_sky(components, nside: int, template_rng, sed_rng_or_none) -> dict
         qu = p["pol_fraction"] * amp * polarised_field(r, nside, p["pol_cl_index"], p["eb_ratio"])
         beta = sed("synchrotron", "beta") + p["beta_spatial"] * gaussian_field(r, nside, -2.5, _SMOOTH_LMAX)
         models["synchrotron"] = m.PowerLaw(
-            map_I=amp * u.uK_RJ, map_Q=qu[0] * u.uK_RJ, map_U=qu[1] * u.uK_RJ,
+            map_I=amp << u.uK_RJ, map_Q=qu[0] << u.uK_RJ, map_U=qu[1] << u.uK_RJ,
             freq_ref_I=f"{p['freq_ref_ghz']} GHz", freq_ref_P=f"{p['freq_ref_ghz']} GHz",
-            map_pl_index=beta * one, nside=nside)
+            map_pl_index=beta << one, nside=nside)
     if "freefree" in components:
         p, r = PARAMS["freefree"], template_rng("freefree")
         amp = p["high_lat_uK_RJ"] * slab_envelope(nside, p["slab_height"], 1.0) * \
             lognormal(r, nside, p["log_sigma"], p["cl_index"])
         models["freefree"] = m.PowerLaw(
-            map_I=amp * u.uK_RJ, map_Q=zeros, map_U=zeros, freq_ref_I=f"{p['freq_ref_ghz']} GHz",
-            freq_ref_P=f"{p['freq_ref_ghz']} GHz", map_pl_index=np.full(npix, p["beta"]) * one, nside=nside)
+            map_I=amp << u.uK_RJ, map_Q=zeros, map_U=zeros, freq_ref_I=f"{p['freq_ref_ghz']} GHz",
+            freq_ref_P=f"{p['freq_ref_ghz']} GHz", map_pl_index=p["beta"] * one, nside=nside)
     if "ame" in components:
         p, r = PARAMS["ame"], template_rng("ame")
         amp = p["dust_ratio"] * dust_i * lognormal(r, nside, p["log_sigma"], p["cl_index"])
         models["ame"] = m.CurvedPowerLaw(
-            map_I=amp * u.uK_RJ, map_Q=zeros, map_U=zeros, freq_ref_I=f"{p['freq_ref_ghz']} GHz",
-            freq_ref_P=f"{p['freq_ref_ghz']} GHz", map_pl_index=np.full(npix, p["beta"]) * one,
+            map_I=amp << u.uK_RJ, map_Q=zeros, map_U=zeros, freq_ref_I=f"{p['freq_ref_ghz']} GHz",
+            freq_ref_P=f"{p['freq_ref_ghz']} GHz", map_pl_index=p["beta"] * one,
             spectral_curvature=sed("ame", "curvature") * one, freq_curve=f"{p['freq_ref_ghz']} GHz",
             nside=nside)
     if "cib" in components:
         p, r = PARAMS["cib"], template_rng("cib")
         amp = p["mean_uK_RJ"] * (1 + p["rel_rms"] * gaussian_field(r, nside, p["cl_index"]))
         models["cib"] = m.ModifiedBlackBody(
-            map_I=amp * u.uK_RJ, map_Q=zeros, map_U=zeros,
+            map_I=amp << u.uK_RJ, map_Q=zeros, map_U=zeros,
             freq_ref_I=f"{p['freq_ref_ghz']} GHz", freq_ref_P=f"{p['freq_ref_ghz']} GHz",
-            map_mbb_index=np.full(npix, sed("cib", "beta")) * one,
-            map_mbb_temperature=np.full(npix, sed("cib", "temp_K")) * u.K, nside=nside)
+            map_mbb_index=sed("cib", "beta") * one, map_mbb_temperature=sed("cib", "temp_K") * u.K, nside=nside)
     pix_arcmin2 = 4 * np.pi / npix * (180 * 60 / np.pi) ** 2
     if "tsz" in components:
         p, r = PARAMS["tsz"], template_rng("tsz")
@@ -245,9 +243,9 @@ def synthetic_sky(components, nside: int, template_rng, sed_rng_or_none) -> dict
         index = np.full(npix, p["flux_index"] - 2.0)
         index[pix] = r.normal(p["flux_index"], p["flux_index_spread"], count) - 2.0
         models["radio"] = m.PowerLaw(
-            map_I=amp * u.uK_RJ, map_Q=q * u.uK_RJ, map_U=uu * u.uK_RJ,
+            map_I=amp << u.uK_RJ, map_Q=q << u.uK_RJ, map_U=uu << u.uK_RJ,
             freq_ref_I=f"{p['freq_ref_ghz']} GHz", freq_ref_P=f"{p['freq_ref_ghz']} GHz",
-            map_pl_index=index * one, nside=nside)
+            map_pl_index=index << one, nside=nside)
     return {name: models[name] for name in components if name in models}
 
 
@@ -266,7 +264,7 @@ def _exact_type(model, name):
 
 
 def _values(x):
-    return np.asarray(getattr(x, "value", x), dtype=np.float64)
+    return np.asarray(getattr(x, "value", x))
 
 
 def _maybe_scalar(x: np.ndarray):
@@ -291,6 +289,10 @@ def _parameters(model) -> dict | None:
         params = {"kind": "power", "beta": _maybe_scalar(_values(model.pl_index))}
     else:
         params = None
+    if params is not None:
+        for key in ("beta", "temp"):
+            if key in params:
+                params[key] = params[key].astype(np.float64, copy=False)     # SED factors in double precision
     if params is not None and params["kind"] != "tsz":
         params["ref_I"] = float(_values(model.freq_ref_I))
         params["ref_P"] = float(_values(model.freq_ref_P)) if getattr(model, "freq_ref_P", None) is not None \
@@ -348,24 +350,34 @@ def sed_factors(model, freq_ghz: float):
     return f_i, f_p
 
 
+def uniform_sed(model):
+    """For a model with the same SED everywhere: ``f(freq_ghz) -> float`` with
+    emission(freq) = reference_maps x f(freq) in I.  Holds the SED parameters only, not the maps."""
+    params = _parameters(model)
+    if params is None or not is_uniform(model):
+        raise ValueError(f"{type(model).__name__}: the SED varies across the sky")
+    return lambda freq_ghz: float(_factor(params, freq_ghz, params.get("ref_I", 0.0)))
+
+
 def is_uniform(model) -> bool:
     """True when the model's SED is one number per frequency for the whole sky."""
     factors = sed_factors(model, 100.0)
     return factors is not None and all(np.ndim(f) == 0 for f in factors)
 
 
-def emission(model, freq_ghz: float, ncomp: int = 3, scale: float = 1.0) -> np.ndarray:
+def emission(model, freq_ghz: float, ncomp: int = 3, scale: float = 1.0, dtype=np.float64) -> np.ndarray:
     """(ncomp, npix) emission at ``freq_ghz`` (delta bandpass) in uK_RJ x ``scale``: I, or I, Q, U.
 
-    Equal to pysm3's ``get_emission`` (the fallback for any other model).
+    Equal to pysm3's ``get_emission`` (the fallback for any other model); the SED factors are
+    computed in double precision whatever ``dtype`` the result is stored in.
     """
     factors = sed_factors(model, freq_ghz)
     if factors is None:
         import pysm3.units as u
-        out = np.asarray(model.get_emission(freq_ghz * u.GHz).to_value(u.uK_RJ), dtype=np.float64)[:ncomp]
-        return out * scale
+        out = np.asarray(model.get_emission(freq_ghz * u.GHz).to_value(u.uK_RJ))[:ncomp] * scale
+        return out.astype(dtype, copy=False)
     maps = _reference_views(model)
-    out = np.zeros((ncomp, np.size(maps[0])))
+    out = np.zeros((ncomp, np.size(maps[0])), dtype=dtype)
     for k, m in enumerate(maps[:ncomp]):
         np.multiply(m, factors[min(k, 1)] * scale, out=out[k])
     return out
@@ -390,8 +402,9 @@ def pysm_files(preset: str, nside: int) -> list[str]:
         available = section.get("available_nside")
         templates_nside = min(available, key=lambda x: abs(x - nside)) if available else nside
         for key, value in section.items():
+            # unit strings ("MJy / sr", input_units, unit_I...) contain "/" but name no file
             if isinstance(value, str) and ("/" in value or value.endswith((".fits", ".gz", ".txt"))) \
-                    and key not in ("class", "unit_I", "unit_Q", "unit_U"):
+                    and key != "class" and "unit" not in key:
                 if "{layer}" in value:
                     files += [value.format(layer=k) for k in range(1, int(section.get("num_layers", 3)) + 1)]
                 else:
@@ -399,7 +412,7 @@ def pysm_files(preset: str, nside: int) -> list[str]:
         version = section.get("websky_version")
         if version is not None:
             files.append(f"websky/{version}/")          # a directory of per-frequency maps
-    return files
+    return list(dict.fromkeys(files))                       # each file once (a1 names emissivity.txt twice)
 
 
 def missing_pysm_files(presets, nside: int, data_dir: str | None) -> list[str]:

@@ -62,6 +62,14 @@ def alm2map(alm: np.ndarray, nside: int) -> np.ndarray:
     return out[0] if squeeze else out
 
 
+def alm2map_spin2(eb: np.ndarray, nside: int) -> np.ndarray:
+    """Spin-2 synthesis alone: (2, nalm) E, B alms -> (2, npix) Q, U (float32 for complex64 alms)."""
+    eb = np.asarray(eb)
+    lmax = lmax_from_size(eb.shape[-1])
+    return ducc0.sht.experimental.synthesis(alm=eb, spin=2, lmax=lmax, mstart=_mstart(lmax), nthreads=nthreads(),
+                                            **_geometry(nside))
+
+
 def _adjoint(maps: np.ndarray, lmax: int) -> np.ndarray:
     nside = int(np.sqrt(maps.shape[-1] / 12))
     geom = _geometry(nside)

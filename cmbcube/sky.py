@@ -79,26 +79,35 @@ class Simulator:
         self.target_transfer = instrument.gaussian_beam(target_fwhm, self.lmax_out) * window
         self.components = component_names(recipe)
         self.keep = r["keep"]
-        self._noise_sigma = {}
+        self._noise_sigma = {}       # (freq, field) -> (pattern map, scalar)
+        self._noise_pattern = None
         self._fixed_models = None
         self._fixed_alms = {}        # fixed foregrounds: their alms per detector, computed once
+        fg = r["foregrounds"]
+        self._foregrounds_fixed = fg["model"] == "pysm3" or (fg["model"] == "synthetic" and fg["vary"] == "fixed")
 
     # -- static pieces ------------------------------------------------------------
     def noise_sigma(self, det: instrument.Detector, field: str) -> np.ndarray:
-        """Per-pixel noise rms (NESTED) in the detector's cube unit."""
+        """Per-pixel noise rms (NESTED) in the detector's cube unit.
+
+        Depth-model noise is a scalar per (detector, field) times one hit-pattern map shared by
+        all of them, so the cache holds one map, not one per (detector, field) (630 MB at nside 512).
+        """
         key = (det.freq, field)
         if key not in self._noise_sigma:
             cfg = self.recipe["noise"]
             to_unit = instrument.unit_factor(det.centre_ghz, det.native_unit, self.units[det.freq])
             if cfg["model"] == "variance_maps":
                 var = noise.read_variance_map(cfg["variance_dir"], det.freq, self.nside, field)
-                sigma = np.sqrt(np.clip(var, 0, None))
+                self._noise_sigma[key] = (np.sqrt(np.clip(var, 0, None)).astype(np.float32), to_unit * cfg["scale"])
             else:
-                hits = noise.scan_hits(self.nside) if cfg["hits"] == "scan" else None
-                sigma = noise.pixel_sigma(det.noise_depth_arcmin(field), self.nside, hits)
-                sigma = np.broadcast_to(sigma, (self.npix,))
-            self._noise_sigma[key] = np.asarray(sigma * to_unit * cfg["scale"], dtype=np.float64)
-        return self._noise_sigma[key]
+                if self._noise_pattern is None:
+                    hits = noise.scan_hits(self.nside) if cfg["hits"] == "scan" else None
+                    self._noise_pattern = np.broadcast_to(noise.pixel_sigma(1.0, self.nside, hits), (self.npix,))
+                scalar = det.noise_depth_arcmin(field) * to_unit * cfg["scale"]
+                self._noise_sigma[key] = (self._noise_pattern, scalar)
+        pattern, scalar = self._noise_sigma[key]
+        return pattern * scalar
 
     def foreground_models(self, split: str, sim: int) -> dict:
         fg = self.recipe["foregrounds"]
@@ -137,8 +146,7 @@ class Simulator:
                 continue
             ref = foregrounds.reference_maps(mdl)
             nc = 3 if self.polarised and np.any(ref[1:]) else 1
-            out[name] = (self._analyse(ref[:nc], iterations),
-                         lambda freq, mdl=mdl: float(foregrounds.sed_factors(mdl, freq)[0]))
+            out[name] = (self._analyse(ref[:nc], iterations), foregrounds.uniform_sed(mdl))
         return out
 
     # -- one sim ------------------------------------------------------------------
@@ -166,58 +174,71 @@ class Simulator:
                 cls = np.zeros((4, self.lmax_out + 1))
                 cmb_alm = np.zeros((ncomp_alm, sht.alm_size(self.lmax_out)), dtype=np.complex128)
                 param_vec = np.full(len(cosmology.PARAMS), np.nan)
-        with timed("foreground_templates"):
-            models = self.foreground_models(split, sim)
-
         ndet, nfield = len(self.detectors), len(self.fields)
+        names = self.components if r["foregrounds"]["model"] != "none" else []
+        keep_comp = "components" in self.keep and bool(names)
+        # fixed foregrounds (pysm3 presets, vary: fixed): their alms per detector are the same in
+        # every sim, so they are computed once per worker and the templates are then freed (not
+        # when component truths are kept: that cache would hold every component's alms)
+        fixed = self._foregrounds_fixed and bool(names) and not keep_comp
+        cache_ready = fixed and len(self._fixed_alms) == ndet
+        models = {}
+        if not cache_ready:
+            with timed("foreground_templates"):
+                models = dict(self.foreground_models(split, sim))
         obs = np.full((ndet, nfield, self.npix), np.nan, dtype=np.float32)
-        keep_comp = "components" in self.keep and models
-        comps = np.full((len(models), ndet, nfield, self.npix), np.nan, dtype=np.float32) if keep_comp else None
+        comps = np.full((len(names), ndet, nfield, self.npix), np.nan, dtype=np.float32) if keep_comp else None
         noise_maps = np.full((ndet, nfield, self.npix), np.nan, dtype=np.float32) if "noise" in self.keep else None
         field_index = {f: k for k, f in enumerate(self.fields)}
         iterations = r["instrument"]["map2alm_iterations"]
-        # fixed foregrounds (pysm3 presets, vary: fixed): their alms per detector are the same in
-        # every sim, so they are computed once per worker (not when component truths are kept:
-        # that cache would hold every component's alms)
-        fixed = bool(models) and models is self._fixed_models and not keep_comp
-        if fixed and len(self._fixed_alms) == ndet:
-            uniform = {}
-        else:
+        uniform = {}
+        if models:
             with timed("harmonic_transforms"):
                 uniform = self._uniform_alms(models, iterations)
+            for name in uniform:          # their maps are no longer needed: free them early
+                del models[name]
 
         for i, det in enumerate(self.detectors):
             unit = self.units[det.freq]
             nc = 3 if (self.polarised and det.polarised) else 1
             rj_to_unit = instrument.unit_factor(det.centre_ghz, "uK_RJ", unit)
-            cached = self._fixed_alms.get(det.freq) if fixed else None
-            if cached is None:
-                with timed("foreground_emission"):
-                    emissions = {name: foregrounds.emission(mdl, det.centre_ghz, nc, rj_to_unit)
-                                 for name, mdl in models.items() if name not in uniform}
-                with timed("harmonic_transforms"):
-                    comp_alms = {}
-                    for name in models:
-                        if name in uniform:
-                            alm, factor = uniform[name]
-                            comp_alms[name] = _pad(alm[:nc], nc) * (factor(det.centre_ghz) * rj_to_unit)
-                        elif keep_comp:
-                            comp_alms[name] = self._analyse(emissions[name], iterations)
-                    varying = [e for name, e in emissions.items() if name not in comp_alms]
-                    fg_total = sum(comp_alms.values()) if comp_alms else 0
-                    if varying:
-                        fg_total = fg_total + self._analyse(sum(varying), iterations)
-                    del emissions, varying
-                if fixed:
-                    self._fixed_alms[det.freq] = (fg_total, comp_alms)
+            if cache_ready:
+                fg_total, comp_alms = self._fixed_alms[det.freq]
             else:
-                fg_total, comp_alms = cached
+                comp_alms = {}
+                with timed("harmonic_transforms"):
+                    for name, (alm, factor) in uniform.items():
+                        comp_alms[name] = _pad(alm[:nc], nc) * (factor(det.centre_ghz) * rj_to_unit)
+                varying = None
+                for name, mdl in models.items():
+                    with timed("foreground_emission"):
+                        # single precision, like the transforms that follow
+                        emission = foregrounds.emission(mdl, det.centre_ghz, nc, rj_to_unit, np.float32)
+                    if keep_comp:
+                        with timed("harmonic_transforms"):
+                            comp_alms[name] = self._analyse(emission, iterations)
+                    elif varying is None:
+                        varying = emission
+                    else:
+                        varying += emission           # one running sum: bounded memory at high nside
+                    del emission
+                with timed("harmonic_transforms"):
+                    fg_total = sum(comp_alms.values()) if comp_alms else 0
+                    if varying is not None:
+                        fg_total = fg_total + self._analyse(varying, iterations)
+                del varying
+                if fixed:
+                    # cached in single precision, as computed (half the memory: 255 MB at nside 512),
+                    # and used rounded in this sim too, so a sim's bytes never depend on whether
+                    # its worker filled the cache or found it filled
+                    fg_total = np.asarray(fg_total).astype(np.complex64)
+                    self._fixed_alms[det.freq] = (fg_total, comp_alms)
             with timed("harmonic_transforms"):
                 total = fg_total + cmb_alm[:nc] * instrument.unit_factor(det.centre_ghz, "uK_CMB", unit)
                 transfer = self.transfer[det.freq][:nc]
                 sky_map = sht.alm2map(sht.almxfl(total, transfer).astype(np.complex64), self.nside)[:, self.ring2nest]
                 if keep_comp:
-                    for c, name in enumerate(models):
+                    for c, name in enumerate(names):
                         cmap = sht.alm2map(sht.almxfl(comp_alms[name], transfer).astype(np.complex64),
                                            self.nside)[:, self.ring2nest]
                         for k, f in enumerate("IQU"[:nc]):
@@ -238,6 +259,9 @@ class Simulator:
                         noise_maps[i, field_index[f]] = 0.0
                     obs[i, field_index[f]] = value
 
+        if fixed and len(self._fixed_alms) == ndet:
+            self._fixed_models = None          # every detector's alms are cached: templates not needed
+        del models
         with timed("cmb"):
             scale = 1.0 if self.cmb_unit == "uK_CMB" else 1e-6
             target = sht.alm2map(sht.almxfl(cmb_alm, self.target_transfer[:ncomp_alm]), self.nside)

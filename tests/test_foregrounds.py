@@ -74,3 +74,13 @@ def test_fixed_foregrounds_cache_gives_the_same_bytes():
     a, b = (sky.Simulator(nofg).run("train", s).obs for s in (0, 1))
     fg0, fg1 = warm.run("train", 0).obs - a, again.obs - b
     assert np.allclose(fg0, fg1, atol=1e-3 * np.nanmax(np.abs(fg0)), equal_nan=True)
+
+
+def test_pysm_preset_files_are_files_not_units(tmp_path):
+    assert foregrounds.pysm_files("cib1", 512) == ["websky/0.4/"]          # not its 'MJy / sr' input unit
+    a1 = foregrounds.pysm_files("a1", 512)
+    assert len(a1) == len(set(a1)) and "pysm_2/emissivity.txt" in a1
+    assert foregrounds.missing_pysm_files(["cib1", "rg1"], 512, str(tmp_path)) == ["cib1: websky/0.4/",
+                                                                                  "rg1: websky/0.4/"]
+    (tmp_path / "websky" / "0.4").mkdir(parents=True)
+    assert foregrounds.missing_pysm_files(["cib1", "rg1"], 512, str(tmp_path)) == []
