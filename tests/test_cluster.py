@@ -365,3 +365,29 @@ def test_dashboard_link_printed_for_a_local_cluster(capsys):
         out = capsys.readouterr().out
         assert f"dashboard: {client.dashboard_link}" in out and client.dashboard_link.startswith("http://")
         assert np.isfinite(client.submit(np.sqrt, 4.0).result())
+
+
+def test_pipeline_submits_one_slurm_cluster_for_every_stage(tmp_path):
+    """`cmbcube run` with cluster.kind slurm: simulate, preprocess, ILC and analyze share one
+    dask-jobqueue cluster (one sbatch), instead of each stage submitting its own."""
+    fake_bin, jobs = tmp_path / "bin", tmp_path / "jobs"
+    fake_bin.mkdir(), jobs.mkdir()
+    for name, text in (("sbatch", FAKE_SBATCH), ("scancel", FAKE_SCANCEL)):
+        (fake_bin / name).write_text(text.format(python=sys.executable))
+        (fake_bin / name).chmod(0o755)
+    r = fast_recipe(cmb__enabled=True, pipeline={"ilc": ["hilc"], "models": [], "splits": ["test"]},
+                    cluster={"kind": "slurm", "slurm": {"cores": 2, "memory": "4GiB", "jobs": 1, "interface": "lo",
+                                                        "local_directory": str(tmp_path / "scratch")}})
+    path = recipe_file(tmp_path / "pipeline.yaml", r)
+    env = {"PATH": f"{fake_bin}:{os.environ['PATH']}", "FAKE_SLURM_DIR": str(jobs)}
+    try:
+        proc = cli("run", path, "--store", str(tmp_path / "p.zarr"), "--no-progress", env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr + "".join(p.read_text() for p in jobs.glob("*.log"))
+        assert "report:" in proc.stdout
+        assert len(list(jobs.glob("*.sh"))) == 1, proc.stdout
+    finally:
+        for pidfile in jobs.glob("*.pid"):
+            try:
+                os.killpg(int(pidfile.read_text()), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
