@@ -232,6 +232,19 @@ def read_attrs(path: str) -> dict:
     return dict(group.attrs)
 
 
+def local_store_attrs(path: str, verb: str) -> dict:
+    """Attributes of a cmbcube store that ``verb`` (e.g. "verify reads") needs as local files;
+    StoreError for a URL, a missing path or a Zarr store that is not a cmbcube store."""
+    if is_remote(path):
+        raise StoreError(f"{path}: {verb} a local store's files; run it where the store lives")
+    if not Path(path).is_dir():
+        raise StoreError(f"{path}: no such store")
+    attrs = read_attrs(path)
+    if "recipe_hash" not in attrs:
+        raise StoreError(f"{path} is a Zarr store but not a cmbcube store")
+    return attrs
+
+
 def update_attrs(path: str, attrs: dict) -> None:
     """Driver-side: add or replace global attributes (provenance), then consolidate; all or nothing,
     under the store's lock (see metadata_transaction)."""

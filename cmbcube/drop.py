@@ -102,13 +102,7 @@ def _drop(store: str, product: str, run: str | None, force: bool) -> DropReport:
         raise ValueError(f"unknown product {product!r}; allowed: {', '.join(PRODUCTS)}")
     if run is not None and product not in RUN_PRODUCTS:
         raise ValueError(f"--run applies to {', '.join(RUN_PRODUCTS)}, not to {product}")
-    if cube.is_remote(store):
-        raise cube.StoreError(f"{store}: drop edits a local store; run it where the store lives")
-    if not Path(store).is_dir():
-        raise cube.StoreError(f"{store}: no such store")
-    attrs = cube.read_attrs(store)
-    if "recipe_hash" not in attrs:
-        raise cube.StoreError(f"{store} is a Zarr store but not a cmbcube store")
+    attrs = cube.local_store_attrs(store, "drop edits")
     journal = attrs.get(cube.DROP_JOURNAL_ATTR)
     if journal and not (product == "run" and run == json.loads(journal)["run"]):
         name = json.loads(journal)["run"]

@@ -260,13 +260,7 @@ def verify(path: str, products=None, clear: bool = False, workers: int | None = 
            progress: bool | None = None) -> VerifyReport:
     from tqdm import tqdm
     path = str(path)
-    if cube.is_remote(path):
-        raise cube.StoreError(f"{path}: verify reads a local store's files; run it where the store lives")
-    if not Path(path).is_dir():
-        raise cube.StoreError(f"{path}: no such store")
-    attrs = cube.read_attrs(path)
-    if "recipe_hash" not in attrs:
-        raise cube.StoreError(f"{path} is a Zarr store but not a cmbcube store")
+    cube.local_store_attrs(path, "verify reads")          # a local cmbcube store, or a clear error
     t0 = time.perf_counter()
     report = VerifyReport(path)
     report.damage += metadata_problems(path)
