@@ -84,7 +84,8 @@ def lensed_spectra(params: dict[str, float], lmax: int, lens_potential_accuracy:
                            lmax=lmax, lens_potential_accuracy=lens_potential_accuracy,
                            WantTensors=False)
     results = camb.get_results(pars)
-    cls = results.get_cmb_power_spectra(pars, CMB_unit="muK", raw_cl=True, lmax=lmax,
+    # no params here: passing them again makes CAMB recompute everything (twice the time)
+    cls = results.get_cmb_power_spectra(CMB_unit="muK", raw_cl=True, lmax=lmax,
                                         spectra=["lensed_scalar"])["lensed_scalar"]
     return np.ascontiguousarray(cls[: lmax + 1, :4].T)
 
