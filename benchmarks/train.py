@@ -4,7 +4,8 @@ Run from the repository root::
 
     python benchmarks/train.py --quick          # nside 32 only, few sims, 1 epoch (< 3 min on 2 cores)
     python benchmarks/train.py                  # nside 32 and 64 on CPU (+ 128/512 on a GPU, if any)
-    python benchmarks/train.py --experiment     # the above, then the end-to-end experiment (~25 min)
+    python benchmarks/train.py --experiment     # the above, then the end-to-end experiment (~45 min with petroff)
+    python benchmarks/train.py --experiment-only   # the experiment alone (no throughput part)
 
 Every figure comes from one run of this script, on one machine; the load
 average is printed at the start and at the end of each part (the machine may be
@@ -32,7 +33,10 @@ the validation pass over the valid split, the checkpoint and the loss PNG.
 Every batch is stepped ``repeats`` times (cmbNNCS: 3; patch-unet: 1), with the
 published defaults of each model (``cmbcube.train.defaults``).  A sample is
 one sim for cmbnncs-unet5 (a 4 x (4 nside x 3 nside) face plane of 100, 143,
-217, 353 GHz) and one patch for patch-unet (nside/4 square, 192 per sim);
+217, 353 GHz) and for petroff (four whole NESTED maps, batch 1, one
+optimiser step per sample; its input scaling reads the train sims once before
+the epoch loop, outside the timed figure), one patch for patch-unet (nside/4
+square, 192 per sim);
 ``sims_per_s`` divides by the patches per sim so the two can be compared.
 Configurations use ``train_sims`` to keep the epochs short; each runs 2
 epochs (1 with --quick), so the first epoch's warm-up is in the figure.
@@ -65,6 +69,17 @@ dipole of each removed on the analysis mask, MAE on the unmasked pixels; the
 best channel is the one with the lowest mean MAE at that beam.  The same
 recipe is applied to the NILC maps as a cross-check against the cube's values.
 
+Petroff's network is trained on the same store after the UNet (its defaults:
+inputs over max |obs - noise| of the train sims, so the experiment store keeps
+the noise maps; target to [0, 1]; heteroscedastic loss; batch 1; Adam amsgrad),
+for epochs chosen the same way from ``--exp-petroff-budget-s`` (or fixed with
+--exp-petroff-epochs), then predicted with ``--exp-mc-samples`` Monte Carlo
+passes (default 100, as published).  Reported beside the UNet and NILC: its
+test MAE, and its calibration from the cube's ``cover_ksigma`` metrics (fraction
+of unmasked pixels with |pred - truth| <= k sigma; Petroff et al. reported
+75/96/99% for k = 1/2/3, a Gaussian gives 68/95/99.7%), the median predicted
+sigma, and Petroff et al.'s own MAE variant over pixels with sigma <= 50 uK.
+
 The last line of stdout is one JSON object.
 """
 from __future__ import annotations
@@ -81,7 +96,7 @@ from pathlib import Path
 import numpy as np
 
 ALL_DETECTORS = [30, 44, 70, 100, 143, 217, 353, 545, 857]
-MODELS = ("cmbnncs-unet5", "patch-unet")
+MODELS = ("cmbnncs-unet5", "patch-unet", "petroff")
 REPORT_BEAMS = (0.0, 20.6)
 
 
@@ -97,11 +112,11 @@ def log(msg: str) -> None:
 
 
 # ----------------------------------------------------------------------------- stores
-def simulate_store(path: str, nside: int, splits: dict, seed: int, name: str) -> dict:
-    """A real simulated store (all 9 detectors, field I, keep cmb) and its statistics."""
+def simulate_store(path: str, nside: int, splits: dict, seed: int, name: str, keep=("cmb",)) -> dict:
+    """A real simulated store (all 9 detectors, field I, keep cmb by default) and its statistics."""
     from cmbcube import preprocess, recipe, simulate
     r = recipe.validate({"name": name, "nside": nside, "splits": splits, "detectors": ALL_DETECTORS,
-                         "fields": ["I"], "keep": ["cmb"], "seed": seed})
+                         "fields": ["I"], "keep": list(keep), "seed": seed})
     t0 = time.perf_counter()
     report = simulate.run(r, path, workers=2, progress=False)
     wall = time.perf_counter() - t0
@@ -186,9 +201,9 @@ def gpu_throughput(work: Path, epochs: int, include_512: bool) -> dict:
     """nside 128 (and 512) on the GPU, synthetic stores; OOM is recorded, not raised."""
     import torch
     results = {}
-    sizes = [(128, {"train": 16, "valid": 2, "test": 0}, {"cmbnncs-unet5": 16, "patch-unet": 8})]
+    sizes = [(128, {"train": 16, "valid": 2, "test": 0}, {"cmbnncs-unet5": 16, "patch-unet": 8, "petroff": 16})]
     if include_512:
-        sizes.append((512, {"train": 4, "valid": 1, "test": 0}, {"cmbnncs-unet5": 4, "patch-unet": 2}))
+        sizes.append((512, {"train": 4, "valid": 1, "test": 0}, {"cmbnncs-unet5": 4, "patch-unet": 2, "petroff": 4}))
     log(f"GPU: {torch.cuda.get_device_name(0)}")
     for nside, splits, train_sims in sizes:
         store = str(work / f"gpu{nside}.zarr")
@@ -289,6 +304,31 @@ def cube_mae(store: str, run: str) -> dict:
     return out
 
 
+def petroff_calibration(store: str, run: str) -> dict:
+    """Coverage (mean, s.e. over test sims) from the cube's metrics, and sigma figures from pred_sigma."""
+    import zarr
+
+    from cmbcube import analysis
+    group = zarr.open_group(store, mode="r")
+    irun = [str(r) for r in group["run"][...]].index(run)
+    fi = [str(f) for f in group["field"][...]].index("I")
+    done = np.asarray(group["analysis_done"][irun, 2]) == 1
+    values = np.asarray(group["metrics"][irun, 2])[done][:, 0, fi]                 # (sim, metric), beam 0
+    out = {}
+    for name in analysis.COVERAGE:
+        v = values[:, analysis.METRICS.index(name)]
+        out[name] = (float(np.mean(v)), float(np.std(v, ddof=1) / np.sqrt(v.size)) if v.size > 1 else float("nan"))
+    sims = np.nonzero(done)[0]
+    sig = np.stack([np.asarray(group["pred_sigma"][irun, 2, s, fi], dtype=np.float64) for s in sims])
+    pred = np.stack([np.asarray(group["pred"][irun, 2, s, fi], dtype=np.float64) for s in sims])
+    truth = np.stack([np.asarray(group["cmb"][2, s, fi], dtype=np.float64) for s in sims])
+    keep = sig <= 50.0
+    out["median_sigma"] = float(np.median(sig))
+    out["mae_sigma50"] = float(np.mean(np.abs(pred - truth)[keep])) if keep.any() else float("nan")
+    out["frac_sigma50"] = float(keep.mean())
+    return out
+
+
 def experiment(work: Path, args, epoch_s_quickstart: float) -> dict:
     import torch
 
@@ -299,7 +339,7 @@ def experiment(work: Path, args, epoch_s_quickstart: float) -> dict:
     splits = {"train": args.exp_train, "valid": args.exp_valid, "test": args.exp_test}
     log(f"\nexperiment: nside 32, splits {splits}, {torch.get_num_threads()} torch thread(s); load {load_average()}")
     t_all = time.perf_counter()
-    sim_info = simulate_store(store, 32, splits, seed=31415, name="train-bench-experiment")
+    sim_info = simulate_store(store, 32, splits, seed=31415, name="train-bench-experiment", keep=("cmb", "noise"))
 
     if args.exp_epochs:
         epochs, how = args.exp_epochs, "fixed by --exp-epochs"
@@ -324,6 +364,29 @@ def experiment(work: Path, args, epoch_s_quickstart: float) -> dict:
     t0 = time.perf_counter()
     train.predict(store, "unet5", splits=("test",), device="cpu", progress=False)
     predict_s = time.perf_counter() - t0
+
+    # Petroff's Bayesian spherical network on the same store, epochs from its own budget
+    pdefaults = {**train.defaults("petroff"), "model": "petroff"}
+    if args.exp_petroff_epochs:
+        p_epochs, p_how = args.exp_petroff_epochs, "fixed by --exp-petroff-epochs"
+    else:
+        calib = train.train(store, train.TrainConfig(**pdefaults, epochs=1), run_name="calibration-petroff",
+                            device="cpu", progress=False)
+        est = calib.seconds * 1.05
+        p_epochs = int(min(max(args.exp_petroff_budget_s // max(est, 1e-3), 3), 400))
+        p_how = f"{args.exp_petroff_budget_s:.0f} s budget / {est:.1f} s per epoch (a calibration epoch on this store)"
+    log(f"  training petroff for {p_epochs} epochs ({p_how}); load {load_average()}")
+    t0 = time.perf_counter()
+    prep = train.train(store, train.TrainConfig(**pdefaults, epochs=p_epochs), run_name="petroff", device="cpu",
+                       progress=False)
+    p_train_s = time.perf_counter() - t0
+    log(f"  trained in {p_train_s:.0f} s ({prep.samples_per_s:.2f} samples/s); loss {prep.train_loss[0]:.4g} -> "
+        f"{prep.train_loss[-1]:.4g}, valid {prep.valid_loss[0]:.4g} -> {prep.valid_loss[-1]:.4g}; "
+        f"input scaling {prep.config['transform']}, target {prep.config['target_transform']}; load {load_average()}")
+    t0 = time.perf_counter()
+    train.predict(store, "petroff", splits=("test",), device="cpu", progress=False, mc_samples=args.exp_mc_samples)
+    p_predict_s = time.perf_counter() - t0
+    log(f"  petroff predict ({args.exp_mc_samples} Monte Carlo passes per sky) {p_predict_s:.1f} s")
     t0 = time.perf_counter()
     ilc_rep = ilc.run(store, ilc.ILCConfig(method="nilc"), splits=("test",), progress=False)
     if not ilc_rep.ok:
@@ -339,6 +402,8 @@ def experiment(work: Path, args, epoch_s_quickstart: float) -> dict:
     t0 = time.perf_counter()
     unet = cube_mae(store, "unet5")
     nilc = cube_mae(store, "nilc")
+    pet = cube_mae(store, "petroff")
+    cover = petroff_calibration(store, "petroff")
     singles = single_channel_mae(store)
     nilc_check = recomputed_pred_mae(store, "nilc")
     unet_check = recomputed_pred_mae(store, "unet5")
@@ -355,6 +420,8 @@ def experiment(work: Path, args, epoch_s_quickstart: float) -> dict:
     log(f"  {'':34s}" + "".join(f"{'beam ' + format(b, 'g') + chr(39):>20s}" for b in REPORT_BEAMS))
     log(f"  {'cmbnncs-unet5 (' + str(epochs) + ' epochs)':34s}" +
         "".join(f"{unet[b][0]:12.3f} +- {unet[b][1]:5.3f}" for b in REPORT_BEAMS))
+    log(f"  {'petroff (' + str(p_epochs) + ' epochs, ' + str(args.exp_mc_samples) + ' MC)':34s}" +
+        "".join(f"{pet[b][0]:12.3f} +- {pet[b][1]:5.3f}" for b in REPORT_BEAMS))
     log(f"  {'NILC (44-857 GHz)':34s}" + "".join(f"{nilc[b][0]:12.3f} +- {nilc[b][1]:5.3f}" for b in REPORT_BEAMS))
     log(f"  {'best single channel':34s}" + "".join(f"{best[b][1]:12.3f} +- {best[b][2]:5.3f}" for b in REPORT_BEAMS)
         + "   (" + ", ".join(f"{best[b][0]} GHz at {b:g}'" for b in REPORT_BEAMS) + ")")
@@ -363,6 +430,11 @@ def experiment(work: Path, args, epoch_s_quickstart: float) -> dict:
     log("  cross-check, this script's recipe on the predictions vs the cube's metrics: " + "; ".join(
         f"{name} beam {b:g}: {chk[b]:.4f} vs {ref[b][0]:.4f}"
         for name, chk, ref in (("nilc", nilc_check, nilc), ("unet5", unet_check, unet)) for b in REPORT_BEAMS))
+    log(f"\npetroff calibration on the test split (f_sky 0.8 mask, its own beam): within 1/2/3 sigma "
+        + "/".join(f"{100 * cover[k][0]:.1f}" for k in ("cover_1sigma", "cover_2sigma", "cover_3sigma"))
+        + "% (Gaussian 68.3/95.4/99.7; Petroff et al. 75/96/99)")
+    log(f"  median predicted sigma {cover['median_sigma']:.2f} uK; MAE over pixels with sigma <= 50 uK (whole sky, "
+        f"as Petroff et al.) {cover['mae_sigma50']:.3f} uK on {100 * cover['frac_sigma50']:.1f}% of the sky")
     total = time.perf_counter() - t_all
     log(f"  experiment total {total / 60:.1f} min; load {load_average()}")
     key = {b: f"beam{b:g}" for b in REPORT_BEAMS}
@@ -374,6 +446,19 @@ def experiment(work: Path, args, epoch_s_quickstart: float) -> dict:
         "experiment_train_loss": [round(v, 5) for v in rep.train_loss],
         "experiment_valid_loss": [round(v, 5) for v in rep.valid_loss],
         "experiment_predict_s": round(predict_s, 1), "experiment_nilc_s": round(nilc_s, 1),
+        "experiment_petroff_epochs": p_epochs, "experiment_petroff_epochs_choice": p_how,
+        "experiment_petroff_train_s": round(p_train_s, 1),
+        "experiment_petroff_samples_per_s": round(prep.samples_per_s, 3),
+        "experiment_petroff_train_loss": [round(v, 5) for v in prep.train_loss],
+        "experiment_petroff_valid_loss": [round(v, 5) for v in prep.valid_loss],
+        "experiment_petroff_predict_s": round(p_predict_s, 1), "experiment_mc_samples": args.exp_mc_samples,
+        "petroff_test_mae": {key[b]: round(pet[b][0], 4) for b in REPORT_BEAMS},
+        "petroff_test_mae_se": {key[b]: round(pet[b][1], 4) for b in REPORT_BEAMS},
+        "petroff_coverage": {k: round(cover[k][0], 4) for k in ("cover_1sigma", "cover_2sigma", "cover_3sigma")},
+        "petroff_coverage_se": {k: round(cover[k][1], 4) for k in ("cover_1sigma", "cover_2sigma", "cover_3sigma")},
+        "petroff_median_sigma": round(cover["median_sigma"], 3),
+        "petroff_mae_sigma_le_50": round(cover["mae_sigma50"], 4),
+        "petroff_sky_fraction_sigma_le_50": round(cover["frac_sigma50"], 4),
         "experiment_analysis_s": round(analysis_s, 1), "experiment_single_channel_s": round(single_s, 1),
         "experiment_total_s": round(total, 1), "experiment_test_sims": n_test,
         "unet_test_mae": {key[b]: round(unet[b][0], 4) for b in REPORT_BEAMS},
@@ -391,11 +476,16 @@ def experiment(work: Path, args, epoch_s_quickstart: float) -> dict:
 
 
 # ----------------------------------------------------------------------------- main
+class _Done(Exception):
+    """--experiment-only: skip the throughput part."""
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="nside 32 only, few sims, 1 epoch (< 3 min)")
     parser.add_argument("--experiment", action="store_true",
                         help="also run the end-to-end experiment (not with --quick)")
+    parser.add_argument("--experiment-only", action="store_true", help="the experiment without the throughput part")
     parser.add_argument("--epochs", type=int, help="epochs per throughput run (default 2; 1 with --quick)")
     parser.add_argument("--exp-train", type=int, default=200, help="experiment train sims (default 200)")
     parser.add_argument("--exp-valid", type=int, default=20, help="experiment valid sims (default 20)")
@@ -403,11 +493,17 @@ def main(argv=None) -> int:
     parser.add_argument("--exp-epochs", type=int, help="experiment epochs (default: from --exp-train-budget-s)")
     parser.add_argument("--exp-train-budget-s", type=float, default=600.0,
                         help="experiment training time to aim for when choosing epochs (default 600 s)")
+    parser.add_argument("--exp-petroff-epochs", type=int,
+                        help="experiment epochs of petroff (default: from --exp-petroff-budget-s)")
+    parser.add_argument("--exp-petroff-budget-s", type=float, default=600.0,
+                        help="experiment petroff training time to aim for (default 600 s)")
+    parser.add_argument("--exp-mc-samples", type=int, default=100,
+                        help="petroff Monte Carlo passes per test sky (default 100, as published)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own choice)")
     parser.add_argument("--exp-threads", type=int, help="torch CPU threads for the experiment (default: as --threads)")
     parser.add_argument("--no-gpu-512", action="store_true", help="on a GPU, skip nside 512")
     args = parser.parse_args(argv)
-    if args.quick and args.experiment:
+    if args.quick and (args.experiment or args.experiment_only):
         parser.error("--experiment is not run with --quick")
 
     import torch
@@ -421,6 +517,10 @@ def main(argv=None) -> int:
     results, stores = {}, {}
     summary: dict = {}
     try:
+        if args.experiment_only:
+            summary = {"torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+            summary.update(experiment(work, args, float("nan")))
+            raise _Done
         # nside 32: the quickstart shape (16 train, 4 valid), I only
         log("\nnside 32 store (quickstart shape):")
         s32 = str(work / "nside32.zarr")
@@ -438,6 +538,12 @@ def main(argv=None) -> int:
             torch.set_num_threads(threads)
         results["patch-unet/nside32/cpu"] = measure(s32, "patch-unet", epochs, 2 if args.quick else 4, "cpu",
                                                     "patch")
+        results["petroff/nside32/cpu"] = measure(s32, "petroff", epochs, 4 if args.quick else None, "cpu", "petroff")
+        if not args.quick and torch.get_num_threads() > 1:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            results["petroff/nside32/cpu-1thread"] = measure(s32, "petroff", epochs, None, "cpu", "petroff-1thread")
+            torch.set_num_threads(threads)
         if not args.quick:
             log("\nnside 64 store:")
             s64 = str(work / "nside64.zarr")
@@ -446,6 +552,7 @@ def main(argv=None) -> int:
             log("throughput (CPU):")
             results["cmbnncs-unet5/nside64/cpu"] = measure(s64, "cmbnncs-unet5", epochs, 8, "cpu", "unet5")
             results["patch-unet/nside64/cpu"] = measure(s64, "patch-unet", epochs, 2, "cpu", "patch")
+            results["petroff/nside64/cpu"] = measure(s64, "petroff", epochs, 8, "cpu", "petroff")
             shutil.rmtree(s64, ignore_errors=True)
             shutil.rmtree(s64 + ".runs", ignore_errors=True)
         if torch.cuda.is_available() and not args.quick:
@@ -475,6 +582,8 @@ def main(argv=None) -> int:
         }
         if args.experiment:
             summary.update(experiment(work, args, epoch_s_quickstart))
+    except _Done:
+        pass
     finally:
         shutil.rmtree(work, ignore_errors=True)
     loads["end"] = load_average()

@@ -248,9 +248,9 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
             for _ in range(config.repeats):
                 opt.zero_grad()
                 loss = loss_fn(net(x), y)
-                if hasattr(net, "regularization"):           # concrete dropout (petroff)
-                    loss = loss + net.regularization()
-                loss.backward()
+                # concrete dropout (petroff): its regulariser joins the objective, not the recorded loss
+                objective = loss + net.regularization() if hasattr(net, "regularization") else loss
+                objective.backward()
                 opt.step()
                 sched.step()
             total_loss += loss.item()
@@ -328,7 +328,9 @@ def plot_losses(path: Path, train_losses, valid_losses, title) -> None:
         ax.plot(epochs, valid_losses, "s-", label="valid")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
-    ax.set_yscale("log")
+    values = [v for v in list(train_losses) + list(valid_losses) if not math.isnan(v)]
+    if values and min(values) > 0:          # the heteroscedastic loss (petroff) goes negative: linear axis
+        ax.set_yscale("log")
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
