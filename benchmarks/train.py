@@ -430,7 +430,7 @@ def experiment(work: Path, args, epoch_s_quickstart: float) -> dict:
     log("  cross-check, this script's recipe on the predictions vs the cube's metrics: " + "; ".join(
         f"{name} beam {b:g}: {chk[b]:.4f} vs {ref[b][0]:.4f}"
         for name, chk, ref in (("nilc", nilc_check, nilc), ("unet5", unet_check, unet)) for b in REPORT_BEAMS))
-    log(f"\npetroff calibration on the test split (f_sky 0.8 mask, its own beam): within 1/2/3 sigma "
+    log("\npetroff calibration on the test split (f_sky 0.8 mask, its own beam): within 1/2/3 sigma "
         + "/".join(f"{100 * cover[k][0]:.1f}" for k in ("cover_1sigma", "cover_2sigma", "cover_3sigma"))
         + "% (Gaussian 68.3/95.4/99.7; Petroff et al. 75/96/99)")
     log(f"  median predicted sigma {cover['median_sigma']:.2f} uK; MAE over pixels with sigma <= 50 uK (whole sky, "

@@ -78,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-transform", help="target transform (cmbNNCS: scale:5; petroff: unit-maxabs)")
     p.add_argument("--patch-side", type=int, help="patch UNet: patch side in pixels (power of two)")
     p.add_argument("--train-sims", type=int, help="use only the first N train sims")
+    p.add_argument("--grad-clip", type=float, metavar="NORM", help="clip the gradient norm (petroff default: 10)")
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE epochs without "
                                                                           "validation improvement")
@@ -253,7 +254,7 @@ def _train(args) -> int:
     from .train import TrainConfig, defaults, train
     values = {"model": args.model, **defaults(args.model)}
     for key in ("epochs", "batch_size", "repeats", "lr_start", "lr_end", "loss", "transform", "target_transform",
-                "patch_side", "train_sims", "checkpoint_every", "early_stopping", "seed"):
+                "patch_side", "train_sims", "checkpoint_every", "early_stopping", "seed", "grad_clip"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     if args.detectors:

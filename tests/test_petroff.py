@@ -193,6 +193,7 @@ def test_train_predict_analyze_end_to_end(tiny_store, tmp_path, capsys):
     assert np.allclose(got, want, rtol=1e-7)
     assert float(stored["target_transform"].split(":")[1]) == pytest.approx(np.abs(raw["cmb"][0, :3, 0]).max(),
                                                                                 rel=1e-7)
+    assert stored["grad_clip"] == 10.0 and "grad_clip" not in train.TrainConfig().as_dict()   # old runs compare equal
     assert main(["predict", store, "--run", "petroff", "--mc-samples", "4", "--no-progress"]) == 0
     assert "4 Monte Carlo passes" in capsys.readouterr().out
     c = cmbcube.open(store)
