@@ -71,7 +71,8 @@ recipe is applied to the NILC maps as a cross-check against the cube's values.
 
 Petroff's network is trained on the same store after the UNet (its defaults:
 inputs over max |obs - noise| of the train sims, so the experiment store keeps
-the noise maps; target to [0, 1]; heteroscedastic loss; batch 1; Adam amsgrad),
+the noise maps; target to [0, 1]; heteroscedastic loss; batch 1; Adam amsgrad;
+gradient norm clipped at 10),
 for epochs chosen the same way from ``--exp-petroff-budget-s`` (or fixed with
 --exp-petroff-epochs), then predicted with ``--exp-mc-samples`` Monte Carlo
 passes (default 100, as published).  Reported beside the UNet and NILC: its
