@@ -312,44 +312,49 @@ for job in sys.argv[1:]:
 """
 
 
-def test_slurm_kind_submits_jobs_that_run_the_sims(tmp_path, clean_store):
-    """cluster.kind slurm end to end through dask-jobqueue, with sbatch/scancel replaced by
-    scripts that run the job script here: the job's workers compute the sims (same bytes as
-    in-process), the dashboard link is printed, the job is cancelled at the end."""
+@pytest.fixture
+def fake_slurm(tmp_path):
+    """(environment, jobs dir) with sbatch/scancel stand-ins first on PATH; every job's process
+    group is killed afterwards, whatever the test did."""
     fake_bin, jobs = tmp_path / "bin", tmp_path / "jobs"
     fake_bin.mkdir(), jobs.mkdir()
     for name, text in (("sbatch", FAKE_SBATCH), ("scancel", FAKE_SCANCEL)):
         (fake_bin / name).write_text(text.format(python=sys.executable))
         (fake_bin / name).chmod(0o755)
+    yield {"PATH": f"{fake_bin}:{os.environ['PATH']}", "FAKE_SLURM_DIR": str(jobs)}, jobs
+    for pidfile in jobs.glob("*.pid"):
+        try:
+            os.killpg(int(pidfile.read_text()), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_slurm_kind_submits_jobs_that_run_the_sims(tmp_path, clean_store, fake_slurm):
+    """cluster.kind slurm end to end through dask-jobqueue, with sbatch/scancel replaced by
+    scripts that run the job script here: the job's workers compute the sims (same bytes as
+    in-process), the dashboard link is printed, the job is cancelled at the end."""
+    env, jobs = fake_slurm
     r = fast_recipe(cluster={"kind": "slurm", "slurm": {"queue": "debug", "account": "cmb", "cores": 2,
                                                          "memory": "4GiB", "walltime": "00:10:00", "jobs": 1,
                                                          "interface": "lo",
                                                          "local_directory": str(tmp_path / "scratch")}})
     path = recipe_file(tmp_path / "slurm.yaml", r)
     store = str(tmp_path / "slurm.zarr")
-    env = {"PATH": f"{fake_bin}:{os.environ['PATH']}", "FAKE_SLURM_DIR": str(jobs)}
-    try:
-        proc = cli("simulate", path, "--store", store, "--no-progress", env=env)
-        assert proc.returncode == 0, proc.stderr + "".join(p.read_text() for p in jobs.glob("*.log"))
-        assert "submitted 1 SLURM job(s) of 2 worker(s)" in proc.stdout and "dashboard: http://" in proc.stdout
-        script = (jobs / "job0.sh").read_text()
-        for line in ("#SBATCH -p debug", "#SBATCH -A cmb", "#SBATCH --cpus-per-task=2", "#SBATCH --mem=4G",
-                     "#SBATCH -t 00:10:00", "export OMP_NUM_THREADS=1", "--nworkers 2"):
-            assert line in script, line
-        assert len(list(jobs.glob("*.sh"))) == 1
-        assert chunks(store) == sim_chunks(clean_store)
-        # scancel ran when the stage ended: the job's process group is gone
-        pid = int((jobs / "job0.pid").read_text())
-        deadline = time.monotonic() + 30
-        while _group_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not _group_alive(pid)
-    finally:
-        for pidfile in jobs.glob("*.pid"):
-            try:
-                os.killpg(int(pidfile.read_text()), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    proc = cli("simulate", path, "--store", store, "--no-progress", env=env)
+    assert proc.returncode == 0, proc.stderr + "".join(p.read_text() for p in jobs.glob("*.log"))
+    assert "submitted 1 SLURM job(s) of 2 worker(s)" in proc.stdout and "dashboard: http://" in proc.stdout
+    script = (jobs / "job0.sh").read_text()
+    for line in ("#SBATCH -p debug", "#SBATCH -A cmb", "#SBATCH --cpus-per-task=2", "#SBATCH --mem=4G",
+                 "#SBATCH -t 00:10:00", "export OMP_NUM_THREADS=1", "--nworkers 2"):
+        assert line in script, line
+    assert len(list(jobs.glob("*.sh"))) == 1
+    assert chunks(store) == sim_chunks(clean_store)
+    # scancel ran when the stage ended: the job's process group is gone
+    pid = int((jobs / "job0.pid").read_text())
+    deadline = time.monotonic() + 30
+    while _group_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _group_alive(pid)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -367,27 +372,15 @@ def test_dashboard_link_printed_for_a_local_cluster(capsys):
         assert np.isfinite(client.submit(np.sqrt, 4.0).result())
 
 
-def test_pipeline_submits_one_slurm_cluster_for_every_stage(tmp_path):
+def test_pipeline_submits_one_slurm_cluster_for_every_stage(tmp_path, fake_slurm):
     """`cmbcube run` with cluster.kind slurm: simulate, preprocess, ILC and analyze share one
     dask-jobqueue cluster (one sbatch), instead of each stage submitting its own."""
-    fake_bin, jobs = tmp_path / "bin", tmp_path / "jobs"
-    fake_bin.mkdir(), jobs.mkdir()
-    for name, text in (("sbatch", FAKE_SBATCH), ("scancel", FAKE_SCANCEL)):
-        (fake_bin / name).write_text(text.format(python=sys.executable))
-        (fake_bin / name).chmod(0o755)
+    env, jobs = fake_slurm
     r = fast_recipe(cmb__enabled=True, pipeline={"ilc": ["hilc"], "models": [], "splits": ["test"]},
                     cluster={"kind": "slurm", "slurm": {"cores": 2, "memory": "4GiB", "jobs": 1, "interface": "lo",
                                                         "local_directory": str(tmp_path / "scratch")}})
     path = recipe_file(tmp_path / "pipeline.yaml", r)
-    env = {"PATH": f"{fake_bin}:{os.environ['PATH']}", "FAKE_SLURM_DIR": str(jobs)}
-    try:
-        proc = cli("run", path, "--store", str(tmp_path / "p.zarr"), "--no-progress", env=env, timeout=600)
-        assert proc.returncode == 0, proc.stderr + "".join(p.read_text() for p in jobs.glob("*.log"))
-        assert "report:" in proc.stdout
-        assert len(list(jobs.glob("*.sh"))) == 1, proc.stdout
-    finally:
-        for pidfile in jobs.glob("*.pid"):
-            try:
-                os.killpg(int(pidfile.read_text()), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    proc = cli("run", path, "--store", str(tmp_path / "p.zarr"), "--no-progress", env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr + "".join(p.read_text() for p in jobs.glob("*.log"))
+    assert "report:" in proc.stdout
+    assert len(list(jobs.glob("*.sh"))) == 1, proc.stdout
