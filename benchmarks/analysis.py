@@ -72,19 +72,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import load_average, log
 
 ALL_DETECTORS = [30, 44, 70, 100, 143, 217, 353, 545, 857]
-
-
-def load_average() -> str:
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
 
 
 class PeakRSS(threading.Thread):

@@ -80,6 +80,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from common import load_average
 
 NSIDE = 128
 BATCH = 4
@@ -332,13 +333,6 @@ def run_probe(store: Path, nsims: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- main
-
-def load_average() -> str:
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "n/a"
-
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])

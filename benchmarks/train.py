@@ -95,21 +95,11 @@ import types
 from pathlib import Path
 
 import numpy as np
+from common import load_average, log
 
 ALL_DETECTORS = [30, 44, 70, 100, 143, 217, 353, 545, 857]
 MODELS = ("cmbnncs-unet5", "patch-unet", "petroff")
 REPORT_BEAMS = (0.0, 20.6)
-
-
-def load_average() -> str:
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
-def log(msg: str) -> None:
-    print(msg, flush=True)
 
 
 # ----------------------------------------------------------------------------- stores

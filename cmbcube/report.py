@@ -62,11 +62,7 @@ def write_tables(rows, out: Path, stem: str, caption: str) -> list[Path]:
         md.append(f"| {row['run']} | {row['method']} | {row['sims']} | " +
                   " | ".join(_fmt(*row[m]) for m in TABLE_METRICS) + " |")
     (out / f"{stem}.md").write_text("\n".join(md) + "\n")
-    with open(out / f"{stem}.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["run", "method", "sims"] + [f"{m}_{s}" for m in TABLE_METRICS for s in ("mean", "std")])
-        for row in rows:
-            writer.writerow([row["run"], row["method"], row["sims"]] + [v for m in TABLE_METRICS for v in row[m]])
+    _write_csv(out / f"{stem}.csv", rows, TABLE_METRICS)
     tex = ["\\begin{table}", "\\centering", f"\\caption{{{caption}}}",
            "\\begin{tabular}{l" + "c" * len(TABLE_METRICS) + "}", "\\hline",
            "Run & " + " & ".join(LABELS[m].replace("^2", "$^2$") for m in TABLE_METRICS) + " \\\\", "\\hline"]
@@ -76,6 +72,15 @@ def write_tables(rows, out: Path, stem: str, caption: str) -> list[Path]:
     tex += ["\\hline", "\\end{tabular}", "\\end{table}"]
     (out / f"{stem}.tex").write_text("\n".join(tex) + "\n")
     return [out / f"{stem}.{ext}" for ext in ("md", "csv", "tex")]
+
+
+def _write_csv(path: Path, rows, metrics) -> None:
+    """One line per run: run, method, sims, then mean and std of each metric."""
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["run", "method", "sims"] + [f"{m}_{s}" for m in metrics for s in ("mean", "std")])
+        for row in rows:
+            writer.writerow([row["run"], row["method"], row["sims"]] + [v for m in metrics for v in row[m]])
 
 
 def calibration_table(rows, out: Path, stem: str, caption: str) -> list[Path] | None:
@@ -90,11 +95,7 @@ def calibration_table(rows, out: Path, stem: str, caption: str) -> list[Path] | 
         md.append(f"| {row['run']} | {row['method']} | {row['sims']} | " + " | ".join(
             f"{100 * row[m][0]:.1f}% +- {100 * row[m][1]:.1f}" for m in COVERAGE) + " |")
     (out / f"{stem}.md").write_text("\n".join(md) + "\n")
-    with open(out / f"{stem}.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["run", "method", "sims"] + [f"{m}_{s}" for m in COVERAGE for s in ("mean", "std")])
-        for row in rows:
-            writer.writerow([row["run"], row["method"], row["sims"]] + [v for m in COVERAGE for v in row[m]])
+    _write_csv(out / f"{stem}.csv", rows, COVERAGE)
     return [out / f"{stem}.md", out / f"{stem}.csv"]
 
 
