@@ -204,10 +204,10 @@ def build_masks(store: str, f_sky: float, mask_file: str | None = None) -> None:
         for freq in (30, 353):
             if freq in dets and units[dets.index(freq)] in ("uK_CMB", "K_CMB"):
                 # both maps in uK_CMB before subtracting (stores may hold K_CMB)
-                to_uk = 1e6 if units[dets.index(freq)] == "K_CMB" else 1.0
+                to_uk = instrument.to_uk_cmb(units[dets.index(freq)])
                 obs = np.asarray(group["obs"][isplit, isim, dets.index(freq), 0], dtype=np.float64) * to_uk
                 cmb = np.asarray(group["cmb"][isplit, isim, 0], dtype=np.float64)
-                resid = np.abs(obs - cmb * (1e6 if str(group.attrs["cmb_unit"]) == "K_CMB" else 1.0))
+                resid = np.abs(obs - cmb * instrument.to_uk_cmb(str(group.attrs["cmb_unit"])))
                 fg = np.maximum(fg, resid / np.median(resid))
         if not fg.any():
             obs = np.asarray(group["obs"][isplit, isim, 0, 0], dtype=np.float64)
@@ -282,7 +282,7 @@ def analyse_one(store: str, run: int, split: str, sim: int) -> None:
     nside = int(group.attrs["nside"])
     fields = [str(f) for f in group["field"][...]]
     isplit = SPLITS.index(split)
-    scale = 1e6 if str(group.attrs["cmb_unit"]) == "K_CMB" else 1.0
+    scale = instrument.to_uk_cmb(str(group.attrs["cmb_unit"]))
     truth = np.asarray(group["cmb"][isplit, sim], dtype=np.float64) * scale
     pred = np.asarray(group["pred"][run, isplit, sim], dtype=np.float64) * scale
     ok = [k for k in range(len(fields)) if np.isfinite(pred[k]).all()]

@@ -79,6 +79,14 @@ def _pysm_unit(name: str):
 
 
 @functools.lru_cache(maxsize=256)
+def to_uk_cmb(unit: str) -> float:
+    """Factor taking a CMB-unit map (uK_CMB or K_CMB: frequency independent) to uK_CMB."""
+    factors = {"uK_CMB": 1.0, "K_CMB": 1e6}
+    if unit not in factors:
+        raise ValueError(f"{unit!r} is not a CMB unit; allowed: {', '.join(factors)}")
+    return factors[unit]
+
+
 def unit_factor(centre_ghz: float, source: str, destination: str) -> float:
     """Multiply a map in ``source`` units by this to get ``destination`` units at ``centre_ghz``."""
     import pysm3.units as u

@@ -263,7 +263,7 @@ class Simulator:
             self._fixed_models = None          # every detector's alms are cached: templates not needed
         del models
         with timed("cmb"):
-            scale = 1.0 if self.cmb_unit == "uK_CMB" else 1e-6
+            scale = 1.0 / instrument.to_uk_cmb(self.cmb_unit)
             target = sht.alm2map(sht.almxfl(cmb_alm, self.target_transfer[:ncomp_alm]), self.nside)
             target = target[:, self.ring2nest] * scale
             cmb = np.stack([target["IQU".index(f)] for f in self.fields]).astype(np.float32)
