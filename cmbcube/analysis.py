@@ -325,6 +325,8 @@ def analyse_one(store: str, run: int, split: str, sim: int) -> None:
             good = np.isfinite(ref) & (ref > 0) & np.isfinite(spectra[1, k])
             value = float(np.mean(np.abs(spectra[1, k][good] - ref[good]) / ref[good])) if good.any() else np.nan
             metrics[:, fields.index(f), METRICS.index(name)] = value
+    from .drills import hold
+    hold("ANALYZE", run, split, sim)           # fault drills only (cmbcube.drills)
     out = zarr.open_group(store, mode="r+")
     out["metrics"][run, isplit, sim] = metrics
     out["spectra"][run, isplit, sim] = spectra

@@ -13,6 +13,7 @@ import contextlib
 import datetime
 import json
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -199,8 +200,40 @@ def create_or_check(path: str, recipe: Recipe) -> str:
     try:
         _atomic_create(target, build)
     except OSError as err:
+        import errno
+        if err.errno in (errno.ENOTEMPTY, errno.EEXIST) and target.exists():
+            return create_or_check(path, recipe)     # another process created it meanwhile: check it as existing
         raise StoreError(os_error_message(path, err, "create the store") + "; nothing was created") from err
     return "created"
+
+
+@contextlib.contextmanager
+def sims_lock(path: str, stage: str):
+    """Held by the driver of a stage that writes sims (simulate, ingest-cmbml) for its whole run:
+    a second such process on the same store is refused at once (StoreError, exit 2) instead of
+    computing and writing the same sims again.  An exclusive, non-blocking flock on the store's
+    ``sim_done`` directory (never replaced, so the lock is not lost), released by the kernel when the
+    process ends, even by SIGKILL.  Independent of :func:`store_lock`: stages writing other products
+    (ilc, train, analyze) are not held up.  A no-op where the file system refuses directory locks."""
+    import fcntl
+    try:
+        fd = os.open(os.path.join(path, "sim_done"), os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StoreError(f"{path}: another process (cmbcube simulate or ingest-cmbml) is writing sims into this "
+                             f"store right now; {stage} refuses to run beside it so that no sim is computed or written "
+                             "twice. Wait for it to finish (or stop it), then rerun: it resumes where that one "
+                             "stopped") from None
+        except OSError:
+            pass                                     # no directory locks here (some network file systems)
+        yield
+    finally:
+        os.close(fd)                                 # releases the lock
 
 
 def _recipe_mismatch(path, attrs, recipe) -> str:
@@ -307,9 +340,31 @@ class RunMismatch(StoreError):
     """A run name exists with other settings."""
 
 
+_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+
+
+def check_run_name(name, field: str = "--run") -> str:
+    """A run name is also a folder name (``<store>.runs/<name>``, report files): 1-100 letters, digits,
+    '.', '_', '-', '+', starting with a letter or digit, so no '/', '..' or absolute path can lead a
+    write or a deletion outside the store and its runs folder.  ValueError (exit 2) names the field."""
+    if not isinstance(name, str) or not _RUN_NAME.fullmatch(name):
+        raise ValueError(f"{field} {name!r}: not allowed as a run name (it becomes the folder <store>.runs/<name>); "
+                         "use 1-100 letters, digits, '.', '_', '-', '+', starting with a letter or digit "
+                         "(no '/', no '..', no absolute path)")
+    return name
+
+
+def safe_name(text) -> str:
+    """``text`` usable as one file-name component: characters other than letters, digits, '.', '_',
+    '-', '+' become '_', and a leading '.' too (for names read from a store, which may be hostile)."""
+    out = re.sub(r"[^A-Za-z0-9._+-]", "_", str(text)) or "_"
+    return "_" + out[1:] if out[0] == "." else out
+
+
 def ensure_run(path: str, name: str, method: str, config: dict, beam_fwhm_arcmin: float,
                uncertainty: bool = False) -> int:
     """Driver-side: the index of run ``name``, created if needed (see _ensure_run); all or nothing."""
+    check_run_name(name)
     if DROP_JOURNAL_ATTR in read_attrs(path):
         raise StoreError(f"{path}: removing a run was interrupted; finish it first (cmbcube drop {path} run "
                          f"--run {json.loads(read_attrs(path)[DROP_JOURNAL_ATTR])['run']})")

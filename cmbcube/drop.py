@@ -63,6 +63,17 @@ def checkpoints_dir(store: str, run: str) -> Path:
     return Path(str(store).rstrip("/") + ".runs") / run
 
 
+def _is_runs_subfolder(folder: Path, runs_dir: Path, name: str) -> bool:
+    """Whether deleting ``folder`` (the checkpoints of run ``name``, a name read from the store, which
+    may have been edited) stays inside the runs folder: a valid run name, a real folder (not a link)
+    whose parent is the runs folder."""
+    try:
+        cube.check_run_name(name)
+    except ValueError:
+        return False
+    return not folder.is_symlink() and folder.resolve().parent == runs_dir.resolve()
+
+
 def _size(path: Path) -> int:
     return (cube.disk_size(str(path)) or 0) if path.exists() else 0
 
@@ -144,7 +155,10 @@ def _drop(store: str, product: str, run: str | None, force: bool) -> DropReport:
         for name in targets:
             report.removed.append(f"run {name!r}")
             folder = checkpoints_dir(store, name)
-            if folder.is_dir():
+            if not _is_runs_subfolder(folder, runs_dir, name):
+                report.notes.append(f"run name {name!r} is not a folder name under {runs_dir}: nothing deleted "
+                                    "for it outside the store")
+            elif folder.is_dir():
                 shutil.rmtree(folder)
                 report.removed.append(f"its checkpoints {folder}")
             other = configs.get(name, {}).get("checkpoint_dir")

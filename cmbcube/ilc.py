@@ -139,6 +139,8 @@ def clean_sim(obs: np.ndarray, dets: list, fields_in: list, units: list, config:
 
 def _clean_task(store: str, run: int, config: ILCConfig, split: str, sim: int) -> float:
     import zarr
+
+    from .drills import hold
     t0 = time.perf_counter()
     group = zarr.open_group(store, mode="r")
     if group["pred_done"][run, SPLITS.index(split), sim]:
@@ -153,6 +155,7 @@ def _clean_task(store: str, run: int, config: ILCConfig, split: str, sim: int) -
     full = np.full((len(fields_in), maps.shape[-1]), np.nan, dtype=np.float32)
     for k, f in enumerate(config.fields):
         full[fields_in.index(f)] = maps[k]
+    hold("ILC", split, sim)                    # fault drills only (cmbcube.drills)
     cube.write_prediction(store, run, split, sim, full)
     return time.perf_counter() - t0
 

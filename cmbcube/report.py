@@ -241,7 +241,7 @@ def build(store: str, out_dir: str, split: str = "test", sims=(0,)) -> Path:
     for r, run in enumerate(ds.run.values):
         for sim in sims:
             if sim < done.shape[1] and done[r, sim]:
-                name = f"map_{run}_{split}_{sim:04d}_{field}.png"
+                name = f"map_{cube.safe_name(run)}_{split}_{sim:04d}_{field}.png"   # run names come from the store
                 map_figure(ds, str(run), split, sim, field, out / name)
                 figures.append((f"truth / {run} / residual, {split} sim {sim}", name))
     spectrum_figure(ds, split, out / f"spectra_TT_{split}.png", out / f"residual_spectra_TT_{split}.png")

@@ -10,6 +10,8 @@ import logging
 import os
 import time
 
+import numpy as np
+
 from . import cube
 from .recipe import SPLITS, Recipe, load
 
@@ -42,15 +44,11 @@ def _injected_failure(split: str, sim: int) -> None:
 
 
 def _injected_delay(split: str, sim: int) -> None:
-    """Testing hook for fault drills: CMBCUBE_SIM_DELAY=SECONDS holds every sim that long between
-    computing and writing; with CMBCUBE_SIM_TRACE=DIR each sim first touches DIR/{split}-{sim}-{pid}
-    (the process running it), so a test can kill exactly that process mid-sim."""
-    trace = os.environ.get("CMBCUBE_SIM_TRACE")
-    if trace:
-        open(os.path.join(trace, f"{split}-{sim}-{os.getpid()}"), "w").close()
-    delay = float(os.environ.get("CMBCUBE_SIM_DELAY") or 0)
-    if delay > 0:
-        time.sleep(delay)
+    """Testing hook for fault drills (cmbcube.drills): CMBCUBE_SIM_DELAY=SECONDS holds every sim that
+    long between computing and writing; with CMBCUBE_SIM_TRACE=DIR each sim first touches
+    DIR/{split}-{sim}-{pid} (the process running it), so a test can kill exactly that process mid-sim."""
+    from .drills import hold
+    hold("SIM", split, sim)
 
 
 def simulate_one(store: str, recipe: Recipe, split: str, sim: int) -> dict:
@@ -68,6 +66,22 @@ def simulate_one(store: str, recipe: Recipe, split: str, sim: int) -> dict:
     cube.write_sim(store, split, sim, result)
     result.timings["write"] = time.perf_counter() - t0
     return result.timings
+
+
+def flagged_without_data(store: str) -> list[tuple[str, int]]:
+    """Sims flagged done whose obs or cmb shard file is absent (a flag set by hand, or data deleted):
+    one existence check per file, cheap next to reading anything.  (Only the map products: zarr skips
+    chunks equal to the fill value, so an all-NaN cosmo_params, e.g. with the CMB disabled, has no file.)"""
+    group = cube.fresh_group(store)
+    names = set(group.array_keys())
+    arrays = [(name, group[name]) for name in ("obs", "cmb") if name in names]
+    out = []
+    for isplit, sim in zip(*np.nonzero(cube.done_flags(store))):
+        for name, arr in arrays:
+            if not all(os.path.exists(f) for _, f in cube.unit_files(store, arr, name, (isplit, sim))):
+                out.append((SPLITS[int(isplit)], int(sim)))
+                break
+    return out
 
 
 def preflight(recipe: Recipe) -> None:
@@ -93,13 +107,25 @@ def preflight(recipe: Recipe) -> None:
 
 def run(recipe: Recipe | str, store: str, scheduler: str | None = None, scheduler_file: str | None = None,
         workers: int | None = None, overrides=(), progress: bool | None = None) -> SimulateReport:
-    from .cluster import client_for, run_tasks
     if not isinstance(recipe, Recipe):
         recipe = load(recipe, overrides)
     store = str(store)
     preflight(recipe)
     status = cube.create_or_check(store, recipe)
     log.info("store %s: %s", store, status)
+    with cube.sims_lock(store, "simulate"):
+        return _run(recipe, store, status, scheduler, scheduler_file, workers, progress)
+
+
+def _run(recipe, store, status, scheduler, scheduler_file, workers, progress) -> SimulateReport:
+    from .cluster import client_for, run_tasks
+    hollow = flagged_without_data(store)
+    if hollow:
+        log.warning("%s: sim_done is set for %d sim(s) whose data files are missing (%s): hand-edited or damaged "
+                    "flags; simulating them again (cmbcube verify checks every chunk of every flagged sim)", store,
+                    len(hollow), ", ".join(f"{s}/{k}" for s, k in hollow[:10]) + (", ..." if len(hollow) > 10 else ""))
+        for split, sim in hollow:
+            cube.clear_done(store, split, sim)
     planned = cube.planned(store)
     todo = cube.pending(store)
     report = SimulateReport(store, status, int(planned.sum()), int(planned.sum()) - len(todo))

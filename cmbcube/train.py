@@ -23,6 +23,7 @@ import numpy as np
 
 from . import cube, geometry, models
 from .datasets import CubeDataset
+from .drills import hold
 
 log = logging.getLogger("cmbcube")
 
@@ -194,7 +195,7 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
         raise ValueError("--epochs, --batch-size and --repeats must be >= 1")
     if config.grad_clip is not None and not config.grad_clip > 0:
         raise ValueError(f"--grad-clip {config.grad_clip}: must be > 0 (leave it out for no clipping)")
-    run_name = run_name or config.model
+    run_name = cube.check_run_name(run_name or config.model)
     dev = device_for(device)
     if deterministic:
         torch.use_deterministic_algorithms(True)
@@ -229,7 +230,7 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
         ckpt = latest_checkpoint(out_dir)
         if ckpt is None:
             raise FileNotFoundError(f"--resume: no checkpoint in {out_dir}")
-        state = torch.load(ckpt, map_location=dev, weights_only=True)
+        state = load_checkpoint(ckpt, dev)
         if json.loads(state["config"]) != config.as_dict():
             raise ValueError(f"--resume: {ckpt} was trained with other settings: {state['config']}")
         net.load_state_dict(state["model"])
@@ -265,6 +266,7 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
                     torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
                 opt.step()
                 sched.step()
+            hold("TRAIN", epoch, nbatch)           # fault drills only (cmbcube.drills)
             total_loss += loss.item()
             nbatch += 1
             seen += x.shape[0]
@@ -324,6 +326,23 @@ def save_checkpoint(out_dir: Path, epoch, net, opt, sched, config, train_losses,
     return str(path)
 
 
+def load_checkpoint(path, dev=None) -> dict:
+    """A checkpoint's state, loaded weights-only (plain tensors and containers: nothing in the file
+    is executed); a file that is not one is refused with ValueError (exit 2) naming it."""
+    import pickle
+
+    import torch
+    try:
+        state = torch.load(path, map_location=dev, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: not a cmbcube checkpoint; refused by the weights-only loader, nothing in it "
+                         f"was run ({first})") from None
+    if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
+        raise ValueError(f"{path}: not a cmbcube checkpoint (no model state and epoch in it)")
+    return state
+
+
 def latest_checkpoint(out_dir: Path) -> Path | None:
     found = sorted(Path(out_dir).glob("epoch_*.pt"))
     return found[-1] if found else None
@@ -376,6 +395,7 @@ def predict(store: str, run_name: str, splits=("test",), epoch: int | None = Non
     """
     import torch
     from tqdm import tqdm
+    cube.check_run_name(run_name)
     irun = cube.run_index(store, run_name)
     stored = cube.run_config(store, irun)
     config = TrainConfig.from_dict(stored)
@@ -393,7 +413,7 @@ def predict(store: str, run_name: str, splits=("test",), epoch: int | None = Non
         if ckpt is None or not Path(ckpt).exists():
             raise FileNotFoundError(f"run {run_name!r}: no checkpoint {'for epoch ' + str(epoch) if epoch else ''} "
                                     f"in {out_dir}; train it first (cmbcube train)")
-        state = torch.load(ckpt, map_location=dev, weights_only=True)
+        state = load_checkpoint(ckpt, dev)
         epoch = int(state["epoch"])
     else:
         epoch = epoch or 0

@@ -185,13 +185,13 @@ def _check_file(layout: _Layout, path: str, key: str) -> tuple[list[str], int]:
 
 
 def _check_unit(path: str, arrays: dict, layouts: dict, level: str, unit: tuple, leading: tuple,
-                products) -> tuple[list[Damage], int, int]:
+                products, optional=OPTIONAL) -> tuple[list[Damage], int, int]:
     damage, files, nread = [], 0, 0
     for name in products:
         layout, arr = layouts[name], arrays[name]
         unit_damage = []
         for key, file in cube.unit_files(path, arr, name, leading):
-            if name in OPTIONAL and not os.path.exists(file):
+            if name in optional and not os.path.exists(file):
                 continue
             problems, n = _check_file(layout, file, key)
             files += 1
@@ -299,11 +299,14 @@ def verify(path: str, products=None, clear: bool = False, workers: int | None = 
         jobs += [(level, (runs[r], SPLITS[i], int(j)), (int(r), i, int(j)), prods)
                  for r, i, j in zip(*np.nonzero(flags)) if r < len(runs)]
     report.units = len(jobs)
+    optional = set(OPTIONAL)
+    if not cube.store_recipe(path)["cmb"]["enabled"]:
+        optional.add("cosmo_params")        # all NaN without a CMB: zarr writes no chunk equal to the fill value
     workers = workers or min(8, (os.cpu_count() or 2) * 2)
     bar = tqdm(total=len(jobs), desc="verify", unit="unit", disable=None if progress is None else not progress)
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            futures = [pool.submit(_check_unit, path, arrays, layouts, level, unit, leading, prods)
+            futures = [pool.submit(_check_unit, path, arrays, layouts, level, unit, leading, prods, optional)
                        for level, unit, leading, prods in jobs]
             for fut in as_completed(futures):
                 damage, files, nread = fut.result()

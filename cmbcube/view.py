@@ -45,7 +45,7 @@ def view(args) -> str:
     if np.isnan(m).all():
         raise ValueError(f"{title}: no data (sim not simulated/predicted, or the pair does not exist)")
     out = args.out or f"{args.product}_{args.detector or ''}{'_' if args.detector else ''}{args.field}_{args.split}_{args.sim:04d}" \
-        + (f"_{args.run}" if args.run else "") + ("_zoom" if args.zoom or args.rot else "") + ".png"
+        + (f"_{cube.safe_name(args.run)}" if args.run else "") + ("_zoom" if args.zoom or args.rot else "") + ".png"
     fig = plt.figure(figsize=(9, 5.5))
     if args.zoom or args.rot:
         lon, lat = (float(x) for x in (args.rot or "0,0").split(","))

@@ -1,0 +1,249 @@
+"""Fault drills of issue 15: two simulate processes on one store, SIGKILL during ilc / train /
+analyze, a reader looping while simulate writes, hand-edited done-flags, run names and metadata
+holding '../' or absolute paths, an untrusted HTTP store, and a full disk (a small tmpfs).
+
+Units of work are held mid-flight by the cmbcube.drills hooks (CMBCUBE_<STAGE>_DELAY / _TRACE),
+so each kill lands while a known unit is computed but not yet written.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+
+import cmbcube
+from cmbcube import analysis, cli, cube, ilc, preprocess, simulate, train
+from cmbcube.datasets import CubeDataset
+from test_cluster import CLI, PINNED, chunks, fast_recipe, recipe_file
+from test_faults import popen_cli, wait_for
+
+RECIPE = fast_recipe(splits={"train": 3, "valid": 0, "test": 1})       # 4 quick sims, nside 16, no CAMB
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    store = str(tmp_path_factory.mktemp("clean") / "clean.zarr")
+    assert simulate.run(RECIPE, store, scheduler="synchronous", progress=False).ok
+    return store
+
+
+def traced(folder) -> list[tuple]:
+    """Trace files of a cmbcube.drills hook: tuples of the key parts and the pid, oldest first."""
+    entries = sorted(Path(folder).iterdir(), key=lambda p: p.stat().st_mtime_ns)
+    return [tuple(int(x) if x.isdigit() else x for x in p.name.split("-")) for p in entries]
+
+
+def kill_when(proc, predicate, what):
+    try:
+        wait_for(lambda: predicate() or proc.poll() is not None, timeout=120, what=what)
+        assert proc.poll() is None, f"finished before the kill: {proc.communicate()}"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def single_threaded():
+    """The CLI drills run with one thread (PINNED); in-process references do too, for equal bytes."""
+    class _Ctx:
+        def __enter__(self):
+            self.n = torch.get_num_threads()
+            torch.set_num_threads(1)
+
+        def __exit__(self, *exc):
+            torch.set_num_threads(self.n)
+    return _Ctx()
+
+
+# ----------------------------------------------------------------------------- two simulate processes
+def test_two_simulate_processes_at_once_one_refuses_and_no_sim_is_written_twice(tmp_path, clean):
+    """Two `cmbcube simulate` started together on one (not yet existing) store: one creates it and
+    simulates every sim, the other exits 2 naming the other process, having computed nothing; each
+    sim is computed once and the store equals a clean run byte for byte."""
+    trace = tmp_path / "trace"
+    trace.mkdir()
+    store = str(tmp_path / "s.zarr")
+    path = recipe_file(tmp_path / "r.yaml", RECIPE)
+    env = {"CMBCUBE_SIM_DELAY": "0.7", "CMBCUBE_SIM_TRACE": str(trace)}
+    procs = [popen_cli("simulate", path, "--store", store, "--scheduler", "synchronous", "--no-progress", env=env)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    codes = [p.returncode for p in procs]
+    assert sorted(codes) == [0, 2], outs
+    winner, loser = (0, 1) if codes[0] == 0 else (1, 0)
+    assert "simulated 4 sim(s)" in outs[winner][0]
+    assert "another process (cmbcube simulate or ingest-cmbml) is writing sims into this store" in outs[loser][1]
+    assert "Traceback" not in outs[loser][1]
+    started = traced(trace)
+    assert sorted(t[:2] for t in started) == [("test", 0), ("train", 0), ("train", 1), ("train", 2)]
+    assert {t[2] for t in started} == {procs[winner].pid}            # the refused one computed nothing
+    assert chunks(store) == chunks(clean)
+    assert [p.name for p in tmp_path.iterdir() if ".creating-" in p.name] == []   # no half-built store left
+    again = simulate.run(RECIPE, store, scheduler="synchronous", progress=False)
+    assert again.written == [] and again.already_done == 4
+
+
+def test_a_second_simulate_is_refused_while_the_first_holds_a_sim(tmp_path, clean):
+    """In process: while a CLI simulate holds a sim, simulate.run on the same store raises StoreError
+    and writes nothing; once the first is SIGKILLed (its lock goes with it) a rerun completes."""
+    trace = tmp_path / "trace"
+    trace.mkdir()
+    store = str(tmp_path / "s.zarr")
+    proc = popen_cli("simulate", recipe_file(tmp_path / "r.yaml", RECIPE), "--store", store, "--scheduler",
+                     "synchronous", "--no-progress", env={"CMBCUBE_SIM_DELAY": "30", "CMBCUBE_SIM_TRACE": str(trace)})
+    try:
+        wait_for(lambda: len(os.listdir(trace)) >= 1, what="the first sim held")
+        before = chunks(store)
+        with pytest.raises(cube.StoreError, match="another process"):
+            simulate.run(RECIPE, store, scheduler="synchronous", progress=False)
+        assert chunks(store) == before and not cube.done_flags(store).any()
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    report = simulate.run(RECIPE, store, scheduler="synchronous", progress=False)
+    assert len(report.written) == 4 and chunks(store) == chunks(clean)
+
+
+# ----------------------------------------------------------------------------- a reader while simulate writes
+def test_reader_looping_while_simulate_writes_never_sees_a_partial_sim(tmp_path, clean):
+    """A reader polls the store while a CLI simulate writes it: every sim flagged done holds all of its
+    products, equal to a clean run; every obs shard is either absent (NaN) or complete (a shard is
+    written by temp file + rename, the flag after the data)."""
+    store = str(tmp_path / "s.zarr")
+    proc = popen_cli("simulate", recipe_file(tmp_path / "r.yaml", RECIPE), "--store", store, "--scheduler",
+                     "synchronous", "--no-progress", env={"CMBCUBE_SIM_DELAY": "0.3"})
+    ref = cmbcube.open(clean)
+    want = {name: ref[name].values for name in ("obs", "cmb", "noise", "cosmo_params", "cl_theory")}
+    seen_flags, reads = set(), 0
+    try:
+        while proc.poll() is None:
+            if not os.path.exists(store):
+                time.sleep(0.05)
+                continue
+            group = zarr.open_group(store, mode="r")
+            flags = np.asarray(group["sim_done"][...]) == 1
+            raw = np.asarray(group["obs"][...])
+            for i, j in np.ndindex(*flags.shape):
+                block = raw[i, j]
+                assert np.isnan(block).all() or np.array_equal(block, want["obs"][i, j], equal_nan=True), (i, j)
+                if flags[i, j]:                  # re-read each product after seeing the flag
+                    for name, values in want.items():
+                        got = np.asarray(group[name][i, j])
+                        assert np.array_equal(got, values[i, j], equal_nan=True), (name, i, j)
+            seen_flags.add(int(flags.sum()))
+            reads += 1
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert reads >= 3 and len(seen_flags - {0, 4}) >= 1, (reads, seen_flags)     # caught it part-way
+    assert chunks(store) == chunks(clean)
+
+
+# ----------------------------------------------------------------------------- hand-edited done-flags
+def test_flag_set_by_hand_for_a_sim_without_data(tmp_path, clean, monkeypatch, capsys, caplog):
+    """sim_done set for a sim that was never written: verify reports it (exit 1), and simulate does not
+    trust it: it warns, simulates exactly that sim, and the store equals a clean run."""
+    store = str(tmp_path / "s.zarr")
+    monkeypatch.setenv("CMBCUBE_FAIL_SIMS", "train/1")
+    assert simulate.run(RECIPE, store, scheduler="synchronous", progress=False).failed
+    monkeypatch.delenv("CMBCUBE_FAIL_SIMS")
+    zarr.open_group(store, mode="r+")["sim_done"][0, 1] = 1              # the hand edit
+    assert (cube.done_flags(store) == cube.planned(store)).all()
+    assert cli.main(["verify", store, "--no-progress"]) == 1
+    assert "train  1    obs" in capsys.readouterr().out
+    assert cli.main(["simulate", recipe_file(tmp_path / "r.yaml", RECIPE), "--store", store, "--scheduler",
+                     "synchronous", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "simulated 1 sim(s)" in captured.out and "(3 were already done)" in captured.out
+    assert "sim_done is set for 1 sim(s) whose data files are missing (train/1)" in caplog.text
+    assert chunks(store) == chunks(clean)
+    assert cli.main(["verify", store, "--no-progress"]) == 0
+
+
+def test_flag_cleared_by_hand_for_a_sim_with_data(tmp_path, clean):
+    """sim_done cleared for a written sim: readers leave the sim out (datasets list only flagged sims),
+    simulate rewrites exactly it, with the same bytes, and flags it again."""
+    store = str(tmp_path / "s.zarr")
+    shutil.copytree(clean, store)
+    zarr.open_group(store, mode="r+")["sim_done"][0, 0] = 0
+    assert CubeDataset(store, "train", detectors=[143], fields=["I"]).sims == [1, 2]
+    assert int(cmbcube.open(store).sim_done.sel(split="train", sim=0).values) == 0
+    assert simulate.run(RECIPE, store, scheduler="synchronous", progress=False).written == [("train", 0)]
+    assert chunks(store) == chunks(clean)
+    assert CubeDataset(store, "train", detectors=[143], fields=["I"]).sims == [0, 1, 2]
+
+
+# ----------------------------------------------------------------------------- paths in names and metadata
+def tree(folder) -> set:
+    return {str(p.relative_to(folder)) for p in Path(folder).rglob("*")}
+
+
+def test_run_names_with_dot_dot_or_absolute_paths_are_refused(tmp_path, clean, capsys):
+    """`--run` for train, ilc and predict: '../x', 'a/b', an absolute path, '.hidden' are refused with
+    exit 2 naming --run, before anything is written anywhere."""
+    store = str(tmp_path / "s.zarr")
+    shutil.copytree(clean, store)
+    before = tree(tmp_path)
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    for bad in ("../escape", "a/b", str(outside), ".hidden"):
+        for argv in (["train", store, "--model", "patch-unet", "--run", bad, "--epochs", "1", "--no-progress"],
+                     ["ilc", store, "--method", "hilc", "--run", bad, "--scheduler", "synchronous", "--no-progress"],
+                     ["predict", store, "--run", bad, "--no-progress"]):
+            assert cli.main(argv) == 2, argv
+            assert f"--run {bad!r}: not allowed as a run name" in capsys.readouterr().err
+    assert tree(tmp_path) == before and not outside.exists()
+    assert chunks(store) == chunks(clean)
+    with pytest.raises(ValueError, match="not allowed as a run name"):
+        cube.ensure_run(store, "../x", "nilc", {}, 1.0)
+    assert cube.check_run_name("nilc-T_2.0+dust") == "nilc-T_2.0+dust"
+
+
+def test_hostile_run_names_in_a_store_write_and_delete_nothing_outside(tmp_path, clean, capsys):
+    """Run names edited into a store's metadata ('../victim', an absolute path): report writes its files
+    inside --out only, predict refuses the name (exit 2), drop removes the runs from the axis but
+    deletes nothing outside the store and its .runs folder."""
+    store = str(tmp_path / "s.zarr")
+    shutil.copytree(clean, store)
+    for method in ("hilc", "nilc"):
+        assert ilc.run(store, ilc.ILCConfig(method=method, fields=("I",)), splits=("test",),
+                       scheduler="synchronous", progress=False).ok
+    assert not analysis.run(store, scheduler="synchronous", progress=False).failed
+    victim = tmp_path / "victim"                        # <store>.runs/../victim
+    absolute = tmp_path / "absolute"
+    for folder in (victim, absolute):
+        folder.mkdir()
+        (folder / "keep.txt").write_text("precious")
+    group = zarr.open_group(store, mode="r+")
+    group["run"][0] = "../victim"
+    group["run"][1] = str(absolute)
+    cube.consolidate(store)
+    before = tree(tmp_path)
+
+    report = tmp_path / "report"
+    assert cli.main(["report", store, "--out", str(report)]) == 0
+    assert tree(tmp_path) - before == {"report"} | {f"report/{p}" for p in tree(report)}
+    maps = {p.name for p in report.glob("map_*")}
+    assert maps == {f"map_{cube.safe_name(str(absolute))}_test_0000_I.png", "map__._victim_test_0000_I.png"}
+
+    capsys.readouterr()
+    assert cli.main(["predict", store, "--run", "../victim", "--no-progress"]) == 2
+    assert "--run '../victim': not allowed as a run name" in capsys.readouterr().err
+    assert cli.main(["drop", store, "run", "--run", "../victim"]) == 0
+    assert "'../victim' is not a folder name under" in capsys.readouterr().out
+    assert cli.main(["drop", store, "run"]) == 0
+    assert f"{str(absolute)!r} is not a folder name under" in capsys.readouterr().out
+    assert "run" not in cmbcube.open(store).coords
+    for folder in (victim, absolute):
+        assert (folder / "keep.txt").read_text() == "precious"
