@@ -247,3 +247,85 @@ def test_hostile_run_names_in_a_store_write_and_delete_nothing_outside(tmp_path,
     assert "run" not in cmbcube.open(store).coords
     for folder in (victim, absolute):
         assert (folder / "keep.txt").read_text() == "precious"
+
+
+# ----------------------------------------------------------------------------- SIGKILL during ilc, analyze, train
+def test_sigkill_during_ilc_and_analyze_then_reruns_complete_bit_identical(tmp_path, clean):
+    """`cmbcube ilc` and then `cmbcube analyze` SIGKILLed while their second unit is computed but not
+    written: the first unit is flagged and equal to an uninterrupted run, the held one is not flagged,
+    and a rerun writes exactly the rest; predictions, metrics and spectra then equal the
+    uninterrupted run's bytes."""
+    ref, store = str(tmp_path / "ref.zarr"), str(tmp_path / "s.zarr")
+    shutil.copytree(clean, ref)
+    shutil.copytree(clean, store)
+    config = ilc.ILCConfig(method="hilc", fields=("I",))
+    assert ilc.run(ref, config, splits=("train", "test"), scheduler="synchronous", progress=False).ok
+    assert not analysis.run(ref, splits=("train", "test"), scheduler="synchronous", progress=False).failed
+
+    trace = tmp_path / "ilc"
+    trace.mkdir()
+    proc = popen_cli("ilc", store, "--method", "hilc", "--fields", "I", "--split", "train,test", "--scheduler",
+                     "synchronous", "--no-progress", env={"CMBCUBE_ILC_DELAY": "1", "CMBCUBE_ILC_TRACE": str(trace)})
+    kill_when(proc, lambda: len(os.listdir(trace)) >= 2, "the second ILC sim held")
+    held = traced(trace)
+    assert len(held) == 2
+    done = np.asarray(zarr.open_group(store, mode="r")["pred_done"][0]) == 1
+    assert [(cube.SPLITS[i], int(j)) for i, j in zip(*np.nonzero(done))] == [held[0][:2]]
+    assert chunks(store, "pred") == {k: v for k, v in chunks(ref, "pred").items() if k in chunks(store, "pred")}
+    out = subprocess.run([*CLI, "ilc", store, "--method", "hilc", "--fields", "I", "--split", "train,test",
+                          "--scheduler", "synchronous", "--no-progress"], capture_output=True, text=True,
+                         env={**os.environ, **PINNED}, timeout=300)
+    assert out.returncode == 0 and "cleaned 3 sim(s)" in out.stdout, out.stderr
+    assert chunks(store, "pred") == chunks(ref, "pred") and chunks(store, "pred_done") == chunks(ref, "pred_done")
+
+    trace = tmp_path / "analyze"
+    trace.mkdir()
+    proc = popen_cli("analyze", store, "--split", "train,test", "--scheduler", "synchronous", "--no-progress",
+                     env={"CMBCUBE_ANALYZE_DELAY": "1", "CMBCUBE_ANALYZE_TRACE": str(trace)})
+    kill_when(proc, lambda: len(os.listdir(trace)) >= 2, "the second analysis held")
+    held = traced(trace)
+    done = np.asarray(zarr.open_group(store, mode="r")["analysis_done"][0]) == 1
+    assert [(cube.SPLITS[i], int(j)) for i, j in zip(*np.nonzero(done))] == [held[0][1:3]]
+    out = subprocess.run([*CLI, "analyze", store, "--split", "train,test", "--scheduler", "synchronous",
+                          "--no-progress"], capture_output=True, text=True, env={**os.environ, **PINNED}, timeout=300)
+    assert out.returncode == 0 and "analysed 3 (run, sim) pair(s)" in out.stdout, out.stderr
+    for name in ("metrics", "spectra", "analysis_done", "mask", "mask_apodized"):
+        assert chunks(store, name) == chunks(ref, name) and chunks(ref, name), name
+
+
+TRAIN_ARGS = ["--model", "patch-unet", "--patch-side", "8", "--epochs", "2", "--batch-size", "32", "--train-sims", "2",
+              "--device", "cpu", "--no-progress"]
+
+
+def test_sigkill_during_train_then_resume_is_bit_identical(tmp_path, clean):
+    """`cmbcube train` SIGKILLed in the middle of epoch 2 (after optimiser steps the epoch-1 checkpoint
+    does not hold): `--resume` continues from that checkpoint (model, optimiser, scheduler and RNG
+    states) and ends with the weights, optimiser state and losses of an uninterrupted run, bit for bit."""
+    base = str(tmp_path / "base.zarr")
+    shutil.copytree(clean, base)
+    preprocess.run(base, scheduler="synchronous")            # patch-unet standardises
+    ref, store = str(tmp_path / "ref.zarr"), str(tmp_path / "s.zarr")
+    shutil.copytree(base, ref)
+    shutil.copytree(base, store)
+    config = train.TrainConfig(**{**train.defaults("patch-unet"), "model": "patch-unet", "patch_side": 8, "epochs": 2,
+                                  "batch_size": 32, "train_sims": 2})
+    with single_threaded():                                  # as the CLI processes (PINNED)
+        full = train.train(ref, config, device="cpu", progress=False)
+
+    trace = tmp_path / "train"
+    trace.mkdir()
+    proc = popen_cli("train", store, *TRAIN_ARGS, env={"CMBCUBE_TRAIN_DELAY": "0.4", "CMBCUBE_TRAIN_TRACE": str(trace)})
+    kill_when(proc, lambda: any(t[0] == 1 and t[1] >= 1 for t in traced(trace)), "epoch 2 (the last), second batch")
+    runs = Path(store + ".runs") / "patch-unet"
+    assert sorted(p.name for p in runs.glob("epoch_*.pt")) == ["epoch_0001.pt"]
+    out = subprocess.run([*CLI, "train", store, *TRAIN_ARGS, "--resume"], capture_output=True, text=True,
+                         env={**os.environ, **PINNED}, timeout=300)
+    assert out.returncode == 0 and "2 epoch(s)" in out.stdout, out.stderr
+    a = torch.load(full.checkpoint, weights_only=True)
+    b = torch.load(runs / "epoch_0002.pt", weights_only=True)
+    assert a["model"].keys() == b["model"].keys() and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k][n], sb[k][n]) for k in sa for n in sa[k])
+    assert a["train_loss"] == b["train_loss"] and len(a["train_loss"]) == 2
+    assert np.array_equal(a["valid_loss"], b["valid_loss"], equal_nan=True)      # no valid sims here: NaN
+    assert np.array_equal(cmbcube.open(store).loss_train.values, cmbcube.open(ref).loss_train.values)
