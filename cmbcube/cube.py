@@ -293,7 +293,9 @@ def store_recipe(path: str) -> Recipe:
 def _group(path: str, mode: str = "r"):
     import zarr
     if mode == "r":
-        return zarr.open_group(zarr_store(path), mode="r", zarr_format=3)
+        group = zarr.open_group(zarr_store(path), mode="r", zarr_format=3)
+        check_bounds(group, path)
+        return group
     return zarr.open_group(path, mode=mode, use_consolidated=False)
 
 
@@ -825,21 +827,78 @@ def consolidate(path: str) -> None:
 
 
 def open_dataset(path: str, chunks="auto-inner", **storage_options):
-    """Lazy xarray view of a store (local path or fsspec URL); nothing is read until asked."""
+    """Lazy xarray view of a store (local path or fsspec URL); nothing is read until asked.
+    Metadata declaring sizes no cmbcube store has is refused first (:func:`check_bounds`)."""
     import warnings
 
     import xarray as xr
+    import zarr
     if not is_remote(path) and not Path(path).exists():
         raise StoreError(f"{path}: no such store")
     import zarr.errors
+    store = zarr_store(path, storage_options)
+    if is_remote(path):
+        store = _metadata_memo()(store)          # the bounds check and xarray share one metadata request
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
         try:
-            ds = xr.open_zarr(zarr_store(path, storage_options), chunks={} if chunks == "auto-inner" else chunks,
-                              zarr_format=3)
+            check_bounds(zarr.open_group(store, mode="r", zarr_format=3), path)
+            ds = xr.open_zarr(store, chunks={} if chunks == "auto-inner" else chunks, zarr_format=3)
         except (OSError, zarr.errors.BaseZarrError) as err:      # missing, unreachable, not a store
             raise StoreError(f"{path}: cannot open a cube there ({type(err).__name__}: {err})") from None
     return ds
+
+
+MAX_NSIDE = 8192                        # the recipe's limit
+MAX_PIXELS = 12 * MAX_NSIDE ** 2        # the pixel axis, and the largest chunk (one map) any stage writes
+MAX_AXIS = 10_000_000                   # every other axis (sims, runs, detectors, epochs...)
+
+
+def check_bounds(group, path: str) -> None:
+    """Refuse a store whose metadata declares sizes no cmbcube store has (a hostile or damaged
+    zarr.json), before anything is allocated: every axis at most MAX_AXIS long (``pixel``:
+    12 x 8192^2), at most 8 dimensions, chunks and shards no larger than their array, and no chunk
+    larger than one map at nside 8192 (what a read allocates at once).  Reads only the metadata
+    zarr already holds (the consolidated copy).  StoreError names the array and the figures."""
+    for name, arr in group.arrays():
+        shape = tuple(int(n) for n in arr.shape)
+        dims = tuple(getattr(arr.metadata, "dimension_names", None) or ()) or (None,) * len(shape)
+        problem = None
+        if len(shape) > 8:
+            problem = f"{len(shape)} dimensions (at most 8)"
+        for dim, n in zip(dims, shape):
+            cap = MAX_PIXELS if dim in ("pixel", None) else MAX_AXIS
+            if problem is None and n > cap:
+                problem = f"dimension {dim or '?'} of length {n} (at most {cap})"
+        for what, grid in (("chunk", arr.chunks), ("shard", getattr(arr, "shards", None))):
+            grid = tuple(int(c) for c in grid) if grid else ()
+            if problem is None and grid and any(c > max(n, 1) for c, n in zip(grid, shape)):
+                problem = f"{what} shape {grid} larger than the array {shape}"
+        chunk = int(np.prod([int(c) for c in arr.chunks], dtype=object)) if arr.chunks else 1
+        if problem is None and chunk > MAX_PIXELS:
+            problem = f"chunks of {chunk} elements (at most {MAX_PIXELS}, one map at nside {MAX_NSIDE})"
+        if problem:
+            raise StoreError(f"{path}: array {name!r} declares {problem}: no cmbcube store has that; refusing to "
+                             "read it (damaged or hostile metadata; nothing was allocated)")
+
+
+def _metadata_memo():
+    """A zarr store wrapper that fetches each metadata document (zarr.json) once."""
+    from zarr.storage import WrapperStore
+
+    class MetadataMemo(WrapperStore):
+        def __init__(self, store):
+            super().__init__(store)
+            self._memo = {}
+
+        async def get(self, key, prototype, byte_range=None):
+            if byte_range is not None or not key.endswith("zarr.json"):
+                return await self._store.get(key, prototype, byte_range)
+            if key not in self._memo:
+                self._memo[key] = await self._store.get(key, prototype, byte_range)
+            return self._memo[key]
+
+    return MetadataMemo
 
 
 def zarr_store(path: str, storage_options: dict | None = None):

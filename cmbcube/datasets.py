@@ -45,8 +45,9 @@ class _Meta:
 def _read_meta(store, storage_options) -> _Meta:
     import zarr
 
-    from .cube import zarr_store
+    from .cube import check_bounds, zarr_store
     group = zarr.open_group(zarr_store(store, storage_options) if isinstance(store, str) else store, mode="r")
+    check_bounds(group, str(store))            # hostile metadata is refused before anything is allocated
     names = set(group.array_keys())
     stats = "stats_obs" in names
     return _Meta(

@@ -329,3 +329,85 @@ def test_sigkill_during_train_then_resume_is_bit_identical(tmp_path, clean):
     assert a["train_loss"] == b["train_loss"] and len(a["train_loss"]) == 2
     assert np.array_equal(a["valid_loss"], b["valid_loss"], equal_nan=True)      # no valid sims here: NaN
     assert np.array_equal(cmbcube.open(store).loss_train.values, cmbcube.open(ref).loss_train.values)
+
+
+# ----------------------------------------------------------------------------- an untrusted store
+class Evil:
+    """Unpickling this calls open(path, 'w'): what a hostile checkpoint would run."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def hostile_copy(clean, folder: Path, name: str, edit) -> Path:
+    """A copy of the clean store whose consolidated metadata ``edit(metadata dict)`` changed."""
+    store = folder / name
+    shutil.copytree(clean, store)
+    root = json.loads((store / "zarr.json").read_text())
+    edit(root["consolidated_metadata"]["metadata"], root["attributes"])
+    (store / "zarr.json").write_text(json.dumps(root))
+    return store
+
+
+def test_untrusted_http_store_huge_shapes_refused_nothing_executed(clean, tmp_path, capsys):
+    """A store served over HTTP whose zarr.json declares 10^12 sims, or a chunk far larger than its
+    array, and whose recipe text carries a YAML python tag: cmbcube.open, `cmbcube info` and
+    CubeDataset refuse it with the array named, before reading any chunk or allocating anything;
+    nothing in it runs."""
+    from test_sharing import Server
+    www = tmp_path / "www"
+    www.mkdir()
+    marker = tmp_path / "executed"
+
+    def many_sims(meta, attrs):
+        for arr in meta.values():
+            if "sim" in (arr.get("dimension_names") or []):
+                arr["shape"][arr["dimension_names"].index("sim")] = 10 ** 12
+        attrs["recipe_text"] = f"!!python/object/apply:builtins.open ['{marker}', 'w']\n"
+
+    def huge_chunk(meta, attrs):
+        meta["n_sims"]["chunk_grid"]["configuration"]["chunk_shape"] = [10 ** 10]
+
+    hostile_copy(clean, www, "sims.zarr", many_sims)
+    hostile_copy(clean, www, "chunk.zarr", huge_chunk)
+    server = Server(www, tmp_path / "server.log")
+    try:
+        url = f"http://127.0.0.1:{server.port}"
+        mark = server.mark()
+        with pytest.raises(cube.StoreError, match=r"array '\w+' declares dimension sim of length 1000000000000"):
+            cmbcube.open(f"{url}/sims.zarr")
+        with pytest.raises(cube.StoreError, match="declares dimension sim"):
+            CubeDataset(f"{url}/sims.zarr", "train")
+        assert cli.main(["info", f"{url}/sims.zarr"]) == 2
+        assert "declares dimension sim of length 1000000000000" in capsys.readouterr().err
+        with pytest.raises(cube.StoreError, match=r"array 'n_sims' declares chunk shape \(10000000000,\) larger"):
+            cmbcube.open(f"{url}/chunk.zarr")
+        assert [r for r in server.requests(mark) if "/c/" in r] == [], server.requests(mark)   # no chunk read
+        assert server.writes() == []
+    finally:
+        server.close()
+    assert not marker.exists()
+    # the same metadata on a local path is refused the same way
+    with pytest.raises(cube.StoreError, match="declares dimension sim"):
+        cube.done_flags(str(www / "sims.zarr"))
+
+
+def test_hostile_checkpoint_is_refused_by_the_weights_only_loader(tmp_path, clean, capsys):
+    """A run whose checkpoint file is a pickle that would run code: `cmbcube predict` refuses it
+    (exit 2, the file named) and nothing in it runs, because every checkpoint is loaded weights-only."""
+    store = str(tmp_path / "s.zarr")
+    shutil.copytree(clean, store)
+    folder = train.run_dir(store, "evil")
+    config = train.TrainConfig(**{**train.defaults("patch-unet"), "model": "patch-unet", "patch_side": 8})
+    cube.ensure_run(store, "evil", "patch-unet", {**config.as_dict(), "checkpoint_dir": str(folder.resolve())}, 0.0)
+    folder.mkdir(parents=True)
+    marker = tmp_path / "executed"
+    torch.save({"model": Evil(str(marker)), "epoch": 1}, folder / "epoch_0001.pt")
+    assert cli.main(["predict", store, "--run", "evil", "--device", "cpu", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert f"{folder / 'epoch_0001.pt'}: not a cmbcube checkpoint; refused by the weights-only loader" in err
+    assert not marker.exists()
+    assert cube.pred_done_count(store, 0) == 0
