@@ -6,6 +6,7 @@ reported at the end while every finished sim stays written.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
 import time
@@ -141,7 +142,10 @@ def _run(recipe, store, status, scheduler, scheduler_file, workers, progress) ->
             for name, seconds in (timings or {}).items():
                 report.timings[name] = report.timings.get(name, 0.0) + seconds
         else:
-            report.failed.append((*key, f"{type(error).__name__}: {error}"))
+            hint = ""
+            if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+                hint = f" ({store}: the disk is full; free some space, then rerun: finished sims stay)"
+            report.failed.append((*key, f"{type(error).__name__}: {error}{hint}"))
             log.warning("sim %s/%d failed: %s", key[0], key[1], error)
         bar.update(1)
         bar.set_postfix(failed=len(report.failed))
@@ -152,6 +156,12 @@ def _run(recipe, store, status, scheduler, scheduler_file, workers, progress) ->
                       lambda key, timings, error: record(key, timings, error))
     finally:
         bar.close()
-        cube.consolidate(store)
         report.seconds = time.perf_counter() - t_start
+        try:
+            cube.consolidate(store)
+        except cube.StoreError as err:
+            if not report.failed:
+                raise
+            # simulate changes no metadata: the old consolidated copy stays right; keep the failures' list
+            log.warning("%s", err)
     return report

@@ -12,10 +12,12 @@ for Petroff's network, the mean of Monte Carlo passes (dropout on) goes to
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import math
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -321,9 +323,33 @@ def save_checkpoint(out_dir: Path, epoch, net, opt, sched, config, train_losses,
              "best": float(best), "stale": int(stale)}
     path = out_dir / f"epoch_{epoch:04d}.pt"
     tmp = path.with_suffix(".pt.tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)                      # a checkpoint is complete or absent
+    try:
+        torch.save(state, tmp)
+        tmp.replace(path)                  # a checkpoint is complete or absent
+    except (OSError, RuntimeError) as err:
+        tmp.unlink(missing_ok=True)        # a partial file would only hold on to the space
+        need = sum(t.numel() * t.element_size() for t in _tensors(state))
+        if isinstance(err, OSError):
+            full = err.errno in (errno.ENOSPC, errno.EDQUOT)
+        else:                              # torch's zip writer reports a full disk as a RuntimeError
+            full = shutil.disk_usage(out_dir).free < need + (1 << 20)
+        if not full:
+            raise
+        raise OSError(errno.ENOSPC, f"No space left on device for the epoch-{epoch} checkpoint ({need / 1e6:.1f} MB); "
+                      "free some space, then rerun with --resume (earlier checkpoints are intact)", str(path)) from None
     return str(path)
+
+
+def _tensors(obj):
+    import torch
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            yield from _tensors(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from _tensors(value)
 
 
 def load_checkpoint(path, dev=None) -> dict:
@@ -367,8 +393,13 @@ def plot_losses(path: Path, train_losses, valid_losses, title) -> None:
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    tmp = Path(path).with_suffix(".png.tmp")
+    try:
+        fig.savefig(tmp, dpi=100, format="png")
+        tmp.replace(path)                  # the previous plot stays whole if the disk is full
+    finally:
+        tmp.unlink(missing_ok=True)
+        plt.close(fig)
 
 
 # ----------------------------------------------------------------------------- predict

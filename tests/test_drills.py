@@ -297,21 +297,41 @@ TRAIN_ARGS = ["--model", "patch-unet", "--patch-side", "8", "--epochs", "2", "--
               "--device", "cpu", "--no-progress"]
 
 
-def test_sigkill_during_train_then_resume_is_bit_identical(tmp_path, clean):
+TRAIN_CONFIG = train.TrainConfig(**{**train.defaults("patch-unet"), "model": "patch-unet", "patch_side": 8,
+                                    "epochs": 2, "batch_size": 32, "train_sims": 2})     # = TRAIN_ARGS
+
+
+@pytest.fixture(scope="module")
+def trained(clean, tmp_path_factory):
+    """(a store ready to train: statistics computed; the same trained without interruption)."""
+    folder = tmp_path_factory.mktemp("train")
+    base, ref = str(folder / "base.zarr"), str(folder / "ref.zarr")
+    shutil.copytree(clean, base)
+    preprocess.run(base, scheduler="synchronous")            # patch-unet standardises
+    shutil.copytree(base, ref)
+    with single_threaded():                                  # as the CLI processes (PINNED)
+        train.train(ref, TRAIN_CONFIG, device="cpu", progress=False)
+    return base, ref
+
+
+def assert_same_training(store, ref):
+    a = torch.load(train.run_dir(ref, "patch-unet") / "epoch_0002.pt", weights_only=True)
+    b = torch.load(train.run_dir(store, "patch-unet") / "epoch_0002.pt", weights_only=True)
+    assert a["model"].keys() == b["model"].keys() and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k][n], sb[k][n]) for k in sa for n in sa[k])
+    assert a["train_loss"] == b["train_loss"] and len(a["train_loss"]) == 2
+    assert np.array_equal(a["valid_loss"], b["valid_loss"], equal_nan=True)      # no valid sims here: NaN
+    assert np.array_equal(cmbcube.open(store).loss_train.values, cmbcube.open(ref).loss_train.values)
+
+
+def test_sigkill_during_train_then_resume_is_bit_identical(tmp_path, trained):
     """`cmbcube train` SIGKILLed in the middle of epoch 2 (after optimiser steps the epoch-1 checkpoint
     does not hold): `--resume` continues from that checkpoint (model, optimiser, scheduler and RNG
     states) and ends with the weights, optimiser state and losses of an uninterrupted run, bit for bit."""
-    base = str(tmp_path / "base.zarr")
-    shutil.copytree(clean, base)
-    preprocess.run(base, scheduler="synchronous")            # patch-unet standardises
-    ref, store = str(tmp_path / "ref.zarr"), str(tmp_path / "s.zarr")
-    shutil.copytree(base, ref)
+    base, ref = trained
+    store = str(tmp_path / "s.zarr")
     shutil.copytree(base, store)
-    config = train.TrainConfig(**{**train.defaults("patch-unet"), "model": "patch-unet", "patch_side": 8, "epochs": 2,
-                                  "batch_size": 32, "train_sims": 2})
-    with single_threaded():                                  # as the CLI processes (PINNED)
-        full = train.train(ref, config, device="cpu", progress=False)
-
     trace = tmp_path / "train"
     trace.mkdir()
     proc = popen_cli("train", store, *TRAIN_ARGS, env={"CMBCUBE_TRAIN_DELAY": "0.4", "CMBCUBE_TRAIN_TRACE": str(trace)})
@@ -321,14 +341,7 @@ def test_sigkill_during_train_then_resume_is_bit_identical(tmp_path, clean):
     out = subprocess.run([*CLI, "train", store, *TRAIN_ARGS, "--resume"], capture_output=True, text=True,
                          env={**os.environ, **PINNED}, timeout=300)
     assert out.returncode == 0 and "2 epoch(s)" in out.stdout, out.stderr
-    a = torch.load(full.checkpoint, weights_only=True)
-    b = torch.load(runs / "epoch_0002.pt", weights_only=True)
-    assert a["model"].keys() == b["model"].keys() and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
-    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
-    assert sa.keys() == sb.keys() and all(torch.equal(sa[k][n], sb[k][n]) for k in sa for n in sa[k])
-    assert a["train_loss"] == b["train_loss"] and len(a["train_loss"]) == 2
-    assert np.array_equal(a["valid_loss"], b["valid_loss"], equal_nan=True)      # no valid sims here: NaN
-    assert np.array_equal(cmbcube.open(store).loss_train.values, cmbcube.open(ref).loss_train.values)
+    assert_same_training(store, ref)
 
 
 # ----------------------------------------------------------------------------- an untrusted store
@@ -411,3 +424,70 @@ def test_hostile_checkpoint_is_refused_by_the_weights_only_loader(tmp_path, clea
     assert f"{folder / 'epoch_0001.pt'}: not a cmbcube checkpoint; refused by the weights-only loader" in err
     assert not marker.exists()
     assert cube.pred_done_count(store, 0) == 0
+
+
+# ----------------------------------------------------------------------------- a full disk
+@pytest.fixture
+def small_disk(tmp_path):
+    """A small tmpfs (we may be root); skipped where mounting is not permitted."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command: cannot make a small file system to fill")
+    out = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if out.returncode != 0:
+        pytest.skip(f"mounting a tmpfs is not permitted here ({out.stderr.strip() or out.returncode}): needs root")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def leave_free(folder: Path, nbytes: int) -> Path:
+    """Fill ``folder``'s file system with a ballast file until ``nbytes`` are left free."""
+    ballast = folder / "ballast"
+    with open(ballast, "wb") as f:
+        f.write(b"\0" * (shutil.disk_usage(folder).free - nbytes))
+    return ballast
+
+
+def test_disk_full_during_simulate_then_rerun_after_freeing_space(small_disk, tmp_path, clean, capsys):
+    """simulate on a file system with room for the empty store and about one sim: the sims that do not
+    fit fail (exit 1) with the disk named as full, none is flagged, the flagged one equals a clean
+    run, no temporary is left; once space is freed the rerun writes exactly the rest."""
+    ballast = leave_free(small_disk, 1300 * 1024)
+    store = str(small_disk / "s.zarr")
+    path = recipe_file(tmp_path / "r.yaml", RECIPE)
+    argv = ["simulate", path, "--store", store, "--scheduler", "synchronous", "--no-progress"]
+    assert cli.main(argv) == 1
+    out, err = capsys.readouterr()
+    assert "No space left on device" in err and "the disk is full; free some space, then rerun" in err
+    done = [(cube.SPLITS[i], int(j)) for i, j in zip(*np.nonzero(cube.done_flags(store)))]
+    assert 1 <= len(done) < 4 and f"simulated {len(done)} sim(s)" in out
+    got = chunks(store)
+    assert all(got[k] == v for k, v in chunks(clean).items() if k in got and (k.startswith("sim_done") or
+               tuple(k.split("/")[2:4]) in {(str(cube.SPLITS.index(s)), str(j)) for s, j in done}))
+    assert [p for p in Path(store).rglob("*") if "partial" in p.name or p.name.startswith(".")] == []
+    ballast.unlink()
+    assert cli.main(argv) == 0
+    assert f"simulated {4 - len(done)} sim(s)" in capsys.readouterr().out
+    assert chunks(store) == chunks(clean)
+
+
+def test_disk_full_during_train_then_resume_after_freeing_space(small_disk, trained, capsys):
+    """train with room for one checkpoint but not two: epoch 2's checkpoint fails with exit 2 and a
+    message naming the file and the full disk (torch reports it as a RuntimeError), no partial file is
+    left; after freeing space `--resume` completes, bit-identical to an uninterrupted run."""
+    base, ref = trained
+    store = str(small_disk / "s.zarr")
+    shutil.copytree(base, store)
+    size = (train.run_dir(ref, "patch-unet") / "epoch_0001.pt").stat().st_size
+    ballast = leave_free(small_disk, int(1.5 * size))
+    argv = ["train", store, *TRAIN_ARGS]
+    with single_threaded():
+        assert cli.main(argv) == 2
+        err = capsys.readouterr().err
+        folder = train.run_dir(store, "patch-unet")
+        assert f"{folder / 'epoch_0002.pt'}: No space left on device for the epoch-2 checkpoint" in err
+        assert sorted(p.name for p in folder.iterdir()) == ["epoch_0001.pt", "loss.png"]
+        ballast.unlink()
+        assert cli.main(argv + ["--resume"]) == 0
+    assert_same_training(store, ref)
