@@ -574,43 +574,44 @@ def ingest(source_dir, store, scheduler: str | None = None, scheduler_file: str 
     plan = scan(source_dir)
     recipe = recipe_for(plan, name, units, beams)
     status = cube.create_or_check(store, recipe)
-    r = recipe.data
-    cube_units = {d.freq: instrument.resolve_unit(r["units"], d) for d in recipe.detectors()}
-    cmb_unit = cmb_unit_of(r["units"])
-    planned = cube.planned(store)
-    todo = cube.pending(store)
-    report = IngestReport(store, plan.root, status, int(planned.sum()), int(planned.sum()) - len(todo),
-                          files=plan.n_files)
-    if not todo:
-        return report                   # nothing to do: the store is not written at all
-    cube.update_attrs(store, {
-        "source_format": "cmb-ml",
-        "source_dir": plan.root,
-        "source_units": json.dumps(plan.source_units),
-        "source_beams": "FWHM header cards" if plan.beams_from_headers else f"{beams} preset (CMB-ML's instrument table)",
-        "source_params_ignored": json.dumps(plan.ignored_param_keys),
-        "ingested": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "ingested_by": f"cmbcube {__version__}",
-    })
-    t_start = time.perf_counter()
-    bar = tqdm(total=len(todo), desc="ingest", unit="sim", disable=None if progress is None else not progress)
+    with cube.sims_lock(store, "ingest-cmbml"):      # one sim writer per store
+        r = recipe.data
+        cube_units = {d.freq: instrument.resolve_unit(r["units"], d) for d in recipe.detectors()}
+        cmb_unit = cmb_unit_of(r["units"])
+        planned = cube.planned(store)
+        todo = cube.pending(store)
+        report = IngestReport(store, plan.root, status, int(planned.sum()), int(planned.sum()) - len(todo),
+                              files=plan.n_files)
+        if not todo:
+            return report                   # nothing to do: the store is not written at all
+        cube.update_attrs(store, {
+            "source_format": "cmb-ml",
+            "source_dir": plan.root,
+            "source_units": json.dumps(plan.source_units),
+            "source_beams": "FWHM header cards" if plan.beams_from_headers else f"{beams} preset (CMB-ML's instrument table)",
+            "source_params_ignored": json.dumps(plan.ignored_param_keys),
+            "ingested": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "ingested_by": f"cmbcube {__version__}",
+        })
+        t_start = time.perf_counter()
+        bar = tqdm(total=len(todo), desc="ingest", unit="sim", disable=None if progress is None else not progress)
 
-    def on_done(item, _result, error):
-        if error is None:
-            report.written.append(item)
-        else:
-            report.failed.append((*item, f"{type(error).__name__}: {error}"))
-            log.warning("sim %s/%d failed: %s", item[0], item[1], error)
-        bar.update(1)
+        def on_done(item, _result, error):
+            if error is None:
+                report.written.append(item)
+            else:
+                report.failed.append((*item, f"{type(error).__name__}: {error}"))
+                log.warning("sim %s/%d failed: %s", item[0], item[1], error)
+            bar.update(1)
 
-    try:
-        with client_for(r["cluster"], scheduler, scheduler_file, workers) as client:
-            run_tasks(client, ingest_one, (store, plan, cube_units, cmb_unit), todo, "ingest", on_done)
-    finally:
-        bar.close()
-        cube.consolidate(store)
-        report.seconds = time.perf_counter() - t_start
-    return report
+        try:
+            with client_for(r["cluster"], scheduler, scheduler_file, workers) as client:
+                run_tasks(client, ingest_one, (store, plan, cube_units, cmb_unit), todo, "ingest", on_done)
+        finally:
+            bar.close()
+            cube.consolidate(store)
+            report.seconds = time.perf_counter() - t_start
+        return report
 
 
 # ----------------------------------------------------------------------------- export
