@@ -74,7 +74,7 @@ def test_two_simulate_processes_at_once_one_refuses_and_no_sim_is_written_twice(
     trace.mkdir()
     store = str(tmp_path / "s.zarr")
     path = recipe_file(tmp_path / "r.yaml", RECIPE)
-    env = {"CMBCUBE_SIM_DELAY": "0.7", "CMBCUBE_SIM_TRACE": str(trace)}
+    env = {"CMBCUBE_SIM_DELAY": "1.0", "CMBCUBE_SIM_TRACE": str(trace)}
     procs = [popen_cli("simulate", path, "--store", store, "--scheduler", "synchronous", "--no-progress", env=env)
              for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
