@@ -21,7 +21,7 @@ import zarr
 import cmbcube
 from cmbcube import analysis, cli, cube, ilc, preprocess, simulate, train
 from cmbcube.datasets import CubeDataset
-from test_cluster import CLI, PINNED, chunks, fast_recipe, recipe_file
+from test_cluster import chunks, fast_recipe, recipe_file
 from test_faults import popen_cli, wait_for
 
 RECIPE = fast_recipe(splits={"train": 3, "valid": 0, "test": 1})       # 4 quick sims, nside 16, no CAMB
