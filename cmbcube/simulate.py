@@ -106,8 +106,8 @@ def run(recipe: Recipe | str, store: str, scheduler: str | None = None, schedule
     if not todo:
         return report
     t_start = time.perf_counter()
-    from tqdm import tqdm
-    bar = tqdm(total=len(todo), desc="simulate", unit="sim", disable=None if progress is None else not progress)
+    from .progress import bar as progress_bar
+    bar = progress_bar(len(todo), "simulate", progress=progress, items=todo, where=store)
 
     def record(key, timings=None, error=None):
         if error is None:
@@ -117,8 +117,7 @@ def run(recipe: Recipe | str, store: str, scheduler: str | None = None, schedule
         else:
             report.failed.append((*key, f"{type(error).__name__}: {error}"))
             log.warning("sim %s/%d failed: %s", key[0], key[1], error)
-        bar.update(1)
-        bar.set_postfix(failed=len(report.failed))
+        bar.update(1, failed=error is not None)
 
     try:
         with client_for(recipe["cluster"], scheduler, scheduler_file, workers) as client:

@@ -258,7 +258,6 @@ def metadata_problems(path: str) -> list[Damage]:
 
 def verify(path: str, products=None, clear: bool = False, workers: int | None = None,
            progress: bool | None = None) -> VerifyReport:
-    from tqdm import tqdm
     path = str(path)
     cube.local_store_attrs(path, "verify reads")          # a local cmbcube store, or a clear error
     t0 = time.perf_counter()
@@ -300,7 +299,8 @@ def verify(path: str, products=None, clear: bool = False, workers: int | None = 
                  for r, i, j in zip(*np.nonzero(flags)) if r < len(runs)]
     report.units = len(jobs)
     workers = workers or min(8, (os.cpu_count() or 2) * 2)
-    bar = tqdm(total=len(jobs), desc="verify", unit="unit", disable=None if progress is None else not progress)
+    from .progress import bar as progress_bar
+    bar = progress_bar(len(jobs), "verify", unit="unit", progress=progress, where=f"{path} (read only)")
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             futures = [pool.submit(_check_unit, path, arrays, layouts, level, unit, leading, prods)
