@@ -133,10 +133,12 @@ def still_falling(valid) -> tuple[bool, str]:
     k = min(k, v.size // 2)
     last, before = float(v[-k:].mean()), float(v[-2 * k:-k].mean())
     drop = (before - last) / max(abs(before), 1e-30)
-    span = f"the last {k} epoch{'s' if k > 1 else ''}"
+    span, prev = (f"the last {k} epochs", f"the {k} before") if k > 1 else ("the last epoch", "the one before")
     if drop > STILL_FALLING:
-        return True, f"validation loss still falling ({100 * drop:.1f}% lower over {span} than over the {k} before)"
-    return False, f"validation loss flat at the end ({100 * drop:+.1f}% over {span})"
+        return True, f"validation loss still falling ({100 * drop:.1f}% lower over {span} than over {prev})"
+    if drop < -STILL_FALLING:
+        return False, f"validation loss rising at the end ({100 * -drop:.1f}% higher over {span} than over {prev})"
+    return False, f"validation loss flat at the end ({100 * -drop:+.1f}% over {span})"
 
 
 def power_loss(ds, run_index: int, split: str) -> tuple[float, float, float]:
@@ -249,8 +251,7 @@ def _mollweide(fig, ax, m_nest: np.ndarray, nside: int, title: str, lo: float, h
     img = proj.projmap(np.where(np.isfinite(m_nest), m_nest, hp.UNSEEN),
                        lambda x, y, z: hp.vec2pix(nside, x, y, z, nest=True))
     img = np.ma.masked_where(~np.isfinite(img) | (img == hp.UNSEEN), img)
-    colours = matplotlib.colormaps[cmap].copy()
-    colours.set_bad("white", alpha=0.0)
+    colours = matplotlib.colormaps[cmap].with_extremes(bad=(1.0, 1.0, 1.0, 0.0))
     im = ax.imshow(img, origin="lower", extent=(-2, 2, -1, 1), cmap=colours, vmin=lo, vmax=hi,
                    interpolation="nearest")
     ax.set_axis_off()
