@@ -95,3 +95,24 @@ def test_still_falling_tells_a_settled_curve_from_a_falling_one():
     assert flag and "still falling" in words
     assert report.still_falling([3.0])[0] is True           # one epoch: cannot have settled
     assert report.still_falling([-2.0, -2.5, -2.9, -3.4])[0] is True   # negative (heteroscedastic) losses
+
+
+def test_view_writes_without_healpy_warnings_and_sizes_the_zoom_from_nside(reported, tmp_path):
+    import subprocess
+    import sys
+
+    from cmbcube import view
+    cli = [sys.executable, "-m", "cmbcube.cli", "view", reported]     # default warning filters, as a user runs it
+    for extra in (["--detector", "30", "--product", "radio", "--rot", "30,40"], ["--product", "cmb"]):
+        out = tmp_path / f"{extra[-1].replace(',', '_')}.png"
+        proc = subprocess.run(cli + extra + ["--out", str(out)], capture_output=True, text=True)
+        assert proc.returncode == 0 and out.stat().st_size > 1000, proc.stderr
+        assert "Warning" not in proc.stderr and "already exists" not in proc.stderr, proc.stderr
+    reso, xsize = view.zoom_size(16)          # a ~40 degree field at nside 16, not the ~275 degrees of before
+    assert 10 <= reso * xsize / 60 <= 40
+    assert 2.9 <= view.zoom_size(2048)[0] * 800 / 60 <= 3.1
+    ds = cmbcube.open(reported)
+    lo, hi, cmap = view.limits(ds.cmb.sel(split="test", sim=0, field="I").values)
+    assert lo == -hi and cmap == "RdBu_r"                 # signed: symmetric about zero
+    lo, hi, cmap = view.limits(np.abs(ds.cmb.sel(split="test", sim=0, field="I").values) + 1)
+    assert 0 < lo < hi and cmap == "viridis"              # one-signed: its own range
