@@ -138,7 +138,7 @@ def still_falling(valid) -> tuple[bool, str]:
         return True, f"validation loss still falling ({100 * drop:.1f}% lower over {span} than over {prev})"
     if drop < -STILL_FALLING:
         return False, f"validation loss rising at the end ({100 * -drop:.1f}% higher over {span} than over {prev})"
-    return False, f"validation loss flat at the end ({100 * -drop:+.1f}% over {span})"
+    return False, f"validation loss flat at the end ({round(100 * -drop, 1) + 0.0:+.1f}% over {span})"
 
 
 def power_loss(ds, run_index: int, split: str) -> tuple[float, float, float]:
@@ -219,9 +219,15 @@ def training_section(rows, split: str) -> list[str]:
             label = "undertrained" if row["trained"] else "flagged"
             said = row["flags"] + ([row["valid_trend"]] if row["trained"] and row["valid_trend"] not in row["flags"]
                                    else [])
-            words.append(f"- **{row['run']}: {label}**: {how}; " + "; ".join(said) + "." +
-                         (" More training skies or epochs are needed before it can be compared with the ILC "
-                          "methods." if row["trained"] else ""))
+            if not row["trained"]:
+                advice = ""
+            elif row["valid_trend"] in row["flags"]:
+                advice = " Train it longer (more epochs) before comparing it with the other methods."
+            else:
+                advice = (" Its validation loss flattened by the end of its schedule: it needs more training skies "
+                          "(CMB-ML trains on 1000) or a longer schedule before it can be compared with the other "
+                          "methods.")
+            words.append(f"- **{row['run']}: {label}**: {how}; " + "; ".join(said) + "." + advice)
         elif row["trained"]:
             words.append(f"- {row['run']}: trained on {row['skies']} skies for {row['epochs']} epochs; "
                          f"{row['valid_trend']}; no flag.")
