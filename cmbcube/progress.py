@@ -75,6 +75,7 @@ class Progress:
         self.t0 = time.perf_counter()
         self.failed = 0
         self.bar = None
+        self.leave = leave
         what = f"{desc}: {total} {unit}(s) to do"
         if items is not None:
             text = describe_items(items)
@@ -118,7 +119,7 @@ class Progress:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        if self.n:
+        if self.n and self.leave:          # nested inner bars (batches) end silently
             log.info("%s: %d/%d %s(s) in %.1f s (%.2f %s/s)%s", self.desc, self.n, self.total, self.unit, seconds,
                       self.n / seconds if seconds else 0.0, self.unit,
                       f", {self.failed} failed" if self.failed else "")
@@ -129,6 +130,19 @@ class Progress:
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+class LogHandler(logging.StreamHandler):
+    """Log lines to stderr that do not break a live bar: written through tqdm, which clears the bars,
+    prints the line and redraws them below it (a plain stream handler when no bar is drawn)."""
+
+    def emit(self, record):
+        try:
+            from tqdm import tqdm
+            tqdm.write(self.format(record), file=self.stream)
+            self.flush()
+        except Exception:  # noqa: BLE001 - logging must not raise
+            self.handleError(record)
 
 
 def iterate(iterable, desc: str, unit: str = "sim", progress: bool | None = None, total: int | None = None,
