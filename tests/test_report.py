@@ -116,3 +116,14 @@ def test_view_writes_without_healpy_warnings_and_sizes_the_zoom_from_nside(repor
     assert lo == -hi and cmap == "RdBu_r"                 # signed: symmetric about zero
     lo, hi, cmap = view.limits(np.abs(ds.cmb.sel(split="test", sim=0, field="I").values) + 1)
     assert 0 < lo < hi and cmap == "viridis"              # one-signed: its own range
+
+
+def test_train_shows_its_losses_inline_on_the_epoch_bar(reported, capsys):
+    config = train.TrainConfig(model="patch-unet", detectors=(100, 143, 217), transform="scale:100",
+                               target_transform="scale:100", epochs=2, batch_size=8, repeats=1, lr_start=1e-4,
+                               lr_end=1e-4, patch_side=8)
+    rep = train.train(reported, config, "bar", progress=True)
+    err = capsys.readouterr().err
+    assert "train bar: 100%" in err and "| 2/2 [" in err
+    assert f"train={rep.train_loss[-1]:.4g}" in err and f"valid={rep.valid_loss[-1]:.4g}" in err
+    assert "epoch 1/2" in err and "batch" in err          # the batch bar of each epoch, with its running loss
