@@ -291,5 +291,9 @@ def collector(report, bar):
             report.written.append(item)
         else:
             report.failed.append((*item, f"{type(error).__name__}: {error}"))
-        bar.update(1, failed=error is not None)
+        from .progress import Progress
+        if isinstance(bar, Progress):
+            bar.update(1, failed=error is not None)
+        else:                       # a plain tqdm bar (callers not yet on cmbcube.progress)
+            bar.update(1)
     return on_done
