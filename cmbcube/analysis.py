@@ -336,8 +336,6 @@ def analyse_one(store: str, run: int, split: str, sim: int) -> None:
 def run(store: str, runs="all", splits=("test",), f_sky: float = 0.8, mask_file: str | None = None,
         scheduler=None, scheduler_file=None, workers=None, progress=None) -> AnalysisReport:
     import zarr
-    from tqdm import tqdm
-
     from .cluster import client_for, collector, run_tasks
     group = zarr.open_group(store, mode="r")
     if "run" not in set(group.array_keys()):
@@ -360,7 +358,9 @@ def run(store: str, runs="all", splits=("test",), f_sky: float = 0.8, mask_file:
         return report
     t0 = time.perf_counter()
     recipe = cube.store_recipe(store)
-    bar = tqdm(total=len(todo), desc="analyze", unit="sim", disable=None if progress is None else not progress)
+    from .progress import bar as progress_bar
+    bar = progress_bar(len(todo), "analyze", progress=progress, items=[(names[r], s, k) for r, s, k in todo],
+                       where=f"{store} metrics, spectra")
     try:
         done = collector(report, bar)
 

@@ -391,8 +391,9 @@ def main(argv=None) -> int:
     from .recipe import RecipeError
     parser = build_parser()
     args = parser.parse_args(argv)
+    from .progress import LogHandler
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
-                        format="%(levelname)s %(name)s: %(message)s")
+                        format="%(levelname)s %(name)s: %(message)s", handlers=[LogHandler(sys.stderr)])
     if args.verbose < 2:
         for noisy in ("distributed", "numba", "pysm3", "healpy"):
             logging.getLogger(noisy).setLevel(logging.ERROR if args.verbose == 0 else logging.WARNING)

@@ -146,7 +146,8 @@ def _dashboard_note(local_scheduler: bool) -> str:
     if not local_scheduler:
         return ""
     import importlib.util
-    return "" if importlib.util.find_spec("bokeh") else " (pip install bokeh for the live dashboard)"
+    return "" if importlib.util.find_spec("bokeh") else (" (the page needs bokeh: pip install 'cmbcube[dashboard]', "
+                                                          "or pip install 'bokeh>=3.1')")
 
 
 def announce(client, what: str, local_scheduler: bool = False) -> None:
@@ -290,5 +291,9 @@ def collector(report, bar):
             report.written.append(item)
         else:
             report.failed.append((*item, f"{type(error).__name__}: {error}"))
-        bar.update(1)
+        from .progress import Progress
+        if isinstance(bar, Progress):
+            bar.update(1, failed=error is not None)
+        else:                       # a plain tqdm bar (callers not yet on cmbcube.progress)
+            bar.update(1)
     return on_done

@@ -564,7 +564,6 @@ def ingest(source_dir, store, scheduler: str | None = None, scheduler_file: str 
     Every file is checked (names, nside, fields, units) before the store is touched; a store
     made from anything else is refused and left as it is.  One Dask task per sim.
     """
-    from tqdm import tqdm
 
     from .cluster import client_for, run_tasks
     from .sky import cmb_unit as cmb_unit_of
@@ -594,7 +593,8 @@ def ingest(source_dir, store, scheduler: str | None = None, scheduler_file: str 
             "ingested_by": f"cmbcube {__version__}",
         })
         t_start = time.perf_counter()
-        bar = tqdm(total=len(todo), desc="ingest", unit="sim", disable=None if progress is None else not progress)
+        from .progress import bar as progress_bar
+        bar = progress_bar(len(todo), "ingest", progress=progress, items=todo, where=store)
 
         def on_done(item, _result, error):
             if error is None:
@@ -602,7 +602,7 @@ def ingest(source_dir, store, scheduler: str | None = None, scheduler_file: str 
             else:
                 report.failed.append((*item, f"{type(error).__name__}: {error}"))
                 log.warning("sim %s/%d failed: %s", item[0], item[1], error)
-            bar.update(1)
+            bar.update(1, failed=error is not None)
 
         try:
             with client_for(r["cluster"], scheduler, scheduler_file, workers) as client:
@@ -694,7 +694,6 @@ def export(store, destination_dir, splits=None, units: str = "uK_CMB", overwrite
     names; spectra as CAMB writes them.  Sims whose files are all present are skipped unless
     ``overwrite``; each file is written to a temporary name and renamed, so none is ever half-written.
     """
-    from tqdm import tqdm
 
     from .cluster import client_for, run_tasks
     store = str(store)
@@ -720,7 +719,8 @@ def export(store, destination_dir, splits=None, units: str = "uK_CMB", overwrite
     destination.mkdir(exist_ok=True)
     t0 = time.perf_counter()
     recipe = cube.store_recipe(store)
-    bar = tqdm(total=len(todo), desc="export", unit="sim", disable=None if progress is None else not progress)
+    from .progress import bar as progress_bar
+    bar = progress_bar(len(todo), "export", progress=progress, items=todo, where=f"{destination}/Simulation")
 
     def on_done(item, result, error):
         if error is not None:
@@ -729,7 +729,7 @@ def export(store, destination_dir, splits=None, units: str = "uK_CMB", overwrite
             report.skipped.append(item)
         else:
             report.written.append(item)
-        bar.update(1)
+        bar.update(1, failed=error is not None)
 
     try:
         with client_for(recipe["cluster"], scheduler, scheduler_file, workers) as client:

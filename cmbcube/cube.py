@@ -484,13 +484,14 @@ def run_config(path: str, run: int) -> dict:
     return json.loads(str(_group(path)["run_config"][run]))
 
 
-def write_losses(path: str, run: int, train: list, valid: list) -> None:
-    """Driver-side (the training process): per-epoch losses of a run, (run, epoch) arrays."""
+def write_losses(path: str, run: int, train: list, valid: list, train_sims: int | None = None) -> None:
+    """Driver-side (the training process): per-epoch losses of a run, (run, epoch) arrays, and the
+    number of training skies it saw (``train_sims``, (run,))."""
     with metadata_transaction(path, "write the training losses"):
-        _write_losses(path, run, train, valid)
+        _write_losses(path, run, train, valid, train_sims)
 
 
-def _write_losses(path: str, run: int, train: list, valid: list) -> None:
+def _write_losses(path: str, run: int, train: list, valid: list, train_sims: int | None = None) -> None:
     group = _group(path, "r+")
     names = set(group.array_keys())
     nrun = group["run"].shape[0]
@@ -506,6 +507,16 @@ def _write_losses(path: str, run: int, train: list, valid: list) -> None:
         row = np.full(arr.shape[1], np.nan)
         row[: len(values)] = values
         arr[run] = row
+    if train_sims is not None:
+        if "train_sims" not in names:
+            group.create_array("train_sims", shape=(nrun,), dtype="i8", chunks=(1,), fill_value=-1,
+                               dimension_names=["run"],
+                               attributes={"long_name": "training skies (train-split sims) the run was trained on "
+                                                        "(-1: not recorded)"})
+        arr = group["train_sims"]
+        if arr.shape[0] < nrun:
+            arr.resize((nrun,))
+        arr[run] = int(train_sims)
     consolidate(path)
 
 

@@ -175,8 +175,6 @@ class ILCReport:
 
 def run(store: str, config: ILCConfig, run_name: str | None = None, splits=("test",), scheduler=None,
         scheduler_file=None, workers=None, progress=None) -> ILCReport:
-    from tqdm import tqdm
-
     from .cluster import client_for, collector, run_tasks
     for split in splits:
         if split not in SPLITS:
@@ -192,7 +190,8 @@ def run(store: str, config: ILCConfig, run_name: str | None = None, splits=("tes
         return report
     t0 = time.perf_counter()
     recipe = cube.store_recipe(store)
-    bar = tqdm(total=len(todo), desc=f"ilc {run_name}", unit="sim", disable=None if progress is None else not progress)
+    from .progress import bar as progress_bar
+    bar = progress_bar(len(todo), f"ilc {run_name}", progress=progress, items=todo, where=f"{store} pred[run={run_name}]")
     try:
         done = collector(report, bar)
 

@@ -133,8 +133,8 @@ def _run(recipe, store, status, scheduler, scheduler_file, workers, progress) ->
     if not todo:
         return report
     t_start = time.perf_counter()
-    from tqdm import tqdm
-    bar = tqdm(total=len(todo), desc="simulate", unit="sim", disable=None if progress is None else not progress)
+    from .progress import bar as progress_bar
+    bar = progress_bar(len(todo), "simulate", progress=progress, items=todo, where=store)
 
     def record(key, timings=None, error=None):
         if error is None:
@@ -147,8 +147,7 @@ def _run(recipe, store, status, scheduler, scheduler_file, workers, progress) ->
                 hint = f" ({store}: the disk is full; free some space, then rerun: finished sims stay)"
             report.failed.append((*key, f"{type(error).__name__}: {error}{hint}"))
             log.warning("sim %s/%d failed: %s", key[0], key[1], error)
-        bar.update(1)
-        bar.set_postfix(failed=len(report.failed))
+        bar.update(1, failed=error is not None)
 
     try:
         with client_for(recipe["cluster"], scheduler, scheduler_file, workers) as client:

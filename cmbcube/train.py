@@ -118,6 +118,12 @@ def _datasets(store: str, config: TrainConfig, split: str):
                        target_transform=config.target_transform, patch_side=side)
 
 
+def _n_sims(dataset) -> int:
+    """Skies behind a dataset (patch views give several samples per sky)."""
+    sims = getattr(dataset, "sims", None)
+    return len(set(int(s) for s in sims)) if sims is not None else len(dataset)
+
+
 def _loss_fn(name):
     import torch
     if name == "heteroscedastic":
@@ -142,7 +148,7 @@ def resolve_noiseless(store: str, config: TrainConfig, progress: bool | None = N
       product in the cube (recipe ``keep: [noise]``) the noisy maps are used, with a warning;
     - target transform ``unit-maxabs`` -> ``unit:M``: M = max |CMB truth| over the same sims.
     """
-    from tqdm import tqdm
+    from .progress import iterate
     if config.transform != "noiseless-maxabs" and config.target_transform != "unit-maxabs":
         return config
     import zarr
@@ -155,7 +161,7 @@ def resolve_noiseless(store: str, config: TrainConfig, progress: bool | None = N
     det, fld = np.array(ds.det_index), np.array(ds.field_index)
     peak = np.zeros(len(ds.channels))
     tpeak = np.zeros(len(config.fields))
-    for sim in tqdm(ds.sims, desc="input scaling", unit="sim", disable=None if progress is None else not progress):
+    for sim in iterate(ds.sims, "input scaling", progress=progress):
         if config.transform == "noiseless-maxabs":
             x = ds.read_inputs(sim).astype(np.float64)
             if has_noise:
@@ -191,7 +197,7 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
           resume: bool = False, deterministic: bool = False, progress: bool | None = None,
           num_workers: int = 0) -> TrainReport:
     import torch
-    from tqdm import tqdm
+    from .progress import Progress
     _check_loss(config)
     if config.epochs < 1 or config.batch_size < 1 or config.repeats < 1:
         raise ValueError("--epochs, --batch-size and --repeats must be >= 1")
@@ -248,15 +254,19 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
     loss_fn = _loss_fn(config.loss)
     t0, seen, stopped = time.perf_counter(), 0, False
     last_ckpt = str(latest_checkpoint(out_dir) or "")
+    epochs_bar = Progress(config.epochs, f"train {run_name}", unit="epoch", progress=progress, initial=start_epoch,
+                          where=f"{out_dir} (checkpoints), {store} loss_train/loss_valid")
+    log.info("train %s: %s on %d train sample(s) from %d sim(s), %d valid, device %s", run_name, config.model,
+             len(train_ds), _n_sims(train_ds), len(valid_ds) if valid_ds else 0, dev)
     for epoch in range(start_epoch, config.epochs):
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
         loader = torch.utils.data.DataLoader(train_ds, batch_size=config.batch_size, shuffle=True,
                                              generator=generator, num_workers=num_workers)
         net.train()
         total_loss, nbatch = 0.0, 0
-        bar = tqdm(loader, desc=f"{run_name} epoch {epoch + 1}/{config.epochs}", unit="batch",
-                   disable=None if progress is None else not progress, leave=False)
-        for batch in bar:
+        bar = Progress(len(loader), f"epoch {epoch + 1}/{config.epochs}", unit="batch", progress=progress,
+                       leave=False)
+        for batch in loader:
             x, y = batch["inputs"].to(dev), batch["target"].to(dev)
             for _ in range(config.repeats):
                 opt.zero_grad()
@@ -272,11 +282,12 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
             total_loss += loss.item()
             nbatch += 1
             seen += x.shape[0]
-            bar.set_postfix(loss=f"{total_loss / nbatch:.4g}", lr=f"{sched.get_last_lr()[0]:.2g}")
+            bar.update(1, loss=f"{total_loss / nbatch:.4g}", lr=f"{sched.get_last_lr()[0]:.2g}")
         bar.close()
         train_losses.append(total_loss / max(nbatch, 1))
         valid_losses.append(evaluate(net, valid_ds, loss_fn, dev, config.batch_size) if valid_ds else float("nan"))
         log.info("%s epoch %d: train %.5g valid %.5g", run_name, epoch + 1, train_losses[-1], valid_losses[-1])
+        epochs_bar.update(1, train=f"{train_losses[-1]:.4g}", valid=f"{valid_losses[-1]:.4g}")
         current = valid_losses[-1] if not math.isnan(valid_losses[-1]) else train_losses[-1]
         if current < best:
             best, stale = current, 0
@@ -287,11 +298,12 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
         if (epoch + 1) % config.checkpoint_every == 0 or last:
             last_ckpt = save_checkpoint(out_dir, epoch + 1, net, opt, sched, config, train_losses, valid_losses,
                                         best, stale)
-        cube.write_losses(store, irun, train_losses, valid_losses)
+        cube.write_losses(store, irun, train_losses, valid_losses, _n_sims(train_ds))
         plot_losses(out_dir / "loss.png", train_losses, valid_losses, run_name)
         if stopped:
             log.info("early stopping: validation loss has not improved for %d epochs", stale)
             break
+    epochs_bar.close()
     seconds = time.perf_counter() - t0
     return TrainReport(run_name, len(train_losses), train_losses, valid_losses, last_ckpt, stopped, seconds,
                        seen / seconds if seconds else 0.0, config.as_dict())
@@ -425,7 +437,7 @@ def predict(store: str, run_name: str, splits=("test",), epoch: int | None = Non
     ``model`` (testing hook): a torch module used instead of the checkpoint's.
     """
     import torch
-    from tqdm import tqdm
+    from .progress import iterate
     cube.check_run_name(run_name)
     irun = cube.run_index(store, run_name)
     stored = cube.run_config(store, irun)
@@ -469,7 +481,8 @@ def predict(store: str, run_name: str, splits=("test",), epoch: int | None = Non
     cube.set_run_epoch(store, irun, epoch)
     fields_all = cube.fields(store)
     datasets = {}
-    for split, sim in tqdm(todo, desc=f"predict {run_name}", unit="sim", disable=None if progress is None else not progress):
+    for split, sim in iterate(todo, f"predict {run_name}", progress=progress,
+                              where=f"{store} pred[run={run_name}] (epoch-{epoch} checkpoint)"):
         ds = datasets.get(split) or datasets.setdefault(split, _datasets(store, config, split))
         sigma = None
         if bayesian:

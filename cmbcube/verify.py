@@ -258,7 +258,6 @@ def metadata_problems(path: str) -> list[Damage]:
 
 def verify(path: str, products=None, clear: bool = False, workers: int | None = None,
            progress: bool | None = None) -> VerifyReport:
-    from tqdm import tqdm
     path = str(path)
     cube.local_store_attrs(path, "verify reads")          # a local cmbcube store, or a clear error
     t0 = time.perf_counter()
@@ -303,7 +302,8 @@ def verify(path: str, products=None, clear: bool = False, workers: int | None = 
     if not cube.store_recipe(path)["cmb"]["enabled"]:
         optional.add("cosmo_params")        # all NaN without a CMB: zarr writes no chunk equal to the fill value
     workers = workers or min(8, (os.cpu_count() or 2) * 2)
-    bar = tqdm(total=len(jobs), desc="verify", unit="unit", disable=None if progress is None else not progress)
+    from .progress import bar as progress_bar
+    bar = progress_bar(len(jobs), "verify", unit="unit", progress=progress, where=f"{path} (read only)")
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             futures = [pool.submit(_check_unit, path, arrays, layouts, level, unit, leading, prods, optional)

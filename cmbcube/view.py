@@ -35,6 +35,32 @@ def select(ds, product: str, split: str, sim: int, field: str, detector=None, ru
     raise ValueError(f"--product {product!r}: allowed: {', '.join(allowed)}")
 
 
+def limits(m: np.ndarray) -> tuple[float, float, str]:
+    """Colour limits and map: signed maps (CMB, noise, Q/U, residual-like) symmetric about zero on a
+    diverging map (zero is white); one-signed maps (dust, radio intensity) from their 0.5 to 99.5 percentiles
+    on a sequential one."""
+    finite = m[np.isfinite(m)]
+    if finite.size == 0:
+        return -1.0, 1.0, "RdBu_r"
+    neg, pos = float(np.mean(finite < 0)), float(np.mean(finite > 0))
+    if min(neg, pos) >= 0.01:
+        lim = float(np.percentile(np.abs(finite), 99)) or float(np.abs(finite).max()) or 1.0
+        return -lim, lim, "RdBu_r"
+    lo, hi = (float(x) for x in np.percentile(finite, [0.5, 99.5]))
+    if hi <= lo:
+        lo, hi = lo - 1.0, hi + 1.0
+    return lo, hi, "viridis"
+
+
+def zoom_size(nside: int) -> tuple[float, int]:
+    """Gnomonic default from nside: a field about 30 HEALPix pixels wide (3 to 40 degrees), 800 image pixels;
+    returns (resolution in arcmin per image pixel, image side in pixels)."""
+    import healpy as hp
+    fov_deg = float(np.clip(30 * hp.nside2resol(nside, arcmin=True) / 60, 3.0, 40.0))
+    xsize = 800
+    return fov_deg * 60 / xsize, xsize
+
+
 def view(args) -> str:
     import healpy as hp
     import matplotlib
@@ -46,16 +72,18 @@ def view(args) -> str:
         raise ValueError(f"{title}: no data (sim not simulated/predicted, or the pair does not exist)")
     out = args.out or f"{args.product}_{args.detector or ''}{'_' if args.detector else ''}{args.field}_{args.split}_{args.sim:04d}" \
         + (f"_{cube.safe_name(args.run)}" if args.run else "") + ("_zoom" if args.zoom or args.rot else "") + ".png"
-    fig = plt.figure(figsize=(9, 5.5))
+    lo, hi, cmap = limits(m)
+    m = np.where(np.isfinite(m), m, hp.UNSEEN)
+    nside = int(ds.attrs["nside"])
+    # healpy draws into a figure of its own (handing it ours makes pyplot warn that the figure exists)
     if args.zoom or args.rot:
         lon, lat = (float(x) for x in (args.rot or "0,0").split(","))
-        hp.gnomview(m, nest=True, rot=(lon, lat), xsize=600, reso=max(hp.nside2resol(int(ds.attrs["nside"]), arcmin=True) / 4, 1.0),
-                    title=title, fig=fig.number, cmap="RdBu_r")
+        reso, xsize = zoom_size(nside)
+        hp.gnomview(m, nest=True, rot=(lon, lat), xsize=xsize, reso=reso, min=lo, max=hi, cmap=cmap,
+                    title=title, format="%.3g")
     else:
-        lim = np.nanpercentile(np.abs(m - np.nanmedian(m)), 99) or None
-        med = float(np.nanmedian(m))
-        hp.mollview(m, nest=True, title=title, fig=fig.number, cmap="RdBu_r",
-                    min=med - lim if lim else None, max=med + lim if lim else None)
+        hp.mollview(m, nest=True, title=title, cmap=cmap, min=lo, max=hi, format="%.3g")
+    fig = plt.gcf()
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
