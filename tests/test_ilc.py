@@ -29,7 +29,8 @@ def test_polarisation_path_recovers_e_and_b():
         sky += rng.standard_normal(sky.shape) * sigma[d]
         obs[k][:, nest] = sky
     config = ilc.ILCConfig(method="nilc", detectors=tuple(dets), peaks=tuple(needlets.default_peaks(nside)))
-    out = ilc.clean_sim(obs, dets, ["I", "Q", "U"], ["uK_CMB"] * 5, config, nside, "uK_CMB")
+    out = ilc.clean_sim(obs, dets, ["I", "Q", "U"], ["uK_CMB"] * 5, config, nside, "uK_CMB",
+                        beams_arcmin=[instrument.detector(d).fwhm_arcmin for d in dets])
     ring = out[:, nest].astype(np.float64)
     got = sht.map2alm(ring, lmax, 3)
     common = instrument.gaussian_beam(20.6, lmax)
