@@ -5,6 +5,8 @@ data exported to a CMB-ML tree (FWHM cards) and ingested back are cleaned with
 those beams: the ILC map differs from the one made with the preset beams, and its
 residual against the truth is lower than the preset-beam (wrong) cleaning's.
 """
+import json
+
 import healpy as hp
 import numpy as np
 import pytest
@@ -50,6 +52,8 @@ def test_store_records_the_beams_it_was_made_with(beam_stores):
     assert cube.detector_beams(ing_store) == OVERRIDES          # from the exported files' FWHM cards
     assert cube.detector_beams(ing_store, [143]) == {143: 7.22}
     assert cube.truth_beam(sim_store) == 0.0
+    source = json.loads(cube.read_attrs(ing_store)["source_beams"])
+    assert source["143"] == "7.22 (FWHM card)" and set(source) == {str(d) for d in DETS}
     with pytest.raises(cube.StoreError, match="not in the store"):
         cube.detector_beams(sim_store, [44])
 
