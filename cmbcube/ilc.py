@@ -188,6 +188,9 @@ def run(store: str, config: ILCConfig, run_name: str | None = None, splits=("tes
     config = resolve_config(store, config)
     run_name = run_name or config.method
     beam = config.common_beam_arcmin
+    beams = cube.detector_beams(store, config.detectors)
+    log.info("ilc %s: channel beams as the store records them: %s; output at %g'", run_name,
+             ", ".join(f"{d} GHz {w:g}'" for d, w in beams.items()), beam)
     irun = cube.ensure_run(store, run_name, config.method, config.as_dict(), beam)
     todo = cube.run_pending(store, irun, splits)
     done_before = cube.pred_done_count(store, irun, splits)
