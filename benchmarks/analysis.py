@@ -219,11 +219,13 @@ def serial_fits(root: str, sims: list, nside: int, beam_truth: float, beam_pred:
 
 def run_baseline(root: Path, sims: list, store: str) -> dict:
     import zarr
+
+    from cmbcube import cube
     group = zarr.open_group(store, mode="r")
     nside = int(group.attrs["nside"])
     irun = [str(r) for r in group["run"][...]].index("nilc")
-    beam_truth = float(group["cmb"].attrs.get("beam_fwhm_arcmin", 0.0))
-    beam_pred = float(group["run_beam_fwhm_arcmin"][irun])
+    beam_truth = cube.truth_beam(group)
+    beam_pred = cube.run_beam(group, irun)
     pw = bool(group.attrs.get("pixel_window_applied", False))
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()

@@ -41,7 +41,7 @@ def _one_sim_peak(store, config, queue):
     """Child process: clean sim 0 and report its peak RSS (MB) and seconds."""
     import zarr
 
-    from cmbcube import ilc
+    from cmbcube import cube, ilc
     group = zarr.open_group(store, mode="r")
     have = [int(d) for d in group["detector"][...]]
     idx = [have.index(d) for d in config.detectors]
@@ -49,7 +49,7 @@ def _one_sim_peak(store, config, queue):
     units = [str(u) for u in group["unit"][...]]
     t0 = time.perf_counter()
     ilc.clean_sim(obs, list(config.detectors), ["I"], [units[i] for i in idx], config,
-                  int(group.attrs["nside"]), "uK_CMB")
+                  int(group.attrs["nside"]), "uK_CMB", beams_arcmin=list(cube.detector_beams(group, config.detectors).values()))
     queue.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, time.perf_counter() - t0))
 
 
@@ -57,7 +57,7 @@ def per_sim_seconds(store, config, nsims):
     """In-process steady state: warm-up sim, then the mean over the others."""
     import zarr
 
-    from cmbcube import ilc
+    from cmbcube import cube, ilc
     group = zarr.open_group(store, mode="r")
     have = [int(d) for d in group["detector"][...]]
     idx = [have.index(d) for d in config.detectors]
@@ -67,7 +67,8 @@ def per_sim_seconds(store, config, nsims):
         obs = group["obs"].get_orthogonal_selection((2, sim, idx, slice(None), slice(None)))
         t0 = time.perf_counter()
         ilc.clean_sim(obs, list(config.detectors), ["I"], [units[i] for i in idx], config,
-                      int(group.attrs["nside"]), "uK_CMB")
+                      int(group.attrs["nside"]), "uK_CMB",
+                      beams_arcmin=list(cube.detector_beams(group, config.detectors).values()))
         times.append(time.perf_counter() - t0)
     return float(np.mean(times[1:] if len(times) > 1 else times))
 
@@ -77,7 +78,7 @@ def residuals(store, nside):
     import healpy as hp
 
     import cmbcube
-    from cmbcube import instrument, sht
+    from cmbcube import cube, instrument, sht
     ds = cmbcube.open(store)
     lmax = 3 * nside - 1
     nest = hp.ring2nest(nside, np.arange(12 * nside ** 2))
@@ -107,7 +108,7 @@ def residuals(store, nside):
         maps = {run: ds.pred.sel(run=run, split="test", sim=sim, field="I").values[nest].astype(float)
                 for run in ("nilc", "hilc")}
         for det in ds.detector.values:
-            fwhm = float(ds.beam_fwhm_arcmin.sel(detector=det))
+            fwhm = cube.detector_beams(ds, [det])[int(det)]
             maps[f"single_{int(det)}"] = to_common(ds.obs.sel(split="test", sim=sim, detector=det, field="I").values[nest],
                                                    fwhm)
         truth = no_dipole(truth)

@@ -223,16 +223,16 @@ def single_channel_mae(store: str) -> dict:
     import zarr
 
     import cmbcube
-    from cmbcube import analysis
+    from cmbcube import analysis, cube
     group = zarr.open_group(store, mode="r")
     nside = int(group.attrs["nside"])
     fields = [str(f) for f in group["field"][...]]
     fi = fields.index("I")
     dets = [int(d) for d in group["detector"][...]]
     units = [str(u) for u in group["unit"][...]]
-    beams = [float(b) for b in group["beam_fwhm_arcmin"][...]]
+    beams = list(cube.detector_beams(group).values())
     truth_scale = 1e6 if str(group.attrs["cmb_unit"]) == "K_CMB" else 1.0
-    beam_truth = float(group["cmb"].attrs.get("beam_fwhm_arcmin", 0.0))
+    beam_truth = cube.truth_beam(group)
     mask = np.asarray(cmbcube.open(store).mask.values) > 0
     isplit = 2
     sims = np.nonzero(np.asarray(group["sim_done"][isplit]) == 1)[0]
@@ -256,13 +256,13 @@ def recomputed_pred_mae(store: str, run: str) -> dict:
     import zarr
 
     import cmbcube
-    from cmbcube import analysis
+    from cmbcube import analysis, cube
     group = zarr.open_group(store, mode="r")
     nside = int(group.attrs["nside"])
     fi = [str(f) for f in group["field"][...]].index("I")
     irun = [str(r) for r in group["run"][...]].index(run)
-    beam_pred = float(group["run_beam_fwhm_arcmin"][irun])
-    beam_truth = float(group["cmb"].attrs.get("beam_fwhm_arcmin", 0.0))
+    beam_pred = cube.run_beam(group, irun)
+    beam_truth = cube.truth_beam(group)
     mask = np.asarray(cmbcube.open(store).mask.values) > 0
     sims = np.nonzero(np.asarray(group["pred_done"][irun, 2]) == 1)[0]
     out = {b: [] for b in REPORT_BEAMS}

@@ -290,8 +290,8 @@ def analyse_one(store: str, run: int, split: str, sim: int) -> None:
     truth, pred = truth[ok], pred[ok]
     mask = np.asarray(group["mask"][...]) > 0
     apod = np.asarray(group["mask_apodized"][...], dtype=np.float64)
-    beam_truth = float(group["cmb"].attrs.get("beam_fwhm_arcmin", 0.0))
-    beam_pred = float(group["run_beam_fwhm_arcmin"][run])
+    beam_truth = cube.truth_beam(group)
+    beam_pred = cube.run_beam(group, run)
     metrics = np.full((len(BEAMS), len(fields), len(METRICS)), np.nan)
     for b, beam in enumerate(BEAMS):
         t = to_beam(truth, fields_ok, beam_truth, beam, nside)

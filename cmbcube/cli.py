@@ -317,13 +317,17 @@ def _dry_run(args) -> int:
 
 
 def _ingest_cmbml(args) -> int:
-    from .cmbml import ingest, recipe_for, scan
+    from .cmbml import beam_sources, ingest, recipe_for, scan
     if getattr(args, "dry_run", False):
         plan = scan(args.dir)
         recipe = recipe_for(plan, args.name, args.units)
         print(f"dry run: {plan.root}: " + ", ".join(f"{k} {v}" for k, v in plan.counts.items())
               + f" sims, nside {plan.nside}, detectors {plan.detectors}, fields {''.join(plan.fields)}, "
               f"units {recipe['units']} in the store; {plan.n_files} files checked")
+        print("dry run: beams the store will record (ilc and analysis use these):")
+        for freq, fwhm, source in beam_sources(plan):
+            print(f"  {freq} GHz: {fwhm:g}' ({source})")
+        print(f"  CMB truth: {plan.cmb_beam_arcmin:g}'" + (" (no beam)" if not plan.cmb_beam_arcmin else ""))
         print("dry run: nothing was started or written")
         return 0
     report = ingest(args.dir, args.store, args.scheduler, args.scheduler_file, args.workers,

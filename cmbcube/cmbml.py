@@ -469,6 +469,21 @@ def _choose_units(plan: Plan) -> str:
     return "uK_CMB"
 
 
+def beam_sources(plan: Plan, beams: str = "cmb-ml") -> list[tuple[int, float, str]]:
+    """(detector, FWHM arcmin, where it comes from) for each detector the store will record:
+    the file's FWHM card, else the ``beams`` preset (CMB-ML's instrument table for ``cmb-ml``)."""
+    preset = instrument.BEAM_PRESETS.get(beams)
+    if preset is None:
+        raise CMBMLError(f"beams {beams!r}: allowed: {', '.join(instrument.BEAM_PRESETS)}")
+    out = []
+    for f in plan.detectors:
+        if f in plan.beams_from_headers:
+            out.append((f, float(plan.beams_from_headers[f]), "FWHM card"))
+        else:
+            out.append((f, float(preset[f]), f"no FWHM card: {beams} preset"))
+    return out
+
+
 def recipe_for(plan: Plan, name: str | None = None, units: str | None = None, beams: str = "cmb-ml"):
     """The recipe describing an ingested tree (its hash ties the store to the tree's folder)."""
     import yaml
@@ -587,7 +602,7 @@ def ingest(source_dir, store, scheduler: str | None = None, scheduler_file: str 
             "source_format": "cmb-ml",
             "source_dir": plan.root,
             "source_units": json.dumps(plan.source_units),
-            "source_beams": "FWHM header cards" if plan.beams_from_headers else f"{beams} preset (CMB-ML's instrument table)",
+            "source_beams": json.dumps({str(f): f"{w:g} ({src})" for f, w, src in beam_sources(plan, beams)}),
             "source_params_ignored": json.dumps(plan.ignored_param_keys),
             "ingested": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "ingested_by": f"cmbcube {__version__}",
@@ -659,6 +674,7 @@ def export_one(store: str, destination: str, units: str, overwrite: bool, split:
     isplit = SPLITS.index(split)
     obs = np.asarray(ds.obs[isplit, sim].values, dtype=np.float64)
     pixwin = bool(ds.attrs.get("pixel_window_applied", False))
+    beams = cube.detector_beams(ds)
     for i, freq in enumerate(detectors):
         det = instrument.detector(freq)
         have = [f for k, f in enumerate(fields) if bool(ds.has_field.values[i, k])]
@@ -667,7 +683,7 @@ def export_one(store: str, destination: str, units: str, overwrite: bool, split:
         maps = obs[i, [fields.index(f) for f in have]]
         if unit != source_unit:
             maps = maps * instrument.unit_factor(float(ds.center_frequency_ghz.values[i]), source_unit, unit)
-        extra = [("FWHM", float(ds.beam_fwhm_arcmin.values[i]), "[arcmin] Gaussian beam FWHM"),
+        extra = [("FWHM", beams[freq], "[arcmin] Gaussian beam FWHM"),
                  ("FREQ", det.freq, "[GHz] detector"), ("PIXWIN", pixwin, "pixel window applied"),
                  ("CREATOR", f"cmbcube {__version__}", "")]
         _write_map(sim_dir / f"obs_{freq}_map.fits", maps, have, unit, extra)
@@ -676,7 +692,7 @@ def export_one(store: str, destination: str, units: str, overwrite: bool, split:
     cmb = np.asarray(ds.cmb[isplit, sim].values, dtype=np.float64)
     if unit != cmb_unit:
         cmb = cmb * instrument.unit_factor(143.0, cmb_unit, unit)
-    extra = [("FWHM", float(ds.cmb.attrs.get("beam_fwhm_arcmin", 0.0)), "[arcmin] beam of the CMB truth (0: none)"),
+    extra = [("FWHM", cube.truth_beam(ds), "[arcmin] beam of the CMB truth (0: none)"),
              ("PIXWIN", pixwin, "pixel window applied"), ("CREATOR", f"cmbcube {__version__}", "")]
     _write_map(sim_dir / CMB_FILE, cmb, fields, unit, extra)
     write_params(sim_dir / PARAMS_FILE, np.asarray(ds.cosmo_params[isplit, sim].values))
@@ -750,13 +766,16 @@ def export(store, destination_dir, splits=None, units: str = "uK_CMB", overwrite
 
 # ----------------------------------------------------------------------------- example trees
 def make_example_tree(directory, nside: int = 16, splits: dict | None = None, seed: int = 0,
-                      detectors=None, fields: str = "IQU", units: str = "uK_CMB", shared_cosmology=()) -> Path:
+                      detectors=None, fields: str = "IQU", units: str = "uK_CMB", shared_cosmology=(),
+                      fwhm_cards: dict | None = None) -> Path:
     """Write a small tree in CMB-ML's exact layout (for tests and benchmarks); returns its root.
 
     Maps are Gaussian noise with CMB-like amplitudes (not a physical sky), RING-ordered float32
     with CMB-ML's column names and units; ``units='native'`` writes K_CMB up to 353 GHz and MJy/sr
     at 545/857 instead of uK_CMB everywhere.  Splits listed in ``shared_cosmology`` keep one
     wmap_params.yaml and cmb_ps_fid.txt in the split folder, as CMB-ML does for fixed spectra.
+    ``fwhm_cards``: {freq: arcmin} written as FWHM cards in those detectors' files (the maps are
+    not smoothed: the cards only exercise the beam bookkeeping).
     """
     import healpy as hp
     import yaml
@@ -785,9 +804,12 @@ def make_example_tree(directory, nside: int = 16, splits: dict | None = None, se
                 "omegabh2": float(rng.normal(0.0226, 0.0005)), "ns002": float(rng.normal(0.97, 0.01)),
                 "tau": float(rng.normal(0.089, 0.01)), "chain_idx": int(rng.integers(1, 603936))}
 
-    def write(path, maps, names, unit):
+    cards = {int(k): float(v) for k, v in (fwhm_cards or {}).items()}
+
+    def write(path, maps, names, unit, extra=()):
         hp.write_map(str(path), maps[0] if len(names) == 1 else list(maps), nest=False, dtype=np.float32,
-                     column_names=names, column_units=[unit] * len(names), overwrite=True)
+                     column_names=names, column_units=[unit] * len(names), overwrite=True,
+                     extra_header=list(extra))
 
     for split, count in splits.items():
         if split not in SPLIT_DIRS:
@@ -813,5 +835,6 @@ def make_example_tree(directory, nside: int = 16, splits: dict | None = None, se
                 if units == "native":
                     unit = det.native_unit
                     maps = maps * instrument.unit_factor(det.centre_ghz, "uK_CMB", unit)
-                write(d / f"obs_{freq}_map.fits", maps, [f"{f}_STOKES" for f in own], unit)
+                extra = [("FWHM", cards[freq], "[arcmin] Gaussian beam FWHM")] if freq in cards else []
+                write(d / f"obs_{freq}_map.fits", maps, [f"{f}_STOKES" for f in own], unit, extra)
     return root

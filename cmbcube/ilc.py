@@ -77,9 +77,11 @@ def resolve_config(store: str, config: ILCConfig) -> ILCConfig:
 
 
 def clean_sim(obs: np.ndarray, dets: list, fields_in: list, units: list, config: ILCConfig, nside: int,
-              cmb_unit: str) -> np.ndarray:
+              cmb_unit: str, *, beams_arcmin) -> np.ndarray:
     """ILC of one sim. obs: (detector, field, pixel) NESTED in each detector's unit.
 
+    ``beams_arcmin``: the Gaussian beam FWHM each of ``dets`` carries (the store's record,
+    ``cube.detector_beams``; never a preset).
     Returns (len(config.fields), npix) NESTED in ``cmb_unit`` at the common beam.
     """
     import healpy as hp
@@ -95,7 +97,10 @@ def clean_sim(obs: np.ndarray, dets: list, fields_in: list, units: list, config:
     response = needlets.sed_vector("cmb", centres, units)
     deproject = np.stack([needlets.sed_vector(n, centres, units) for n in config.deproject], axis=1) \
         if config.deproject else None
-    beams = [instrument.gaussian_beam(instrument.detector(d).fwhm_arcmin, lmax) for d in dets]
+    beams_arcmin = [float(b) for b in beams_arcmin]
+    if len(beams_arcmin) != len(dets):
+        raise needlets.ILCError(f"{len(beams_arcmin)} beam(s) for {len(dets)} detector(s)")
+    beams = [instrument.gaussian_beam(fwhm, lmax) for fwhm in beams_arcmin]
     result = {}
 
     def combine(alms, transfers, common_l, used):
@@ -150,8 +155,10 @@ def _clean_task(store: str, run: int, config: ILCConfig, split: str, sim: int) -
     units = [str(u) for u in group["unit"][...]]
     det_idx = [have.index(d) for d in config.detectors]
     obs = group["obs"].get_orthogonal_selection((SPLITS.index(split), sim, det_idx, slice(None), slice(None)))
+    beams = cube.detector_beams(group, config.detectors)
     maps = clean_sim(obs, list(config.detectors), fields_in, [units[i] for i in det_idx], config,
-                     int(group.attrs["nside"]), str(group.attrs["cmb_unit"]))
+                     int(group.attrs["nside"]), str(group.attrs["cmb_unit"]),
+                     beams_arcmin=[beams[d] for d in config.detectors])
     full = np.full((len(fields_in), maps.shape[-1]), np.nan, dtype=np.float32)
     for k, f in enumerate(config.fields):
         full[fields_in.index(f)] = maps[k]
@@ -182,6 +189,9 @@ def run(store: str, config: ILCConfig, run_name: str | None = None, splits=("tes
     config = resolve_config(store, config)
     run_name = run_name or config.method
     beam = config.common_beam_arcmin
+    beams = cube.detector_beams(store, config.detectors)
+    log.info("ilc %s: channel beams as the store records them: %s; output at %g'", run_name,
+             ", ".join(f"{d} GHz {w:g}'" for d, w in beams.items()), beam)
     irun = cube.ensure_run(store, run_name, config.method, config.as_dict(), beam)
     todo = cube.run_pending(store, irun, splits)
     done_before = cube.pred_done_count(store, irun, splits)

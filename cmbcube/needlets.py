@@ -246,17 +246,19 @@ def nilc(alms: np.ndarray, transfers: np.ndarray, common: np.ndarray, windows: n
     return out
 
 
-def _to_cmb_units(alms, response, deproject):
+def _to_cmb_units(alms, response, deproject, keep_low: bool = False):
     """Divide each channel by its CMB response: channels in K_CMB, uK_CMB and MJy/sr then share
     one scale (the combination is unchanged, the per-pixel solves stay well conditioned).
 
-    The monopole and dipole are dropped: the CMB's are not part of the signal (unobservable,
-    zero in the simulations) while foreground monopoles (CIB, dust: 1e6 uK_CMB at 857 GHz)
-    would otherwise leak through weights fitted to the fluctuations.
+    The monopole and dipole are dropped (unless ``keep_low``): the CMB's are not part of the
+    signal (unobservable, zero in the simulations) while foreground monopoles (CIB, dust: 1e6
+    uK_CMB at 857 GHz) would otherwise leak through weights fitted to the fluctuations.
+    HILC keeps them for its first bin's covariance (as PyILC does) and drops them from its output.
     """
     response = np.asarray(response, dtype=float)
     alms = alms / response[:, None]
-    alms[:, sht.ell_of_alm(sht.lmax_from_size(alms.shape[1])) < 2] = 0
+    if not keep_low:
+        alms[:, sht.ell_of_alm(sht.lmax_from_size(alms.shape[1])) < 2] = 0
     mixing = np.ones((response.size, 1))
     if deproject is not None and np.size(deproject):
         sed = np.asarray(deproject, dtype=float).reshape(response.size, -1) / response[:, None]
@@ -273,25 +275,46 @@ def _embed(target: np.ndarray, alm: np.ndarray, lmax: int, lmax_small: int) -> N
 
 
 # ----------------------------------------------------------------------------- HILC
+def hilc_bin_edges(lmax: int, bin_width: int) -> list[int]:
+    """Top-hat bin edges as PyILC draws them: 0, w, 2w, ... below lmax + 1, the last bin
+    running on to lmax (so it is between w and 2w - 1 wide; one bin if lmax < 2w - 1)."""
+    if bin_width < 1:
+        raise ILCError(f"bin_width {bin_width}: must be >= 1")
+    edges = list(range(0, lmax + 1, bin_width))
+    if len(edges) > 1:
+        edges[-1] = lmax + 1
+    else:
+        edges.append(lmax + 1)
+    return edges
+
+
 def hilc(alms: np.ndarray, transfers: np.ndarray, common: np.ndarray, response: np.ndarray,
          deproject: np.ndarray | None = None, bin_width: int = 50, lmax: int | None = None,
          return_weights: bool = False):
-    """Harmonic ILC with top-hat multipole bins: weights per bin from the empirical alm covariance."""
-    if bin_width < 1:
-        raise ILCError(f"bin_width {bin_width}: must be >= 1")
+    """Harmonic ILC with top-hat multipole bins (``hilc_bin_edges``).
+
+    Per bin b, with every channel brought to the common beam (a_i = alm_i B_common / B_i, in
+    CMB units): C_ij(b) = sum over l in b and all 2l + 1 m of a_i a_j* (the full-sky
+    covariance, as PyILC's sum over l of (2l + 1) C_l^ij), w = C^-1 e / (e^T C^-1 e) (or the
+    constrained form with deprojection), output = sum_i w_i a_i.  The first bin's covariance
+    includes the monopole and dipole, as PyILC's does: dominated by the foregrounds, those four
+    modes pull the weights towards nulling them (measured: 11% lower residual at nside 128);
+    the output's l < 2 are zero (not CMB signal).  A channel enters a bin only if its beam
+    still carries signal (>= 1e-3) up to the bin's top multipole.
+    """
     nch = alms.shape[0]
     alm_lmax = sht.lmax_from_size(alms.shape[1])
     lmax = alm_lmax if lmax is None else lmax
+    edges = hilc_bin_edges(lmax, bin_width)
     alms = sht.truncate_alm(alms, lmax) if alm_lmax > lmax else alms
-    alms, mixing = _to_cmb_units(alms, response, deproject)
+    alms, mixing = _to_cmb_units(alms, response, deproject, keep_low=True)
     ell = sht.ell_of_alm(lmax)
     m_zero = np.zeros(ell.size, dtype=bool)
     m_zero[: lmax + 1] = True
     ends = np.array([beam_end(t[: lmax + 1]) for t in transfers])
     out = np.zeros(sht.alm_size(lmax), dtype=np.complex128)
     weights = np.zeros((lmax + 1, nch))
-    for lo in range(0, lmax + 1, bin_width):
-        hi = min(lo + bin_width, lmax + 1)
+    for lo, hi in zip(edges[:-1], edges[1:]):
         used = np.nonzero(ends >= hi - 1)[0]
         if len(used) < mixing.shape[1]:
             continue                            # no channel resolves this bin: left empty
@@ -303,6 +326,7 @@ def hilc(alms: np.ndarray, transfers: np.ndarray, common: np.ndarray, response: 
         w = ilc_weights(cov, mixing[used])
         out[sel] = w @ a
         weights[lo:hi, used] = w
+    out[ell < 2] = 0
     return (out, weights) if return_weights else out
 
 

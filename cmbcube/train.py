@@ -217,7 +217,7 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
     out_dir = run_dir(store, run_name)
     config_dict = {**config.as_dict(), "checkpoint_dir": str(out_dir.resolve())}
     irun = cube.ensure_run(store, run_name, config.model, config_dict,
-                           float(cube.open_dataset(store).cmb.attrs.get("beam_fwhm_arcmin", 0.0)),
+                           cube.truth_beam(store),
                            uncertainty=config.model == "petroff")
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
@@ -471,7 +471,7 @@ def predict(store: str, run_name: str, splits=("test",), epoch: int | None = Non
         return report
     t0 = time.perf_counter()
     if bayesian:       # runs trained before pred_sigma existed get it now (same configuration: no mismatch)
-        cube.ensure_run(store, run_name, config.model, stored, 0.0, uncertainty=True)
+        cube.ensure_run(store, run_name, config.model, stored, cube.truth_beam(store), uncertainty=True)
     if model is None:
         ds0 = _datasets(store, config, splits[0])
         model = models.build(config.model, len(ds0.channels), len(config.fields), ds0.nside, config.patch_side,
