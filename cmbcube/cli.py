@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe value, e.g. --set nside=64 --set splits.train=100 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--force-size", action="store_true",
+                   help="run even if the estimated store size, memory per worker or number of sims exceeds "
+                        "the free disk, the workers' memory limit or the caps (see README, Limits)")
     _add_cluster_args(p)
 
     p = sub.add_parser("preprocess", help="normalisation statistics of the train split, stored in the cube")
@@ -190,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-recipe", help="validate a recipe and show what it plans, without running")
     p.add_argument("recipe")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--store", help="where the store would go: its file system's free space is checked "
+                                   "(default: the current directory)")
+    p.add_argument("--workers", type=int, metavar="N", help="local workers (memory per worker is checked against "
+                                                            "the machine's memory / N)")
+    p.add_argument("--force-size", action="store_true",
+                   help="run even if the estimated store size, memory per worker or number of sims exceeds "
+                        "the free disk, the workers' memory limit or the caps (see README, Limits)")
     return parser
 
 
@@ -206,7 +216,8 @@ def _failures(failed) -> int:
 def _simulate(args) -> int:
     from .simulate import run
     report = run(args.recipe, args.store, scheduler=args.scheduler, scheduler_file=args.scheduler_file,
-                 workers=args.workers, overrides=args.overrides, progress=False if args.no_progress else None)
+                 workers=args.workers, overrides=args.overrides, progress=False if args.no_progress else None,
+                 force_size=args.force_size)
     if not report.written and not report.failed:
         print(f"nothing to do: all {report.planned} planned sims in {report.store} are already done")
         return 0
@@ -274,15 +285,18 @@ def _check_recipe(args) -> int:
     from .recipe import load
     from .sky import component_names
     recipe = load(args.recipe, args.overrides)
+    from .limits import check_simulate
     r = recipe.data
-    npix = 12 * r["nside"] ** 2
     nsims = sum(recipe.splits.values())
-    nmaps = len(r["detectors"]) * len(r["fields"])
+    plan, forced = check_simulate(recipe, args.store or ".", None, None, args.workers, args.force_size,
+                                  what=f"recipe {recipe.name}")
     print(f"recipe {recipe.name} is valid (hash {recipe.hash[:12]})")
     print("  sims: " + ", ".join(f"{k} {v}" for k, v in recipe.splits.items()) + f" = {nsims}")
     print(f"  nside {r['nside']} (sky model {r['sky_nside']}), detectors {r['detectors']}, fields {r['fields']}")
     print(f"  foregrounds: {r['foregrounds']['model']} {component_names(recipe)} ({r['foregrounds']['vary']})")
-    print(f"  observations: {nsims * nmaps * npix * 4 / 1e9:.2f} GB float32 ({nsims} shards)")
+    print("\n".join(plan.lines()))
+    for problem in forced:
+        print(f"  warning (--force-size): {problem}")
     if r["foregrounds"]["model"] == "pysm3":
         from .foregrounds import missing_pysm_files
         missing = missing_pysm_files(r["foregrounds"]["presets"], r["sky_nside"], r["foregrounds"]["data_dir"])

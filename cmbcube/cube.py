@@ -75,8 +75,13 @@ def _template(recipe: Recipe):
     shape5 = (len(SPLITS), nsim, len(dets), len(fields), npix)
     compressors = _codecs(r["storage"])
 
+    shards = {}
+
     def empty(shape, dtype, chunks):
-        return da.empty(shape, dtype=dtype, chunks=chunks)
+        # one Dask chunk for the whole array: the template only carries metadata (it is written with
+        # compute=False), and a chunk per sim would make a graph over millions of keys for big recipes
+        shards[len(shards)] = chunks
+        return da.empty(shape, dtype=dtype, chunks=shape)
 
     units = [instrument.resolve_unit(r["units"], d) for d in dets]
     has_field = np.array([[f in d.fields for f in fields] for d in dets])
@@ -122,10 +127,11 @@ def _template(recipe: Recipe):
         data["noise"] = (("split", "sim", "detector", "field", "pixel"), empty(shape5, np.float32, (1, 1, len(dets), len(fields), npix)),
                          {**map_attrs, "long_name": "noise realisation included in obs",
                           "units": "per detector: see the 'unit' coordinate"})
+    shard_of = {name: shards[k] for k, name in enumerate(data)}
     ds = xr.Dataset({k: xr.Variable(*v) for k, v in data.items()}, coords=coords)
     encoding = {}
     for name, var in ds.data_vars.items():
-        shard = tuple(c[0] for c in var.data.chunks)
+        shard = shard_of[name]
         if name in ("obs", "cmb", "components", "noise"):
             inner = (1,) * (var.ndim - 1) + (npix,)
             encoding[name] = {"chunks": inner, "shards": shard, "compressors": compressors, "fill_value": np.nan}
