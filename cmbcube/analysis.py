@@ -182,8 +182,7 @@ class AnalysisReport:
 def build_masks(store: str, f_sky: float, mask_file: str | None = None) -> None:
     """Driver-side: the analysis mask (binary) and its apodised version, stored once per f_sky."""
     import healpy as hp
-    import zarr
-    group = zarr.open_group(store, mode="r")
+    group = cube.read_group(store)      # damaged finished units raise
     nside = int(group.attrs["nside"])
     existing = group["mask"].attrs.asdict() if "mask" in set(group.array_keys()) else None
     source = mask_file or f"foreground f_sky={f_sky}"
@@ -277,8 +276,7 @@ def _upgrade_metrics(store: str, old: list) -> None:
 
 def analyse_one(store: str, run: int, split: str, sim: int) -> None:
     """Task body: metrics and spectra of one (run, sim); written as one chunk each, flag last."""
-    import zarr
-    group = zarr.open_group(store, mode="r")
+    group = cube.read_group(store)      # damaged finished units raise
     nside = int(group.attrs["nside"])
     fields = [str(f) for f in group["field"][...]]
     isplit = SPLITS.index(split)
@@ -325,6 +323,7 @@ def analyse_one(store: str, run: int, split: str, sim: int) -> None:
             good = np.isfinite(ref) & (ref > 0) & np.isfinite(spectra[1, k])
             value = float(np.mean(np.abs(spectra[1, k][good] - ref[good]) / ref[good])) if good.any() else np.nan
             metrics[:, fields.index(f), METRICS.index(name)] = value
+    import zarr
     out = zarr.open_group(store, mode="r+")
     out["metrics"][run, isplit, sim] = metrics
     out["spectra"][run, isplit, sim] = spectra

@@ -775,8 +775,11 @@ def consolidate(path: str) -> None:
             raise StoreError(os_error_message(path, err, "write the consolidated metadata")) from err
 
 
-def open_dataset(path: str, chunks="auto-inner", **storage_options):
-    """Lazy xarray view of a store (local path or fsspec URL); nothing is read until asked."""
+def open_dataset(path: str, chunks="auto-inner", guard: bool = True, **storage_options):
+    """Lazy xarray view of a store (local path or fsspec URL); nothing is read until asked.
+
+    Reads go through the guard (:mod:`cmbcube.guard`): a finished unit whose chunk is missing or
+    corrupted raises DamagedUnitError naming it; units not done yet read as NaN (fill)."""
     import warnings
 
     import xarray as xr
@@ -786,16 +789,18 @@ def open_dataset(path: str, chunks="auto-inner", **storage_options):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
         try:
-            ds = xr.open_zarr(zarr_store(path, storage_options), chunks={} if chunks == "auto-inner" else chunks,
+            ds = xr.open_zarr(zarr_store(path, storage_options, guard), chunks={} if chunks == "auto-inner" else chunks,
                               zarr_format=3)
         except (OSError, zarr.errors.BaseZarrError) as err:      # missing, unreachable, not a store
             raise StoreError(f"{path}: cannot open a cube there ({type(err).__name__}: {err})") from None
     return ds
 
 
-def zarr_store(path: str, storage_options: dict | None = None):
-    """What zarr opens for ``path``, read-only: a local path as is; a URL as an fsspec store
-    (``storage_options`` go to fsspec, e.g. ``anon=True`` or ``key=/secret=`` for s3://).
+def zarr_store(path: str, storage_options: dict | None = None, guard: bool = True):
+    """What zarr opens for ``path``, read-only: a local path as a LocalStore; a URL as an fsspec
+    store (``storage_options`` go to fsspec, e.g. ``anon=True`` or ``key=/secret=`` for s3://).
+    With ``guard`` (the default) wrapped in :class:`cmbcube.guard.GuardedStore`: a finished unit
+    whose chunk is missing or corrupted raises DamagedUnitError instead of reading as fill values.
 
     http(s) stores are read through a filesystem that also copes with servers that ignore
     Range requests (``python -m http.server``): fsspec would hand zarr the whole file for a
@@ -803,12 +808,27 @@ def zarr_store(path: str, storage_options: dict | None = None):
     """
     path = str(path)
     if not is_remote(path):
-        return path
-    from zarr.storage import FsspecStore
-    if path.startswith(("http://", "https://")):
-        fs = _range_tolerant_http()(asynchronous=True, **(storage_options or {}))
-        return FsspecStore(fs, path=path.rstrip("/"), read_only=True)
-    return FsspecStore.from_url(path, storage_options=storage_options or None, read_only=True)
+        if not guard:
+            return path
+        from zarr.storage import LocalStore
+        inner = LocalStore(path, read_only=True)
+    else:
+        from zarr.storage import FsspecStore
+        if path.startswith(("http://", "https://")):
+            fs = _range_tolerant_http()(asynchronous=True, **(storage_options or {}))
+            inner = FsspecStore(fs, path=path.rstrip("/"), read_only=True)
+        else:
+            inner = FsspecStore.from_url(path, storage_options=storage_options or None, read_only=True)
+    if not guard:
+        return inner
+    from .guard import GuardedStore
+    return GuardedStore(inner, path)
+
+
+def read_group(path: str, storage_options: dict | None = None):
+    """The store's root group for reading through the guard (stages' input reads)."""
+    import zarr
+    return zarr.open_group(zarr_store(str(path), storage_options), mode="r")
 
 
 _RANGE_WARNED: set = set()

@@ -138,9 +138,8 @@ def clean_sim(obs: np.ndarray, dets: list, fields_in: list, units: list, config:
 
 
 def _clean_task(store: str, run: int, config: ILCConfig, split: str, sim: int) -> float:
-    import zarr
     t0 = time.perf_counter()
-    group = zarr.open_group(store, mode="r")
+    group = cube.read_group(store)      # damaged finished units raise
     if group["pred_done"][run, SPLITS.index(split), sim]:
         return 0.0     # already written: Dask reran a finished task whose worker died holding its result
     have = [int(d) for d in group["detector"][...]]
