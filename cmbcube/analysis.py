@@ -331,7 +331,7 @@ def analyse_one(store: str, run: int, split: str, sim: int) -> None:
 
 
 def run(store: str, runs="all", splits=("test",), f_sky: float = 0.8, mask_file: str | None = None,
-        scheduler=None, scheduler_file=None, workers=None, progress=None) -> AnalysisReport:
+        scheduler=None, scheduler_file=None, workers=None, progress=None, force_size: bool = False) -> AnalysisReport:
     import zarr
     from tqdm import tqdm
 
@@ -355,6 +355,13 @@ def run(store: str, runs="all", splits=("test",), f_sky: float = 0.8, mask_file:
     report = AnalysisReport([], int(sum(done[names.index(r)].sum() for r in wanted)), 0.0)
     if not todo:
         return report
+    from . import limits
+    per_sim = group["metrics"].nbytes // max(group["metrics"].shape[0] * group["metrics"].shape[1] *
+                                             group["metrics"].shape[2], 1) + \
+        group["spectra"].nbytes // max(group["spectra"].shape[0] * group["spectra"].shape[1] * group["spectra"].shape[2], 1)
+    limits.check_growth(store, "analyze", len(todo) * (per_sim + 64), 3 * len(todo),
+                        limits.PROCESS_BASE + 12 * nside ** 2 * 8 * 40, cube.store_recipe(store)["cluster"],
+                        scheduler, scheduler_file, workers, force_size)
     t0 = time.perf_counter()
     recipe = cube.store_recipe(store)
     bar = tqdm(total=len(todo), desc="analyze", unit="sim", disable=None if progress is None else not progress)

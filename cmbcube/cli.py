@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deproject", help="SEDs to null, comma-separated: dust, cib, tsz, synchrotron")
     p.add_argument("--bin-width", type=int, default=50, help="HILC multipole bin width (default 50)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--force-size", action="store_true",
+                   help="run even if the estimated store growth or memory per worker exceeds the free disk or "
+                        "the workers' memory limit")
     _add_cluster_args(p)
 
     p = sub.add_parser("train", help="train a network from the cube (checkpoints next to the store)")
@@ -101,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                "(default 100); mean -> pred, spread -> pred_sigma")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--force-size", action="store_true",
+                   help="run even if the estimated store growth or memory per worker exceeds the free disk or "
+                        "the workers' memory limit")
 
     p = sub.add_parser("analyze", help="metrics and power spectra of every run, stored in the cube")
     p.add_argument("store")
@@ -109,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--f-sky", type=float, default=0.8, help="sky fraction kept by the foreground mask (default 0.8)")
     p.add_argument("--mask", help="HEALPix FITS mask file instead (1 = keep)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--force-size", action="store_true",
+                   help="run even if the estimated store growth or memory per worker exceeds the free disk or "
+                        "the workers' memory limit")
     _add_cluster_args(p)
 
     p = sub.add_parser("report", help="tables and figures from the analysis")
@@ -124,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", help="report directory (default: STORE with .report)")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--force-size", action="store_true",
+                   help="run even if the estimated store growth or memory per worker exceeds the free disk or "
+                        "the workers' memory limit")
     _add_cluster_args(p)
 
     p = sub.add_parser("view", help="PNG of any map in the cube")
@@ -252,7 +264,7 @@ def _ilc(args) -> int:
     if args.deproject:
         config.deproject = _csv(args.deproject)
     report = run(args.store, config, args.run, _csv(args.split), args.scheduler, args.scheduler_file, args.workers,
-                 progress=False if args.no_progress else None)
+                 progress=False if args.no_progress else None, force_size=args.force_size)
     if not report.written and not report.failed:
         print(f"nothing to do: run {report.run!r} already holds all {report.already_done} requested sims")
         return 0
@@ -435,7 +447,8 @@ def main(argv=None) -> int:
         if args.command == "predict":
             from .train import predict
             report = predict(args.store, args.run, _csv(args.split), args.epoch, args.device,
-                             progress=False if args.no_progress else None, mc_samples=args.mc_samples)
+                             progress=False if args.no_progress else None, mc_samples=args.mc_samples,
+                             force_size=args.force_size)
             if not report.written:
                 print(f"nothing to do: run {args.run!r} already holds predictions for the requested sims")
             else:
@@ -447,7 +460,8 @@ def main(argv=None) -> int:
             from .analysis import run as analyze
             runs = "all" if args.runs == "all" else _csv(args.runs)
             rep = analyze(args.store, runs, _csv(args.split), args.f_sky, args.mask, args.scheduler,
-                          args.scheduler_file, args.workers, progress=False if args.no_progress else None)
+                          args.scheduler_file, args.workers, progress=False if args.no_progress else None,
+                          force_size=args.force_size)
             if not rep.written and not rep.failed:
                 print(f"nothing to do: {rep.already_done} (run, sim) pairs already analysed")
                 return 0
@@ -461,7 +475,8 @@ def main(argv=None) -> int:
         if args.command == "run":
             from .pipeline import run as pipeline
             page = pipeline(args.recipe, args.store, args.scheduler, args.scheduler_file, args.workers,
-                            args.overrides, args.report, args.device, progress=False if args.no_progress else None)
+                            args.overrides, args.report, args.device, progress=False if args.no_progress else None,
+                            force_size=args.force_size)
             print(f"report: {page}")
             return 0
         if args.command == "view":

@@ -170,15 +170,19 @@ class ILCReport:
 
 
 def run(store: str, config: ILCConfig, run_name: str | None = None, splits=("test",), scheduler=None,
-        scheduler_file=None, workers=None, progress=None) -> ILCReport:
+        scheduler_file=None, workers=None, progress=None, force_size: bool = False) -> ILCReport:
     from tqdm import tqdm
 
+    from . import limits
     from .cluster import client_for, collector, run_tasks
     for split in splits:
         if split not in SPLITS:
             raise needlets.ILCError(f"--split {split!r}: allowed: {', '.join(SPLITS)}")
     config = resolve_config(store, config)
     run_name = run_name or config.method
+    limits.check_ilc(store, run_name, splits, len(config.detectors), len(config.fields),
+                     len(config.peaks or config.gaussian_fwhms or ()), cube.store_recipe(store)["cluster"],
+                     scheduler, scheduler_file, workers, force_size)      # disk and memory, before the run exists
     beam = config.common_beam_arcmin
     irun = cube.ensure_run(store, run_name, config.method, config.as_dict(), beam)
     todo = cube.run_pending(store, irun, splits)

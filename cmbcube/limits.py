@@ -24,6 +24,8 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 # Measured: reading the (3, N) done-flags (one chunk per sim) takes ~0.2 ms and ~2 KB of memory per
 # sim through zarr (N = 1e6: 10 minutes and 7 GB), and every stage reads them whole.
 MAX_SIMS_PER_SPLIT = 20_000             # soft: lifted by --force-size
@@ -73,9 +75,9 @@ def simulate_plan(recipe, pending: int | None = None, what: str = "simulate") ->
     Per sim: ``obs`` (every existing detector/field map), ``cmb``, optional ``components`` and
     ``noise`` as float32 maps with a crc32c and a 16-byte shard-index entry each; the small
     ``cosmo_params``, ``cl_theory`` and ``sim_done`` chunks.  Worker memory: the process
-    (~300 MB), the sky model at ``sky_nside`` ((components + 3) x 3 fields float64 maps, x1.2
+    (~300 MB), the sky model at ``sky_nside`` ((components + 3) x 3 fields float64 maps, x0.9
     for temporaries) and the sim's outputs twice (float64 intermediates), calibrated against
-    peak RSS measured at nside 32-128 (within ~20%).
+    peak RSS measured at nside 64-128 (here, within ~10%) and 512 (README: 3.66 GB).
     """
     from .recipe import SPLITS
     r = recipe.data
@@ -102,7 +104,7 @@ def simulate_plan(recipe, pending: int | None = None, what: str = "simulate") ->
     narrays = 20 + len(SPLITS)
     plan.metadata_bytes = 0 if pending is not None else 8 * nsim_axis + 8 * npix + 8 * nell + 4 * narrays * 1024 + 2 * len(recipe.text or "") + 65536
     outputs = sim_maps * npix * 4
-    sky = (nfg + 3) * 3 * sky_npix * 8 * 1.2
+    sky = (nfg + 3) * 3 * sky_npix * 8 * 0.9
     if r["foregrounds"]["model"] == "pysm3":
         sky += len(r["foregrounds"]["presets"]) * 3 * sky_npix * 8 * 2
     plan.worker_bytes = int(PROCESS_BASE + 2 * outputs + sky)
@@ -230,3 +232,32 @@ def prediction_bytes(store: str, nsims: int, uncertainty: bool = False) -> tuple
 def json_fields(attrs: dict) -> list:
     import json
     return list(json.loads(attrs["recipe_normalized"])["fields"])
+
+
+def pending_predictions(store: str, run_name: str, splits) -> int:
+    """Finished sims of ``splits`` that run ``run_name`` has not predicted yet (all of them for a new run),
+    read without creating the run."""
+    from . import cube
+    from .recipe import SPLITS
+    group = cube.read_group(store)
+    names = set(group.array_keys())
+    done = np.asarray(group["sim_done"][...]) == 1
+    runs = [str(r) for r in group["run"][...]] if "run" in names else []
+    if run_name in runs and "pred_done" in names:
+        done = done & ~(np.asarray(group["pred_done"][runs.index(run_name)]) == 1)
+    return int(sum(done[SPLITS.index(s)].sum() for s in splits))
+
+
+def check_ilc(store: str, run_name: str, splits, ndet: int, nfields: int, nscales: int, cluster,
+              scheduler=None, scheduler_file=None, workers=None, force: bool = False) -> list[str]:
+    """Disk for the run's predictions and memory of one ILC task: the sim's maps in float64 for
+    each needlet scale plus a few working copies (rough: not calibrated)."""
+    from . import cube
+    nsims = pending_predictions(store, run_name, splits)
+    if nsims == 0:
+        return []
+    nbytes, files = prediction_bytes(store, nsims)
+    npix = 12 * int(cube.read_attrs(store)["nside"]) ** 2
+    worker = PROCESS_BASE + 8 * npix * ndet * nfields * (nscales + 4)
+    return check_growth(store, f"ilc {run_name}", nbytes, files, worker, cluster, scheduler, scheduler_file,
+                        workers, force)

@@ -132,3 +132,23 @@ def test_metadata_of_a_big_store_is_built_without_a_graph_per_sim(tmp_path):
     ds, encoding = cube._template(r)
     assert all(v.data.npartitions == 1 for v in ds.data_vars.values())
     assert encoding["obs"]["shards"][:2] == (1, 1) and encoding["sim_done"]["chunks"] == (1, 1)
+
+
+def test_ilc_refuses_predictions_larger_than_the_free_disk_before_adding_the_run(tmp_path, monkeypatch, capsys):
+    from cmbcube import cube
+    store = str(tmp_path / "ilc.zarr")
+    r = small_recipe(nside=16, splits={"train": 0, "valid": 0, "test": 1}, detectors=[100, 143, 217],
+                     foregrounds__components=["tsz"], keep=["cmb"])
+    from cmbcube.simulate import run as simulate
+    assert simulate(r, store, scheduler="synchronous", progress=False).ok
+    need, files = limits.prediction_bytes(store, 1)
+    assert need == 3 * (12 * 16 ** 2 * 4 + 20) + 5 and files == 2
+    _tiny_disk(monkeypatch, need // 2)
+    args = ["ilc", store, "--method", "hilc", "--detectors", "100,143,217", "--scheduler", "synchronous",
+            "--no-progress"]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "ilc hilc refused before creating anything" in err and f"has {limits.human(need // 2)} free" in err
+    assert "run" not in cube.read_group(store).array_keys()             # the run was not added
+    assert cli.main(args + ["--force-size"]) == 0
+    assert "cleaned 1 sim(s)" in capsys.readouterr().out
