@@ -142,9 +142,8 @@ def resolve_noiseless(store: str, config: TrainConfig, progress: bool | None = N
     from tqdm import tqdm
     if config.transform != "noiseless-maxabs" and config.target_transform != "unit-maxabs":
         return config
-    import zarr
     ds = _datasets(store, dataclasses.replace(config, transform="none", target_transform="none"), "train")
-    group = zarr.open_group(store, mode="r")
+    group = cube.read_group(store)          # damaged finished sims raise
     has_noise = "noise" in set(group.array_keys())
     if config.transform == "noiseless-maxabs" and not has_noise:
         log.warning("transform noiseless-maxabs: %s holds no noise maps (recipe keep: [noise]); scaling the inputs "
