@@ -38,7 +38,7 @@ def test_a_billion_sims_is_refused_with_the_figures(tmp_path, command):
     args = [command, str(path)] + (["--store", str(store)] if command == "simulate" else [])
     proc = _cli(*args, "--force-size")            # the layout's hard limit cannot be forced
     assert proc.returncode == 2, proc.stderr
-    assert "1,000,000,000 sims in one split exceed the layout's limit of 1,000,000" in proc.stderr
+    assert "1,000,000,000 sims in one split exceed the layout's limit of 200,000" in proc.stderr
     assert "store size: " in proc.stderr and "TB" in proc.stderr and "memory per worker" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.yaml"]      # nothing created
