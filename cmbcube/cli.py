@@ -157,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--units", choices=("uK_CMB", "K_CMB", "native"),
                    help="units of the store (default: those of the files; uK_CMB when they mix)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--force-size", action="store_true",
+                   help="ingest even if the estimated store size exceeds the free disk or the caps")
     _add_cluster_args(p)
 
     p = sub.add_parser("export-cmbml", help="write a store's finished sims as a CMB-ML tree (DIR/Simulation/...)")
@@ -353,7 +355,8 @@ def _ingest_cmbml(args) -> int:
         print("dry run: nothing was started or written")
         return 0
     report = ingest(args.dir, args.store, args.scheduler, args.scheduler_file, args.workers,
-                    progress=False if args.no_progress else None, name=args.name, units=args.units)
+                    progress=False if args.no_progress else None, name=args.name, units=args.units,
+                    force_size=args.force_size)
     if not report.written and not report.failed:
         print(f"nothing to do: all {report.planned} sims of {report.source} are already in {report.store}")
         return 0

@@ -152,3 +152,16 @@ def test_ilc_refuses_predictions_larger_than_the_free_disk_before_adding_the_run
     assert "run" not in cube.read_group(store).array_keys()             # the run was not added
     assert cli.main(args + ["--force-size"]) == 0
     assert "cleaned 1 sim(s)" in capsys.readouterr().out
+
+
+def test_ingest_refuses_a_tree_larger_than_the_free_disk(tmp_path, monkeypatch, capsys):
+    from cmbcube import cmbml
+    tree = tmp_path / "tree"
+    cmbml.make_example_tree(tree, nside=16, splits={"train": 1, "valid": 1, "test": 1}, seed=3)
+    store = tmp_path / "ingested.zarr"
+    _tiny_disk(monkeypatch, 1000)
+    args = ["ingest-cmbml", str(tree), "--store", str(store), "--scheduler", "synchronous", "--no-progress"]
+    assert cli.main(args) == 2
+    assert "ingest-cmbml refused before creating anything" in capsys.readouterr().err
+    assert not store.exists()
+    assert cli.main(args + ["--force-size"]) == 0 and store.exists()
