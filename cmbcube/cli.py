@@ -21,6 +21,11 @@ def _add_cluster_args(p):
                         "(the sbatch job script for kind slurm), then stop: nothing is started or written")
 
 
+def _add_force_size(p, what: str) -> None:
+    p.add_argument("--force-size", action="store_true",
+                   help=f"run even if the estimates say {what} (README: Size limits and --force-size)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cmbcube", description=(
         "Simulate Planck-like multi-frequency skies into one Zarr cube, clean the CMB out of them "
@@ -35,9 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe value, e.g. --set nside=64 --set splits.train=100 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--force-size", action="store_true",
-                   help="run even if the estimated store size, memory per worker or number of sims exceeds "
-                        "the free disk, the workers' memory limit or the caps (see README, Limits)")
+    _add_force_size(p, "the store's size, a task's memory or the number of sims exceed the free disk, the "
+                       "workers' memory limit or the caps")
     _add_cluster_args(p)
 
     p = sub.add_parser("preprocess", help="normalisation statistics of the train split, stored in the cube")
@@ -60,9 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deproject", help="SEDs to null, comma-separated: dust, cib, tsz, synchrotron")
     p.add_argument("--bin-width", type=int, default=50, help="HILC multipole bin width (default 50)")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--force-size", action="store_true",
-                   help="run even if the estimated store growth or memory per worker exceeds the free disk or "
-                        "the workers' memory limit")
+    _add_force_size(p, "the predictions' size or a task's memory exceed the free disk or the workers' memory limit")
     _add_cluster_args(p)
 
     p = sub.add_parser("train", help="train a network from the cube (checkpoints next to the store)")
@@ -104,9 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                "(default 100); mean -> pred, spread -> pred_sigma")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--force-size", action="store_true",
-                   help="run even if the estimated store growth or memory per worker exceeds the free disk or "
-                        "the workers' memory limit")
+    _add_force_size(p, "the predictions' size exceeds the free disk")
 
     p = sub.add_parser("analyze", help="metrics and power spectra of every run, stored in the cube")
     p.add_argument("store")
@@ -115,9 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--f-sky", type=float, default=0.8, help="sky fraction kept by the foreground mask (default 0.8)")
     p.add_argument("--mask", help="HEALPix FITS mask file instead (1 = keep)")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--force-size", action="store_true",
-                   help="run even if the estimated store growth or memory per worker exceeds the free disk or "
-                        "the workers' memory limit")
+    _add_force_size(p, "the analysis' size or a task's memory exceed the free disk or the workers' memory limit")
     _add_cluster_args(p)
 
     p = sub.add_parser("report", help="tables and figures from the analysis")
@@ -133,9 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", help="report directory (default: STORE with .report)")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--force-size", action="store_true",
-                   help="run even if the estimated store growth or memory per worker exceeds the free disk or "
-                        "the workers' memory limit")
+    _add_force_size(p, "a stage's store growth, a task's memory or the number of sims exceed the free disk, "
+                       "the workers' memory limit or the caps")
     _add_cluster_args(p)
 
     p = sub.add_parser("view", help="PNG of any map in the cube")
@@ -157,8 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--units", choices=("uK_CMB", "K_CMB", "native"),
                    help="units of the store (default: those of the files; uK_CMB when they mix)")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--force-size", action="store_true",
-                   help="ingest even if the estimated store size exceeds the free disk or the caps")
+    _add_force_size(p, "the store's size or the number of sims exceed the free disk or the caps")
     _add_cluster_args(p)
 
     p = sub.add_parser("export-cmbml", help="write a store's finished sims as a CMB-ML tree (DIR/Simulation/...)")
@@ -211,9 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(default: the current directory)")
     p.add_argument("--workers", type=int, metavar="N", help="local workers (memory per worker is checked against "
                                                             "the machine's memory / N)")
-    p.add_argument("--force-size", action="store_true",
-                   help="run even if the estimated store size, memory per worker or number of sims exceeds "
-                        "the free disk, the workers' memory limit or the caps (see README, Limits)")
+    _add_force_size(p, "the store's size, a task's memory or the number of sims exceed the free disk, the "
+                       "workers' memory limit or the caps")
     return parser
 
 
