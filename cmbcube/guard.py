@@ -106,6 +106,7 @@ class GuardedStore(WrapperStore):
         self._meta: dict = {}            # array name -> its metadata document
         self._attrs: dict | None = None
         self._layouts: dict = {}
+        self._flags: dict = {}           # flag name -> opened AsyncArray
 
     def _with_store(self, store):
         return type(self)(store, self.label)
@@ -166,10 +167,13 @@ class GuardedStore(WrapperStore):
     # -- done-flags, read only when something is missing ------------------------------------------
     async def _flag(self, flag: str, unit: tuple) -> bool:
         from zarr.api.asynchronous import open_array
-        try:
-            arr = await open_array(store=self._store, path=flag, mode="r", zarr_format=3)
-        except Exception:  # noqa: BLE001 - no such flag array: nothing of that level is done
-            return False
+        arr = self._flags.get(flag)
+        if arr is None:
+            try:
+                arr = await open_array(store=self._store, path=flag, mode="r", zarr_format=3)
+            except Exception:  # noqa: BLE001 - no such flag array: nothing of that level is done
+                return False
+            self._flags[flag] = arr          # opened once; its values are read afresh every time
         if any(i >= s for i, s in zip(unit, arr.shape)):
             return False
         return int(np.asarray(await arr.getitem(tuple(unit)))) == 1
