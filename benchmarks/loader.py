@@ -58,6 +58,16 @@ A fresh Python process reads the cube through the DataLoader
 (psutil) after every batch and its peak RSS (``ru_maxrss``).  Flat memory means
 the 2N peak is about the N peak.
 
+Guarded reads
+-------------
+Every cmbcube reader goes through ``cmbcube.guard.GuardedStore`` (a finished unit whose chunk is
+missing or corrupted raises instead of reading as NaN).  Its cost is measured side by side on the
+cube, warm cache, guarded and plain reads interleaved read by read: one map through
+``cmbcube.open(...).obs.sel(...).values`` (xarray + Dask, a partial shard read: index + one
+chunk), a whole shard through the zarr array (``obs[split, sim]``: every chunk's crc32c checked
+by the guard and again by zarr), and ``CubeDataset``'s own shard reader with its strict checks
+(missing shard or map) on and off.  ``--guard-only`` runs just this part.
+
 Targets are printed next to the measured values; nothing is asserted.
 The last line of stdout is one JSON object.
 """
@@ -332,6 +342,92 @@ def run_probe(store: Path, nsims: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+# ----------------------------------------------------------------------------- guarded reads
+
+def guard_overhead(store: str, nsims: int, rounds: int, log) -> dict:
+    """Seconds per read, guarded / plain, for three readers (medians of ``rounds`` alternating rounds)."""
+    import zarr
+
+    from cmbcube import cube
+    from cmbcube.shardread import ShardReader
+    store = str(store)
+    sims = list(range(nsims))
+    views = {True: cube.open_dataset(store, guard=True), False: cube.open_dataset(store, guard=False)}
+    groups = {True: cube.read_group(store), False: zarr.open_group(store, mode="r")}
+    fast = ShardReader(store, "obs", groups[False]["obs"])
+    maps = [(d, f) for d in range(len(FREQS)) for f in range(len(FIELDS)) if f == 0 or POLARISED[FREQS[d]]]
+
+    def one_map(guard, sim):
+        views[guard].obs.isel(split=0, sim=sim, detector=4, field=1).values
+
+    def whole_shard(guard, sim):
+        groups[guard]["obs"][0, sim]
+
+    def shard_reader(strict, sim):
+        fast.read((0, sim), maps, strict=strict)
+
+    cases = {"open_view_one_map": one_map, "zarr_whole_shard": whole_shard, "cubedataset_shard_reader": shard_reader}
+    for fn in cases.values():                           # warm-up
+        for sim in sims:
+            fn(True, sim), fn(False, sim)
+    a = views[True].obs.isel(split=0, sim=0).values     # the two must read the same bytes
+    if not np.array_equal(a, views[False].obs.isel(split=0, sim=0).values, equal_nan=True):
+        raise RuntimeError("guarded and plain reads differ")
+    # guarded and plain reads interleaved read by read (order alternating), so a busy spell of another
+    # process hits both alike; per round the mean over sims, then the median over rounds
+    times = {(name, g): [] for name in cases for g in (True, False)}
+    for r in range(rounds):
+        for name, fn in cases.items():
+            total = {True: 0.0, False: 0.0}
+            for k, sim in enumerate(sims):
+                for g in ((True, False) if (r + k) % 2 == 0 else (False, True)):
+                    t0 = time.perf_counter()
+                    fn(g, sim)
+                    total[g] += time.perf_counter() - t0
+            for g in (True, False):
+                times[(name, g)].append(total[g] / len(sims))
+    out = {}
+    for name in cases:
+        guarded, plain = statistics.median(times[(name, True)]), statistics.median(times[(name, False)])
+        out[name] = {"guarded_ms": guarded * 1e3, "plain_ms": plain * 1e3, "ratio": guarded / plain}
+        log(f"  {name:<26s} guarded {guarded * 1e3:8.3f} ms  plain {plain * 1e3:8.3f} ms  ratio {guarded / plain:.3f}")
+    return out
+
+
+def print_guard(result: dict, nsims: int, rounds: int) -> None:
+    print()
+    print(f"guarded reads (cmbcube.guard) vs plain zarr, ms per read, median of {rounds} rounds over {nsims} sims, "
+          "reads interleaved, warm cache:")
+    notes = {"open_view_one_map": "cmbcube.open(...).obs one map (index + 1 chunk through xarray/Dask)",
+             "zarr_whole_shard": "zarr obs[split, sim]: whole shard, 23 maps (crc32c by guard + zarr)",
+             "cubedataset_shard_reader": "CubeDataset's shard reader, strict checks on / off"}
+    print(f"  {'guarded':>9s}{'plain':>9s}{'ratio':>8s}")
+    for name, v in result.items():
+        print(f"  {v['guarded_ms']:9.3f}{v['plain_ms']:9.3f}{v['ratio']:8.3f}  {notes[name]}")
+
+
+def guard_only(args, log) -> int:
+    from cmbcube import cube
+    nsims = args.sims or 16
+    rounds = args.rounds or 7
+    tmp = Path(tempfile.mkdtemp(prefix="cmbcube-guard-", dir=args.tmpdir))
+    try:
+        store = tmp / "cube.zarr"
+        cube.create_or_check(str(store), make_recipe(nsims))
+        npix = 12 * NSIDE ** 2
+        for sim in range(nsims):
+            cube.write_sim(str(store), "train", sim, synthetic_sim(sim, npix, 3 * 2 * NSIDE))
+        cube.consolidate(str(store))
+        log(f"guarded reads: nside {NSIDE}, {nsims} sims; load average {load_average()}")
+        result = guard_overhead(str(store), nsims, rounds, log)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print_guard(result, nsims, rounds)
+    print(json.dumps({"benchmark": "loader-guard", "nside": NSIDE, "n_sims": nsims, "rounds": rounds,
+                      "guard": result, "load_average": load_average()}))
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
 
 def main(argv=None) -> int:
@@ -341,6 +437,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=None, help="timed epochs per configuration")
     parser.add_argument("--no-zstd", action="store_true", help="skip the storage.compression zstd cube")
     parser.add_argument("--tmpdir", default=None, help="where to write the temporary data (default: system temp)")
+    parser.add_argument("--guard-only", action="store_true", help="only the guarded-read overhead (cube only)")
     parser.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--probe-sims", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -359,6 +456,8 @@ def main(argv=None) -> int:
     def log(msg):
         print(f"[{time.perf_counter() - t_start:6.1f}s] {msg}", flush=True)
 
+    if args.guard_only:
+        return guard_only(args, log)
     import torch
     import zarr
     import healpy
@@ -403,6 +502,8 @@ def main(argv=None) -> int:
 
         log(f"memory: fresh processes reading the cube with num_workers=0 over {nsims} and {2 * nsims} sims")
         probes = [run_probe(paths["cube"], n) for n in (nsims, 2 * nsims)]
+        log(f"guarded reads vs plain zarr on the cube ({nsims} sims)")
+        guard = guard_overhead(str(paths["cube"]), nsims, max(rounds, 5), log)
         log(f"done timing; load average {load_average()}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -463,6 +564,8 @@ def main(argv=None) -> int:
           f"{BATCH * shape[0] * shape[1] * 4 / 2 ** 20:.0f} MiB)")
     print(f"note: {os.cpu_count()} CPUs shared with anything else running; load average at the end {load_average()}")
 
+    print_guard(guard, nsims, max(rounds, 5))
+
     summary = {
         "benchmark": "loader", "nside": NSIDE, "n_sims": nsims, "batch_size": BATCH, "rounds": rounds,
         "sample_shape": list(shape),
@@ -481,6 +584,7 @@ def main(argv=None) -> int:
         "peak_rss_growth_mb_2x_sims": growth,
         "end_rss_growth_mb_2x_sims": end_growth,
         "breakdown_ms_per_sample": parts,
+        "guard": guard,
     }
     if zstd:
         summary["cube_zstd_samples_per_s_workers0"] = med[("cube-zstd", 0)]

@@ -182,8 +182,7 @@ class AnalysisReport:
 def build_masks(store: str, f_sky: float, mask_file: str | None = None) -> None:
     """Driver-side: the analysis mask (binary) and its apodised version, stored once per f_sky."""
     import healpy as hp
-    import zarr
-    group = zarr.open_group(store, mode="r")
+    group = cube.read_group(store)      # damaged finished units raise
     nside = int(group.attrs["nside"])
     existing = group["mask"].attrs.asdict() if "mask" in set(group.array_keys()) else None
     source = mask_file or f"foreground f_sky={f_sky}"
@@ -277,8 +276,7 @@ def _upgrade_metrics(store: str, old: list) -> None:
 
 def analyse_one(store: str, run: int, split: str, sim: int) -> None:
     """Task body: metrics and spectra of one (run, sim); written as one chunk each, flag last."""
-    import zarr
-    group = zarr.open_group(store, mode="r")
+    group = cube.read_group(store)      # damaged finished units raise
     nside = int(group.attrs["nside"])
     fields = [str(f) for f in group["field"][...]]
     isplit = SPLITS.index(split)
@@ -327,6 +325,7 @@ def analyse_one(store: str, run: int, split: str, sim: int) -> None:
             metrics[:, fields.index(f), METRICS.index(name)] = value
     from .drills import hold
     hold("ANALYZE", run, split, sim)           # fault drills only (cmbcube.drills)
+    import zarr
     out = zarr.open_group(store, mode="r+")
     out["metrics"][run, isplit, sim] = metrics
     out["spectra"][run, isplit, sim] = spectra
@@ -334,7 +333,7 @@ def analyse_one(store: str, run: int, split: str, sim: int) -> None:
 
 
 def run(store: str, runs="all", splits=("test",), f_sky: float = 0.8, mask_file: str | None = None,
-        scheduler=None, scheduler_file=None, workers=None, progress=None) -> AnalysisReport:
+        scheduler=None, scheduler_file=None, workers=None, progress=None, force_size: bool = False) -> AnalysisReport:
     import zarr
     from .cluster import client_for, collector, run_tasks
     group = zarr.open_group(store, mode="r")
@@ -356,6 +355,13 @@ def run(store: str, runs="all", splits=("test",), f_sky: float = 0.8, mask_file:
     report = AnalysisReport([], int(sum(done[names.index(r)].sum() for r in wanted)), 0.0)
     if not todo:
         return report
+    from . import limits
+    per_sim = group["metrics"].nbytes // max(group["metrics"].shape[0] * group["metrics"].shape[1] *
+                                             group["metrics"].shape[2], 1) + \
+        group["spectra"].nbytes // max(group["spectra"].shape[0] * group["spectra"].shape[1] * group["spectra"].shape[2], 1)
+    limits.check_growth(store, "analyze", len(todo) * (per_sim + 64), 3 * len(todo),
+                        limits.PROCESS_BASE + 12 * nside ** 2 * 8 * 40, cube.store_recipe(store)["cluster"],
+                        scheduler, scheduler_file, workers, force_size)
     t0 = time.perf_counter()
     recipe = cube.store_recipe(store)
     from .progress import bar as progress_bar

@@ -21,6 +21,11 @@ def _add_cluster_args(p):
                         "(the sbatch job script for kind slurm), then stop: nothing is started or written")
 
 
+def _add_force_size(p, what: str) -> None:
+    p.add_argument("--force-size", action="store_true",
+                   help=f"run even if the estimates say {what} (README: Size limits and --force-size)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cmbcube", description=(
         "Simulate Planck-like multi-frequency skies into one Zarr cube, clean the CMB out of them "
@@ -35,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe value, e.g. --set nside=64 --set splits.train=100 (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_force_size(p, "the store's size, a task's memory or the number of sims exceed the free disk, the "
+                       "workers' memory limit or the caps")
     _add_cluster_args(p)
 
     p = sub.add_parser("preprocess", help="normalisation statistics of the train split, stored in the cube")
@@ -57,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deproject", help="SEDs to null, comma-separated: dust, cib, tsz, synchrotron")
     p.add_argument("--bin-width", type=int, default=50, help="HILC multipole bin width (default 50)")
     p.add_argument("--no-progress", action="store_true")
+    _add_force_size(p, "the predictions' size or a task's memory exceed the free disk or the workers' memory limit")
     _add_cluster_args(p)
 
     p = sub.add_parser("train", help="train a network from the cube (checkpoints next to the store)")
@@ -98,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                "(default 100); mean -> pred, spread -> pred_sigma")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
+    _add_force_size(p, "the predictions' size exceeds the free disk")
 
     p = sub.add_parser("analyze", help="metrics and power spectra of every run, stored in the cube")
     p.add_argument("store")
@@ -106,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--f-sky", type=float, default=0.8, help="sky fraction kept by the foreground mask (default 0.8)")
     p.add_argument("--mask", help="HEALPix FITS mask file instead (1 = keep)")
     p.add_argument("--no-progress", action="store_true")
+    _add_force_size(p, "the analysis' size or a task's memory exceed the free disk or the workers' memory limit")
     _add_cluster_args(p)
 
     p = sub.add_parser("report", help="tables and figures from the analysis")
@@ -121,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", help="report directory (default: STORE with .report)")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
+    _add_force_size(p, "a stage's store growth, a task's memory or the number of sims exceed the free disk, "
+                       "the workers' memory limit or the caps")
     _add_cluster_args(p)
 
     p = sub.add_parser("view", help="PNG of any map in the cube")
@@ -142,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--units", choices=("uK_CMB", "K_CMB", "native"),
                    help="units of the store (default: those of the files; uK_CMB when they mix)")
     p.add_argument("--no-progress", action="store_true")
+    _add_force_size(p, "the store's size or the number of sims exceed the free disk or the caps")
     _add_cluster_args(p)
 
     p = sub.add_parser("export-cmbml", help="write a store's finished sims as a CMB-ML tree (DIR/Simulation/...)")
@@ -190,6 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-recipe", help="validate a recipe and show what it plans, without running")
     p.add_argument("recipe")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--store", help="where the store would go: its file system's free space is checked "
+                                   "(default: the current directory)")
+    p.add_argument("--workers", type=int, metavar="N", help="local workers (memory per worker is checked against "
+                                                            "the machine's memory / N)")
+    _add_force_size(p, "the store's size, a task's memory or the number of sims exceed the free disk, the "
+                       "workers' memory limit or the caps")
     return parser
 
 
@@ -206,7 +225,8 @@ def _failures(failed) -> int:
 def _simulate(args) -> int:
     from .simulate import run
     report = run(args.recipe, args.store, scheduler=args.scheduler, scheduler_file=args.scheduler_file,
-                 workers=args.workers, overrides=args.overrides, progress=False if args.no_progress else None)
+                 workers=args.workers, overrides=args.overrides, progress=False if args.no_progress else None,
+                 force_size=args.force_size)
     if not report.written and not report.failed:
         print(f"nothing to do: all {report.planned} planned sims in {report.store} are already done")
         return 0
@@ -241,7 +261,7 @@ def _ilc(args) -> int:
     if args.deproject:
         config.deproject = _csv(args.deproject)
     report = run(args.store, config, args.run, _csv(args.split), args.scheduler, args.scheduler_file, args.workers,
-                 progress=False if args.no_progress else None)
+                 progress=False if args.no_progress else None, force_size=args.force_size)
     if not report.written and not report.failed:
         print(f"nothing to do: run {report.run!r} already holds all {report.already_done} requested sims")
         return 0
@@ -274,15 +294,18 @@ def _check_recipe(args) -> int:
     from .recipe import load
     from .sky import component_names
     recipe = load(args.recipe, args.overrides)
+    from .limits import check_simulate
     r = recipe.data
-    npix = 12 * r["nside"] ** 2
     nsims = sum(recipe.splits.values())
-    nmaps = len(r["detectors"]) * len(r["fields"])
+    plan, forced = check_simulate(recipe, args.store or ".", None, None, args.workers, args.force_size,
+                                  what=f"recipe {recipe.name}")
     print(f"recipe {recipe.name} is valid (hash {recipe.hash[:12]})")
     print("  sims: " + ", ".join(f"{k} {v}" for k, v in recipe.splits.items()) + f" = {nsims}")
     print(f"  nside {r['nside']} (sky model {r['sky_nside']}), detectors {r['detectors']}, fields {r['fields']}")
     print(f"  foregrounds: {r['foregrounds']['model']} {component_names(recipe)} ({r['foregrounds']['vary']})")
-    print(f"  observations: {nsims * nmaps * npix * 4 / 1e9:.2f} GB float32 ({nsims} shards)")
+    print("\n".join(plan.lines()))
+    for problem in forced:
+        print(f"  warning (--force-size): {problem}")
     if r["foregrounds"]["model"] == "pysm3":
         from .foregrounds import missing_pysm_files
         missing = missing_pysm_files(r["foregrounds"]["presets"], r["sky_nside"], r["foregrounds"]["data_dir"])
@@ -331,7 +354,8 @@ def _ingest_cmbml(args) -> int:
         print("dry run: nothing was started or written")
         return 0
     report = ingest(args.dir, args.store, args.scheduler, args.scheduler_file, args.workers,
-                    progress=False if args.no_progress else None, name=args.name, units=args.units)
+                    progress=False if args.no_progress else None, name=args.name, units=args.units,
+                    force_size=args.force_size)
     if not report.written and not report.failed:
         print(f"nothing to do: all {report.planned} sims of {report.source} are already in {report.store}")
         return 0
@@ -426,7 +450,8 @@ def main(argv=None) -> int:
         if args.command == "predict":
             from .train import predict
             report = predict(args.store, args.run, _csv(args.split), args.epoch, args.device,
-                             progress=False if args.no_progress else None, mc_samples=args.mc_samples)
+                             progress=False if args.no_progress else None, mc_samples=args.mc_samples,
+                             force_size=args.force_size)
             if not report.written:
                 print(f"nothing to do: run {args.run!r} already holds predictions for the requested sims")
             else:
@@ -438,7 +463,8 @@ def main(argv=None) -> int:
             from .analysis import run as analyze
             runs = "all" if args.runs == "all" else _csv(args.runs)
             rep = analyze(args.store, runs, _csv(args.split), args.f_sky, args.mask, args.scheduler,
-                          args.scheduler_file, args.workers, progress=False if args.no_progress else None)
+                          args.scheduler_file, args.workers, progress=False if args.no_progress else None,
+                          force_size=args.force_size)
             if not rep.written and not rep.failed:
                 print(f"nothing to do: {rep.already_done} (run, sim) pairs already analysed")
                 return 0
@@ -452,7 +478,8 @@ def main(argv=None) -> int:
         if args.command == "run":
             from .pipeline import run as pipeline
             page = pipeline(args.recipe, args.store, args.scheduler, args.scheduler_file, args.workers,
-                            args.overrides, args.report, args.device, progress=False if args.no_progress else None)
+                            args.overrides, args.report, args.device, progress=False if args.no_progress else None,
+                            force_size=args.force_size)
             print(f"report: {page}")
             return 0
         if args.command == "view":

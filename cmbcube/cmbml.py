@@ -573,7 +573,7 @@ def ingest_one(store: str, plan: Plan, cube_units: dict, cmb_unit: str, split: s
 
 def ingest(source_dir, store, scheduler: str | None = None, scheduler_file: str | None = None,
            workers: int | None = None, progress: bool | None = None, name: str | None = None,
-           units: str | None = None, beams: str = "cmb-ml") -> IngestReport:
+           units: str | None = None, beams: str = "cmb-ml", force_size: bool = False) -> IngestReport:
     """Read a CMB-ML tree into the cube at ``store`` (created, or resumed when it holds the same tree).
 
     Every file is checked (names, nside, fields, units) before the store is touched; a store
@@ -587,6 +587,11 @@ def ingest(source_dir, store, scheduler: str | None = None, scheduler_file: str 
     store = str(store)
     plan = scan(source_dir)
     recipe = recipe_for(plan, name, units, beams)
+    from . import limits                # store size and sim caps (no sky model: memory is not checked)
+    pending = None
+    if os.path.isdir(store) and cube.read_attrs(store).get("recipe_hash") == recipe.hash:
+        pending = len(cube.pending(store))
+    limits.check(limits.simulate_plan(recipe, pending, "ingest-cmbml"), store, (None, ""), force_size)
     status = cube.create_or_check(store, recipe)
     with cube.sims_lock(store, "ingest-cmbml"):      # one sim writer per store
         r = recipe.data

@@ -76,8 +76,13 @@ def _template(recipe: Recipe):
     shape5 = (len(SPLITS), nsim, len(dets), len(fields), npix)
     compressors = _codecs(r["storage"])
 
+    shards = {}
+
     def empty(shape, dtype, chunks):
-        return da.empty(shape, dtype=dtype, chunks=chunks)
+        # one Dask chunk for the whole array: the template only carries metadata (it is written with
+        # compute=False), and a chunk per sim would make a graph over millions of keys for big recipes
+        shards[len(shards)] = chunks
+        return da.empty(shape, dtype=dtype, chunks=shape)
 
     units = [instrument.resolve_unit(r["units"], d) for d in dets]
     has_field = np.array([[f in d.fields for f in fields] for d in dets])
@@ -123,10 +128,11 @@ def _template(recipe: Recipe):
         data["noise"] = (("split", "sim", "detector", "field", "pixel"), empty(shape5, np.float32, (1, 1, len(dets), len(fields), npix)),
                          {**map_attrs, "long_name": "noise realisation included in obs",
                           "units": "per detector: see the 'unit' coordinate"})
+    shard_of = {name: shards[k] for k, name in enumerate(data)}
     ds = xr.Dataset({k: xr.Variable(*v) for k, v in data.items()}, coords=coords)
     encoding = {}
     for name, var in ds.data_vars.items():
-        shard = tuple(c[0] for c in var.data.chunks)
+        shard = shard_of[name]
         if name in ("obs", "cmb", "components", "noise"):
             inner = (1,) * (var.ndim - 1) + (npix,)
             encoding[name] = {"chunks": inner, "shards": shard, "compressors": compressors, "fill_value": np.nan}
@@ -880,8 +886,11 @@ def consolidate(path: str) -> None:
             raise StoreError(os_error_message(path, err, "write the consolidated metadata")) from err
 
 
-def open_dataset(path: str, chunks="auto-inner", **storage_options):
+def open_dataset(path: str, chunks="auto-inner", guard: bool = True, **storage_options):
     """Lazy xarray view of a store (local path or fsspec URL); nothing is read until asked.
+
+    Reads go through the guard (:mod:`cmbcube.guard`): a finished unit whose chunk is missing or
+    corrupted raises DamagedUnitError naming it; units not done yet read as NaN (fill).
     Metadata declaring sizes no cmbcube store has is refused first (:func:`check_bounds`)."""
     import warnings
 
@@ -890,7 +899,7 @@ def open_dataset(path: str, chunks="auto-inner", **storage_options):
     if not is_remote(path) and not Path(path).exists():
         raise StoreError(f"{path}: no such store")
     import zarr.errors
-    store = zarr_store(path, storage_options)
+    store = zarr_store(path, storage_options, guard)
     if is_remote(path):
         store = _metadata_memo()(store)          # the bounds check and xarray share one metadata request
     with warnings.catch_warnings():
@@ -955,9 +964,11 @@ def _metadata_memo():
     return MetadataMemo
 
 
-def zarr_store(path: str, storage_options: dict | None = None):
-    """What zarr opens for ``path``, read-only: a local path as is; a URL as an fsspec store
-    (``storage_options`` go to fsspec, e.g. ``anon=True`` or ``key=/secret=`` for s3://).
+def zarr_store(path: str, storage_options: dict | None = None, guard: bool = True):
+    """What zarr opens for ``path``, read-only: a local path as a LocalStore; a URL as an fsspec
+    store (``storage_options`` go to fsspec, e.g. ``anon=True`` or ``key=/secret=`` for s3://).
+    With ``guard`` (the default) wrapped in :class:`cmbcube.guard.GuardedStore`: a finished unit
+    whose chunk is missing or corrupted raises DamagedUnitError instead of reading as fill values.
 
     http(s) stores are read through a filesystem that also copes with servers that ignore
     Range requests (``python -m http.server``): fsspec would hand zarr the whole file for a
@@ -965,12 +976,27 @@ def zarr_store(path: str, storage_options: dict | None = None):
     """
     path = str(path)
     if not is_remote(path):
-        return path
-    from zarr.storage import FsspecStore
-    if path.startswith(("http://", "https://")):
-        fs = _range_tolerant_http()(asynchronous=True, **(storage_options or {}))
-        return FsspecStore(fs, path=path.rstrip("/"), read_only=True)
-    return FsspecStore.from_url(path, storage_options=storage_options or None, read_only=True)
+        if not guard:
+            return path
+        from zarr.storage import LocalStore
+        inner = LocalStore(path, read_only=True)
+    else:
+        from zarr.storage import FsspecStore
+        if path.startswith(("http://", "https://")):
+            fs = _range_tolerant_http()(asynchronous=True, **(storage_options or {}))
+            inner = FsspecStore(fs, path=path.rstrip("/"), read_only=True)
+        else:
+            inner = FsspecStore.from_url(path, storage_options=storage_options or None, read_only=True)
+    if not guard:
+        return inner
+    from .guard import GuardedStore
+    return GuardedStore(inner, path)
+
+
+def read_group(path: str, storage_options: dict | None = None):
+    """The store's root group for reading through the guard (stages' input reads)."""
+    import zarr
+    return zarr.open_group(zarr_store(str(path), storage_options), mode="r")
 
 
 _RANGE_WARNED: set = set()

@@ -208,7 +208,7 @@ class CubeDataset:
         """
         obs = self._arrays()["obs"]
         if self._fast_obs is not None and pixels == slice(None):
-            return self._fast_obs.read((self.isplit, sim), list(zip(self.det_index, self.field_index)))
+            return self._fast_obs.read((self.isplit, sim), list(zip(self.det_index, self.field_index)), strict=True)
         d0, d1 = min(self.det_index), max(self.det_index) + 1
         f0, f1 = min(self.field_index), max(self.field_index) + 1
         box = obs[self.isplit, sim, d0:d1, f0:f1, pixels]
@@ -218,7 +218,7 @@ class CubeDataset:
         group = self._arrays()
         f0, f1 = min(self.target_field_index), max(self.target_field_index) + 1
         if self.target == "cmb" and self._fast_cmb is not None and pixels == slice(None):
-            return self._fast_cmb.read((self.isplit, sim), [(f,) for f in self.target_field_index])
+            return self._fast_cmb.read((self.isplit, sim), [(f,) for f in self.target_field_index], strict=True)
         if self.target == "cmb":
             box = group["cmb"][self.isplit, sim, f0:f1, pixels]
         else:

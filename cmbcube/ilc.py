@@ -147,7 +147,7 @@ def _clean_task(store: str, run: int, config: ILCConfig, split: str, sim: int) -
 
     from .drills import hold
     t0 = time.perf_counter()
-    group = zarr.open_group(store, mode="r")
+    group = cube.read_group(store)      # damaged finished units raise
     if group["pred_done"][run, SPLITS.index(split), sim]:
         return 0.0     # already written: Dask reran a finished task whose worker died holding its result
     have = [int(d) for d in group["detector"][...]]
@@ -181,13 +181,17 @@ class ILCReport:
 
 
 def run(store: str, config: ILCConfig, run_name: str | None = None, splits=("test",), scheduler=None,
-        scheduler_file=None, workers=None, progress=None) -> ILCReport:
+        scheduler_file=None, workers=None, progress=None, force_size: bool = False) -> ILCReport:
+    from . import limits
     from .cluster import client_for, collector, run_tasks
     for split in splits:
         if split not in SPLITS:
             raise needlets.ILCError(f"--split {split!r}: allowed: {', '.join(SPLITS)}")
     config = resolve_config(store, config)
     run_name = run_name or config.method
+    limits.check_ilc(store, run_name, splits, len(config.detectors), len(config.fields),
+                     len(config.peaks or config.gaussian_fwhms or ()), cube.store_recipe(store)["cluster"],
+                     scheduler, scheduler_file, workers, force_size)      # disk and memory, before the run exists
     beam = config.common_beam_arcmin
     beams = cube.detector_beams(store, config.detectors)
     log.info("ilc %s: channel beams as the store records them: %s; output at %g'", run_name,

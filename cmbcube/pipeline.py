@@ -12,7 +12,8 @@ from .recipe import Recipe, load
 
 
 def run(recipe: Recipe | str, store: str, scheduler=None, scheduler_file=None, workers=None, overrides=(),
-        report_dir: str | None = None, device: str | None = None, progress=None, say=print) -> Path:
+        report_dir: str | None = None, device: str | None = None, progress=None, say=print,
+        force_size: bool = False) -> Path:
     if not isinstance(recipe, Recipe):
         recipe = load(recipe, overrides)
     cfg = recipe["pipeline"]
@@ -21,7 +22,8 @@ def run(recipe: Recipe | str, store: str, scheduler=None, scheduler_file=None, w
         # compiled code, are reused instead of each stage starting (or submitting) its own
         from .cluster import client_for
         with client_for(recipe["cluster"], workers=workers) as client:
-            return run(recipe, store, client.scheduler.address, None, None, (), report_dir, device, progress, say)
+            return run(recipe, store, client.scheduler.address, None, None, (), report_dir, device, progress, say,
+                       force_size)
     cluster = dict(scheduler=scheduler, scheduler_file=scheduler_file, workers=workers)
     t0 = time.perf_counter()
 
@@ -29,7 +31,7 @@ def run(recipe: Recipe | str, store: str, scheduler=None, scheduler_file=None, w
         say(f"[{time.perf_counter() - t0:6.1f} s] {name} ({time.perf_counter() - started:.1f} s)")
 
     started = time.perf_counter()
-    rep = simulate.run(recipe, store, progress=progress, **cluster)
+    rep = simulate.run(recipe, store, progress=progress, force_size=force_size, **cluster)
     if rep.failed:
         raise RuntimeError(f"simulate: {len(rep.failed)} sim(s) failed, e.g. {rep.failed[0]}; rerun to retry")
     step(f"simulate: {len(rep.written)} new sim(s), {rep.already_done} already done", started)
@@ -39,7 +41,8 @@ def run(recipe: Recipe | str, store: str, scheduler=None, scheduler_file=None, w
     splits = tuple(cfg["splits"])
     for method in cfg["ilc"]:
         started = time.perf_counter()
-        r = ilc.run(store, ilc.ILCConfig(method=method), splits=splits, progress=progress, **cluster)
+        r = ilc.run(store, ilc.ILCConfig(method=method), splits=splits, progress=progress, force_size=force_size,
+                    **cluster)
         if r.failed:
             raise RuntimeError(f"ilc {method}: {len(r.failed)} sim(s) failed, e.g. {r.failed[0]}")
         step(f"ilc {method}: {len(r.written)} new sim(s)", started)
@@ -54,10 +57,11 @@ def run(recipe: Recipe | str, store: str, scheduler=None, scheduler_file=None, w
             t = train.train(store, config, device=device, resume=resume, progress=progress)
             step(f"train {model}: {t.epochs_done} epochs, valid loss {t.valid_loss[-1]:.4g}", started)
         started = time.perf_counter()
-        p = train.predict(store, model, splits=splits, device=device, progress=progress)
+        p = train.predict(store, model, splits=splits, device=device, progress=progress, force_size=force_size)
         step(f"predict {model}: {len(p.written)} new sim(s)", started)
     started = time.perf_counter()
-    a = analysis.run(store, splits=splits, f_sky=float(cfg["f_sky"]), progress=progress, **cluster)
+    a = analysis.run(store, splits=splits, f_sky=float(cfg["f_sky"]), progress=progress, force_size=force_size,
+                     **cluster)
     if a.failed:
         raise RuntimeError(f"analyze: {len(a.failed)} failed, e.g. {a.failed[0]}")
     step(f"analyze: {len(a.written)} new (run, sim) pair(s)", started)

@@ -129,8 +129,10 @@ def _scheduler_address(path, value):
 
 def known_pysm_presets() -> list[str]:
     import configparser
-    import importlib.resources
-    text = (importlib.resources.files("pysm3") / "data" / "presets.cfg").read_text()
+    import importlib.util
+    # found without importing pysm3 (~2 s of numba, healpy, scipy): recipe checks stay fast
+    spec = importlib.util.find_spec("pysm3")
+    text = (Path(list(spec.submodule_search_locations)[0]) / "data" / "presets.cfg").read_text()
     parser = configparser.ConfigParser(strict=False)
     try:
         parser.read_string(text)
@@ -389,15 +391,59 @@ def cluster_settings(raw: dict | None) -> dict:
     return data
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml's safe loader, refusing a key repeated in one mapping (yaml itself keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            self.flatten_mapping(node)
+            seen = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:                 # an unhashable key: yaml's own error follows
+                    continue
+                if first is not None:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first given on line {first.line + 1})",
+                        key_node.start_mark)
+                seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str, source: str = "recipe"):
+    """YAML text -> Python objects; a repeated key or a syntax error is a RecipeError naming
+    ``source``, the key and the line."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = err.problem or str(err)
+        raise RecipeError(f"{source}: {where}{problem}" + ("" if problem.startswith("duplicate key")
+                                                            else " (not valid YAML)")) from None
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{source}: not valid YAML: {err}") from None
+
+
 def load(path: str | Path, overrides: tuple | list = ()) -> Recipe:
     path = Path(path)
     if not path.is_file():
         raise RecipeError(f"recipe file {str(path)!r} does not exist")
-    text = path.read_text()
     try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise RecipeError(f"{path}: not valid YAML: {err}") from None
+        blob = path.read_bytes()
+    except OSError as err:
+        raise RecipeError(f"{path}: cannot read the recipe: {err.strerror or err}") from None
+    try:
+        text = blob.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = blob[:err.start].count(b"\n") + 1
+        raise RecipeError(f"{path}: not UTF-8 text (byte 0x{blob[err.start]:02x} at offset {err.start}, line "
+                          f"{line}); save the recipe as UTF-8") from None
+    raw = parse_yaml(text, str(path))
+    if raw is not None and not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a recipe is a YAML mapping (key: value lines), got {type(raw).__name__}")
     return validate(raw or {}, text, str(path), overrides)
 
 

@@ -44,28 +44,42 @@ class ShardReader:
         self.root, self.name, self.array = str(root), name, array
         self.ok = True
 
-    def read(self, leading: tuple[int, ...], maps: list[tuple[int, ...]]) -> np.ndarray:
+    def read(self, leading: tuple[int, ...], maps: list[tuple[int, ...]], strict: bool = False) -> np.ndarray:
         """Maps at shard coordinates ``leading`` (the shard's position on the outer axes) and
-        inner positions ``maps`` (tuples over the sharded middle axes) -> (len(maps), npix)."""
+        inner positions ``maps`` (tuples over the sharded middle axes) -> (len(maps), npix).
+
+        Absent shards and maps read as the fill value, unless ``strict`` (the caller knows the
+        unit is finished and the maps exist): then they raise DamagedUnitError, as corruption
+        always does, naming the product and the unit."""
         import google_crc32c
         nlead = len(leading)
         shard_coords = tuple(leading) + (0,) * (len(self.shard_shape) - nlead)
         key = self.array.metadata.encode_chunk_key(shard_coords)
         path = os.path.join(self.root, self.name, *key.split("/"))
         out = np.empty((len(maps), self.npix), dtype=self.dtype)
+
+        def damaged(problem):
+            from .guard import DamagedUnitError
+            from .recipe import SPLITS
+            unit = f"{SPLITS[leading[0]]} sim {leading[1]}" if nlead == 2 else f"unit {tuple(leading)}"
+            return DamagedUnitError(f"{self.root}: {self.name} of {unit}: {path}: {problem}; the store is damaged: "
+                                    f"run `cmbcube verify {self.root} --clear` to clear its done-flag, then rerun "
+                                    "the stage that wrote it")
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
+            if strict:
+                raise damaged("shard missing although the unit is marked done") from None
             out[:] = self.fill
             return out
         try:
             size = os.fstat(fd).st_size
             index_bytes = self.nchunks * 16
             if size < index_bytes + 4:
-                raise ValueError(f"{path}: shard too short for its index (truncated)")
+                raise damaged("shard too short for its index (truncated)")
             raw = os.pread(fd, index_bytes + 4, size - index_bytes - 4)
             if struct.unpack("<I", raw[-4:])[0] != google_crc32c.value(raw[:-4]):
-                raise ValueError(f"{path}: shard index checksum mismatch (corrupted)")
+                raise damaged("shard index checksum mismatch (corrupted)")
             table = np.frombuffer(raw[:-4], dtype="<u8").reshape(self.nchunks, 2)
             inner_grid = self.grid[nlead:]
             wanted = []
@@ -73,6 +87,8 @@ class ShardReader:
                 k = int(np.ravel_multi_index(tuple(position) + (0,) * (len(inner_grid) - len(position)), inner_grid))
                 offset, nbytes = int(table[k, 0]), int(table[k, 1])
                 if offset == _EMPTY:
+                    if strict:
+                        raise damaged(f"map {tuple(position)} missing from the shard")
                     out[row] = self.fill
                 else:
                     wanted.append((offset, nbytes, row, position))
@@ -87,7 +103,7 @@ class ShardReader:
                 run = wanted[start:end]
                 expected = self.npix * self.dtype.itemsize + (4 if self.checksum else 0)
                 if any(nbytes != expected for _, nbytes, _, _ in run):
-                    raise ValueError(f"{path}: inner chunk size differs from an uncompressed map")
+                    raise damaged("inner chunk size differs from an uncompressed map")
                 # scatter-read the run straight into the output rows (one copy, like np.load)
                 crcs = np.empty(len(run), dtype="<u4")
                 buffers = []
@@ -97,11 +113,11 @@ class ShardReader:
                         buffers.append(crcs[i:i + 1].view(np.uint8))
                 total = run[-1][0] + run[-1][1] - first
                 if os.preadv(fd, buffers, first) != total:
-                    raise ValueError(f"{path}: shard shorter than its index says (truncated)")
+                    raise damaged("shard shorter than its index says (truncated)")
                 if self.checksum:
                     for i, (_, _, row, position) in enumerate(run):
                         if google_crc32c.value(out[row]) != int(crcs[i]):
-                            raise ValueError(f"{path}: chunk {position} checksum mismatch (corrupted)")
+                            raise damaged(f"chunk {position} checksum mismatch (corrupted)")
                 start = end
         finally:
             os.close(fd)

@@ -107,10 +107,22 @@ def preflight(recipe: Recipe) -> None:
 
 
 def run(recipe: Recipe | str, store: str, scheduler: str | None = None, scheduler_file: str | None = None,
-        workers: int | None = None, overrides=(), progress: bool | None = None) -> SimulateReport:
+        workers: int | None = None, overrides=(), progress: bool | None = None,
+        force_size: bool = False) -> SimulateReport:
+    """Simulate every planned sim not yet done.  Sizes are checked first (:mod:`cmbcube.limits`):
+    a recipe whose store, sims or per-sim memory do not fit is refused (LimitError) before
+    anything is created, unless ``force_size``."""
+    from . import limits
+    from .cluster import client_for, run_tasks
     if not isinstance(recipe, Recipe):
         recipe = load(recipe, overrides)
     store = str(store)
+    pending = None
+    if os.path.isdir(store) and cube.read_attrs(store).get("recipe_hash") == recipe.hash:
+        pending = len(cube.pending(store))
+    _, forced = limits.check_simulate(recipe, store, scheduler, scheduler_file, workers, force_size, pending)
+    for problem in forced:
+        log.warning("--force-size: %s", problem)
     preflight(recipe)
     status = cube.create_or_check(store, recipe)
     log.info("store %s: %s", store, status)

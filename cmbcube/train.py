@@ -151,9 +151,8 @@ def resolve_noiseless(store: str, config: TrainConfig, progress: bool | None = N
     from .progress import iterate
     if config.transform != "noiseless-maxabs" and config.target_transform != "unit-maxabs":
         return config
-    import zarr
     ds = _datasets(store, dataclasses.replace(config, transform="none", target_transform="none"), "train")
-    group = zarr.open_group(store, mode="r")
+    group = cube.read_group(store)          # damaged finished sims raise
     has_noise = "noise" in set(group.array_keys())
     if config.transform == "noiseless-maxabs" and not has_noise:
         log.warning("transform noiseless-maxabs: %s holds no noise maps (recipe keep: [noise]); scaling the inputs "
@@ -429,7 +428,8 @@ MC_SAMPLES = 100        # Petroff et al.: 100 Monte Carlo passes per sky
 
 
 def predict(store: str, run_name: str, splits=("test",), epoch: int | None = None, device: str | None = None,
-            progress: bool | None = None, model=None, mc_samples: int | None = None) -> PredictReport:
+            progress: bool | None = None, model=None, mc_samples: int | None = None,
+            force_size: bool = False) -> PredictReport:
     """Write the run's predictions for the finished sims of ``splits`` (resumable per sim).
 
     ``mc_samples``: Monte Carlo passes with dropout on (Petroff's network only;
@@ -469,6 +469,9 @@ def predict(store: str, run_name: str, splits=("test",), epoch: int | None = Non
     report = PredictReport(run_name, epoch, [], 0, 0.0, mc_samples)
     if not todo:
         return report
+    from . import limits
+    nbytes, files = limits.prediction_bytes(store, len(todo), uncertainty=bool(bayesian))
+    limits.check_growth(store, f"predict {run_name}", nbytes, files, 0, force=force_size)
     t0 = time.perf_counter()
     if bayesian:       # runs trained before pred_sigma existed get it now (same configuration: no mismatch)
         cube.ensure_run(store, run_name, config.model, stored, cube.truth_beam(store), uncertainty=True)

@@ -1,0 +1,289 @@
+"""Reads that cannot be fooled: a finished unit whose chunk is missing or corrupted raises.
+
+Zarr reads a missing chunk (or shard) as its fill value, so a store whose finished sim lost a
+shard would read NaN as if it were data.  :class:`GuardedStore` wraps the store every cmbcube
+reader opens (``cmbcube.open`` / ``cube.open_dataset``, ``CubeDataset`` and the stages' input
+reads) and checks each chunk request of a product of a unit of work:
+
+- a chunk (shard) that is absent: if the unit's done-flag is set (``sim_done``, ``pred_done`` or
+  ``analysis_done``) the read raises :class:`DamagedUnitError` naming the product and the unit;
+  if the unit is not done the fill value is returned (NaN for maps: "not written yet");
+- a shard index (fetched by zarr anyway): a map that must exist (``cmb``; ``obs``, ``noise``,
+  ``components`` where ``has_field``) but is absent from the index raises, as does an index
+  failing its crc32c;
+- each chunk's bytes: crc32c checked here (zarr checks it again) so the error names the unit.
+
+The cost: the done-flag is read only when a chunk is absent; otherwise one crc32c over bytes
+already in memory per chunk (measured in benchmarks/loader.py).  Metadata is taken from the
+documents zarr fetches through the wrapper itself (no extra request); ``has_field`` comes from
+the recipe in the root attributes.
+"""
+from __future__ import annotations
+
+import json
+import struct
+
+import numpy as np
+from zarr.abc.store import RangeByteRequest, SuffixByteRequest
+from zarr.storage import WrapperStore
+
+from .recipe import SPLITS
+
+_EMPTY = 2 ** 64 - 1
+SIM_LEVEL = ("obs", "cmb", "components", "noise", "cosmo_params", "cl_theory")
+RUN_LEVEL = {"pred": "pred_done", "pred_sigma": "pred_done", "metrics": "analysis_done",
+             "spectra": "analysis_done"}
+OPTIONAL = ("pred_sigma",)              # written only by methods that give an uncertainty
+STAGE = {"sim_done": "cmbcube simulate", "pred_done": "cmbcube ilc / predict for the run",
+         "analysis_done": "cmbcube analyze"}
+
+
+class DamagedUnitError(ValueError):
+    """A unit of work is marked done but one of its chunks is missing or corrupted."""
+
+
+def _flag_of(name: str):
+    if name in SIM_LEVEL:
+        return "sim_done", 2
+    if name in RUN_LEVEL:
+        return RUN_LEVEL[name], 3
+    return None, 0
+
+
+class _Layout:
+    """What the guard needs to know of one product's storage."""
+
+    def __init__(self, name: str, meta: dict, has_field):
+        self.name = name
+        self.flag, self.nlead = _flag_of(name)
+        codecs = meta.get("codecs", [])
+        self.sharded = bool(codecs) and codecs[0].get("name") == "sharding_indexed"
+        self.required = None
+        if self.sharded:
+            conf = codecs[0]["configuration"]
+            inner = [c["name"] for c in conf["codecs"]]
+            index = [c["name"] for c in conf["index_codecs"]]
+            self.checksum = inner[-1] == "crc32c"
+            self.index_crc = index[-1] == "crc32c"
+            self.index_at_end = conf.get("index_location", "end") == "end"
+            shard = meta["chunk_grid"]["configuration"]["chunk_shape"]
+            self.grid = [s // c for s, c in zip(shard, conf["chunk_shape"])]
+            self.nchunks = int(np.prod(self.grid))
+            self.index_size = 16 * self.nchunks + (4 if self.index_crc else 0)
+            dims = list(meta.get("dimension_names") or [])
+            if name == "cmb":
+                self.required = np.ones(self.nchunks, dtype=bool)
+            elif name in ("obs", "noise", "components") and has_field is not None and \
+                    {"detector", "field"} <= set(dims):
+                grid = dict(zip(dims, self.grid))
+                if grid["detector"] == has_field.shape[0] and grid["field"] == has_field.shape[1]:
+                    req = np.ones(self.grid, dtype=bool)
+                    shape = [g if d in ("detector", "field") else 1 for d, g in zip(dims, self.grid)]
+                    hf = has_field if dims.index("detector") < dims.index("field") else has_field.T
+                    req &= hf.reshape(shape)
+                    self.required = req.reshape(-1)
+        else:
+            self.checksum = bool(codecs) and codecs[-1].get("name") == "crc32c"
+
+
+def _crc_ok(blob) -> bool:
+    import google_crc32c
+    if len(blob) < 4:
+        return False
+    return google_crc32c.value(blob[:-4]) == struct.unpack("<I", blob[-4:].tobytes())[0]
+
+
+def _as_bytes(buf):
+    return buf.as_numpy_array().reshape(-1).view(np.uint8) if buf is not None else None
+
+
+class GuardedStore(WrapperStore):
+    """A read-only store whose chunk reads refuse damaged finished units (see the module doc)."""
+
+    def __init__(self, store, label: str | None = None):
+        super().__init__(store)
+        self.label = label or str(store)
+        self._meta: dict = {}            # array name -> its metadata document
+        self._attrs: dict | None = None
+        self._layouts: dict = {}
+        self._flags: dict = {}           # flag name -> opened AsyncArray
+
+    def _with_store(self, store):
+        return type(self)(store, self.label)
+
+    def __getstate__(self):
+        return {"_store": self._store, "label": self.label}
+
+    def __setstate__(self, state):
+        self.__init__(state["_store"], state["label"])
+
+    def __str__(self):
+        return self.label
+
+    def __repr__(self):
+        return f"GuardedStore({self._store!r})"
+
+    # -- metadata, captured as zarr fetches it ----------------------------------------------------
+    def _capture(self, key: str, buf) -> None:
+        try:
+            doc = json.loads(bytes(_as_bytes(buf)))
+        except (ValueError, TypeError):
+            return
+        if key == "zarr.json":
+            self._attrs = doc.get("attributes", {})
+            consolidated = (doc.get("consolidated_metadata") or {}).get("metadata") or {}
+            for name, meta in consolidated.items():
+                if isinstance(meta, dict) and meta.get("node_type") == "array":
+                    self._meta[name] = meta
+        elif doc.get("node_type") == "array":
+            self._meta[key[: -len("/zarr.json")]] = doc
+        self._layouts.clear()
+
+    async def _layout(self, name: str):
+        layout = self._layouts.get(name)
+        if layout is None:
+            meta = self._meta.get(name)
+            if meta is None:                    # no consolidated metadata: fetch the array's own
+                buf = await self._store.get(f"{name}/zarr.json", _prototype())
+                if buf is None:
+                    return None
+                self._capture(f"{name}/zarr.json", buf)
+                meta = self._meta.get(name)
+                if meta is None:
+                    return None
+            layout = self._layouts[name] = _Layout(name, meta, self._has_field())
+        return layout
+
+    def _has_field(self):
+        """(detector, field) bool from the store's recipe (as the template computes it)."""
+        try:
+            from .recipe import from_store_attrs
+            recipe = from_store_attrs(self._attrs)
+            fields = recipe["fields"]
+            return np.array([[f in d.fields for f in fields] for d in recipe.detectors()])
+        except Exception:  # noqa: BLE001 - not a cmbcube store (or no attributes yet): no map check
+            return None
+
+    # -- done-flags, read only when something is missing ------------------------------------------
+    async def _flag(self, flag: str, unit: tuple) -> bool:
+        from zarr.api.asynchronous import open_array
+        arr = self._flags.get(flag)
+        if arr is None:
+            try:
+                arr = await open_array(store=self._store, path=flag, mode="r", zarr_format=3)
+            except Exception:  # noqa: BLE001 - no such flag array: nothing of that level is done
+                return False
+            self._flags[flag] = arr          # opened once; its values are read afresh every time
+        if any(i >= s for i, s in zip(unit, arr.shape)):
+            return False
+        return int(np.asarray(await arr.getitem(tuple(unit)))) == 1
+
+    async def _describe(self, layout: _Layout, unit: tuple) -> str:
+        if layout.nlead == 2:
+            return f"{layout.name} of {SPLITS[unit[0]]} sim {unit[1]}"
+        run = str(unit[0])
+        try:
+            from zarr.api.asynchronous import open_array
+            arr = await open_array(store=self._store, path="run", mode="r", zarr_format=3)
+            run = repr(str(np.asarray(await arr.getitem((unit[0],)))))
+        except Exception:  # noqa: BLE001 - keep the index
+            pass
+        return f"{layout.name} of run {run}, {SPLITS[unit[1]]} sim {unit[2]}"
+
+    def _hint(self, layout: _Layout) -> str:
+        return (f"run `cmbcube verify {self.label} --clear` to clear its done-flag, then rerun "
+                f"{STAGE.get(layout.flag, 'the stage that wrote it')} to rebuild it")
+
+    async def _damaged(self, layout, unit, key, problem):
+        what = await self._describe(layout, unit)
+        return DamagedUnitError(f"{self.label}: {what} {problem} (chunk {key}); the store is damaged: "
+                                + self._hint(layout))
+
+    # -- the reads ---------------------------------------------------------------------------------
+    async def get(self, key, prototype, byte_range=None):
+        buf = await self._store.get(key, prototype, byte_range)
+        parts = key.split("/")
+        if parts[-1] == "zarr.json":
+            if buf is not None:
+                self._capture(key, buf)
+            return buf
+        if len(parts) < 3 or parts[1] != "c":
+            return buf
+        flag, nlead = _flag_of(parts[0])
+        if flag is None:
+            return buf
+        layout = await self._layout(parts[0])
+        if layout is None:
+            return buf
+        try:
+            coords = tuple(int(p) for p in parts[2:])
+        except ValueError:
+            return buf
+        unit = coords[:nlead]
+        if buf is None:
+            if layout.name in OPTIONAL or not await self._flag(flag, unit):
+                return None                 # not written yet: the fill value, as documented
+            buf = await self._store.get(key, prototype, byte_range)     # written meanwhile?
+            if buf is None:
+                raise await self._damaged(layout, unit, key, f"is marked done ({flag}) but its chunk is missing")
+        blob = _as_bytes(buf)
+        problem = self._check(layout, blob, byte_range)
+        if problem:
+            raise await self._damaged(layout, unit, key, problem)
+        return buf
+
+    def _check(self, layout: _Layout, blob, byte_range) -> str | None:
+        if not layout.sharded:
+            if layout.checksum and not _crc_ok(blob):
+                return "fails its checksum (corrupted)"
+            return None
+        if isinstance(byte_range, RangeByteRequest):
+            if byte_range.end - byte_range.start != len(blob):
+                return "is cut short (truncated shard)"
+            if layout.checksum and layout.index_at_end and not _crc_ok(blob):
+                return "fails its checksum (corrupted)"
+            return None
+        if isinstance(byte_range, SuffixByteRequest) and layout.index_at_end:
+            if len(blob) != layout.index_size:
+                return "has a shard shorter than its index (truncated)"
+            return self._check_index(layout, blob)
+        if byte_range is None and layout.index_at_end:
+            if len(blob) < layout.index_size:
+                return "has a shard shorter than its index (truncated)"
+            index = blob[len(blob) - layout.index_size:]
+            problem = self._check_index(layout, index)
+            if problem:
+                return problem
+            table = np.frombuffer(index[:16 * layout.nchunks], dtype="<u8").reshape(-1, 2)
+            data_end = len(blob) - layout.index_size
+            for k, (offset, nbytes) in enumerate(table.tolist()):
+                if offset == _EMPTY:
+                    continue
+                if offset + nbytes > data_end:
+                    return "has a map pointing outside its shard (truncated)"
+                if layout.checksum and not _crc_ok(blob[offset:offset + nbytes]):
+                    return f"fails its checksum (corrupted; inner chunk {k})"
+        return None
+
+    def _check_index(self, layout: _Layout, index) -> str | None:
+        if layout.index_crc and not _crc_ok(index):
+            return "has a shard index failing its checksum (corrupted)"
+        if layout.required is None:
+            return None
+        table = np.frombuffer(index[:16 * layout.nchunks], dtype="<u8").reshape(-1, 2)
+        missing = np.nonzero((table[:, 0] == _EMPTY) & layout.required)[0]
+        if missing.size:
+            return f"lacks {missing.size} map(s) that must exist (inner chunk {int(missing[0])} first)"
+        return None
+
+    async def get_partial_values(self, prototype, key_ranges):
+        return [await self.get(key, prototype, byte_range) for key, byte_range in key_ranges]
+
+    async def _get_many(self, requests):
+        for key, prototype, byte_range in requests:
+            yield key, await self.get(key, prototype, byte_range)
+
+
+def _prototype():
+    from zarr.core.buffer import default_buffer_prototype
+    return default_buffer_prototype()
