@@ -154,6 +154,17 @@ class GuardedStore(WrapperStore):
             layout = self._layouts[name] = _Layout(name, meta, self._has_field())
         return layout
 
+    def _optional(self) -> tuple:
+        """Products whose chunk may be absent for a finished unit: OPTIONAL, and cosmo_params of a
+        store without a CMB (all NaN, the fill value, which zarr does not write)."""
+        try:
+            from .recipe import from_store_attrs
+            if not from_store_attrs(self._attrs)["cmb"]["enabled"]:
+                return OPTIONAL + ("cosmo_params",)
+        except Exception:  # noqa: BLE001 - not a cmbcube store (or no attributes yet)
+            pass
+        return OPTIONAL
+
     def _has_field(self):
         """(detector, field) bool from the store's recipe (as the template computes it)."""
         try:
@@ -221,7 +232,7 @@ class GuardedStore(WrapperStore):
             return buf
         unit = coords[:nlead]
         if buf is None:
-            if layout.name in OPTIONAL or not await self._flag(flag, unit):
+            if layout.name in self._optional() or not await self._flag(flag, unit):
                 return None                 # not written yet: the fill value, as documented
             buf = await self._store.get(key, prototype, byte_range)     # written meanwhile?
             if buf is None:
