@@ -209,8 +209,12 @@ class NamasterSpectra:
     BE, BB with B purified) are computed once, then per pair of maps only their beams and pixel
     window are swapped in (``update_beams``: re-binning and inverting, not recoupling).
 
-    Bandpowers: flat-C_ell bins of BIN_WIDTH from ell 2 up to 3 nside - 1 (so that the inversion sees
-    every multipole the maps hold); the first ``nbins`` (up to 2 nside) are returned.
+    Bandpowers: bins of BIN_WIDTH from ell 2 up to 3 nside - 1 (so that the inversion sees every
+    multipole the maps hold); the first ``nbins`` (up to 2 nside) are returned.  The inversion assumes
+    D_ell = ell (ell + 1) C_ell / 2 pi flat within a bin (far closer to the truth at low ell than a flat
+    C_ell: with flat-C_ell bins the ell 12-21 EE bandpower's expectation is -1.7x the bin's mean C_ell),
+    and each D_ell bandpower is returned as a C_ell, times the bin mean of 2 pi / (ell (ell + 1)): the
+    bin-mean C_ell if D_ell is flat across it.  Exact expectation: ``windows() @ C_ell``.
     """
 
     def __init__(self, nside: int, apod_nest: np.ndarray, mask_nest: np.ndarray, nbins: int):
@@ -223,7 +227,11 @@ class NamasterSpectra:
         self.weight = np.zeros(12 * nside * nside)
         self.weight[self.n2r] = apod_nest
         ini = np.arange(2, self.lmax + 1, BIN_WIDTH)
-        self.bins = nmt.NmtBin.from_edges(ini, np.minimum(ini + BIN_WIDTH, self.lmax + 1))
+        end = np.minimum(ini + BIN_WIDTH, self.lmax + 1)
+        self.bins = nmt.NmtBin.from_edges(ini, end, is_Dell=True)
+        ell = np.arange(self.lmax + 1)
+        self.d_to_c = np.array([np.mean(2 * np.pi / (ell[lo:hi] * (ell[lo:hi] + 1.0)))
+                                for lo, hi in zip(ini[:nbins], end[:nbins])])
         f0 = nmt.NmtField(self.weight, None, spin=0, lmax=self.lmax)
         f2 = nmt.NmtField(self.weight, None, spin=2, purify_b=True, lmax=self.lmax)
         self.w00 = nmt.NmtWorkspace.from_fields(f0, f0, self.bins)
@@ -258,7 +266,7 @@ class NamasterSpectra:
 
         def decoupled(wsp, f1, f2, b1, b2):
             wsp.update_beams(np.ascontiguousarray(b1), np.ascontiguousarray(b2))
-            return wsp.decouple_cell(nmt.compute_coupled_cell(f1, f2))[:, : self.nbins]
+            return wsp.decouple_cell(nmt.compute_coupled_cell(f1, f2))[:, : self.nbins] * self.d_to_c
 
         if "T" in fa and "T" in fb:
             out[0] = decoupled(self.w00, fa["T"], fb["T"], ba[0], bb[0])[0]
@@ -268,6 +276,27 @@ class NamasterSpectra:
         if "T" in fa and "P" in fb:
             out[3] = decoupled(self.w02, fa["T"], fb["P"], ba[0], bb[1])[0]  # TE, TB
         return out
+
+
+    def windows(self) -> np.ndarray:
+        """(4, nbins, 4, lmax + 1) bandpower windows W (unit beams): the expectation of spectrum s in bin b is
+        sum over s', ell of W[s, b, s', ell] C_s'(ell), for s, s' in TT, EE, BB, TE (EE <-> BB: leakage)."""
+        one = np.ones(self.lmax + 1)
+        for wsp in (self.w00, self.w02, self.w22):
+            wsp.update_beams(one, one)
+        w00, w02, w22 = (w.get_bandpower_windows()[:, : self.nbins] for w in (self.w00, self.w02, self.w22))
+        out = np.zeros((4, self.nbins, 4, self.lmax + 1))
+        out[0, :, 0] = w00[0, :, 0]
+        out[1, :, 1], out[1, :, 2] = w22[0, :, 0], w22[0, :, 3]        # EE <- EE, BB
+        out[2, :, 1], out[2, :, 2] = w22[3, :, 0], w22[3, :, 3]        # BB <- EE, BB
+        out[3, :, 3] = w02[0, :, 0]
+        return out * self.d_to_c[None, :, None, None]
+
+    def expected(self, cls: np.ndarray) -> np.ndarray:
+        """(4, nbins) expectation of the bandpowers for (4, >= lmax + 1) spectra TT, EE, BB, TE."""
+        if getattr(self, "_windows", None) is None:
+            self._windows = self.windows()
+        return np.einsum("sbtl,tl->sb", self._windows, np.asarray(cls)[:, : self.lmax + 1])
 
 
 _NAMASTER_CACHE: dict = {}
@@ -402,6 +431,25 @@ def _ensure_arrays(store: str, nbins: int, estimator: str = "namaster") -> None:
     cube.consolidate(store)
 
 
+def _store_windows(store: str, nside: int) -> None:
+    """Driver-side: NaMaster's bandpower windows for the store's mask (``spectra_window``), once per mask."""
+    import zarr
+    group = zarr.open_group(store, mode="r")
+    apod = np.asarray(group["mask_apodized"][...], dtype=np.float64)
+    mask = np.asarray(group["mask"][...]) > 0
+    source = dict(group["mask"].attrs)
+    if "spectra_window" in set(group.array_keys()) and group["spectra_window"].attrs.get("mask") == source:
+        return
+    nbins = len(ell_bins(nside)) - 1
+    windows = namaster_for(nside, apod, mask, nbins).windows()
+    cube.create_array(store, "spectra_window", windows.shape, ("spectrum", "ell_bin", "spectrum_in", "ell"),
+                      dtype="f8", fill_value=np.nan, overwrite=True,
+                      attrs={"long_name": "NaMaster bandpower windows (unit beams): expectation of spectra[..., s, b] "
+                                          "= sum over spectrum_in s', ell of W[s, b, s', ell] C_s'(ell); spectrum_in "
+                                          "in the order of spectrum (TT, EE, BB, TE)", "mask": source})[...] = windows
+    cube.consolidate(store)
+
+
 def _upgrade_metrics(store: str, old: list) -> None:
     """A store analysed with an older metric list: extend it in place when the old list is a prefix of
     METRICS (new metrics read NaN for pairs analysed before), else drop the old metrics and analysis flags."""
@@ -471,9 +519,12 @@ def analyse_one(store: str, run: int, split: str, sim: int, estimator: str = "na
         spectra[2] = pseudo_spectra(resid, resid, fields_ok, apod, beam_pred, beam_pred, nside, pw, bins)
         spectra[3] = pseudo_spectra(pred, truth, fields_ok, apod, beam_pred, beam_truth, nside, pw, bins)
     theory = np.asarray(group["cl_theory"][isplit, sim], dtype=np.float64)
+    # the theory as each estimator sees it: NaMaster's bandpower windows, or the bin mean
+    expected = nm.expected(theory) if estimator == "namaster" else None
     for f in fields_ok:
         k = {"I": 0, "Q": 1, "U": 2}[f]
-        ref_theory = np.array([theory[k, lo:hi].mean() for lo, hi in zip(bins[:-1], bins[1:])])
+        ref_theory = expected[k] if expected is not None else \
+            np.array([theory[k, lo:hi].mean() for lo, hi in zip(bins[:-1], bins[1:])])
         for name, ref in (("cl_err_truth", spectra[0, k]), ("cl_err_theory", ref_theory)):
             good = np.isfinite(ref) & (ref > 0) & np.isfinite(spectra[1, k])
             value = float(np.mean(np.abs(spectra[1, k][good] - ref[good]) / ref[good])) if good.any() else np.nan
@@ -522,6 +573,8 @@ def run(store: str, runs="all", splits=("test",), f_sky: float = 0.8, mask_file:
     build_masks(store, f_sky, mask_file)
     nside = int(group.attrs["nside"])
     _ensure_arrays(store, len(ell_bins(nside)) - 1, estimator)
+    if estimator == "namaster":
+        _store_windows(store, nside)
     group = zarr.open_group(store, mode="r")
     pred_done = np.asarray(group["pred_done"][...]) == 1
     done = np.asarray(group["analysis_done"][...]) == 1
