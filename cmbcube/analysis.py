@@ -359,8 +359,9 @@ def build_masks(store: str, f_sky: float, mask_file: str | None = None) -> None:
     existing = group["mask"].attrs.asdict() if "mask" in set(group.array_keys()) else None
     source = mask_file or f"foreground f_sky={f_sky}"
     scale = apodization_arcmin(nside)
-    if existing and existing.get("source") == source and existing.get("apodization") == APODIZATION \
-            and existing.get("apodization_arcmin") == scale:
+    if existing and existing.get("source") == source and (
+            (existing.get("apodization") == APODIZATION and existing.get("apodization_arcmin") == scale)
+            or stored_estimator(group) is not None):     # analysed sims keep the taper they were analysed on
         return
     if mask_file:
         m = hp.read_map(mask_file, nest=True)

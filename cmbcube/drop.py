@@ -37,8 +37,8 @@ ARRAYS = {
     "components": ("components", "component"),
     "noise": ("noise",),
     "stats": ("stats_obs", "stats_cmb", "stat"),
-    "analysis": ("metrics", "spectra", "analysis_done", "mask", "mask_apodized", "beam_fwhm", "metric", "kind",
-                 "ell_bin"),
+    "analysis": ("metrics", "spectra", "analysis_done", "mask", "mask_apodized", "spectra_window", "beam_fwhm",
+                 "metric", "kind", "ell_bin"),
 }
 PRED_ARRAYS = ("pred", "pred_sigma", "pred_done")
 ANALYSIS_RUN_ARRAYS = ("metrics", "spectra", "analysis_done")
