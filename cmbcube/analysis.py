@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 import time
 
 import numpy as np
@@ -217,7 +218,8 @@ class NamasterSpectra:
     bin-mean C_ell if D_ell is flat across it.  Exact expectation: ``windows() @ C_ell``.
     """
 
-    def __init__(self, nside: int, apod_nest: np.ndarray, mask_nest: np.ndarray, nbins: int):
+    def __init__(self, nside: int, apod_nest: np.ndarray, mask_nest: np.ndarray, nbins: int,
+                 cache_dir: str | None = None):
         import healpy as hp
         nmt = require_namaster()
         self.nmt, self.nside, self.nbins = nmt, nside, nbins
@@ -232,11 +234,24 @@ class NamasterSpectra:
         ell = np.arange(self.lmax + 1)
         self.d_to_c = np.array([np.mean(2 * np.pi / (ell[lo:hi] * (ell[lo:hi] + 1.0)))
                                 for lo, hi in zip(ini[:nbins], end[:nbins])])
+        # the coupling matrices cost ~lmax^3 (11 s at nside 128 on one core, minutes at 512): computed once
+        # per mask and shared through files (cache_dir) by the driver and every worker
+        names = ("w00", "w02", "w22")
+        paths = [os.path.join(cache_dir, f"{n}.fits") for n in names] if cache_dir else []
+        if paths and all(os.path.exists(p) for p in paths):
+            self.w00, self.w02, self.w22 = (nmt.NmtWorkspace.from_file(p) for p in paths)
+            return
         f0 = nmt.NmtField(self.weight, None, spin=0, lmax=self.lmax)
         f2 = nmt.NmtField(self.weight, None, spin=2, purify_b=True, lmax=self.lmax)
         self.w00 = nmt.NmtWorkspace.from_fields(f0, f0, self.bins)
         self.w02 = nmt.NmtWorkspace.from_fields(f0, f2, self.bins)
         self.w22 = nmt.NmtWorkspace.from_fields(f2, f2, self.bins)
+        if paths:
+            os.makedirs(cache_dir, exist_ok=True)
+            for wsp, path in zip((self.w00, self.w02, self.w22), paths):
+                tmp = f"{path}.{os.getpid()}.tmp.fits"
+                wsp.write_to(tmp)
+                os.replace(tmp, path)            # readers see whole files only
 
     def fields(self, maps_nest: np.ndarray, fields: list) -> dict:
         """{'T': spin-0 field, 'P': purified spin-2 field} of (field, pixel) NESTED maps (I, or I, Q, U)."""
@@ -302,14 +317,21 @@ class NamasterSpectra:
 _NAMASTER_CACHE: dict = {}
 
 
-def namaster_for(nside: int, apod_nest: np.ndarray, mask_nest: np.ndarray, nbins: int) -> NamasterSpectra:
-    """One NamasterSpectra per (mask, nside) and process: workers reuse the coupling matrices across sims."""
+def namaster_for(nside: int, apod_nest: np.ndarray, mask_nest: np.ndarray, nbins: int,
+                 store: str | None = None) -> NamasterSpectra:
+    """One NamasterSpectra per (mask, nside) and process: workers reuse the coupling matrices across sims,
+    and, for a store on a local disk, share them through ``<store>.namaster/<key>/`` (computed once)."""
     import hashlib
-    key = (nside, nbins, hashlib.sha1(np.ascontiguousarray(apod_nest, dtype=np.float64).tobytes()).hexdigest(),
-           hashlib.sha1(np.ascontiguousarray(mask_nest, dtype=bool).tobytes()).hexdigest())
+    digest = hashlib.sha1()
+    for part in (np.ascontiguousarray(apod_nest, dtype=np.float64), np.ascontiguousarray(mask_nest, dtype=bool)):
+        digest.update(part.tobytes())
+    nmt = require_namaster()
+    digest.update(f"{nside} {nbins} {BIN_WIDTH} Dell purify_b {getattr(nmt, '__version__', '')}".encode())
+    key = digest.hexdigest()[:16]
     if key not in _NAMASTER_CACHE:
         _NAMASTER_CACHE.clear()
-        _NAMASTER_CACHE[key] = NamasterSpectra(nside, apod_nest, mask_nest, nbins)
+        cache = os.path.join(str(store).rstrip("/") + ".namaster", key) if store and os.path.isdir(store) else None
+        _NAMASTER_CACHE[key] = NamasterSpectra(nside, apod_nest, mask_nest, nbins, cache)
     return _NAMASTER_CACHE[key]
 
 
@@ -442,7 +464,7 @@ def _store_windows(store: str, nside: int) -> None:
     if "spectra_window" in set(group.array_keys()) and group["spectra_window"].attrs.get("mask") == source:
         return
     nbins = len(ell_bins(nside)) - 1
-    windows = namaster_for(nside, apod, mask, nbins).windows()
+    windows = namaster_for(nside, apod, mask, nbins, store).windows()     # also writes the shared matrices
     cube.create_array(store, "spectra_window", windows.shape, ("spectrum", "ell_bin", "spectrum_in", "ell"),
                       dtype="f8", fill_value=np.nan, overwrite=True,
                       attrs={"long_name": "NaMaster bandpower windows (unit beams): expectation of spectra[..., s, b] "
@@ -508,7 +530,7 @@ def analyse_one(store: str, run: int, split: str, sim: int, estimator: str = "na
     spectra = np.full((len(KINDS), len(SPECTRA), len(bins) - 1), np.nan)
     resid = pred - to_beam(truth, fields_ok, beam_truth, beam_pred, nside)
     if estimator == "namaster":
-        nm = namaster_for(nside, apod, mask, len(bins) - 1)
+        nm = namaster_for(nside, apod, mask, len(bins) - 1, store)
         ft, fp, fr = (nm.fields(m, fields_ok) for m in (truth, pred, resid))
         spectra[0] = nm.spectra(ft, ft, beam_truth, beam_truth, pw)
         spectra[1] = nm.spectra(fp, fp, beam_pred, beam_pred, pw)

@@ -181,6 +181,10 @@ def _drop(store: str, product: str, run: str | None, force: bool) -> DropReport:
         if product == "stats":
             report.notes.append("runs trained with a normalising transform need cmbcube preprocess again "
                                 "before cmbcube predict")
+        nmt_cache = Path(str(store).rstrip("/") + ".namaster")
+        if product == "analysis" and nmt_cache.is_dir():       # NaMaster coupling matrices of the masks
+            shutil.rmtree(nmt_cache)
+            report.removed.append(f"its NaMaster coupling matrices {nmt_cache}")
         if product in ("obs", "cmb"):
             report.notes.append(f"cmbcube simulate will refuse to add sims to this store ({product} is gone)")
     report.bytes_after = _size(Path(store)) + _size(runs_dir)

@@ -109,3 +109,18 @@ def test_missing_namaster_is_refused_with_how_to_install(monkeypatch, tmp_path):
         analysis.run(str(tmp_path / "absent.zarr"))
     with pytest.raises(ValueError, match="allowed: namaster, pseudo-fast"):
         analysis.run(str(tmp_path / "absent.zarr"), estimator="master")
+
+
+def test_coupling_matrices_are_shared_through_files(tmp_path):
+    nside = 16
+    theta, _ = hp.pix2ang(nside, np.arange(12 * nside ** 2), nest=True)
+    mask = np.abs(90 - np.degrees(theta)) > 20
+    apod = analysis.apodize(mask, analysis.apodization_arcmin(nside))
+    nbins = len(analysis.ell_bins(nside)) - 1
+    first = analysis.NamasterSpectra(nside, apod, mask, nbins, str(tmp_path / "c"))
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["w00.fits", "w02.fits", "w22.fits"]
+    again = analysis.NamasterSpectra(nside, apod, mask, nbins, str(tmp_path / "c"))     # read, not computed
+    maps = np.random.default_rng(2).standard_normal((3, 12 * nside ** 2))
+    a, b = (nm.spectra(*[nm.fields(maps, list("IQU"))] * 2, 30.0, 30.0, True) for nm in (first, again))
+    assert np.allclose(a, b, rtol=1e-10, atol=0)
+    assert np.allclose(first.windows(), again.windows(), rtol=1e-10, atol=1e-14)
