@@ -294,7 +294,11 @@ class Recipe:
 
     @property
     def hashed(self) -> dict:
-        return {k: v for k, v in self.data.items() if k not in NOT_HASHED}
+        out = {k: v for k, v in self.data.items() if k not in NOT_HASHED}
+        if out.get("instrument", {}).get("bandpass", "delta") == "delta":
+            # delta bandpasses were the only kind before instrument.bandpass existed: the same hash as then
+            out["instrument"] = {k: v for k, v in out["instrument"].items() if k != "bandpass"}
+        return out
 
     @property
     def hash(self) -> str:

@@ -74,3 +74,16 @@ def test_recipe_bandpass_field():
     assert validate({**base, "instrument": {"bandpass": "delta"}}).detectors()[0].bandpass == "delta"
     with pytest.raises(RecipeError, match="bandpass.*tophat.*delta"):
         validate({**base, "instrument": {"bandpass": "gaussian"}})
+
+
+def test_stores_from_before_the_field_keep_their_hash_and_delta():
+    import json
+
+    from cmbcube.recipe import from_store_attrs
+    base = {"name": "b", "nside": 16, "splits": {"train": 1, "valid": 0, "test": 0}, "detectors": [857]}
+    delta = validate({**base, "instrument": {"bandpass": "delta"}})
+    old = json.loads(json.dumps(delta.data))
+    del old["instrument"]["bandpass"]                    # a recipe recorded before instrument.bandpass
+    legacy = from_store_attrs({"recipe_normalized": json.dumps(old)})
+    assert legacy.hash == delta.hash != validate(base).hash
+    assert legacy.detectors()[0].bandpass == "delta"
