@@ -360,7 +360,8 @@ def main(argv=None) -> int:
         fast["rate"] = fast["n"] / fast["seconds"]
         fast["steady"] = steady_rate(fast["done_at"], 1)
         results["cube, in-process, pseudo-fast"] = fast
-        log(f"  cube, in-process, pseudo-fast: {fast['seconds']:.2f} s, {fast['rate']:.3f} sims/s; load {load_average()}")
+        log(f"  cube, in-process, pseudo-fast: {fast['seconds']:.2f} s, {fast['rate']:.3f} sims/s; "
+            f"load {load_average()}")
         cost = spectra_cost(nside, nsims)
         log(f"  spectra of one (run, sim), I/Q/U at nside {nside}: NaMaster {cost['namaster_s_per_sim']:.3f} s, "
             f"pseudo-fast {cost['pseudo_fast_s_per_sim']:.3f} s (ratio {cost['ratio']:.1f}); NaMaster coupling "

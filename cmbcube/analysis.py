@@ -292,7 +292,6 @@ class NamasterSpectra:
             out[3] = decoupled(self.w02, fa["T"], fb["P"], ba[0], bb[1])[0]  # TE, TB
         return out
 
-
     def windows(self) -> np.ndarray:
         """(4, nbins, 4, lmax + 1) bandpower windows W (unit beams): the expectation of spectrum s in bin b is
         sum over s', ell of W[s, b, s', ell] C_s'(ell), for s, s' in TT, EE, BB, TE (EE <-> BB: leakage)."""
