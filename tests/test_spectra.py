@@ -124,3 +124,32 @@ def test_coupling_matrices_are_shared_through_files(tmp_path):
     a, b = (nm.spectra(*[nm.fields(maps, list("IQU"))] * 2, 30.0, 30.0, True) for nm in (first, again))
     assert np.allclose(a, b, rtol=1e-10, atol=0)
     assert np.allclose(first.windows(), again.windows(), rtol=1e-10, atol=1e-14)
+
+
+def test_one_estimator_per_store_and_recorded(tmp_path, tiny_store):
+    import shutil
+
+    import zarr
+
+    from cmbcube import ilc
+    from conftest import zarr_files
+    path = str(tmp_path / "s.zarr")
+    shutil.copytree(tiny_store, path)
+    ilc.run(path, ilc.ILCConfig(method="hilc"), splits=("test",), scheduler="synchronous")
+    rep = analysis.run(path, scheduler="synchronous", estimator="pseudo-fast", progress=False)
+    assert rep.written and not rep.failed
+    attrs = zarr.open_group(path, mode="r")["spectra"].attrs
+    assert attrs["estimator"] == "pseudo-fast" and attrs["purify_b"] is False
+    before = zarr_files(path)
+    with pytest.raises(ValueError, match="pseudo-fast estimator.*drop"):
+        analysis.run(path, scheduler="synchronous", progress=False)          # namaster: refused, store untouched
+    assert zarr_files(path) == before
+    from cmbcube.drop import drop
+    drop(path, "analysis")
+    rep = analysis.run(path, scheduler="synchronous", progress=False)
+    group = zarr.open_group(path, mode="r")
+    assert rep.written and group["spectra"].attrs["estimator"] == "namaster"
+    assert group["spectra_window"].shape[:2] == (4, group["ell_bin"].shape[0])
+    assert group["mask_apodized"].attrs["apodization"] == "C2"
+    assert (tmp_path / "s.zarr.namaster").is_dir()
+    assert np.isfinite(np.asarray(group["spectra"][0, 2, 0, 0, 0])).all()      # truth TT of sim 0
