@@ -4,6 +4,7 @@ Run from the repository root::
 
     python benchmarks/analysis.py --quick      # 4 sims at nside 32 (< 2 min on 2 cores)
     python benchmarks/analysis.py              # 8 sims at nside 64
+    python benchmarks/analysis.py --spectra-only 32,64,128   # NaMaster vs pseudo-fast spectra only
 
 Every figure comes from one run of this script, side by side on one machine;
 the load average is printed with each measurement (the machine may be shared).
@@ -321,7 +322,20 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="4 sims at nside 32")
     parser.add_argument("--nside", type=int, help="override the nside (default 64; 32 with --quick)")
     parser.add_argument("--sims", type=int, help="number of test sims (default 8; 4 with --quick)")
+    parser.add_argument("--spectra-only", metavar="NSIDES",
+                        help="only NaMaster vs pseudo-fast on I/Q/U maps at these nsides (comma-separated), "
+                             "e.g. 32,64,128")
     args = parser.parse_args(argv)
+    if args.spectra_only:
+        out = {}
+        for n in (int(x) for x in args.spectra_only.split(",")):
+            cost = spectra_cost(n, args.sims or 3)
+            log(f"nside {n}: NaMaster {cost['namaster_s_per_sim']:.3f} s, pseudo-fast "
+                f"{cost['pseudo_fast_s_per_sim']:.3f} s per (run, sim), ratio {cost['ratio']:.2f}; coupling "
+                f"matrices {cost['namaster_setup_s']:.2f} s; load {load_average()}")
+            out[n] = {k: round(v, 4) for k, v in cost.items()}
+        print(json.dumps(out))
+        return 0
     nside = args.nside or (32 if args.quick else 64)
     nsims = args.sims or (4 if args.quick else 8)
     log(f"analysis benchmark: {nsims} sims at nside {nside}, {os.cpu_count()} cores; load average {load_average()}")
