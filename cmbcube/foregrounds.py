@@ -387,11 +387,14 @@ def emission(model, freq_ghz, ncomp: int = 3, scale: float = 1.0, dtype=np.float
                 term = emission(model, float(nu), ncomp, scale * float(w), np.float64)
                 out = term if out is None else out + term
             return out.astype(dtype, copy=False)
-        factors = None
-        for nu, w in zip(freqs, weights):          # running sums: two SED-sized arrays at most
+        acc_i = acc_p = None                        # running sums: two SED-sized arrays at most
+        for nu, w in zip(freqs, weights):
             f_i, f_p = sed_factors(model, float(nu))
-            factors = (float(w) * f_i, float(w) * f_p) if factors is None else \
-                (factors[0] + float(w) * f_i, factors[1] + float(w) * f_p)
+            same = f_p is f_i                       # one SED for I and P (the usual case): one sum
+            acc_i = float(w) * f_i if acc_i is None else acc_i + float(w) * f_i
+            if not same:
+                acc_p = float(w) * f_p if acc_p is None else acc_p + float(w) * f_p
+        factors = (acc_i, acc_i if acc_p is None else acc_p)
     else:
         factors = sed_factors(model, float(freqs[0]))
     if factors is None:
