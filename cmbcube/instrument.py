@@ -10,8 +10,8 @@ nominal design widths, with pysm3's conventions (weights flat in power, Jy/sr;
 emission integrated in power and expressed back in uK_RJ; conversions as
 ``pysm3.bandpass_unit_conversion``).  ``delta`` evaluates everything at the
 centre frequency, as CMB-ML does: 51.4 / 1.264 MJy/sr per K_CMB at 545 / 857 GHz
-where Planck's band-averaged coefficients are 58.04 / 2.268 (top-hat: 58.30 /
-2.074; tests compare all six HFI coefficients with the published ones).
+where Planck's band-averaged coefficients are 58.04 / 2.268 (top-hat: 58.44 /
+2.094; tests compare all six HFI coefficients with the published ones).
 """
 from __future__ import annotations
 
