@@ -327,11 +327,11 @@ def namaster_for(nside: int, apod_nest: np.ndarray, mask_nest: np.ndarray, nbins
     nmt = require_namaster()
     digest.update(f"{nside} {nbins} {BIN_WIDTH} Dell purify_b {getattr(nmt, '__version__', '')}".encode())
     key = digest.hexdigest()[:16]
-    if key not in _NAMASTER_CACHE:
+    cache = os.path.join(str(store).rstrip("/") + ".namaster", key) if store and os.path.isdir(store) else None
+    if (key, cache) not in _NAMASTER_CACHE:
         _NAMASTER_CACHE.clear()
-        cache = os.path.join(str(store).rstrip("/") + ".namaster", key) if store and os.path.isdir(store) else None
-        _NAMASTER_CACHE[key] = NamasterSpectra(nside, apod_nest, mask_nest, nbins, cache)
-    return _NAMASTER_CACHE[key]
+        _NAMASTER_CACHE[(key, cache)] = NamasterSpectra(nside, apod_nest, mask_nest, nbins, cache)
+    return _NAMASTER_CACHE[(key, cache)]
 
 
 def spectra_attrs(estimator: str, nside: int) -> dict:
