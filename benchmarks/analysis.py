@@ -239,7 +239,14 @@ def run_baseline(root: Path, sims: list, store: str) -> dict:
     with PeakRSS() as peak:
         proc = ctx.Process(target=serial_fits, args=(str(root), sims, nside, beam_truth, beam_pred, pw, queue))
         proc.start()
-        result = queue.get(timeout=3600)
+        import queue as queue_mod
+        while True:                 # a child that dies (an exception) must not leave us waiting for an hour
+            try:
+                result = queue.get(timeout=5)
+                break
+            except queue_mod.Empty:
+                if not proc.is_alive():
+                    raise RuntimeError(f"the serial FITS baseline died (exit {proc.exitcode}); see stderr") from None
         proc.join()
     result["peak"] = peak.mb()
     return result
