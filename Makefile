@@ -3,12 +3,15 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: quickstart test benchmark clean
+.PHONY: quickstart test benchmark clean pymaster
 
 $(BIN)/cmbcube: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	# torch first, pinned to the CPU build on this machine's disk: an unpinned torch pulls a multi-GB CUDA build
 	$(BIN)/pip install -q torch==2.13.0
+	# NaMaster (the analysis' default spectrum estimator): sdist only, compiled against GSL/FFTW/CFITSIO/
+	# chealpix; the script installs those with apt-get when missing and builds it offline-safe
+	bash tools/install_pymaster.sh $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@
 
@@ -20,6 +23,9 @@ test: $(BIN)/cmbcube
 
 benchmark: $(BIN)/cmbcube
 	$(BIN)/python benchmarks/simulate.py --quick
+
+pymaster:
+	bash tools/install_pymaster.sh $(BIN)/python
 
 clean:
 	rm -rf quickstart.zarr quickstart.zarr.runs quickstart.report .pytest_cache

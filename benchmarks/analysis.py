@@ -4,6 +4,7 @@ Run from the repository root::
 
     python benchmarks/analysis.py --quick      # 4 sims at nside 32 (< 2 min on 2 cores)
     python benchmarks/analysis.py              # 8 sims at nside 64
+    python benchmarks/analysis.py --spectra-only 32,64,128   # NaMaster vs pseudo-fast spectra only
 
 Every figure comes from one run of this script, side by side on one machine;
 the load average is printed with each measurement (the machine may be shared).
@@ -39,9 +40,16 @@ What is timed
   (0, 20.6', 60') ``analysis.to_beam`` both maps, remove monopole and dipole
   (``analysis.remove_monopole_dipole``) on the mask, ``analysis.pixel_metrics``
   on the unmasked pixels; then the four binned spectra (truth, prediction,
-  residual, cross) with ``analysis.pseudo_spectra``; results saved per sim to
-  an ``.npz``.  "steady" = (N - 1) / (t_N - t_1).
+  residual, cross) with NaMaster as the stage does (``analysis.namaster_for``:
+  coupling matrices once, then ``fields`` / ``spectra`` per sim); results saved
+  per sim to an ``.npz``.  "steady" = (N - 1) / (t_N - t_1).
   Its metrics are compared with those the stage wrote into the cube.
+* estimators side by side: the in-process stage again with
+  ``estimator="pseudo-fast"`` (its own copy of the store), and, on I/Q/U maps at
+  the same nside (the store holds I only), the four spectra of one (run, sim)
+  with NaMaster (fields + purified B + decoupling) and with the naive pseudo-C_l,
+  per sim, the NaMaster coupling matrices (once per worker) timed apart;
+  ratio = NaMaster / pseudo-fast seconds.
 
 Memory: a thread samples (psutil, every 20 ms) the RSS of this process and of
 all its descendants (skipping a child caught between fork and exec, which
@@ -204,13 +212,14 @@ def serial_fits(root: str, sims: list, nside: int, beam_truth: float, beam_pred:
             p = analysis.to_beam(pred, ["I"], beam_pred, beam, nside)[0]
             t, p = analysis.remove_monopole_dipole(t, mask), analysis.remove_monopole_dipole(p, mask)
             values = analysis.pixel_metrics(t[mask], p[mask])
-            metrics[b] = [values[m] for m in analysis.METRICS]
+            metrics[b] = [values.get(m, np.nan) for m in analysis.METRICS]   # cl_err_*, cover_*: not here
         resid = pred - analysis.to_beam(truth, ["I"], beam_truth, beam_pred, nside)
-        spectra = np.stack([
-            analysis.pseudo_spectra(truth, truth, ["I"], apod, beam_truth, beam_truth, nside, pixel_window, bins),
-            analysis.pseudo_spectra(pred, pred, ["I"], apod, beam_pred, beam_pred, nside, pixel_window, bins),
-            analysis.pseudo_spectra(resid, resid, ["I"], apod, beam_pred, beam_pred, nside, pixel_window, bins),
-            analysis.pseudo_spectra(pred, truth, ["I"], apod, beam_pred, beam_truth, nside, pixel_window, bins)])
+        nm = analysis.namaster_for(nside, apod, mask, len(bins) - 1)      # coupling matrices once, as a worker
+        ft, fp, fr = (nm.fields(m, ["I"]) for m in (truth, pred, resid))
+        spectra = np.stack([nm.spectra(ft, ft, beam_truth, beam_truth, pixel_window),
+                            nm.spectra(fp, fp, beam_pred, beam_pred, pixel_window),
+                            nm.spectra(fr, fr, beam_pred, beam_pred, pixel_window),
+                            nm.spectra(fp, ft, beam_pred, beam_truth, pixel_window)])
         np.savez(out_dir / f"sim{sim:04d}.npz", metrics=metrics, spectra=spectra)
         all_metrics.append(metrics)
         done_at.append(time.perf_counter() - t0)
@@ -232,7 +241,14 @@ def run_baseline(root: Path, sims: list, store: str) -> dict:
     with PeakRSS() as peak:
         proc = ctx.Process(target=serial_fits, args=(str(root), sims, nside, beam_truth, beam_pred, pw, queue))
         proc.start()
-        result = queue.get(timeout=3600)
+        import queue as queue_mod
+        while True:                 # a child that dies (an exception) must not leave us waiting for an hour
+            try:
+                result = queue.get(timeout=5)
+                break
+            except queue_mod.Empty:
+                if not proc.is_alive():
+                    raise RuntimeError(f"the serial FITS baseline died (exit {proc.exitcode}); see stderr") from None
         proc.join()
     result["peak"] = peak.mb()
     return result
@@ -246,18 +262,61 @@ def done_times(store: str) -> list:
     return sorted(os.stat(p).st_mtime_ns / 1e9 for p in paths)
 
 
-def run_stage(store: str, workers: int | None, synchronous: bool = False) -> dict:
+def run_stage(store: str, workers: int | None, synchronous: bool = False, estimator: str = "namaster") -> dict:
     from cmbcube import analysis
     with PeakRSS() as peak:
         t_start = time.time()
         t0 = time.perf_counter()
         report = analysis.run(store, workers=workers, scheduler="synchronous" if synchronous else None,
-                              progress=False)
+                              progress=False, estimator=estimator)
         seconds = time.perf_counter() - t0
     if report.failed:
         raise RuntimeError(f"analysis failed: {report.failed[:3]}")
     times = [t - t_start for t in done_times(store)]
     return {"seconds": seconds, "done_at": times, "n": len(report.written), "peak": peak.mb()}
+
+
+def spectra_cost(nside: int, nsims: int) -> dict:
+    """NaMaster against pseudo-fast on I, Q, U maps, side by side in this process: the four spectra of one
+    (run, sim) (truth, pred, resid, cross) as analyse_one computes them, per sim; NaMaster's one-off
+    coupling matrices (per worker and mask) timed apart.  Maps: lensed-CMB-like power laws, a 60' beam."""
+    import healpy as hp
+
+    from cmbcube import analysis, sht
+    lmax, npix = 3 * nside - 1, 12 * nside * nside
+    ell = np.arange(lmax + 1)
+    cls = np.zeros((4, lmax + 1))
+    cls[0, 2:] = 6000 * 2 * np.pi / (ell[2:] * (ell[2:] + 1.0))
+    cls[1, 2:], cls[2, 2:], cls[3, 2:] = cls[0, 2:] * 0.01, cls[0, 2:] * 1e-4, cls[0, 2:] * 0.05
+    theta, phi = hp.pix2ang(nside, np.arange(npix), nest=True)
+    mask = np.abs(90 - np.degrees(theta)) > 15 + 8 * np.sin(phi) ** 2
+    apod = analysis.apodize(mask, analysis.apodization_arcmin(nside))
+    bins = analysis.ell_bins(nside)
+    fields = ["I", "Q", "U"]
+    rng = np.random.default_rng(1)
+    from cmbcube import cosmology
+    sims = []
+    for _ in range(nsims):
+        truth = hp.reorder(sht.alm2map(cosmology.synalm(cls, rng), nside), r2n=True)
+        pred = truth + 0.1 * hp.reorder(sht.alm2map(cosmology.synalm(cls, rng), nside), r2n=True)
+        sims.append((truth, pred, pred - truth))
+    analysis._NAMASTER_CACHE.clear()
+    t0 = time.perf_counter()
+    nm = analysis.namaster_for(nside, apod, mask, len(bins) - 1)
+    setup = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for truth, pred, resid in sims:
+        ft, fp, fr = (nm.fields(m, fields) for m in (truth, pred, resid))
+        for fa, fb in ((ft, ft), (fp, fp), (fr, fr), (fp, ft)):
+            nm.spectra(fa, fb, 60.0, 60.0, True)
+    namaster = (time.perf_counter() - t0) / nsims
+    t0 = time.perf_counter()
+    for truth, pred, resid in sims:
+        for a, b in ((truth, truth), (pred, pred), (resid, resid), (pred, truth)):
+            analysis.pseudo_spectra(a, b, fields, apod, 60.0, 60.0, nside, True, bins)
+    fast = (time.perf_counter() - t0) / nsims
+    return {"namaster_s_per_sim": namaster, "pseudo_fast_s_per_sim": fast, "namaster_setup_s": setup,
+            "ratio": namaster / fast}
 
 
 def steady_rate(done_at: list, warm: int) -> float:
@@ -272,7 +331,20 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="4 sims at nside 32")
     parser.add_argument("--nside", type=int, help="override the nside (default 64; 32 with --quick)")
     parser.add_argument("--sims", type=int, help="number of test sims (default 8; 4 with --quick)")
+    parser.add_argument("--spectra-only", metavar="NSIDES",
+                        help="only NaMaster vs pseudo-fast on I/Q/U maps at these nsides (comma-separated), "
+                             "e.g. 32,64,128")
     args = parser.parse_args(argv)
+    if args.spectra_only:
+        out = {}
+        for n in (int(x) for x in args.spectra_only.split(",")):
+            cost = spectra_cost(n, args.sims or 3)
+            log(f"nside {n}: NaMaster {cost['namaster_s_per_sim']:.3f} s, pseudo-fast "
+                f"{cost['pseudo_fast_s_per_sim']:.3f} s per (run, sim), ratio {cost['ratio']:.2f}; coupling "
+                f"matrices {cost['namaster_setup_s']:.2f} s; load {load_average()}")
+            out[n] = {k: round(v, 4) for k, v in cost.items()}
+        print(json.dumps(out))
+        return 0
     nside = args.nside or (32 if args.quick else 64)
     nsims = args.sims or (4 if args.quick else 8)
     log(f"analysis benchmark: {nsims} sims at nside {nside}, {os.cpu_count()} cores; load average {load_average()}")
@@ -286,7 +358,7 @@ def main(argv=None) -> int:
         sims = write_fits(store, fits_root)
         log(f"wrote {2 * len(sims) + 2} FITS files in {time.perf_counter() - t0:.1f} s (untimed setup)")
         copies = {}
-        for name in ("sync", "w1", "w2"):
+        for name in ("sync", "sync_fast", "w1", "w2"):
             copies[name] = str(work / f"{name}.zarr")
             shutil.copytree(store, copies[name])
 
@@ -306,6 +378,17 @@ def main(argv=None) -> int:
             log(f"  {label}: {r['seconds']:.2f} s, {r['rate']:.3f} sims/s (steady {r['steady']:.3f}); "
                 f"peak RSS {'driver' if name == 'sync' else 'per process'} {mem:.0f} MB, "
                 f"tree {r['peak']['total']:.0f} MB; load {load_average()}")
+
+        fast = run_stage(copies["sync_fast"], None, synchronous=True, estimator="pseudo-fast")
+        fast["rate"] = fast["n"] / fast["seconds"]
+        fast["steady"] = steady_rate(fast["done_at"], 1)
+        results["cube, in-process, pseudo-fast"] = fast
+        log(f"  cube, in-process, pseudo-fast: {fast['seconds']:.2f} s, {fast['rate']:.3f} sims/s; "
+            f"load {load_average()}")
+        cost = spectra_cost(nside, nsims)
+        log(f"  spectra of one (run, sim), I/Q/U at nside {nside}: NaMaster {cost['namaster_s_per_sim']:.3f} s, "
+            f"pseudo-fast {cost['pseudo_fast_s_per_sim']:.3f} s (ratio {cost['ratio']:.1f}); NaMaster coupling "
+            f"matrices once per worker {cost['namaster_setup_s']:.2f} s; load {load_average()}")
 
         # the baseline computes the same numbers as the stage
         import zarr
@@ -336,6 +419,10 @@ def main(argv=None) -> int:
         f"{two['steady'] / one['steady']:.2f} steady")
     log(f"in-process cube vs serial FITS (same serial work, other read path): {sync['rate'] / base['rate']:.2f}")
     log(f"baseline metrics vs the cube's: max relative difference {max_rel:.2e}")
+    log(f"estimators, in-process stage (field I): namaster / pseudo-fast seconds "
+        f"{sync['seconds'] / fast['seconds']:.2f}; spectra alone (I, Q, U): {cost['ratio']:.1f}x "
+        f"({cost['namaster_s_per_sim']:.3f} vs {cost['pseudo_fast_s_per_sim']:.3f} s per (run, sim)), "
+        f"+ {cost['namaster_setup_s']:.2f} s of coupling matrices per worker")
 
     def r3(x):
         return round(float(x), 3) if np.isfinite(x) else None
@@ -357,6 +444,11 @@ def main(argv=None) -> int:
         "peak_rss_mb_serial_fits": round(base["peak"]["child"], 1),
         "peak_rss_mb_in_process_driver": round(sync["peak"]["self"], 1),
         "max_rel_diff_metrics_vs_baseline": max_rel,
+        "stage_in_process_namaster_over_pseudo_fast": r3(sync["seconds"] / fast["seconds"]),
+        "spectra_iqu_s_per_sim": {"namaster": round(cost["namaster_s_per_sim"], 4),
+                                  "pseudo_fast": round(cost["pseudo_fast_s_per_sim"], 4),
+                                  "namaster_setup_s": round(cost["namaster_setup_s"], 3)},
+        "spectra_iqu_namaster_over_pseudo_fast": r3(cost["ratio"]),
         "load_average": loads,
     }
     print(json.dumps(summary))

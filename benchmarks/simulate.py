@@ -41,6 +41,10 @@ What is measured
     the timed run's wall seconds / N (opening the store, building the
     Simulator and consolidating metadata included).  This is the
     single-process per-sim figure and gives the cost breakdown.
+  Every cmbcube run uses delta bandpasses (``instrument.bandpass: delta``),
+  the baseline's work; the in-process run is repeated with top-hat bandpasses
+  (the recipe default: SEDs evaluated at 11 frequencies per band) and the
+  ratio top-hat / delta printed.
   - local Dask cluster with 1 and with 2 worker processes (``scheduler=None``,
     ``workers=1|2``), one run of N sims each.  "cold" per sim = the run's wall
     seconds / N, which includes starting the cluster and every worker's first
@@ -113,10 +117,11 @@ def maxrss_gb(who: int) -> float:
     return resource.getrusage(who).ru_maxrss * 1024 / 1e9
 
 
-def make_recipe(nside: int, nsims: int, name: str, workers: int = 2, vary: str = "per_sim"):
+def make_recipe(nside: int, nsims: int, name: str, workers: int = 2, vary: str = "per_sim", bandpass: str = "delta"):
     from cmbcube.recipe import validate
     return validate({
         "name": name, "seed": SEED, "nside": nside, "sky_nside": 2 * nside,
+        "instrument": {"bandpass": bandpass},
         "splits": {"train": nsims, "valid": 0, "test": 0},
         "detectors": ALL_DETECTORS, "fields": ["I", "Q", "U"], "units": "uK_CMB",
         "foregrounds": {"model": "synthetic", "components": ALL_COMPONENTS, "vary": vary},
@@ -274,7 +279,7 @@ def cmbcube_job(spec: dict) -> dict:
             raise RuntimeError(f"warm-up failed: {rep.failed}")
         out.update(warmup_nside=warm_ns, warmup_s=time.perf_counter() - t0)
     store = os.path.join(tmp, "bench.zarr")
-    recipe = make_recipe(nside, nsims, f"bench-{nside}", workers, spec["vary"])
+    recipe = make_recipe(nside, nsims, f"bench-{nside}", workers, spec["vary"], spec.get("bandpass", "delta"))
     t0 = time.perf_counter()
     rep = simulate.run(recipe, store, scheduler="synchronous" if mode == "synchronous" else None,
                        workers=workers, progress=False)
@@ -373,6 +378,9 @@ def measure(nside: int, sims: dict, vary: str) -> dict:
     base = run_job("baseline", nside=nside, nsims=sims["baseline"], vary=vary)
     say(f"cmbcube in-process: warm-up + {sims['sync']} sims")
     sync = run_job("cmbcube", nside=nside, nsims=sims["sync"], workers=1, mode="synchronous", vary=vary)
+    say(f"cmbcube in-process, top-hat bandpasses: warm-up + {sims['sync']} sims")
+    tophat = run_job("cmbcube", nside=nside, nsims=sims["sync"], workers=1, mode="synchronous", vary=vary,
+                     bandpass="tophat")
     dask_runs, skipped = {}, {}
     for workers in (1, 2):
         # "If it fits": a Dask worker needs about what the in-process run needed (plus the driver).
@@ -450,6 +458,11 @@ def measure(nside: int, sims: dict, vary: str) -> dict:
     print(f"  scaling_2_workers      = {ratio(scaling)}  (1 worker {fmt(w1_steady)} s/sim, "
           f"2 workers {fmt(w2_steady)} s/sim)")
     print(f"  in-process vs baseline = {ratio(base['s_per_sim'] / sync['s_per_sim'])} (one process each)")
+    print(f"  bandpass: in-process top-hat {tophat['s_per_sim']:.3f} s/sim vs delta {sync['s_per_sim']:.3f} s/sim, "
+          f"ratio {tophat['s_per_sim'] / sync['s_per_sim']:.2f} (foreground_emission "
+          f"{tophat['breakdown']['foreground_emission']:.3f} vs {sync['breakdown']['foreground_emission']:.3f} s, "
+          f"harmonic_transforms {tophat['breakdown']['harmonic_transforms']:.3f} vs "
+          f"{sync['breakdown']['harmonic_transforms']:.3f} s)")
 
     keep_dask = ("steady_s_per_sim", "cold_s_per_sim", "nsims", "wall_s", "peak_rss_worker_gb", "peak_rss_self_gb",
                  "completion_offsets_s", "breakdown")
@@ -464,6 +477,8 @@ def measure(nside: int, sims: dict, vary: str) -> dict:
                                           "warmup_s", "bytes_per_sim")},
         "cmbcube_in_process": {k: sync[k] for k in ("s_per_sim", "steady_s_per_sim", "nsims", "peak_rss_worker_gb",
                                                    "breakdown", "warmup_s")},
+        "cmbcube_in_process_tophat": {k: tophat[k] for k in ("s_per_sim", "nsims", "breakdown")},
+        "tophat_over_delta_in_process": tophat["s_per_sim"] / sync["s_per_sim"],
         "cmbcube_1_worker": None if w1 is None else {k: w1[k] for k in keep_dask},
         "cmbcube_2_workers": None if w2 is None else {k: w2[k] for k in keep_dask},
     }

@@ -5,8 +5,13 @@ Per (run, sim): truth and prediction are brought to a common beam (none, 20.6',
 removed (temperature), then compared on the unmasked pixels: MAE, MSE, RMSE,
 NRMSE (||t - p|| / ||t||), PSNR (data range over truth and prediction together)
 and R^2.  Power spectra (TT, EE, BB, TE) of truth, prediction, residual and the
-prediction x truth cross spectrum come from the apodised mask, corrected by
-w2 = mean(mask^2) (pseudo-C_l), with beam and pixel window deconvolved, binned.
+prediction x truth cross spectrum on the apodised mask, binned (width 10 from ell 2
+to 2 nside), beams and pixel window deconvolved, by one of two estimators:
+``namaster`` (default; NaMaster, PyPI ``pymaster``): mode-coupling matrix inverted
+per bandpower, B modes purified, T monopole and dipole removed on the mask first;
+``pseudo-fast``: the naive pseudo-C_l divided by w2 = mean(mask^2), about 10x
+cheaper but E-to-B leakage makes its BB worthless on a cut sky (truth BB hundreds
+of times theory at ell < 12).  The estimator is recorded in the spectra's metadata.
 Runs with a per-pixel uncertainty (``pred_sigma``, Petroff's network) also get
 their calibration: the fraction of unmasked pixels with |pred - truth| <= k sigma
 for k = 1, 2, 3 (a Gaussian would give 68.3, 95.4, 99.7%), computed at the run's
@@ -19,7 +24,9 @@ the masks ``mask`` / ``mask_apodized`` (pixel).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+import os
 import time
 
 import numpy as np
@@ -40,6 +47,15 @@ GAUSSIAN_COVERAGE = {"cover_1sigma": 0.6827, "cover_2sigma": 0.9545, "cover_3sig
 SPECTRA = ("TT", "EE", "BB", "TE")
 KINDS = ("truth", "pred", "resid", "cross")
 BIN_WIDTH = 10
+ESTIMATORS = ("namaster", "pseudo-fast")
+# the apodised analysis mask: a C2 (cosine) taper over this angular scale inside the binary mask
+# (at least 4 pixels); B-mode purification needs a mask whose first derivatives vanish at its edge
+APODIZATION = "C2"
+APODIZATION_DEG = 5.0
+NAMASTER_MISSING = ("the namaster spectrum estimator needs NaMaster (pymaster), which is not importable: install it "
+                    "with `make pymaster` or `bash tools/install_pymaster.sh PYTHON` (apt-get libgsl-dev libfftw3-dev "
+                    "libcfitsio-dev libchealpix-dev, then a source build), or pass --estimator pseudo-fast "
+                    "(naive pseudo-C_l: no mode-coupling inversion, BB dominated by E-to-B leakage)")
 
 
 # ----------------------------------------------------------------------------- science
@@ -81,13 +97,28 @@ def galactic_mask(foreground_nest: np.ndarray, f_sky: float, smooth_deg: float =
     return hp.reorder(keep.astype(np.float64), r2n=True) > 0.5
 
 
-def apodize(mask_nest: np.ndarray, fwhm_arcmin: float) -> np.ndarray:
-    """Smooth taper inside the mask: Gaussian-smoothed binary mask, zero outside it, in [0, 1]."""
+def apodize(mask_nest: np.ndarray, scale_arcmin: float) -> np.ndarray:
+    """C2 taper inside a binary NESTED mask: 0 outside it, (1 - cos(pi d / scale)) / 2 at angular distance d
+    from the nearest masked pixel centre (d < scale), 1 beyond; its derivative vanishes at both ends."""
     import healpy as hp
-    ring = hp.reorder(mask_nest.astype(np.float64), n2r=True)
-    smooth = hp.smoothing(ring, fwhm=np.radians(fwhm_arcmin / 60.0), iter=1)
-    taper = np.clip((smooth - 0.5) * 2, 0, 1) * ring
-    return hp.reorder(taper, r2n=True)
+    from scipy.spatial import cKDTree
+    keep = np.asarray(mask_nest) > 0
+    out = keep.astype(np.float64)
+    if keep.all() or not keep.any():
+        return out
+    nside = hp.npix2nside(keep.size)
+    vec = np.array(hp.pix2vec(nside, np.arange(keep.size), nest=True)).T
+    chord, _ = cKDTree(vec[~keep]).query(vec[keep])
+    dist = 2 * np.arcsin(np.clip(chord / 2, 0, 1))
+    x = np.clip(dist / np.radians(scale_arcmin / 60.0), 0, 1)
+    out[keep] = 0.5 * (1 - np.cos(np.pi * x))
+    return out
+
+
+def apodization_arcmin(nside: int) -> float:
+    """Scale of the analysis mask's taper: APODIZATION_DEG, or 4 pixels where that is wider."""
+    import healpy as hp
+    return max(APODIZATION_DEG * 60.0, 4 * hp.nside2resol(nside, arcmin=True))
 
 
 def remove_monopole_dipole(map_nest: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -165,6 +196,167 @@ def pseudo_spectra(a_nest, b_nest, fields, apod_nest, beam_a, beam_b, nside, pix
     return out
 
 
+def require_namaster():
+    """The pymaster module, or a ValueError saying how to install it (the CLI exits 2)."""
+    try:
+        import pymaster
+    except ImportError as err:
+        raise ValueError(f"--estimator namaster: {NAMASTER_MISSING} ({err})") from None
+    return pymaster
+
+
+class NamasterSpectra:
+    """NaMaster bandpowers on one apodised mask: the unit-beam mode-coupling matrices (TT; TE, TB; EE, EB,
+    BE, BB with B purified) are computed once, then per pair of maps only their beams and pixel
+    window are swapped in (``update_beams``: re-binning and inverting, not recoupling).
+
+    Bandpowers: bins of BIN_WIDTH from ell 2 up to 3 nside - 1 (so that the inversion sees every
+    multipole the maps hold); the first ``nbins`` (up to 2 nside) are returned.  The inversion assumes
+    D_ell = ell (ell + 1) C_ell / 2 pi flat within a bin (far closer to the truth at low ell than a flat
+    C_ell: with flat-C_ell bins the ell 12-21 EE bandpower's expectation is -1.7x the bin's mean C_ell),
+    and each D_ell bandpower is returned as a C_ell, times the bin mean of 2 pi / (ell (ell + 1)): the
+    bin-mean C_ell if D_ell is flat across it.  Exact expectation: ``windows() @ C_ell``.
+    """
+
+    def __init__(self, nside: int, apod_nest: np.ndarray, mask_nest: np.ndarray, nbins: int,
+                 cache_dir: str | None = None):
+        import healpy as hp
+        nmt = require_namaster()
+        self.nmt, self.nside, self.nbins = nmt, nside, nbins
+        self.lmax = 3 * nside - 1
+        self.n2r = hp.nest2ring(nside, np.arange(12 * nside * nside))
+        self.mask = np.asarray(mask_nest) > 0
+        self.weight = np.zeros(12 * nside * nside)
+        self.weight[self.n2r] = apod_nest
+        ini = np.arange(2, self.lmax + 1, BIN_WIDTH)
+        end = np.minimum(ini + BIN_WIDTH, self.lmax + 1)
+        self.bins = nmt.NmtBin.from_edges(ini, end, is_Dell=True)
+        ell = np.arange(self.lmax + 1)
+        self.d_to_c = np.array([np.mean(2 * np.pi / (ell[lo:hi] * (ell[lo:hi] + 1.0)))
+                                for lo, hi in zip(ini[:nbins], end[:nbins])])
+        # the coupling matrices cost ~lmax^3 (11 s at nside 128 on one core, minutes at 512): computed once
+        # per mask and shared through files (cache_dir) by the driver and every worker
+        names = ("w00", "w02", "w22")
+        paths = [os.path.join(cache_dir, f"{n}.fits") for n in names] if cache_dir else []
+        if paths and all(os.path.exists(p) for p in paths):
+            self.w00, self.w02, self.w22 = (nmt.NmtWorkspace.from_file(p) for p in paths)
+            return
+        f0 = nmt.NmtField(self.weight, None, spin=0, lmax=self.lmax)
+        f2 = nmt.NmtField(self.weight, None, spin=2, purify_b=True, lmax=self.lmax)
+        self.w00 = nmt.NmtWorkspace.from_fields(f0, f0, self.bins)
+        self.w02 = nmt.NmtWorkspace.from_fields(f0, f2, self.bins)
+        self.w22 = nmt.NmtWorkspace.from_fields(f2, f2, self.bins)
+        if paths:
+            os.makedirs(cache_dir, exist_ok=True)
+            for wsp, path in zip((self.w00, self.w02, self.w22), paths):
+                tmp = f"{path}.{os.getpid()}.tmp.fits"
+                wsp.write_to(tmp)
+                os.replace(tmp, path)            # readers see whole files only
+
+    def fields(self, maps_nest: np.ndarray, fields: list) -> dict:
+        """{'T': spin-0 field, 'P': purified spin-2 field} of (field, pixel) NESTED maps (I, or I, Q, U)."""
+        def ring(m):
+            out = np.empty(m.size)
+            out[self.n2r] = m
+            return out
+        out = {}
+        if "I" in fields:
+            t = remove_monopole_dipole(np.asarray(maps_nest[fields.index("I")], dtype=np.float64), self.mask)
+            out["T"] = self.nmt.NmtField(self.weight, [ring(t)], lmax=self.lmax)
+        if "Q" in fields and "U" in fields:
+            q, u = (ring(np.asarray(maps_nest[fields.index(f)], dtype=np.float64)) for f in "QU")
+            out["P"] = self.nmt.NmtField(self.weight, [q, u], purify_b=True, lmax=self.lmax)
+        return out
+
+    def spectra(self, fa: dict, fb: dict, beam_a: float, beam_b: float, pixel_window: bool) -> np.ndarray:
+        """(4, nbins) TT, EE, BB, TE of a x b (beams and pixel window deconvolved), NaN where not available."""
+        nmt = self.nmt
+        window = np.ones((3, self.lmax + 1))
+        if pixel_window:
+            window = np.stack([pixwin.pixel_window(self.nside, self.lmax)] +
+                              [pixwin.polarisation_window(self.nside, self.lmax)] * 2)
+        ba = instrument.gaussian_beam(beam_a, self.lmax) * window
+        bb = instrument.gaussian_beam(beam_b, self.lmax) * window
+        out = np.full((4, self.nbins), np.nan)
+
+        def decoupled(wsp, f1, f2, b1, b2):
+            wsp.update_beams(np.ascontiguousarray(b1), np.ascontiguousarray(b2))
+            return wsp.decouple_cell(nmt.compute_coupled_cell(f1, f2))[:, : self.nbins] * self.d_to_c
+
+        if "T" in fa and "T" in fb:
+            out[0] = decoupled(self.w00, fa["T"], fb["T"], ba[0], bb[0])[0]
+        if "P" in fa and "P" in fb:
+            cl = decoupled(self.w22, fa["P"], fb["P"], ba[1], bb[1])        # EE, EB, BE, BB
+            out[1], out[2] = cl[0], cl[3]
+        if "T" in fa and "P" in fb:
+            out[3] = decoupled(self.w02, fa["T"], fb["P"], ba[0], bb[1])[0]  # TE, TB
+        return out
+
+    def windows(self) -> np.ndarray:
+        """(4, nbins, 4, lmax + 1) bandpower windows W (unit beams): the expectation of spectrum s in bin b is
+        sum over s', ell of W[s, b, s', ell] C_s'(ell), for s, s' in TT, EE, BB, TE (EE <-> BB: leakage)."""
+        one = np.ones(self.lmax + 1)
+        for wsp in (self.w00, self.w02, self.w22):
+            wsp.update_beams(one, one)
+        w00, w02, w22 = (w.get_bandpower_windows()[:, : self.nbins] for w in (self.w00, self.w02, self.w22))
+        out = np.zeros((4, self.nbins, 4, self.lmax + 1))
+        out[0, :, 0] = w00[0, :, 0]
+        out[1, :, 1], out[1, :, 2] = w22[0, :, 0], w22[0, :, 3]        # EE <- EE, BB
+        out[2, :, 1], out[2, :, 2] = w22[3, :, 0], w22[3, :, 3]        # BB <- EE, BB
+        out[3, :, 3] = w02[0, :, 0]
+        return out * self.d_to_c[None, :, None, None]
+
+    def expected(self, cls: np.ndarray) -> np.ndarray:
+        """(4, nbins) expectation of the bandpowers for (4, >= lmax + 1) spectra TT, EE, BB, TE."""
+        if getattr(self, "_windows", None) is None:
+            self._windows = self.windows()
+        return np.einsum("sbtl,tl->sb", self._windows, np.asarray(cls)[:, : self.lmax + 1])
+
+
+_NAMASTER_CACHE: dict = {}
+
+
+def namaster_for(nside: int, apod_nest: np.ndarray, mask_nest: np.ndarray, nbins: int,
+                 store: str | None = None) -> NamasterSpectra:
+    """One NamasterSpectra per (mask, nside) and process: workers reuse the coupling matrices across sims,
+    and, for a store on a local disk, share them through ``<store>.namaster/<key>/`` (computed once)."""
+    import hashlib
+    digest = hashlib.sha1()
+    for part in (np.ascontiguousarray(apod_nest, dtype=np.float64), np.ascontiguousarray(mask_nest, dtype=bool)):
+        digest.update(part.tobytes())
+    nmt = require_namaster()
+    digest.update(f"{nside} {nbins} {BIN_WIDTH} Dell purify_b {getattr(nmt, '__version__', '')}".encode())
+    key = digest.hexdigest()[:16]
+    cache = os.path.join(str(store).rstrip("/") + ".namaster", key) if store and os.path.isdir(store) else None
+    if (key, cache) not in _NAMASTER_CACHE:
+        _NAMASTER_CACHE.clear()
+        _NAMASTER_CACHE[(key, cache)] = NamasterSpectra(nside, apod_nest, mask_nest, nbins, cache)
+    return _NAMASTER_CACHE[(key, cache)]
+
+
+def spectra_attrs(estimator: str, nside: int) -> dict:
+    """Metadata of the ``spectra`` array: estimator, binning, purification, mask, deconvolution."""
+    attrs = {"estimator": estimator,
+             "binning": {"kind": "linear", "weights": "flat in C_ell", "first_ell": 2, "width": BIN_WIDTH,
+                         "lmax_stored": int(ell_bins(nside)[-1]) - 1,
+                         "lmax_inverted": 3 * nside - 1 if estimator == "namaster" else None},
+             "mask": "mask_apodized", "deconvolved": "Gaussian beams and pixel window"}
+    if estimator == "namaster":
+        import pymaster
+        attrs.update({
+            "long_name": "binned C_l (uK_CMB^2), NaMaster: mode-coupling matrix inverted per bandpower, "
+                         "B modes purified, beams and pixel window deconvolved",
+            "estimator_version": f"pymaster {getattr(pymaster, '__version__', 'unknown')}",
+            "purify_b": True, "purify_e": False, "monopole_dipole_removed": "I, on the binary mask"})
+    else:
+        attrs.update({
+            "long_name": "binned pseudo-C_l (uK_CMB^2), mask-corrected by w2 = mean(mask^2) only (no mode-coupling "
+                         "inversion, no B purification: BB biased by E-to-B leakage), beams and pixel window "
+                         "deconvolved",
+            "purify_b": False, "purify_e": False, "monopole_dipole_removed": "none"})
+    return attrs
+
+
 def ell_bins(nside: int, width: int = BIN_WIDTH) -> np.ndarray:
     lmax = 2 * nside                # as CMB-ML: spectra to 2 nside
     return np.arange(2, lmax + 2, width)
@@ -186,7 +378,10 @@ def build_masks(store: str, f_sky: float, mask_file: str | None = None) -> None:
     nside = int(group.attrs["nside"])
     existing = group["mask"].attrs.asdict() if "mask" in set(group.array_keys()) else None
     source = mask_file or f"foreground f_sky={f_sky}"
-    if existing and existing.get("source") == source:
+    scale = apodization_arcmin(nside)
+    if existing and existing.get("source") == source and (
+            (existing.get("apodization") == APODIZATION and existing.get("apodization_arcmin") == scale)
+            or stored_estimator(group) is not None):     # analysed sims keep the taper they were analysed on
         return
     if mask_file:
         m = hp.read_map(mask_file, nest=True)
@@ -212,9 +407,9 @@ def build_masks(store: str, f_sky: float, mask_file: str | None = None) -> None:
             obs = np.asarray(group["obs"][isplit, isim, 0, 0], dtype=np.float64)
             fg = np.abs(obs - np.median(obs))
         mask = galactic_mask(fg, f_sky)
-    apod = apodize(mask, max(20.6, 2 * hp.nside2resol(nside, arcmin=True)))
+    apod = apodize(mask, scale)
     attrs = {"source": source, "f_sky": float(mask.mean()), "healpix_order": "nested",
-             "long_name": "analysis mask (1 = used)"}
+             "long_name": "analysis mask (1 = used)", "apodization": APODIZATION, "apodization_arcmin": scale}
     cube.create_array(store, "mask", (12 * nside * nside,), ("pixel",), dtype="u1", fill_value=0,
                       attrs=attrs, overwrite=True)[...] = mask.astype(np.uint8)
     cube.create_array(store, "mask_apodized", (12 * nside * nside,), ("pixel",), dtype="f4", fill_value=0.0,
@@ -222,7 +417,7 @@ def build_masks(store: str, f_sky: float, mask_file: str | None = None) -> None:
     cube.consolidate(store)
 
 
-def _ensure_arrays(store: str, nbins: int) -> None:
+def _ensure_arrays(store: str, nbins: int, estimator: str = "namaster") -> None:
     import zarr
     group = zarr.open_group(store, mode="r")
     nrun = group["run"].shape[0]
@@ -246,13 +441,33 @@ def _ensure_arrays(store: str, nbins: int) -> None:
                       chunks=(1, 1, 1, len(BEAMS), nfield, len(METRICS)),
                       attrs={"long_name": "pixel metrics on unmasked pixels after common beam, mask and "
                                           "monopole/dipole removal (beam coordinate: beam_fwhm arcmin)"})
-    cube.create_array(store, "spectra", (nrun, nsplit, nsim, len(KINDS), len(SPECTRA), nbins),
-                      ("run", "split", "sim", "kind", "spectrum", "ell_bin"), dtype="f8",
-                      chunks=(1, 1, 1, len(KINDS), len(SPECTRA), nbins),
-                      attrs={"long_name": "binned pseudo-C_l (uK_CMB^2), mask-corrected, beam and pixel window "
-                                          "deconvolved"})
+    spectra = cube.create_array(store, "spectra", (nrun, nsplit, nsim, len(KINDS), len(SPECTRA), nbins),
+                                ("run", "split", "sim", "kind", "spectrum", "ell_bin"), dtype="f8",
+                                chunks=(1, 1, 1, len(KINDS), len(SPECTRA), nbins),
+                                attrs=spectra_attrs(estimator, int(group.attrs["nside"])))
+    if spectra.attrs.get("estimator") != estimator:     # run() checked that no sim holds another estimator's
+        spectra.attrs.update(spectra_attrs(estimator, int(group.attrs["nside"])))
     cube.create_array(store, "analysis_done", (nrun, nsplit, nsim), ("run", "split", "sim"), dtype="u1",
                       chunks=(1, 1, 1), fill_value=0)
+    cube.consolidate(store)
+
+
+def _store_windows(store: str, nside: int) -> None:
+    """Driver-side: NaMaster's bandpower windows for the store's mask (``spectra_window``), once per mask."""
+    import zarr
+    group = zarr.open_group(store, mode="r")
+    apod = np.asarray(group["mask_apodized"][...], dtype=np.float64)
+    mask = np.asarray(group["mask"][...]) > 0
+    source = dict(group["mask"].attrs)
+    if "spectra_window" in set(group.array_keys()) and group["spectra_window"].attrs.get("mask") == source:
+        return
+    nbins = len(ell_bins(nside)) - 1
+    windows = namaster_for(nside, apod, mask, nbins, store).windows()     # also writes the shared matrices
+    cube.create_array(store, "spectra_window", windows.shape, ("spectrum", "ell_bin", "spectrum_in", "ell"),
+                      dtype="f8", fill_value=np.nan, overwrite=True,
+                      attrs={"long_name": "NaMaster bandpower windows (unit beams): expectation of spectra[..., s, b] "
+                                          "= sum over spectrum_in s', ell of W[s, b, s', ell] C_s'(ell); spectrum_in "
+                                          "in the order of spectrum (TT, EE, BB, TE)", "mask": source})[...] = windows
     cube.consolidate(store)
 
 
@@ -274,7 +489,7 @@ def _upgrade_metrics(store: str, old: list) -> None:
     cube.consolidate(store)
 
 
-def analyse_one(store: str, run: int, split: str, sim: int) -> None:
+def analyse_one(store: str, run: int, split: str, sim: int, estimator: str = "namaster") -> None:
     """Task body: metrics and spectra of one (run, sim); written as one chunk each, flag last."""
     group = cube.read_group(store)      # damaged finished units raise
     nside = int(group.attrs["nside"])
@@ -311,14 +526,25 @@ def analyse_one(store: str, run: int, split: str, sim: int) -> None:
     pw = bool(group.attrs.get("pixel_window_applied", False))
     spectra = np.full((len(KINDS), len(SPECTRA), len(bins) - 1), np.nan)
     resid = pred - to_beam(truth, fields_ok, beam_truth, beam_pred, nside)
-    spectra[0] = pseudo_spectra(truth, truth, fields_ok, apod, beam_truth, beam_truth, nside, pw, bins)
-    spectra[1] = pseudo_spectra(pred, pred, fields_ok, apod, beam_pred, beam_pred, nside, pw, bins)
-    spectra[2] = pseudo_spectra(resid, resid, fields_ok, apod, beam_pred, beam_pred, nside, pw, bins)
-    spectra[3] = pseudo_spectra(pred, truth, fields_ok, apod, beam_pred, beam_truth, nside, pw, bins)
+    if estimator == "namaster":
+        nm = namaster_for(nside, apod, mask, len(bins) - 1, store)
+        ft, fp, fr = (nm.fields(m, fields_ok) for m in (truth, pred, resid))
+        spectra[0] = nm.spectra(ft, ft, beam_truth, beam_truth, pw)
+        spectra[1] = nm.spectra(fp, fp, beam_pred, beam_pred, pw)
+        spectra[2] = nm.spectra(fr, fr, beam_pred, beam_pred, pw)
+        spectra[3] = nm.spectra(fp, ft, beam_pred, beam_truth, pw)
+    else:
+        spectra[0] = pseudo_spectra(truth, truth, fields_ok, apod, beam_truth, beam_truth, nside, pw, bins)
+        spectra[1] = pseudo_spectra(pred, pred, fields_ok, apod, beam_pred, beam_pred, nside, pw, bins)
+        spectra[2] = pseudo_spectra(resid, resid, fields_ok, apod, beam_pred, beam_pred, nside, pw, bins)
+        spectra[3] = pseudo_spectra(pred, truth, fields_ok, apod, beam_pred, beam_truth, nside, pw, bins)
     theory = np.asarray(group["cl_theory"][isplit, sim], dtype=np.float64)
+    # the theory as each estimator sees it: NaMaster's bandpower windows, or the bin mean
+    expected = nm.expected(theory) if estimator == "namaster" else None
     for f in fields_ok:
         k = {"I": 0, "Q": 1, "U": 2}[f]
-        ref_theory = np.array([theory[k, lo:hi].mean() for lo, hi in zip(bins[:-1], bins[1:])])
+        ref_theory = expected[k] if expected is not None else \
+            np.array([theory[k, lo:hi].mean() for lo, hi in zip(bins[:-1], bins[1:])])
         for name, ref in (("cl_err_truth", spectra[0, k]), ("cl_err_theory", ref_theory)):
             good = np.isfinite(ref) & (ref > 0) & np.isfinite(spectra[1, k])
             value = float(np.mean(np.abs(spectra[1, k][good] - ref[good]) / ref[good])) if good.any() else np.nan
@@ -332,10 +558,27 @@ def analyse_one(store: str, run: int, split: str, sim: int) -> None:
     out["analysis_done"][run, isplit, sim] = 1
 
 
+def stored_estimator(group) -> str | None:
+    """The estimator of the spectra a store already holds (stores analysed before NaMaster: pseudo-fast),
+    or None when no (run, sim) has been analysed."""
+    keys = set(group.array_keys())
+    if "spectra" not in keys or "analysis_done" not in keys or not np.any(np.asarray(group["analysis_done"][...])):
+        return None
+    return str(group["spectra"].attrs.get("estimator", "pseudo-fast"))
+
+
 def run(store: str, runs="all", splits=("test",), f_sky: float = 0.8, mask_file: str | None = None,
-        scheduler=None, scheduler_file=None, workers=None, progress=None, force_size: bool = False) -> AnalysisReport:
+        scheduler=None, scheduler_file=None, workers=None, progress=None,
+        estimator: str = "namaster", force_size: bool = False) -> AnalysisReport:
+    """Analyse every predicted (run, sim) not analysed yet.  ``estimator``: ``namaster`` (default: NaMaster
+    bandpowers, refused with a ValueError naming how to install pymaster when it is missing) or
+    ``pseudo-fast``; one store holds one estimator's spectra (checked before anything is written)."""
     import zarr
     from .cluster import client_for, collector, run_tasks
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"--estimator {estimator!r}: allowed: {', '.join(ESTIMATORS)}")
+    if estimator == "namaster":
+        require_namaster()
     group = zarr.open_group(store, mode="r")
     if "run" not in set(group.array_keys()):
         raise cube.StoreError(f"{store}: no predictions to analyse yet (run cmbcube ilc or cmbcube predict)")
@@ -344,9 +587,15 @@ def run(store: str, runs="all", splits=("test",), f_sky: float = 0.8, mask_file:
     unknown = [r for r in wanted if r not in names]
     if unknown:
         raise ValueError(f"--runs {unknown}: not in the cube; allowed: all, {', '.join(names)}")
+    previous = stored_estimator(group)
+    if previous is not None and previous != estimator:
+        raise ValueError(f"--estimator {estimator}: {store} holds spectra from the {previous} estimator; analyse "
+                         f"with --estimator {previous}, or drop the analysis first (cmbcube drop {store} analysis)")
     build_masks(store, f_sky, mask_file)
     nside = int(group.attrs["nside"])
-    _ensure_arrays(store, len(ell_bins(nside)) - 1)
+    _ensure_arrays(store, len(ell_bins(nside)) - 1, estimator)
+    if estimator == "namaster":
+        _store_windows(store, nside)
     group = zarr.open_group(store, mode="r")
     pred_done = np.asarray(group["pred_done"][...]) == 1
     done = np.asarray(group["analysis_done"][...]) == 1
@@ -371,7 +620,7 @@ def run(store: str, runs="all", splits=("test",), f_sky: float = 0.8, mask_file:
         done = collector(report, bar)
 
         with client_for(recipe["cluster"], scheduler, scheduler_file, workers) as client:
-            run_tasks(client, analyse_one, (store,), todo, "analyze", done)
+            run_tasks(client, functools.partial(analyse_one, estimator=estimator), (store,), todo, "analyze", done)
     finally:
         bar.close()
         cube.consolidate(store)

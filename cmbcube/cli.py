@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="split(s), comma-separated (default test)")
     p.add_argument("--f-sky", type=float, default=0.8, help="sky fraction kept by the foreground mask (default 0.8)")
     p.add_argument("--mask", help="HEALPix FITS mask file instead (1 = keep)")
+    p.add_argument("--estimator", default="namaster", help="power spectra: namaster (default: mode-coupling "
+                   "inversion, purified B; needs pymaster) or pseudo-fast (naive pseudo-C_l, BB leaks)")
     p.add_argument("--no-progress", action="store_true")
     _add_force_size(p, "the analysis' size or a task's memory exceed the free disk or the workers' memory limit")
     _add_cluster_args(p)
@@ -464,7 +466,7 @@ def main(argv=None) -> int:
             runs = "all" if args.runs == "all" else _csv(args.runs)
             rep = analyze(args.store, runs, _csv(args.split), args.f_sky, args.mask, args.scheduler,
                           args.scheduler_file, args.workers, progress=False if args.no_progress else None,
-                          force_size=args.force_size)
+                          force_size=args.force_size, estimator=args.estimator)
             if not rep.written and not rep.failed:
                 print(f"nothing to do: {rep.already_done} (run, sim) pairs already analysed")
                 return 0

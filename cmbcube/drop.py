@@ -37,8 +37,8 @@ ARRAYS = {
     "components": ("components", "component"),
     "noise": ("noise",),
     "stats": ("stats_obs", "stats_cmb", "stat"),
-    "analysis": ("metrics", "spectra", "analysis_done", "mask", "mask_apodized", "beam_fwhm", "metric", "kind",
-                 "ell_bin"),
+    "analysis": ("metrics", "spectra", "analysis_done", "mask", "mask_apodized", "spectra_window", "beam_fwhm",
+                 "metric", "kind", "ell_bin"),
 }
 PRED_ARRAYS = ("pred", "pred_sigma", "pred_done")
 ANALYSIS_RUN_ARRAYS = ("metrics", "spectra", "analysis_done")
@@ -195,6 +195,10 @@ def _drop(store: str, product: str, run: str | None, force: bool) -> DropReport:
         if product == "stats":
             report.notes.append("runs trained with a normalising transform need cmbcube preprocess again "
                                 "before cmbcube predict")
+        nmt_cache = Path(str(store).rstrip("/") + ".namaster")
+        if product == "analysis" and nmt_cache.is_dir():       # NaMaster coupling matrices of the masks
+            shutil.rmtree(nmt_cache)
+            report.removed.append(f"its NaMaster coupling matrices {nmt_cache}")
         if product in ("obs", "cmb"):
             report.notes.append(f"cmbcube simulate will refuse to add sims to this store ({product} is gone)")
     report.bytes_after = _size(Path(store)) + _size(runs_dir)

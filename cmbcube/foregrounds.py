@@ -128,9 +128,13 @@ def _make_thermal_sz_class():
             self.y_map = np.asarray(y_map)
 
         def get_emission(self, freqs, weights=None):
-            freq = float(np.atleast_1d(freqs.to_value(u.GHz))[0])
+            nu = np.atleast_1d(freqs.to_value(u.GHz)).astype(np.float64)
+            sed = np.array([tsz_sed(f) for f in nu])
+            if nu.size > 1:         # pysm3's bandpass integration: weights flat in power, back to RJ
+                from pysm3.utils import normalize_weights
+                sed = np.trapezoid(normalize_weights(nu, weights) * sed, nu)
             out = np.zeros((3, self.y_map.size))
-            out[0] = self.y_map * tsz_sed(freq)
+            out[0] = self.y_map * float(np.ravel(sed)[0])
             return out * u.uK_RJ
 
     return ThermalSZ
@@ -365,16 +369,37 @@ def is_uniform(model) -> bool:
     return factors is not None and all(np.ndim(f) == 0 for f in factors)
 
 
-def emission(model, freq_ghz: float, ncomp: int = 3, scale: float = 1.0, dtype=np.float64) -> np.ndarray:
-    """(ncomp, npix) emission at ``freq_ghz`` (delta bandpass) in uK_RJ x ``scale``: I, or I, Q, U.
+def emission(model, freq_ghz, ncomp: int = 3, scale: float = 1.0, dtype=np.float64, weights=None) -> np.ndarray:
+    """(ncomp, npix) emission in uK_RJ x ``scale``: I, or I, Q, U.  ``freq_ghz``: one frequency (delta
+    bandpass), or the frequencies of a band with ``weights``, its normalised integration weights in uK_RJ
+    (``instrument.Detector.band_weights``: the band-integrated emission is sum_i weights_i emission(nu_i)).
 
     Equal to pysm3's ``get_emission`` (the fallback for any other model); the SED factors are
     computed in double precision whatever ``dtype`` the result is stored in.
     """
-    factors = sed_factors(model, freq_ghz)
+    freqs = np.atleast_1d(np.asarray(freq_ghz, dtype=np.float64))
+    if freqs.size > 1:
+        if weights is None or len(weights) != freqs.size:
+            raise ValueError("emission over a band needs one weight per frequency")
+        if _parameters(model) is None:       # pysm3 evaluates it: one frequency at a time, summed
+            out = None
+            for nu, w in zip(freqs, weights):
+                term = emission(model, float(nu), ncomp, scale * float(w), np.float64)
+                out = term if out is None else out + term
+            return out.astype(dtype, copy=False)
+        acc_i = acc_p = None                        # running sums: two SED-sized arrays at most
+        for nu, w in zip(freqs, weights):
+            f_i, f_p = sed_factors(model, float(nu))
+            same = f_p is f_i                       # one SED for I and P (the usual case): one sum
+            acc_i = float(w) * f_i if acc_i is None else acc_i + float(w) * f_i
+            if not same:
+                acc_p = float(w) * f_p if acc_p is None else acc_p + float(w) * f_p
+        factors = (acc_i, acc_i if acc_p is None else acc_p)
+    else:
+        factors = sed_factors(model, float(freqs[0]))
     if factors is None:
         import pysm3.units as u
-        out = np.asarray(model.get_emission(freq_ghz * u.GHz).to_value(u.uK_RJ))[:ncomp] * scale
+        out = np.asarray(model.get_emission(float(freqs[0]) * u.GHz).to_value(u.uK_RJ))[:ncomp] * scale
         return out.astype(dtype, copy=False)
     maps = _reference_views(model)
     out = np.zeros((ncomp, np.size(maps[0])), dtype=dtype)

@@ -5,6 +5,7 @@ cube's ``pred`` product along the ``run`` axis.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 
@@ -77,7 +78,7 @@ def resolve_config(store: str, config: ILCConfig) -> ILCConfig:
 
 
 def clean_sim(obs: np.ndarray, dets: list, fields_in: list, units: list, config: ILCConfig, nside: int,
-              cmb_unit: str, *, beams_arcmin) -> np.ndarray:
+              cmb_unit: str, bandpass: str = "delta", *, beams_arcmin) -> np.ndarray:
     """ILC of one sim. obs: (detector, field, pixel) NESTED in each detector's unit.
 
     ``beams_arcmin``: the Gaussian beam FWHM each of ``dets`` carries (the store's record,
@@ -93,7 +94,7 @@ def clean_sim(obs: np.ndarray, dets: list, fields_in: list, units: list, config:
     else:
         windows = needlets.cosine_windows(config.peaks, lmax)
     out_lmax = windows.shape[1] - 1
-    centres = [instrument.detector(d).centre_ghz for d in dets]
+    centres = [instrument.detector(d, bandpass=bandpass) for d in dets]     # SEDs integrated over each band
     response = needlets.sed_vector("cmb", centres, units)
     deproject = np.stack([needlets.sed_vector(n, centres, units) for n in config.deproject], axis=1) \
         if config.deproject else None
@@ -156,8 +157,9 @@ def _clean_task(store: str, run: int, config: ILCConfig, split: str, sim: int) -
     det_idx = [have.index(d) for d in config.detectors]
     obs = group["obs"].get_orthogonal_selection((SPLITS.index(split), sim, det_idx, slice(None), slice(None)))
     beams = cube.detector_beams(group, config.detectors)
+    bandpass = json.loads(group.attrs["recipe_normalized"])["instrument"].get("bandpass", "delta")
     maps = clean_sim(obs, list(config.detectors), fields_in, [units[i] for i in det_idx], config,
-                     int(group.attrs["nside"]), str(group.attrs["cmb_unit"]),
+                     int(group.attrs["nside"]), str(group.attrs["cmb_unit"]), bandpass,
                      beams_arcmin=[beams[d] for d in config.detectors])
     full = np.full((len(fields_in), maps.shape[-1]), np.nan, dtype=np.float32)
     for k, f in enumerate(config.fields):

@@ -1,8 +1,17 @@
 """Planck-like detectors: centre frequencies, beams, native units, white-noise depths.
 
 Numbers: CMB-ML's delta-bandpass table (centres, widened beams) and the
-Planck 2018 results I white-noise depths.  Unit conversions go through
-pysm3's units at the centre frequency (a delta bandpass).
+Planck 2018 results I white-noise depths.
+
+Bandpasses (recipe ``instrument.bandpass``): ``tophat`` (default) integrates the
+sky emission and every unit conversion over a top-hat band around the centre,
+fractional width 0.2 for LFI (30-70 GHz) and 0.33 for HFI (100-857 GHz), the
+nominal design widths, with pysm3's conventions (weights flat in power, Jy/sr;
+emission integrated in power and expressed back in uK_RJ; conversions as
+``pysm3.bandpass_unit_conversion``).  ``delta`` evaluates everything at the
+centre frequency, as CMB-ML does: 51.4 / 1.264 MJy/sr per K_CMB at 545 / 857 GHz
+where Planck's band-averaged coefficients are 58.04 / 2.268 (top-hat: 58.44 /
+2.094; tests compare all six HFI coefficients with the published ones).
 """
 from __future__ import annotations
 
@@ -30,6 +39,10 @@ _DEPTH_T = {30: 2.5, 44: 2.7, 70: 3.5, 100: 1.29, 143: 0.55, 217: 0.78, 353: 2.5
 _DEPTH_P = {30: 3.5, 44: 4.0, 70: 5.0, 100: 1.96, 143: 1.17, 217: 1.75, 353: 7.31}
 
 UNIT_CHOICES = ("uK_CMB", "K_CMB", "native", "MJy/sr", "uK_RJ")
+BANDPASS_CHOICES = ("tophat", "delta")
+# top-hat fractional widths (delta nu / nu): Planck's nominal 20% (LFI) and 33% (HFI) bands
+FRACTIONAL_WIDTH = {30: 0.2, 44: 0.2, 70: 0.2, 100: 0.33, 143: 0.33, 217: 0.33, 353: 0.33, 545: 0.33, 857: 0.33}
+BAND_POINTS = 11          # frequencies sampling a top-hat (trapezoid rule: SEDs are smooth over a band)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,10 +52,30 @@ class Detector:
     fwhm_arcmin: float
     polarised: bool
     native_unit: str          # K_CMB (LFI/HFI CMB channels) or MJy/sr (545/857)
+    bandpass: str = "delta"   # tophat or delta
 
     @property
     def fields(self) -> tuple[str, ...]:
         return FIELDS if self.polarised else ("I",)
+
+    @property
+    def band_ghz(self) -> np.ndarray:
+        """Frequencies (GHz) sampling the band: the centre alone for a delta bandpass."""
+        if self.bandpass == "delta":
+            return np.array([self.centre_ghz])
+        half = FRACTIONAL_WIDTH[self.freq] / 2
+        return np.linspace(self.centre_ghz * (1 - half), self.centre_ghz * (1 + half), BAND_POINTS)
+
+    @property
+    def band_weights(self) -> np.ndarray:
+        """Integration weights of emission in uK_RJ over ``band_ghz`` (sum = 1; pysm3's normalisation:
+        a band flat in power, integrated in power, expressed back in RJ), trapezoid rule included."""
+        return _band_weights(self.freq, self.centre_ghz, self.bandpass)
+
+    def band_average(self, sed) -> float:
+        """Band-integrated value of ``sed(freq_ghz)`` (an SED in uK_RJ per unit amplitude)."""
+        nu = self.band_ghz
+        return float(sum(w * sed(f) for w, f in zip(self.band_weights, nu)))
 
     def noise_depth_arcmin(self, field: str) -> float:
         """White-noise depth in (native unit) x arcmin for I or Q/U."""
@@ -57,14 +90,29 @@ class Detector:
         return depth * 1e-6 * 60.0              # uK_CMB deg -> K_CMB arcmin
 
 
-def detector(freq: int, beam_preset: str = "cmb-ml", beam_overrides: dict | None = None) -> Detector:
+@functools.lru_cache(maxsize=64)
+def _band_weights(freq: int, centre_ghz: float, bandpass: str) -> np.ndarray:
+    if bandpass == "delta":
+        return np.array([1.0])
+    from pysm3.utils import normalize_weights
+    nu = Detector(freq, centre_ghz, 0.0, False, "K_CMB", bandpass).band_ghz
+    trapezoid = np.full(nu.size, nu[1] - nu[0])
+    trapezoid[[0, -1]] /= 2
+    w = normalize_weights(nu, np.ones(nu.size)) * trapezoid       # pysm3's weights x trapezoid steps
+    return w / w.sum()
+
+
+def detector(freq: int, beam_preset: str = "cmb-ml", beam_overrides: dict | None = None,
+             bandpass: str = "delta") -> Detector:
     if freq not in _CENTRE_GHZ:
         raise ValueError(f"unknown detector {freq!r}; allowed: {', '.join(map(str, FREQS))}")
+    if bandpass not in BANDPASS_CHOICES:
+        raise ValueError(f"instrument.bandpass {bandpass!r}; allowed: {', '.join(BANDPASS_CHOICES)}")
     fwhm = BEAM_PRESETS[beam_preset][freq]
     if beam_overrides and freq in beam_overrides:
         fwhm = float(beam_overrides[freq])
     polarised = freq <= 353
-    return Detector(freq, _CENTRE_GHZ[freq], fwhm, polarised, "K_CMB" if polarised else "MJy/sr")
+    return Detector(freq, _CENTRE_GHZ[freq], fwhm, polarised, "K_CMB" if polarised else "MJy/sr", bandpass)
 
 
 def resolve_unit(unit: str, det: Detector) -> str:
@@ -93,6 +141,23 @@ def unit_factor(centre_ghz: float, source: str, destination: str) -> float:
     q = (1.0 * _pysm_unit(source)).to(_pysm_unit(destination),
                                       equivalencies=u.cmb_equivalencies(centre_ghz * u.GHz))
     return float(q.value)
+
+
+def band_unit_factor(det: Detector, source: str, destination: str) -> float:
+    """``unit_factor`` over the detector's band: at its centre for a delta bandpass, else pysm3's
+    bandpass_unit_conversion (ratio of the band integrals, in power, of the two units' brightness)."""
+    if det.bandpass == "delta" or source == destination:
+        return unit_factor(det.centre_ghz, source, destination)
+    return _band_unit_factor(det.freq, det.centre_ghz, det.bandpass, source, destination)
+
+
+@functools.lru_cache(maxsize=512)
+def _band_unit_factor(freq, centre_ghz, bandpass, source, destination) -> float:
+    import pysm3.units as u
+    from pysm3.utils import bandpass_unit_conversion
+    nu = Detector(freq, centre_ghz, 0.0, False, "K_CMB", bandpass).band_ghz
+    factor = bandpass_unit_conversion(nu * u.GHz, None, _pysm_unit(destination), input_unit=_pysm_unit(source))
+    return float(factor.value)
 
 
 def gaussian_beam(fwhm_arcmin: float, lmax: int) -> np.ndarray:

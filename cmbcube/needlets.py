@@ -332,28 +332,42 @@ def hilc(alms: np.ndarray, transfers: np.ndarray, common: np.ndarray, response: 
 
 # ----------------------------------------------------------------------------- SEDs
 def sed_vector(name: str, centres_ghz, units) -> np.ndarray:
-    """Response of each channel (in its own unit) to a unit amplitude of a named component."""
-    from .foregrounds import PARAMS, T_CMB, tsz_spectrum
-    from .instrument import unit_factor
-    out = []
-    for nu, unit in zip(centres_ghz, units):
-        if name == "cmb":
-            out.append(unit_factor(nu, "uK_CMB", unit))
-        elif name == "tsz":
-            out.append(T_CMB * 1e6 * tsz_spectrum(nu) * unit_factor(nu, "uK_CMB", unit))
-        elif name in ("dust", "cib"):
-            p = PARAMS[name]
-            h_k = 6.62607015e-34 / 1.380649e-23
-            ref = p["freq_ref_ghz"]
+    """Response of each channel (in its own unit) to a unit amplitude of a named component.
 
-            def planck(f):
-                return f ** 3 / np.expm1(h_k * f * 1e9 / p["temp_K"])
-            rj = (nu / ref) ** (p["beta"] - 2) * planck(nu) / planck(ref)
-            out.append(rj * unit_factor(nu, "uK_RJ", unit))
-        elif name == "synchrotron":
-            p = PARAMS["synchrotron"]
-            out.append((nu / p["freq_ref_ghz"]) ** p["beta"] * unit_factor(nu, "uK_RJ", unit))
+    ``centres_ghz``: frequencies (delta bandpasses) or ``instrument.Detector`` objects, whose bands the
+    SEDs are integrated over as the simulator does (uK_RJ SED band-averaged, then the band's uK_RJ -> unit).
+    """
+    from .instrument import Detector, band_unit_factor
+    out = []
+    for c, unit in zip(centres_ghz, units):
+        if not isinstance(c, Detector):
+            out.append(_sed_value(name, float(c), unit))
+        elif name == "cmb":
+            out.append(band_unit_factor(c, "uK_CMB", unit))
         else:
-            raise ILCError(f"deproject {name!r}: allowed: dust, cib, tsz, synchrotron")
+            out.append(c.band_average(lambda nu: _sed_value(name, nu, "uK_RJ")) * band_unit_factor(c, "uK_RJ", unit))
     vec = np.array(out)
     return vec if name == "cmb" else vec / np.abs(vec).max()
+
+
+def _sed_value(name: str, nu: float, unit: str) -> float:
+    """A named component's SED at one frequency, in ``unit`` (unnormalised)."""
+    from .foregrounds import PARAMS, T_CMB, tsz_spectrum
+    from .instrument import unit_factor
+    if name == "cmb":
+        return unit_factor(nu, "uK_CMB", unit)
+    if name == "tsz":
+        return T_CMB * 1e6 * tsz_spectrum(nu) * unit_factor(nu, "uK_CMB", unit)
+    if name in ("dust", "cib"):
+        p = PARAMS[name]
+        h_k = 6.62607015e-34 / 1.380649e-23
+        ref = p["freq_ref_ghz"]
+
+        def planck(f):
+            return f ** 3 / np.expm1(h_k * f * 1e9 / p["temp_K"])
+        rj = (nu / ref) ** (p["beta"] - 2) * planck(nu) / planck(ref)
+        return rj * unit_factor(nu, "uK_RJ", unit)
+    if name == "synchrotron":
+        p = PARAMS["synchrotron"]
+        return (nu / p["freq_ref_ghz"]) ** p["beta"] * unit_factor(nu, "uK_RJ", unit)
+    raise ILCError(f"deproject {name!r}: allowed: dust, cib, tsz, synchrotron")

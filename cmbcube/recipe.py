@@ -162,6 +162,8 @@ SCHEMA: dict = {
                                 doc="Jacobi iterations of the sky-model analysis (0 is not accurate enough)"),
         "analysis_lmax": F((str,), "pysm3", choices=("pysm3", "sky"),
                            doc="band limit of the sky-model analysis: pysm3's 1.5 x sky_nside, or 3 x sky_nside - 1"),
+        "bandpass": F((str,), "tophat", choices=instrument.BANDPASS_CHOICES,
+                      doc="tophat (0.2 LFI / 0.33 HFI fractional width) or delta (centre frequency, as CMB-ML)"),
     },
     "cmb": {
         "enabled": F((bool,), True),
@@ -294,7 +296,11 @@ class Recipe:
 
     @property
     def hashed(self) -> dict:
-        return {k: v for k, v in self.data.items() if k not in NOT_HASHED}
+        out = {k: v for k, v in self.data.items() if k not in NOT_HASHED}
+        if out.get("instrument", {}).get("bandpass", "delta") == "delta":
+            # delta bandpasses were the only kind before instrument.bandpass existed: the same hash as then
+            out["instrument"] = {k: v for k, v in out["instrument"].items() if k != "bandpass"}
+        return out
 
     @property
     def hash(self) -> str:
@@ -303,7 +309,9 @@ class Recipe:
 
     def detectors(self) -> list[instrument.Detector]:
         ins = self.data["instrument"]
-        return [instrument.detector(f, ins["beams"], ins["beam_overrides"]) for f in self.data["detectors"]]
+        # stores written before instrument.bandpass existed were simulated with delta bandpasses
+        return [instrument.detector(f, ins["beams"], ins["beam_overrides"], ins.get("bandpass", "delta"))
+                for f in self.data["detectors"]]
 
 
 def _apply_override(raw: dict, assignment: str) -> None:

@@ -96,7 +96,7 @@ class Simulator:
         key = (det.freq, field)
         if key not in self._noise_sigma:
             cfg = self.recipe["noise"]
-            to_unit = instrument.unit_factor(det.centre_ghz, det.native_unit, self.units[det.freq])
+            to_unit = instrument.band_unit_factor(det, det.native_unit, self.units[det.freq])
             if cfg["model"] == "variance_maps":
                 var = noise.read_variance_map(cfg["variance_dir"], det.freq, self.nside, field)
                 self._noise_sigma[key] = (np.sqrt(np.clip(var, 0, None)).astype(np.float32), to_unit * cfg["scale"])
@@ -201,19 +201,20 @@ class Simulator:
         for i, det in enumerate(self.detectors):
             unit = self.units[det.freq]
             nc = 3 if (self.polarised and det.polarised) else 1
-            rj_to_unit = instrument.unit_factor(det.centre_ghz, "uK_RJ", unit)
+            rj_to_unit = instrument.band_unit_factor(det, "uK_RJ", unit)      # band-integrated uK_RJ -> unit
             if cache_ready:
                 fg_total, comp_alms = self._fixed_alms[det.freq]
             else:
                 comp_alms = {}
                 with timed("harmonic_transforms"):
                     for name, (alm, factor) in uniform.items():
-                        comp_alms[name] = _pad(alm[:nc], nc) * (factor(det.centre_ghz) * rj_to_unit)
+                        comp_alms[name] = _pad(alm[:nc], nc) * (det.band_average(factor) * rj_to_unit)
                 varying = None
                 for name, mdl in models.items():
                     with timed("foreground_emission"):
                         # single precision, like the transforms that follow
-                        emission = foregrounds.emission(mdl, det.centre_ghz, nc, rj_to_unit, np.float32)
+                        emission = foregrounds.emission(mdl, det.band_ghz, nc, rj_to_unit, np.float32,
+                                                        det.band_weights)
                     if keep_comp:
                         with timed("harmonic_transforms"):
                             comp_alms[name] = self._analyse(emission, iterations)
@@ -234,7 +235,7 @@ class Simulator:
                     fg_total = np.asarray(fg_total).astype(np.complex64)
                     self._fixed_alms[det.freq] = (fg_total, comp_alms)
             with timed("harmonic_transforms"):
-                total = fg_total + cmb_alm[:nc] * instrument.unit_factor(det.centre_ghz, "uK_CMB", unit)
+                total = fg_total + cmb_alm[:nc] * instrument.band_unit_factor(det, "uK_CMB", unit)
                 transfer = self.transfer[det.freq][:nc]
                 sky_map = sht.alm2map(sht.almxfl(total, transfer).astype(np.complex64), self.nside)[:, self.ring2nest]
                 if keep_comp:

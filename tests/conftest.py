@@ -6,6 +6,10 @@ import pytest
 from cmbcube import recipe as recipe_mod
 
 os.environ.setdefault("CMBCUBE_SHT_THREADS", "1")
+# Dask's nanny writes the workers' thread variables into this process's environment (NUMBA_NUM_THREADS=1,
+# cluster.thread_env); numba then refuses to compile if its pool was started here with another size,
+# so whichever test first runs pysm3's kernels in-process, the pool has that size from the start
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 
 def small_recipe(**changes):

@@ -3,6 +3,7 @@ uniform-SED component, cached fixed foregrounds."""
 import healpy as hp
 import numpy as np
 import pysm3.units as u
+from pysm3.utils import bandpass_unit_conversion
 import pytest
 
 from cmbcube import foregrounds, instrument, seeds, sht, sky
@@ -44,8 +45,10 @@ def _brute_force(recipe, split, sim):
     out = []
     for det in sim_.detectors:
         nc = 3 if det.polarised else 1
-        rj = instrument.unit_factor(det.centre_ghz, "uK_RJ", sim_.units[det.freq])
-        total = sum(m.get_emission(det.centre_ghz * u.GHz).to_value(u.uK_RJ) for m in models.values())[:nc] * rj
+        # pysm3's own bandpass integration and unit conversion over the detector's band (None: top-hat)
+        band = det.band_ghz * u.GHz
+        rj = bandpass_unit_conversion(band, None, instrument._pysm_unit(sim_.units[det.freq])).value
+        total = sum(m.get_emission(band, None).to_value(u.uK_RJ) for m in models.values())[:nc] * rj
         alm = sht.truncate_alm(sht.map2alm(total, sim_.lmax_analysis, 1), sim_.lmax_out)
         out.append(sht.alm2map(sht.almxfl(alm, sim_.transfer[det.freq][:nc]), sim_.nside)[:, sim_.ring2nest])
     return out

@@ -78,8 +78,8 @@ def test_noise_pixel_std_matches_depth_and_hit_modulation():
     deep, shallow = hits > np.percentile(hits, 90), hits < np.percentile(hits, 10)
     ratio = rms(res.obs[0, 0][shallow]) / rms(res.obs[0, 0][deep])
     assert ratio == pytest.approx(np.sqrt(hits[deep].mean() / hits[shallow].mean()), rel=0.1)
-    # 545 GHz: 0.78 kJy/sr deg, converted to uK_CMB at 555.2 GHz
-    to_ucmb = instrument.unit_factor(555.2, "MJy/sr", "uK_CMB")
+    # 545 GHz: 0.78 kJy/sr deg, converted to uK_CMB over the 545 GHz band (top-hat by default)
+    to_ucmb = instrument.band_unit_factor(instrument.detector(545, bandpass="tophat"), "MJy/sr", "uK_CMB")
     assert rms(res.obs[1, 0] * np.sqrt(hits)) == pytest.approx(0.78e-3 * 60 / resol * to_ucmb, rel=0.03)
     assert np.isnan(res.obs[1, 1:]).all()
 
@@ -200,7 +200,9 @@ def test_pysm3_presets_need_local_files_and_use_them(tmp_path, monkeypatch):
     res = sky.Simulator(r).run("train", 0)
     # free-free power law, beta = -2.14 from 30 GHz, uniform 50 uK_RJ -> monopole at each detector
     for i, det in enumerate(r.detectors()):
-        expected = 50.0 * (det.centre_ghz / 30.0) ** -2.14 * instrument.unit_factor(det.centre_ghz, "uK_RJ", "uK_CMB")
+        # integrated over the detector's band (top-hat by default): the pysm3 path evaluates it too
+        expected = det.band_average(lambda nu: 50.0 * (nu / 30.0) ** -2.14) * \
+            instrument.band_unit_factor(det, "uK_RJ", "uK_CMB")
         # 1e-3: HEALPix quadrature at the sky model's band limit (3 nside - 1) is not exact
         assert np.allclose(res.obs[i, 0], expected, rtol=3e-3)
         assert np.mean(res.obs[i, 0]) == pytest.approx(expected, rel=1e-5)
