@@ -106,7 +106,7 @@ def figures(nside, spectra, docs, foregrounds, ss, hp):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     docs.mkdir(exist_ok=True)
-    fig = plt.figure(figsize=(11, 7.2))
+    fig = plt.figure(figsize=(12, 6.6))
     maps = {m: ss.component_maps("dust", nside, 0, 0, m) for m in MODELS}
     for row, m in enumerate(MODELS):
         d = maps[m]
@@ -115,21 +115,23 @@ def figures(nside, spectra, docs, foregrounds, ss, hp):
                     cbar=True, min=1.5, max=4.5, notext=True)
         hp.mollview(np.log10(p), fig=fig, sub=(2, 4, 4 * row + 2), title=f"{m}: log10 P",
                     cbar=True, min=0.5, max=3.2, notext=True)
-        for k, (lon, lat) in enumerate(((200.0, 60.0),)):
-            hp.gnomview(d[0], rot=(lon, lat), reso=8, xsize=150, fig=fig, sub=(2, 4, 4 * row + 3),
-                        title=f"I, 20 deg at (l, b) = ({lon:g}, {lat:g})", notext=True, cbar=True)
-            hp.gnomview(p, rot=(lon, lat), reso=8, xsize=150, fig=fig, sub=(2, 4, 4 * row + 4),
-                        title="P", notext=True, cbar=True)
-    fig.suptitle(f"353 GHz dust, sim 0 (nside {nside}): filamentary (top) vs Gaussian templates (bottom)")
+        lon, lat = 200.0, 60.0
+        hp.gnomview(d[0], rot=(lon, lat), reso=10, xsize=150, fig=fig, sub=(2, 4, 4 * row + 3),
+                    title=f"I, 25 deg patch at (l, b) = ({lon:g}, {lat:g})", notext=True, cbar=True)
+        hp.gnomview(p, rot=(lon, lat), reso=10, xsize=150, fig=fig, sub=(2, 4, 4 * row + 4),
+                    title="P = sqrt(Q^2 + U^2)", notext=True, cbar=True)
+    fig.suptitle(f"353 GHz dust [uK_CMB], sim 0, nside {nside}: filamentary 'synthetic' (top) vs "
+                 "'synthetic-gaussian' (bottom); same seed", y=0.99)
     fig.savefig(docs / "sky_dust_353.png", dpi=60)
     plt.close(fig)
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     ell = np.arange(spectra[MODELS[0]].shape[1])
     fac = ell * (ell + 1) / (2 * np.pi)
+    ell_ref = np.maximum(ell, 1.0)
     sel = slice(20, 3 * nside)
     pl = ss.PLANCK
-    ref = {"EE": pl["dust_ee80_uK_CMB2"] * (ell / 80.0) ** (pl["dust_alpha_ee"] + 2),
-           "BB": pl["dust_ee80_uK_CMB2"] * pl["dust_bb_over_ee"] * (ell / 80.0) ** (pl["dust_alpha_bb"] + 2)}
+    ref = {"EE": pl["dust_ee80_uK_CMB2"] * (ell_ref / 80.0) ** (pl["dust_alpha_ee"] + 2),
+           "BB": pl["dust_ee80_uK_CMB2"] * pl["dust_bb_over_ee"] * (ell_ref / 80.0) ** (pl["dust_alpha_bb"] + 2)}
     for ax, (k, name) in zip(axes, ((1, "EE"), (2, "BB"), (3, "TE"))):
         for m, style in zip(MODELS, ("-", "--")):
             ax.loglog(ell[sel], np.abs(fac * spectra[m][k])[sel], style, label=m)

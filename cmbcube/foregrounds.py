@@ -158,8 +158,10 @@ def _pareto(rng, count, minimum, slope, maximum=np.inf):
 # Dust intensity is a lognormal field under the latitude law.  Polarisation follows the
 # approach of Planck Int. XLIV (2016), Vansyngel et al. (2017) and Ghosh et al. (2017): a
 # large-scale ordered magnetic field (fixed direction l0 = 70 deg, b0 = 24 deg) plus a Gaussian
-# random turbulent field with C_ell ~ ell^alpha_M, summed over a few independent layers along
-# the line of sight.  In each layer the field's angle to the plane of the sky (gamma) and its
+# random turbulent field with C_ell ~ ell^alpha_M (alpha_M = -2.5, f_M = 0.9 as in Planck Int. XLIV),
+# summed over three independent layers along the line of sight (Ghosh et al. 2017's number; Planck
+# Int. XLIV found N ~ 4-7 on its own).  The field is band-limited at ell <= 191 (built at nside 64
+# and interpolated harmonically above: ~1 deg), which keeps its cost flat in nside.  In each layer the field's angle to the plane of the sky (gamma) and its
 # projected orientation set the Stokes parameters: for dust p0 cos^2(gamma) (cos 2psi, sin 2psi)
 # with the polarisation perpendicular to B_perp, and I (1 - p0 (cos^2 gamma - 2/3)); the sum over
 # layers depolarises.  Matter filaments are aligned with the field (Planck Int. XXXII, XXXVIII;
@@ -185,8 +187,8 @@ SKY_MODELS = {
 }
 
 GALAXY = {
-    "field": dict(l0_deg=70.0, b0_deg=24.0, f_m=0.9, alpha_m=-2.5, layers=5, lmax=191, nside_max=64),
-    "dust": dict(freq_ref_ghz=353.0, high_lat_uK_RJ=29.5, slab_height=0.02, log_sigma=0.8, cl_index=-2.5,
+    "field": dict(l0_deg=70.0, b0_deg=24.0, f_m=0.9, alpha_m=-2.5, layers=3, lmax=191, nside_max=64),
+    "dust": dict(freq_ref_ghz=353.0, high_lat_uK_RJ=28.35, slab_height=0.02, log_sigma=0.8, cl_index=-2.5,
                  p0=0.25, align=0.7, ridge_rho=0.7, beta=1.53, beta_sim=0.03, beta_spatial=0.05, beta_rho=0.4,
                  temp_K=19.6, temp_sim=0.5, temp_spatial=1.0, temp_rho=-0.5),
     "synchrotron": dict(freq_ref_ghz=23.0, high_lat_uK_RJ=55.0, slab_height=0.08, log_sigma=0.4, cl_index=-2.8,
