@@ -83,7 +83,7 @@ def realism(nsims: int, nside: int, docs: Path) -> dict:
              ("alpha_BB (C_ell), 40-160", "alpha_bb", f"{planck['dust_alpha_bb']}"),
              ("EE/BB, 40-160", "ee_bb", f"{1 / planck['dust_bb_over_ee']:.2f}"),
              ("r_TE = TE/sqrt(TT EE), 40-160", "r_te", f"{planck['dust_r_te']}"),
-             ("TE/EE (amplitude ratio), 40-160", "te_ee", "~2.7"),
+             ("TE/EE (amplitude ratio), 40-160", "te_ee", "~2.8"),
              ("p median, 1 deg, |b|>30", "p_median", "few %"),
              ("p max, 1 deg, |b|>30", "p_max", "~0.22"),
              ("  Gaussian twin: p median", "p_gauss_median", ""),
@@ -116,12 +116,17 @@ def figures(nside, spectra, docs, foregrounds, ss, hp):
         hp.mollview(np.log10(p), fig=fig, sub=(2, 4, 4 * row + 2), title=f"{m}: log10 P",
                     cbar=True, min=0.5, max=3.2, notext=True)
         lon, lat = 200.0, 60.0
-        hp.gnomview(d[0], rot=(lon, lat), reso=10, xsize=150, fig=fig, sub=(2, 4, 4 * row + 3),
-                    title=f"I, 25 deg patch at (l, b) = ({lon:g}, {lat:g})", notext=True, cbar=True)
-        hp.gnomview(p, rot=(lon, lat), reso=10, xsize=150, fig=fig, sub=(2, 4, 4 * row + 4),
-                    title="P = sqrt(Q^2 + U^2)", notext=True, cbar=True)
+        for col, (values, label) in enumerate(((d[0], "I"), (p, "P = sqrt(Q^2 + U^2)"))):
+            patch = hp.gnomview(values, rot=(lon, lat), reso=10, xsize=150, return_projected_map=True,
+                                no_plot=True)
+            ax = fig.add_subplot(2, 4, 4 * row + 3 + col)
+            im = ax.imshow(np.log10(np.asarray(patch)), origin="lower", cmap="inferno")
+            ax.set_title(f"log10 {label}, 25 deg at (l, b) = ({lon:g}, {lat:g})", fontsize=7)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02)
     fig.suptitle(f"353 GHz dust [uK_CMB], sim 0, nside {nside}: filamentary 'synthetic' (top) vs "
-                 "'synthetic-gaussian' (bottom); same seed", y=0.99)
+                 "'synthetic-gaussian' (bottom); same seed", y=0.99, fontsize=9)
     fig.savefig(docs / "sky_dust_353.png", dpi=60)
     plt.close(fig)
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
