@@ -71,6 +71,9 @@ What is measured
   Gaussian one (``synthetic-gaussian``): the in-process mode only, alternating the two skies
   (G, F, G, F, ...: a drifting machine load hits both alike), each run in a fresh process after
   its warm-up sim; ratio = mean filamentary s/sim over mean Gaussian s/sim, with the breakdown.
+  Then both skies' Simulators in one process, one sim of each in turn after a warm-up of each
+  (no store writes, the same for both): the reported cost ratio is the interleaved total time
+  of the filamentary sky over the Gaussian one (with the median of the per-pair ratios).
 
 Targets are printed next to the measured values; nothing is asserted.
 The last line of stdout is one JSON object.
