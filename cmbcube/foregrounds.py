@@ -1,11 +1,13 @@
 """Galactic and extragalactic foregrounds.
 
-The embedded default is a synthetic but physical Galaxy built from pysm3's own
+The embedded skies are synthetic but physical Galaxies built from pysm3's own
 model classes (``ModifiedBlackBody``, ``PowerLaw``, ``CurvedPowerLaw``) fed with
-in-memory templates: Gaussian random fields with power-law spectra, shaped by
-a plane-parallel (cosecant) latitude law, with spatially varying spectral
-indices.  Extragalactic: CIB (isotropic modified black body), thermal SZ
-(compact clusters, y-distortion SED) and radio sources (steep power laws).
+in-memory templates shaped by a plane-parallel (cosecant) latitude law, with
+spatially varying spectral indices.  ``synthetic`` (the default, version 2.0) is
+the filamentary Galaxy described above :data:`GALAXY`; ``synthetic-gaussian``
+(version 1.0) has Gaussian random-field polarisation templates (``PARAMS``).
+Extragalactic: CIB (isotropic modified black body), thermal SZ (compact clusters,
+y-distortion SED) and radio sources (steep power laws).
 Centres and spreads of the parameters follow the Planck 2018 component
 separation results and pysm3's documentation; they are collected in PARAMS.
 
@@ -161,8 +163,8 @@ def _pareto(rng, count, minimum, slope, maximum=np.inf):
 # random turbulent field with C_ell ~ ell^alpha_M (alpha_M = -2.5, f_M = 0.9 as in Planck Int. XLIV),
 # summed over three independent layers along the line of sight (Ghosh et al. 2017's number; Planck
 # Int. XLIV found N ~ 4-7 on its own).  The field is band-limited at ell <= 191 (built at nside 64
-# and interpolated harmonically above: ~1 deg), which keeps its cost flat in nside.  In each layer the field's angle to the plane of the sky (gamma) and its
-# projected orientation set the Stokes parameters: for dust p0 cos^2(gamma) (cos 2psi, sin 2psi)
+# and interpolated harmonically above: ~1 deg), which keeps its cost flat in nside.  In each layer
+# the field's angle to the plane of the sky (gamma) and its projected orientation set the Stokes parameters: for dust p0 cos^2(gamma) (cos 2psi, sin 2psi)
 # with the polarisation perpendicular to B_perp, and I (1 - p0 (cos^2 gamma - 2/3)); the sum over
 # layers depolarises.  Matter filaments are aligned with the field (Planck Int. XXXII, XXXVIII;
 # Clark et al. 2015): part of the plane-of-sky orientation follows the ridges of the intensity
@@ -176,7 +178,9 @@ def _pareto(rng, count, minimum, slope, maximum=np.inf):
 # alpha_BB = -2.54 of Planck 2018 XI (A&A 641, A11), BB/EE ~ 0.5 and r_TE = TE / sqrt(TT EE)
 # ~ 0.35 (Planck 2018 XI; Planck Int. XXX).  Synchrotron: Planck 2018 IV (A&A 641, A4) finds
 # polarised synchrotron and dust equal in rms near 70-80 GHz at 40' (its Fig. 35 with the
-# Planck 2018 I summary) and beta_s ~ -3.1.  ``benchmarks/sky_realism.py`` measures all of these.
+# Planck 2018 I summary) and beta_s ~ -3.1.  ``benchmarks/sky_models.py --realism`` measures all of
+# these (README, "The embedded Galaxy"); the two amplitudes below (dust high_lat_uK_RJ, synchrotron
+# high_lat_uK_RJ with thick_share) were set from that measurement, the rest are physical choices.
 
 SKY_MODELS = {
     "synthetic": {"version": "2.0", "description": "filamentary Galaxy: lognormal dust, polarisation from an "
