@@ -6,6 +6,7 @@ Run from the repository root::
     python benchmarks/simulate.py                  # nside 64 and 128
     python benchmarks/simulate.py --nside512       # also nside 512, once (slow, several GB per process)
     python benchmarks/simulate.py --foregrounds fixed   # CMB-ML's dataset: one Galaxy for every sim
+    python benchmarks/simulate.py --sky-models      # filamentary vs Gaussian sky: per-sim cost ratio only
 
 Every figure comes from one run of this script, measured side by side on the
 same machine.  The workload is the same on both sides: all 9 Planck-like
@@ -70,6 +71,14 @@ What is measured
 * "If it fits": a Dask run is skipped when workers x the in-process peak RSS
   (+0.5 GB) exceeds 85% of physical memory (relevant with --nside512).
 
+* --sky-models: the cost of the default (filamentary, ``synthetic``) sky against the earlier
+  Gaussian one (``synthetic-gaussian``): the in-process mode only, alternating the two skies
+  (G, F, G, F, ...: a drifting machine load hits both alike), each run in a fresh process after
+  its warm-up sim; ratio = mean filamentary s/sim over mean Gaussian s/sim, with the breakdown.
+  Then both skies' Simulators in one process, one sim of each in turn after a warm-up of each
+  (no store writes, the same for both): the reported cost ratio is the interleaved total time
+  of the filamentary sky over the Gaussian one (with the median of the per-pair ratios).
+
 Targets are printed next to the measured values; nothing is asserted.
 The last line of stdout is one JSON object.
 """
@@ -117,14 +126,15 @@ def maxrss_gb(who: int) -> float:
     return resource.getrusage(who).ru_maxrss * 1024 / 1e9
 
 
-def make_recipe(nside: int, nsims: int, name: str, workers: int = 2, vary: str = "per_sim", bandpass: str = "delta"):
+def make_recipe(nside: int, nsims: int, name: str, workers: int = 2, vary: str = "per_sim",
+                bandpass: str = "delta", model: str = "synthetic"):
     from cmbcube.recipe import validate
     return validate({
         "name": name, "seed": SEED, "nside": nside, "sky_nside": 2 * nside,
         "instrument": {"bandpass": bandpass},
         "splits": {"train": nsims, "valid": 0, "test": 0},
         "detectors": ALL_DETECTORS, "fields": ["I", "Q", "U"], "units": "uK_CMB",
-        "foregrounds": {"model": "synthetic", "components": ALL_COMPONENTS, "vary": vary},
+        "foregrounds": {"model": model, "components": ALL_COMPONENTS, "vary": vary},
         "noise": {"model": "white", "hits": "scan"},
         "keep": ["cmb"],
         "storage": {"compression": "none"},
@@ -272,14 +282,16 @@ def cmbcube_job(spec: dict) -> dict:
     if mode == "synchronous":
         warm_ns = min(nside, WARMUP_NSIDE_MAX)
         t0 = time.perf_counter()
-        rep = simulate.run(make_recipe(warm_ns, 1, f"bench-warmup-{warm_ns}", vary=spec["vary"]),
+        rep = simulate.run(make_recipe(warm_ns, 1, f"bench-warmup-{warm_ns}", vary=spec["vary"],
+                                       model=spec.get("model", "synthetic")),
                            os.path.join(tmp, "warmup.zarr"),
                            scheduler="synchronous", progress=False)
         if not rep.ok:
             raise RuntimeError(f"warm-up failed: {rep.failed}")
         out.update(warmup_nside=warm_ns, warmup_s=time.perf_counter() - t0)
     store = os.path.join(tmp, "bench.zarr")
-    recipe = make_recipe(nside, nsims, f"bench-{nside}", workers, spec["vary"], spec.get("bandpass", "delta"))
+    recipe = make_recipe(nside, nsims, f"bench-{nside}", workers, spec["vary"], bandpass=spec.get("bandpass", "delta"),
+                         model=spec.get("model", "synthetic"))
     t0 = time.perf_counter()
     rep = simulate.run(recipe, store, scheduler="synchronous" if mode == "synchronous" else None,
                        workers=workers, progress=False)
@@ -350,8 +362,34 @@ def run_job(kind: str, **spec) -> dict:
     return result
 
 
+def interleaved_job(spec: dict) -> dict:
+    """Both skies' Simulators in one process, one sim of each in turn (G, F, G, F, ...), after a
+    warm-up sim of each: the per-sim seconds of ``Simulator.run`` (everything but the store write,
+    which is the same for both skies)."""
+    quiet()
+    from cmbcube import sky
+    nside, nsims = spec["nside"], spec["nsims"]
+    sims = {m: sky.Simulator(make_recipe(nside, nsims, f"bench-{m}", 1, spec["vary"], model=m))
+            for m in ("synthetic-gaussian", "synthetic")}
+    times = {m: [] for m in sims}
+    parts = {m: {} for m in sims}
+    for m, simulator in sims.items():
+        simulator.run("train", 10_000)
+    for i in range(nsims):
+        for m, simulator in sims.items():
+            t0 = time.perf_counter()
+            res = simulator.run("train", i)
+            times[m].append(time.perf_counter() - t0)
+            for k, v in res.timings.items():
+                parts[m][k] = parts[m].get(k, 0.0) + v / nsims
+    return {"times": times, "breakdown": parts}
+
+
 def child(spec_path: str, out_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
+    if spec["kind"] == "interleaved":
+        Path(out_path).write_text(json.dumps(interleaved_job(spec)))
+        return
     result = baseline_job(spec) if spec["kind"] == "baseline" else cmbcube_job(spec)
     Path(out_path).write_text(json.dumps(result))
 
@@ -484,6 +522,56 @@ def measure(nside: int, sims: dict, vary: str) -> dict:
     }
 
 
+SKY_MODEL_TARGET = 1.3      # the filamentary sky may cost at most 1.3x the Gaussian one per sim (issue 14)
+
+
+def compare_sky_models(nside: int, nsims: int, repeats: int, vary: str) -> dict:
+    """In-process s/sim of the filamentary and the Gaussian sky, alternating, and their ratio."""
+    import numpy as np
+    models = ("synthetic-gaussian", "synthetic")
+    runs = {m: [] for m in models}
+    for rep in range(repeats):
+        for m in models:
+            print(f"[nside {nside}] {m}, repeat {rep + 1}/{repeats}: warm-up + {nsims} sims", file=sys.stderr,
+                  flush=True)
+            runs[m].append(run_job("cmbcube", nside=nside, nsims=nsims, workers=1, mode="synchronous", vary=vary,
+                                   model=m))
+    per_sim = {m: [r["s_per_sim"] for r in runs[m]] for m in models}
+    mean = {m: sum(v) / len(v) for m, v in per_sim.items()}
+    ratio = mean["synthetic"] / mean["synthetic-gaussian"]
+    print(f"\n== sky models, nside {nside} (sky model nside {2 * nside}), in-process, {nsims} sims x {repeats} "
+          f"runs each, foregrounds {vary} ==")
+    print(f"{'sky':<22}{'s/sim per run':>30}{'mean s/sim':>12}   breakdown (mean s/sim)")
+    for m in models:
+        brk = {k: sum(r["breakdown"][k] for r in runs[m]) / len(runs[m]) for k in CMBCUBE_PARTS}
+        print(f"{m:<22}{', '.join(f'{v:.2f}' for v in per_sim[m]):>30}{mean[m]:>12.3f}   "
+              + ", ".join(f"{k} {v:.3f}" for k, v in brk.items()))
+    others = [r["other_cpu_s"] / r["process_wall_s"] for m in models for r in runs[m] if r["other_cpu_s"] is not None]
+    if others:
+        print(f"  CPU used by other processes meanwhile: up to {max(others) / (CORES or 1) * 100:.0f}% of the cores")
+    print(f"  separate runs: cost ratio filamentary / Gaussian = {ratio:.2f}x (mean s/sim, store writes included)")
+    # the same in one process, one sim of each sky in turn: drift in the machine's load cancels
+    print(f"[nside {nside}] interleaved: warm-up + {2 * nsims * repeats} sims in one process", file=sys.stderr,
+          flush=True)
+    inter = run_job("interleaved", nside=nside, nsims=nsims * repeats, vary=vary)
+    t = {m: np.asarray(v) for m, v in inter["times"].items()}
+    pair = t["synthetic"] / t["synthetic-gaussian"]
+    i_ratio = float(t["synthetic"].sum() / t["synthetic-gaussian"].sum())
+    print(f"  interleaved in one process ({nsims * repeats} sims each, G, F, G, F, ...): s/sim Gaussian "
+          f"{t['synthetic-gaussian'].mean():.3f} (median {np.median(t['synthetic-gaussian']):.3f}), filamentary "
+          f"{t['synthetic'].mean():.3f} (median {np.median(t['synthetic']):.3f}); templates "
+          f"{inter['breakdown']['synthetic-gaussian'].get('foreground_templates', 0):.3f} vs "
+          f"{inter['breakdown']['synthetic'].get('foreground_templates', 0):.3f} s/sim")
+    print(f"  cost ratio filamentary / Gaussian = {i_ratio:.2f}x (interleaved, total time; median of per-pair "
+          f"ratios {np.median(pair):.2f}x)  target <= {SKY_MODEL_TARGET}x: "
+          f"{verdict(i_ratio, SKY_MODEL_TARGET, higher_is_better=False)}")
+    return {"nside": nside, "nsims": nsims, "repeats": repeats, "foregrounds": vary,
+            "s_per_sim": per_sim, "mean_s_per_sim": mean, "cost_ratio_separate_runs": ratio,
+            "interleaved_s_per_sim": {m: v.tolist() for m, v in t.items()},
+            "interleaved_breakdown": inter["breakdown"], "cost_ratio": i_ratio,
+            "cost_ratio_median_pair": float(np.median(pair)), "target": SKY_MODEL_TARGET}
+
+
 def verdict(measured, target, higher_is_better=True):
     if measured is None:
         return "not measured"
@@ -530,6 +618,11 @@ def main(argv=None) -> int:
                              "sims (CMB-ML's dataset; the baseline still recomputes emission and smoothing per sim)")
     parser.add_argument("--nsides", help="comma-separated nsides to measure instead of the mode's, e.g. 512 "
                                          "(sims per nside: the default mode's, 512: %s)" % SIMS[512])
+    parser.add_argument("--sky-models", action="store_true",
+                        help="compare the per-sim cost of the filamentary (default) and the Gaussian sky only")
+    parser.add_argument("--sky-model-sims", type=int, default=6, help="--sky-models: sims per run (default 6)")
+    parser.add_argument("--sky-model-repeats", type=int, default=2,
+                        help="--sky-models: alternating runs per sky (default 2)")
     parser.add_argument("--job", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.job:
@@ -539,6 +632,12 @@ def main(argv=None) -> int:
     # On SIGTERM (e.g. `timeout`), unwind normally: the running measurement process is killed and the
     # temporary directories are removed.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    if args.sky_models:
+        nsides = [int(x) for x in args.nsides.split(",")] if args.nsides else [64]
+        print(f"cmbcube simulate benchmark, sky models: {CORES} CPU cores, nsides {nsides}")
+        out = [compare_sky_models(n, args.sky_model_sims, args.sky_model_repeats, args.foregrounds) for n in nsides]
+        print(json.dumps({"sky_models": out}))
+        return 0
     plan = dict(SIMS["quick" if args.quick else "default"])
     if args.nsides:
         try:

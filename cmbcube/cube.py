@@ -159,8 +159,14 @@ def _template(recipe: Recipe):
         "units_choice": r["units"],
         "pixel_window_applied": bool(r["instrument"]["pixel_window"]),
         "seed": r["seed"],
+        **foreground_model_attrs(r["foregrounds"]),
     }
     return ds, encoding
+
+
+def foreground_model_attrs(fg: dict) -> dict:
+    from .foregrounds import model_attrs
+    return model_attrs(fg)
 
 
 def _atomic_create(path: Path, build) -> None:
@@ -187,6 +193,13 @@ def create_or_check(path: str, recipe: Recipe) -> str:
         attrs = read_attrs(path)
         if attrs.get("recipe_hash") != recipe.hash:
             raise StoreError(_recipe_mismatch(path, attrs, recipe))
+        version = foreground_model_attrs(recipe["foregrounds"])["foreground_model_version"]
+        if recipe["foregrounds"]["model"].startswith("synthetic") and \
+                attrs.get("foreground_model_version", "1.0") != version:
+            raise StoreError(f"{path} was simulated with version {attrs.get('foreground_model_version', '1.0')} "
+                             f"of the {recipe['foregrounds']['model']!r} sky and this cmbcube has version {version}; "
+                             "refusing to mix skies. Use a new --store path (the earlier Gaussian sky is "
+                             "foregrounds.model: synthetic-gaussian)")
         gone = [d["product"] for d in json.loads(attrs.get(DROPPED_ATTR, "[]")) if d["product"] in ("obs", "cmb")]
         if gone and pending(path):
             raise StoreError(f"{path}: {' and '.join(gone)} were dropped from this store (cmbcube drop), so its "

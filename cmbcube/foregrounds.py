@@ -1,11 +1,13 @@
 """Galactic and extragalactic foregrounds.
 
-The embedded default is a synthetic but physical Galaxy built from pysm3's own
+The embedded skies are synthetic but physical Galaxies built from pysm3's own
 model classes (``ModifiedBlackBody``, ``PowerLaw``, ``CurvedPowerLaw``) fed with
-in-memory templates: Gaussian random fields with power-law spectra, shaped by
-a plane-parallel (cosecant) latitude law, with spatially varying spectral
-indices.  Extragalactic: CIB (isotropic modified black body), thermal SZ
-(compact clusters, y-distortion SED) and radio sources (steep power laws).
+in-memory templates shaped by a plane-parallel (cosecant) latitude law, with
+spatially varying spectral indices.  ``synthetic`` (the default, version 2.0) is
+the filamentary Galaxy described above :data:`GALAXY`; ``synthetic-gaussian``
+(version 1.0) has Gaussian random-field polarisation templates (``PARAMS``).
+Extragalactic: CIB (isotropic modified black body), thermal SZ (compact clusters,
+y-distortion SED) and radio sources (steep power laws).
 Centres and spreads of the parameters follow the Planck 2018 component
 separation results and pysm3's documentation; they are collected in PARAMS.
 
@@ -157,13 +159,232 @@ def _pareto(rng, count, minimum, slope, maximum=np.inf):
     return np.minimum(x, maximum)
 
 
-def synthetic_sky(components, nside: int, template_rng, sed_rng_or_none) -> dict:
+# ---------------------------------------------------------------- the filamentary Galaxy (model "synthetic")
+#
+# Dust intensity is a lognormal field under the latitude law.  Polarisation follows the
+# approach of Planck Int. XLIV (2016), Vansyngel et al. (2017) and Ghosh et al. (2017): a
+# large-scale ordered magnetic field (fixed direction l0 = 70 deg, b0 = 24 deg) plus a Gaussian
+# random turbulent field with C_ell ~ ell^alpha_M (alpha_M = -2.5, f_M = 0.9 as in Planck Int. XLIV),
+# summed over three independent layers along the line of sight (Ghosh et al. 2017's number; Planck
+# Int. XLIV found N ~ 4-7 on its own).  The field is band-limited at ell <= 191 (built at nside 64
+# and interpolated harmonically above: ~1 deg), which keeps its cost flat in nside.  In each layer
+# the field's angle to the plane of the sky (gamma) and its projected orientation set the Stokes parameters: for dust p0 cos^2(gamma) (cos 2psi, sin 2psi)
+# with the polarisation perpendicular to B_perp, and I (1 - p0 (cos^2 gamma - 2/3)); the sum over
+# layers depolarises.  Matter filaments are aligned with the field (Planck Int. XXXII, XXXVIII;
+# Clark et al. 2015): part of the plane-of-sky orientation follows the ridges of the intensity
+# field, which is what makes EE > BB and TE > 0 (Zaldarriaga 2001; Huffenberger et al. 2020).
+# Synchrotron comes from the same field layers: emissivity ~ B_perp^2 (electron index p = 3),
+# intrinsic polarisation fraction (p+1)/(p+7/3), under its own thicker slab and lognormal
+# cosmic-ray density.  SED parameters vary on the sky and are correlated with the intensity.
+#
+# Calibration (353 GHz, delta bandpass, on the 71% of the sky with the faintest dust: the size of
+# Planck's LR71 region): D_ell^EE(80) ~ 315 uK_CMB^2 and the exponents alpha_EE = -2.42,
+# alpha_BB = -2.54 of Planck 2018 XI (A&A 641, A11), BB/EE ~ 0.5 and r_TE = TE / sqrt(TT EE)
+# ~ 0.35 (Planck 2018 XI; Planck Int. XXX).  Synchrotron: Planck 2018 IV (A&A 641, A4) finds
+# polarised synchrotron and dust equal in rms near 70-80 GHz at 40' (its Fig. 35 with the
+# Planck 2018 I summary) and beta_s ~ -3.1.  ``benchmarks/sky_models.py --realism`` measures all of
+# these (README, "The embedded Galaxy"); the two amplitudes below (dust high_lat_uK_RJ, synchrotron
+# high_lat_uK_RJ with thick_share) were set from that measurement, the rest are physical choices.
+
+SKY_MODELS = {
+    "synthetic": {"version": "2.0", "description": "filamentary Galaxy: lognormal dust, polarisation from an "
+                  "ordered + turbulent magnetic field in layers with filaments aligned to it; synchrotron from "
+                  "the same field; SED parameters correlated with intensity"},
+    "synthetic-gaussian": {"version": "1.0", "description": "Gaussian random-field templates under a latitude "
+                           "law (the default before 2.0)"},
+}
+
+GALAXY = {
+    "field": dict(l0_deg=70.0, b0_deg=24.0, f_m=0.9, alpha_m=-2.5, layers=3, lmax=191, nside_max=64),
+    "dust": dict(freq_ref_ghz=353.0, high_lat_uK_RJ=28.35, slab_height=0.02, log_sigma=0.8, cl_index=-2.5,
+                 p0=0.25, align=0.7, ridge_rho=0.7, beta=1.53, beta_sim=0.03, beta_spatial=0.05, beta_rho=0.4,
+                 temp_K=19.6, temp_sim=0.5, temp_spatial=1.0, temp_rho=-0.5),
+    "synchrotron": dict(freq_ref_ghz=23.0, high_lat_uK_RJ=55.0, slab_height=0.08, log_sigma=0.4, cl_index=-2.8,
+                        thick_share=0.7, beta=-3.05, beta_sim=0.03, beta_spatial=0.1, beta_rho=0.5),
+}
+
+
+def model_attrs(fg: dict) -> dict:
+    """Store attributes naming the foreground model of a recipe's ``foregrounds`` section."""
+    name = fg["model"]
+    if name in SKY_MODELS:
+        return {"foreground_model": name, "foreground_model_version": SKY_MODELS[name]["version"],
+                "foreground_model_description": SKY_MODELS[name]["description"]}
+    if name == "pysm3":
+        import pysm3
+        return {"foreground_model": "pysm3", "foreground_model_version": f"pysm3 {pysm3.__version__}: "
+                + ", ".join(fg["presets"]), "foreground_model_description": "pysm3 presets from local templates"}
+    return {"foreground_model": name, "foreground_model_version": "", "foreground_model_description": "no foregrounds"}
+
+
+def _random_alm(rng, lmax: int, cl: np.ndarray) -> np.ndarray:
+    z = (rng.standard_normal(sht.alm_size(lmax)) + 1j * rng.standard_normal(sht.alm_size(lmax))) / np.sqrt(2)
+    z[: lmax + 1] = rng.standard_normal(lmax + 1)
+    return sht.almxfl(z, np.sqrt(cl))
+
+
+def _smooth_part(alm: np.ndarray, nside: int) -> np.ndarray:
+    """Unit-variance map of an alm's ell <= _SMOOTH_LMAX part (cheap at any nside)."""
+    small = sht.truncate_alm(alm, min(_SMOOTH_LMAX, sht.lmax_from_size(alm.size)))
+    out = sht.alm2map(small.astype(np.complex64), nside).astype(np.float64)
+    return out / max(out.std(), 1e-30)
+
+
+def _upgrade(maps: np.ndarray, nside: int, lmax: int) -> np.ndarray:
+    """(k, npix_low) RING maps band-limited at ``lmax`` -> (k, 12 nside^2) by harmonic interpolation."""
+    if maps.shape[-1] == 12 * nside * nside:
+        return maps
+    alm = sht.map2alm_scalar(maps, lmax, iterations=1)
+    return sht.alm2map_scalar(alm, nside)
+
+
+@functools.lru_cache(maxsize=4)
+def _sky_basis(nside: int) -> np.ndarray:
+    """(3 [r, theta, phi], 3 [x, y, z], npix) unit vectors of each RING pixel (Galactic Cartesian)."""
+    import healpy as hp
+    theta, phi = hp.pix2ang(nside, np.arange(12 * nside * nside))
+    st, ct, sp, cp = np.sin(theta), np.cos(theta), np.sin(phi), np.cos(phi)
+    return np.array([[st * cp, st * sp, ct], [ct * cp, ct * sp, -st], [-sp, cp, np.zeros_like(sp)]])
+
+
+@functools.lru_cache(maxsize=4)
+def _ordered_field(nside: int, l0_deg: float, b0_deg: float) -> np.ndarray:
+    """(3, npix) unit ordered field towards (l0, b0) along the line of sight (r), south (theta) and
+    east (phi) in each RING pixel."""
+    l0, b0 = np.radians(l0_deg), np.radians(b0_deg)
+    ordered = np.array([np.cos(b0) * np.cos(l0), np.cos(b0) * np.sin(l0), np.sin(b0)])
+    return np.einsum("i,kip->kp", ordered, _sky_basis(nside))
+
+
+def _synthesis_stack(alm: np.ndarray, nside: int) -> np.ndarray:
+    """(n, nalm) complex64 alms -> (n, npix) float32 maps, spin 0, in one single-precision transform."""
+    import ducc0
+    lmax = sht.lmax_from_size(alm.shape[-1])
+    out = ducc0.sht.experimental.synthesis(alm=np.ascontiguousarray(alm[:, None, :]), spin=0, lmax=lmax,
+                                           mstart=sht._mstart(lmax), nthreads=sht.nthreads(),
+                                           **sht._geometry(nside))
+    return out[:, 0]
+
+
+def field_layers(rng, nside: int, p: dict | None = None) -> dict:
+    """Line-of-sight sums over the magnetic-field layers (RING maps at ``nside``):
+
+    ``dust_q, dust_u``: mean of cos^2(gamma) (cos 2psi, sin 2psi), psi perpendicular to B_perp;
+    ``dust_c``: mean of cos^2(gamma); ``sync_q, sync_u, sync_i``: mean of B_perp^2 (cos 2psi,
+    sin 2psi) and of B_perp^2, in units of the ordered field squared.  Q/U follow healpy's
+    (COSMO) convention.
+    """
+    p = GALAXY["field"] if p is None else p
+    nside_b = min(nside, p["nside_max"])
+    lmax_b = min(3 * nside_b - 1, p["lmax"])
+    cl = _power_law_cl(lmax_b, p["alpha_m"])                      # unit variance per component
+    basis = _sky_basis(nside_b)
+    ordered_rtp = _ordered_field(nside_b, p["l0_deg"], p["b0_deg"])
+    scale = p["f_m"] / np.sqrt(3.0)                              # 3-D rms of the turbulent field = f_M |B0|
+    sums = {k: np.zeros(basis.shape[-1]) for k in ("dust_q", "dust_u", "dust_c", "sync_q", "sync_u", "sync_i")}
+    for _ in range(p["layers"]):
+        alm = np.stack([_random_alm(rng, lmax_b, cl) for _ in range(3)]).astype(np.complex64)
+        turb = _synthesis_stack(alm, nside_b)                    # (3, npix) Cartesian components, float32
+        br, bt, bp = (o + scale * (e[0] * turb[0] + e[1] * turb[1] + e[2] * turb[2])
+                      for o, e in zip(ordered_rtp, basis))
+        perp2 = bt * bt + bp * bp
+        q, u = bp * bp - bt * bt, 2 * bt * bp                    # perpendicular to B_perp, times B_perp^2
+        inv = 1.0 / (perp2 + br * br)
+        sums["dust_q"] += q * inv
+        sums["dust_u"] += u * inv
+        sums["dust_c"] += perp2 * inv
+        sums["sync_q"] += q
+        sums["sync_u"] += u
+        sums["sync_i"] += perp2
+    keys = list(sums)
+    maps = np.stack([sums[k] for k in keys]) / p["layers"]
+    maps = _upgrade(maps, nside, lmax_b)
+    return dict(zip(keys, maps))
+
+
+def _ridge_orientation(g_alm: np.ndarray, nside: int) -> np.ndarray:
+    """(2, npix) Q, U of unit-ish length perpendicular to the ridges of the field with alm ``g_alm``:
+    the spin-2 field whose E modes are the field's own (pure E, TE > 0), softly normalised."""
+    eb = np.zeros((2, g_alm.size), dtype=np.complex64)
+    eb[0] = g_alm
+    qu = sht.alm2map_spin2(eb, nside).astype(np.float64)
+    amp2 = qu[0] ** 2 + qu[1] ** 2
+    return qu / np.sqrt(amp2 + amp2.mean())
+
+
+def _filamentary_galaxy(components, nside, template_rng, sed) -> tuple:
+    """(dust intensity at 353 GHz or None, {"dust": ..., "synchrotron": ...}) of the filamentary Galaxy."""
+    import pysm3.models as m
+    import pysm3.units as u
+    one = u.dimensionless_unscaled
+    want_dust, want_sync = "dust" in components, "synchrotron" in components
+    if not (want_dust or want_sync or "ame" in components):
+        return None, {}
+    out, dust_i = {}, None
+    lmax = 3 * nside - 1
+    pd = GALAXY["dust"]
+    r = template_rng("dust")
+    g_alm = _random_alm(r, lmax, _power_law_cl(lmax, pd["cl_index"]))
+    g = sht.alm2map(g_alm.astype(np.complex64), nside).astype(np.float64)
+    lognorm = np.exp(pd["log_sigma"] * g - pd["log_sigma"] ** 2 / 2)
+    column = pd["high_lat_uK_RJ"] * slab_envelope(nside, pd["slab_height"]) * lognorm    # uK_RJ at 353 GHz
+    dust_i = column
+    layers = None
+    if want_dust or want_sync:
+        layers = field_layers(template_rng("magnetic-field"), nside)
+    if want_dust:
+        # filaments follow the field, but not only the ones seen in this column: the ridge pattern
+        # is that of a field correlated (coefficient ridge_rho) with the intensity's
+        rho = pd["ridge_rho"]
+        ridge_alm = rho * g_alm + np.sqrt(1 - rho ** 2) * _random_alm(r, lmax, _power_law_cl(lmax, pd["cl_index"]))
+        ridges = _ridge_orientation(ridge_alm, nside)
+        a, p0 = pd["align"], pd["p0"]
+        q = (1 - a) * layers["dust_q"] + a * layers["dust_c"] * ridges[0]
+        uu = (1 - a) * layers["dust_u"] + a * layers["dust_c"] * ridges[1]
+        dust_i = column * (1 - p0 * (layers["dust_c"] - 2.0 / 3.0))
+        smooth = _smooth_part(g_alm, nside)                      # large-scale column density (unit variance)
+        beta = sed("dust", "beta", pd) + pd["beta_spatial"] * (
+            pd["beta_rho"] * smooth + np.sqrt(1 - pd["beta_rho"] ** 2) * gaussian_field(r, nside, -2.5, _SMOOTH_LMAX))
+        temp = sed("dust", "temp_K", pd) + pd["temp_spatial"] * (
+            pd["temp_rho"] * smooth + np.sqrt(1 - pd["temp_rho"] ** 2) * gaussian_field(r, nside, -2.5, _SMOOTH_LMAX))
+        out["dust"] = m.ModifiedBlackBody(
+            map_I=dust_i << u.uK_RJ, map_Q=(p0 * column * q) << u.uK_RJ, map_U=(p0 * column * uu) << u.uK_RJ,
+            freq_ref_I=f"{pd['freq_ref_ghz']} GHz", freq_ref_P=f"{pd['freq_ref_ghz']} GHz",
+            map_mbb_index=beta << one, map_mbb_temperature=temp << u.K, nside=nside)
+    if want_sync:
+        ps = GALAXY["synchrotron"]
+        rs = template_rng("synchrotron")
+        s_alm = _random_alm(rs, lmax, _power_law_cl(lmax, ps["cl_index"]))
+        gs = sht.alm2map(s_alm.astype(np.complex64), nside).astype(np.float64)
+        electrons = ps["high_lat_uK_RJ"] * slab_envelope(nside, ps["slab_height"], 0.3) * \
+            np.exp(ps["log_sigma"] * gs - ps["log_sigma"] ** 2 / 2)
+        norm = electrons / np.mean(layers["sync_i"])
+        # intrinsic fraction for electron index p = 3 (beta_s ~ -3); a share of the emission comes from the
+        # thick disk, whose long sight lines through the turbulent field average its polarisation away
+        p_int = (3 + 1) / (3 + 7 / 3) * (1 - ps["thick_share"])
+        beta = sed("synchrotron", "beta", ps) + ps["beta_spatial"] * (
+            ps["beta_rho"] * _smooth_part(s_alm, nside)
+            + np.sqrt(1 - ps["beta_rho"] ** 2) * gaussian_field(rs, nside, -2.5, _SMOOTH_LMAX))
+        out["synchrotron"] = m.PowerLaw(
+            map_I=(norm * layers["sync_i"]) << u.uK_RJ, map_Q=(p_int * norm * layers["sync_q"]) << u.uK_RJ,
+            map_U=(p_int * norm * layers["sync_u"]) << u.uK_RJ,
+            freq_ref_I=f"{ps['freq_ref_ghz']} GHz", freq_ref_P=f"{ps['freq_ref_ghz']} GHz",
+            map_pl_index=beta << one, nside=nside)
+    return dust_i, out
+
+
+def synthetic_sky(components, nside: int, template_rng, sed_rng_or_none, model: str = "synthetic") -> dict:
     """Build pysm3 model objects for the chosen synthetic components at ``nside`` (RING).
 
     ``template_rng(name)`` returns the generator for a component's templates;
     ``sed_rng_or_none(name)`` the generator for its per-sim SED parameters, or
-    None to use the central values (fixed foregrounds).
+    None to use the central values (fixed foregrounds).  ``model`` is one of
+    :data:`SKY_MODELS`: ``synthetic`` (the filamentary Galaxy, default) or
+    ``synthetic-gaussian`` (the earlier Gaussian-template Galaxy, unchanged byte for byte);
+    they differ in dust and synchrotron only.
     """
+    if model not in SKY_MODELS:
+        raise ValueError(f"foregrounds.model: {model!r} is not a synthetic sky; allowed: {', '.join(SKY_MODELS)}")
     import pysm3.models as m
     import pysm3.units as u
     npix = 12 * nside * nside
@@ -172,14 +393,17 @@ def synthetic_sky(components, nside: int, template_rng, sed_rng_or_none) -> dict
     # templates are handed to pysm3 as views (<<), not copies: memory is what limits high nside
     models = {}
 
-    def sed(name, key):
-        p = PARAMS[name]
+    def sed(name, key, params=None):
+        p = PARAMS[name] if params is None else params
         r = sed_rng_or_none(name)
         spread = p.get(key + "_sim", 0.0)
         return p[key] if r is None or spread == 0 else float(r.normal(p[key], spread))
 
     dust_i = None
-    if "dust" in components or "ame" in components:
+    if model == "synthetic":
+        dust_i, galaxy = _filamentary_galaxy(components, nside, template_rng, sed)
+        models.update(galaxy)
+    elif "dust" in components or "ame" in components:
         p, r = PARAMS["dust"], template_rng("dust")
         dust_i = p["high_lat_uK_RJ"] * slab_envelope(nside, p["slab_height"]) * \
             lognormal(r, nside, p["log_sigma"], p["cl_index"])
@@ -191,7 +415,7 @@ def synthetic_sky(components, nside: int, template_rng, sed_rng_or_none) -> dict
                 map_I=dust_i << u.uK_RJ, map_Q=qu[0] << u.uK_RJ, map_U=qu[1] << u.uK_RJ,
                 freq_ref_I=f"{p['freq_ref_ghz']} GHz", freq_ref_P=f"{p['freq_ref_ghz']} GHz",
                 map_mbb_index=beta << one, map_mbb_temperature=temp << u.K, nside=nside)
-    if "synchrotron" in components:
+    if model == "synthetic-gaussian" and "synchrotron" in components:
         p, r = PARAMS["synchrotron"], template_rng("synchrotron")
         amp = p["high_lat_uK_RJ"] * slab_envelope(nside, p["slab_height"], 0.3) * \
             lognormal(r, nside, p["log_sigma"], p["cl_index"])

@@ -176,7 +176,9 @@ SCHEMA: dict = {
                                 doc="beam of the CMB truth map (0: no beam, CMB-ML's target)"),
     },
     "foregrounds": {
-        "model": F((str,), "synthetic", choices=("synthetic", "pysm3", "none")),
+        "model": F((str,), "synthetic", choices=("synthetic", "synthetic-gaussian", "pysm3", "none"),
+                   doc="synthetic: the filamentary Galaxy (default); synthetic-gaussian: the earlier "
+                       "Gaussian-template Galaxy; pysm3: presets from local templates; none"),
         "components": F((list,), list(SYNTHETIC_COMPONENTS), check=_list_of(SYNTHETIC_COMPONENTS)),
         "presets": F((list,), ["d9", "s4", "f1", "a1", "cib1", "ksz1", "tsz1", "rg1"], check=_pysm_presets),
         "data_dir": F((str,), None, nullable=True, doc="directory of pysm3 templates (else $PYSM_LOCAL_DATA)"),
@@ -364,7 +366,7 @@ def validate(raw: dict, text: str = "", source: str = "", overrides: tuple | lis
     if "cmb" not in data["keep"]:
         data["keep"] = ["cmb"] + data["keep"]
     data["keep"] = [k for k in TRUTH_PRODUCTS if k in data["keep"]]
-    if data["foregrounds"]["model"] != "synthetic" and "components" in data["keep"]:
+    if not data["foregrounds"]["model"].startswith("synthetic") and "components" in data["keep"]:
         if data["foregrounds"]["model"] == "none":
             data["keep"].remove("components")
     return Recipe(data, text, source, tuple(overrides))

@@ -36,7 +36,7 @@ class SimResult:
 def component_names(recipe) -> list[str]:
     """Names along the ``component`` axis: synthetic components or pysm3 presets."""
     fg = recipe["foregrounds"]
-    if fg["model"] == "synthetic":
+    if fg["model"] in foregrounds.SKY_MODELS:
         return list(fg["components"])
     if fg["model"] == "pysm3":
         return list(fg["presets"])
@@ -84,7 +84,7 @@ class Simulator:
         self._fixed_models = None
         self._fixed_alms = {}        # fixed foregrounds: their alms per detector, computed once
         fg = r["foregrounds"]
-        self._foregrounds_fixed = fg["model"] == "pysm3" or (fg["model"] == "synthetic" and fg["vary"] == "fixed")
+        self._foregrounds_fixed = fg["model"] == "pysm3" or (fg["model"] in foregrounds.SKY_MODELS and fg["vary"] == "fixed")
 
     # -- static pieces ------------------------------------------------------------
     def noise_sigma(self, det: instrument.Detector, field: str) -> np.ndarray:
@@ -121,12 +121,13 @@ class Simulator:
             if self._fixed_models is None:
                 self._fixed_models = foregrounds.synthetic_sky(
                     fg["components"], self.sky_nside,
-                    lambda name: seeds.rng(self.seed, "fixed", 0, "foreground-" + name), lambda name: None)
+                    lambda name: seeds.rng(self.seed, "fixed", 0, "foreground-" + name), lambda name: None,
+                    fg["model"])
             return self._fixed_models
         return foregrounds.synthetic_sky(
             fg["components"], self.sky_nside,
             lambda name: seeds.rng(self.seed, split, sim, "foreground-" + name),
-            lambda name: seeds.rng(self.seed, split, sim, "sed-" + name))
+            lambda name: seeds.rng(self.seed, split, sim, "sed-" + name), fg["model"])
 
     def _analyse(self, maps: np.ndarray, iterations: int) -> np.ndarray:
         """Sky-model map -> alm at the output band limit (analysis at ``lmax_analysis``, then truncated).
