@@ -79,6 +79,10 @@ def lensed_spectra(params: dict[str, float], lmax: int, lens_potential_accuracy:
     ones are accurate to lmax.
     """
     import camb
+    # One OpenMP thread, always: CAMB's results change in the last bits with its thread count (measured:
+    # OMP_NUM_THREADS 1, 2 and 4 give three different byte strings), which would make a store's bytes
+    # depend on the machine's cores and on how a stage was scheduled.  A single thread costs ~7% at lmax 383.
+    camb.config.ThreadNum = 1
     pars = camb.set_params(H0=params["H0"], ombh2=params["ombh2"], omch2=params["omch2"],
                            ns=params["ns"], As=params["As"], tau=params["tau"], mnu=0.06,
                            lmax=lmax, lens_potential_accuracy=lens_potential_accuracy,

@@ -1,3 +1,5 @@
+import os
+
 import healpy as hp
 import numpy as np
 import pytest
@@ -230,3 +232,19 @@ def test_target_beam_option():
     assert rms(b.cmb[0]) < rms(a.cmb[0])
     # a target at the detector's own beam equals the noiseless, foreground-free observation
     assert np.allclose(b.cmb, b.obs[0], rtol=1e-5, atol=1e-4)
+
+
+def test_camb_spectra_do_not_depend_on_the_thread_count():
+    """The same parameters give the same bytes whatever OMP_NUM_THREADS the process started with
+    (CAMB's sums change in the last bits with its thread count; cosmology pins it to one)."""
+    import subprocess
+    import sys
+    code = ("import hashlib; from cmbcube import cosmology; "
+            "p = dict(H0=67.5, ombh2=0.022, omch2=0.12, ns=0.965, As=2.1e-9, tau=0.054); "
+            "print(hashlib.sha256(cosmology.lensed_spectra(p, 47).tobytes()).hexdigest())")
+    digests = set()
+    for threads in ("1", "3"):
+        env = dict(os.environ, OMP_NUM_THREADS=threads)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        digests.add(out.stdout.strip())
+    assert len(digests) == 1
