@@ -308,7 +308,7 @@ def map_figure(ds, run: str, split: str, sim: int, field: str, path: Path | None
         _mollweide(fig, ax, m, nside, title, lo, hi, cmap, f"{field} [{unit}]")
     fig.suptitle(f"{split} sim {sim}: maps at a common {beam:g}' beam", fontsize=10)
     if path is not None:
-        fig.savefig(path, dpi=90)
+        fig.savefig(path, dpi=90, bbox_inches="tight")      # the colour bars' labels sit below the axes
     plt.close(fig)
     return fig
 
