@@ -357,6 +357,8 @@ def scan(source_dir) -> Plan:
             continue
         counts[split] = len(found)
         sim_dirs[split] = [found[i] for i in range(len(found))]
+        if not found:
+            continue                    # an empty split folder: no sims of that split
         widths = {len(d.name) - 3 for d in sim_dirs[split]}
         if not all(d.name == f"sim{i:0{min(widths)}d}" for i, d in enumerate(sim_dirs[split])):
             problems.append(f"{split_paths[split]}: sim folders mix zero paddings "
@@ -502,7 +504,11 @@ def recipe_for(plan: Plan, name: str | None = None, units: str | None = None, be
         "detectors": list(plan.detectors),
         "fields": list(plan.fields),
         "units": units,
-        "instrument": {"beams": beams, "beam_overrides": overrides, "pixel_window": plan.pixel_window},
+        # CMB-ML's datasets are made with delta bandpasses at the band centres (its cmb-ml_deltabandpass
+        # table), and the files' unit conversions below are delta ones: recorded as such, so the ILC's
+        # SEDs and every later conversion match the data
+        "instrument": {"beams": beams, "beam_overrides": overrides, "pixel_window": plan.pixel_window,
+                       "bandpass": "delta"},
         "cmb": {"prior": "fixed", "prior_width": 0.0, "target_beam_arcmin": plan.cmb_beam_arcmin},
         "foregrounds": {"model": "none"},
         "noise": {"model": "none"},
@@ -680,6 +686,8 @@ def export_one(store: str, destination: str, units: str, overwrite: bool, split:
     obs = np.asarray(ds.obs[isplit, sim].values, dtype=np.float64)
     pixwin = bool(ds.attrs.get("pixel_window_applied", False))
     beams = cube.detector_beams(ds)
+    from .recipe import from_store_attrs
+    bands = {d.freq: d for d in from_store_attrs(ds.attrs).detectors()}     # the store's bandpasses
     for i, freq in enumerate(detectors):
         det = instrument.detector(freq)
         have = [f for k, f in enumerate(fields) if bool(ds.has_field.values[i, k])]
@@ -687,7 +695,7 @@ def export_one(store: str, destination: str, units: str, overwrite: bool, split:
         unit = source_unit if units == "store" else units
         maps = obs[i, [fields.index(f) for f in have]]
         if unit != source_unit:
-            maps = maps * instrument.unit_factor(float(ds.center_frequency_ghz.values[i]), source_unit, unit)
+            maps = maps * instrument.band_unit_factor(bands[freq], source_unit, unit)    # over the store's band
         extra = [("FWHM", beams[freq], "[arcmin] Gaussian beam FWHM"),
                  ("FREQ", det.freq, "[GHz] detector"), ("PIXWIN", pixwin, "pixel window applied"),
                  ("CREATOR", f"cmbcube {__version__}", "")]

@@ -314,8 +314,9 @@ def map_figure(ds, run: str, split: str, sim: int, field: str, path: Path | None
 
 
 def _spectrum_note(ds, split: str, nsims: int) -> str:
-    return (f"{split} split, mean of {nsims} sim(s); mask f_sky = {float(ds.mask.mean()):.2f}; "
-            "beams and pixel window deconvolved")
+    estimator = str(ds.spectra.attrs.get("estimator", "pseudo-fast"))
+    return (f"{split} split, mean of {nsims} sim(s); mask f_sky = {float(ds.mask.mean()):.2f}\n"
+            f"beams and pixel window deconvolved; {estimator} estimator")
 
 
 def spectrum_figure(ds, split: str, path: Path | None, residual_path: Path | None):
@@ -334,10 +335,18 @@ def spectrum_figure(ds, split: str, path: Path | None, residual_path: Path | Non
     t_mean = np.nanmean(truth.isel(sim=sims).values, axis=0)
     theory = ds.cl_theory.sel(split=split, spectrum="TT").isel(sim=sims).mean("sim").values
     th_b = np.array([theory[int(lo):int(lo) + width].mean() for lo in ds.ell_bin.values])
+    theory_label = "theory (mean over sims)"
+    if "spectra_window" in ds and ds.spectra.attrs.get("estimator") == "namaster":
+        # what NaMaster's bandpowers estimate: the theory through their windows (spectrum_in: TT, EE, BB, TE)
+        windows = ds.spectra_window.values[0]                               # TT: (ell_bin, spectrum_in, ell)
+        cl_all = ds.cl_theory.sel(split=split).isel(sim=sims).mean("sim").values   # (spectrum, ell)
+        n = min(windows.shape[-1], cl_all.shape[-1])
+        th_b = np.einsum("bsl,sl->b", windows[..., :n], np.nan_to_num(cl_all[:, :n]))
+        theory_label = "theory through the bandpower windows (mean over sims)"
     nmodes = (2 * ell + 1) * width * float(ds.mask.mean())
     cv = th_b * np.sqrt(2 / nmodes / max(len(sims), 1))
     ax.fill_between(ell, fac * (th_b - cv), fac * (th_b + cv), color="0.85", label="theory +- cosmic variance")
-    ax.plot(ell, fac * th_b, "k-", lw=1, label="theory (mean over sims)")
+    ax.plot(ell, fac * th_b, "k-", lw=1, label=theory_label)
     ax.plot(ell, fac * t_mean, "ko", ms=3, label="truth")
     fig2, ax2 = plt.subplots(figsize=(8, 4.4))
     for r, run in enumerate(ds.run.values):

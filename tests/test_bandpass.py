@@ -87,3 +87,36 @@ def test_stores_from_before_the_field_keep_their_hash_and_delta():
     legacy = from_store_attrs({"recipe_normalized": json.dumps(old)})
     assert legacy.hash == delta.hash != validate(base).hash
     assert legacy.detectors()[0].bandpass == "delta"
+
+
+def test_cmbml_trees_are_recorded_as_delta_and_exports_convert_over_the_stores_band(tmp_path):
+    """An ingested CMB-ML tree records delta bandpasses (its data and its unit conversions are delta
+    ones); exporting a native-unit top-hat store to uK_CMB converts 545/857 GHz over the store's band."""
+    import healpy as hp
+
+    import cmbcube
+    from cmbcube import cmbml, instrument
+    from cmbcube.recipe import from_store_attrs
+    from cmbcube.simulate import run
+    from conftest import small_recipe
+    tree = tmp_path / "tree"
+    cmbml.make_example_tree(tree, nside=16, splits={"train": 1, "valid": 0, "test": 0}, seed=3, units="native")
+    assert {d.bandpass for d in cmbml.recipe_for(cmbml.scan(tree)).detectors()} == {"delta"}
+
+    store = str(tmp_path / "native.zarr")
+    recipe = small_recipe(units="native", detectors=[143, 545, 857], splits={"train": 1, "valid": 0, "test": 0},
+                          keep=["cmb"])
+    assert run(recipe, store, scheduler="synchronous", progress=False).ok
+    ds = cmbcube.open(store)
+    dets = {d.freq: d for d in from_store_attrs(ds.attrs).detectors()}
+    assert {d.bandpass for d in dets.values()} == {"tophat"}
+    out = tmp_path / "out"
+    assert cmbml.export(store, out, units="uK_CMB", scheduler="synchronous", progress=False).ok
+    for freq in (545, 857):
+        written = hp.read_map(str(out / f"Simulation/Train/sim0000/obs_{freq}_map.fits"), field=0, nest=True,
+                              dtype=None)
+        source = ds.obs.sel(split="train", sim=0, detector=freq, field="I").values.astype(np.float64)
+        band = instrument.band_unit_factor(dets[freq], "MJy/sr", "uK_CMB")
+        delta = instrument.unit_factor(dets[freq].centre_ghz, "MJy/sr", "uK_CMB")
+        assert abs(band / delta - 1) > 0.1          # the two differ at these bands (14% and 66%)
+        assert np.allclose(written, source * band, rtol=1e-6)
