@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("store")
     p.add_argument("--split", default="train", help="split the statistics describe (default train)")
     p.add_argument("--force", action="store_true", help="recompute even if up to date")
+    p.add_argument("--no-progress", action="store_true")
     _add_cluster_args(p)
 
     p = sub.add_parser("ilc", help="NILC or HILC of a split, written as a run of the pred product")
@@ -438,7 +439,8 @@ def main(argv=None) -> int:
         if args.command == "preprocess":
             from .preprocess import run as preprocess
             out = preprocess(args.store, split=args.split, scheduler=args.scheduler,
-                             scheduler_file=args.scheduler_file, workers=args.workers, force=args.force)
+                             scheduler_file=args.scheduler_file, workers=args.workers, force=args.force,
+                             progress=False if args.no_progress else None)
             if out["status"] == "up to date":
                 print(f"nothing to do: statistics of {out['sims']} {args.split} sims are up to date")
             else:

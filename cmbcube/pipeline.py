@@ -36,7 +36,7 @@ def run(recipe: Recipe | str, store: str, scheduler=None, scheduler_file=None, w
         raise RuntimeError(f"simulate: {len(rep.failed)} sim(s) failed, e.g. {rep.failed[0]}; rerun to retry")
     step(f"simulate: {len(rep.written)} new sim(s), {rep.already_done} already done", started)
     started = time.perf_counter()
-    out = preprocess.run(store, **cluster)
+    out = preprocess.run(store, progress=progress, **cluster)
     step(f"preprocess: statistics {out['status']}", started)
     splits = tuple(cfg["splits"])
     for method in cfg["ilc"]:

@@ -39,11 +39,12 @@ def _hist_block(block, lo, hi, bins):
     return out
 
 
-def reduce_stats(arr, sample_axes: tuple[int, ...], bins: int = BINS, valid=None) -> dict[str, np.ndarray]:
+def reduce_stats(arr, sample_axes: tuple[int, ...], bins: int = BINS, valid=None, on_pass=None) -> dict[str, np.ndarray]:
     """Statistics of a dask array over ``sample_axes`` (the sim axes and the pixel axis, last).
 
     Returns {stat: array over the remaining axes}.  NaN (absent detector/field
-    pairs) are ignored; a channel with no data gets NaN statistics.
+    pairs) are ignored; a channel with no data gets NaN statistics.  ``on_pass()`` is called after each
+    of the two passes over the data (moments, then histograms), e.g. to move a progress bar.
     """
     import warnings
 
@@ -59,6 +60,8 @@ def reduce_stats(arr, sample_axes: tuple[int, ...], bins: int = BINS, valid=None
         warnings.simplefilter("ignore", RuntimeWarning)
         lo, hi, mean, std = dask.compute(da.nanmin(x, axis=sample_axes), da.nanmax(x, axis=sample_axes),
                                          da.nanmean(x, axis=sample_axes), da.nanstd(x, axis=sample_axes))
+    if on_pass is not None:
+        on_pass()
     if valid is not None:
         lo, hi, mean, std = (np.where(valid, v, np.nan) for v in (lo, hi, mean, std))
     # second pass: per-channel histograms between the exact extremes, summed over blocks
@@ -72,6 +75,8 @@ def reduce_stats(arr, sample_axes: tuple[int, ...], bins: int = BINS, valid=None
 
     hist = x.map_blocks(block_hist, dtype=np.int64, chunks=x.chunks[:-1] + ((bins,),))
     hist = hist.sum(axis=tuple(a for a in sample_axes if a != x.ndim - 1)).compute()
+    if on_pass is not None:
+        on_pass()
     out = {"min": lo, "max": hi, "mean": mean, "std": std}
     counts = np.cumsum(hist, axis=-1)
     total = counts[..., -1]
@@ -94,7 +99,7 @@ def reduce_stats(arr, sample_axes: tuple[int, ...], bins: int = BINS, valid=None
 
 
 def run(store: str, split: str = "train", scheduler: str | None = None, scheduler_file: str | None = None,
-        workers: int | None = None, force: bool = False) -> dict:
+        workers: int | None = None, force: bool = False, progress: bool | None = None) -> dict:
     """Compute and store the statistics; returns a small report dict."""
     import xarray as xr
 
@@ -119,8 +124,12 @@ def run(store: str, split: str = "train", scheduler: str | None = None, schedule
             obs = ds.obs.sel(split=split).isel(sim=sims).data          # (sim, detector, field, pixel)
             cmb = ds.cmb.sel(split=split).isel(sim=sims).data          # (sim, field, pixel)
             log.info("statistics over %d %s sims", sims.size, split)
-            stats_obs = reduce_stats(obs, (0, 3), valid=ds.has_field.values)
-            stats_cmb = reduce_stats(cmb, (0, 2))
+            from .progress import bar as progress_bar
+            # four passes over the split (obs and cmb: moments, then histograms); a bar on a terminal
+            with progress_bar(4, f"preprocess {split} ({sims.size} sims)", unit="pass", progress=progress,
+                              where=f"{store} stats_obs, stats_cmb") as passes:
+                stats_obs = reduce_stats(obs, (0, 3), valid=ds.has_field.values, on_pass=passes.update)
+                stats_cmb = reduce_stats(cmb, (0, 2), on_pass=passes.update)
     attrs = {"split": split, "sims": json.dumps(sims.tolist()), "n_sims": int(sims.size),
              "recipe_hash": ds.attrs.get("recipe_hash", ""), "histogram_bins": BINS,
              "computed": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

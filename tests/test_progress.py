@@ -68,6 +68,17 @@ def test_a_stage_draws_a_bar_on_a_terminal_and_plain_lines_in_a_pipe(tmp_path):
     assert "simulate: 3/3 sim(s) in" in proc.stderr
     assert "simulated 3 sim(s)" in proc.stdout
 
+    # the other long stages the same way: preprocess (passes over the split) and ilc (sims)
+    tty = str(tmp_path / "tty.zarr")
+    code, out = _run_on_pty(_cli("preprocess", tty))
+    assert code == 0, out[-2000:]
+    assert "\rpreprocess train (2 sims):" in out and "| 4/4 [" in out, out[-2000:]
+    code, out = _run_on_pty(_cli("ilc", tty, "--method", "hilc", "--scheduler", "synchronous"))
+    assert code == 0, out[-2000:]
+    assert re.search(r"\r[^\r]*hilc[^\r]*\| 1/1 \[", out), out[-2000:]
+    proc = subprocess.run(_cli("preprocess", store), capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0 and "\r" not in proc.stdout + proc.stderr, proc.stderr[-2000:]
+
 
 def test_forced_and_suppressed_bars(capsys):
     with progress.bar(4, "stage", progress=False) as bar:
