@@ -97,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
     p.add_argument("--no-progress", action="store_true")
+    _add_force_size(p, "the run's checkpoints exceed the free disk next to the store")
 
     p = sub.add_parser("predict", help="write a trained run's predictions into the cube")
     p.add_argument("store")
@@ -286,7 +287,8 @@ def _train(args) -> int:
         values["fields"] = _csv(args.fields)
     config = TrainConfig(**values)
     report = train(args.store, config, args.run, args.device, args.resume, args.deterministic,
-                   progress=False if args.no_progress else None, num_workers=args.num_workers)
+                   progress=False if args.no_progress else None, num_workers=args.num_workers,
+                   force_size=args.force_size)
     print(f"{report.run}: {report.epochs_done} epoch(s), last train loss {report.train_loss[-1]:.4g}, "
           f"valid loss {report.valid_loss[-1]:.4g}{' (stopped early)' if report.stopped_early else ''}; "
           f"{report.samples_per_s:.1f} samples/s; checkpoint {report.checkpoint}")

@@ -54,7 +54,7 @@ def run(recipe: Recipe | str, store: str, scheduler=None, scheduler_file=None, w
             step(f"train {model}: already trained ({ckpt.name})", started)
         else:
             resume = train.latest_checkpoint(train.run_dir(store, model)) is not None
-            t = train.train(store, config, device=device, resume=resume, progress=progress)
+            t = train.train(store, config, device=device, resume=resume, progress=progress, force_size=force_size)
             step(f"train {model}: {t.epochs_done} epochs, valid loss {t.valid_loss[-1]:.4g}", started)
         started = time.perf_counter()
         p = train.predict(store, model, splits=splits, device=device, progress=progress, force_size=force_size)

@@ -194,7 +194,7 @@ class TrainReport:
 
 def train(store: str, config: TrainConfig, run_name: str | None = None, device: str | None = None,
           resume: bool = False, deterministic: bool = False, progress: bool | None = None,
-          num_workers: int = 0) -> TrainReport:
+          num_workers: int = 0, force_size: bool = False) -> TrainReport:
     import torch
     from .progress import Progress
     _check_loss(config)
@@ -214,6 +214,8 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
         valid_ds = None
     nside = train_ds.nside
     out_dir = run_dir(store, run_name)
+    if not resume:
+        _check_checkpoint_space(store, run_name, config, train_ds, out_dir, force_size)
     config_dict = {**config.as_dict(), "checkpoint_dir": str(out_dir.resolve())}
     irun = cube.ensure_run(store, run_name, config.model, config_dict,
                            cube.truth_beam(store),
@@ -322,6 +324,28 @@ def evaluate(net, dataset, loss_fn, dev, batch_size) -> float:
             total += float(loss_fn(out, batch["target"].to(dev))) * out.shape[0]
             n += out.shape[0]
     return total / max(n, 1)
+
+
+def checkpoint_bytes(n_params: int, petroff: bool) -> int:
+    """Bytes of one checkpoint: float32 weights and Adam's two moments (AMSGrad keeps a third), plus the
+    losses, RNG states and settings (~64 kB)."""
+    return n_params * 4 * (4 if petroff else 3) + 64 * 2 ** 10
+
+
+def _check_checkpoint_space(store, run_name, config, train_ds, out_dir, force_size) -> None:
+    """Refuse (LimitError, exit 2) before the run is created when its checkpoints cannot fit the free
+    disk next to the store (``--force-size`` runs it anyway)."""
+    from . import limits
+    probe = models.build(config.model, len(train_ds.channels), len(config.fields), train_ds.nside,
+                         config.patch_side, config.base_channels, branches=models.branch_sizes(train_ds.channels),
+                         n_train=len(train_ds))
+    n_params = sum(p.numel() for p in probe.parameters())
+    del probe
+    saved = config.epochs // config.checkpoint_every + (config.epochs % config.checkpoint_every != 0)   # all kept
+    per = checkpoint_bytes(n_params, config.model == "petroff")
+    plan = limits.Plan(f"train {run_name}", files=saved, store_bytes=saved * per, worker_bytes=0)
+    for problem in limits.check(plan, str(out_dir), (None, ""), force_size):
+        log.warning("--force-size: %s", problem)
 
 
 def save_checkpoint(out_dir: Path, epoch, net, opt, sched, config, train_losses, valid_losses, best, stale) -> str:

@@ -1,3 +1,4 @@
+import os
 import shutil
 import subprocess
 import sys
@@ -179,3 +180,31 @@ def test_early_stopping(store32, tmp_path, monkeypatch):
     report = train.train(path, config, progress=False)
     assert report.stopped_early and report.epochs_done == 2
     assert (train.run_dir(path, "cmbnncs-unet5") / "epoch_0002.pt").exists()
+
+
+def test_train_refuses_checkpoints_larger_than_the_free_disk_before_creating_the_run(store32, tmp_path,
+                                                                                     monkeypatch, capsys):
+    """The run's checkpoints (weights + Adam's moments per saved epoch) are sized before anything is
+    created; a disk without room for them is refused with exit 2 and the figures, --force-size trains."""
+    import collections
+
+    from cmbcube import cube, limits, models
+    from cmbcube.cli import main
+    path = str(tmp_path / "t.zarr")
+    shutil.copytree(store32, path)
+    config = train.TrainConfig(model="patch-unet", **{**train.defaults("patch-unet"), "patch_side": 16,
+                                                      "epochs": 2, "checkpoint_every": 1})
+    ds = train._datasets(path, config, "train")
+    net = models.build(config.model, len(ds.channels), 1, ds.nside, 16, config.base_channels,
+                       branches=models.branch_sizes(ds.channels), n_train=len(ds))
+    need = 2 * train.checkpoint_bytes(sum(p.numel() for p in net.parameters()), False)
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(limits.shutil, "disk_usage", lambda _: usage(10 * need, 9 * need, need // 2))
+    args = ["train", path, "--model", "patch-unet", "--epochs", "2", "--checkpoint-every", "1", "--patch-side", "16",
+            "--run", "p", "--no-progress"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "train p refused before creating anything" in err and f"needs {limits.human(need)} on disk" in err, err
+    assert "run" not in cube.read_group(path).array_keys() and not os.path.exists(path + ".runs")
+    assert main(args + ["--force-size"]) == 0
+    assert len(list((tmp_path / "t.zarr.runs" / "p").glob("epoch_*.pt"))) == 2
