@@ -220,7 +220,12 @@ def _failures(failed) -> int:
     """List failed tasks (the last element of each is the message); exit status 1 if any."""
     if not failed:
         return 0
-    print(f"{len(failed)} task(s) failed; rerun the same command to retry them:", file=sys.stderr)
+    damaged = sum("DamagedUnitError" in str(f[-1]) for f in failed)
+    if damaged:          # a rerun reads the same damaged input: the message says how to repair it
+        print(f"{len(failed)} task(s) failed, {damaged} on damaged input (see each message: cmbcube verify "
+              "--clear, then rebuild it); rerun the same command to retry the others:", file=sys.stderr)
+    else:
+        print(f"{len(failed)} task(s) failed; rerun the same command to retry them:", file=sys.stderr)
     for *key, message in failed[:20]:
         print(f"  {'/'.join(map(str, key))}: {message}", file=sys.stderr)
     return 1

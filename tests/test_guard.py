@@ -143,6 +143,7 @@ def test_ilc_names_the_damaged_sim_instead_of_an_ill_conditioned_covariance(stor
     assert code == 1
     assert "train/1" in err and "DamagedUnitError" in err and "obs of train sim 1" in err
     assert "ill-conditioned" not in err
+    assert "1 on damaged input" in err and "retry them" not in err      # no plain "rerun" advice
     # the healthy sim was cleaned; a missing prediction of a finished (run, sim) raises too
     ds = cmbcube.open(store)
     assert int(ds.pred_done.sel(run="hilc", split="train", sim=0)) == 1
