@@ -337,7 +337,9 @@ def namaster_for(nside: int, apod_nest: np.ndarray, mask_nest: np.ndarray, nbins
 def spectra_attrs(estimator: str, nside: int) -> dict:
     """Metadata of the ``spectra`` array: estimator, binning, purification, mask, deconvolution."""
     attrs = {"estimator": estimator,
-             "binning": {"kind": "linear", "weights": "flat in C_ell", "first_ell": 2, "width": BIN_WIDTH,
+             "binning": {"kind": "linear", "first_ell": 2, "width": BIN_WIDTH,
+                         # NaMaster's bins assume D_ell flat within a bin (is_Dell), given as bin-mean C_ell
+                         "weights": "flat in D_ell" if estimator == "namaster" else "flat in C_ell",
                          "lmax_stored": int(ell_bins(nside)[-1]) - 1,
                          "lmax_inverted": 3 * nside - 1 if estimator == "namaster" else None},
              "mask": "mask_apodized", "deconvolved": "Gaussian beams and pixel window"}

@@ -291,9 +291,5 @@ def collector(report, bar):
             report.written.append(item)
         else:
             report.failed.append((*item, f"{type(error).__name__}: {error}"))
-        from .progress import Progress
-        if isinstance(bar, Progress):
-            bar.update(1, failed=error is not None)
-        else:                       # a plain tqdm bar (callers not yet on cmbcube.progress)
-            bar.update(1)
+        bar.update(1, failed=error is not None)         # a cmbcube.progress.Progress
     return on_done

@@ -5,14 +5,13 @@ cube's ``pred`` product along the ``run`` axis.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 
 import numpy as np
 
 from . import cube, instrument, needlets, sht
-from .recipe import SPLITS
+from .recipe import SPLITS, from_store_attrs
 
 log = logging.getLogger("cmbcube")
 
@@ -80,6 +79,9 @@ def resolve_config(store: str, config: ILCConfig) -> ILCConfig:
 def clean_sim(obs: np.ndarray, dets: list, fields_in: list, units: list, config: ILCConfig, nside: int,
               cmb_unit: str, bandpass: str = "delta", *, beams_arcmin) -> np.ndarray:
     """ILC of one sim. obs: (detector, field, pixel) NESTED in each detector's unit.
+
+    ``bandpass``: the store's ``instrument.bandpass`` (``delta`` or ``tophat``); the SEDs are integrated
+    over each detector's band like the simulated maps.
 
     ``beams_arcmin``: the Gaussian beam FWHM each of ``dets`` carries (the store's record,
     ``cube.detector_beams``; never a preset).
@@ -157,7 +159,7 @@ def _clean_task(store: str, run: int, config: ILCConfig, split: str, sim: int) -
     det_idx = [have.index(d) for d in config.detectors]
     obs = group["obs"].get_orthogonal_selection((SPLITS.index(split), sim, det_idx, slice(None), slice(None)))
     beams = cube.detector_beams(group, config.detectors)
-    bandpass = json.loads(group.attrs["recipe_normalized"])["instrument"].get("bandpass", "delta")
+    bandpass = from_store_attrs(group.attrs).detectors()[0].bandpass    # the recipe's reading (old stores: delta)
     maps = clean_sim(obs, list(config.detectors), fields_in, [units[i] for i in det_idx], config,
                      int(group.attrs["nside"]), str(group.attrs["cmb_unit"]), bandpass,
                      beams_arcmin=[beams[d] for d in config.detectors])

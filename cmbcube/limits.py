@@ -112,9 +112,11 @@ def simulate_plan(recipe, pending: int | None = None, what: str = "simulate") ->
 
 
 def _component_names(recipe) -> list:
-    """The component axis (as sky.component_names, without importing the simulator)."""
+    """The component axis (as sky.component_names, without importing the simulator: foregrounds alone
+    imports neither pysm3 nor healpy)."""
+    from .foregrounds import SKY_MODELS
     fg = recipe["foregrounds"]
-    return list(fg["components"] if fg["model"] == "synthetic" else fg["presets"] if fg["model"] == "pysm3" else [])
+    return list(fg["components"] if fg["model"] in SKY_MODELS else fg["presets"] if fg["model"] == "pysm3" else [])
 
 
 def worker_memory_limit(cluster: dict, scheduler=None, scheduler_file=None, workers=None):

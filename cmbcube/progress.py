@@ -107,13 +107,6 @@ class Progress:
         if self.bar is not None:
             self.bar.set_postfix(postfix)
 
-    def write(self, line: str) -> None:
-        """A line that stays above the bar on a terminal (a log line elsewhere)."""
-        if self.bar is not None:
-            self.bar.write(line, file=sys.stderr)
-        else:
-            log.info(line)
-
     def close(self) -> None:
         seconds = time.perf_counter() - self.t0
         if self.bar is not None:

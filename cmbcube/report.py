@@ -414,9 +414,6 @@ def component_table(ds, split: str) -> str | None:
         return None
     sim = int(sims[0])
     units = {int(d): str(u) for d, u in zip(ds.detector.values, ds.unit.values)} if "unit" in ds else {}
-    beams = {}
-    if "beam_fwhm_arcmin" in ds:
-        beams = {int(d): float(b) for d, b in zip(ds.detector.values, np.atleast_1d(ds.beam_fwhm_arcmin.values))}
     lines = [f"# Sky statistics per component: {split} sim {sim}", "",
              "Pixel statistics of each foreground component as stored (beam-convolved, NESTED full sky, no mask), "
              "in each detector's map unit (the `unit` column; uK_CMB unless the recipe chose otherwise).", "",

@@ -1,6 +1,6 @@
 """Statistics that say whether a synthetic Galaxy looks like the real one.
 
-Used by the tests of the sky models and by ``benchmarks/sky_realism.py``: dust and
+Used by the tests of the sky models and by ``benchmarks/sky_models.py``: dust and
 synchrotron maps of one sim, a high-latitude mask like Planck's LR regions (the
 faintest part of the dust sky), masked spectra with power-law fits at ell = 80, the
 polarisation-fraction distribution and the one-point moments of the intensity, and

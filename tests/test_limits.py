@@ -165,3 +165,16 @@ def test_ingest_refuses_a_tree_larger_than_the_free_disk(tmp_path, monkeypatch, 
     assert "ingest-cmbml refused before creating anything" in capsys.readouterr().err
     assert not store.exists()
     assert cli.main(args + ["--force-size"]) == 0 and store.exists()
+
+
+def test_component_maps_are_counted_for_both_embedded_skies():
+    """The size estimate counts the kept component maps whichever embedded Galaxy the recipe uses
+    (the component axis is sky.component_names for both synthetic skies)."""
+    from cmbcube import sky
+    sizes = {}
+    for model in ("synthetic", "synthetic-gaussian"):
+        r = small_recipe(foregrounds__model=model, keep=["cmb", "components"])
+        assert limits._component_names(r) == sky.component_names(r) != []
+        sizes[model] = limits.simulate_plan(r).store_bytes
+    without = limits.simulate_plan(small_recipe(keep=["cmb"])).store_bytes
+    assert sizes["synthetic"] == sizes["synthetic-gaussian"] > without
