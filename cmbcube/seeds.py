@@ -24,3 +24,10 @@ def derive_seed(master: int, split: str, sim: int | str, component: str,
 def rng(master: int, split: str, sim: int | str, component: str,
         detector: int | str = "", field: str = "") -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(derive_seed(master, split, sim, component, detector, field)))
+
+
+def foreground_streams(master: int, split: str, sim: int | str):
+    """The two generator factories of one sim's synthetic Galaxy, by component name: its templates
+    (``foreground-<name>``) and its SED parameters (``sed-<name>``)."""
+    return (lambda name: rng(master, split, sim, "foreground-" + name),
+            lambda name: rng(master, split, sim, "sed-" + name))

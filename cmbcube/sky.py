@@ -124,10 +124,8 @@ class Simulator:
                     lambda name: seeds.rng(self.seed, "fixed", 0, "foreground-" + name), lambda name: None,
                     fg["model"])
             return self._fixed_models
-        return foregrounds.synthetic_sky(
-            fg["components"], self.sky_nside,
-            lambda name: seeds.rng(self.seed, split, sim, "foreground-" + name),
-            lambda name: seeds.rng(self.seed, split, sim, "sed-" + name), fg["model"])
+        return foregrounds.synthetic_sky(fg["components"], self.sky_nside,
+                                         *seeds.foreground_streams(self.seed, split, sim), fg["model"])
 
     def _analyse(self, maps: np.ndarray, iterations: int) -> np.ndarray:
         """Sky-model map -> alm at the output band limit (analysis at ``lmax_analysis``, then truncated).

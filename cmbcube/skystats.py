@@ -27,9 +27,7 @@ def component_maps(name: str, nside: int, seed: int = 0, sim: int = 0, model: st
                    freq_ghz: float = 353.0, unit: str = "uK_CMB") -> np.ndarray:
     """(3, npix) I, Q, U (RING) of one synthetic component of sim ``sim`` at ``freq_ghz``, with the
     seeds the simulator uses (split "train")."""
-    models = foregrounds.synthetic_sky(
-        [name], nside, lambda n: seeds.rng(seed, "train", sim, "foreground-" + n),
-        lambda n: seeds.rng(seed, "train", sim, "sed-" + n), model)
+    models = foregrounds.synthetic_sky([name], nside, *seeds.foreground_streams(seed, "train", sim), model)
     return foregrounds.emission(models[name], freq_ghz, 3, instrument.unit_factor(freq_ghz, "uK_RJ", unit))
 
 
