@@ -1073,11 +1073,9 @@ def disk_size(path: str) -> int | None:
 
 
 def _human(nbytes: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if nbytes < 1024 or unit == "TB":
-            return f"{nbytes:.1f} {unit}" if unit != "B" else f"{int(nbytes)} B"
-        nbytes /= 1024
-    return ""
+    """A size for people (one formatter: :func:`cmbcube.limits.human`)."""
+    from .limits import human
+    return human(nbytes)
 
 
 def summary(path: str) -> str:
