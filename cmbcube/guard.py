@@ -21,15 +21,14 @@ the recipe in the root attributes.
 from __future__ import annotations
 
 import json
-import struct
 
 import numpy as np
 from zarr.abc.store import RangeByteRequest, SuffixByteRequest
 from zarr.storage import WrapperStore
 
 from .recipe import SPLITS
+from .shardread import EMPTY, crc_ok
 
-_EMPTY = 2 ** 64 - 1
 SIM_LEVEL = ("obs", "cmb", "components", "noise", "cosmo_params", "cl_theory")
 RUN_LEVEL = {"pred": "pred_done", "pred_sigma": "pred_done", "metrics": "analysis_done",
              "spectra": "analysis_done"}
@@ -86,11 +85,6 @@ class _Layout:
             self.checksum = bool(codecs) and codecs[-1].get("name") == "crc32c"
 
 
-def _crc_ok(blob) -> bool:
-    import google_crc32c
-    if len(blob) < 4:
-        return False
-    return google_crc32c.value(blob[:-4]) == struct.unpack("<I", blob[-4:].tobytes())[0]
 
 
 def _as_bytes(buf):
@@ -245,13 +239,13 @@ class GuardedStore(WrapperStore):
 
     def _check(self, layout: _Layout, blob, byte_range) -> str | None:
         if not layout.sharded:
-            if layout.checksum and not _crc_ok(blob):
+            if layout.checksum and not crc_ok(blob):
                 return "fails its checksum (corrupted)"
             return None
         if isinstance(byte_range, RangeByteRequest):
             if byte_range.end - byte_range.start != len(blob):
                 return "is cut short (truncated shard)"
-            if layout.checksum and layout.index_at_end and not _crc_ok(blob):
+            if layout.checksum and layout.index_at_end and not crc_ok(blob):
                 return "fails its checksum (corrupted)"
             return None
         if isinstance(byte_range, SuffixByteRequest) and layout.index_at_end:
@@ -268,21 +262,21 @@ class GuardedStore(WrapperStore):
             table = np.frombuffer(index[:16 * layout.nchunks], dtype="<u8").reshape(-1, 2)
             data_end = len(blob) - layout.index_size
             for k, (offset, nbytes) in enumerate(table.tolist()):
-                if offset == _EMPTY:
+                if offset == EMPTY:
                     continue
                 if offset + nbytes > data_end:
                     return "has a map pointing outside its shard (truncated)"
-                if layout.checksum and not _crc_ok(blob[offset:offset + nbytes]):
+                if layout.checksum and not crc_ok(blob[offset:offset + nbytes]):
                     return f"fails its checksum (corrupted; inner chunk {k})"
         return None
 
     def _check_index(self, layout: _Layout, index) -> str | None:
-        if layout.index_crc and not _crc_ok(index):
+        if layout.index_crc and not crc_ok(index):
             return "has a shard index failing its checksum (corrupted)"
         if layout.required is None:
             return None
         table = np.frombuffer(index[:16 * layout.nchunks], dtype="<u8").reshape(-1, 2)
-        missing = np.nonzero((table[:, 0] == _EMPTY) & layout.required)[0]
+        missing = np.nonzero((table[:, 0] == EMPTY) & layout.required)[0]
         if missing.size:
             return f"lacks {missing.size} map(s) that must exist (inner chunk {int(missing[0])} first)"
         return None

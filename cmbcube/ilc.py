@@ -146,8 +146,6 @@ def clean_sim(obs: np.ndarray, dets: list, fields_in: list, units: list, config:
 
 
 def _clean_task(store: str, run: int, config: ILCConfig, split: str, sim: int) -> float:
-    import zarr
-
     from .drills import hold
     t0 = time.perf_counter()
     group = cube.read_group(store)      # damaged finished units raise

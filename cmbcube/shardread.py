@@ -14,7 +14,17 @@ import struct
 
 import numpy as np
 
-_EMPTY = 2 ** 64 - 1
+EMPTY = 2 ** 64 - 1           # a shard index's (offset, nbytes) of an absent inner chunk
+
+
+
+def crc_ok(blob) -> bool:
+    """Whether ``blob`` ends with the crc32c (4 bytes, little endian) of the rest: Zarr v3's crc32c
+    codec, on a chunk or on a shard index (the one check for shardread, the guard and verify)."""
+    import google_crc32c
+    if len(blob) < 4:
+        return False
+    return google_crc32c.value(blob[:-4]) == struct.unpack("<I", bytes(blob[-4:]))[0]
 
 
 class ShardReader:
@@ -78,7 +88,7 @@ class ShardReader:
             if size < index_bytes + 4:
                 raise damaged("shard too short for its index (truncated)")
             raw = os.pread(fd, index_bytes + 4, size - index_bytes - 4)
-            if struct.unpack("<I", raw[-4:])[0] != google_crc32c.value(raw[:-4]):
+            if not crc_ok(raw):
                 raise damaged("shard index checksum mismatch (corrupted)")
             table = np.frombuffer(raw[:-4], dtype="<u8").reshape(self.nchunks, 2)
             inner_grid = self.grid[nlead:]
@@ -86,7 +96,7 @@ class ShardReader:
             for row, position in enumerate(maps):
                 k = int(np.ravel_multi_index(tuple(position) + (0,) * (len(inner_grid) - len(position)), inner_grid))
                 offset, nbytes = int(table[k, 0]), int(table[k, 1])
-                if offset == _EMPTY:
+                if offset == EMPTY:
                     if strict:
                         raise damaged(f"map {tuple(position)} missing from the shard")
                     out[row] = self.fill

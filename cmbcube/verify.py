@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import struct
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -26,13 +25,13 @@ import numpy as np
 
 from . import cube
 from .recipe import SPLITS
+from .shardread import EMPTY, crc_ok
 
 SIM_PRODUCTS = cube.SIM_PRODUCTS
 PRED_PRODUCTS = ("pred", "pred_sigma")
 ANALYSIS_PRODUCTS = ("metrics", "spectra")
 PRODUCTS = SIM_PRODUCTS + PRED_PRODUCTS + ANALYSIS_PRODUCTS
 OPTIONAL = ("pred_sigma",)          # written only by methods that give an uncertainty
-_EMPTY = 2 ** 64 - 1
 
 
 @dataclasses.dataclass
@@ -133,7 +132,6 @@ def _inner_labels(group, name, inner):
 
 def _check_file(layout: _Layout, path: str, key: str) -> tuple[list[str], int]:
     """Problems of one chunk file (empty when sound) and the bytes read."""
-    import google_crc32c
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -146,7 +144,7 @@ def _check_file(layout: _Layout, path: str, key: str) -> tuple[list[str], int]:
         if not layout.sharded:
             blob = os.pread(fd, size, 0)
             nread += len(blob)
-            if layout.checksum and (len(blob) < 4 or google_crc32c.value(blob[:-4]) != struct.unpack("<I", blob[-4:])[0]):
+            if layout.checksum and not crc_ok(blob):
                 problems.append(f"chunk {key} checksum mismatch (corrupted)")
             elif not layout.compressed and layout.chunk_nbytes and len(blob) != layout.chunk_nbytes:
                 problems.append(f"chunk {key} has {len(blob)} bytes, expected {layout.chunk_nbytes} (truncated?)")
@@ -157,14 +155,14 @@ def _check_file(layout: _Layout, path: str, key: str) -> tuple[list[str], int]:
             return [f"shard {key} is {size} bytes, shorter than its index (truncated)"], 0
         raw = os.pread(fd, index_len, size - index_len if layout.index_at_end else 0)
         nread += len(raw)
-        if layout.index_crc and google_crc32c.value(raw[:-4]) != struct.unpack("<I", raw[-4:])[0]:
+        if layout.index_crc and not crc_ok(raw):
             return [f"shard {key}: index checksum mismatch (corrupted)"], nread
         table = np.frombuffer(raw[:16 * n], dtype="<u8").reshape(n, 2)
         data_start, data_end = (0, size - index_len) if layout.index_at_end else (index_len, size)
         for k in range(n):
             offset, nbytes = int(table[k, 0]), int(table[k, 1])
             label = layout.labels[k] if layout.labels else str(k)
-            if offset == _EMPTY:
+            if offset == EMPTY:
                 if layout.required is not None and layout.required[k]:
                     problems.append(f"shard {key}: {label} missing")
                 continue
@@ -177,7 +175,7 @@ def _check_file(layout: _Layout, path: str, key: str) -> tuple[list[str], int]:
             if layout.checksum:
                 blob = os.pread(fd, nbytes, offset)
                 nread += len(blob)
-                if len(blob) != nbytes or google_crc32c.value(blob[:-4]) != struct.unpack("<I", blob[-4:])[0]:
+                if len(blob) != nbytes or not crc_ok(blob):
                     problems.append(f"shard {key}: {label} checksum mismatch (corrupted)")
     finally:
         os.close(fd)
