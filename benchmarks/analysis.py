@@ -11,11 +11,11 @@ the load average is printed with each measurement (the machine may be shared).
 
 Setup (untimed)
 ---------------
-A store of N test sims is simulated (``cmbcube.simulate.run``: all 9
-Planck-like detectors, field I, keep [cmb]); NILC (``cmbcube.ilc.run``,
+A store of N test sims is simulated (``cmbcube.stages.simulate.run``: all 9
+Planck-like detectors, field I, keep [cmb]); NILC (``cmbcube.stages.ilc.run``,
 CMB-ML's detectors, common beam 20.6') writes its predictions into it; the
 analysis masks (foreground mask at f_sky 0.8 and its apodised version) are
-built once with ``cmbcube.analysis.build_masks``, so every copy of the store
+built once with ``cmbcube.stages.analysis.build_masks``, so every copy of the store
 and the FITS baseline use the same masks and no timed run builds them.  Then
 the CMB-ML layout is written from the same arrays: one healpy FITS file per
 map, RING order, float64 (``Test/sim0000/cmb_map_fid.fits`` for the truth,
@@ -136,7 +136,8 @@ class PeakRSS(threading.Thread):
 
 # ----------------------------------------------------------------------------- setup
 def build_store(store: str, nside: int, nsims: int) -> dict:
-    from cmbcube import analysis, ilc, recipe, simulate
+    from cmbcube.stages import analysis, ilc, simulate
+    from cmbcube import recipe
     r = recipe.validate({"name": "analysis-bench", "nside": nside, "splits": {"train": 0, "valid": 0, "test": nsims},
                          "detectors": ALL_DETECTORS, "fields": ["I"], "keep": ["cmb"], "seed": 7})
     t0 = time.perf_counter()
@@ -192,7 +193,7 @@ def serial_fits(root: str, sims: list, nside: int, beam_truth: float, beam_pred:
     """Child process: the CMB-ML-style serial loop (see the docstring); reports times and metrics."""
     import healpy as hp
 
-    from cmbcube import analysis
+    from cmbcube.stages import analysis
     root = Path(root)
     out_dir = root / "results"
     out_dir.mkdir(exist_ok=True)
@@ -263,7 +264,7 @@ def done_times(store: str) -> list:
 
 
 def run_stage(store: str, workers: int | None, synchronous: bool = False, estimator: str = "namaster") -> dict:
-    from cmbcube import analysis
+    from cmbcube.stages import analysis
     with PeakRSS() as peak:
         t_start = time.time()
         t0 = time.perf_counter()
@@ -282,7 +283,8 @@ def spectra_cost(nside: int, nsims: int) -> dict:
     coupling matrices (per worker and mask) timed apart.  Maps: lensed-CMB-like power laws, a 60' beam."""
     import healpy as hp
 
-    from cmbcube import analysis, sht
+    from cmbcube.stages import analysis
+    from cmbcube.science import sht
     lmax, npix = 3 * nside - 1, 12 * nside * nside
     ell = np.arange(lmax + 1)
     cls = np.zeros((4, lmax + 1))
@@ -294,7 +296,7 @@ def spectra_cost(nside: int, nsims: int) -> dict:
     bins = analysis.ell_bins(nside)
     fields = ["I", "Q", "U"]
     rng = np.random.default_rng(1)
-    from cmbcube import cosmology
+    from cmbcube.science import cosmology
     sims = []
     for _ in range(nsims):
         truth = hp.reorder(sht.alm2map(cosmology.synalm(cls, rng), nside), r2n=True)

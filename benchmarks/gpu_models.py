@@ -23,7 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def measure(name, nside, batch, shape, steps, device):
     import torch
 
-    from cmbcube import models
+    from cmbcube.networks import models
     torch.manual_seed(0)
     net = models.build(name, 4, 1, nside).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)

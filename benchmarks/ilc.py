@@ -30,7 +30,8 @@ import numpy as np
 
 
 def simulate_store(path: str, nside: int, nsims: int) -> None:
-    from cmbcube import recipe, simulate
+    from cmbcube import recipe
+    from cmbcube.stages import simulate
     r = recipe.validate({"name": "ilc-bench", "nside": nside, "splits": {"train": 0, "valid": 0, "test": nsims},
                          "fields": ["I"], "keep": ["cmb"], "seed": 4})
     report = simulate.run(r, path, workers=2, progress=False)
@@ -41,7 +42,8 @@ def _one_sim_peak(store, config, queue):
     """Child process: clean sim 0 and report its peak RSS (MB) and seconds."""
     import zarr
 
-    from cmbcube import cube, ilc
+    from cmbcube import cube
+    from cmbcube.stages import ilc
     group = zarr.open_group(store, mode="r")
     have = [int(d) for d in group["detector"][...]]
     idx = [have.index(d) for d in config.detectors]
@@ -57,7 +59,8 @@ def per_sim_seconds(store, config, nsims):
     """In-process steady state: warm-up sim, then the mean over the others."""
     import zarr
 
-    from cmbcube import cube, ilc
+    from cmbcube import cube
+    from cmbcube.stages import ilc
     group = zarr.open_group(store, mode="r")
     have = [int(d) for d in group["detector"][...]]
     idx = [have.index(d) for d in config.detectors]
@@ -78,7 +81,8 @@ def residuals(store, nside):
     import healpy as hp
 
     import cmbcube
-    from cmbcube import cube, instrument, sht
+    from cmbcube import cube
+    from cmbcube.science import instrument, sht
     ds = cmbcube.open(store)
     lmax = 3 * nside - 1
     nest = hp.ring2nest(nside, np.arange(12 * nside ** 2))
@@ -128,7 +132,7 @@ def main(argv=None):
     parser.add_argument("--child-peak", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child_peak:
-        from cmbcube import ilc as ilc_mod
+        from cmbcube.stages import ilc as ilc_mod
         cfg = ilc_mod.resolve_config(args.child_peak, ilc_mod.ILCConfig(method="nilc", fields=("I",)))
 
         class _Q:
@@ -136,7 +140,7 @@ def main(argv=None):
                 print(value[0], value[1])
         _one_sim_peak(args.child_peak, cfg, _Q())
         return
-    from cmbcube import ilc
+    from cmbcube.stages import ilc
     nside = args.nside or (64 if args.quick else 128)
     nsims = args.sims or (4 if args.quick else 8)
     work = Path(tempfile.mkdtemp(prefix="cmbcube-ilc-bench-"))

@@ -14,7 +14,7 @@ One sample = every (detector, field) map of one sim at nside 128 (npix =
 196608), i.e. ``CubeDataset(store, "train", fields=["I", "Q", "U"],
 view="sky", target=None)``.  The dataset skips the pairs that do not exist
 (545 and 857 GHz carry I only), so a sample is a (23, npix) float32 NESTED
-array.  Every source goes through ``cmbcube.datasets.make_loader`` (batch 4,
+array.  Every source goes through ``cmbcube.cube.datasets.make_loader`` (batch 4,
 shuffle=True with seed 0, so every source sees the same random order), with
 num_workers 0 and 2.
 
@@ -60,7 +60,7 @@ the 2N peak is about the N peak.
 
 Guarded reads
 -------------
-Every cmbcube reader goes through ``cmbcube.guard.GuardedStore`` (a finished unit whose chunk is
+Every cmbcube reader goes through ``cmbcube.cube.guard.GuardedStore`` (a finished unit whose chunk is
 missing or corrupted raises instead of reading as NaN).  Its cost is measured side by side on the
 cube, warm cache, guarded and plain reads interleaved read by read: one map through
 ``cmbcube.open(...).obs.sel(...).values`` (xarray + Dask, a partial shard read: index + one
@@ -244,7 +244,7 @@ class NpyPerSimDataset:
 
 
 def cube_dataset(store, sims):
-    from cmbcube.datasets import CubeDataset
+    from cmbcube.cube.datasets import CubeDataset
     return CubeDataset(str(store), "train", fields=FIELDS, view="sky", target=None, sims=list(sims))
 
 
@@ -263,7 +263,7 @@ def run_epoch(loader) -> tuple[float, int]:
 
 def time_loaders(datasets: dict, rounds: int, log) -> dict:
     """{(source, workers): [samples/s per timed epoch]} after one untimed epoch per loader."""
-    from cmbcube.datasets import make_loader
+    from cmbcube.cube.datasets import make_loader
     loaders = {}
     for (name, workers), ds in datasets.items():
         extra = {"persistent_workers": True} if workers > 0 else {}
@@ -317,7 +317,7 @@ def memory_probe(store: str, nsims: int) -> dict:
     import psutil
     import torch  # noqa: F401
 
-    from cmbcube.datasets import make_loader
+    from cmbcube.cube.datasets import make_loader
     proc = psutil.Process()
     ds = cube_dataset(store, range(nsims))
     loader = make_loader(ds, batch_size=BATCH, shuffle=True, num_workers=0, seed=0)
@@ -349,7 +349,7 @@ def guard_overhead(store: str, nsims: int, rounds: int, log) -> dict:
     import zarr
 
     from cmbcube import cube
-    from cmbcube.shardread import ShardReader
+    from cmbcube.cube.shardread import ShardReader
     store = str(store)
     sims = list(range(nsims))
     views = {True: cube.open_dataset(store, guard=True), False: cube.open_dataset(store, guard=False)}
@@ -396,7 +396,7 @@ def guard_overhead(store: str, nsims: int, rounds: int, log) -> dict:
 
 def print_guard(result: dict, nsims: int, rounds: int) -> None:
     print()
-    print(f"guarded reads (cmbcube.guard) vs plain zarr, ms per read, median of {rounds} rounds over {nsims} sims, "
+    print(f"guarded reads (cmbcube.cube.guard) vs plain zarr, ms per read, median of {rounds} rounds over {nsims} sims, "
           "reads interleaved, warm cache:")
     notes = {"open_view_one_map": "cmbcube.open(...).obs one map (index + 1 chunk through xarray/Dask)",
              "zarr_whole_shard": "zarr obs[split, sim]: whole shard, 23 maps (crc32c by guard + zarr)",

@@ -9,7 +9,7 @@ Run from the repository root::
 
 Workload: the quickstart dataset's shape (9 detectors, I/Q/U, every synthetic foreground varying
 per sim, CAMB spectra per sim, white noise, sky model at 2 x nside), keep [cmb], a fresh store per
-mode.  Every mode runs the real ``cmbcube.simulate.run``.
+mode.  Every mode runs the real ``cmbcube.stages.simulate.run``.
 
 What is measured
 ----------------
@@ -24,7 +24,7 @@ What is measured
   cost of a scheduler in another process, reached over TCP, with workers started by hand);
   local 2 workers / in-process.
 * external cluster start: seconds from launching ``dask scheduler`` until 2 workers registered.
-* ingest (if ``cmbcube.cmbml`` is present): a CMB-ML tree of the same nside written by
+* ingest (if ``cmbcube.interop.cmbml`` is present): a CMB-ML tree of the same nside written by
   ``cmbml.make_example_tree`` (9 detectors, IQU FITS, RING), ingested in one process and with a
   local cluster of 2 workers: sims/min and MB of FITS read per second, steady and cold.
 
@@ -51,7 +51,7 @@ for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUM
               "CMBCUBE_SHT_THREADS"):
     os.environ.setdefault(_name, "1")
 
-from cmbcube import cluster, simulate  # noqa: E402
+from cmbcube.stages import cluster, simulate  # noqa: E402
 from cmbcube.recipe import validate  # noqa: E402
 
 PINNED = {**cluster.worker_environment(1)}
@@ -142,7 +142,7 @@ def tree_bytes(root: Path) -> int:
 
 def run_ingest(tmp: Path, nside: int, n: int) -> dict | None:
     try:
-        from cmbcube import cmbml
+        from cmbcube.interop import cmbml
     except ImportError:
         return None
     tree = cmbml.make_example_tree(tmp / "cmbml", nside=nside, splits={"train": n}, seed=1)
@@ -208,8 +208,8 @@ def main() -> None:
         print("ratios (steady s/sim, higher = faster): " + ", ".join(f"{k} {v}x" for k, v in results["ratios"].items()))
         ingest = run_ingest(tmp, nside, args.ingest_sims or 4 * n)
         if ingest is None:
-            print("ingest: skipped (cmbcube.cmbml is not available)")
-            results["ingest"] = "skipped: cmbcube.cmbml not available"
+            print("ingest: skipped (cmbcube.interop.cmbml is not available)")
+            results["ingest"] = "skipped: cmbcube.interop.cmbml not available"
         else:
             print(f"ingest: {ingest}")
             results["ingest"] = ingest

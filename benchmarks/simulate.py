@@ -11,7 +11,7 @@ Run from the repository root::
 Every figure comes from one run of this script, measured side by side on the
 same machine.  The workload is the same on both sides: all 9 Planck-like
 detectors, I/Q/U, every synthetic foreground component (built by
-``cmbcube.foregrounds.synthetic_sky`` with cmbcube's own seeds, so both sides
+``cmbcube.science.foregrounds.synthetic_sky`` with cmbcube's own seeds, so both sides
 evaluate the very same sky), a sky model at 2 x the output nside, CAMB lensed
 spectra for a cosmology drawn per sim, white noise.
 
@@ -34,7 +34,7 @@ What is measured
   Offline, healpy cannot fetch its pixel-weight files; the download is switched
   off (astropy ``allow_internet = False``) so the attempt costs nothing, and
   the map2alm then uses healpy's default 3 iterations, as it does with weights.
-* cmbcube: the real ``cmbcube.simulate.run`` into a fresh Zarr store in a
+* cmbcube: the real ``cmbcube.stages.simulate.run`` into a fresh Zarr store in a
   temporary directory, from a recipe built with ``cmbcube.recipe.validate``
   (keep: [cmb]).  Three modes, each in a fresh Python process:
   - in-process (``scheduler="synchronous"``): one warm-up run of 1 sim into a
@@ -164,7 +164,7 @@ def baseline_job(spec: dict) -> dict:
     from astropy.utils.data import conf
     conf.allow_internet = False      # healpy's pixel-weight download fails at once instead of trying the network
 
-    from cmbcube import cosmology, foregrounds, instrument, noise, seeds
+    from cmbcube.science import cosmology, foregrounds, instrument, noise, seeds
 
     nside, nsims, outdir, vary = spec["nside"], spec["nsims"], Path(spec["dir"]), spec["vary"]
     dets = [instrument.detector(f, "cmb-ml") for f in ALL_DETECTORS]
@@ -275,7 +275,7 @@ def cmbcube_job(spec: dict) -> dict:
     quiet()
     import dask
 
-    from cmbcube import simulate
+    from cmbcube.stages import simulate
     nside, nsims, workers, mode, tmp = spec["nside"], spec["nsims"], spec["workers"], spec["mode"], spec["dir"]
     dask.config.set({"temporary-directory": tmp})     # Dask worker scratch space inside our temp dir
     out: dict = {"mode": mode, "workers": workers, "nsims": nsims}
@@ -367,7 +367,7 @@ def interleaved_job(spec: dict) -> dict:
     warm-up sim of each: the per-sim seconds of ``Simulator.run`` (everything but the store write,
     which is the same for both skies)."""
     quiet()
-    from cmbcube import sky
+    from cmbcube.science import sky
     nside, nsims = spec["nside"], spec["nsims"]
     sims = {m: sky.Simulator(make_recipe(nside, nsims, f"bench-{m}", 1, spec["vary"], model=m))
             for m in ("synthetic-gaussian", "synthetic")}

@@ -44,8 +44,8 @@ MODELS = ("synthetic", "synthetic-gaussian")
 def realism(nsims: int, nside: int, docs: Path) -> dict:
     import healpy as hp
 
-    from cmbcube import foregrounds
-    from cmbcube import skystats as ss
+    from cmbcube.science import foregrounds
+    from cmbcube.science import skystats as ss
     out, spectra = {}, {}
     for model in MODELS:
         rows, cls = [], []
@@ -160,7 +160,8 @@ def figures(nside, spectra, docs, foregrounds, ss, hp):
 def experiment(work: Path, splits: dict, epochs: int) -> dict:
     from train import REPORT_BEAMS, cube_mae
 
-    from cmbcube import analysis, ilc, preprocess, recipe, simulate, train
+    from cmbcube.stages import analysis, ilc, preprocess, simulate, train
+    from cmbcube import recipe
     results = {}
     for model in MODELS:
         store = str(work / f"{model}.zarr")

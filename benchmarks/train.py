@@ -13,10 +13,10 @@ shared, and throughput on 2 cores follows the load).
 
 Data
 ----
-CPU stores are real simulations: ``cmbcube.simulate.run`` of a recipe built
+CPU stores are real simulations: ``cmbcube.stages.simulate.run`` of a recipe built
 with ``cmbcube.recipe.validate`` (all 9 Planck-like detectors, field I, keep
 [cmb], every synthetic foreground), 2 Dask workers, then
-``cmbcube.preprocess.run`` (the statistics patch-unet's ``standardize``
+``cmbcube.stages.preprocess.run`` (the statistics patch-unet's ``standardize``
 transforms need).  Simulation wall seconds per sim and worker seconds per sim
 (the sum of the per-sim timings the stage reports / sims) are printed.
 GPU stores (nside 128 and 512, only when ``torch.cuda.is_available()``) are
@@ -26,12 +26,12 @@ per sim and the values do not change the arithmetic of a training step.
 
 Throughput
 ----------
-``samples_per_s`` is ``TrainReport.samples_per_s`` of ``cmbcube.train.train``
+``samples_per_s`` is ``TrainReport.samples_per_s`` of ``cmbcube.stages.train.train``
 on a fresh run: training samples seen / wall seconds of the whole epoch loop,
 so it includes what a user waits for each epoch besides the optimiser steps:
 the validation pass over the valid split, the checkpoint and the loss PNG.
 Every batch is stepped ``repeats`` times (cmbNNCS: 3; patch-unet: 1), with the
-published defaults of each model (``cmbcube.train.defaults``).  A sample is
+published defaults of each model (``cmbcube.stages.train.defaults``).  A sample is
 one sim for cmbnncs-unet5 (a 4 x (4 nside x 3 nside) face plane of 100, 143,
 217, 353 GHz) and for petroff (four whole NESTED maps, batch 1, one
 optimiser step per sample; its input scaling reads the train sims once before
@@ -105,7 +105,8 @@ REPORT_BEAMS = (0.0, 20.6)
 # ----------------------------------------------------------------------------- stores
 def simulate_store(path: str, nside: int, splits: dict, seed: int, name: str, keep=("cmb",)) -> dict:
     """A real simulated store (all 9 detectors, field I, keep cmb by default) and its statistics."""
-    from cmbcube import preprocess, recipe, simulate
+    from cmbcube.stages import preprocess, simulate
+    from cmbcube import recipe
     r = recipe.validate({"name": name, "nside": nside, "splits": splits, "detectors": ALL_DETECTORS,
                          "fields": ["I"], "keep": list(keep), "seed": seed})
     t0 = time.perf_counter()
@@ -127,7 +128,9 @@ def simulate_store(path: str, nside: int, splits: dict, seed: int, name: str, ke
 
 def synthetic_store(path: str, nside: int, splits: dict) -> dict:
     """A store of random maps with the shapes of a real one (GPU sizes, where simulating is too slow)."""
-    from cmbcube import cosmology, cube, preprocess, recipe
+    from cmbcube.science import cosmology
+    from cmbcube import cube, recipe
+    from cmbcube.stages import preprocess
     from cmbcube.recipe import SPLITS
     r = recipe.validate({"name": f"train-bench-synthetic-{nside}", "nside": nside, "splits": splits,
                          "detectors": ALL_DETECTORS, "fields": ["I"], "keep": ["cmb"]})
@@ -152,7 +155,7 @@ def synthetic_store(path: str, nside: int, splits: dict) -> dict:
 
 # ----------------------------------------------------------------------------- throughput
 def patches_per_sim(model: str, nside: int) -> int:
-    from cmbcube import models
+    from cmbcube.networks import models
     if model != "patch-unet":
         return 1
     side = models.default_patch_side(nside)
@@ -160,8 +163,9 @@ def patches_per_sim(model: str, nside: int) -> int:
 
 
 def measure(store: str, model: str, epochs: int, train_sims: int | None, device: str, run: str) -> dict:
-    """One fresh training run through cmbcube.train.train; its TrainReport figures."""
-    from cmbcube import cube, train
+    """One fresh training run through cmbcube.stages.train.train; its TrainReport figures."""
+    from cmbcube import cube
+    from cmbcube.stages import train
     config = train.TrainConfig(**{**train.defaults(model), "model": model, "epochs": epochs,
                                   "train_sims": train_sims})
     t0 = time.perf_counter()
@@ -223,7 +227,8 @@ def single_channel_mae(store: str) -> dict:
     import zarr
 
     import cmbcube
-    from cmbcube import analysis, cube
+    from cmbcube.stages import analysis
+    from cmbcube import cube
     group = zarr.open_group(store, mode="r")
     nside = int(group.attrs["nside"])
     fields = [str(f) for f in group["field"][...]]
@@ -256,7 +261,8 @@ def recomputed_pred_mae(store: str, run: str) -> dict:
     import zarr
 
     import cmbcube
-    from cmbcube import analysis, cube
+    from cmbcube.stages import analysis
+    from cmbcube import cube
     group = zarr.open_group(store, mode="r")
     nside = int(group.attrs["nside"])
     fi = [str(f) for f in group["field"][...]].index("I")
@@ -280,7 +286,7 @@ def cube_mae(store: str, run: str) -> dict:
     """{beam: (mean, standard error, n)} of the cube's test MAE (field I) for a run."""
     import zarr
 
-    from cmbcube import analysis
+    from cmbcube.stages import analysis
     group = zarr.open_group(store, mode="r")
     irun = [str(r) for r in group["run"][...]].index(run)
     fi = [str(f) for f in group["field"][...]].index("I")
@@ -299,7 +305,7 @@ def petroff_calibration(store: str, run: str) -> dict:
     """Coverage (mean, s.e. over test sims) from the cube's metrics, and sigma figures from pred_sigma."""
     import zarr
 
-    from cmbcube import analysis
+    from cmbcube.stages import analysis
     group = zarr.open_group(store, mode="r")
     irun = [str(r) for r in group["run"][...]].index(run)
     fi = [str(f) for f in group["field"][...]].index("I")
@@ -323,7 +329,7 @@ def petroff_calibration(store: str, run: str) -> dict:
 def experiment(work: Path, args, epoch_s_quickstart: float) -> dict:
     import torch
 
-    from cmbcube import analysis, ilc, train
+    from cmbcube.stages import analysis, ilc, train
     if args.exp_threads:
         torch.set_num_threads(args.exp_threads)
     store = str(work / "experiment.zarr")

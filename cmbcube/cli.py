@@ -5,7 +5,7 @@ import argparse
 import logging
 import sys
 
-from . import __version__
+from cmbcube import __version__
 
 EXIT_BAD_INPUT = 2
 
@@ -232,7 +232,7 @@ def _failures(failed) -> int:
 
 
 def _simulate(args) -> int:
-    from .simulate import run
+    from cmbcube.stages.simulate import run
     report = run(args.recipe, args.store, scheduler=args.scheduler, scheduler_file=args.scheduler_file,
                  workers=args.workers, overrides=args.overrides, progress=False if args.no_progress else None,
                  force_size=args.force_size)
@@ -253,7 +253,7 @@ def _csv(text, cast=str):
 
 
 def _ilc(args) -> int:
-    from .ilc import ILCConfig, run
+    from cmbcube.stages.ilc import ILCConfig, run
     config = ILCConfig(method=args.method, common_beam_arcmin=args.common_beam, bias_tolerance=args.bias_tolerance,
                        bin_width=args.bin_width)
     try:
@@ -280,7 +280,7 @@ def _ilc(args) -> int:
 
 
 def _train(args) -> int:
-    from .train import TrainConfig, defaults, train
+    from cmbcube.stages.train import TrainConfig, defaults, train
     values = {"model": args.model, **defaults(args.model)}
     for key in ("epochs", "batch_size", "repeats", "lr_start", "lr_end", "loss", "transform", "target_transform",
                 "patch_side", "train_sims", "checkpoint_every", "early_stopping", "seed", "grad_clip"):
@@ -301,10 +301,10 @@ def _train(args) -> int:
 
 
 def _check_recipe(args) -> int:
-    from .recipe import load
-    from .sky import component_names
+    from cmbcube.recipe import load
+    from cmbcube.science.sky import component_names
     recipe = load(args.recipe, args.overrides)
-    from .limits import check_simulate
+    from cmbcube.stages.limits import check_simulate
     r = recipe.data
     nsims = sum(recipe.splits.values())
     plan, forced = check_simulate(recipe, args.store or ".", None, None, args.workers, args.force_size,
@@ -317,7 +317,7 @@ def _check_recipe(args) -> int:
     for problem in forced:
         print(f"  warning (--force-size): {problem}")
     if r["foregrounds"]["model"] == "pysm3":
-        from .foregrounds import missing_pysm_files
+        from cmbcube.science.foregrounds import missing_pysm_files
         missing = missing_pysm_files(r["foregrounds"]["presets"], r["sky_nside"], r["foregrounds"]["data_dir"])
         print("  pysm3 templates: " + ("all present" if not missing else f"{len(missing)} missing:\n    " + "\n    ".join(missing)))
     return 0
@@ -327,9 +327,10 @@ def _dry_run(args) -> int:
     """``--dry-run`` on any Dask stage: the plan and the compute side; starts and writes nothing."""
     import os
 
-    from . import cluster, cube
+    from cmbcube.stages import cluster
+    from cmbcube import cube
     if args.command in ("simulate", "run"):
-        from .recipe import load
+        from cmbcube.recipe import load
         recipe = load(args.recipe, args.overrides)
         nsims = sum(recipe.splits.values())
         if os.path.exists(args.store):
@@ -350,7 +351,7 @@ def _dry_run(args) -> int:
 
 
 def _ingest_cmbml(args) -> int:
-    from .cmbml import beam_sources, ingest, recipe_for, scan
+    from cmbcube.interop.cmbml import beam_sources, ingest, recipe_for, scan
     if getattr(args, "dry_run", False):
         plan = scan(args.dir)
         recipe = recipe_for(plan, args.name, args.units)
@@ -375,7 +376,7 @@ def _ingest_cmbml(args) -> int:
 
 
 def _export_cmbml(args) -> int:
-    from .cmbml import export
+    from cmbcube.interop.cmbml import export
     report = export(args.store, args.dir, _csv(args.split), args.units, args.overwrite, args.scheduler,
                     args.scheduler_file, args.workers, progress=False if args.no_progress else None)
     print(f"exported {len(report.written)} sim(s) to {report.destination}/Simulation in {report.seconds:.1f} s"
@@ -384,7 +385,7 @@ def _export_cmbml(args) -> int:
 
 
 def _verify(args) -> int:
-    from .verify import format_report, verify
+    from cmbcube.cube.verify import format_report, verify
     products = [p for chunk in args.products or [] for p in _csv(chunk) or ()] or None
     report = verify(args.store, products, args.clear, args.threads, progress=False if args.no_progress else None)
     print(format_report(report))
@@ -392,14 +393,14 @@ def _verify(args) -> int:
 
 
 def _drop(args) -> int:
-    from .drop import drop, format_report
+    from cmbcube.cube.drop import drop, format_report
     print(format_report(drop(args.store, args.product, args.run, args.force)))
     return 0
 
 
 def _assets(args) -> int:
-    from . import assets
-    from .recipe import load
+    from cmbcube.interop import assets
+    from cmbcube.recipe import load
     recipe = load(args.recipe, args.overrides)
     if not args.fetch:
         listed = assets.list_assets(recipe, args.destination)
@@ -425,11 +426,11 @@ def _os_error(err: OSError) -> int:
 
 
 def main(argv=None) -> int:
-    from .cube import StoreError
-    from .recipe import RecipeError
+    from cmbcube.cube import StoreError
+    from cmbcube.recipe import RecipeError
     parser = build_parser()
     args = parser.parse_args(argv)
-    from .progress import LogHandler
+    from cmbcube.progress import LogHandler
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
                         format="%(levelname)s %(name)s: %(message)s", handlers=[LogHandler(sys.stderr)])
     if args.verbose < 2:
@@ -444,7 +445,7 @@ def main(argv=None) -> int:
         if args.command == "simulate":
             return _simulate(args)
         if args.command == "preprocess":
-            from .preprocess import run as preprocess
+            from cmbcube.stages.preprocess import run as preprocess
             out = preprocess(args.store, split=args.split, scheduler=args.scheduler,
                              scheduler_file=args.scheduler_file, workers=args.workers, force=args.force,
                              progress=False if args.no_progress else None)
@@ -459,7 +460,7 @@ def main(argv=None) -> int:
         if args.command == "train":
             return _train(args)
         if args.command == "predict":
-            from .train import predict
+            from cmbcube.stages.train import predict
             report = predict(args.store, args.run, _csv(args.split), args.epoch, args.device,
                              progress=False if args.no_progress else None, mc_samples=args.mc_samples,
                              force_size=args.force_size)
@@ -471,7 +472,7 @@ def main(argv=None) -> int:
                                                       "sigma in pred_sigma)" if report.mc_samples else ""))
             return 0
         if args.command == "analyze":
-            from .analysis import run as analyze
+            from cmbcube.stages.analysis import run as analyze
             runs = "all" if args.runs == "all" else _csv(args.runs)
             rep = analyze(args.store, runs, _csv(args.split), args.f_sky, args.mask, args.scheduler,
                           args.scheduler_file, args.workers, progress=False if args.no_progress else None,
@@ -482,19 +483,19 @@ def main(argv=None) -> int:
             print(f"analysed {len(rep.written)} (run, sim) pair(s) in {rep.seconds:.1f} s: metrics and spectra in the cube")
             return _failures(rep.failed)
         if args.command == "report":
-            from .report import build
+            from cmbcube.stages.report import build
             page = build(args.store, args.out, args.split, _csv(args.sims, int))
             print(f"report: {page}")
             return 0
         if args.command == "run":
-            from .pipeline import run as pipeline
+            from cmbcube.stages.pipeline import run as pipeline
             page = pipeline(args.recipe, args.store, args.scheduler, args.scheduler_file, args.workers,
                             args.overrides, args.report, args.device, progress=False if args.no_progress else None,
                             force_size=args.force_size)
             print(f"report: {page}")
             return 0
         if args.command == "view":
-            from .view import view
+            from cmbcube.stages.view import view
             print(view(args))
             return 0
         if args.command == "ingest-cmbml":
@@ -502,7 +503,7 @@ def main(argv=None) -> int:
         if args.command == "export-cmbml":
             return _export_cmbml(args)
         if args.command == "info":
-            from .cube import summary
+            from cmbcube.cube import summary
             print(summary(args.store))
             return 0
         if args.command == "check-recipe":

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import yaml
 
-from . import instrument
+from cmbcube.science import instrument
 
 SPLITS = ("train", "valid", "test")
 SYNTHETIC_COMPONENTS = ("dust", "synchrotron", "freefree", "ame", "cib", "tsz", "radio")

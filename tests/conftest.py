@@ -36,7 +36,7 @@ def tiny_recipe():
 
 @pytest.fixture(scope="session")
 def tiny_store(tmp_path_factory, tiny_recipe):
-    from cmbcube.simulate import run
+    from cmbcube.stages.simulate import run
     path = tmp_path_factory.mktemp("cube") / "tiny.zarr"
     report = run(tiny_recipe, str(path), scheduler="synchronous", progress=False)
     assert report.ok and len(report.written) == 6

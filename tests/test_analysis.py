@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import cmbcube
-from cmbcube import analysis, ilc, instrument, pixwin, report, sht
+from cmbcube.stages import analysis, ilc, report
+from cmbcube.science import instrument, pixwin, sht
 
 
 def test_metrics_equal_hand_computed_values():
@@ -143,7 +144,7 @@ def test_cmbcube_run_end_to_end_then_quick_rerun(tmp_path):
 def test_foreground_mask_is_the_same_in_any_unit(tmp_path):
     import zarr
 
-    from cmbcube import simulate
+    from cmbcube.stages import simulate
     from conftest import small_recipe
     masks = []
     for units in ("uK_CMB", "K_CMB"):

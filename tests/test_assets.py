@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cmbcube import assets, cli
+from cmbcube.interop import assets
+from cmbcube import cli
 from cmbcube.recipe import load
 
 
@@ -217,7 +218,7 @@ def test_planck_variance_maps_are_cut_out_of_the_frequency_maps(tmp_path, mirror
     """Without a mirror the variance maps come from the full-mission maps' II/QQ/UU_COV columns."""
     import healpy as hp
 
-    from cmbcube.noise import read_variance_map
+    from cmbcube.science.noise import read_variance_map
     httpd, url = server
     root, _ = mirror
     nside = 8

@@ -5,7 +5,7 @@ import pysm3.units as u
 import pytest
 from pysm3.utils import bandpass_unit_conversion
 
-from cmbcube import foregrounds, instrument, needlets, seeds
+from cmbcube.science import foregrounds, instrument, needlets, seeds
 from cmbcube.recipe import RecipeError, validate
 
 # Planck 2015 results VIII (HFI calibration and maps), band-averaged K_CMB -> MJy/sr (IRAS convention)
@@ -95,9 +95,10 @@ def test_cmbml_trees_are_recorded_as_delta_and_exports_convert_over_the_stores_b
     import healpy as hp
 
     import cmbcube
-    from cmbcube import cmbml, instrument
+    from cmbcube.interop import cmbml
+    from cmbcube.science import instrument
     from cmbcube.recipe import from_store_attrs
-    from cmbcube.simulate import run
+    from cmbcube.stages.simulate import run
     from conftest import small_recipe
     tree = tmp_path / "tree"
     cmbml.make_example_tree(tree, nside=16, splits={"train": 1, "valid": 0, "test": 0}, seed=3, units="native")

@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 
 import cmbcube
-from cmbcube import cmbml, cube, ilc, instrument, sht, simulate
+from cmbcube.interop import cmbml
+from cmbcube import cube
+from cmbcube.stages import ilc, simulate
+from cmbcube.science import instrument, sht
 from cmbcube.cli import main
 from conftest import rms, small_recipe
 

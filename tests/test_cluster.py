@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
-from cmbcube import cluster, cube, ilc, simulate
+from cmbcube.stages import cluster, ilc, simulate
+from cmbcube import cube
 from cmbcube.recipe import RecipeError, load
 from conftest import small_recipe, zarr_files
 

@@ -8,7 +8,9 @@ import pytest
 import yaml
 
 import cmbcube
-from cmbcube import cmbml, cosmology, cube, instrument
+from cmbcube.interop import cmbml
+from cmbcube.science import cosmology, instrument
+from cmbcube import cube
 from cmbcube.cli import main
 from conftest import zarr_files
 

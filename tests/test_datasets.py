@@ -10,8 +10,9 @@ import torch
 import zarr
 
 import cmbcube
-from cmbcube import geometry, preprocess, simulate, transforms
-from cmbcube.datasets import CubeDataset, SelectionError, make_loader
+from cmbcube.science import geometry, transforms
+from cmbcube.stages import preprocess, simulate
+from cmbcube.cube.datasets import CubeDataset, SelectionError, make_loader
 from conftest import small_recipe
 
 
@@ -220,7 +221,7 @@ def test_dataset_and_open_over_http(prepped, http_url):
 
 
 def test_fast_shard_reader_matches_zarr_and_detects_corruption(prepped, tmp_path):
-    from cmbcube.shardread import ShardReader
+    from cmbcube.cube.shardread import ShardReader
     group = zarr.open_group(prepped, mode="r")
     reader = ShardReader(prepped, "obs", group["obs"])
     assert reader.ok

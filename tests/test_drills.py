@@ -19,8 +19,9 @@ import torch
 import zarr
 
 import cmbcube
-from cmbcube import analysis, cli, cube, ilc, preprocess, simulate, train
-from cmbcube.datasets import CubeDataset
+from cmbcube.stages import analysis, ilc, preprocess, simulate, train
+from cmbcube import cli, cube
+from cmbcube.cube.datasets import CubeDataset
 from test_cluster import chunks, fast_recipe, recipe_file
 from test_faults import popen_cli, wait_for
 
@@ -452,7 +453,7 @@ def test_disk_full_during_simulate_then_rerun_after_freeing_space(small_disk, tm
     ballast = leave_free(small_disk, 1300 * 1024)
     store = str(small_disk / "s.zarr")
     path = recipe_file(tmp_path / "r.yaml", RECIPE)
-    # the size check (cmbcube.limits) would refuse this disk up front from its uncompressed estimate:
+    # the size check (cmbcube.stages.limits) would refuse this disk up front from its uncompressed estimate:
     # --force-size lets the drill reach a real full disk
     argv = ["simulate", path, "--store", store, "--scheduler", "synchronous", "--no-progress", "--force-size"]
     assert cli.main(argv) == 1
@@ -479,7 +480,7 @@ def test_disk_full_during_train_then_resume_after_freeing_space(small_disk, trai
     shutil.copytree(base, store)
     size = (train.run_dir(ref, "patch-unet") / "epoch_0001.pt").stat().st_size
     ballast = leave_free(small_disk, int(1.5 * size))
-    # the checkpoint-size check (cmbcube.limits) would refuse this disk up front: --force-size lets the
+    # the checkpoint-size check (cmbcube.stages.limits) would refuse this disk up front: --force-size lets the
     # drill reach a real full disk in the middle of training
     argv = ["train", store, *TRAIN_ARGS, "--force-size"]
     with single_threaded():

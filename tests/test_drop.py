@@ -8,9 +8,9 @@ import pytest
 
 import cmbcube
 from cmbcube import cli, cube
-from cmbcube.drop import drop
-from cmbcube.simulate import run as simulate
-from cmbcube.verify import verify
+from cmbcube.cube.drop import drop
+from cmbcube.stages.simulate import run as simulate
+from cmbcube.cube.verify import verify
 
 from conftest import small_recipe, zarr_files
 
@@ -25,7 +25,7 @@ def _recipe():
 @pytest.fixture(scope="module")
 def full(tmp_path_factory):
     """A store with statistics, three runs (predictions, losses, checkpoints) and their analysis."""
-    from cmbcube import analysis, preprocess
+    from cmbcube.stages import analysis, preprocess
     path = str(tmp_path_factory.mktemp("drop") / "full.zarr")
     assert simulate(_recipe(), path, scheduler="synchronous", progress=False).ok
     preprocess.run(path, scheduler="synchronous")

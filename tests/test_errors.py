@@ -10,7 +10,7 @@ import pytest
 import zarr.storage._local as zarr_local
 
 from cmbcube import cli, cube
-from cmbcube.simulate import run as simulate
+from cmbcube.stages.simulate import run as simulate
 
 from conftest import small_recipe, zarr_files
 

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 import cmbcube
-from cmbcube import cube, ilc, simulate
+from cmbcube import cube
+from cmbcube.stages import ilc, simulate
 from test_cluster import CLI, PINNED, ExternalCluster, chunks, cli, fast_recipe, recipe_file
 
 DELAY = 2.0                                       # seconds each sim is held between computing and writing
@@ -241,7 +242,7 @@ def test_task_that_keeps_killing_its_worker_is_reported_not_raised():
     restarted by the nanny) goes on running tasks."""
     import dask
 
-    from cmbcube.cluster import WorkerDied, client_for, run_tasks
+    from cmbcube.stages.cluster import WorkerDied, client_for, run_tasks
     outcome = {}
 
     def record(item, result, error):

@@ -6,7 +6,7 @@ import pysm3.units as u
 from pysm3.utils import bandpass_unit_conversion
 import pytest
 
-from cmbcube import foregrounds, instrument, seeds, sht, sky
+from cmbcube.science import foregrounds, instrument, seeds, sht, sky
 from conftest import small_recipe
 
 ALL = ["dust", "synchrotron", "freefree", "ame", "cib", "tsz", "radio"]

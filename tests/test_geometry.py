@@ -2,7 +2,7 @@ import healpy as hp
 import numpy as np
 import pytest
 
-from cmbcube import geometry
+from cmbcube.science import geometry
 
 
 @pytest.mark.parametrize("nside", [1, 2, 4, 8, 16, 32, 64])

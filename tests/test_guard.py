@@ -9,9 +9,9 @@ import pytest
 
 import cmbcube
 from cmbcube import cli, cube
-from cmbcube.datasets import CubeDataset
-from cmbcube.guard import DamagedUnitError
-from cmbcube.simulate import run as simulate
+from cmbcube.cube.datasets import CubeDataset
+from cmbcube.cube.guard import DamagedUnitError
+from cmbcube.stages.simulate import run as simulate
 
 from conftest import small_recipe
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import cmbcube
-from cmbcube import ilc, instrument, needlets, sht, simulate
+from cmbcube.stages import ilc, simulate
+from cmbcube.science import instrument, needlets, sht
 from conftest import rms, small_recipe, zarr_files
 
 

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from cmbcube import cli, limits, recipe
+from cmbcube import cli, recipe
+from cmbcube.stages import limits
 
 from conftest import small_recipe
 
@@ -139,7 +140,7 @@ def test_ilc_refuses_predictions_larger_than_the_free_disk_before_adding_the_run
     store = str(tmp_path / "ilc.zarr")
     r = small_recipe(nside=16, splits={"train": 0, "valid": 0, "test": 1}, detectors=[100, 143, 217],
                      foregrounds__components=["tsz"], keep=["cmb"])
-    from cmbcube.simulate import run as simulate
+    from cmbcube.stages.simulate import run as simulate
     assert simulate(r, store, scheduler="synchronous", progress=False).ok
     need, files = limits.prediction_bytes(store, 1)
     assert need == 3 * (12 * 16 ** 2 * 4 + 20) + 5 and files == 2
@@ -155,7 +156,7 @@ def test_ilc_refuses_predictions_larger_than_the_free_disk_before_adding_the_run
 
 
 def test_ingest_refuses_a_tree_larger_than_the_free_disk(tmp_path, monkeypatch, capsys):
-    from cmbcube import cmbml
+    from cmbcube.interop import cmbml
     tree = tmp_path / "tree"
     cmbml.make_example_tree(tree, nside=16, splits={"train": 1, "valid": 1, "test": 1}, seed=3)
     store = tmp_path / "ingested.zarr"
@@ -170,7 +171,7 @@ def test_ingest_refuses_a_tree_larger_than_the_free_disk(tmp_path, monkeypatch, 
 def test_component_maps_are_counted_for_both_embedded_skies():
     """The size estimate counts the kept component maps whichever embedded Galaxy the recipe uses
     (the component axis is sky.component_names for both synthetic skies)."""
-    from cmbcube import sky
+    from cmbcube.science import sky
     sizes = {}
     for model in ("synthetic", "synthetic-gaussian"):
         r = small_recipe(foregrounds__model=model, keep=["cmb", "components"])

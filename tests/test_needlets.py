@@ -2,7 +2,7 @@ import healpy as hp
 import numpy as np
 import pytest
 
-from cmbcube import instrument, needlets, sht
+from cmbcube.science import instrument, needlets, sht
 
 
 def test_windows_partition_unity():

@@ -8,7 +8,9 @@ import torch
 import zarr
 
 import cmbcube
-from cmbcube import analysis, models, petroff, report, sphere, train, transforms
+from cmbcube.stages import analysis, report, train
+from cmbcube.networks import models, petroff, sphere
+from cmbcube.science import transforms
 from cmbcube.cli import main
 
 

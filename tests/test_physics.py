@@ -4,7 +4,7 @@ import healpy as hp
 import numpy as np
 import pytest
 
-from cmbcube import cosmology, foregrounds, instrument, noise, seeds, sht, sky
+from cmbcube.science import cosmology, foregrounds, instrument, noise, seeds, sht, sky
 from conftest import rms, small_recipe
 
 
@@ -184,7 +184,7 @@ def test_cosmology_priors_and_chain(tmp_path):
 
 
 def test_pysm3_presets_need_local_files_and_use_them(tmp_path, monkeypatch):
-    from cmbcube import simulate
+    from cmbcube.stages import simulate
     monkeypatch.delenv("PYSM_LOCAL_DATA", raising=False)
     r = small_recipe(foregrounds__model="pysm3", foregrounds__presets=["f1", "d9"], detectors=[30, 143],
                      foregrounds__data_dir=str(tmp_path / "pysm"), keep=["cmb", "components"])
@@ -239,7 +239,7 @@ def test_camb_spectra_do_not_depend_on_the_thread_count():
     (CAMB's sums change in the last bits with its thread count; cosmology pins it to one)."""
     import subprocess
     import sys
-    code = ("import hashlib; from cmbcube import cosmology; "
+    code = ("import hashlib; from cmbcube.science import cosmology; "
             "p = dict(H0=67.5, ombh2=0.022, omch2=0.12, ns=0.965, As=2.1e-9, tau=0.054); "
             "print(hashlib.sha256(cosmology.lensed_spectra(p, 47).tobytes()).hexdigest())")
     digests = set()

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from cmbcube import instrument, recipe
+from cmbcube.science import instrument
+from cmbcube import recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 

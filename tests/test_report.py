@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import cmbcube
-from cmbcube import analysis, ilc, report, train
+from cmbcube.stages import analysis, ilc, report, train
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_view_writes_without_healpy_warnings_and_sizes_the_zoom_from_nside(repor
     import subprocess
     import sys
 
-    from cmbcube import view
+    from cmbcube.stages import view
     cli = [sys.executable, "-m", "cmbcube.cli", "view", reported]     # default warning filters, as a user runs it
     for extra in (["--detector", "30", "--product", "radio", "--rot", "30,40"], ["--product", "cmb"]):
         out = tmp_path / f"{extra[-1].replace(',', '_')}.png"

@@ -17,9 +17,11 @@ import torch
 import zarr
 
 import cmbcube
-from cmbcube import cmbml, cube, ilc, preprocess, train
+from cmbcube.interop import cmbml
+from cmbcube import cube
+from cmbcube.stages import ilc, preprocess, train
 from cmbcube.cli import main
-from cmbcube.datasets import CubeDataset, make_loader
+from cmbcube.cube.datasets import CubeDataset, make_loader
 
 META_NAMES = ("zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata")
 

@@ -1,7 +1,7 @@
 import healpy as hp
 import numpy as np
 
-from cmbcube import instrument, pixwin, sht
+from cmbcube.science import instrument, pixwin, sht
 
 
 def test_transforms_match_healpy_including_polarisation():

@@ -6,8 +6,10 @@ import hashlib
 import numpy as np
 import pytest
 
-from cmbcube import cube, foregrounds, recipe, seeds, simulate, sky
-from cmbcube import skystats as ss
+from cmbcube import cube, recipe
+from cmbcube.science import foregrounds, seeds, sky
+from cmbcube.stages import simulate
+from cmbcube.science import skystats as ss
 
 NSIDE = 64          # lmax 191: the ell = 40-160 range of the Planck power-law fits
 

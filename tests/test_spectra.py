@@ -3,7 +3,8 @@ import healpy as hp
 import numpy as np
 import pytest
 
-from cmbcube import analysis, cosmology, instrument, pixwin, sht
+from cmbcube.stages import analysis
+from cmbcube.science import cosmology, instrument, pixwin, sht
 
 pytest.importorskip("pymaster", reason="NaMaster missing: make pymaster")
 
@@ -131,7 +132,7 @@ def test_one_estimator_per_store_and_recorded(tmp_path, tiny_store):
 
     import zarr
 
-    from cmbcube import ilc
+    from cmbcube.stages import ilc
     from conftest import zarr_files
     path = str(tmp_path / "s.zarr")
     shutil.copytree(tiny_store, path)
@@ -144,7 +145,7 @@ def test_one_estimator_per_store_and_recorded(tmp_path, tiny_store):
     with pytest.raises(ValueError, match="pseudo-fast estimator.*drop"):
         analysis.run(path, scheduler="synchronous", progress=False)          # namaster: refused, store untouched
     assert zarr_files(path) == before
-    from cmbcube.drop import drop
+    from cmbcube.cube.drop import drop
     drop(path, "analysis")
     rep = analysis.run(path, scheduler="synchronous", progress=False)
     group = zarr.open_group(path, mode="r")

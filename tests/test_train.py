@@ -9,7 +9,9 @@ import torch
 import zarr
 
 import cmbcube
-from cmbcube import geometry, models, preprocess, simulate, train
+from cmbcube.science import geometry
+from cmbcube.networks import models
+from cmbcube.stages import preprocess, simulate, train
 from conftest import small_recipe
 
 
@@ -188,7 +190,9 @@ def test_train_refuses_checkpoints_larger_than_the_free_disk_before_creating_the
     created; a disk without room for them is refused with exit 2 and the figures, --force-size trains."""
     import collections
 
-    from cmbcube import cube, limits, models
+    from cmbcube import cube
+    from cmbcube.stages import limits
+    from cmbcube.networks import models
     from cmbcube.cli import main
     path = str(tmp_path / "t.zarr")
     shutil.copytree(store32, path)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from cmbcube import cli, cube
-from cmbcube.simulate import run as simulate
-from cmbcube.verify import verify
+from cmbcube.stages.simulate import run as simulate
+from cmbcube.cube.verify import verify
 
 from conftest import small_recipe, zarr_files
 
@@ -118,7 +118,7 @@ def test_products_filter_and_unknown_product(store, capsys):
 
 
 def test_run_predictions_and_analysis_are_checked_and_cleared(store, capsys):
-    from cmbcube import analysis
+    from cmbcube.stages import analysis
     irun = cube.ensure_run(store, "fake", "fake", {"a": 1}, 0.0)
     npix = 12 * 8 ** 2
     for split, sim in (("train", 0), ("train", 1), ("test", 0)):

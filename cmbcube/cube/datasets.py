@@ -6,7 +6,7 @@ scheduler or an async filesystem from the parent.
 
 Views:
 - ``sky``: (channels, npix) NESTED vectors;
-- ``faces``: (channels, 4 nside, 3 nside) cmbNNCS planes (see cmbcube.geometry);
+- ``faces``: (channels, 4 nside, 3 nside) cmbNNCS planes (see cmbcube.science.geometry);
 - ``patches``: (channels, side, side) NESTED squares, one item per (sim, patch).
 
 Channels are (detector, field) pairs that exist in the cube, detector-major in
@@ -19,8 +19,8 @@ import os
 
 import numpy as np
 
-from . import geometry, transforms
-from .recipe import SPLITS
+from cmbcube.science import geometry, transforms
+from cmbcube.recipe import SPLITS
 
 VIEWS = ("sky", "faces", "patches")
 
@@ -45,7 +45,7 @@ class _Meta:
 def _read_meta(store, storage_options) -> _Meta:
     import zarr
 
-    from .cube import check_bounds, zarr_store
+    from cmbcube.cube import check_bounds, zarr_store
     group = zarr.open_group(zarr_store(store, storage_options) if isinstance(store, str) else store, mode="r")
     check_bounds(group, str(store))            # hostile metadata is refused before anything is allocated
     names = set(group.array_keys())
@@ -77,7 +77,7 @@ class CubeDataset:
     target: "cmb" or a component name (needs component truths in the cube); None for no target.
     target_fields: fields of the target (default: ``fields``).
     target_detector: the detector whose component map is the target (components only).
-    transform / target_transform: transform names (see cmbcube.transforms).
+    transform / target_transform: transform names (see cmbcube.science.transforms).
 
     Items are dicts: inputs (float32 tensor), target, sim, patch (-1 unless patches).
     """
@@ -177,13 +177,13 @@ class CubeDataset:
     def _arrays(self):
         if self._group is None or self._pid != os.getpid():
             import zarr
-            from .cube import zarr_store
+            from cmbcube.cube import zarr_store
             store = zarr_store(self.store, self.storage_options) if isinstance(self.store, str) else self.store
             self._group = zarr.open_group(store, mode="r")
             self._pid = os.getpid()
             self._fast_obs = self._fast_cmb = None
             if isinstance(self.store, str) and "://" not in self.store:
-                from .shardread import ShardReader
+                from cmbcube.cube.shardread import ShardReader
                 fast = ShardReader(self.store, "obs", self._group["obs"])
                 self._fast_obs = fast if fast.ok else None
                 fast = ShardReader(self.store, "cmb", self._group["cmb"])

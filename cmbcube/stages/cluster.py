@@ -47,7 +47,7 @@ def worker_environment(threads: int) -> dict[str, str]:
 
 
 def _settings(settings: dict | None) -> dict:
-    from .recipe import cluster_settings
+    from cmbcube.recipe import cluster_settings
     return cluster_settings(settings)
 
 

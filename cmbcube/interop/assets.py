@@ -20,7 +20,7 @@ names and may hold ``manifest.json`` in this module's format::
     {"format": "cmbcube-assets/1",
      "files": {"pysm3/pysm_2/ff_t_new.fits": {"size": 100676160, "sha256": "..."}, ...}}
 
-(``python -m cmbcube.assets DIR`` writes one for a mirror directory).  Offline, the first
+(``python -m cmbcube.interop.assets DIR`` writes one for a mirror directory).  Offline, the first
 connection fails within ``connect_timeout`` seconds and the list of missing files is reported.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .recipe import Recipe
+from cmbcube.recipe import Recipe
 
 MANIFEST_FORMAT = "cmbcube-assets/1"
 MANIFEST_NAME = "manifest.json"
@@ -109,7 +109,7 @@ def pysm_roots(recipe: Recipe, destination: str | None) -> tuple[Path, list[Path
 
 
 def list_assets(recipe: Recipe, destination: str | None = None) -> list[Asset]:
-    from .foregrounds import pysm_files
+    from cmbcube.science.foregrounds import pysm_files
     r = recipe.data
     out = []
     target, looked = pysm_roots(recipe, destination)
@@ -171,7 +171,7 @@ def where_to_put(recipe: Recipe, destination: str | None = None) -> list[str]:
 
 
 def format_listing(recipe: Recipe, assets: list[Asset], destination: str | None = None) -> str:
-    from .cube import _human
+    from cmbcube.cube import _human
     r = recipe.data
     lines = [f"assets of recipe {recipe.name}: foregrounds {r['foregrounds']['model']}, noise {r['noise']['model']}, "
              f"cosmology prior {r['cmb']['prior']}, sky nside {r['sky_nside']}"]
@@ -453,6 +453,6 @@ def format_fetch(report: FetchReport, still_missing: list[Asset]) -> str:
 if __name__ == "__main__":
     import sys
     if len(sys.argv) != 2:
-        print("usage: python -m cmbcube.assets MIRROR_DIR   (writes MIRROR_DIR/manifest.json)", file=sys.stderr)
+        print("usage: python -m cmbcube.interop.assets MIRROR_DIR   (writes MIRROR_DIR/manifest.json)", file=sys.stderr)
         sys.exit(2)
     print(write_manifest(sys.argv[1]))

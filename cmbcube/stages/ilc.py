@@ -10,8 +10,9 @@ import time
 
 import numpy as np
 
-from . import cube, instrument, needlets, sht
-from .recipe import SPLITS, from_store_attrs
+from cmbcube import cube
+from cmbcube.science import instrument, needlets, sht
+from cmbcube.recipe import SPLITS, from_store_attrs
 
 log = logging.getLogger("cmbcube")
 
@@ -146,7 +147,7 @@ def clean_sim(obs: np.ndarray, dets: list, fields_in: list, units: list, config:
 
 
 def _clean_task(store: str, run: int, config: ILCConfig, split: str, sim: int) -> float:
-    from .drills import hold
+    from cmbcube.drills import hold
     t0 = time.perf_counter()
     group = cube.read_group(store)      # damaged finished units raise
     if group["pred_done"][run, SPLITS.index(split), sim]:
@@ -184,8 +185,8 @@ class ILCReport:
 
 def run(store: str, config: ILCConfig, run_name: str | None = None, splits=("test",), scheduler=None,
         scheduler_file=None, workers=None, progress=None, force_size: bool = False) -> ILCReport:
-    from . import limits
-    from .cluster import client_for, collector, run_tasks
+    from cmbcube.stages import limits
+    from cmbcube.stages.cluster import client_for, collector, run_tasks
     for split in splits:
         if split not in SPLITS:
             raise needlets.ILCError(f"--split {split!r}: allowed: {', '.join(SPLITS)}")
@@ -206,7 +207,7 @@ def run(store: str, config: ILCConfig, run_name: str | None = None, splits=("tes
         return report
     t0 = time.perf_counter()
     recipe = cube.store_recipe(store)
-    from .progress import bar as progress_bar
+    from cmbcube.progress import bar as progress_bar
     bar = progress_bar(len(todo), f"ilc {run_name}", progress=progress, items=todo, where=f"{store} pred[run={run_name}]")
     try:
         done = collector(report, bar)

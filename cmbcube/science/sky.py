@@ -12,7 +12,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from . import cosmology, foregrounds, instrument, noise, pixwin, seeds, sht
+from cmbcube.science import cosmology, foregrounds, instrument, noise, pixwin, seeds, sht
 
 
 def _pad(alm: np.ndarray, nc: int) -> np.ndarray:

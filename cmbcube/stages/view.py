@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import cube
+from cmbcube import cube
 
 
 def select(ds, product: str, split: str, sim: int, field: str, detector=None, run=None):

@@ -18,7 +18,7 @@ Names (CLI / recipe strings):
   (obs - noise; Petroff et al.'s input scaling).  It needs the maps, not the
   stored statistics: the train stage resolves it into explicit
   ``scale:S1,S2,...`` factors recorded in the run (``resolve_noiseless`` in
-  cmbcube.train); ``build`` refuses it unresolved.
+  cmbcube.stages.train); ``build`` refuses it unresolved.
 """
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ def build(spec: str, stats: dict[str, np.ndarray] | None, nchannels: int) -> Aff
         return Affine(spec, zeros, v) if name == "scale" else Affine(spec, -v, 2 * v)
     if name == "noiseless-maxabs":
         raise ValueError("transform 'noiseless-maxabs' needs the noiseless train maps: the train stage resolves it "
-                         "(cmbcube.train.resolve_noiseless) into scale:S1,S2,...; use maxabs or explicit factors here")
+                         "(cmbcube.stages.train.resolve_noiseless) into scale:S1,S2,...; use maxabs or explicit factors here")
     if stats is None:
         raise ValueError(f"transform {spec!r} needs normalisation statistics: run `cmbcube preprocess STORE` first")
     if name == "minmax":

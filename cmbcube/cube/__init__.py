@@ -20,8 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, cosmology, instrument
-from .recipe import SPLITS, Recipe, from_store_attrs
+from cmbcube import __version__
+from cmbcube.science import cosmology, instrument
+from cmbcube.recipe import SPLITS, Recipe, from_store_attrs
 
 LAYOUT_VERSION = 1
 SIM_PRODUCTS = ("obs", "cmb", "components", "noise", "cosmo_params", "cl_theory")
@@ -63,7 +64,7 @@ def _template(recipe: Recipe):
     import dask.array as da
     import xarray as xr
 
-    from .sky import cmb_unit, component_names
+    from cmbcube.science.sky import cmb_unit, component_names
     r = recipe.data
     nside = r["nside"]
     npix = 12 * nside * nside
@@ -165,7 +166,7 @@ def _template(recipe: Recipe):
 
 
 def foreground_model_attrs(fg: dict) -> dict:
-    from .foregrounds import model_attrs
+    from cmbcube.science.foregrounds import model_attrs
     return model_attrs(fg)
 
 
@@ -902,7 +903,7 @@ def consolidate(path: str) -> None:
 def open_dataset(path: str, chunks="auto-inner", guard: bool = True, **storage_options):
     """Lazy xarray view of a store (local path or fsspec URL); nothing is read until asked.
 
-    Reads go through the guard (:mod:`cmbcube.guard`): a finished unit whose chunk is missing or
+    Reads go through the guard (:mod:`cmbcube.cube.guard`): a finished unit whose chunk is missing or
     corrupted raises DamagedUnitError naming it; units not done yet read as NaN (fill).
     Metadata declaring sizes no cmbcube store has is refused first (:func:`check_bounds`)."""
     import warnings
@@ -980,7 +981,7 @@ def _metadata_memo():
 def zarr_store(path: str, storage_options: dict | None = None, guard: bool = True):
     """What zarr opens for ``path``, read-only: a local path as a LocalStore; a URL as an fsspec
     store (``storage_options`` go to fsspec, e.g. ``anon=True`` or ``key=/secret=`` for s3://).
-    With ``guard`` (the default) wrapped in :class:`cmbcube.guard.GuardedStore`: a finished unit
+    With ``guard`` (the default) wrapped in :class:`cmbcube.cube.guard.GuardedStore`: a finished unit
     whose chunk is missing or corrupted raises DamagedUnitError instead of reading as fill values.
 
     http(s) stores are read through a filesystem that also copes with servers that ignore
@@ -1002,7 +1003,7 @@ def zarr_store(path: str, storage_options: dict | None = None, guard: bool = Tru
             inner = FsspecStore.from_url(path, storage_options=storage_options or None, read_only=True)
     if not guard:
         return inner
-    from .guard import GuardedStore
+    from cmbcube.cube.guard import GuardedStore
     return GuardedStore(inner, path)
 
 
@@ -1073,8 +1074,8 @@ def disk_size(path: str) -> int | None:
 
 
 def _human(nbytes: float) -> str:
-    """A size for people (one formatter: :func:`cmbcube.limits.human`)."""
-    from .limits import human
+    """A size for people (one formatter: :func:`cmbcube.stages.limits.human`)."""
+    from cmbcube.stages.limits import human
     return human(nbytes)
 
 

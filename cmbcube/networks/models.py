@@ -1,5 +1,5 @@
 """Networks: the cmbNNCS UNets on the 12-face plane, a patch UNet on NESTED squares, and
-Petroff et al.'s Bayesian spherical network on whole NESTED maps (cmbcube.petroff).
+Petroff et al.'s Bayesian spherical network on whole NESTED maps (cmbcube.networks.petroff).
 
 cmbNNCS (Wang et al. 2022): every block is Conv2d (or ConvTranspose2d) with bias
 -> BatchNorm2d -> PReLU; each encoder layer halves and each decoder layer
@@ -158,7 +158,7 @@ def build(model: str, in_channels: int, out_channels: int, nside: int, patch_sid
         side = patch_side or default_patch_side(nside)
         return PatchUNet(in_channels, out_channels, base=base_channels or 32, depth=patch_depth(side))
     if model == "petroff":
-        from .petroff import PetroffNet
+        from cmbcube.networks.petroff import PetroffNet
         branches = list(branches) if branches is not None else [1] * in_channels
         if sum(branches) != in_channels:
             raise ValueError(f"petroff: branches {branches} do not add up to {in_channels} input channels")

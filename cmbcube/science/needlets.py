@@ -14,7 +14,7 @@ import dataclasses
 
 import numpy as np
 
-from . import sht
+from cmbcube.science import sht
 
 CMBML_PEAKS = {512: [0, 200, 715, 1025], 128: [0, 100, 200, 300, 383]}
 WINDOW_FLOOR = 1e-3       # a window "ends" / a beam "carries no signal" below this
@@ -337,7 +337,7 @@ def sed_vector(name: str, centres_ghz, units) -> np.ndarray:
     ``centres_ghz``: frequencies (delta bandpasses) or ``instrument.Detector`` objects, whose bands the
     SEDs are integrated over as the simulator does (uK_RJ SED band-averaged, then the band's uK_RJ -> unit).
     """
-    from .instrument import Detector, band_unit_factor
+    from cmbcube.science.instrument import Detector, band_unit_factor
     out = []
     for c, unit in zip(centres_ghz, units):
         if not isinstance(c, Detector):
@@ -352,8 +352,8 @@ def sed_vector(name: str, centres_ghz, units) -> np.ndarray:
 
 def _sed_value(name: str, nu: float, unit: str) -> float:
     """A named component's SED at one frequency, in ``unit`` (unnormalised)."""
-    from .foregrounds import PARAMS, T_CMB, tsz_spectrum
-    from .instrument import unit_factor
+    from cmbcube.science.foregrounds import PARAMS, T_CMB, tsz_spectrum
+    from cmbcube.science.instrument import unit_factor
     if name == "cmb":
         return unit_factor(nu, "uK_CMB", unit)
     if name == "tsz":

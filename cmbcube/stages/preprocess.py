@@ -14,7 +14,7 @@ import logging
 
 import numpy as np
 
-from . import cube
+from cmbcube import cube
 
 log = logging.getLogger("cmbcube")
 
@@ -103,8 +103,8 @@ def run(store: str, split: str = "train", scheduler: str | None = None, schedule
     """Compute and store the statistics; returns a small report dict."""
     import xarray as xr
 
-    from .cluster import client_for
-    from .recipe import SPLITS
+    from cmbcube.stages.cluster import client_for
+    from cmbcube.recipe import SPLITS
     if split not in SPLITS:
         raise ValueError(f"--split {split!r}: allowed: {', '.join(SPLITS)}")
     ds = cube.open_dataset(store)
@@ -124,7 +124,7 @@ def run(store: str, split: str = "train", scheduler: str | None = None, schedule
             obs = ds.obs.sel(split=split).isel(sim=sims).data          # (sim, detector, field, pixel)
             cmb = ds.cmb.sel(split=split).isel(sim=sims).data          # (sim, field, pixel)
             log.info("statistics over %d %s sims", sims.size, split)
-            from .progress import bar as progress_bar
+            from cmbcube.progress import bar as progress_bar
             # four passes over the split (obs and cmb: moments, then histograms); a bar on a terminal
             with progress_bar(4, f"preprocess {split} ({sims.size} sims)", unit="pass", progress=progress,
                               where=f"{store} stats_obs, stats_cmb") as passes:

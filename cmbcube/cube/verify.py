@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cube
-from .recipe import SPLITS
-from .shardread import EMPTY, crc_ok
+from cmbcube import cube
+from cmbcube.recipe import SPLITS
+from cmbcube.cube.shardread import EMPTY, crc_ok
 
 SIM_PRODUCTS = cube.SIM_PRODUCTS
 PRED_PRODUCTS = ("pred", "pred_sigma")
@@ -300,7 +300,7 @@ def verify(path: str, products=None, clear: bool = False, workers: int | None = 
     if not cube.store_recipe(path)["cmb"]["enabled"]:
         optional.add("cosmo_params")        # all NaN without a CMB: zarr writes no chunk equal to the fill value
     workers = workers or min(8, (os.cpu_count() or 2) * 2)
-    from .progress import bar as progress_bar
+    from cmbcube.progress import bar as progress_bar
     bar = progress_bar(len(jobs), "verify", unit="unit", progress=progress, where=f"{path} (read only)")
     try:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

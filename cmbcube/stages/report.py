@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cube
-from .analysis import BEAMS, COVERAGE, GAUSSIAN_COVERAGE, METRICS
+from cmbcube import cube
+from cmbcube.stages.analysis import BEAMS, COVERAGE, GAUSSIAN_COVERAGE, METRICS
 
 LABELS = {"mae": "MAE", "mse": "MSE", "rmse": "RMSE", "nrmse": "NRMSE", "psnr": "PSNR", "r2": "R^2",
           "cl_err_truth": "dCl/Cl (truth)", "cl_err_theory": "dCl/Cl (theory)",
@@ -280,7 +280,7 @@ def map_figure(ds, run: str, split: str, sim: int, field: str, path: Path | None
 
     Signed maps use symmetric limits on a diverging map (zero is white); the residual gets its own limit.
     """
-    from .analysis import to_beam
+    from cmbcube.stages.analysis import to_beam
     plt = _plt()
     nside = int(ds.attrs["nside"])
     unit = str(ds.cmb.attrs.get("units", ""))

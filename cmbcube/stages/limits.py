@@ -79,7 +79,7 @@ def simulate_plan(recipe, pending: int | None = None, what: str = "simulate") ->
     for temporaries) and the sim's outputs twice (float64 intermediates), calibrated against
     peak RSS measured at nside 64-128 (here, within ~10%) and 512 (README: 3.66 GB).
     """
-    from .recipe import SPLITS
+    from cmbcube.recipe import SPLITS
     r = recipe.data
     splits = recipe.splits
     nside, sky_nside = r["nside"], r["sky_nside"]
@@ -114,7 +114,7 @@ def simulate_plan(recipe, pending: int | None = None, what: str = "simulate") ->
 def _component_names(recipe) -> list:
     """The component axis (as sky.component_names, without importing the simulator: foregrounds alone
     imports neither pysm3 nor healpy)."""
-    from .foregrounds import SKY_MODELS
+    from cmbcube.science.foregrounds import SKY_MODELS
     fg = recipe["foregrounds"]
     return list(fg["components"] if fg["model"] in SKY_MODELS else fg["presets"] if fg["model"] == "pysm3" else [])
 
@@ -123,7 +123,7 @@ def worker_memory_limit(cluster: dict, scheduler=None, scheduler_file=None, work
     """(bytes, description) of one worker's memory limit, or (None, why unknown)."""
     from dask.utils import parse_bytes
 
-    from .cluster import plan as cluster_plan
+    from cmbcube.stages.cluster import plan as cluster_plan
     try:
         p = cluster_plan(cluster, scheduler, scheduler_file, workers)
     except Exception:  # noqa: BLE001 - an unusable cluster section is reported by the stage itself
@@ -223,7 +223,7 @@ def check_growth(store: str, what: str, store_bytes: int, files: int, worker_byt
 
 def prediction_bytes(store: str, nsims: int, uncertainty: bool = False) -> tuple[int, int]:
     """(bytes, files) of ``nsims`` sims' predictions: pred (+ pred_sigma) shards and pred_done chunks."""
-    from . import cube
+    from cmbcube import cube
     attrs = cube.read_attrs(store)
     npix = 12 * int(attrs["nside"]) ** 2
     nfields = len(json_fields(attrs))
@@ -239,8 +239,8 @@ def json_fields(attrs: dict) -> list:
 def pending_predictions(store: str, run_name: str, splits) -> int:
     """Finished sims of ``splits`` that run ``run_name`` has not predicted yet (all of them for a new run),
     read without creating the run."""
-    from . import cube
-    from .recipe import SPLITS
+    from cmbcube import cube
+    from cmbcube.recipe import SPLITS
     group = cube.read_group(store)
     names = set(group.array_keys())
     done = np.asarray(group["sim_done"][...]) == 1
@@ -254,7 +254,7 @@ def check_ilc(store: str, run_name: str, splits, ndet: int, nfields: int, nscale
               scheduler=None, scheduler_file=None, workers=None, force: bool = False) -> list[str]:
     """Disk for the run's predictions and memory of one ILC task: the sim's maps in float64 for
     each needlet scale plus a few working copies (rough: not calibrated)."""
-    from . import cube
+    from cmbcube import cube
     nsims = pending_predictions(store, run_name, splits)
     if nsims == 0:
         return []

@@ -34,8 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__, cosmology, cube, instrument
-from .recipe import SPLITS, validate
+from cmbcube import __version__, cube
+from cmbcube.science import cosmology, instrument
+from cmbcube.recipe import SPLITS, validate
 
 log = logging.getLogger("cmbcube")
 
@@ -558,7 +559,7 @@ def _read_maps(path, fields: list, nside: int, destination_unit: str, centre_ghz
 
 def ingest_one(store: str, plan: Plan, cube_units: dict, cmb_unit: str, split: str, sim: int) -> dict:
     """Task body: read one sim's files and write them into the cube (data first, done-flag last)."""
-    from .sky import SimResult
+    from cmbcube.science.sky import SimResult
     t0 = time.perf_counter()
     sim_dir = plan.sim_dir(split, sim)
     npix = 12 * plan.nside ** 2
@@ -586,14 +587,14 @@ def ingest(source_dir, store, scheduler: str | None = None, scheduler_file: str 
     made from anything else is refused and left as it is.  One Dask task per sim.
     """
 
-    from .cluster import client_for, run_tasks
-    from .sky import cmb_unit as cmb_unit_of
+    from cmbcube.stages.cluster import client_for, run_tasks
+    from cmbcube.science.sky import cmb_unit as cmb_unit_of
     if units is not None and units not in ("uK_CMB", "K_CMB", "native"):
         raise CMBMLError(f"units {units!r}: allowed: uK_CMB, K_CMB, native")
     store = str(store)
     plan = scan(source_dir)
     recipe = recipe_for(plan, name, units, beams)
-    from . import limits                # store size and sim caps (no sky model: memory is not checked)
+    from cmbcube.stages import limits                # store size and sim caps (no sky model: memory is not checked)
     pending = None
     if os.path.isdir(store) and cube.read_attrs(store).get("recipe_hash") == recipe.hash:
         pending = len(cube.pending(store))
@@ -619,7 +620,7 @@ def ingest(source_dir, store, scheduler: str | None = None, scheduler_file: str 
             "ingested_by": f"cmbcube {__version__}",
         })
         t_start = time.perf_counter()
-        from .progress import bar as progress_bar
+        from cmbcube.progress import bar as progress_bar
         bar = progress_bar(len(todo), "ingest", progress=progress, items=todo, where=store)
 
         def on_done(item, _result, error):
@@ -686,7 +687,7 @@ def export_one(store: str, destination: str, units: str, overwrite: bool, split:
     obs = np.asarray(ds.obs[isplit, sim].values, dtype=np.float64)
     pixwin = bool(ds.attrs.get("pixel_window_applied", False))
     beams = cube.detector_beams(ds)
-    from .recipe import from_store_attrs
+    from cmbcube.recipe import from_store_attrs
     bands = {d.freq: d for d in from_store_attrs(ds.attrs).detectors()}     # the store's bandpasses
     for i, freq in enumerate(detectors):
         det = instrument.detector(freq)
@@ -724,7 +725,7 @@ def export(store, destination_dir, splits=None, units: str = "uK_CMB", overwrite
     ``overwrite``; each file is written to a temporary name and renamed, so none is ever half-written.
     """
 
-    from .cluster import client_for, run_tasks
+    from cmbcube.stages.cluster import client_for, run_tasks
     store = str(store)
     attrs = cube.read_attrs(store)
     if "recipe_hash" not in attrs:
@@ -748,7 +749,7 @@ def export(store, destination_dir, splits=None, units: str = "uK_CMB", overwrite
     destination.mkdir(exist_ok=True)
     t0 = time.perf_counter()
     recipe = cube.store_recipe(store)
-    from .progress import bar as progress_bar
+    from cmbcube.progress import bar as progress_bar
     bar = progress_bar(len(todo), "export", progress=progress, items=todo, where=f"{destination}/Simulation")
 
     def on_done(item, result, error):

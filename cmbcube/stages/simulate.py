@@ -13,8 +13,8 @@ import time
 
 import numpy as np
 
-from . import cube
-from .recipe import SPLITS, Recipe, load
+from cmbcube import cube
+from cmbcube.recipe import SPLITS, Recipe, load
 
 log = logging.getLogger("cmbcube")
 
@@ -48,13 +48,13 @@ def _injected_delay(split: str, sim: int) -> None:
     """Testing hook for fault drills (cmbcube.drills): CMBCUBE_SIM_DELAY=SECONDS holds every sim that
     long between computing and writing; with CMBCUBE_SIM_TRACE=DIR each sim first touches
     DIR/{split}-{sim}-{pid} (the process running it), so a test can kill exactly that process mid-sim."""
-    from .drills import hold
+    from cmbcube.drills import hold
     hold("SIM", split, sim)
 
 
 def simulate_one(store: str, recipe: Recipe, split: str, sim: int) -> dict:
     """Task body: compute one sim and write it (data first, done-flag last)."""
-    from .sky import Simulator
+    from cmbcube.science.sky import Simulator
     if cube.done_flags(store)[SPLITS.index(split), sim]:
         return {}      # already written: Dask reran a finished task whose worker died holding its result
     _injected_failure(split, sim)
@@ -89,7 +89,7 @@ def preflight(recipe: Recipe) -> None:
     """Check every input file a recipe names before anything is created (fail fast, offline)."""
     from pathlib import Path
 
-    from .foregrounds import missing_pysm_files, _data_dirs
+    from cmbcube.science.foregrounds import missing_pysm_files, _data_dirs
     r = recipe.data
     fg = r["foregrounds"]
     if fg["model"] == "pysm3":
@@ -109,11 +109,11 @@ def preflight(recipe: Recipe) -> None:
 def run(recipe: Recipe | str, store: str, scheduler: str | None = None, scheduler_file: str | None = None,
         workers: int | None = None, overrides=(), progress: bool | None = None,
         force_size: bool = False) -> SimulateReport:
-    """Simulate every planned sim not yet done.  Sizes are checked first (:mod:`cmbcube.limits`):
+    """Simulate every planned sim not yet done.  Sizes are checked first (:mod:`cmbcube.stages.limits`):
     a recipe whose store, sims or per-sim memory do not fit is refused (LimitError) before
     anything is created, unless ``force_size``."""
-    from . import limits
-    from .cluster import client_for, run_tasks
+    from cmbcube.stages import limits
+    from cmbcube.stages.cluster import client_for, run_tasks
     if not isinstance(recipe, Recipe):
         recipe = load(recipe, overrides)
     store = str(store)
@@ -131,7 +131,7 @@ def run(recipe: Recipe | str, store: str, scheduler: str | None = None, schedule
 
 
 def _run(recipe, store, status, scheduler, scheduler_file, workers, progress) -> SimulateReport:
-    from .cluster import client_for, run_tasks
+    from cmbcube.stages.cluster import client_for, run_tasks
     hollow = flagged_without_data(store)
     if hollow:
         log.warning("%s: sim_done is set for %d sim(s) whose data files are missing (%s): hand-edited or damaged "
@@ -145,7 +145,7 @@ def _run(recipe, store, status, scheduler, scheduler_file, workers, progress) ->
     if not todo:
         return report
     t_start = time.perf_counter()
-    from .progress import bar as progress_bar
+    from cmbcube.progress import bar as progress_bar
     bar = progress_bar(len(todo), "simulate", progress=progress, items=todo, where=store)
 
     def record(key, timings=None, error=None):

@@ -31,8 +31,9 @@ import time
 
 import numpy as np
 
-from . import cube, instrument, pixwin, sht
-from .recipe import SPLITS
+from cmbcube import cube
+from cmbcube.science import instrument, pixwin, sht
+from cmbcube.recipe import SPLITS
 
 log = logging.getLogger("cmbcube")
 
@@ -551,7 +552,7 @@ def analyse_one(store: str, run: int, split: str, sim: int, estimator: str = "na
             good = np.isfinite(ref) & (ref > 0) & np.isfinite(spectra[1, k])
             value = float(np.mean(np.abs(spectra[1, k][good] - ref[good]) / ref[good])) if good.any() else np.nan
             metrics[:, fields.index(f), METRICS.index(name)] = value
-    from .drills import hold
+    from cmbcube.drills import hold
     hold("ANALYZE", run, split, sim)           # fault drills only (cmbcube.drills)
     import zarr
     out = zarr.open_group(store, mode="r+")
@@ -576,7 +577,7 @@ def run(store: str, runs="all", splits=("test",), f_sky: float = 0.8, mask_file:
     bandpowers, refused with a ValueError naming how to install pymaster when it is missing) or
     ``pseudo-fast``; one store holds one estimator's spectra (checked before anything is written)."""
     import zarr
-    from .cluster import client_for, collector, run_tasks
+    from cmbcube.stages.cluster import client_for, collector, run_tasks
     if estimator not in ESTIMATORS:
         raise ValueError(f"--estimator {estimator!r}: allowed: {', '.join(ESTIMATORS)}")
     if estimator == "namaster":
@@ -606,7 +607,7 @@ def run(store: str, runs="all", splits=("test",), f_sky: float = 0.8, mask_file:
     report = AnalysisReport([], int(sum(done[names.index(r)].sum() for r in wanted)), 0.0)
     if not todo:
         return report
-    from . import limits
+    from cmbcube.stages import limits
     per_sim = group["metrics"].nbytes // max(group["metrics"].shape[0] * group["metrics"].shape[1] *
                                              group["metrics"].shape[2], 1) + \
         group["spectra"].nbytes // max(group["spectra"].shape[0] * group["spectra"].shape[1] * group["spectra"].shape[2], 1)
@@ -615,7 +616,7 @@ def run(store: str, runs="all", splits=("test",), f_sky: float = 0.8, mask_file:
                         scheduler, scheduler_file, workers, force_size)
     t0 = time.perf_counter()
     recipe = cube.store_recipe(store)
-    from .progress import bar as progress_bar
+    from cmbcube.progress import bar as progress_bar
     bar = progress_bar(len(todo), "analyze", progress=progress, items=[(names[r], s, k) for r, s, k in todo],
                        where=f"{store} metrics, spectra")
     try:

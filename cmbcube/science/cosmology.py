@@ -96,7 +96,7 @@ def lensed_spectra(params: dict[str, float], lmax: int, lens_potential_accuracy:
 
 def synalm(cls: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """(3, nalm) Gaussian T, E, B alms (healpy layout) with spectra (TT, EE, BB, TE)."""
-    from .sht import alm_size, ell_of_alm
+    from cmbcube.science.sht import alm_size, ell_of_alm
     tt, ee, bb, te = cls
     lmax = tt.shape[0] - 1
     ell = ell_of_alm(lmax)

@@ -26,8 +26,8 @@ import numpy as np
 from zarr.abc.store import RangeByteRequest, SuffixByteRequest
 from zarr.storage import WrapperStore
 
-from .recipe import SPLITS
-from .shardread import EMPTY, crc_ok
+from cmbcube.recipe import SPLITS
+from cmbcube.cube.shardread import EMPTY, crc_ok
 
 SIM_LEVEL = ("obs", "cmb", "components", "noise", "cosmo_params", "cl_theory")
 RUN_LEVEL = {"pred": "pred_done", "pred_sigma": "pred_done", "metrics": "analysis_done",
@@ -152,7 +152,7 @@ class GuardedStore(WrapperStore):
         """Products whose chunk may be absent for a finished unit: OPTIONAL, and cosmo_params of a
         store without a CMB (all NaN, the fill value, which zarr does not write)."""
         try:
-            from .recipe import from_store_attrs
+            from cmbcube.recipe import from_store_attrs
             if not from_store_attrs(self._attrs)["cmb"]["enabled"]:
                 return OPTIONAL + ("cosmo_params",)
         except Exception:  # noqa: BLE001 - not a cmbcube store (or no attributes yet)
@@ -162,7 +162,7 @@ class GuardedStore(WrapperStore):
     def _has_field(self):
         """(detector, field) bool from the store's recipe (as the template computes it)."""
         try:
-            from .recipe import from_store_attrs
+            from cmbcube.recipe import from_store_attrs
             recipe = from_store_attrs(self._attrs)
             fields = recipe["fields"]
             return np.array([[f in d.fields for f in fields] for d in recipe.detectors()])

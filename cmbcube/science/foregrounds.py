@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import sht
+from cmbcube.science import sht
 
 T_CMB = 2.7255  # K
 H_PLANCK = 6.62607015e-34   # J s
@@ -113,7 +113,7 @@ def tsz_sed(freq_ghz: float) -> float:
 
 
 def _rj_factor(freq_ghz, unit_from):
-    from .instrument import unit_factor
+    from cmbcube.science.instrument import unit_factor
     return unit_factor(freq_ghz, unit_from, "uK_RJ")
 
 

@@ -23,9 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import cube, geometry, models
-from .datasets import CubeDataset
-from .drills import hold
+from cmbcube import cube
+from cmbcube.science import geometry
+from cmbcube.networks import models
+from cmbcube.cube.datasets import CubeDataset
+from cmbcube.drills import hold
 
 log = logging.getLogger("cmbcube")
 
@@ -35,7 +37,7 @@ class TrainConfig:
     model: str = "cmbnncs-unet5"
     detectors: tuple = (100, 143, 217, 353)
     fields: tuple = ("I",)
-    transform: str = "none"              # inputs: cmbNNCS feeds unscaled uK_CMB (see cmbcube.transforms)
+    transform: str = "none"              # inputs: cmbNNCS feeds unscaled uK_CMB (see cmbcube.science.transforms)
     target_transform: str = "scale:5"    # cmbNNCS: CMB / 5
     epochs: int = 10
     batch_size: int = 12
@@ -127,7 +129,7 @@ def _n_sims(dataset) -> int:
 def _loss_fn(name):
     import torch
     if name == "heteroscedastic":
-        from .petroff import heteroscedastic_loss
+        from cmbcube.networks.petroff import heteroscedastic_loss
         return heteroscedastic_loss
     return {"l1": torch.nn.L1Loss(), "mse": torch.nn.MSELoss()}[name]
 
@@ -148,7 +150,7 @@ def resolve_noiseless(store: str, config: TrainConfig, progress: bool | None = N
       product in the cube (recipe ``keep: [noise]``) the noisy maps are used, with a warning;
     - target transform ``unit-maxabs`` -> ``unit:M``: M = max |CMB truth| over the same sims.
     """
-    from .progress import iterate
+    from cmbcube.progress import iterate
     if config.transform != "noiseless-maxabs" and config.target_transform != "unit-maxabs":
         return config
     ds = _datasets(store, dataclasses.replace(config, transform="none", target_transform="none"), "train")
@@ -196,7 +198,7 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
           resume: bool = False, deterministic: bool = False, progress: bool | None = None,
           num_workers: int = 0, force_size: bool = False) -> TrainReport:
     import torch
-    from .progress import Progress
+    from cmbcube.progress import Progress
     _check_loss(config)
     if config.epochs < 1 or config.batch_size < 1 or config.repeats < 1:
         raise ValueError("--epochs, --batch-size and --repeats must be >= 1")
@@ -335,7 +337,7 @@ def checkpoint_bytes(n_params: int, petroff: bool) -> int:
 def _check_checkpoint_space(store, run_name, config, train_ds, out_dir, force_size) -> None:
     """Refuse (LimitError, exit 2) before the run is created when its checkpoints cannot fit the free
     disk next to the store (``--force-size`` runs it anyway)."""
-    from . import limits
+    from cmbcube.stages import limits
     probe = models.build(config.model, len(train_ds.channels), len(config.fields), train_ds.nside,
                          config.patch_side, config.base_channels, branches=models.branch_sizes(train_ds.channels),
                          n_train=len(train_ds))
@@ -461,7 +463,7 @@ def predict(store: str, run_name: str, splits=("test",), epoch: int | None = Non
     ``model`` (testing hook): a torch module used instead of the checkpoint's.
     """
     import torch
-    from .progress import iterate
+    from cmbcube.progress import iterate
     cube.check_run_name(run_name)
     irun = cube.run_index(store, run_name)
     stored = cube.run_config(store, irun)
@@ -493,7 +495,7 @@ def predict(store: str, run_name: str, splits=("test",), epoch: int | None = Non
     report = PredictReport(run_name, epoch, [], 0, 0.0, mc_samples)
     if not todo:
         return report
-    from . import limits
+    from cmbcube.stages import limits
     nbytes, files = limits.prediction_bytes(store, len(todo), uncertainty=bool(bayesian))
     limits.check_growth(store, f"predict {run_name}", nbytes, files, 0, force=force_size)
     t0 = time.perf_counter()
@@ -555,7 +557,7 @@ def predict_sim_mc(model, ds: CubeDataset, sim: int, dev, samples: int) -> tuple
     """
     import torch
 
-    from .petroff import mc_predict
+    from cmbcube.networks.petroff import mc_predict
     x = torch.from_numpy(ds.transform.forward(ds.read_inputs(sim))).to(dev)
     mean, sigma = mc_predict(model, x, samples)
     sigma = sigma * np.asarray(ds.target_transform.scale, dtype=np.float64)[:, None]

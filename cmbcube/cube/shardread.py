@@ -69,8 +69,8 @@ class ShardReader:
         out = np.empty((len(maps), self.npix), dtype=self.dtype)
 
         def damaged(problem):
-            from .guard import DamagedUnitError
-            from .recipe import SPLITS
+            from cmbcube.cube.guard import DamagedUnitError
+            from cmbcube.recipe import SPLITS
             unit = f"{SPLITS[leading[0]]} sim {leading[1]}" if nlead == 2 else f"unit {tuple(leading)}"
             return DamagedUnitError(f"{self.root}: {self.name} of {unit}: {path}: {problem}; the store is damaged: "
                                     f"run `cmbcube verify {self.root} --clear` to clear its done-flag, then rerun "

@@ -18,7 +18,7 @@ import json
 import shutil
 from pathlib import Path
 
-from . import cube
+from cmbcube import cube
 
 PRODUCTS = {
     "obs": "observed maps",

@@ -1,6 +1,6 @@
 """Petroff et al. 2020: a Bayesian spherical CNN for CMB foreground cleaning, with per-pixel uncertainty.
 
-Architecture (DeepSphere-style, on NESTED HEALPix maps, see cmbcube.sphere), as
+Architecture (DeepSphere-style, on NESTED HEALPix maps, see cmbcube.networks.sphere), as
 in the published model:
 
 - one unshared encoder branch per input frequency; at every level from the
@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import sphere
+from cmbcube.networks import sphere
 
 WIDTH = 6
 K = 9

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import foregrounds, instrument, seeds
+from cmbcube.science import foregrounds, instrument, seeds
 
 # Published figures the embedded sky is calibrated to (see foregrounds.py for the sources)
 PLANCK = {

@@ -1,0 +1,1 @@
+"""The network layer: torch models that separate the CMB from multi-frequency maps."""
