@@ -6,8 +6,8 @@ import logging
 import sys
 
 from cmbcube import __version__
+from cmbcube.errors import EXIT_BAD_INPUT, EXIT_FAILURE, CmbcubeError, InputError
 
-EXIT_BAD_INPUT = 2
 
 
 def _add_cluster_args(p):
@@ -266,7 +266,7 @@ def _ilc(args) -> int:
         if args.gaussian_fwhms:
             config.gaussian_fwhms = _csv(args.gaussian_fwhms, float)
     except ValueError as err:
-        raise ValueError(f"could not parse a comma-separated list of numbers: {err}") from None
+        raise InputError(f"could not parse a comma-separated list of numbers: {err}") from None
     if args.deproject:
         config.deproject = _csv(args.deproject)
     report = run(args.store, config, args.run, _csv(args.split), args.scheduler, args.scheduler_file, args.workers,
@@ -426,7 +426,6 @@ def _os_error(err: OSError) -> int:
 
 
 def main(argv=None) -> int:
-    from cmbcube.cube import StoreError
     from cmbcube.recipe import RecipeError
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -517,9 +516,12 @@ def main(argv=None) -> int:
     except RecipeError as err:
         print(f"cmbcube: recipe error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (StoreError, FileNotFoundError, ValueError) as err:
+    except InputError as err:           # bad input: the message names the field and the allowed values
         print(f"cmbcube: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except CmbcubeError as err:         # a failure cmbcube detected and explains; anything else is a bug
+        print(f"cmbcube: {err}", file=sys.stderr)
+        return EXIT_FAILURE
     except OSError as err:
         import errno
         if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS):

@@ -15,13 +15,14 @@ from typing import Any, Callable
 import yaml
 
 from cmbcube.science import instrument
+from cmbcube.errors import InputError
 
 SPLITS = ("train", "valid", "test")
 SYNTHETIC_COMPONENTS = ("dust", "synchrotron", "freefree", "ame", "cib", "tsz", "radio")
 TRUTH_PRODUCTS = ("cmb", "components", "noise")
 
 
-class RecipeError(ValueError):
+class RecipeError(InputError):
     """A recipe field is missing, mistyped or out of range; the message names it."""
 
 

@@ -23,12 +23,13 @@ import numpy as np
 from cmbcube import __version__
 from cmbcube.science import cosmology, instrument
 from cmbcube.recipe import SPLITS, Recipe, from_store_attrs
+from cmbcube.errors import InputError
 
 LAYOUT_VERSION = 1
 SIM_PRODUCTS = ("obs", "cmb", "components", "noise", "cosmo_params", "cl_theory")
 
 
-class StoreError(RuntimeError):
+class StoreError(InputError, RuntimeError):
     """The store path cannot be used as asked (exists with another recipe, unreadable...)."""
 
 
@@ -413,7 +414,7 @@ def check_run_name(name, field: str = "--run") -> str:
     '.', '_', '-', '+', starting with a letter or digit, so no '/', '..' or absolute path can lead a
     write or a deletion outside the store and its runs folder.  ValueError (exit 2) names the field."""
     if not isinstance(name, str) or not _RUN_NAME.fullmatch(name):
-        raise ValueError(f"{field} {name!r}: not allowed as a run name (it becomes the folder <store>.runs/<name>); "
+        raise InputError(f"{field} {name!r}: not allowed as a run name (it becomes the folder <store>.runs/<name>); "
                          "use 1-100 letters, digits, '.', '_', '-', '+', starting with a letter or digit "
                          "(no '/', no '..', no absolute path)")
     return name

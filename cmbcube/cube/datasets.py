@@ -21,11 +21,12 @@ import numpy as np
 
 from cmbcube.science import geometry, transforms
 from cmbcube.recipe import SPLITS
+from cmbcube.errors import InputError
 
 VIEWS = ("sky", "faces", "patches")
 
 
-class SelectionError(ValueError):
+class SelectionError(InputError):
     """A dataset selection names something the cube does not hold."""
 
 
@@ -249,7 +250,7 @@ class CubeDataset:
         if self.view == "faces":
             return geometry.from_faces(array)
         if self.view == "patches":
-            raise ValueError("patches: use geometry.from_patches on all patches of a sim")
+            raise InputError("patches: use geometry.from_patches on all patches of a sim")
         return array
 
 

@@ -19,6 +19,7 @@ import shutil
 from pathlib import Path
 
 from cmbcube import cube
+from cmbcube.errors import InputError
 
 PRODUCTS = {
     "obs": "observed maps",
@@ -99,7 +100,7 @@ def drop(store: str, product: str, run: str | None = None, force: bool = False) 
     Holds the store's metadata lock, so stages adding runs or arrays wait for it."""
     store = str(store)
     if product not in PRODUCTS:
-        raise ValueError(f"unknown product {product!r}; allowed: {', '.join(PRODUCTS)}")
+        raise InputError(f"unknown product {product!r}; allowed: {', '.join(PRODUCTS)}")
     if cube.is_remote(store):
         raise cube.StoreError(f"{store}: drop edits a local store; run it where the store lives")
     if not Path(store).is_dir():
@@ -110,9 +111,9 @@ def drop(store: str, product: str, run: str | None = None, force: bool = False) 
 
 def _drop(store: str, product: str, run: str | None, force: bool) -> DropReport:
     if product not in PRODUCTS:
-        raise ValueError(f"unknown product {product!r}; allowed: {', '.join(PRODUCTS)}")
+        raise InputError(f"unknown product {product!r}; allowed: {', '.join(PRODUCTS)}")
     if run is not None and product not in RUN_PRODUCTS:
-        raise ValueError(f"--run applies to {', '.join(RUN_PRODUCTS)}, not to {product}")
+        raise InputError(f"--run applies to {', '.join(RUN_PRODUCTS)}, not to {product}")
     attrs = cube.local_store_attrs(store, "drop edits")
     journal = attrs.get(cube.DROP_JOURNAL_ATTR)
     if journal and not (product == "run" and run == json.loads(journal)["run"]):

@@ -28,6 +28,7 @@ from zarr.storage import WrapperStore
 
 from cmbcube.recipe import SPLITS
 from cmbcube.cube.shardread import EMPTY, crc_ok
+from cmbcube.errors import InputError
 
 SIM_LEVEL = ("obs", "cmb", "components", "noise", "cosmo_params", "cl_theory")
 RUN_LEVEL = {"pred": "pred_done", "pred_sigma": "pred_done", "metrics": "analysis_done",
@@ -37,7 +38,7 @@ STAGE = {"sim_done": "cmbcube simulate", "pred_done": "cmbcube ilc / predict for
          "analysis_done": "cmbcube analyze"}
 
 
-class DamagedUnitError(ValueError):
+class DamagedUnitError(InputError):
     """A unit of work is marked done but one of its chunks is missing or corrupted."""
 
 

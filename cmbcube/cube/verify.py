@@ -26,6 +26,7 @@ import numpy as np
 from cmbcube import cube
 from cmbcube.recipe import SPLITS
 from cmbcube.cube.shardread import EMPTY, crc_ok
+from cmbcube.errors import InputError
 
 SIM_PRODUCTS = cube.SIM_PRODUCTS
 PRED_PRODUCTS = ("pred", "pred_sigma")
@@ -266,10 +267,10 @@ def verify(path: str, products=None, clear: bool = False, workers: int | None = 
     if products:
         unknown = [p for p in products if p not in PRODUCTS]
         if unknown:
-            raise ValueError(f"--products {','.join(unknown)}: unknown; allowed: {', '.join(PRODUCTS)}")
+            raise InputError(f"--products {','.join(unknown)}: unknown; allowed: {', '.join(PRODUCTS)}")
         absent = [p for p in products if p not in names]
         if absent:
-            raise ValueError(f"--products {','.join(absent)}: not in {path}; present: "
+            raise InputError(f"--products {','.join(absent)}: not in {path}; present: "
                              f"{', '.join(p for p in PRODUCTS if p in names)}")
         wanted = list(products)
     else:

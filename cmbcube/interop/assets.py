@@ -34,6 +34,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from cmbcube.recipe import Recipe
+from cmbcube.errors import CmbcubeError
 
 MANIFEST_FORMAT = "cmbcube-assets/1"
 MANIFEST_NAME = "manifest.json"
@@ -59,7 +60,7 @@ MASK_NAME = "planck_galplane_gal080.fits"
 CHUNK = 1 << 20
 
 
-class AssetError(RuntimeError):
+class AssetError(CmbcubeError, RuntimeError):
     """A download failed (checksum, size, HTTP status) or files are still missing."""
 
 

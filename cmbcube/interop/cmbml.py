@@ -37,6 +37,7 @@ import numpy as np
 from cmbcube import __version__, cube
 from cmbcube.science import cosmology, instrument
 from cmbcube.recipe import SPLITS, validate
+from cmbcube.errors import InputError, MissingFileError
 
 log = logging.getLogger("cmbcube")
 
@@ -64,7 +65,7 @@ AMPLITUDE_NAMES = ("a002", "As", "logA")      # 1e9 As (WMAP chains), As, ln(1e1
 EXPORT_PARAM_NAMES = {"H0": "H0", "ombh2": "omegabh2", "omch2": "omegach2", "ns": "ns002", "tau": "tau"}
 
 
-class CMBMLError(ValueError):
+class CMBMLError(InputError):
     """The CMB-ML tree (or an export request) is not usable as given; the message says why."""
 
 
@@ -301,7 +302,7 @@ class Plan:
 
 def _find_root(source_dir: Path) -> Path:
     if not source_dir.is_dir():
-        raise FileNotFoundError(f"{source_dir}: no such directory (expected a CMB-ML dataset folder holding "
+        raise MissingFileError(f"{source_dir}: no such directory (expected a CMB-ML dataset folder holding "
                                 "Simulation/{Train,Valid,Test}/sim0000/...)")
     if (source_dir / "Simulation").is_dir():
         return source_dir / "Simulation"
@@ -740,7 +741,7 @@ def export(store, destination_dir, splits=None, units: str = "uK_CMB", overwrite
     if destination.exists() and not destination.is_dir():
         raise CMBMLError(f"{destination}: exists and is not a directory")
     if not destination.parent.exists():
-        raise FileNotFoundError(f"{destination}: parent directory {destination.parent} does not exist")
+        raise MissingFileError(f"{destination}: parent directory {destination.parent} does not exist")
     done = cube.done_flags(store) & cube.planned(store)
     todo = [(s, int(k)) for s in splits for k in np.nonzero(done[SPLITS.index(s)])[0]]
     report = ExportReport(str(destination))
@@ -796,7 +797,7 @@ def make_example_tree(directory, nside: int = 16, splits: dict | None = None, se
     splits = {"train": 2, "valid": 1, "test": 1} if splits is None else dict(splits)
     detectors = list(instrument.FREQS if detectors is None else detectors)
     if units not in ("uK_CMB", "native"):
-        raise ValueError(f"units {units!r}: allowed: uK_CMB, native")
+        raise InputError(f"units {units!r}: allowed: uK_CMB, native")
     rng = np.random.default_rng(seed)
     npix = 12 * nside * nside
     root = Path(directory)
@@ -827,7 +828,7 @@ def make_example_tree(directory, nside: int = 16, splits: dict | None = None, se
 
     for split, count in splits.items():
         if split not in SPLIT_DIRS:
-            raise ValueError(f"split {split!r}: allowed: {', '.join(SPLIT_DIRS)}")
+            raise InputError(f"split {split!r}: allowed: {', '.join(SPLIT_DIRS)}")
         split_dir = sim_root / SPLIT_DIRS[split]
         split_dir.mkdir(parents=True, exist_ok=True)
         if split in shared_cosmology:

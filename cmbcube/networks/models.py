@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from cmbcube.errors import InputError
 
 CMBNNCS = {
     "cmbnncs-unet5": dict(channels=(32, 64, 128, 256, 512), kernels=(5, 5, 4, 4, 4)),
@@ -46,7 +47,7 @@ class CMBNNCSUNet(nn.Module):
                  kernels=(5, 5, 4, 4, 4)):
         super().__init__()
         if len(channels) != len(kernels):
-            raise ValueError("channels and kernels must have the same length")
+            raise InputError("channels and kernels must have the same length")
         self.depth = len(channels)
         self.encoder = nn.ModuleList()
         cin = in_channels
@@ -62,7 +63,7 @@ class CMBNNCSUNet(nn.Module):
     def check_input(self, height: int, width: int) -> None:
         step = 2 ** self.depth
         if height % step or width % step:
-            raise ValueError(f"a {self.depth}-level UNet needs planes divisible by {step}: got {height} x {width} "
+            raise InputError(f"a {self.depth}-level UNet needs planes divisible by {step}: got {height} x {width} "
                              f"(face planes are 4 nside x 3 nside, so nside must be a multiple of {step})")
 
     def forward(self, x):
@@ -110,7 +111,7 @@ class PatchUNet(nn.Module):
     def check_input(self, height: int, width: int) -> None:
         step = 2 ** self.depth
         if height % step or width % step:
-            raise ValueError(f"a depth-{self.depth} patch UNet needs patch sides divisible by {step}, got {height}")
+            raise InputError(f"a depth-{self.depth} patch UNet needs patch sides divisible by {step}, got {height}")
 
     def forward(self, x):
         self.check_input(*x.shape[-2:])
@@ -150,7 +151,7 @@ def build(model: str, in_channels: int, out_channels: int, nside: int, patch_sid
     ``n_train``, training skies (concrete-dropout regularisers; default the published 800)."""
     if model in CMBNNCS:
         if nside % min_nside(model):
-            raise ValueError(f"--model {model} needs nside to be a multiple of {min_nside(model)} "
+            raise InputError(f"--model {model} needs nside to be a multiple of {min_nside(model)} "
                              f"(face plane {4 * nside} x {3 * nside} halved {len(CMBNNCS[model]['channels'])} times); "
                              f"this cube has nside {nside}" + ("; use cmbnncs-unet5 (nside >= 32)" if model.endswith("8") else ""))
         return CMBNNCSUNet(in_channels, out_channels, **CMBNNCS[model])
@@ -161,6 +162,6 @@ def build(model: str, in_channels: int, out_channels: int, nside: int, patch_sid
         from cmbcube.networks.petroff import PetroffNet
         branches = list(branches) if branches is not None else [1] * in_channels
         if sum(branches) != in_channels:
-            raise ValueError(f"petroff: branches {branches} do not add up to {in_channels} input channels")
+            raise InputError(f"petroff: branches {branches} do not add up to {in_channels} input channels")
         return PetroffNet(branches, out_channels, nside, n_train=n_train)
-    raise ValueError(f"--model {model!r}: allowed: {', '.join(MODELS)}")
+    raise InputError(f"--model {model!r}: allowed: {', '.join(MODELS)}")

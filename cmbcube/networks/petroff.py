@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from cmbcube.networks import sphere
+from cmbcube.errors import InputError
 
 WIDTH = 6
 K = 9
@@ -136,7 +137,7 @@ class PetroffNet(nn.Module):
         super().__init__()
         branch_channels = [int(c) for c in branch_channels]
         if not branch_channels or min(branch_channels) < 1:
-            raise ValueError(f"branch_channels {branch_channels}: every branch needs >= 1 input channel")
+            raise InputError(f"branch_channels {branch_channels}: every branch needs >= 1 input channel")
         self.nside, self.out_fields = sphere.check_nside(nside), out_fields
         self.groups, self.cin, self.width = len(branch_channels), max(branch_channels), width
         self.levels = levels(nside)
@@ -176,10 +177,10 @@ class PetroffNet(nn.Module):
     # -- forward ----------------------------------------------------------------------------
     def check_input(self, x) -> None:
         if x.ndim != 3 or x.shape[-1] != 12 * self.nside ** 2:
-            raise ValueError(f"PetroffNet for nside {self.nside} expects (batch, channels, {12 * self.nside ** 2}) "
+            raise InputError(f"PetroffNet for nside {self.nside} expects (batch, channels, {12 * self.nside ** 2}) "
                              f"NESTED maps, got {tuple(x.shape)}")
         if x.shape[1] != self.slots.numel():
-            raise ValueError(f"PetroffNet expects {self.slots.numel()} input channels, got {x.shape[1]}")
+            raise InputError(f"PetroffNet expects {self.slots.numel()} input channels, got {x.shape[1]}")
 
     def forward(self, x):
         self.check_input(x)
@@ -208,7 +209,7 @@ def heteroscedastic_loss(out, target):
     """0.5 mean[(y - mu)^2 e^s - s] with out = (mu, s) stacked along channels."""
     f = target.shape[1]
     if out.shape[1] != 2 * f:
-        raise ValueError(f"heteroscedastic loss: the network gives {out.shape[1]} maps for {f} target field(s); "
+        raise InputError(f"heteroscedastic loss: the network gives {out.shape[1]} maps for {f} target field(s); "
                          "it needs two per field (mean and -log variance)")
     mu, s = out[:, :f], out[:, f:]
     return 0.5 * torch.mean((target - mu) ** 2 * torch.exp(s) - s)
@@ -221,7 +222,7 @@ def mc_predict(net: PetroffNet, x, samples: int = 100, chunk: int | None = None)
     (transformed) units: mean = average of mu_t; sigma^2 = mean(exp(-s_t)) + var(mu_t).
     """
     if samples < 1:
-        raise ValueError(f"--mc-samples {samples}: must be >= 1")
+        raise InputError(f"--mc-samples {samples}: must be >= 1")
     if x.ndim == 2:
         x = x[None]
     n = x.shape[-1]

@@ -26,6 +26,7 @@ import warnings
 import numpy as np
 import torch
 from torch import nn
+from cmbcube.errors import InputError
 
 PUBLISHED_WIDTHS = {32: 0.025, 64: 0.01228, 128: 0.00614, 256: 0.00307, 512: 0.00154}
 CHEBYSHEV_SCALE = 0.75        # L' = (2 * 0.75 / lmax) L - I
@@ -35,7 +36,7 @@ LMAX_MARGIN = 1.02
 def check_nside(nside: int) -> int:
     nside = int(nside)
     if nside < 1 or nside & (nside - 1):
-        raise ValueError(f"nside {nside}: NESTED HEALPix graphs need a power of two >= 1")
+        raise InputError(f"nside {nside}: NESTED HEALPix graphs need a power of two >= 1")
     return nside
 
 
@@ -138,7 +139,7 @@ def spmm(L, x):
 def nside_of(npix: int) -> int:
     nside = int(round(math.sqrt(npix / 12)))
     if 12 * nside * nside != npix:
-        raise ValueError(f"{npix} pixels is not a HEALPix map (12 nside^2)")
+        raise InputError(f"{npix} pixels is not a HEALPix map (12 nside^2)")
     return check_nside(nside)
 
 
@@ -162,7 +163,7 @@ def pool(x):
     """Max over the 4 NESTED children: (B, C, 12 n^2) -> (B, C, 12 (n/2)^2)."""
     b, c, n = x.shape
     if n % 4 or n < 48:
-        raise ValueError(f"cannot pool a map of {n} pixels below nside 1")
+        raise InputError(f"cannot pool a map of {n} pixels below nside 1")
     return x.reshape(b, c, n // 4, 4).amax(dim=-1)
 
 
@@ -183,7 +184,7 @@ class ChebConv(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, K: int = 9, groups: int = 1, bias: bool = True):
         super().__init__()
         if K < 1:
-            raise ValueError(f"Chebyshev order K={K}: must be >= 1")
+            raise InputError(f"Chebyshev order K={K}: must be >= 1")
         self.in_channels, self.out_channels, self.K, self.groups = in_channels, out_channels, K, groups
         std = math.sqrt(2.0 / (in_channels * K))              # He-style init over the K x in fan-in
         self.weight = torch.nn.Parameter(torch.randn(groups, K, in_channels, out_channels) * std)
@@ -192,7 +193,7 @@ class ChebConv(nn.Module):
     def forward(self, x):
         b, c, n = x.shape
         if c != self.groups * self.in_channels:
-            raise ValueError(f"ChebConv expects {self.groups} x {self.in_channels} channels, got {c}")
+            raise InputError(f"ChebConv expects {self.groups} x {self.in_channels} channels, got {c}")
         t = chebyshev_basis(x, self.K).reshape(self.K, n, b, self.groups, self.in_channels)
         out = torch.einsum("knbgi,gkio->bgon", t, self.weight)
         if self.bias is not None:

@@ -9,6 +9,7 @@ import functools
 from pathlib import Path
 
 import numpy as np
+from cmbcube.errors import InputError, MissingFileError
 
 PARAMS = ("H0", "ombh2", "omch2", "ns", "As", "tau")
 SPECTRA = ("TT", "EE", "BB", "TE")
@@ -33,7 +34,7 @@ def draw_params(rng: np.random.Generator, prior: str = "planck2018", width: floa
         row = int(rng.integers(len(table["H0"])))
         return {p: float(table[p][row]) for p in PARAMS}
     if prior not in PRIORS:
-        raise ValueError(f"unknown cosmology prior {prior!r}; allowed: {', '.join(PRIORS)}, chain")
+        raise InputError(f"unknown cosmology prior {prior!r}; allowed: {', '.join(PRIORS)}, chain")
     out = {}
     for name in PARAMS:
         mean, sigma = PRIORS[prior][name]
@@ -58,7 +59,7 @@ def read_chain(path: str) -> dict[str, np.ndarray]:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"cmb.chain_file: {path} does not exist")
+        raise MissingFileError(f"cmb.chain_file: {path} does not exist")
     lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
     header = lines[0].lstrip("#").replace(",", " ").split()
     rows = [ln.replace(",", " ").split() for ln in lines[1:] if not ln.lstrip().startswith("#")]
@@ -68,7 +69,7 @@ def read_chain(path: str) -> dict[str, np.ndarray]:
         cols["As"] = np.exp(cols["logA"]) * 1e-10
     missing = [p for p in PARAMS if p not in cols]
     if missing:
-        raise ValueError(f"cmb.chain_file {path}: missing columns {missing}; header has {header}")
+        raise InputError(f"cmb.chain_file {path}: missing columns {missing}; header has {header}")
     return {p: cols[p] for p in PARAMS}
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from cmbcube.science import sht
+from cmbcube.errors import InputError, MissingFileError
 
 T_CMB = 2.7255  # K
 H_PLANCK = 6.62607015e-34   # J s
@@ -384,7 +385,7 @@ def synthetic_sky(components, nside: int, template_rng, sed_rng_or_none, model: 
     they differ in dust and synchrotron only.
     """
     if model not in SKY_MODELS:
-        raise ValueError(f"foregrounds.model: {model!r} is not a synthetic sky; allowed: {', '.join(SKY_MODELS)}")
+        raise InputError(f"foregrounds.model: {model!r} is not a synthetic sky; allowed: {', '.join(SKY_MODELS)}")
     import pysm3.models as m
     import pysm3.units as u
     npix = 12 * nside * nside
@@ -583,7 +584,7 @@ def uniform_sed(model):
     emission(freq) = reference_maps x f(freq) in I.  Holds the SED parameters only, not the maps."""
     params = _parameters(model)
     if params is None or not is_uniform(model):
-        raise ValueError(f"{type(model).__name__}: the SED varies across the sky")
+        raise InputError(f"{type(model).__name__}: the SED varies across the sky")
     return lambda freq_ghz: float(_factor(params, freq_ghz, params.get("ref_I", 0.0)))
 
 
@@ -604,7 +605,7 @@ def emission(model, freq_ghz, ncomp: int = 3, scale: float = 1.0, dtype=np.float
     freqs = np.atleast_1d(np.asarray(freq_ghz, dtype=np.float64))
     if freqs.size > 1:
         if weights is None or len(weights) != freqs.size:
-            raise ValueError("emission over a band needs one weight per frequency")
+            raise InputError("emission over a band needs one weight per frequency")
         if _parameters(model) is None:       # pysm3 evaluates it: one frequency at a time, summed
             out = None
             for nu, w in zip(freqs, weights):
@@ -679,7 +680,7 @@ def pysm_sky(presets, nside: int, data_dir: str | None) -> dict:
     missing = missing_pysm_files(presets, nside, data_dir)
     if missing:
         where = ", ".join(str(d) for d in _data_dirs(data_dir)) or "(no directory: set foregrounds.data_dir or PYSM_LOCAL_DATA)"
-        raise FileNotFoundError("pysm3 template files missing (looked in " + where + "):\n  " + "\n  ".join(missing))
+        raise MissingFileError("pysm3 template files missing (looked in " + where + "):\n  " + "\n  ".join(missing))
     from astropy.utils.data import conf
     conf.allow_internet = False          # never hang on the network: offline means fail fast
     if data_dir:

@@ -14,13 +14,14 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+from cmbcube.errors import InputError
 
 FACE_GRID = ((2, 6, 9), (3, 7, 10), (0, 4, 11), (1, 5, 8))
 
 
 def _check_nside(nside: int) -> int:
     if nside < 1 or nside & (nside - 1):
-        raise ValueError(f"nside must be a power of two, got {nside}")
+        raise InputError(f"nside must be a power of two, got {nside}")
     return nside.bit_length() - 1
 
 
@@ -68,7 +69,7 @@ def from_faces(planes: np.ndarray) -> np.ndarray:
     """(..., 4 nside, 3 nside) -> (..., npix) NESTED; exact inverse of :func:`to_faces`."""
     nside = planes.shape[-1] // 3
     if planes.shape[-2:] != (4 * nside, 3 * nside):
-        raise ValueError(f"expected a (4n, 3n) plane, got {planes.shape[-2:]}")
+        raise InputError(f"expected a (4n, 3n) plane, got {planes.shape[-2:]}")
     index = face_plane_index(nside)
     out = np.empty(planes.shape[:-2] + (12 * nside * nside,), dtype=planes.dtype)
     out[..., index.ravel()] = planes.reshape(planes.shape[:-2] + (-1,))
@@ -81,7 +82,7 @@ def patch_index(nside: int, side: int) -> np.ndarray:
     _check_nside(nside)
     _check_nside(side)
     if side > nside:
-        raise ValueError(f"patch side {side} exceeds nside {nside}; a patch lies within one base face")
+        raise InputError(f"patch side {side} exceeds nside {nside}; a patch lies within one base face")
     npatch = 12 * nside * nside // (side * side)
     index = np.arange(npatch)[:, None, None] * side * side + square_block(side)[None]
     index.setflags(write=False)
@@ -102,7 +103,7 @@ def from_patches(patches: np.ndarray, nside: int) -> np.ndarray:
     side = patches.shape[-1]
     index = patch_index(nside, side)
     if patches.shape[-3] != index.shape[0]:
-        raise ValueError(f"need all {index.shape[0]} patches to rebuild the map, got {patches.shape[-3]}")
+        raise InputError(f"need all {index.shape[0]} patches to rebuild the map, got {patches.shape[-3]}")
     out = np.empty(patches.shape[:-3] + (12 * nside * nside,), dtype=patches.dtype)
     out[..., index.reshape(-1)] = patches.reshape(patches.shape[:-3] + (-1,))
     return out

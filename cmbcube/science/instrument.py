@@ -19,6 +19,7 @@ import dataclasses
 import functools
 
 import numpy as np
+from cmbcube.errors import InputError
 
 FREQS = (30, 44, 70, 100, 143, 217, 353, 545, 857)
 FIELDS = ("I", "Q", "U")
@@ -84,7 +85,7 @@ class Detector:
         elif self.polarised:
             depth = _DEPTH_P[self.freq]
         else:
-            raise ValueError(f"detector {self.freq} GHz carries no {field}")
+            raise InputError(f"detector {self.freq} GHz carries no {field}")
         if self.native_unit == "MJy/sr":
             return depth * 1e-3 * 60.0          # kJy/sr deg -> MJy/sr arcmin
         return depth * 1e-6 * 60.0              # uK_CMB deg -> K_CMB arcmin
@@ -105,9 +106,9 @@ def _band_weights(freq: int, centre_ghz: float, bandpass: str) -> np.ndarray:
 def detector(freq: int, beam_preset: str = "cmb-ml", beam_overrides: dict | None = None,
              bandpass: str = "delta") -> Detector:
     if freq not in _CENTRE_GHZ:
-        raise ValueError(f"unknown detector {freq!r}; allowed: {', '.join(map(str, FREQS))}")
+        raise InputError(f"unknown detector {freq!r}; allowed: {', '.join(map(str, FREQS))}")
     if bandpass not in BANDPASS_CHOICES:
-        raise ValueError(f"instrument.bandpass {bandpass!r}; allowed: {', '.join(BANDPASS_CHOICES)}")
+        raise InputError(f"instrument.bandpass {bandpass!r}; allowed: {', '.join(BANDPASS_CHOICES)}")
     fwhm = BEAM_PRESETS[beam_preset][freq]
     if beam_overrides and freq in beam_overrides:
         fwhm = float(beam_overrides[freq])
@@ -131,7 +132,7 @@ def to_uk_cmb(unit: str) -> float:
     """Factor taking a CMB-unit map (uK_CMB or K_CMB: frequency independent) to uK_CMB."""
     factors = {"uK_CMB": 1.0, "K_CMB": 1e6}
     if unit not in factors:
-        raise ValueError(f"{unit!r} is not a CMB unit; allowed: {', '.join(factors)}")
+        raise InputError(f"{unit!r} is not a CMB unit; allowed: {', '.join(factors)}")
     return factors[unit]
 
 

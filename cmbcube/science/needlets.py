@@ -15,13 +15,14 @@ import dataclasses
 import numpy as np
 
 from cmbcube.science import sht
+from cmbcube.errors import InputError
 
 CMBML_PEAKS = {512: [0, 200, 715, 1025], 128: [0, 100, 200, 300, 383]}
 WINDOW_FLOOR = 1e-3       # a window "ends" / a beam "carries no signal" below this
 PIXEL_BLOCK = 16384       # pixels per batched covariance solve (bounds NILC's memory)
 
 
-class ILCError(ValueError):
+class ILCError(InputError):
     """Bad ILC parameters; the message names the parameter and what is allowed."""
 
 

@@ -5,6 +5,7 @@ import functools
 from pathlib import Path
 
 import numpy as np
+from cmbcube.errors import MissingFileError
 
 ECLIPTIC_FLOOR = 0.15  # hits ~ 1 / sqrt(cos^2 beta + floor^2): poles ~6.6x deeper than the ecliptic
 
@@ -41,7 +42,7 @@ def read_variance_map(variance_dir: str, freq: int, nside: int, field: str) -> n
     import healpy as hp
     path = Path(variance_dir) / f"{freq}.fits"
     if not path.is_file():
-        raise FileNotFoundError(f"noise.variance_dir: {path} does not exist (one file per detector, {{freq}}.fits)")
+        raise MissingFileError(f"noise.variance_dir: {path} does not exist (one file per detector, {{freq}}.fits)")
     column = {"I": 0, "Q": 1, "U": 2}[field]
     var = hp.read_map(str(path), field=column, nest=True)
     nside_in = hp.npix2nside(var.size)

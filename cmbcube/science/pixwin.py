@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from cmbcube.errors import InputError
 
 SUBDIV = 4          # 16 x 16 = 256 quadrature points per pixel
 MAX_RINGS = 64      # rings sampled (evenly) for large nside
@@ -32,7 +33,7 @@ def pixel_window(nside: int, lmax: int | None = None) -> np.ndarray:
     lmax = 3 * nside - 1 if lmax is None else lmax
     full = _cached(nside)
     if lmax + 1 > full.size:
-        raise ValueError(f"pixel window at nside {nside} is tabulated to lmax {full.size - 1}")
+        raise InputError(f"pixel window at nside {nside} is tabulated to lmax {full.size - 1}")
     return full[: lmax + 1].copy()
 
 

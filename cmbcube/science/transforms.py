@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from cmbcube.errors import InputError
 
 NAMES = ("none", "minmax", "standardize", "robust", "maxabs", "unit-maxabs", "noiseless-maxabs",
          "scale:<factor>[,<factor>...]", "unit:<max>[,<max>...]")
@@ -74,9 +75,9 @@ def _numbers(spec: str, example: str) -> tuple[float, ...]:
     try:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
-        raise ValueError(f"transform {spec!r}: needs a number or comma-separated numbers, e.g. {example}") from None
+        raise InputError(f"transform {spec!r}: needs a number or comma-separated numbers, e.g. {example}") from None
     if not values or any(v == 0 or not np.isfinite(v) for v in values):
-        raise ValueError(f"transform {spec!r}: factors must be finite and non-zero")
+        raise InputError(f"transform {spec!r}: factors must be finite and non-zero")
     return values
 
 
@@ -88,10 +89,10 @@ def parse(spec: str) -> tuple[str, tuple[float, ...] | None]:
     if spec.startswith("unit:"):
         values = _numbers(spec, "unit:500")
         if any(v < 0 for v in values):
-            raise ValueError(f"transform {spec!r}: unit:M needs M > 0 (the map's max |value|)")
+            raise InputError(f"transform {spec!r}: unit:M needs M > 0 (the map's max |value|)")
         return "unit", values
     if spec not in ("none", "noiseless-maxabs") + STAT_NAMES:
-        raise ValueError(f"unknown transform {spec!r}; allowed: {', '.join(NAMES)}")
+        raise InputError(f"unknown transform {spec!r}; allowed: {', '.join(NAMES)}")
     return spec, None
 
 
@@ -107,15 +108,15 @@ def build(spec: str, stats: dict[str, np.ndarray] | None, nchannels: int) -> Aff
         return Affine(spec, zeros, ones)
     if name in ("scale", "unit"):
         if len(values) not in (1, nchannels):
-            raise ValueError(f"transform {spec!r}: {len(values)} factors for {nchannels} channels "
+            raise InputError(f"transform {spec!r}: {len(values)} factors for {nchannels} channels "
                              "(give one, or one per channel)")
         v = ones * np.asarray(values, dtype=np.float64)
         return Affine(spec, zeros, v) if name == "scale" else Affine(spec, -v, 2 * v)
     if name == "noiseless-maxabs":
-        raise ValueError("transform 'noiseless-maxabs' needs the noiseless train maps: the train stage resolves it "
+        raise InputError("transform 'noiseless-maxabs' needs the noiseless train maps: the train stage resolves it "
                          "(cmbcube.stages.train.resolve_noiseless) into scale:S1,S2,...; use maxabs or explicit factors here")
     if stats is None:
-        raise ValueError(f"transform {spec!r} needs normalisation statistics: run `cmbcube preprocess STORE` first")
+        raise InputError(f"transform {spec!r} needs normalisation statistics: run `cmbcube preprocess STORE` first")
     if name == "minmax":
         offset, scale = stats["min"], stats["max"] - stats["min"]
     elif name == "standardize":

@@ -34,6 +34,7 @@ import numpy as np
 from cmbcube import cube
 from cmbcube.science import instrument, pixwin, sht
 from cmbcube.recipe import SPLITS
+from cmbcube.errors import InputError
 
 log = logging.getLogger("cmbcube")
 
@@ -91,7 +92,7 @@ def galactic_mask(foreground_nest: np.ndarray, f_sky: float, smooth_deg: float =
     """Keep the fraction ``f_sky`` of the sky where the (smoothed) foreground intensity is lowest."""
     import healpy as hp
     if not 0 < f_sky <= 1:
-        raise ValueError(f"--f-sky {f_sky}: must be in (0, 1]")
+        raise InputError(f"--f-sky {f_sky}: must be in (0, 1]")
     ring = hp.reorder(np.abs(foreground_nest), n2r=True)
     smooth = hp.smoothing(ring, fwhm=np.radians(smooth_deg), iter=1)
     keep = smooth <= np.quantile(smooth, f_sky)
@@ -202,7 +203,7 @@ def require_namaster():
     try:
         import pymaster
     except ImportError as err:
-        raise ValueError(f"--estimator namaster: {NAMASTER_MISSING} ({err})") from None
+        raise InputError(f"--estimator namaster: {NAMASTER_MISSING} ({err})") from None
     return pymaster
 
 
@@ -579,7 +580,7 @@ def run(store: str, runs="all", splits=("test",), f_sky: float = 0.8, mask_file:
     import zarr
     from cmbcube.stages.cluster import client_for, collector, run_tasks
     if estimator not in ESTIMATORS:
-        raise ValueError(f"--estimator {estimator!r}: allowed: {', '.join(ESTIMATORS)}")
+        raise InputError(f"--estimator {estimator!r}: allowed: {', '.join(ESTIMATORS)}")
     if estimator == "namaster":
         require_namaster()
     group = zarr.open_group(store, mode="r")
@@ -589,10 +590,10 @@ def run(store: str, runs="all", splits=("test",), f_sky: float = 0.8, mask_file:
     wanted = names if runs in ("all", None) else list(runs)
     unknown = [r for r in wanted if r not in names]
     if unknown:
-        raise ValueError(f"--runs {unknown}: not in the cube; allowed: all, {', '.join(names)}")
+        raise InputError(f"--runs {unknown}: not in the cube; allowed: all, {', '.join(names)}")
     previous = stored_estimator(group)
     if previous is not None and previous != estimator:
-        raise ValueError(f"--estimator {estimator}: {store} holds spectra from the {previous} estimator; analyse "
+        raise InputError(f"--estimator {estimator}: {store} holds spectra from the {previous} estimator; analyse "
                          f"with --estimator {previous}, or drop the analysis first (cmbcube drop {store} analysis)")
     build_masks(store, f_sky, mask_file)
     nside = int(group.attrs["nside"])

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+from cmbcube.errors import CmbcubeError, InputError
 
 log = logging.getLogger("cmbcube")
 
@@ -23,7 +24,7 @@ SCHEDULER_FILE_WAIT_S = 60.0
 _ANNOUNCED: set = set()          # scheduler addresses already announced by this process
 
 
-class ClusterError(ValueError):
+class ClusterError(InputError):
     """The cluster cannot be started or reached; the message says why and what to do."""
 
 
@@ -246,7 +247,7 @@ def client_for(settings: dict | None, scheduler: str | None = None, scheduler_fi
         cluster.close()
 
 
-class WorkerDied(RuntimeError):
+class WorkerDied(CmbcubeError, RuntimeError):
     """Every worker that ran the task died (Dask's KilledWorker): often out of memory."""
 
 

@@ -2,6 +2,7 @@
 
 Every stage that grows a store (and ``cmbcube check-recipe``) estimates what it will need,
 from the recipe or the store's metadata alone (nothing here scales with the number of sims
+from cmbcube.errors import InputError
 beyond a few integers):
 
 - the bytes it will add to the store (uncompressed: compression only makes it smaller),
@@ -35,7 +36,7 @@ PROCESS_BASE = 300 * 2 ** 20            # a worker process with numpy, healpy, d
 FORCE_HINT = "--force-size runs it anyway"
 
 
-class LimitError(ValueError):
+class LimitError(InputError):
     """A plan does not fit the machine or the layout's limits; the message gives the figures."""
 
 

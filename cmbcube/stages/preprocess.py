@@ -15,6 +15,7 @@ import logging
 import numpy as np
 
 from cmbcube import cube
+from cmbcube.errors import InputError
 
 log = logging.getLogger("cmbcube")
 
@@ -51,7 +52,7 @@ def reduce_stats(arr, sample_axes: tuple[int, ...], bins: int = BINS, valid=None
     import dask
     import dask.array as da
     if arr.ndim - 1 not in sample_axes:
-        raise ValueError("the pixel (last) axis must be reduced")
+        raise InputError("the pixel (last) axis must be reduced")
     x = arr.astype(np.float64)
     if valid is not None:
         # absent (detector, field) pairs are all-NaN: zero them (no warnings on the workers), NaN stats after
@@ -106,7 +107,7 @@ def run(store: str, split: str = "train", scheduler: str | None = None, schedule
     from cmbcube.stages.cluster import client_for
     from cmbcube.recipe import SPLITS
     if split not in SPLITS:
-        raise ValueError(f"--split {split!r}: allowed: {', '.join(SPLITS)}")
+        raise InputError(f"--split {split!r}: allowed: {', '.join(SPLITS)}")
     ds = cube.open_dataset(store)
     done = ds.sim_done.sel(split=split).values.astype(bool)
     sims = np.nonzero(done)[0]

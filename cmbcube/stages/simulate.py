@@ -15,6 +15,7 @@ import numpy as np
 
 from cmbcube import cube
 from cmbcube.recipe import SPLITS, Recipe, load
+from cmbcube.errors import MissingFileError
 
 log = logging.getLogger("cmbcube")
 
@@ -96,14 +97,14 @@ def preflight(recipe: Recipe) -> None:
         missing = missing_pysm_files(fg["presets"], r["sky_nside"], fg["data_dir"])
         if missing:
             where = ", ".join(map(str, _data_dirs(fg["data_dir"]))) or "nowhere: set foregrounds.data_dir or PYSM_LOCAL_DATA"
-            raise FileNotFoundError(f"foregrounds.presets: {len(missing)} pysm3 template file(s) missing "
+            raise MissingFileError(f"foregrounds.presets: {len(missing)} pysm3 template file(s) missing "
                                     f"(looked in {where}):\n  " + "\n  ".join(missing))
     if r["cmb"]["enabled"] and r["cmb"]["prior"] == "chain" and not Path(r["cmb"]["chain_file"]).is_file():
-        raise FileNotFoundError(f"cmb.chain_file: {r['cmb']['chain_file']} does not exist")
+        raise MissingFileError(f"cmb.chain_file: {r['cmb']['chain_file']} does not exist")
     if r["noise"]["model"] == "variance_maps":
         absent = [f"{f}.fits" for f in r["detectors"] if not (Path(r["noise"]["variance_dir"]) / f"{f}.fits").is_file()]
         if absent:
-            raise FileNotFoundError(f"noise.variance_dir: {r['noise']['variance_dir']} lacks {', '.join(absent)}")
+            raise MissingFileError(f"noise.variance_dir: {r['noise']['variance_dir']} lacks {', '.join(absent)}")
 
 
 def run(recipe: Recipe | str, store: str, scheduler: str | None = None, scheduler_file: str | None = None,

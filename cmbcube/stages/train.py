@@ -28,6 +28,7 @@ from cmbcube.science import geometry
 from cmbcube.networks import models
 from cmbcube.cube.datasets import CubeDataset
 from cmbcube.drills import hold
+from cmbcube.errors import InputError, MissingFileError
 
 log = logging.getLogger("cmbcube")
 
@@ -89,7 +90,7 @@ def defaults(model: str) -> dict:
     if model == "petroff":
         return dict(detectors=PETROFF_DETECTORS, transform="noiseless-maxabs", target_transform="unit-maxabs",
                     loss="heteroscedastic", batch_size=1, repeats=1, lr_start=1e-3, lr_end=1e-3, grad_clip=10.0)
-    raise ValueError(f"--model {model!r}: allowed: {', '.join(models.MODELS)}")
+    raise InputError(f"--model {model!r}: allowed: {', '.join(models.MODELS)}")
 
 
 def device_for(name: str | None = None):
@@ -97,9 +98,9 @@ def device_for(name: str | None = None):
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available here; use --device cpu")
+        raise InputError("--device cuda: no CUDA device is available here; use --device cpu")
     if name not in ("cpu", "cuda"):
-        raise ValueError(f"--device {name!r}: allowed: cpu, cuda, auto")
+        raise InputError(f"--device {name!r}: allowed: cpu, cuda, auto")
     return torch.device(name)
 
 
@@ -136,9 +137,9 @@ def _loss_fn(name):
 
 def _check_loss(config: TrainConfig) -> None:
     if config.loss not in LOSSES:
-        raise ValueError(f"--loss {config.loss!r}: allowed: {', '.join(LOSSES)}")
+        raise InputError(f"--loss {config.loss!r}: allowed: {', '.join(LOSSES)}")
     if (config.loss == "heteroscedastic") != (config.model == "petroff"):
-        raise ValueError(f"--loss {config.loss!r} with --model {config.model}: the heteroscedastic loss needs the "
+        raise InputError(f"--loss {config.loss!r} with --model {config.model}: the heteroscedastic loss needs the "
                          "mean and variance maps that only --model petroff gives, and petroff trains only with it")
 
 
@@ -201,9 +202,9 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
     from cmbcube.progress import Progress
     _check_loss(config)
     if config.epochs < 1 or config.batch_size < 1 or config.repeats < 1:
-        raise ValueError("--epochs, --batch-size and --repeats must be >= 1")
+        raise InputError("--epochs, --batch-size and --repeats must be >= 1")
     if config.grad_clip is not None and not config.grad_clip > 0:
-        raise ValueError(f"--grad-clip {config.grad_clip}: must be > 0 (leave it out for no clipping)")
+        raise InputError(f"--grad-clip {config.grad_clip}: must be > 0 (leave it out for no clipping)")
     run_name = cube.check_run_name(run_name or config.model)
     dev = device_for(device)
     if deterministic:
@@ -240,10 +241,10 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
     if resume:
         ckpt = latest_checkpoint(out_dir)
         if ckpt is None:
-            raise FileNotFoundError(f"--resume: no checkpoint in {out_dir}")
+            raise MissingFileError(f"--resume: no checkpoint in {out_dir}")
         state = load_checkpoint(ckpt, dev)
         if json.loads(state["config"]) != config.as_dict():
-            raise ValueError(f"--resume: {ckpt} was trained with other settings: {state['config']}")
+            raise InputError(f"--resume: {ckpt} was trained with other settings: {state['config']}")
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -399,10 +400,10 @@ def load_checkpoint(path, dev=None) -> dict:
         state = torch.load(path, map_location=dev, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ValueError(f"{path}: not a cmbcube checkpoint; refused by the weights-only loader, nothing in it "
+        raise InputError(f"{path}: not a cmbcube checkpoint; refused by the weights-only loader, nothing in it "
                          f"was run ({first})") from None
     if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
-        raise ValueError(f"{path}: not a cmbcube checkpoint (no model state and epoch in it)")
+        raise InputError(f"{path}: not a cmbcube checkpoint (no model state and epoch in it)")
     return state
 
 
@@ -470,17 +471,17 @@ def predict(store: str, run_name: str, splits=("test",), epoch: int | None = Non
     config = TrainConfig.from_dict(stored)
     bayesian = config.model == "petroff"
     if mc_samples is not None and not bayesian:
-        raise ValueError(f"--mc-samples: run {run_name!r} is a {config.model} (no dropout at inference); "
+        raise InputError(f"--mc-samples: run {run_name!r} is a {config.model} (no dropout at inference); "
                          "Monte Carlo sampling needs --model petroff")
     mc_samples = (MC_SAMPLES if mc_samples is None else int(mc_samples)) if bayesian else 0
     if bayesian and mc_samples < 1:
-        raise ValueError(f"--mc-samples {mc_samples}: must be >= 1")
+        raise InputError(f"--mc-samples {mc_samples}: must be >= 1")
     dev = device_for(device)
     if model is None:
         out_dir = Path(stored["checkpoint_dir"])
         ckpt = out_dir / f"epoch_{epoch:04d}.pt" if epoch else latest_checkpoint(out_dir)
         if ckpt is None or not Path(ckpt).exists():
-            raise FileNotFoundError(f"run {run_name!r}: no checkpoint {'for epoch ' + str(epoch) if epoch else ''} "
+            raise MissingFileError(f"run {run_name!r}: no checkpoint {'for epoch ' + str(epoch) if epoch else ''} "
                                     f"in {out_dir}; train it first (cmbcube train)")
         state = load_checkpoint(ckpt, dev)
         epoch = int(state["epoch"])
@@ -489,7 +490,7 @@ def predict(store: str, run_name: str, splits=("test",), epoch: int | None = Non
     recorded = cube.run_epoch(store, irun)
     done_any = cube.pred_done_count(store, irun)
     if done_any and recorded != epoch:
-        raise ValueError(f"run {run_name!r} already holds predictions from epoch {recorded}; predicting epoch {epoch} "
+        raise InputError(f"run {run_name!r} already holds predictions from epoch {recorded}; predicting epoch {epoch} "
                          "into it would mix checkpoints (train into a new --run, or drop the predictions)")
     todo = cube.run_pending(store, irun, splits)
     report = PredictReport(run_name, epoch, [], 0, 0.0, mc_samples)
