@@ -39,7 +39,7 @@ class Network:
         channels per detector in input order, ``n_train`` the number of training samples (or None);
     view: the CubeDataset view it reads and writes (faces, patches or sky);
     defaults: TrainConfig values it trains with unless told otherwise (its published settings);
-    losses: the losses it can train with (the first is not implied: ``defaults`` names its loss);
+    losses: the losses it can train with (its default one, if not TrainConfig's l1, is in ``defaults``);
     mc_samples: > 0 for a Bayesian network: prediction averages this many Monte Carlo passes by
         default and stores the per-pixel sigma (``pred_sigma``); 0: one deterministic pass;
     mc_predict: ``(net, x, samples) -> (mean, sigma)`` numpy (fields, npix) in transformed units,
