@@ -23,9 +23,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def measure(name, nside, batch, shape, steps, device):
     import torch
 
-    from cmbcube.networks import models
+    from cmbcube import networks
     torch.manual_seed(0)
-    net = models.build(name, 4, 1, nside).to(device)
+    net = networks.build(name, 4, 1, nside).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     x = torch.randn(batch, 4, *shape, device=device)
     y = torch.randn(batch, 1, *shape, device=device)

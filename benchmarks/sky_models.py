@@ -160,7 +160,7 @@ def figures(nside, spectra, docs, foregrounds, ss, hp):
 def experiment(work: Path, splits: dict, epochs: int) -> dict:
     from train import REPORT_BEAMS, cube_mae
 
-    from cmbcube.stages import analysis, ilc, preprocess, simulate, train
+    from cmbcube.stages import analysis, ilc, predict, preprocess, simulate, train
     from cmbcube import recipe
     results = {}
     for model in MODELS:
@@ -178,7 +178,7 @@ def experiment(work: Path, splits: dict, epochs: int) -> dict:
         t0 = time.perf_counter()
         tr = train.train(store, train.TrainConfig(model="cmbnncs-unet5", epochs=epochs), run_name="unet5",
                          device="cpu", progress=False)
-        train.predict(store, "unet5", splits=("test",), device="cpu", progress=False)
+        predict.predict(store, "unet5", splits=("test",), device="cpu", progress=False)
         log(f"  {model}: UNet5 {epochs} epochs in {time.perf_counter() - t0:.0f} s, valid loss "
             f"{tr.valid_loss[0]:.4g} -> {tr.valid_loss[-1]:.4g}; load {load_average()}")
         for method in ("nilc", "hilc"):

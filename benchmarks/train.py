@@ -155,10 +155,10 @@ def synthetic_store(path: str, nside: int, splits: dict) -> dict:
 
 # ----------------------------------------------------------------------------- throughput
 def patches_per_sim(model: str, nside: int) -> int:
-    from cmbcube.networks import models
+    from cmbcube import networks
     if model != "patch-unet":
         return 1
-    side = models.default_patch_side(nside)
+    side = networks.default_patch_side(nside)
     return 12 * nside * nside // side ** 2
 
 
@@ -329,7 +329,7 @@ def petroff_calibration(store: str, run: str) -> dict:
 def experiment(work: Path, args, epoch_s_quickstart: float) -> dict:
     import torch
 
-    from cmbcube.stages import analysis, ilc, train
+    from cmbcube.stages import analysis, ilc, predict, train
     if args.exp_threads:
         torch.set_num_threads(args.exp_threads)
     store = str(work / "experiment.zarr")
@@ -359,7 +359,7 @@ def experiment(work: Path, args, epoch_s_quickstart: float) -> dict:
         f"load {load_average()}")
 
     t0 = time.perf_counter()
-    train.predict(store, "unet5", splits=("test",), device="cpu", progress=False)
+    predict.predict(store, "unet5", splits=("test",), device="cpu", progress=False)
     predict_s = time.perf_counter() - t0
 
     # Petroff's Bayesian spherical network on the same store, epochs from its own budget
@@ -381,7 +381,7 @@ def experiment(work: Path, args, epoch_s_quickstart: float) -> dict:
         f"{prep.train_loss[-1]:.4g}, valid {prep.valid_loss[0]:.4g} -> {prep.valid_loss[-1]:.4g}; "
         f"input scaling {prep.config['transform']}, target {prep.config['target_transform']}; load {load_average()}")
     t0 = time.perf_counter()
-    train.predict(store, "petroff", splits=("test",), device="cpu", progress=False, mc_samples=args.exp_mc_samples)
+    predict.predict(store, "petroff", splits=("test",), device="cpu", progress=False, mc_samples=args.exp_mc_samples)
     p_predict_s = time.perf_counter() - t0
     log(f"  petroff predict ({args.exp_mc_samples} Monte Carlo passes per sky) {p_predict_s:.1f} s")
     t0 = time.perf_counter()

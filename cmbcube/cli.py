@@ -7,6 +7,7 @@ import sys
 
 from cmbcube import __version__
 from cmbcube.errors import EXIT_BAD_INPUT, EXIT_FAILURE, CmbcubeError, InputError
+from cmbcube.networks import LOSSES, help_text as networks_help
 
 
 
@@ -70,16 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a network from the cube (checkpoints next to the store)")
     p.add_argument("store")
-    p.add_argument("--model", default="cmbnncs-unet5", help="cmbnncs-unet5 (nside >= 32), cmbnncs-unet8 (nside >= 256), "
-                                                            "patch-unet, petroff (Bayesian spherical network with "
-                                                            "per-pixel sigma)")
+    p.add_argument("--model", default="cmbnncs-unet5", help=networks_help())
     p.add_argument("--run", help="run name (default: the model's name)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--repeats", type=int, help="optimiser steps per batch (cmbNNCS: 3)")
     p.add_argument("--lr-start", type=float)
     p.add_argument("--lr-end", type=float)
-    p.add_argument("--loss", choices=("l1", "mse", "heteroscedastic"), help="heteroscedastic: petroff (its default)")
+    p.add_argument("--loss", choices=LOSSES, help="heteroscedastic: petroff (its default)")
     p.add_argument("--detectors", help="input detectors, comma-separated (default 100,143,217,353)")
     p.add_argument("--fields", help="fields of inputs and target, comma-separated (default I)")
     p.add_argument("--transform", help="input transform: none, minmax, standardize, robust, maxabs, "
@@ -459,7 +458,7 @@ def main(argv=None) -> int:
         if args.command == "train":
             return _train(args)
         if args.command == "predict":
-            from cmbcube.stages.train import predict
+            from cmbcube.stages.predict import predict
             report = predict(args.store, args.run, _csv(args.split), args.epoch, args.device,
                              progress=False if args.no_progress else None, mc_samples=args.mc_samples,
                              force_size=args.force_size)

@@ -16,6 +16,7 @@ import yaml
 
 from cmbcube.science import instrument
 from cmbcube.errors import InputError
+from cmbcube.networks import NETWORKS
 
 SPLITS = ("train", "valid", "test")
 SYNTHETIC_COMPONENTS = ("dust", "synchrotron", "freefree", "ame", "cib", "tsz", "radio")
@@ -200,7 +201,7 @@ SCHEMA: dict = {
     },
     "pipeline": {
         "ilc": F((list,), ["nilc", "hilc"], check=_list_of(("nilc", "hilc")), doc="ILC methods `cmbcube run` applies"),
-        "models": F((list,), ["cmbnncs-unet5"], check=_list_of(("cmbnncs-unet5", "cmbnncs-unet8", "patch-unet")),
+        "models": F((list,), ["cmbnncs-unet5"], check=_list_of(NETWORKS),      # the registry: read when checked
                     doc="networks `cmbcube run` trains"),
         "epochs": F((int,), 30, check=_positive),
         "f_sky": F((int, float), 0.8, check=_positive, doc="analysis mask sky fraction"),

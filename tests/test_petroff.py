@@ -9,7 +9,8 @@ import zarr
 
 import cmbcube
 from cmbcube.stages import analysis, report, train
-from cmbcube.networks import models, petroff, sphere
+from cmbcube import networks
+from cmbcube.networks import petroff, sphere
 from cmbcube.science import transforms
 from cmbcube.cli import main
 
@@ -79,7 +80,7 @@ def test_pooling_groups_nested_children_and_unpooling_a_constant_is_exact():
 
 @pytest.mark.parametrize("nside", [8, 16, 32])
 def test_depth_follows_nside(nside):
-    net = models.build("petroff", 3, 1, nside, branches=[2, 1])
+    net = networks.build("petroff", 3, 1, nside, branches=[2, 1])
     assert net.levels == int(np.log2(nside)) + 1 and len(net.encoder) == net.levels
     out = net(torch.randn(2, 3, 12 * nside ** 2))
     assert out.shape == (2, 2, 12 * nside ** 2) and torch.isfinite(out).all()
@@ -190,7 +191,7 @@ def test_train_predict_analyze_end_to_end(tiny_store, tmp_path, capsys):
     raw = zarr.open_group(store, mode="r")
     dets = [int(d) for d in raw["detector"][...]]
     noiseless = raw["obs"][0, :3, :, 0] - raw["noise"][0, :3, :, 0]
-    want = np.abs(noiseless[:, [dets.index(d) for d in train.PETROFF_DETECTORS]]).max(axis=(0, 2))
+    want = np.abs(noiseless[:, [dets.index(d) for d in networks.NETWORKS["petroff"].defaults["detectors"]]]).max(axis=(0, 2))
     got = [float(v) for v in stored["transform"].split(":")[1].split(",")]
     assert np.allclose(got, want, rtol=1e-7)
     assert float(stored["target_transform"].split(":")[1]) == pytest.approx(np.abs(raw["cmb"][0, :3, 0]).max(),

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import cmbcube
-from cmbcube.stages import analysis, ilc, report, train
+from cmbcube.stages import analysis, ilc, predict, report, train
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def reported(tmp_path_factory, tiny_store):
                                target_transform="scale:100", epochs=4, batch_size=8, repeats=1, lr_start=1e-4,
                                lr_end=1e-4, patch_side=8)
     train.train(path, config, "short", progress=False)
-    train.predict(path, "short", splits=("test",), progress=False)
+    predict.predict(path, "short", splits=("test",), progress=False)
     assert not analysis.run(path, scheduler="synchronous").failed
     return path
 

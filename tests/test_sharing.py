@@ -19,7 +19,7 @@ import zarr
 import cmbcube
 from cmbcube.interop import cmbml
 from cmbcube import cube
-from cmbcube.stages import ilc, preprocess, train
+from cmbcube.stages import ilc, predict, preprocess, train
 from cmbcube.cli import main
 from cmbcube.cube.datasets import CubeDataset, make_loader
 
@@ -141,7 +141,7 @@ def test_every_stage_leaves_consolidated_metadata(tiny_store, tmp_path):
                                transform="standardize", target_transform="standardize")
     train.train(store, config, run_name="tiny-unet", device="cpu", progress=False)
     assert stale_metadata(store) == []
-    train.predict(store, "tiny-unet", splits=("test",), device="cpu", progress=False)
+    predict.predict(store, "tiny-unet", splits=("test",), device="cpu", progress=False)
     assert stale_metadata(store) == []
     assert main(["analyze", store, "--scheduler", "synchronous", "--no-progress"]) == 0
     assert stale_metadata(store) == []

@@ -10,8 +10,8 @@ import zarr
 
 import cmbcube
 from cmbcube.science import geometry
-from cmbcube.networks import models
-from cmbcube.stages import preprocess, simulate, train
+from cmbcube import networks
+from cmbcube.stages import checkpoints, predict, preprocess, simulate, train
 from conftest import small_recipe
 
 
@@ -33,44 +33,44 @@ def store32(tmp_path_factory):
     ("patch-unet", 512, (1, 4, 128, 128)),
 ])
 def test_model_shapes(name, nside, shape):
-    net = models.build(name, 4, 1, nside).eval()
+    net = networks.build(name, 4, 1, nside).eval()
     with torch.no_grad():
         out = net(torch.randn(*shape))
     assert out.shape == (shape[0], 1) + shape[2:]
 
 
 def test_published_unet_structure():
-    net = models.build("cmbnncs-unet8", 4, 1, 256)
+    net = networks.build("cmbnncs-unet8", 4, 1, 256)
     convs = [m for m in net.encoder.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [c.out_channels for c in convs] == [16, 32, 64, 128, 256, 512, 1024, 2048]
     assert [c.kernel_size[0] for c in convs] == [5, 5, 4, 4, 4, 4, 4, 4] and all(c.stride == (2, 2) for c in convs)
     assert isinstance(net.last[0], torch.nn.ConvTranspose2d) and net.last[0].in_channels == 32
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.last) and isinstance(net.last[-1], torch.nn.PReLU)
-    unet5 = [m.out_channels for m in models.build("cmbnncs-unet5", 4, 1, 128).encoder.modules()
+    unet5 = [m.out_channels for m in networks.build("cmbnncs-unet5", 4, 1, 128).encoder.modules()
              if isinstance(m, torch.nn.Conv2d)]
     assert unet5 == [32, 64, 128, 256, 512]
 
 
 def test_input_size_checks():
     with pytest.raises(ValueError, match="multiple of 256"):
-        models.build("cmbnncs-unet8", 4, 1, 128)
+        networks.build("cmbnncs-unet8", 4, 1, 128)
     with pytest.raises(ValueError, match="multiple of 32"):
-        models.build("cmbnncs-unet5", 4, 1, 16)
-    net = models.build("cmbnncs-unet5", 4, 1, 32)
+        networks.build("cmbnncs-unet5", 4, 1, 16)
+    net = networks.build("cmbnncs-unet5", 4, 1, 32)
     with pytest.raises(ValueError, match="divisible by 32"):
         net(torch.randn(1, 4, 120, 90))
-    assert models.min_nside("cmbnncs-unet5") == 32 and models.min_nside("cmbnncs-unet8") == 256
+    assert networks.min_nside("cmbnncs-unet5") == 32 and networks.min_nside("cmbnncs-unet8") == 256
 
 
 def test_few_steps_reduce_the_loss_on_a_fixed_batch(store32):
-    ds = train._datasets(store32, train.TrainConfig(transform="standardize"), "train")
+    ds = train.datasets_for(store32, train.TrainConfig(transform="standardize"), "train")
     batch = torch.utils.data.default_collate([ds[i] for i in range(2)])
     torch.manual_seed(0)
     for name in ("cmbnncs-unet5", "patch-unet"):
         if name == "patch-unet":
-            pds = train._datasets(store32, train.TrainConfig(model=name, **train.defaults(name)), "train")
+            pds = train.datasets_for(store32, train.TrainConfig(model=name, **train.defaults(name)), "train")
             batch = torch.utils.data.default_collate([pds[i] for i in range(16)])
-        net = models.build(name, 4, 1, 32)
+        net = networks.build(name, 4, 1, 32)
         opt = torch.optim.Adam(net.parameters(), lr=1e-2)
         losses = []
         for _ in range(15):
@@ -137,7 +137,7 @@ def test_predict_round_trips_transform_and_face_layout(store32, tmp_path):
         if transform == "standardize":
             # target stats differ from the 143 GHz input stats: same transform needs the same statistics
             continue
-        report = train.predict(path, run, splits=("test",), model=Identity())
+        report = predict.predict(path, run, splits=("test",), model=Identity())
         assert len(report.written) == 3
         raw = zarr.open_group(path, mode="r")
         got = cmbcube.open(path).pred.sel(run=run, split="test", field="I").values[:3]
@@ -145,7 +145,7 @@ def test_predict_round_trips_transform_and_face_layout(store32, tmp_path):
     # patches view reassembles exactly too
     config = train.TrainConfig(model="patch-unet", detectors=(143,), transform="scale:5", target_transform="scale:5")
     cmbcube.cube.ensure_run(path, "id-patch", "identity", {**config.as_dict(), "checkpoint_dir": str(tmp_path)}, 0.0)
-    train.predict(path, "id-patch", splits=("valid",), model=Identity())
+    predict.predict(path, "id-patch", splits=("valid",), model=Identity())
     got = cmbcube.open(path).pred.sel(run="id-patch", split="valid", field="I").values[:2]
     assert np.allclose(got, zarr.open_group(path, mode="r")["obs"][1, :2, 1, 0], rtol=1e-6, atol=1e-5)
 
@@ -192,16 +192,15 @@ def test_train_refuses_checkpoints_larger_than_the_free_disk_before_creating_the
 
     from cmbcube import cube
     from cmbcube.stages import limits
-    from cmbcube.networks import models
     from cmbcube.cli import main
     path = str(tmp_path / "t.zarr")
     shutil.copytree(store32, path)
     config = train.TrainConfig(model="patch-unet", **{**train.defaults("patch-unet"), "patch_side": 16,
                                                       "epochs": 2, "checkpoint_every": 1})
-    ds = train._datasets(path, config, "train")
-    net = models.build(config.model, len(ds.channels), 1, ds.nside, 16, config.base_channels,
-                       branches=models.branch_sizes(ds.channels), n_train=len(ds))
-    need = 2 * train.checkpoint_bytes(sum(p.numel() for p in net.parameters()), False)
+    ds = train.datasets_for(path, config, "train")
+    net = networks.build(config.model, len(ds.channels), 1, ds.nside, config,
+                         branches=networks.branch_sizes(ds.channels), n_train=len(ds))
+    need = 2 * checkpoints.checkpoint_bytes(sum(p.numel() for p in net.parameters()), False)
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(limits.shutil, "disk_usage", lambda _: usage(10 * need, 9 * need, need // 2))
     args = ["train", path, "--model", "patch-unet", "--epochs", "2", "--checkpoint-every", "1", "--patch-side", "16",

@@ -245,3 +245,14 @@ def mc_predict(net: PetroffNet, x, samples: int = 100, chunk: int | None = None)
     var_mu = torch.clamp(s2 / samples - mean ** 2, min=0.0)
     sigma = torch.sqrt(alea / samples + var_mu)
     return mean.cpu().numpy(), sigma.cpu().numpy()
+
+
+def build(in_channels: int, out_channels: int, nside: int, config=None, *, branches=None,
+          n_train: int | None = None) -> PetroffNet:
+    """The registry's builder. ``out_channels``: target fields (the network gives two maps per field:
+    mean and -log variance); ``branches``: input channels per detector branch (default one branch per
+    channel); ``n_train``: training skies (concrete-dropout regularisers; default the published 800)."""
+    branches = list(branches) if branches is not None else [1] * in_channels
+    if sum(branches) != in_channels:
+        raise InputError(f"petroff: branches {branches} do not add up to {in_channels} input channels")
+    return PetroffNet(branches, out_channels, nside, n_train=n_train)

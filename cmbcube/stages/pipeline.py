@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from cmbcube.stages import analysis, ilc, preprocess, report, simulate, train
+from cmbcube.stages import analysis, ilc, predict, preprocess, report, simulate, train
 from cmbcube.recipe import Recipe, load
 
 
@@ -57,7 +57,7 @@ def run(recipe: Recipe | str, store: str, scheduler=None, scheduler_file=None, w
             t = train.train(store, config, device=device, resume=resume, progress=progress, force_size=force_size)
             step(f"train {model}: {t.epochs_done} epochs, valid loss {t.valid_loss[-1]:.4g}", started)
         started = time.perf_counter()
-        p = train.predict(store, model, splits=splits, device=device, progress=progress, force_size=force_size)
+        p = predict.predict(store, model, splits=splits, device=device, progress=progress, force_size=force_size)
         step(f"predict {model}: {len(p.written)} new sim(s)", started)
     started = time.perf_counter()
     a = analysis.run(store, splits=splits, f_sky=float(cfg["f_sky"]), progress=progress, force_size=force_size,
