@@ -207,7 +207,7 @@ def _drop(store: str, product: str, run: str | None, force: bool) -> DropReport:
 
 
 def format_report(report: DropReport) -> str:
-    human = cube._human
+    human = cube.human
     lines = [f"dropped {', '.join(report.removed)} from {report.store}: reclaimed {human(max(report.reclaimed, 0))} "
              f"({human(report.bytes_before)} -> {human(report.bytes_after)}, checkpoints included)"]
     lines += [f"  note: {n}" for n in report.notes]

@@ -350,7 +350,7 @@ def _clear(path: str, report: VerifyReport, runs: list[str]) -> None:
 
 def format_report(report: VerifyReport) -> str:
     lines = []
-    size = cube._human(report.bytes_read)
+    size = cube.human(report.bytes_read)
     head = (f"verified {report.store}: {report.units} finished unit(s), {report.files} file(s), {size} read "
             f"in {report.seconds:.1f} s")
     lines.append(head)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cmbcube.cube.info import human  # noqa: F401 - limits.human: the one size formatter
 from cmbcube.errors import InputError
 
 # Measured: reading the (3, N) done-flags (one chunk per split and sim) through zarr takes ~0.6 ms and
@@ -39,14 +40,6 @@ FORCE_HINT = "--force-size runs it anyway"
 
 class LimitError(InputError):
     """A plan does not fit the machine or the layout's limits; the message gives the figures."""
-
-
-def human(nbytes: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
-        if abs(nbytes) < 1024 or unit == "PB":
-            return f"{nbytes:.1f} {unit}" if unit != "B" else f"{int(nbytes)} B"
-        nbytes /= 1024
-    return ""
 
 
 @dataclasses.dataclass
