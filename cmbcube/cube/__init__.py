@@ -34,8 +34,8 @@ from cmbcube.cube.sims import (  # noqa: F401
     clear_done, detector_beams, done_flags, fields, pending, planned, run_beam, truth_beam, write_sim,
 )
 from cmbcube.cube.runs import (  # noqa: F401
-    RunMismatch, check_run_name, clear_run_done, delete_run_chunks, ensure_run, pred_done_count, remove_run,
-    run_axis_arrays, run_config, run_epoch, run_index, run_pending, safe_name, set_run_epoch, write_losses,
+    RunMismatch, check_run_name, clear_run_done, delete_run_chunks, ensure_run, pred_done_count, remove_run, run_dir,
+    run_axis_arrays, run_config, run_epoch, run_index, run_pending, runs_dir, safe_name, set_run_epoch, write_losses,
     write_prediction,
 )
 from cmbcube.cube.info import disk_size, human, summary  # noqa: F401

@@ -19,30 +19,15 @@ import shutil
 from pathlib import Path
 
 from cmbcube import cube
+from cmbcube.cube import layout
 from cmbcube.errors import InputError
 
-PRODUCTS = {
-    "obs": "observed maps",
-    "cmb": "CMB truth maps",
-    "components": "per-component foreground maps",
-    "noise": "noise realisations",
-    "stats": "normalisation statistics (stats_obs, stats_cmb)",
-    "pred": "predictions of every run, or of --run NAME (their analysis too); runs stay defined",
-    "analysis": "metrics, spectra and analysis masks, or one --run's metrics and spectra",
-    "run": "whole runs, or --run NAME: settings, predictions, losses, analysis and checkpoints",
-}
-RUN_PRODUCTS = ("pred", "analysis", "run")
-ARRAYS = {
-    "obs": ("obs",),
-    "cmb": ("cmb",),
-    "components": ("components", "component"),
-    "noise": ("noise",),
-    "stats": ("stats_obs", "stats_cmb", "stat"),
-    "analysis": ("metrics", "spectra", "analysis_done", "mask", "mask_apodized", "spectra_window", "beam_fwhm",
-                 "metric", "kind", "ell_bin"),
-}
-PRED_ARRAYS = ("pred", "pred_sigma", "pred_done")
-ANALYSIS_RUN_ARRAYS = ("metrics", "spectra", "analysis_done")
+# drop's choices and what each removes: the droppable products of the layout's table
+PRODUCTS = {name: layout.PRODUCTS.get(name).description for name in layout.droppable()}
+RUN_PRODUCTS = tuple(name for name in PRODUCTS if layout.PRODUCTS.get(name).run_axis)     # pred, analysis, run
+ARRAYS = {name: layout.product_arrays(name) for name in PRODUCTS if name not in RUN_PRODUCTS or name == "analysis"}
+PRED_ARRAYS = layout.run_axis_arrays_of("pred")                 # pred, pred_sigma, pred_done
+ANALYSIS_RUN_ARRAYS = layout.run_axis_arrays_of("analysis")     # metrics, spectra, analysis_done
 
 
 @dataclasses.dataclass
@@ -58,10 +43,6 @@ class DropReport:
     @property
     def reclaimed(self) -> int:
         return self.bytes_before - self.bytes_after
-
-
-def checkpoints_dir(store: str, run: str) -> Path:
-    return Path(str(store).rstrip("/") + ".runs") / run
 
 
 def _is_runs_subfolder(folder: Path, runs_dir: Path, name: str) -> bool:
@@ -120,7 +101,7 @@ def _drop(store: str, product: str, run: str | None, force: bool) -> DropReport:
         name = json.loads(journal)["run"]
         raise cube.StoreError(f"{store}: removing run {name!r} was interrupted; finish it first "
                               f"(cmbcube drop {store} run --run {name})")
-    runs_dir = Path(store.rstrip("/") + ".runs")
+    runs_dir = cube.runs_dir(store)
     before = _size(Path(store)) + _size(runs_dir)
     group = cube.fresh_group(store)
     names = set(group.array_keys())
@@ -155,7 +136,7 @@ def _drop(store: str, product: str, run: str | None, force: bool) -> DropReport:
             cube.consolidate(store)
         for name in targets:
             report.removed.append(f"run {name!r}")
-            folder = checkpoints_dir(store, name)
+            folder = cube.run_dir(store, name)
             if not _is_runs_subfolder(folder, runs_dir, name):
                 report.notes.append(f"run name {name!r} is not a folder name under {runs_dir}: nothing deleted "
                                     "for it outside the store")
@@ -189,7 +170,7 @@ def _drop(store: str, product: str, run: str | None, force: bool) -> DropReport:
             have = [p for p, arrays in ARRAYS.items() if arrays[0] in names]
             raise cube.StoreError(f"{store}: no {product} in this store (products present: {', '.join(have) or 'none'})")
         cube.delete_arrays(store, present)
-        if product in ("obs", "cmb", "components", "noise"):
+        if layout.PRODUCTS.get(product).flag == "sim_done":      # obs, cmb, components, noise
             cube.record_dropped(store, product)
         cube.consolidate(store)
         report.removed.append(f"{product} ({', '.join(present)})")

@@ -145,6 +145,20 @@ def product_arrays(name: str) -> tuple:
     return tuple(p.arrays) + flag + tuple(p.coords)
 
 
+def run_axis_arrays_of(name: str) -> tuple:
+    """The arrays of product ``name`` along the run axis, its done-flag included (what clearing one run's
+    ``pred`` or ``analysis`` deletes chunk by chunk)."""
+    return tuple(a for a in product_arrays(name) if array_dims_of(a)[:1] == ("run",))
+
+
+def array_dims_of(name: str) -> tuple:
+    """The table's dimensions of array ``name`` (() for coordinates and arrays it does not describe)."""
+    try:
+        return array_spec(name).dims
+    except KeyError:
+        return ()
+
+
 def droppable() -> tuple:
     return tuple(n for n, p in PRODUCTS.items() if p.droppable)
 

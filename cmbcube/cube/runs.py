@@ -25,6 +25,17 @@ class RunMismatch(StoreError):
     """A run name exists with other settings."""
 
 
+def runs_dir(store) -> Path:
+    """The folder beside a store holding its runs' checkpoints: ``<store>.runs``."""
+    return Path(str(store).rstrip("/") + ".runs")
+
+
+def run_dir(store, run: str) -> Path:
+    """The checkpoints folder of run ``run``: ``<store>.runs/<run>`` (``run`` checked by check_run_name
+    before anything is written there)."""
+    return runs_dir(store) / run
+
+
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
 
 
