@@ -24,17 +24,19 @@ from cmbcube.cube.layout import (  # noqa: F401
 from cmbcube.cube.store import (  # noqa: F401
     DROP_JOURNAL_ATTR, DROPPED_ATTR, StoreError, array_dims, consolidate, create_array, create_or_check,
     delete_arrays, dropped_products, fresh_group, is_remote, local_store_attrs, metadata_transaction, open_group,
-    os_error_message, outer_chunks, read_attrs, record_dropped, sims_lock, store_lock, store_recipe, unit_files,
-    update_attrs, write_variables,
+    os_error_message, outer_chunks, read_attrs, record_dropped, sims_lock, source_group, store_lock, store_recipe,
+    unit_files, update_attrs, write_variables,
 )
 from cmbcube.cube.remote import (  # noqa: F401
     MAX_AXIS, MAX_NSIDE, MAX_PIXELS, check_bounds, open_dataset, read_group, zarr_store,
 )
 from cmbcube.cube.sims import (  # noqa: F401
-    clear_done, detector_beams, done_flags, fields, pending, planned, run_beam, truth_beam, write_sim,
+    clear_done, detector_beams, detector_units, detectors, done_flags, fields, flagged_without_data, has_noise,
+    pending, planned, read_noise, read_obs, run_beam, truth_beam, write_sim,
 )
 from cmbcube.cube.runs import (  # noqa: F401
-    RunMismatch, check_run_name, clear_run_done, delete_run_chunks, ensure_run, pred_done_count, remove_run, run_dir,
+    RunMismatch, check_run_name, clear_run_done, delete_run_chunks, ensure_run, pending_predictions, pred_done_count,
+    prediction_done, remove_run, run_dir,
     run_axis_arrays, run_config, run_epoch, run_index, run_pending, runs_dir, safe_name, set_run_epoch, write_losses,
     write_prediction,
 )

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from cmbcube.cube import layout
+from cmbcube.cube.remote import read_group
 from cmbcube.cube.store import (DROP_JOURNAL_ATTR, StoreError, array_dims, consolidate, delete_arrays, fresh_group,
-                                metadata_transaction, open_group, outer_chunks, read_attrs)
+                                metadata_transaction, open_group, outer_chunks, read_attrs, source_group)
 from cmbcube.errors import InputError
 from cmbcube.recipe import SPLITS
 
@@ -185,6 +186,23 @@ def run_pending(path: str, run: int, splits) -> list[tuple[str, int]]:
         i = SPLITS.index(split)
         out += [(split, int(s)) for s in np.nonzero(sim_done[i] & ~pred_done[i])[0]]
     return out
+
+
+def prediction_done(source, run: int, split: str, sim: int) -> bool:
+    """Whether run ``run``'s prediction of the sim is written (its ``pred_done`` flag)."""
+    return bool(source_group(source)["pred_done"][run, SPLITS.index(split), sim])
+
+
+def pending_predictions(path: str, run_name: str, splits) -> int:
+    """Finished sims of ``splits`` that run ``run_name`` has not predicted yet (all of them for a run not in
+    the store), read without creating the run."""
+    group = read_group(path)
+    names = set(group.array_keys())
+    done = np.asarray(group["sim_done"][...]) == 1
+    runs = [str(r) for r in group["run"][...]] if "run" in names else []
+    if run_name in runs and "pred_done" in names:
+        done = done & ~(np.asarray(group["pred_done"][runs.index(run_name)]) == 1)
+    return int(sum(done[SPLITS.index(s)].sum() for s in splits))
 
 
 def write_prediction(path: str, run: int, split: str, sim: int, maps: np.ndarray,

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from cmbcube.cube.store import StoreError, open_group
+from cmbcube.cube.store import StoreError, fresh_group, open_group, source_group, unit_files
 from cmbcube.recipe import SPLITS
 
 
@@ -15,17 +15,12 @@ from cmbcube.recipe import SPLITS
 # deconvolves, re-beams or writes a beam (ilc, analysis, train, export) asks here;
 # none of them may fall back on an instrument preset: the store records what the
 # simulator used (preset + recipe overrides) or what the ingested files' FWHM cards said.
-def _beam_source(source):
-    """A path (opened read-only), or an already open zarr group / xarray Dataset of the cube."""
-    return open_group(str(source)) if isinstance(source, (str, os.PathLike)) else source
-
-
 def detector_beams(source, detectors=None) -> dict[int, float]:
     """{detector GHz: Gaussian beam FWHM in arcmin} as the store records it (``beam_fwhm_arcmin``).
 
     ``detectors``: the ones wanted (default all, in store order); one the store lacks is an error.
     """
-    src = _beam_source(source)
+    src = source_group(source)
     try:
         have = [int(d) for d in np.asarray(src["detector"][...])]
         fwhm = np.asarray(src["beam_fwhm_arcmin"][...], dtype=float)
@@ -45,12 +40,12 @@ def detector_beams(source, detectors=None) -> dict[int, float]:
 
 def truth_beam(source) -> float:
     """FWHM (arcmin) of the CMB truth maps (0: no beam)."""
-    return float(_beam_source(source)["cmb"].attrs.get("beam_fwhm_arcmin", 0.0))
+    return float(source_group(source)["cmb"].attrs.get("beam_fwhm_arcmin", 0.0))
 
 
 def run_beam(source, run: int) -> float:
     """FWHM (arcmin) of run ``run``'s output maps."""
-    return float(np.asarray(_beam_source(source)["run_beam_fwhm_arcmin"][run]))
+    return float(np.asarray(source_group(source)["run_beam_fwhm_arcmin"][run]))
 
 
 def done_flags(path: str) -> np.ndarray:
@@ -89,8 +84,66 @@ def write_sim(path: str, split: str, sim: int, result) -> None:
 
 
 
-def fields(path: str) -> list[str]:
-    return [str(f) for f in open_group(path)["field"][...]]
+def fields(source) -> list[str]:
+    """The store's fields (I, Q, U: those the recipe asked for), in store order."""
+    return [str(f) for f in source_group(source)["field"][...]]
+
+
+def detectors(source) -> list[int]:
+    """The store's detectors (integer GHz), in store order."""
+    return [int(d) for d in source_group(source)["detector"][...]]
+
+
+def detector_units(source, wanted=None) -> list[str]:
+    """Unit of each detector's obs / components / noise maps (``uK_CMB``, ``K_CMB``, ``MJy/sr``), for the
+    detectors ``wanted`` (default all, in store order)."""
+    group = source_group(source)
+    units = [str(u) for u in group["unit"][...]]
+    if wanted is None:
+        return units
+    have = detectors(group)
+    return [units[have.index(int(d))] for d in wanted]
+
+
+def read_obs(source, split: str, sim: int, wanted=None) -> np.ndarray:
+    """(detector, field, pixel) float32 observed maps of one sim, NESTED, in each detector's unit, for the
+    detectors ``wanted`` (default all, in store order).  Through the guard: a damaged finished sim raises."""
+    group = source_group(source)
+    if wanted is None:
+        return np.asarray(group["obs"][SPLITS.index(split), sim])
+    have = detectors(group)
+    index = [have.index(int(d)) for d in wanted]
+    return group["obs"].get_orthogonal_selection((SPLITS.index(split), sim, index, slice(None), slice(None)))
+
+
+def has_noise(source) -> bool:
+    """Whether the store keeps the noise realisations (recipe ``keep: [noise]``)."""
+    return "noise" in set(source_group(source).array_keys())
+
+
+def read_noise(source, split: str, sim: int) -> np.ndarray | None:
+    """(detector, field, pixel) float32 noise realisation inside one sim's obs (same units), or None when the
+    store does not keep noise."""
+    group = source_group(source)
+    if "noise" not in set(group.array_keys()):
+        return None
+    return np.asarray(group["noise"][SPLITS.index(split), sim])
+
+
+def flagged_without_data(path: str, products=("obs", "cmb")) -> list[tuple[str, int]]:
+    """Sims flagged done whose shard file of one of ``products`` is absent (a flag set by hand, or data
+    deleted): one existence check per file.  (Map products only: zarr skips chunks equal to the fill
+    value, so an all-NaN cosmo_params, e.g. with the CMB disabled, has no file.)"""
+    group = fresh_group(path)
+    names = set(group.array_keys())
+    arrays = [(name, group[name]) for name in products if name in names]
+    out = []
+    for isplit, sim in zip(*np.nonzero(done_flags(path))):
+        for name, arr in arrays:
+            if not all(os.path.exists(f) for _, f in unit_files(path, arr, name, (isplit, sim))):
+                out.append((SPLITS[int(isplit)], int(sim)))
+                break
+    return out
 
 
 

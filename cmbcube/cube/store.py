@@ -189,6 +189,12 @@ def open_group(path: str, mode: str = "r"):
 
 
 
+def source_group(source):
+    """The root group of ``source``: a path (opened read-only, guarded), or an already open zarr group
+    (or xarray Dataset) of the cube, passed through so a task reads several things from one opening."""
+    return open_group(str(source)) if isinstance(source, (str, os.PathLike)) else source
+
+
 def create_array(path: str, name: str, shape, dims, dtype="f4", chunks=None, shards=None, fill_value=np.nan,
                  attrs=None, overwrite=False):
     """Driver-side: a new array with named dimensions (xarray-readable), codecs from the recipe."""
