@@ -22,10 +22,24 @@ from cmbcube import cube
 from cmbcube.cube import layout
 from cmbcube.errors import InputError
 
-# drop's choices and what each removes: the droppable products of the layout's table
-PRODUCTS = {name: layout.PRODUCTS.get(name).description for name in layout.droppable()}
-RUN_PRODUCTS = tuple(name for name in PRODUCTS if layout.PRODUCTS.get(name).run_axis)     # pred, analysis, run
-ARRAYS = {name: layout.product_arrays(name) for name in PRODUCTS if name not in RUN_PRODUCTS or name == "analysis"}
+def choices() -> dict:
+    """drop's choices and what each removes: the droppable products of the layout's table, read at call
+    time (a product registered in :data:`cmbcube.cube.layout.PRODUCTS` is droppable at once)."""
+    return {name: layout.PRODUCTS.get(name).description for name in layout.droppable()}
+
+
+def run_products() -> tuple:
+    """The products along the run axis, which ``--run`` applies to: pred, analysis, run."""
+    return tuple(name for name in choices() if layout.PRODUCTS.get(name).run_axis)
+
+
+def whole_arrays(product: str) -> tuple:
+    """The arrays deleted whole when ``product`` is dropped (its main array first)."""
+    return layout.product_arrays(product)
+
+
+PRODUCTS = choices()                                            # as the built-in table has them
+RUN_PRODUCTS = run_products()
 PRED_ARRAYS = layout.run_axis_arrays_of("pred")                 # pred, pred_sigma, pred_done
 ANALYSIS_RUN_ARRAYS = layout.run_axis_arrays_of("analysis")     # metrics, spectra, analysis_done
 
@@ -80,8 +94,8 @@ def drop(store: str, product: str, run: str | None = None, force: bool = False) 
     """Remove ``product`` (one run's with ``run``) from a local store; see the module docstring.
     Holds the store's metadata lock, so stages adding runs or arrays wait for it."""
     store = str(store)
-    if product not in PRODUCTS:
-        raise InputError(f"unknown product {product!r}; allowed: {', '.join(PRODUCTS)}")
+    if product not in choices():
+        raise InputError(f"unknown product {product!r}; allowed: {', '.join(choices())}")
     if cube.is_remote(store):
         raise cube.StoreError(f"{store}: drop edits a local store; run it where the store lives")
     if not Path(store).is_dir():
@@ -91,10 +105,10 @@ def drop(store: str, product: str, run: str | None = None, force: bool = False) 
 
 
 def _drop(store: str, product: str, run: str | None, force: bool) -> DropReport:
-    if product not in PRODUCTS:
-        raise InputError(f"unknown product {product!r}; allowed: {', '.join(PRODUCTS)}")
-    if run is not None and product not in RUN_PRODUCTS:
-        raise InputError(f"--run applies to {', '.join(RUN_PRODUCTS)}, not to {product}")
+    if product not in choices():
+        raise InputError(f"unknown product {product!r}; allowed: {', '.join(choices())}")
+    if run is not None and product not in run_products():
+        raise InputError(f"--run applies to {', '.join(run_products())}, not to {product}")
     attrs = cube.local_store_attrs(store, "drop edits")
     journal = attrs.get(cube.DROP_JOURNAL_ATTR)
     if journal and not (product == "run" and run == json.loads(journal)["run"]):
@@ -164,10 +178,10 @@ def _drop(store: str, product: str, run: str | None, force: bool) -> DropReport:
             report.notes.append(f"the run definitions, losses and checkpoints stay: cmbcube ilc / predict "
                                 f"--run {run or 'NAME'} writes the predictions again")
     else:
-        present = [n for n in ARRAYS[product] if n in names]
-        main = ARRAYS[product][0]
+        present = [n for n in whole_arrays(product) if n in names]
+        main = whole_arrays(product)[0]
         if main not in names:
-            have = [p for p, arrays in ARRAYS.items() if arrays[0] in names]
+            have = [p for p in choices() if p not in ("pred", "run") and whole_arrays(p)[0] in names]
             raise cube.StoreError(f"{store}: no {product} in this store (products present: {', '.join(have) or 'none'})")
         cube.delete_arrays(store, present)
         if layout.PRODUCTS.get(product).flag == "sim_done":      # obs, cmb, components, noise
