@@ -74,8 +74,7 @@ class Product:
 FLAGS = {
     "sim_done": Array(("split", "sim"), "u1", "1 once every product of the sim is written (written last)", fill=0),
     "pred_done": Array(("run", "split", "sim"), "u1", "1 once the run's prediction of the sim is written", fill=0),
-    "analysis_done": Array(("run", "split", "sim"), "u1", "1 once metrics and spectra of the (run, sim) are written",
-                           fill=0),
+    "analysis_done": Array(("run", "split", "sim"), "u1", fill=0),     # created by analyze, without attributes
 }
 FLAG_STAGE = {"sim_done": "cmbcube simulate", "pred_done": "cmbcube ilc / predict for the run",
               "analysis_done": "cmbcube analyze"}
