@@ -130,7 +130,7 @@ def test_metadata_of_a_big_store_is_built_without_a_graph_per_sim(tmp_path):
     """20,000 sims (the cap): the empty store is created from one Dask chunk per array."""
     from cmbcube import cube
     r = small_recipe(splits={"train": limits.MAX_SIMS_PER_SPLIT, "valid": 0, "test": 0})
-    ds, encoding = cube._template(r)
+    ds, encoding = cube.template(r)
     assert all(v.data.npartitions == 1 for v in ds.data_vars.values())
     assert encoding["obs"]["shards"][:2] == (1, 1) and encoding["sim_done"]["chunks"] == (1, 1)
 

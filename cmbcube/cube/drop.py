@@ -19,30 +19,29 @@ import shutil
 from pathlib import Path
 
 from cmbcube import cube
+from cmbcube.cube import layout
 from cmbcube.errors import InputError
 
-PRODUCTS = {
-    "obs": "observed maps",
-    "cmb": "CMB truth maps",
-    "components": "per-component foreground maps",
-    "noise": "noise realisations",
-    "stats": "normalisation statistics (stats_obs, stats_cmb)",
-    "pred": "predictions of every run, or of --run NAME (their analysis too); runs stay defined",
-    "analysis": "metrics, spectra and analysis masks, or one --run's metrics and spectra",
-    "run": "whole runs, or --run NAME: settings, predictions, losses, analysis and checkpoints",
-}
-RUN_PRODUCTS = ("pred", "analysis", "run")
-ARRAYS = {
-    "obs": ("obs",),
-    "cmb": ("cmb",),
-    "components": ("components", "component"),
-    "noise": ("noise",),
-    "stats": ("stats_obs", "stats_cmb", "stat"),
-    "analysis": ("metrics", "spectra", "analysis_done", "mask", "mask_apodized", "spectra_window", "beam_fwhm",
-                 "metric", "kind", "ell_bin"),
-}
-PRED_ARRAYS = ("pred", "pred_sigma", "pred_done")
-ANALYSIS_RUN_ARRAYS = ("metrics", "spectra", "analysis_done")
+def choices() -> dict:
+    """drop's choices and what each removes: the droppable products of the layout's table, read at call
+    time (a product registered in :data:`cmbcube.cube.layout.PRODUCTS` is droppable at once)."""
+    return {name: layout.PRODUCTS.get(name).description for name in layout.droppable()}
+
+
+def run_products() -> tuple:
+    """The products along the run axis, which ``--run`` applies to: pred, analysis, run."""
+    return tuple(name for name in choices() if layout.PRODUCTS.get(name).run_axis)
+
+
+def whole_arrays(product: str) -> tuple:
+    """The arrays deleted whole when ``product`` is dropped (its main array first)."""
+    return layout.product_arrays(product)
+
+
+PRODUCTS = choices()                                            # as the built-in table has them
+RUN_PRODUCTS = run_products()
+PRED_ARRAYS = layout.run_axis_arrays_of("pred")                 # pred, pred_sigma, pred_done
+ANALYSIS_RUN_ARRAYS = layout.run_axis_arrays_of("analysis")     # metrics, spectra, analysis_done
 
 
 @dataclasses.dataclass
@@ -58,10 +57,6 @@ class DropReport:
     @property
     def reclaimed(self) -> int:
         return self.bytes_before - self.bytes_after
-
-
-def checkpoints_dir(store: str, run: str) -> Path:
-    return Path(str(store).rstrip("/") + ".runs") / run
 
 
 def _is_runs_subfolder(folder: Path, runs_dir: Path, name: str) -> bool:
@@ -99,8 +94,8 @@ def drop(store: str, product: str, run: str | None = None, force: bool = False) 
     """Remove ``product`` (one run's with ``run``) from a local store; see the module docstring.
     Holds the store's metadata lock, so stages adding runs or arrays wait for it."""
     store = str(store)
-    if product not in PRODUCTS:
-        raise InputError(f"unknown product {product!r}; allowed: {', '.join(PRODUCTS)}")
+    if product not in choices():
+        raise InputError(f"unknown product {product!r}; allowed: {', '.join(choices())}")
     if cube.is_remote(store):
         raise cube.StoreError(f"{store}: drop edits a local store; run it where the store lives")
     if not Path(store).is_dir():
@@ -110,17 +105,17 @@ def drop(store: str, product: str, run: str | None = None, force: bool = False) 
 
 
 def _drop(store: str, product: str, run: str | None, force: bool) -> DropReport:
-    if product not in PRODUCTS:
-        raise InputError(f"unknown product {product!r}; allowed: {', '.join(PRODUCTS)}")
-    if run is not None and product not in RUN_PRODUCTS:
-        raise InputError(f"--run applies to {', '.join(RUN_PRODUCTS)}, not to {product}")
+    if product not in choices():
+        raise InputError(f"unknown product {product!r}; allowed: {', '.join(choices())}")
+    if run is not None and product not in run_products():
+        raise InputError(f"--run applies to {', '.join(run_products())}, not to {product}")
     attrs = cube.local_store_attrs(store, "drop edits")
     journal = attrs.get(cube.DROP_JOURNAL_ATTR)
     if journal and not (product == "run" and run == json.loads(journal)["run"]):
         name = json.loads(journal)["run"]
         raise cube.StoreError(f"{store}: removing run {name!r} was interrupted; finish it first "
                               f"(cmbcube drop {store} run --run {name})")
-    runs_dir = Path(store.rstrip("/") + ".runs")
+    runs_dir = cube.runs_dir(store)
     before = _size(Path(store)) + _size(runs_dir)
     group = cube.fresh_group(store)
     names = set(group.array_keys())
@@ -155,7 +150,7 @@ def _drop(store: str, product: str, run: str | None, force: bool) -> DropReport:
             cube.consolidate(store)
         for name in targets:
             report.removed.append(f"run {name!r}")
-            folder = checkpoints_dir(store, name)
+            folder = cube.run_dir(store, name)
             if not _is_runs_subfolder(folder, runs_dir, name):
                 report.notes.append(f"run name {name!r} is not a folder name under {runs_dir}: nothing deleted "
                                     "for it outside the store")
@@ -183,13 +178,13 @@ def _drop(store: str, product: str, run: str | None, force: bool) -> DropReport:
             report.notes.append(f"the run definitions, losses and checkpoints stay: cmbcube ilc / predict "
                                 f"--run {run or 'NAME'} writes the predictions again")
     else:
-        present = [n for n in ARRAYS[product] if n in names]
-        main = ARRAYS[product][0]
+        present = [n for n in whole_arrays(product) if n in names]
+        main = whole_arrays(product)[0]
         if main not in names:
-            have = [p for p, arrays in ARRAYS.items() if arrays[0] in names]
+            have = [p for p in choices() if p not in ("pred", "run") and whole_arrays(p)[0] in names]
             raise cube.StoreError(f"{store}: no {product} in this store (products present: {', '.join(have) or 'none'})")
         cube.delete_arrays(store, present)
-        if product in ("obs", "cmb", "components", "noise"):
+        if layout.PRODUCTS.get(product).flag == "sim_done":      # obs, cmb, components, noise
             cube.record_dropped(store, product)
         cube.consolidate(store)
         report.removed.append(f"{product} ({', '.join(present)})")
@@ -207,7 +202,7 @@ def _drop(store: str, product: str, run: str | None, force: bool) -> DropReport:
 
 
 def format_report(report: DropReport) -> str:
-    human = cube._human
+    human = cube.human
     lines = [f"dropped {', '.join(report.removed)} from {report.store}: reclaimed {human(max(report.reclaimed, 0))} "
              f"({human(report.bytes_before)} -> {human(report.bytes_after)}, checkpoints included)"]
     lines += [f"  note: {n}" for n in report.notes]

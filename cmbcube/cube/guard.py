@@ -27,15 +27,14 @@ from zarr.abc.store import RangeByteRequest, SuffixByteRequest
 from zarr.storage import WrapperStore
 
 from cmbcube.recipe import SPLITS
-from cmbcube.cube.shardread import EMPTY, crc_ok
+from cmbcube.cube import layout
+from cmbcube.cube.shardread import EMPTY, ShardLayout, crc_ok, damaged
 from cmbcube.errors import InputError
 
-SIM_LEVEL = ("obs", "cmb", "components", "noise", "cosmo_params", "cl_theory")
-RUN_LEVEL = {"pred": "pred_done", "pred_sigma": "pred_done", "metrics": "analysis_done",
-             "spectra": "analysis_done"}
-OPTIONAL = ("pred_sigma",)              # written only by methods that give an uncertainty
-STAGE = {"sim_done": "cmbcube simulate", "pred_done": "cmbcube ilc / predict for the run",
-         "analysis_done": "cmbcube analyze"}
+SIM_LEVEL = layout.unit_products("sim_done")       # obs, cmb, components, noise, cosmo_params, cl_theory
+RUN_LEVEL = {name: flag for flag in ("pred_done", "analysis_done") for name in layout.unit_products(flag)}
+OPTIONAL = layout.optional_arrays()               # written only by methods that give an uncertainty
+STAGE = layout.FLAG_STAGE
 
 
 class DamagedUnitError(InputError):
@@ -51,41 +50,16 @@ def _flag_of(name: str):
 
 
 class _Layout:
-    """What the guard needs to know of one product's storage."""
+    """What the guard needs to know of one product's storage: its chunk layout (the one parser,
+    :class:`~cmbcube.cube.shardread.ShardLayout`, with the maps a finished unit must hold) and its flag."""
 
     def __init__(self, name: str, meta: dict, has_field):
         self.name = name
         self.flag, self.nlead = _flag_of(name)
-        codecs = meta.get("codecs", [])
-        self.sharded = bool(codecs) and codecs[0].get("name") == "sharding_indexed"
-        self.required = None
-        if self.sharded:
-            conf = codecs[0]["configuration"]
-            inner = [c["name"] for c in conf["codecs"]]
-            index = [c["name"] for c in conf["index_codecs"]]
-            self.checksum = inner[-1] == "crc32c"
-            self.index_crc = index[-1] == "crc32c"
-            self.index_at_end = conf.get("index_location", "end") == "end"
-            shard = meta["chunk_grid"]["configuration"]["chunk_shape"]
-            self.grid = [s // c for s, c in zip(shard, conf["chunk_shape"])]
-            self.nchunks = int(np.prod(self.grid))
-            self.index_size = 16 * self.nchunks + (4 if self.index_crc else 0)
+        self.shard = ShardLayout.from_metadata(meta)
+        if self.shard.sharded:
             dims = list(meta.get("dimension_names") or [])
-            if name == "cmb":
-                self.required = np.ones(self.nchunks, dtype=bool)
-            elif name in ("obs", "noise", "components") and has_field is not None and \
-                    {"detector", "field"} <= set(dims):
-                grid = dict(zip(dims, self.grid))
-                if grid["detector"] == has_field.shape[0] and grid["field"] == has_field.shape[1]:
-                    req = np.ones(self.grid, dtype=bool)
-                    shape = [g if d in ("detector", "field") else 1 for d, g in zip(dims, self.grid)]
-                    hf = has_field if dims.index("detector") < dims.index("field") else has_field.T
-                    req &= hf.reshape(shape)
-                    self.required = req.reshape(-1)
-        else:
-            self.checksum = bool(codecs) and codecs[-1].get("name") == "crc32c"
-
-
+            self.shard.required = layout.required_maps(name, dims, self.shard.grid, has_field)
 
 
 def _as_bytes(buf):
@@ -154,11 +128,9 @@ class GuardedStore(WrapperStore):
         store without a CMB (all NaN, the fill value, which zarr does not write)."""
         try:
             from cmbcube.recipe import from_store_attrs
-            if not from_store_attrs(self._attrs)["cmb"]["enabled"]:
-                return OPTIONAL + ("cosmo_params",)
+            return layout.optional_arrays(from_store_attrs(self._attrs)["cmb"]["enabled"])
         except Exception:  # noqa: BLE001 - not a cmbcube store (or no attributes yet)
-            pass
-        return OPTIONAL
+            return OPTIONAL
 
     def _has_field(self):
         """(detector, field) bool from the store's recipe (as the template computes it)."""
@@ -196,14 +168,8 @@ class GuardedStore(WrapperStore):
             pass
         return f"{layout.name} of run {run}, {SPLITS[unit[1]]} sim {unit[2]}"
 
-    def _hint(self, layout: _Layout) -> str:
-        return (f"run `cmbcube verify {self.label} --clear` to clear its done-flag, then rerun "
-                f"{STAGE.get(layout.flag, 'the stage that wrote it')} to rebuild it")
-
     async def _damaged(self, layout, unit, key, problem):
-        what = await self._describe(layout, unit)
-        return DamagedUnitError(f"{self.label}: {what} {problem} (chunk {key}); the store is damaged: "
-                                + self._hint(layout))
+        return damaged(self.label, await self._describe(layout, unit), problem, f"chunk {key}", layout.flag)
 
     # -- the reads ---------------------------------------------------------------------------------
     async def get(self, key, prototype, byte_range=None):
@@ -239,45 +205,43 @@ class GuardedStore(WrapperStore):
         return buf
 
     def _check(self, layout: _Layout, blob, byte_range) -> str | None:
-        if not layout.sharded:
-            if layout.checksum and not crc_ok(blob):
+        shard = layout.shard
+        if not shard.sharded:
+            if shard.checksum and not crc_ok(blob):
                 return "fails its checksum (corrupted)"
             return None
         if isinstance(byte_range, RangeByteRequest):
             if byte_range.end - byte_range.start != len(blob):
                 return "is cut short (truncated shard)"
-            if layout.checksum and layout.index_at_end and not crc_ok(blob):
+            if shard.checksum and shard.index_at_end and not crc_ok(blob):
                 return "fails its checksum (corrupted)"
             return None
-        if isinstance(byte_range, SuffixByteRequest) and layout.index_at_end:
-            if len(blob) != layout.index_size:
+        if isinstance(byte_range, SuffixByteRequest) and shard.index_at_end:
+            if len(blob) != shard.index_size:
                 return "has a shard shorter than its index (truncated)"
-            return self._check_index(layout, blob)
-        if byte_range is None and layout.index_at_end:
-            if len(blob) < layout.index_size:
+            return self._check_index(shard, blob)
+        if byte_range is None and shard.index_at_end:
+            if len(blob) < shard.index_size:
                 return "has a shard shorter than its index (truncated)"
-            index = blob[len(blob) - layout.index_size:]
-            problem = self._check_index(layout, index)
+            index = blob[len(blob) - shard.index_size:]
+            problem = self._check_index(shard, index)
             if problem:
                 return problem
-            table = np.frombuffer(index[:16 * layout.nchunks], dtype="<u8").reshape(-1, 2)
-            data_end = len(blob) - layout.index_size
-            for k, (offset, nbytes) in enumerate(table.tolist()):
+            data_end = len(blob) - shard.index_size
+            for k, (offset, nbytes) in enumerate(shard.table(index).tolist()):
                 if offset == EMPTY:
                     continue
                 if offset + nbytes > data_end:
                     return "has a map pointing outside its shard (truncated)"
-                if layout.checksum and not crc_ok(blob[offset:offset + nbytes]):
+                if shard.checksum and not crc_ok(blob[offset:offset + nbytes]):
                     return f"fails its checksum (corrupted; inner chunk {k})"
         return None
 
-    def _check_index(self, layout: _Layout, index) -> str | None:
-        if layout.index_crc and not crc_ok(index):
+    @staticmethod
+    def _check_index(shard: ShardLayout, index) -> str | None:
+        if shard.index_problem(index):
             return "has a shard index failing its checksum (corrupted)"
-        if layout.required is None:
-            return None
-        table = np.frombuffer(index[:16 * layout.nchunks], dtype="<u8").reshape(-1, 2)
-        missing = np.nonzero((table[:, 0] == EMPTY) & layout.required)[0]
+        missing = shard.missing_required(shard.table(index))
         if missing.size:
             return f"lacks {missing.size} map(s) that must exist (inner chunk {int(missing[0])} first)"
         return None

@@ -1,21 +1,24 @@
-"""Fast path for reading whole maps out of uncompressed local shards.
+"""The one reader of Zarr v3 chunk layouts, and a fast path for whole maps out of local shards.
 
-zarr-python decodes a shard inner chunk by inner chunk through its async codec
-pipeline (~0.25 ms per map, measured); for the common case of an uncompressed
-shard on a local filesystem the maps can be read with one ``pread`` each, their
-crc32c verified, straight into the output.  The layout read here is the Zarr v3
-sharding codec (index at the end: one (offset, nbytes) uint64 pair per inner
-chunk, then the index's crc32c).  Anything else falls back to zarr.
+:class:`ShardLayout` parses an array's metadata document (``zarr.json``): sharded or not, the
+inner grid of a shard, its codecs (crc32c, compression), where its index lies; and parses a
+shard index (one (offset, nbytes) uint64 pair per inner chunk, then the index's crc32c).  The
+fast reader, the read guard (:mod:`cmbcube.cube.guard`) and ``cmbcube verify`` all use it.
+
+zarr-python decodes a shard inner chunk by inner chunk through its async codec pipeline (~0.25 ms
+per map, measured); for the common case of an uncompressed shard on a local filesystem
+:class:`ShardReader` reads the maps with one ``pread`` each, their crc32c verified, straight into
+the output.  Anything else falls back to zarr.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import struct
 
 import numpy as np
 
 EMPTY = 2 ** 64 - 1           # a shard index's (offset, nbytes) of an absent inner chunk
-
 
 
 def crc_ok(blob) -> bool:
@@ -27,29 +30,125 @@ def crc_ok(blob) -> bool:
     return google_crc32c.value(blob[:-4]) == struct.unpack("<I", bytes(blob[-4:]))[0]
 
 
+def _names(codecs) -> list[str]:
+    return [c.get("name") if isinstance(c, dict) else c for c in codecs or []]
+
+
+def _little(codecs) -> bool:
+    first = (codecs or [{}])[0]
+    return isinstance(first, dict) and first.get("name") == "bytes" and \
+        (first.get("configuration") or {}).get("endian") == "little"
+
+
+@dataclasses.dataclass
+class ShardLayout:
+    """How one array's chunk files are laid out, parsed from its metadata document."""
+    sharded: bool
+    outer: tuple                    # shape of one chunk file: the shard, or the chunk when unsharded
+    inner: tuple                    # shape of an inner chunk (== outer when unsharded)
+    checksum: bool                  # (inner) chunks end with their crc32c
+    compressed: bool                # (inner) chunks go through a codec other than bytes / crc32c
+    plain: bool = False             # (inner) codecs are little-endian bytes (+ crc32c): raw maps on disk
+    index_crc: bool = False         # the shard index ends with its crc32c
+    index_plain: bool = False       # the index codecs are exactly little-endian bytes + crc32c
+    index_at_end: bool = True
+    itemsize: int = 0               # bytes per element (0: variable-length, e.g. strings)
+    required: np.ndarray | None = None   # (nchunks,) bool: inner chunks a finished unit must hold
+
+    @classmethod
+    def from_metadata(cls, meta: dict) -> "ShardLayout":
+        codecs = meta.get("codecs") or []
+        outer = tuple(int(c) for c in meta["chunk_grid"]["configuration"]["chunk_shape"])
+        try:
+            itemsize = np.dtype(meta.get("data_type")).itemsize
+        except TypeError:
+            itemsize = 0
+        sharded = bool(codecs) and _names(codecs)[0] == "sharding_indexed"
+        if not sharded:
+            names = _names(codecs)
+            return cls(False, outer, outer, names[-1:] == ["crc32c"],
+                       any(n not in ("bytes", "crc32c") for n in names), _little(codecs) and
+                       names in (["bytes"], ["bytes", "crc32c"]), itemsize=itemsize)
+        conf = codecs[0]["configuration"]
+        names, index = _names(conf["codecs"]), _names(conf["index_codecs"])
+        return cls(True, outer, tuple(int(c) for c in conf["chunk_shape"]), names[-1:] == ["crc32c"],
+                   any(n not in ("bytes", "crc32c") for n in names),
+                   _little(conf["codecs"]) and names in (["bytes"], ["bytes", "crc32c"]),
+                   index_crc=index[-1:] == ["crc32c"],
+                   index_plain=_little(conf["index_codecs"]) and index == ["bytes", "crc32c"],
+                   index_at_end=conf.get("index_location", "end") == "end", itemsize=itemsize)
+
+    @classmethod
+    def from_array(cls, array) -> "ShardLayout":
+        """From an open zarr array (its metadata as the document would say it)."""
+        return cls.from_metadata(array.metadata.to_dict())
+
+    @property
+    def grid(self) -> tuple:
+        """Inner chunks per shard along each axis (() when unsharded)."""
+        return tuple(o // i for o, i in zip(self.outer, self.inner)) if self.sharded else ()
+
+    @property
+    def nchunks(self) -> int:
+        return int(np.prod(self.grid)) if self.sharded else 1
+
+    @property
+    def index_size(self) -> int:
+        return 16 * self.nchunks + (4 if self.index_crc else 0)
+
+    @property
+    def chunk_nbytes(self) -> int:
+        """Encoded size of an uncompressed (inner) chunk, crc32c included (0: unknown)."""
+        if self.compressed or not self.itemsize:
+            return 0
+        return int(np.prod(self.inner)) * self.itemsize + (4 if self.checksum else 0)
+
+    def index_problem(self, raw) -> str | None:
+        """What is wrong with shard index bytes ``raw`` (crc32c included), or None."""
+        if len(raw) != self.index_size:
+            return "shard shorter than its index (truncated)"
+        if self.index_crc and not crc_ok(raw):
+            return "index checksum mismatch (corrupted)"
+        return None
+
+    def table(self, raw) -> np.ndarray:
+        """(nchunks, 2) uint64 (offset, nbytes) of each inner chunk, C order over the grid."""
+        return np.frombuffer(bytes(raw[:16 * self.nchunks]), dtype="<u8").reshape(self.nchunks, 2)
+
+    def missing_required(self, table) -> np.ndarray:
+        """Indices of inner chunks that must exist but are absent from the index ``table``."""
+        if self.required is None:
+            return np.zeros(0, dtype=int)
+        return np.nonzero((table[:, 0] == EMPTY) & self.required)[0]
+
+
+def damaged(store, what: str, problem: str, where: str, flag: str | None):
+    """The one DamagedUnitError text: '<store>: <product of unit>: <problem> (<where>); the store is damaged:
+    run `cmbcube verify <store> --clear` ..., then rerun <the stage writing ``flag``'s units>'."""
+    from cmbcube.cube.guard import DamagedUnitError
+    from cmbcube.cube.layout import FLAG_STAGE
+    stage = FLAG_STAGE.get(flag, "the stage that wrote it")
+    return DamagedUnitError(f"{store}: {what}: {problem} ({where}); the store is damaged: run `cmbcube verify "
+                            f"{store} --clear` to clear its done-flag, then rerun {stage} to rebuild it")
+
+
 class ShardReader:
     """Reads inner chunks (whole maps) of one sharded array whose last axis is the map."""
 
     def __init__(self, root: str, name: str, array):
-        codec = array.metadata.codecs[0]
         self.ok = False
-        if type(codec).__name__ != "ShardingCodec" or "://" in str(root):
+        layout = ShardLayout.from_array(array)
+        if not layout.sharded or "://" in str(root) or not layout.plain or not layout.index_plain:
             return
-        inner = [type(c).__name__ for c in codec.codecs]
-        index = [type(c).__name__ for c in codec.index_codecs]
-        little = getattr(codec.codecs[0], "endian", None) is not None and codec.codecs[0].endian.value == "little"
-        if inner not in (["BytesCodec"], ["BytesCodec", "Crc32cCodec"]) or not little:
+        if not layout.index_at_end or any(c != 1 for c in layout.inner[:-1]) or layout.inner[-1] != array.shape[-1]:
             return
-        if index != ["BytesCodec", "Crc32cCodec"] or codec.index_location.value != "end":
-            return
-        if any(c != 1 for c in codec.chunk_shape[:-1]) or codec.chunk_shape[-1] != array.shape[-1]:
-            return
-        self.checksum = inner[-1] == "Crc32cCodec"
+        self.layout = layout
+        self.checksum = layout.checksum
         self.dtype = np.dtype(array.dtype).newbyteorder("<")
         self.fill = array.metadata.fill_value
         self.shard_shape = array.shards
-        self.grid = tuple(s // c for s, c in zip(array.shards, codec.chunk_shape))
-        self.nchunks = int(np.prod(self.grid))
+        self.grid = layout.grid
+        self.nchunks = layout.nchunks
         self.npix = array.shape[-1]
         self.root, self.name, self.array = str(root), name, array
         self.ok = True
@@ -68,29 +167,29 @@ class ShardReader:
         path = os.path.join(self.root, self.name, *key.split("/"))
         out = np.empty((len(maps), self.npix), dtype=self.dtype)
 
-        def damaged(problem):
-            from cmbcube.cube.guard import DamagedUnitError
+        def fail(problem):
+            from cmbcube.cube.layout import product_of
             from cmbcube.recipe import SPLITS
             unit = f"{SPLITS[leading[0]]} sim {leading[1]}" if nlead == 2 else f"unit {tuple(leading)}"
-            return DamagedUnitError(f"{self.root}: {self.name} of {unit}: {path}: {problem}; the store is damaged: "
-                                    f"run `cmbcube verify {self.root} --clear` to clear its done-flag, then rerun "
-                                    "the stage that wrote it")
+            product = product_of(self.name)
+            return damaged(self.root, f"{self.name} of {unit}", problem, path, product.flag if product else None)
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
             if strict:
-                raise damaged("shard missing although the unit is marked done") from None
+                raise fail("shard missing although the unit is marked done") from None
             out[:] = self.fill
             return out
         try:
             size = os.fstat(fd).st_size
-            index_bytes = self.nchunks * 16
-            if size < index_bytes + 4:
-                raise damaged("shard too short for its index (truncated)")
-            raw = os.pread(fd, index_bytes + 4, size - index_bytes - 4)
-            if not crc_ok(raw):
-                raise damaged("shard index checksum mismatch (corrupted)")
-            table = np.frombuffer(raw[:-4], dtype="<u8").reshape(self.nchunks, 2)
+            index_size = self.layout.index_size
+            if size < index_size:
+                raise fail("shard too short for its index (truncated)")
+            raw = os.pread(fd, index_size, size - index_size)
+            problem = self.layout.index_problem(raw)
+            if problem:
+                raise fail(f"shard {problem}")
+            table = self.layout.table(raw)
             inner_grid = self.grid[nlead:]
             wanted = []
             for row, position in enumerate(maps):
@@ -98,7 +197,7 @@ class ShardReader:
                 offset, nbytes = int(table[k, 0]), int(table[k, 1])
                 if offset == EMPTY:
                     if strict:
-                        raise damaged(f"map {tuple(position)} missing from the shard")
+                        raise fail(f"map {tuple(position)} missing from the shard")
                     out[row] = self.fill
                 else:
                     wanted.append((offset, nbytes, row, position))
@@ -113,7 +212,7 @@ class ShardReader:
                 run = wanted[start:end]
                 expected = self.npix * self.dtype.itemsize + (4 if self.checksum else 0)
                 if any(nbytes != expected for _, nbytes, _, _ in run):
-                    raise damaged("inner chunk size differs from an uncompressed map")
+                    raise fail("inner chunk size differs from an uncompressed map")
                 # scatter-read the run straight into the output rows (one copy, like np.load)
                 crcs = np.empty(len(run), dtype="<u4")
                 buffers = []
@@ -123,11 +222,11 @@ class ShardReader:
                         buffers.append(crcs[i:i + 1].view(np.uint8))
                 total = run[-1][0] + run[-1][1] - first
                 if os.preadv(fd, buffers, first) != total:
-                    raise damaged("shard shorter than its index says (truncated)")
+                    raise fail("shard shorter than its index says (truncated)")
                 if self.checksum:
                     for i, (_, _, row, position) in enumerate(run):
                         if google_crc32c.value(out[row]) != int(crcs[i]):
-                            raise damaged(f"chunk {position} checksum mismatch (corrupted)")
+                            raise fail(f"chunk {position} checksum mismatch (corrupted)")
                 start = end
         finally:
             os.close(fd)

@@ -25,14 +25,16 @@ import numpy as np
 
 from cmbcube import cube
 from cmbcube.recipe import SPLITS
-from cmbcube.cube.shardread import EMPTY, crc_ok
+from cmbcube.cube import layout
+from cmbcube.cube.shardread import EMPTY, ShardLayout, crc_ok
 from cmbcube.errors import InputError
 
-SIM_PRODUCTS = cube.SIM_PRODUCTS
-PRED_PRODUCTS = ("pred", "pred_sigma")
-ANALYSIS_PRODUCTS = ("metrics", "spectra")
-PRODUCTS = SIM_PRODUCTS + PRED_PRODUCTS + ANALYSIS_PRODUCTS
-OPTIONAL = ("pred_sigma",)          # written only by methods that give an uncertainty
+# the arrays verify checks: those written unit by unit and flagged, from the layout's product table
+SIM_PRODUCTS = layout.unit_products("sim_done")            # obs, cmb, components, noise, cosmo_params, cl_theory
+PRED_PRODUCTS = layout.unit_products("pred_done")          # pred, pred_sigma
+ANALYSIS_PRODUCTS = layout.unit_products("analysis_done")  # metrics, spectra
+PRODUCTS = layout.unit_products()
+OPTIONAL = layout.optional_arrays()          # written only by methods that give an uncertainty
 
 
 @dataclasses.dataclass
@@ -65,49 +67,20 @@ class VerifyReport:
 
 @dataclasses.dataclass
 class _Layout:
-    """How one array's files are laid out (read once by the driver)."""
+    """How one array's files are laid out (read once by the driver): the one parser's reading, and
+    a label for each inner chunk of a shard."""
     name: str
-    sharded: bool
-    inner_grid: tuple = ()          # inner chunks per shard along each axis
-    index_crc: bool = False
-    index_at_end: bool = True
-    checksum: bool = False
-    compressed: bool = False
-    chunk_nbytes: int = 0           # encoded size of an uncompressed (inner) chunk, crc included
-    required: np.ndarray | None = None   # (n_inner,) bool: inner chunks a finished unit must hold
+    shard: ShardLayout
     labels: list | None = None      # (n_inner,) "detector 143, field Q"
-
-
-def _codec_names(codecs) -> list[str]:
-    return [type(c).__name__ for c in codecs]
 
 
 def _layout(group, name: str, nlead: int) -> _Layout:
     arr = group[name]
-    codecs = arr.metadata.codecs
-    sharded = _codec_names(codecs)[:1] == ["ShardingCodec"]
-    if sharded:
-        shard = codecs[0]
-        inner_codecs = shard.codecs
-        inner_shape = tuple(shard.chunk_shape)
-        outer = cube.outer_chunks(arr)
-        grid = tuple(o // i for o, i in zip(outer, inner_shape))
-    else:
-        inner_codecs = codecs
-        inner_shape = cube.outer_chunks(arr)
-        grid = ()
-    names = _codec_names(inner_codecs)
-    checksum = names[-1:] == ["Crc32cCodec"]
-    compressed = any(n not in ("BytesCodec", "Crc32cCodec") for n in names)
-    nbytes = int(np.prod(inner_shape)) * np.dtype(arr.dtype).itemsize + (4 if checksum else 0) \
-        if np.dtype(arr.dtype).kind in "fiub" else 0
-    out = _Layout(name, sharded, grid, checksum=checksum, compressed=compressed, chunk_nbytes=nbytes)
-    if sharded:
-        out.index_crc = _codec_names(shard.index_codecs)[-1:] == ["Crc32cCodec"]
-        out.index_at_end = getattr(shard.index_location, "value", "end") == "end"
+    shard = ShardLayout.from_array(arr)
+    out = _Layout(name, shard)
+    if shard.sharded:
         dims = cube.array_dims(arr)[nlead:]
-        inner = [(d, g) for d, g in zip(dims, grid[nlead:])]
-        out.labels, out.required = _inner_labels(group, name, inner)
+        out.labels, shard.required = _inner_labels(group, name, list(zip(dims, shard.grid[nlead:])))
     return out
 
 
@@ -119,61 +92,64 @@ def _inner_labels(group, name, inner):
         if count > 1 and dim in group.array_keys():
             values[dim] = [str(v) for v in np.asarray(group[dim][...])][:count]
     axes = [(dim, count) for dim, count in inner if count > 1]
-    labels, required = [], []
-    has_field = np.asarray(group["has_field"][...]) if "has_field" in group.array_keys() else None
+    labels = []
     for position in itertools.product(*[range(c) for _, c in axes]):
         where = dict(zip([d for d, _ in axes], position))
         labels.append(", ".join(f"{d} {values.get(d, list(range(c)))[where[d]]}" for d, c in axes) or "map")
-        if name in ("obs", "noise", "components") and has_field is not None and {"detector", "field"} <= set(where):
-            required.append(bool(has_field[where["detector"], where["field"]]))
-        else:
-            required.append(name in ("obs", "noise", "components", "cmb"))
-    return labels, np.array(required, dtype=bool)
+    has_field = np.asarray(group["has_field"][...]) if "has_field" in group.array_keys() else None
+    dims, grid = [d for d, _ in inner], [c for _, c in inner]
+    required = layout.required_maps(name, dims, grid, has_field)
+    if required is None:            # nothing known of the pairs: every map of a map product must exist
+        product = layout.product_of(name)
+        required = np.full(len(labels), product is not None and product.required != "none")
+    return labels, required
 
 
 def _check_file(layout: _Layout, path: str, key: str) -> tuple[list[str], int]:
     """Problems of one chunk file (empty when sound) and the bytes read."""
+    shard = layout.shard
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
-        return [f"{'shard' if layout.sharded else 'chunk'} {key} missing"], 0
+        return [f"{'shard' if shard.sharded else 'chunk'} {key} missing"], 0
     except OSError as err:
         return [f"{key} unreadable: {err.strerror}"], 0
     problems, nread = [], 0
     try:
         size = os.fstat(fd).st_size
-        if not layout.sharded:
+        if not shard.sharded:
             blob = os.pread(fd, size, 0)
             nread += len(blob)
-            if layout.checksum and not crc_ok(blob):
+            if shard.checksum and not crc_ok(blob):
                 problems.append(f"chunk {key} checksum mismatch (corrupted)")
-            elif not layout.compressed and layout.chunk_nbytes and len(blob) != layout.chunk_nbytes:
-                problems.append(f"chunk {key} has {len(blob)} bytes, expected {layout.chunk_nbytes} (truncated?)")
+            elif shard.chunk_nbytes and len(blob) != shard.chunk_nbytes:
+                problems.append(f"chunk {key} has {len(blob)} bytes, expected {shard.chunk_nbytes} (truncated?)")
             return problems, nread
-        n = int(np.prod(layout.inner_grid))
-        index_len = 16 * n + (4 if layout.index_crc else 0)
+        index_len = shard.index_size
         if size < index_len:
             return [f"shard {key} is {size} bytes, shorter than its index (truncated)"], 0
-        raw = os.pread(fd, index_len, size - index_len if layout.index_at_end else 0)
+        raw = os.pread(fd, index_len, size - index_len if shard.index_at_end else 0)
         nread += len(raw)
-        if layout.index_crc and not crc_ok(raw):
-            return [f"shard {key}: index checksum mismatch (corrupted)"], nread
-        table = np.frombuffer(raw[:16 * n], dtype="<u8").reshape(n, 2)
-        data_start, data_end = (0, size - index_len) if layout.index_at_end else (index_len, size)
-        for k in range(n):
+        problem = shard.index_problem(raw)
+        if problem:
+            return [f"shard {key}: {problem}"], nread
+        table = shard.table(raw)
+        data_start, data_end = (0, size - index_len) if shard.index_at_end else (index_len, size)
+        missing = set(shard.missing_required(table).tolist())
+        for k in range(shard.nchunks):
             offset, nbytes = int(table[k, 0]), int(table[k, 1])
             label = layout.labels[k] if layout.labels else str(k)
             if offset == EMPTY:
-                if layout.required is not None and layout.required[k]:
+                if k in missing:
                     problems.append(f"shard {key}: {label} missing")
                 continue
             if offset < data_start or offset + nbytes > data_end:
                 problems.append(f"shard {key}: {label} points outside the file (truncated)")
                 continue
-            if not layout.compressed and layout.chunk_nbytes and nbytes != layout.chunk_nbytes:
-                problems.append(f"shard {key}: {label} has {nbytes} bytes, expected {layout.chunk_nbytes}")
+            if shard.chunk_nbytes and nbytes != shard.chunk_nbytes:
+                problems.append(f"shard {key}: {label} has {nbytes} bytes, expected {shard.chunk_nbytes}")
                 continue
-            if layout.checksum:
+            if shard.checksum:
                 blob = os.pread(fd, nbytes, offset)
                 nread += len(blob)
                 if len(blob) != nbytes or not crc_ok(blob):
@@ -196,7 +172,7 @@ def _check_unit(path: str, arrays: dict, layouts: dict, level: str, unit: tuple,
             files += 1
             nread += n
             unit_damage += [Damage(level, unit, name, key, p) for p in problems]
-        if not unit_damage and layout.compressed:
+        if not unit_damage and layout.shard.compressed:
             try:                            # checksums passed: make sure the codecs decode too
                 np.asarray(arr[leading])
             except Exception as err:  # noqa: BLE001 - any decoding failure is damage
@@ -281,7 +257,7 @@ def verify(path: str, products=None, clear: bool = False, workers: int | None = 
     arrays = {name: group[name] for name in sim_products + pred_products + ana_products}
     layouts = {name: _layout(group, name, 3 if name in PRED_PRODUCTS + ANALYSIS_PRODUCTS else 2)
                for name in arrays}
-    report.unchecked_checksums = sorted(n for n, lay in layouts.items() if not lay.checksum)
+    report.unchecked_checksums = sorted(n for n, lay in layouts.items() if not lay.shard.checksum)
 
     jobs = []                                  # (level, unit, leading, products)
     if sim_products:
@@ -297,9 +273,8 @@ def verify(path: str, products=None, clear: bool = False, workers: int | None = 
         jobs += [(level, (runs[r], SPLITS[i], int(j)), (int(r), i, int(j)), prods)
                  for r, i, j in zip(*np.nonzero(flags)) if r < len(runs)]
     report.units = len(jobs)
-    optional = set(OPTIONAL)
-    if not cube.store_recipe(path)["cmb"]["enabled"]:
-        optional.add("cosmo_params")        # all NaN without a CMB: zarr writes no chunk equal to the fill value
+    # pred_sigma; and cosmo_params without a CMB (all NaN: zarr writes no chunk equal to the fill value)
+    optional = set(layout.optional_arrays(cube.store_recipe(path)["cmb"]["enabled"]))
     workers = workers or min(8, (os.cpu_count() or 2) * 2)
     from cmbcube.progress import bar as progress_bar
     bar = progress_bar(len(jobs), "verify", unit="unit", progress=progress, where=f"{path} (read only)")
@@ -350,7 +325,7 @@ def _clear(path: str, report: VerifyReport, runs: list[str]) -> None:
 
 def format_report(report: VerifyReport) -> str:
     lines = []
-    size = cube._human(report.bytes_read)
+    size = cube.human(report.bytes_read)
     head = (f"verified {report.store}: {report.units} finished unit(s), {report.files} file(s), {size} read "
             f"in {report.seconds:.1f} s")
     lines.append(head)

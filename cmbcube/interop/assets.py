@@ -172,7 +172,7 @@ def where_to_put(recipe: Recipe, destination: str | None = None) -> list[str]:
 
 
 def format_listing(recipe: Recipe, assets: list[Asset], destination: str | None = None) -> str:
-    from cmbcube.cube import _human
+    from cmbcube.cube import human
     r = recipe.data
     lines = [f"assets of recipe {recipe.name}: foregrounds {r['foregrounds']['model']}, noise {r['noise']['model']}, "
              f"cosmology prior {r['cmb']['prior']}, sky nside {r['sky_nside']}"]
@@ -180,7 +180,7 @@ def format_listing(recipe: Recipe, assets: list[Asset], destination: str | None 
     for a in assets:
         size = a.local_size() if a.present else a.size
         rows.append(("present" if a.present else "missing", "yes" if a.needed else "no",
-                     _human(size) if size is not None else "?", str(a.path), a.role))
+                     human(size) if size is not None else "?", str(a.path), a.role))
     widths = [max(len(row[k]) for row in rows) for k in range(4)]
     for row in rows:
         lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4])

@@ -150,16 +150,13 @@ def _clean_task(store: str, run: int, config: ILCConfig, split: str, sim: int) -
     from cmbcube.drills import hold
     t0 = time.perf_counter()
     group = cube.read_group(store)      # damaged finished units raise
-    if group["pred_done"][run, SPLITS.index(split), sim]:
+    if cube.prediction_done(group, run, split, sim):
         return 0.0     # already written: Dask reran a finished task whose worker died holding its result
-    have = [int(d) for d in group["detector"][...]]
-    fields_in = [str(f) for f in group["field"][...]]
-    units = [str(u) for u in group["unit"][...]]
-    det_idx = [have.index(d) for d in config.detectors]
-    obs = group["obs"].get_orthogonal_selection((SPLITS.index(split), sim, det_idx, slice(None), slice(None)))
+    fields_in = cube.fields(group)
+    obs = cube.read_obs(group, split, sim, config.detectors)
     beams = cube.detector_beams(group, config.detectors)
     bandpass = from_store_attrs(group.attrs).detectors()[0].bandpass    # the recipe's reading (old stores: delta)
-    maps = clean_sim(obs, list(config.detectors), fields_in, [units[i] for i in det_idx], config,
+    maps = clean_sim(obs, list(config.detectors), fields_in, cube.detector_units(group, config.detectors), config,
                      int(group.attrs["nside"]), str(group.attrs["cmb_unit"]), bandpass,
                      beams_arcmin=[beams[d] for d in config.detectors])
     full = np.full((len(fields_in), maps.shape[-1]), np.nan, dtype=np.float32)

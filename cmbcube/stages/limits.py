@@ -24,7 +24,8 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
+from cmbcube.cube.info import human  # noqa: F401 - limits.human: the one size formatter
+from cmbcube.errors import InputError
 
 from cmbcube.errors import InputError
 
@@ -39,14 +40,6 @@ FORCE_HINT = "--force-size runs it anyway"
 
 class LimitError(InputError):
     """A plan does not fit the machine or the layout's limits; the message gives the figures."""
-
-
-def human(nbytes: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
-        if abs(nbytes) < 1024 or unit == "PB":
-            return f"{nbytes:.1f} {unit}" if unit != "B" else f"{int(nbytes)} B"
-        nbytes /= 1024
-    return ""
 
 
 @dataclasses.dataclass
@@ -226,30 +219,17 @@ def check_growth(store: str, what: str, store_bytes: int, files: int, worker_byt
 def prediction_bytes(store: str, nsims: int, uncertainty: bool = False) -> tuple[int, int]:
     """(bytes, files) of ``nsims`` sims' predictions: pred (+ pred_sigma) shards and pred_done chunks."""
     from cmbcube import cube
-    attrs = cube.read_attrs(store)
-    npix = 12 * int(attrs["nside"]) ** 2
-    nfields = len(json_fields(attrs))
-    maps = nfields * (2 if uncertainty else 1)
+    recipe = cube.store_recipe(store)
+    npix = 12 * int(recipe["nside"]) ** 2
+    maps = len(recipe["fields"]) * (2 if uncertainty else 1)
     return nsims * (maps * (npix * 4 + 20) + 5), nsims * (2 + uncertainty)
-
-
-def json_fields(attrs: dict) -> list:
-    import json
-    return list(json.loads(attrs["recipe_normalized"])["fields"])
 
 
 def pending_predictions(store: str, run_name: str, splits) -> int:
     """Finished sims of ``splits`` that run ``run_name`` has not predicted yet (all of them for a new run),
-    read without creating the run."""
+    read without creating the run (:func:`cmbcube.cube.pending_predictions`)."""
     from cmbcube import cube
-    from cmbcube.recipe import SPLITS
-    group = cube.read_group(store)
-    names = set(group.array_keys())
-    done = np.asarray(group["sim_done"][...]) == 1
-    runs = [str(r) for r in group["run"][...]] if "run" in names else []
-    if run_name in runs and "pred_done" in names:
-        done = done & ~(np.asarray(group["pred_done"][runs.index(run_name)]) == 1)
-    return int(sum(done[SPLITS.index(s)].sum() for s in splits))
+    return cube.pending_predictions(store, run_name, splits)
 
 
 def check_ilc(store: str, run_name: str, splits, ndet: int, nfields: int, nscales: int, cluster,

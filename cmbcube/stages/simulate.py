@@ -72,18 +72,8 @@ def simulate_one(store: str, recipe: Recipe, split: str, sim: int) -> dict:
 
 def flagged_without_data(store: str) -> list[tuple[str, int]]:
     """Sims flagged done whose obs or cmb shard file is absent (a flag set by hand, or data deleted):
-    one existence check per file, cheap next to reading anything.  (Only the map products: zarr skips
-    chunks equal to the fill value, so an all-NaN cosmo_params, e.g. with the CMB disabled, has no file.)"""
-    group = cube.fresh_group(store)
-    names = set(group.array_keys())
-    arrays = [(name, group[name]) for name in ("obs", "cmb") if name in names]
-    out = []
-    for isplit, sim in zip(*np.nonzero(cube.done_flags(store))):
-        for name, arr in arrays:
-            if not all(os.path.exists(f) for _, f in cube.unit_files(store, arr, name, (isplit, sim))):
-                out.append((SPLITS[int(isplit)], int(sim)))
-                break
-    return out
+    one existence check per file, cheap next to reading anything (:func:`cmbcube.cube.flagged_without_data`)."""
+    return cube.flagged_without_data(store, ("obs", "cmb"))
 
 
 def preflight(recipe: Recipe) -> None:

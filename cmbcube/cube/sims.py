@@ -1,0 +1,153 @@
+"""Sims: typed reads and writes of the simulated products (obs, cmb, components, noise,
+cosmo_params, cl_theory), their done-flags, and the beams the store records."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from cmbcube.cube.store import StoreError, fresh_group, open_group, source_group, unit_files
+from cmbcube.recipe import SPLITS
+
+
+# ----------------------------------------------------------------------------- beams
+# The one place that says which beam a map of the store carries.  Every stage that
+# deconvolves, re-beams or writes a beam (ilc, analysis, train, export) asks here;
+# none of them may fall back on an instrument preset: the store records what the
+# simulator used (preset + recipe overrides) or what the ingested files' FWHM cards said.
+def detector_beams(source, detectors=None) -> dict[int, float]:
+    """{detector GHz: Gaussian beam FWHM in arcmin} as the store records it (``beam_fwhm_arcmin``).
+
+    ``detectors``: the ones wanted (default all, in store order); one the store lacks is an error.
+    """
+    src = source_group(source)
+    try:
+        have = [int(d) for d in np.asarray(src["detector"][...])]
+        fwhm = np.asarray(src["beam_fwhm_arcmin"][...], dtype=float)
+    except KeyError:
+        raise StoreError("the store has no 'beam_fwhm_arcmin' coordinate: it cannot say which beam its "
+                         "maps carry") from None
+    beams = dict(zip(have, (float(x) for x in fwhm)))
+    wanted = have if detectors is None else [int(d) for d in detectors]
+    missing = [d for d in wanted if d not in beams]
+    if missing:
+        raise StoreError(f"detectors {missing} are not in the store; it holds {', '.join(map(str, have))}")
+    bad = [d for d in wanted if not (np.isfinite(beams[d]) and beams[d] >= 0)]
+    if bad:
+        raise StoreError(f"beam_fwhm_arcmin of detector(s) {bad} is not a FWHM >= 0 arcmin")
+    return {d: beams[d] for d in wanted}
+
+
+def truth_beam(source) -> float:
+    """FWHM (arcmin) of the CMB truth maps (0: no beam)."""
+    return float(source_group(source)["cmb"].attrs.get("beam_fwhm_arcmin", 0.0))
+
+
+def run_beam(source, run: int) -> float:
+    """FWHM (arcmin) of run ``run``'s output maps."""
+    return float(np.asarray(source_group(source)["run_beam_fwhm_arcmin"][run]))
+
+
+def done_flags(path: str) -> np.ndarray:
+    """(split, sim) bool: sims whose every product is written."""
+    return np.asarray(open_group(path)["sim_done"][...]) == 1
+
+
+def planned(path: str) -> np.ndarray:
+    group = open_group(path)
+    n = np.asarray(group["n_sims"][...])
+    nsim = group["sim"].shape[0]
+    return np.arange(nsim)[None, :] < n[:, None]
+
+
+def pending(path: str) -> list[tuple[str, int]]:
+    todo = planned(path) & ~done_flags(path)
+    return [(SPLITS[i], int(j)) for i, j in zip(*np.nonzero(todo))]
+
+
+def write_sim(path: str, split: str, sim: int, result) -> None:
+    """Write one sim's products (whole shards), then its done-flag."""
+    group = open_group(path, "r+")
+    isplit = SPLITS.index(split)
+    group["obs"][isplit, sim] = result.obs
+    group["cmb"][isplit, sim] = result.cmb
+    group["cosmo_params"][isplit, sim] = result.params
+    cls = group["cl_theory"]
+    block = np.full(cls.shape[2:], np.nan)
+    block[:, : result.cls.shape[1]] = result.cls[:, : block.shape[1]]
+    cls[isplit, sim] = block
+    if "components" in group and result.components is not None:
+        group["components"][isplit, sim] = result.components
+    if "noise" in group and result.noise is not None:
+        group["noise"][isplit, sim] = result.noise
+    group["sim_done"][isplit, sim] = 1
+
+
+
+def fields(source) -> list[str]:
+    """The store's fields (I, Q, U: those the recipe asked for), in store order."""
+    return [str(f) for f in source_group(source)["field"][...]]
+
+
+def detectors(source) -> list[int]:
+    """The store's detectors (integer GHz), in store order."""
+    return [int(d) for d in source_group(source)["detector"][...]]
+
+
+def detector_units(source, wanted=None) -> list[str]:
+    """Unit of each detector's obs / components / noise maps (``uK_CMB``, ``K_CMB``, ``MJy/sr``), for the
+    detectors ``wanted`` (default all, in store order)."""
+    group = source_group(source)
+    units = [str(u) for u in group["unit"][...]]
+    if wanted is None:
+        return units
+    have = detectors(group)
+    return [units[have.index(int(d))] for d in wanted]
+
+
+def read_obs(source, split: str, sim: int, wanted=None) -> np.ndarray:
+    """(detector, field, pixel) float32 observed maps of one sim, NESTED, in each detector's unit, for the
+    detectors ``wanted`` (default all, in store order).  Through the guard: a damaged finished sim raises."""
+    group = source_group(source)
+    if wanted is None:
+        return np.asarray(group["obs"][SPLITS.index(split), sim])
+    have = detectors(group)
+    index = [have.index(int(d)) for d in wanted]
+    return group["obs"].get_orthogonal_selection((SPLITS.index(split), sim, index, slice(None), slice(None)))
+
+
+def has_noise(source) -> bool:
+    """Whether the store keeps the noise realisations (recipe ``keep: [noise]``)."""
+    return "noise" in set(source_group(source).array_keys())
+
+
+def read_noise(source, split: str, sim: int) -> np.ndarray | None:
+    """(detector, field, pixel) float32 noise realisation inside one sim's obs (same units), or None when the
+    store does not keep noise."""
+    group = source_group(source)
+    if "noise" not in set(group.array_keys()):
+        return None
+    return np.asarray(group["noise"][SPLITS.index(split), sim])
+
+
+def flagged_without_data(path: str, products=("obs", "cmb")) -> list[tuple[str, int]]:
+    """Sims flagged done whose shard file of one of ``products`` is absent (a flag set by hand, or data
+    deleted): one existence check per file.  (Map products only: zarr skips chunks equal to the fill
+    value, so an all-NaN cosmo_params, e.g. with the CMB disabled, has no file.)"""
+    group = fresh_group(path)
+    names = set(group.array_keys())
+    arrays = [(name, group[name]) for name in products if name in names]
+    out = []
+    for isplit, sim in zip(*np.nonzero(done_flags(path))):
+        for name, arr in arrays:
+            if not all(os.path.exists(f) for _, f in unit_files(path, arr, name, (isplit, sim))):
+                out.append((SPLITS[int(isplit)], int(sim)))
+                break
+    return out
+
+
+
+def clear_done(path: str, split: str, sim: int) -> None:
+    open_group(path, "r+")["sim_done"][SPLITS.index(split), sim] = 0
+
+
