@@ -79,7 +79,8 @@ def device_for(name: str | None = None):
 
 
 def run_dir(store: str, run: str) -> Path:
-    return Path(str(store).rstrip("/") + ".runs") / run
+    """The run's checkpoint folder (defined once, by the cube: ``<store>.runs/<run>``)."""
+    return cube.run_dir(store, run)
 
 
 def datasets_for(store: str, config: TrainConfig, split: str) -> CubeDataset:
@@ -133,7 +134,7 @@ def resolve_noiseless(store: str, config: TrainConfig, progress: bool | None = N
         return config
     ds = datasets_for(store, dataclasses.replace(config, transform="none", target_transform="none"), "train")
     group = cube.read_group(store)          # damaged finished sims raise
-    has_noise = "noise" in set(group.array_keys())
+    has_noise = cube.has_noise(group)
     if config.transform == "noiseless-maxabs" and not has_noise:
         log.warning("transform noiseless-maxabs: %s holds no noise maps (recipe keep: [noise]); scaling the inputs "
                     "by max |obs| of the noisy train maps instead", store)
@@ -144,7 +145,7 @@ def resolve_noiseless(store: str, config: TrainConfig, progress: bool | None = N
         if config.transform == "noiseless-maxabs":
             x = ds.read_inputs(sim).astype(np.float64)
             if has_noise:
-                x -= np.asarray(group["noise"][ds.isplit, sim], dtype=np.float64)[det, fld]
+                x -= np.asarray(cube.read_noise(group, ds.split, sim), dtype=np.float64)[det, fld]
             peak = np.fmax(peak, np.nanmax(np.abs(x), axis=1))
         if config.target_transform == "unit-maxabs":
             tpeak = np.fmax(tpeak, np.nanmax(np.abs(ds.read_target(sim).astype(np.float64)), axis=1))
