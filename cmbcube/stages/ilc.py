@@ -13,6 +13,7 @@ import numpy as np
 from cmbcube import cube
 from cmbcube.science import instrument, needlets, sht
 from cmbcube.recipe import SPLITS, from_store_attrs
+from cmbcube.stages.fanout import StageReport, fan_out
 
 log = logging.getLogger("cmbcube")
 
@@ -171,22 +172,13 @@ def _clean_task(store: str, run: int, config: ILCConfig, split: str, sim: int) -
 
 
 @dataclasses.dataclass
-class ILCReport:
+class ILCReport(StageReport):
     run: str
-    written: list
-    failed: list
-    already_done: int
-    seconds: float
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
 
 
 def run(store: str, config: ILCConfig, run_name: str | None = None, splits=("test",), scheduler=None,
         scheduler_file=None, workers=None, progress=None, force_size: bool = False) -> ILCReport:
     from cmbcube.stages import limits
-    from cmbcube.stages.cluster import client_for, collector, run_tasks
     for split in splits:
         if split not in SPLITS:
             raise needlets.ILCError(f"--split {split!r}: allowed: {', '.join(SPLITS)}")
@@ -202,20 +194,9 @@ def run(store: str, config: ILCConfig, run_name: str | None = None, splits=("tes
     irun = cube.ensure_run(store, run_name, config.method, config.as_dict(), beam)
     todo = cube.run_pending(store, irun, splits)
     done_before = cube.pred_done_count(store, irun, splits)
-    report = ILCReport(run_name, [], [], done_before, 0.0)
+    report = ILCReport(run_name, already_done=done_before)
     if not todo:
         return report
-    t0 = time.perf_counter()
-    recipe = cube.store_recipe(store)
-    from cmbcube.progress import bar as progress_bar
-    bar = progress_bar(len(todo), f"ilc {run_name}", progress=progress, items=todo, where=f"{store} pred[run={run_name}]")
-    try:
-        done = collector(report, bar)
-
-        with client_for(recipe["cluster"], scheduler, scheduler_file, workers) as client:
-            run_tasks(client, _clean_task, (store, irun, config), todo, f"ilc-{run_name}", done)
-    finally:
-        bar.close()
-        cube.consolidate(store)
-        report.seconds = time.perf_counter() - t0
-    return report
+    return fan_out(report, _clean_task, (store, irun, config), todo, label=f"ilc-{run_name}", desc=f"ilc {run_name}",
+                   cluster=cube.store_recipe(store)["cluster"], scheduler=scheduler, scheduler_file=scheduler_file,
+                   workers=workers, progress=progress, where=f"{store} pred[run={run_name}]", consolidate=store)
