@@ -24,8 +24,8 @@ What is measured
   cost of a scheduler in another process, reached over TCP, with workers started by hand);
   local 2 workers / in-process.
 * external cluster start: seconds from launching ``dask scheduler`` until 2 workers registered.
-* ingest (if ``cmbcube.interop.cmbml`` is present): a CMB-ML tree of the same nside written by
-  ``cmbml.make_example_tree`` (9 detectors, IQU FITS, RING), ingested in one process and with a
+* ingest (if ``cmbcube.interop.ingest`` is present): a CMB-ML tree of the same nside written by
+  ``cmbcube.testing.make_example_tree`` (9 detectors, IQU FITS, RING), ingested in one process and with a
   local cluster of 2 workers: sims/min and MB of FITS read per second, steady and cold.
 
 The last line is one JSON object with every figure.
@@ -142,16 +142,17 @@ def tree_bytes(root: Path) -> int:
 
 def run_ingest(tmp: Path, nside: int, n: int) -> dict | None:
     try:
-        from cmbcube.interop import cmbml
+        from cmbcube.interop.ingest import ingest
+        from cmbcube.testing import make_example_tree
     except ImportError:
         return None
-    tree = cmbml.make_example_tree(tmp / "cmbml", nside=nside, splits={"train": n}, seed=1)
+    tree = make_example_tree(tmp / "cmbml", nside=nside, splits={"train": n}, seed=1)
     nbytes = tree_bytes(Path(tree))
     out = {"sims": n, "fits_mb": round(nbytes / 1e6, 1)}
     for label, kwargs, workers in (("in_process", {"scheduler": "synchronous"}, 1), ("local_2", {"workers": 2}, 2)):
         store = str(tmp / f"ingest-{label}.zarr")
         t0 = time.perf_counter()
-        report = cmbml.ingest(tree, store, progress=False, **kwargs)
+        report = ingest(tree, store, progress=False, **kwargs)
         wall = time.perf_counter() - t0
         if not report.ok or len(report.written) != n:
             raise SystemExit(f"ingest failed: {report.failed[:3]}")
@@ -208,8 +209,8 @@ def main() -> None:
         print("ratios (steady s/sim, higher = faster): " + ", ".join(f"{k} {v}x" for k, v in results["ratios"].items()))
         ingest = run_ingest(tmp, nside, args.ingest_sims or 4 * n)
         if ingest is None:
-            print("ingest: skipped (cmbcube.interop.cmbml is not available)")
-            results["ingest"] = "skipped: cmbcube.interop.cmbml not available"
+            print("ingest: skipped (cmbcube.interop.ingest is not available)")
+            results["ingest"] = "skipped: cmbcube.interop.ingest not available"
         else:
             print(f"ingest: {ingest}")
             results["ingest"] = ingest

@@ -316,9 +316,8 @@ def _check_recipe(args) -> int:
     for problem in forced:
         print(f"  warning (--force-size): {problem}")
     if r["foregrounds"]["model"] == "pysm3":
-        from cmbcube.science.foregrounds import missing_pysm_files
-        missing = missing_pysm_files(r["foregrounds"]["presets"], r["sky_nside"], r["foregrounds"]["data_dir"])
-        print("  pysm3 templates: " + ("all present" if not missing else f"{len(missing)} missing:\n    " + "\n    ".join(missing)))
+        from cmbcube.interop.inputs import pysm_summary
+        print("  " + pysm_summary(recipe))
     return 0
 
 
@@ -350,7 +349,8 @@ def _dry_run(args) -> int:
 
 
 def _ingest_cmbml(args) -> int:
-    from cmbcube.interop.cmbml import beam_sources, ingest, recipe_for, scan
+    from cmbcube.interop.cmbml_scan import beam_sources, recipe_for, scan
+    from cmbcube.interop.ingest import ingest
     if getattr(args, "dry_run", False):
         plan = scan(args.dir)
         recipe = recipe_for(plan, args.name, args.units)
@@ -375,7 +375,7 @@ def _ingest_cmbml(args) -> int:
 
 
 def _export_cmbml(args) -> int:
-    from cmbcube.interop.cmbml import export
+    from cmbcube.interop.export import export
     report = export(args.store, args.dir, _csv(args.split), args.units, args.overwrite, args.scheduler,
                     args.scheduler_file, args.workers, progress=False if args.no_progress else None)
     print(f"exported {len(report.written)} sim(s) to {report.destination}/Simulation in {report.seconds:.1f} s"
@@ -398,22 +398,22 @@ def _drop(args) -> int:
 
 
 def _assets(args) -> int:
-    from cmbcube.interop import assets
+    from cmbcube.interop import assets, fetch
     from cmbcube.recipe import load
     recipe = load(args.recipe, args.overrides)
     if not args.fetch:
         listed = assets.list_assets(recipe, args.destination)
-        note = assets.add_mirror_sizes(listed, args.base_url, args.connect_timeout) if args.base_url else None
+        note = fetch.add_mirror_sizes(listed, args.base_url, args.connect_timeout) if args.base_url else None
         print(assets.format_listing(recipe, listed, args.destination) + (f"\nnote: {note}" if note else ""))
         return 0 if all(a.present for a in listed if a.needed) else 1
     try:
-        report = assets.fetch(recipe, args.destination, args.base_url, args.optional, args.connect_timeout,
-                              progress=False if args.no_progress else None)
+        report = fetch.fetch(recipe, args.destination, args.base_url, args.optional, args.connect_timeout,
+                             progress=False if args.no_progress else None)
     except assets.AssetError as err:
         print(f"cmbcube: {err}", file=sys.stderr)
         return 1
     still = [a for a in assets.list_assets(recipe, args.destination) if a.needed and not a.present]
-    print(assets.format_fetch(report, still))
+    print(fetch.format_fetch(report, still))
     return 1 if still or report.failed else 0
 
 

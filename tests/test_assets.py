@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cmbcube.interop import assets
+from cmbcube.interop import assets, fetch
 from cmbcube import cli
 from cmbcube.recipe import load
 
@@ -159,7 +159,7 @@ def test_partial_download_is_resumed_with_a_range_request(recipe_file, tmp_path,
     target = _targets(tmp_path)[name]
     target.parent.mkdir(parents=True)
     target.with_name(target.name + ".part").write_bytes(files[name][:123_456])
-    report = assets.fetch(load(recipe_file), base_url=url, progress=False)
+    report = fetch.fetch(load(recipe_file), base_url=url, progress=False)
     assert target in report.resumed and not report.failed
     assert ("/" + name, "bytes=123456-") in httpd.requests
     assert target.read_bytes() == files[name]
@@ -172,10 +172,10 @@ def test_corrupt_partial_download_fails_its_checksum_and_is_discarded(recipe_fil
     target.parent.mkdir(parents=True)
     part = target.with_name(target.name + ".part")
     part.write_bytes(b"\0" * 1000)                                   # not the file's first bytes
-    report = assets.fetch(load(recipe_file), base_url=server[1], progress=False)
+    report = fetch.fetch(load(recipe_file), base_url=server[1], progress=False)
     assert [p for p, _ in report.failed] == [target] and "sha256 mismatch" in report.failed[0][1]
     assert not target.exists() and not part.exists()
-    report = assets.fetch(load(recipe_file), base_url=server[1], progress=False)   # a rerun starts over
+    report = fetch.fetch(load(recipe_file), base_url=server[1], progress=False)   # a rerun starts over
     assert target.read_bytes() == files[name] and not report.failed
 
 
@@ -187,7 +187,7 @@ def test_server_without_range_support_restarts_the_file(recipe_file, tmp_path, m
     target = _targets(tmp_path)[name]
     target.parent.mkdir(parents=True)
     target.with_name("100.fits.part").write_bytes(files[name][:777])
-    report = assets.fetch(load(recipe_file), base_url=url, progress=False)
+    report = fetch.fetch(load(recipe_file), base_url=url, progress=False)
     assert target.read_bytes() == files[name] and target not in report.resumed
 
 
@@ -209,7 +209,7 @@ def test_offline_fails_fast_with_the_missing_list(recipe_file, tmp_path, capsys)
         stalled.listen(8)
         t0 = time.perf_counter()
         with pytest.raises(assets.Offline, match="4 file"):
-            assets.fetch(load(recipe_file), base_url=f"http://127.0.0.1:{stalled.getsockname()[1]}/",
+            fetch.fetch(load(recipe_file), base_url=f"http://127.0.0.1:{stalled.getsockname()[1]}/",
                          connect_timeout=0.5, read_timeout=0.5, progress=False)
         assert time.perf_counter() - t0 < 5
 
@@ -233,7 +233,7 @@ def test_planck_variance_maps_are_cut_out_of_the_frequency_maps(tmp_path, mirror
     path = tmp_path / "r.yaml"
     path.write_text(f"name: v\nnside: 8\ndetectors: [100]\nsplits: {{test: 1}}\n"
                     f"noise: {{model: variance_maps, variance_dir: {tmp_path}/var}}\n")
-    report = assets.fetch(load(str(path)), progress=False)
+    report = fetch.fetch(load(str(path)), progress=False)
     assert report.fetched == [tmp_path / "var/100.fits"] and not report.failed
     for field, column in (("I", "II_COV"), ("Q", "QQ_COV"), ("U", "UU_COV")):
         np.testing.assert_array_equal(read_variance_map(str(tmp_path / "var"), 100, nside, field),

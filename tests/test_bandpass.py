@@ -95,14 +95,16 @@ def test_cmbml_trees_are_recorded_as_delta_and_exports_convert_over_the_stores_b
     import healpy as hp
 
     import cmbcube
-    from cmbcube.interop import cmbml
+    from cmbcube.interop.cmbml_scan import recipe_for, scan
+    from cmbcube.interop.export import export
+    from cmbcube.testing import make_example_tree
     from cmbcube.science import instrument
     from cmbcube.recipe import from_store_attrs
     from cmbcube.stages.simulate import run
     from conftest import small_recipe
     tree = tmp_path / "tree"
-    cmbml.make_example_tree(tree, nside=16, splits={"train": 1, "valid": 0, "test": 0}, seed=3, units="native")
-    assert {d.bandpass for d in cmbml.recipe_for(cmbml.scan(tree)).detectors()} == {"delta"}
+    make_example_tree(tree, nside=16, splits={"train": 1, "valid": 0, "test": 0}, seed=3, units="native")
+    assert {d.bandpass for d in recipe_for(scan(tree)).detectors()} == {"delta"}
 
     store = str(tmp_path / "native.zarr")
     recipe = small_recipe(units="native", detectors=[143, 545, 857], splits={"train": 1, "valid": 0, "test": 0},
@@ -112,7 +114,7 @@ def test_cmbml_trees_are_recorded_as_delta_and_exports_convert_over_the_stores_b
     dets = {d.freq: d for d in from_store_attrs(ds.attrs).detectors()}
     assert {d.bandpass for d in dets.values()} == {"tophat"}
     out = tmp_path / "out"
-    assert cmbml.export(store, out, units="uK_CMB", scheduler="synchronous", progress=False).ok
+    assert export(store, out, units="uK_CMB", scheduler="synchronous", progress=False).ok
     for freq in (545, 857):
         written = hp.read_map(str(out / f"Simulation/Train/sim0000/obs_{freq}_map.fits"), field=0, nest=True,
                               dtype=None)

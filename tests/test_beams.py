@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 
 import cmbcube
-from cmbcube.interop import cmbml
+from cmbcube.interop.cmbml_files import read_header
+from cmbcube.interop.export import export
+from cmbcube.interop.ingest import ingest
+from cmbcube.testing import make_example_tree
 from cmbcube import cube
 from cmbcube.stages import ilc, simulate
 from cmbcube.science import instrument, sht
@@ -35,9 +38,9 @@ def beam_stores(tmp_path_factory):
     sim_store = str(base / "sim.zarr")
     assert simulate.run(r, sim_store, scheduler="synchronous", progress=False).ok
     tree = base / "tree"
-    assert cmbml.export(sim_store, tree, units="store", scheduler="synchronous", progress=False).ok
+    assert export(sim_store, tree, units="store", scheduler="synchronous", progress=False).ok
     ing_store = str(base / "ingested.zarr")
-    assert cmbml.ingest(tree, ing_store, scheduler="synchronous", progress=False).ok
+    assert ingest(tree, ing_store, scheduler="synchronous", progress=False).ok
     return sim_store, ing_store, tree
 
 
@@ -99,7 +102,7 @@ def test_clean_sim_needs_one_beam_per_detector(beam_stores):
 
 def test_export_writes_the_recorded_beams(beam_stores):
     _, ing_store, tree = beam_stores
-    header = cmbml.read_header(tree / "Simulation" / "Test" / "sim0000" / "obs_143_map.fits")
+    header = read_header(tree / "Simulation" / "Test" / "sim0000" / "obs_143_map.fits")
     assert header["FWHM"] == pytest.approx(7.22)
 
 
@@ -110,7 +113,7 @@ def test_ingest_dry_run_says_which_beam_each_detector_gets(beam_stores, tmp_path
     assert "143 GHz: 7.22' (FWHM card)" in out and "70 GHz: 13.08' (FWHM card)" in out
     assert not (tmp_path / "x.zarr").exists()
     partial = tmp_path / "partial"
-    cmbml.make_example_tree(partial, nside=16, splits={"test": 1}, detectors=[100, 143],
+    make_example_tree(partial, nside=16, splits={"test": 1}, detectors=[100, 143],
                             fwhm_cards={143: 7.22})
     assert main(["ingest-cmbml", str(partial), "--store", str(tmp_path / "y.zarr"), "--dry-run"]) == 0
     out = capsys.readouterr().out

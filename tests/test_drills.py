@@ -2,7 +2,7 @@
 analyze, a reader looping while simulate writes, hand-edited done-flags, run names and metadata
 holding '../' or absolute paths, an untrusted HTTP store, and a full disk (a small tmpfs).
 
-Units of work are held mid-flight by the cmbcube.drills hooks (CMBCUBE_<STAGE>_DELAY / _TRACE),
+Units of work are held mid-flight by the cmbcube.testing hooks (CMBCUBE_<STAGE>_DELAY / _TRACE),
 so each kill lands while a known unit is computed but not yet written.
 """
 import json
@@ -36,7 +36,7 @@ def clean(tmp_path_factory):
 
 
 def traced(folder) -> list[tuple]:
-    """Trace files of a cmbcube.drills hook: tuples of the key parts and the pid, oldest first."""
+    """Trace files of a cmbcube.testing hook: tuples of the key parts and the pid, oldest first."""
     entries = sorted(Path(folder).iterdir(), key=lambda p: p.stat().st_mtime_ns)
     return [tuple(int(x) if x.isdigit() else x for x in p.name.split("-")) for p in entries]
 

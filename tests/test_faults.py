@@ -4,7 +4,7 @@ running at once in one store.  Each drill: nothing lost, nothing duplicated, eve
 sim bit-identical to a clean run.
 
 Sims are held mid-run by the CMBCUBE_SIM_DELAY hook and traced by CMBCUBE_SIM_TRACE
-(simulate._injected_delay), so each kill lands while a known sim is in flight.
+(cmbcube.testing.hold), so each kill lands while a known sim is in flight.
 """
 import multiprocessing
 import os

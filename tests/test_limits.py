@@ -156,9 +156,9 @@ def test_ilc_refuses_predictions_larger_than_the_free_disk_before_adding_the_run
 
 
 def test_ingest_refuses_a_tree_larger_than_the_free_disk(tmp_path, monkeypatch, capsys):
-    from cmbcube.interop import cmbml
+    from cmbcube.testing import make_example_tree
     tree = tmp_path / "tree"
-    cmbml.make_example_tree(tree, nside=16, splits={"train": 1, "valid": 1, "test": 1}, seed=3)
+    make_example_tree(tree, nside=16, splits={"train": 1, "valid": 1, "test": 1}, seed=3)
     store = tmp_path / "ingested.zarr"
     _tiny_disk(monkeypatch, 1000)
     args = ["ingest-cmbml", str(tree), "--store", str(store), "--scheduler", "synchronous", "--no-progress"]

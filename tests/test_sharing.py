@@ -17,7 +17,8 @@ import torch
 import zarr
 
 import cmbcube
-from cmbcube.interop import cmbml
+from cmbcube.interop.ingest import ingest
+from cmbcube.testing import make_example_tree
 from cmbcube import cube
 from cmbcube.stages import ilc, predict, preprocess, train
 from cmbcube.cli import main
@@ -147,9 +148,9 @@ def test_every_stage_leaves_consolidated_metadata(tiny_store, tmp_path):
     assert stale_metadata(store) == []
     assert {"stats_obs", "pred", "loss_train", "metrics", "spectra"} <= set(cmbcube.open(store).data_vars)
     # and a CMB-ML ingest
-    tree = cmbml.make_example_tree(tmp_path / "tree", nside=8, splits={"test": 1}, detectors=(143, 857))
+    tree = make_example_tree(tmp_path / "tree", nside=8, splits={"test": 1}, detectors=(143, 857))
     ingested = str(tmp_path / "ingested.zarr")
-    assert cmbml.ingest(tree, ingested, scheduler="synchronous", progress=False).ok
+    assert ingest(tree, ingested, scheduler="synchronous", progress=False).ok
     assert stale_metadata(ingested) == []
 
 

@@ -13,6 +13,7 @@ import numpy as np
 from cmbcube import cube
 from cmbcube.science import instrument, needlets, sht
 from cmbcube.recipe import SPLITS, from_store_attrs
+from cmbcube.stages.fanout import StageReport, fan_out
 
 log = logging.getLogger("cmbcube")
 
@@ -147,7 +148,7 @@ def clean_sim(obs: np.ndarray, dets: list, fields_in: list, units: list, config:
 
 
 def _clean_task(store: str, run: int, config: ILCConfig, split: str, sim: int) -> float:
-    from cmbcube.drills import hold
+    from cmbcube.testing import hold
     t0 = time.perf_counter()
     group = cube.read_group(store)      # damaged finished units raise
     if cube.prediction_done(group, run, split, sim):
@@ -162,28 +163,19 @@ def _clean_task(store: str, run: int, config: ILCConfig, split: str, sim: int) -
     full = np.full((len(fields_in), maps.shape[-1]), np.nan, dtype=np.float32)
     for k, f in enumerate(config.fields):
         full[fields_in.index(f)] = maps[k]
-    hold("ILC", split, sim)                    # fault drills only (cmbcube.drills)
+    hold("ILC", split, sim)                    # fault drills only (cmbcube.testing)
     cube.write_prediction(store, run, split, sim, full)
     return time.perf_counter() - t0
 
 
 @dataclasses.dataclass
-class ILCReport:
+class ILCReport(StageReport):
     run: str
-    written: list
-    failed: list
-    already_done: int
-    seconds: float
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed
 
 
 def run(store: str, config: ILCConfig, run_name: str | None = None, splits=("test",), scheduler=None,
         scheduler_file=None, workers=None, progress=None, force_size: bool = False) -> ILCReport:
     from cmbcube.stages import limits
-    from cmbcube.stages.cluster import client_for, collector, run_tasks
     for split in splits:
         if split not in SPLITS:
             raise needlets.ILCError(f"--split {split!r}: allowed: {', '.join(SPLITS)}")
@@ -199,20 +191,9 @@ def run(store: str, config: ILCConfig, run_name: str | None = None, splits=("tes
     irun = cube.ensure_run(store, run_name, config.method, config.as_dict(), beam)
     todo = cube.run_pending(store, irun, splits)
     done_before = cube.pred_done_count(store, irun, splits)
-    report = ILCReport(run_name, [], [], done_before, 0.0)
+    report = ILCReport(run_name, already_done=done_before)
     if not todo:
         return report
-    t0 = time.perf_counter()
-    recipe = cube.store_recipe(store)
-    from cmbcube.progress import bar as progress_bar
-    bar = progress_bar(len(todo), f"ilc {run_name}", progress=progress, items=todo, where=f"{store} pred[run={run_name}]")
-    try:
-        done = collector(report, bar)
-
-        with client_for(recipe["cluster"], scheduler, scheduler_file, workers) as client:
-            run_tasks(client, _clean_task, (store, irun, config), todo, f"ilc-{run_name}", done)
-    finally:
-        bar.close()
-        cube.consolidate(store)
-        report.seconds = time.perf_counter() - t0
-    return report
+    return fan_out(report, _clean_task, (store, irun, config), todo, label=f"ilc-{run_name}", desc=f"ilc {run_name}",
+                   cluster=cube.store_recipe(store)["cluster"], scheduler=scheduler, scheduler_file=scheduler_file,
+                   workers=workers, progress=progress, where=f"{store} pred[run={run_name}]", consolidate=store)

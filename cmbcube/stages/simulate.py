@@ -13,9 +13,9 @@ import time
 
 import numpy as np
 
-from cmbcube import cube
+from cmbcube import cube, testing
 from cmbcube.recipe import SPLITS, Recipe, load
-from cmbcube.errors import MissingFileError
+from cmbcube.stages.fanout import StageReport, failure_text, fan_out
 
 log = logging.getLogger("cmbcube")
 
@@ -23,34 +23,23 @@ _SIMULATORS: dict[str, object] = {}     # per worker process, keyed by recipe ha
 
 
 @dataclasses.dataclass
-class SimulateReport:
+class SimulateReport(StageReport):
     store: str
     status: str                        # created / existing
     planned: int
-    already_done: int
-    written: list = dataclasses.field(default_factory=list)
-    failed: list = dataclasses.field(default_factory=list)   # (split, sim, message)
-    seconds: float = 0.0
-    timings: dict = dataclasses.field(default_factory=dict)
+    timings: dict = dataclasses.field(default_factory=dict)    # seconds per step, summed over written sims
 
-    @property
-    def ok(self) -> bool:
-        return not self.failed
+    def add(self, item, result) -> None:
+        super().add(item, result)
+        for name, seconds in (result or {}).items():
+            self.timings[name] = self.timings.get(name, 0.0) + seconds
 
-
-def _injected_failure(split: str, sim: int) -> None:
-    """Testing hook: CMBCUBE_FAIL_SIMS="train/3,test/0" makes those sims raise."""
-    wanted = os.environ.get("CMBCUBE_FAIL_SIMS", "")
-    if f"{split}/{sim}" in [w.strip() for w in wanted.split(",") if w.strip()]:
-        raise RuntimeError(f"injected failure for {split}/{sim} (CMBCUBE_FAIL_SIMS)")
-
-
-def _injected_delay(split: str, sim: int) -> None:
-    """Testing hook for fault drills (cmbcube.drills): CMBCUBE_SIM_DELAY=SECONDS holds every sim that
-    long between computing and writing; with CMBCUBE_SIM_TRACE=DIR each sim first touches
-    DIR/{split}-{sim}-{pid} (the process running it), so a test can kill exactly that process mid-sim."""
-    from cmbcube.drills import hold
-    hold("SIM", split, sim)
+    def add_failure(self, item, error) -> None:
+        hint = ""
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            hint = f" ({self.store}: the disk is full; free some space, then rerun: finished sims stay)"
+        self.failed.append((*item, failure_text(error) + hint))
+        log.warning("sim %s/%d failed: %s", item[0], item[1], error)
 
 
 def simulate_one(store: str, recipe: Recipe, split: str, sim: int) -> dict:
@@ -58,12 +47,12 @@ def simulate_one(store: str, recipe: Recipe, split: str, sim: int) -> dict:
     from cmbcube.science.sky import Simulator
     if cube.done_flags(store)[SPLITS.index(split), sim]:
         return {}      # already written: Dask reran a finished task whose worker died holding its result
-    _injected_failure(split, sim)
+    testing.fail_if_injected(split, sim)            # CMBCUBE_FAIL_SIMS, tests only (cmbcube.testing)
     simulator = _SIMULATORS.get(recipe.hash)
     if simulator is None:
         simulator = _SIMULATORS[recipe.hash] = Simulator(recipe)
     result = simulator.run(split, sim)
-    _injected_delay(split, sim)
+    testing.hold("SIM", split, sim)                 # fault drills only (cmbcube.testing)
     t0 = time.perf_counter()
     cube.write_sim(store, split, sim, result)
     result.timings["write"] = time.perf_counter() - t0
@@ -77,24 +66,10 @@ def flagged_without_data(store: str) -> list[tuple[str, int]]:
 
 
 def preflight(recipe: Recipe) -> None:
-    """Check every input file a recipe names before anything is created (fail fast, offline)."""
-    from pathlib import Path
-
-    from cmbcube.science.foregrounds import missing_pysm_files, _data_dirs
-    r = recipe.data
-    fg = r["foregrounds"]
-    if fg["model"] == "pysm3":
-        missing = missing_pysm_files(fg["presets"], r["sky_nside"], fg["data_dir"])
-        if missing:
-            where = ", ".join(map(str, _data_dirs(fg["data_dir"]))) or "nowhere: set foregrounds.data_dir or PYSM_LOCAL_DATA"
-            raise MissingFileError(f"foregrounds.presets: {len(missing)} pysm3 template file(s) missing "
-                                    f"(looked in {where}):\n  " + "\n  ".join(missing))
-    if r["cmb"]["enabled"] and r["cmb"]["prior"] == "chain" and not Path(r["cmb"]["chain_file"]).is_file():
-        raise MissingFileError(f"cmb.chain_file: {r['cmb']['chain_file']} does not exist")
-    if r["noise"]["model"] == "variance_maps":
-        absent = [f"{f}.fits" for f in r["detectors"] if not (Path(r["noise"]["variance_dir"]) / f"{f}.fits").is_file()]
-        if absent:
-            raise MissingFileError(f"noise.variance_dir: {r['noise']['variance_dir']} lacks {', '.join(absent)}")
+    """Check every input file a recipe names before anything is created (fail fast, offline):
+    :func:`cmbcube.interop.inputs.require`."""
+    from cmbcube.interop import inputs
+    inputs.require(recipe)
 
 
 def run(recipe: Recipe | str, store: str, scheduler: str | None = None, scheduler_file: str | None = None,
@@ -104,7 +79,6 @@ def run(recipe: Recipe | str, store: str, scheduler: str | None = None, schedule
     a recipe whose store, sims or per-sim memory do not fit is refused (LimitError) before
     anything is created, unless ``force_size``."""
     from cmbcube.stages import limits
-    from cmbcube.stages.cluster import client_for, run_tasks
     if not isinstance(recipe, Recipe):
         recipe = load(recipe, overrides)
     store = str(store)
@@ -122,7 +96,6 @@ def run(recipe: Recipe | str, store: str, scheduler: str | None = None, schedule
 
 
 def _run(recipe, store, status, scheduler, scheduler_file, workers, progress) -> SimulateReport:
-    from cmbcube.stages.cluster import client_for, run_tasks
     hollow = flagged_without_data(store)
     if hollow:
         log.warning("%s: sim_done is set for %d sim(s) whose data files are missing (%s): hand-edited or damaged "
@@ -132,38 +105,11 @@ def _run(recipe, store, status, scheduler, scheduler_file, workers, progress) ->
             cube.clear_done(store, split, sim)
     planned = cube.planned(store)
     todo = cube.pending(store)
-    report = SimulateReport(store, status, int(planned.sum()), int(planned.sum()) - len(todo))
+    report = SimulateReport(store, status, int(planned.sum()), already_done=int(planned.sum()) - len(todo))
     if not todo:
         return report
-    t_start = time.perf_counter()
-    from cmbcube.progress import bar as progress_bar
-    bar = progress_bar(len(todo), "simulate", progress=progress, items=todo, where=store)
-
-    def record(key, timings=None, error=None):
-        if error is None:
-            report.written.append(key)
-            for name, seconds in (timings or {}).items():
-                report.timings[name] = report.timings.get(name, 0.0) + seconds
-        else:
-            hint = ""
-            if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-                hint = f" ({store}: the disk is full; free some space, then rerun: finished sims stay)"
-            report.failed.append((*key, f"{type(error).__name__}: {error}{hint}"))
-            log.warning("sim %s/%d failed: %s", key[0], key[1], error)
-        bar.update(1, failed=error is not None)
-
-    try:
-        with client_for(recipe["cluster"], scheduler, scheduler_file, workers) as client:
-            run_tasks(client, simulate_one, (store, recipe), todo, "simulate",
-                      lambda key, timings, error: record(key, timings, error))
-    finally:
-        bar.close()
-        report.seconds = time.perf_counter() - t_start
-        try:
-            cube.consolidate(store)
-        except cube.StoreError as err:
-            if not report.failed:
-                raise
-            # simulate changes no metadata: the old consolidated copy stays right; keep the failures' list
-            log.warning("%s", err)
-    return report
+    # simulate changes no metadata: when consolidation fails after sims failed, the old consolidated
+    # copy stays right and the failures' list is what matters (lenient_consolidate)
+    return fan_out(report, simulate_one, (store, recipe), todo, label="simulate", cluster=recipe["cluster"],
+                   scheduler=scheduler, scheduler_file=scheduler_file, workers=workers, progress=progress,
+                   where=store, consolidate=store, lenient_consolidate=True)

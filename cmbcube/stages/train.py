@@ -19,7 +19,7 @@ import numpy as np
 
 from cmbcube import cube, networks
 from cmbcube.cube.datasets import CubeDataset
-from cmbcube.drills import hold
+from cmbcube.testing import hold
 from cmbcube.errors import InputError, MissingFileError
 from cmbcube.networks import NETWORKS
 from cmbcube.stages.checkpoints import (check_space, latest_checkpoint, load_checkpoint, plot_losses, restore_rng,
@@ -259,7 +259,7 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
                     torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
                 opt.step()
                 sched.step()
-            hold("TRAIN", epoch, nbatch)           # fault drills only (cmbcube.drills)
+            hold("TRAIN", epoch, nbatch)           # fault drills only (cmbcube.testing)
             total_loss += loss.item()
             nbatch += 1
             seen += x.shape[0]
