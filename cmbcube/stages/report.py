@@ -1,5 +1,6 @@
-"""The report: summary tables (Markdown, CSV, LaTeX) and figures (PNG) from the cube's
-metrics and spectra, with an index page.  File names are deterministic.
+"""The report: summary tables (Markdown, CSV, LaTeX), how each run was made, and the index page
+assembling them with the figures (PNG, :mod:`cmbcube.stages.report_figures`) from the cube's
+metrics and spectra.  File names are deterministic.
 """
 from __future__ import annotations
 
