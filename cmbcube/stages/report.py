@@ -13,6 +13,7 @@ from cmbcube import cube
 from cmbcube.science.metrics import BEAMS, COVERAGE, GAUSSIAN_COVERAGE, METRICS
 from cmbcube.stages.report_figures import (LABELS, common_map_beam, distribution_figure, map_figure,
                                            metric_header, metric_units, spectrum_figure)
+
 TABLE_METRICS = tuple(m for m in METRICS if m not in COVERAGE)     # calibration has its own table
 
 
