@@ -15,7 +15,7 @@ A store of N test sims is simulated (``cmbcube.stages.simulate.run``: all 9
 Planck-like detectors, field I, keep [cmb]); NILC (``cmbcube.stages.ilc.run``,
 CMB-ML's detectors, common beam 20.6') writes its predictions into it; the
 analysis masks (foreground mask at f_sky 0.8 and its apodised version) are
-built once with ``cmbcube.stages.analysis.build_masks``, so every copy of the store
+built once with ``cmbcube.stages.analyze.build_masks``, so every copy of the store
 and the FITS baseline use the same masks and no timed run builds them.  Then
 the CMB-ML layout is written from the same arrays: one healpy FITS file per
 map, RING order, float64 (``Test/sim0000/cmb_map_fid.fits`` for the truth,
@@ -23,7 +23,7 @@ map, RING order, float64 (``Test/sim0000/cmb_map_fid.fits`` for the truth,
 
 What is timed
 -------------
-* ``analysis.run(copy, workers=W)`` for W = 1 and 2, each on its own copy of
+* ``analyze.run(copy, workers=W)`` for W = 1 and 2, each on its own copy of
   the store (so each analyses all N sims): a local Dask cluster of W worker
   processes, one task per sim, metrics and spectra written into the cube.
   "end-to-end" = wall seconds of the call (cluster start-up and the workers'
@@ -36,11 +36,11 @@ What is timed
 * the baseline, in a fresh process (imports untimed), one sim after another
   as CMB-ML does: read the two masks once, then per sim read the truth and
   the prediction with ``healpy.read_map``, reorder them to NESTED, and do
-  exactly the work of ``analysis.analyse_one``: for each common beam
-  (0, 20.6', 60') ``analysis.to_beam`` both maps, remove monopole and dipole
-  (``analysis.remove_monopole_dipole``) on the mask, ``analysis.pixel_metrics``
+  exactly the work of ``analyze.analyse_one``: for each common beam
+  (0, 20.6', 60') ``metrics.to_beam`` both maps, remove monopole and dipole
+  (``metrics.remove_monopole_dipole``) on the mask, ``metrics.pixel_metrics``
   on the unmasked pixels; then the four binned spectra (truth, prediction,
-  residual, cross) with NaMaster as the stage does (``analysis.namaster_for``:
+  residual, cross) with NaMaster as the stage does (``analysis_io.namaster_for``:
   coupling matrices once, then ``fields`` / ``spectra`` per sim); results saved
   per sim to an ``.npz``.  "steady" = (N - 1) / (t_N - t_1).
   Its metrics are compared with those the stage wrote into the cube.
@@ -136,7 +136,7 @@ class PeakRSS(threading.Thread):
 
 # ----------------------------------------------------------------------------- setup
 def build_store(store: str, nside: int, nsims: int) -> dict:
-    from cmbcube.stages import analysis, ilc, simulate
+    from cmbcube.stages import analyze, ilc, simulate
     from cmbcube import recipe
     r = recipe.validate({"name": "analysis-bench", "nside": nside, "splits": {"train": 0, "valid": 0, "test": nsims},
                          "detectors": ALL_DETECTORS, "fields": ["I"], "keep": ["cmb"], "seed": 7})
@@ -150,7 +150,7 @@ def build_store(store: str, nside: int, nsims: int) -> dict:
     if not rep.ok:
         raise RuntimeError(f"NILC failed: {rep.failed[:3]}")
     nilc_s = time.perf_counter() - t0
-    analysis.build_masks(store, 0.8)
+    analyze.build_masks(store, 0.8)
     log(f"setup: simulated {nsims} sims at nside {nside} in {sim_s:.1f} s, NILC {nilc_s:.1f} s (in-process), "
         f"masks built; load {load_average()}")
     return {"simulate_s": round(sim_s, 1), "nilc_s": round(nilc_s, 1)}
@@ -193,29 +193,30 @@ def serial_fits(root: str, sims: list, nside: int, beam_truth: float, beam_pred:
     """Child process: the CMB-ML-style serial loop (see the docstring); reports times and metrics."""
     import healpy as hp
 
-    from cmbcube.stages import analysis
+    from cmbcube.science import metrics as sm, spectra as ss
+    from cmbcube.cube import analysis_io
     root = Path(root)
     out_dir = root / "results"
     out_dir.mkdir(exist_ok=True)
     t0 = time.perf_counter()
     mask = hp.reorder(hp.read_map(str(root / "mask.fits")), r2n=True) > 0.5
     apod = hp.reorder(hp.read_map(str(root / "mask_apodized.fits")), r2n=True).astype(np.float64)
-    bins = analysis.ell_bins(nside)
+    bins = ss.ell_bins(nside)
     done_at, all_metrics = [], []
     for sim in sims:
         truth = hp.reorder(hp.read_map(str(root / "Test" / f"sim{sim:04d}" / "cmb_map_fid.fits")), r2n=True)
         pred = hp.reorder(hp.read_map(str(root / "NILC" / "Test" / f"sim{sim:04d}" / "cmb_map_pred.fits")), r2n=True)
         truth = np.asarray(truth, dtype=np.float64)[None]
         pred = np.asarray(pred, dtype=np.float64)[None]
-        metrics = np.full((len(analysis.BEAMS), len(analysis.METRICS)), np.nan)
-        for b, beam in enumerate(analysis.BEAMS):
-            t = analysis.to_beam(truth, ["I"], beam_truth, beam, nside)[0]
-            p = analysis.to_beam(pred, ["I"], beam_pred, beam, nside)[0]
-            t, p = analysis.remove_monopole_dipole(t, mask), analysis.remove_monopole_dipole(p, mask)
-            values = analysis.pixel_metrics(t[mask], p[mask])
-            metrics[b] = [values.get(m, np.nan) for m in analysis.METRICS]   # cl_err_*, cover_*: not here
-        resid = pred - analysis.to_beam(truth, ["I"], beam_truth, beam_pred, nside)
-        nm = analysis.namaster_for(nside, apod, mask, len(bins) - 1)      # coupling matrices once, as a worker
+        metrics = np.full((len(sm.BEAMS), len(sm.METRICS)), np.nan)
+        for b, beam in enumerate(sm.BEAMS):
+            t = sm.to_beam(truth, ["I"], beam_truth, beam, nside)[0]
+            p = sm.to_beam(pred, ["I"], beam_pred, beam, nside)[0]
+            t, p = sm.remove_monopole_dipole(t, mask), sm.remove_monopole_dipole(p, mask)
+            values = sm.pixel_metrics(t[mask], p[mask])
+            metrics[b] = [values.get(m, np.nan) for m in sm.METRICS]   # cl_err_*, cover_*: not here
+        resid = pred - sm.to_beam(truth, ["I"], beam_truth, beam_pred, nside)
+        nm = analysis_io.namaster_for(nside, apod, mask, len(bins) - 1)      # coupling matrices once, as a worker
         ft, fp, fr = (nm.fields(m, ["I"]) for m in (truth, pred, resid))
         spectra = np.stack([nm.spectra(ft, ft, beam_truth, beam_truth, pixel_window),
                             nm.spectra(fp, fp, beam_pred, beam_pred, pixel_window),
@@ -264,11 +265,11 @@ def done_times(store: str) -> list:
 
 
 def run_stage(store: str, workers: int | None, synchronous: bool = False, estimator: str = "namaster") -> dict:
-    from cmbcube.stages import analysis
+    from cmbcube.stages import analyze
     with PeakRSS() as peak:
         t_start = time.time()
         t0 = time.perf_counter()
-        report = analysis.run(store, workers=workers, scheduler="synchronous" if synchronous else None,
+        report = analyze.run(store, workers=workers, scheduler="synchronous" if synchronous else None,
                               progress=False, estimator=estimator)
         seconds = time.perf_counter() - t0
     if report.failed:
@@ -283,7 +284,8 @@ def spectra_cost(nside: int, nsims: int) -> dict:
     coupling matrices (per worker and mask) timed apart.  Maps: lensed-CMB-like power laws, a 60' beam."""
     import healpy as hp
 
-    from cmbcube.stages import analysis
+    from cmbcube.science import metrics as sm, spectra as ss
+    from cmbcube.cube import analysis_io
     from cmbcube.science import sht
     lmax, npix = 3 * nside - 1, 12 * nside * nside
     ell = np.arange(lmax + 1)
@@ -292,8 +294,8 @@ def spectra_cost(nside: int, nsims: int) -> dict:
     cls[1, 2:], cls[2, 2:], cls[3, 2:] = cls[0, 2:] * 0.01, cls[0, 2:] * 1e-4, cls[0, 2:] * 0.05
     theta, phi = hp.pix2ang(nside, np.arange(npix), nest=True)
     mask = np.abs(90 - np.degrees(theta)) > 15 + 8 * np.sin(phi) ** 2
-    apod = analysis.apodize(mask, analysis.apodization_arcmin(nside))
-    bins = analysis.ell_bins(nside)
+    apod = sm.apodize(mask, sm.apodization_arcmin(nside))
+    bins = ss.ell_bins(nside)
     fields = ["I", "Q", "U"]
     rng = np.random.default_rng(1)
     from cmbcube.science import cosmology
@@ -302,9 +304,9 @@ def spectra_cost(nside: int, nsims: int) -> dict:
         truth = hp.reorder(sht.alm2map(cosmology.synalm(cls, rng), nside), r2n=True)
         pred = truth + 0.1 * hp.reorder(sht.alm2map(cosmology.synalm(cls, rng), nside), r2n=True)
         sims.append((truth, pred, pred - truth))
-    analysis._NAMASTER_CACHE.clear()
+    analysis_io.forget_namaster()
     t0 = time.perf_counter()
-    nm = analysis.namaster_for(nside, apod, mask, len(bins) - 1)
+    nm = analysis_io.namaster_for(nside, apod, mask, len(bins) - 1)
     setup = time.perf_counter() - t0
     t0 = time.perf_counter()
     for truth, pred, resid in sims:
@@ -315,7 +317,7 @@ def spectra_cost(nside: int, nsims: int) -> dict:
     t0 = time.perf_counter()
     for truth, pred, resid in sims:
         for a, b in ((truth, truth), (pred, pred), (resid, resid), (pred, truth)):
-            analysis.pseudo_spectra(a, b, fields, apod, 60.0, 60.0, nside, True, bins)
+            ss.pseudo_spectra(a, b, fields, apod, 60.0, 60.0, nside, True, bins)
     fast = (time.perf_counter() - t0) / nsims
     return {"namaster_s_per_sim": namaster, "pseudo_fast_s_per_sim": fast, "namaster_setup_s": setup,
             "ratio": namaster / fast}

@@ -160,7 +160,7 @@ def figures(nside, spectra, docs, foregrounds, ss, hp):
 def experiment(work: Path, splits: dict, epochs: int) -> dict:
     from train import REPORT_BEAMS, cube_mae
 
-    from cmbcube.stages import analysis, ilc, predict, preprocess, simulate, train
+    from cmbcube.stages import analyze, ilc, predict, preprocess, simulate, train
     from cmbcube import recipe
     results = {}
     for model in MODELS:
@@ -185,7 +185,7 @@ def experiment(work: Path, splits: dict, epochs: int) -> dict:
             ok = ilc.run(store, ilc.ILCConfig(method=method), splits=("test",), progress=False)
             if not ok.ok:
                 raise RuntimeError(f"{method} failed: {ok.failed[:3]}")
-        an = analysis.run(store, progress=False)
+        an = analyze.run(store, progress=False)
         if an.failed:
             raise RuntimeError(f"analysis failed: {an.failed[:3]}")
         results[model] = {run: cube_mae(store, run) for run in ("nilc", "hilc", "unet5")}

@@ -58,13 +58,13 @@ cmbnncs-unet5 with its defaults for a number of epochs chosen to fit
 ``--exp-train-budget-s`` (from one calibration epoch on the same store, run
 just before, so at the current load; or fixed with --exp-epochs), predict the test split, run NILC on the test split
 (``ilc.run(store, ILCConfig(method="nilc"), splits=("test",))``: CMB-ML's
-detectors 44-857 GHz, common beam 20.6'), then ``analysis.run(store)``
+detectors 44-857 GHz, common beam 20.6'), then ``analyze.run(store)``
 (f_sky 0.8 foreground mask, monopole and dipole removed, common beams).
 Reported: the mean over test sims of the test MAE (uK, field I) at beams 0
 (no beam) and 20.6' for the UNet and for NILC, read from the cube's
 ``metrics``, and for the best single channel, computed here the same way per
 test sim: each detector's observed I map brought from its beam to the common
-beam with ``analysis.to_beam``, minus the truth at the same beam, monopole and
+beam with ``metrics.to_beam``, minus the truth at the same beam, monopole and
 dipole of each removed on the analysis mask, MAE on the unmasked pixels; the
 best channel is the one with the lowest mean MAE at that beam.  The same
 recipe is applied to the NILC maps as a cross-check against the cube's values.
@@ -227,7 +227,7 @@ def single_channel_mae(store: str) -> dict:
     import zarr
 
     import cmbcube
-    from cmbcube.stages import analysis
+    from cmbcube.science import metrics as sm
     from cmbcube import cube
     group = zarr.open_group(store, mode="r")
     nside = int(group.attrs["nside"])
@@ -247,12 +247,12 @@ def single_channel_mae(store: str) -> dict:
         truth = np.asarray(group["cmb"][isplit, sim, fi], dtype=np.float64)[None] * truth_scale
         obs = np.asarray(group["obs"][isplit, sim, :, fi], dtype=np.float64)
         for beam in REPORT_BEAMS:
-            t = analysis.remove_monopole_dipole(analysis.to_beam(truth, ["I"], beam_truth, beam, nside)[0], mask)
+            t = sm.remove_monopole_dipole(sm.to_beam(truth, ["I"], beam_truth, beam, nside)[0], mask)
             for k in usable:
                 scale = 1e6 if units[k] == "K_CMB" else 1.0
-                o = analysis.to_beam(obs[k][None] * scale, ["I"], beams[k], beam, nside)[0]
-                o = analysis.remove_monopole_dipole(o, mask)
-                out[beam][dets[k]].append(analysis.pixel_metrics(t[mask], o[mask])["mae"])
+                o = sm.to_beam(obs[k][None] * scale, ["I"], beams[k], beam, nside)[0]
+                o = sm.remove_monopole_dipole(o, mask)
+                out[beam][dets[k]].append(sm.pixel_metrics(t[mask], o[mask])["mae"])
     return out
 
 
@@ -261,7 +261,7 @@ def recomputed_pred_mae(store: str, run: str) -> dict:
     import zarr
 
     import cmbcube
-    from cmbcube.stages import analysis
+    from cmbcube.science import metrics as sm
     from cmbcube import cube
     group = zarr.open_group(store, mode="r")
     nside = int(group.attrs["nside"])
@@ -276,9 +276,9 @@ def recomputed_pred_mae(store: str, run: str) -> dict:
         truth = np.asarray(group["cmb"][2, sim, fi], dtype=np.float64)[None]
         pred = np.asarray(group["pred"][irun, 2, sim, fi], dtype=np.float64)[None]
         for beam in REPORT_BEAMS:
-            t = analysis.remove_monopole_dipole(analysis.to_beam(truth, ["I"], beam_truth, beam, nside)[0], mask)
-            p = analysis.remove_monopole_dipole(analysis.to_beam(pred, ["I"], beam_pred, beam, nside)[0], mask)
-            out[beam].append(analysis.pixel_metrics(t[mask], p[mask])["mae"])
+            t = sm.remove_monopole_dipole(sm.to_beam(truth, ["I"], beam_truth, beam, nside)[0], mask)
+            p = sm.remove_monopole_dipole(sm.to_beam(pred, ["I"], beam_pred, beam, nside)[0], mask)
+            out[beam].append(sm.pixel_metrics(t[mask], p[mask])["mae"])
     return {b: float(np.mean(v)) for b, v in out.items()}
 
 
@@ -286,16 +286,16 @@ def cube_mae(store: str, run: str) -> dict:
     """{beam: (mean, standard error, n)} of the cube's test MAE (field I) for a run."""
     import zarr
 
-    from cmbcube.stages import analysis
+    from cmbcube.science import metrics as sm
     group = zarr.open_group(store, mode="r")
     irun = [str(r) for r in group["run"][...]].index(run)
     fi = [str(f) for f in group["field"][...]].index("I")
-    mi = analysis.METRICS.index("mae")
+    mi = sm.METRICS.index("mae")
     done = np.asarray(group["analysis_done"][irun, 2]) == 1
     values = np.asarray(group["metrics"][irun, 2])[done]          # (sim, beam, field, metric)
     out = {}
     for beam in REPORT_BEAMS:
-        v = values[:, list(analysis.BEAMS).index(beam), fi, mi]
+        v = values[:, list(sm.BEAMS).index(beam), fi, mi]
         out[beam] = (float(np.mean(v)), float(np.std(v, ddof=1) / np.sqrt(v.size)) if v.size > 1 else float("nan"),
                      int(v.size))
     return out
@@ -305,15 +305,15 @@ def petroff_calibration(store: str, run: str) -> dict:
     """Coverage (mean, s.e. over test sims) from the cube's metrics, and sigma figures from pred_sigma."""
     import zarr
 
-    from cmbcube.stages import analysis
+    from cmbcube.science import metrics as sm
     group = zarr.open_group(store, mode="r")
     irun = [str(r) for r in group["run"][...]].index(run)
     fi = [str(f) for f in group["field"][...]].index("I")
     done = np.asarray(group["analysis_done"][irun, 2]) == 1
     values = np.asarray(group["metrics"][irun, 2])[done][:, 0, fi]                 # (sim, metric), beam 0
     out = {}
-    for name in analysis.COVERAGE:
-        v = values[:, analysis.METRICS.index(name)]
+    for name in sm.COVERAGE:
+        v = values[:, sm.METRICS.index(name)]
         out[name] = (float(np.mean(v)), float(np.std(v, ddof=1) / np.sqrt(v.size)) if v.size > 1 else float("nan"))
     sims = np.nonzero(done)[0]
     sig = np.stack([np.asarray(group["pred_sigma"][irun, 2, s, fi], dtype=np.float64) for s in sims])
@@ -329,7 +329,7 @@ def petroff_calibration(store: str, run: str) -> dict:
 def experiment(work: Path, args, epoch_s_quickstart: float) -> dict:
     import torch
 
-    from cmbcube.stages import analysis, ilc, predict, train
+    from cmbcube.stages import analyze, ilc, predict, train
     if args.exp_threads:
         torch.set_num_threads(args.exp_threads)
     store = str(work / "experiment.zarr")
@@ -390,7 +390,7 @@ def experiment(work: Path, args, epoch_s_quickstart: float) -> dict:
         raise RuntimeError(f"NILC failed: {ilc_rep.failed[:3]}")
     nilc_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    an_rep = analysis.run(store, progress=False)
+    an_rep = analyze.run(store, progress=False)
     if an_rep.failed:
         raise RuntimeError(f"analysis failed: {an_rep.failed[:3]}")
     analysis_s = time.perf_counter() - t0

@@ -470,7 +470,7 @@ def main(argv=None) -> int:
                                                       "sigma in pred_sigma)" if report.mc_samples else ""))
             return 0
         if args.command == "analyze":
-            from cmbcube.stages.analysis import run as analyze
+            from cmbcube.stages.analyze import run as analyze
             runs = "all" if args.runs == "all" else _csv(args.runs)
             rep = analyze(args.store, runs, _csv(args.split), args.f_sky, args.mask, args.scheduler,
                           args.scheduler_file, args.workers, progress=False if args.no_progress else None,

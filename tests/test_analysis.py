@@ -7,21 +7,22 @@ import numpy as np
 import pytest
 
 import cmbcube
-from cmbcube.stages import analysis, ilc, report
+from cmbcube.science import metrics, spectra
+from cmbcube.stages import analyze, ilc, report
 from cmbcube.science import instrument, pixwin, sht
 
 
 def test_metrics_equal_hand_computed_values():
     t = np.array([1.0, 2.0, 3.0, 4.0])
     p = np.array([1.5, 2.0, 2.0, 5.0])
-    m = analysis.pixel_metrics(t, p)
+    m = metrics.pixel_metrics(t, p)
     assert m["mae"] == pytest.approx((0.5 + 0 + 1 + 1) / 4)
     assert m["mse"] == pytest.approx((0.25 + 0 + 1 + 1) / 4)
     assert m["rmse"] == pytest.approx(np.sqrt(2.25 / 4))
     assert m["nrmse"] == pytest.approx(np.sqrt(2.25) / np.sqrt(30))
     assert m["psnr"] == pytest.approx(10 * np.log10(4.0 ** 2 / (2.25 / 4)))     # range 1..5 over both
     assert m["r2"] == pytest.approx(1 - 2.25 / 5.0)
-    perfect = analysis.pixel_metrics(t, t)
+    perfect = metrics.pixel_metrics(t, t)
     assert perfect["mae"] == 0 and perfect["rmse"] == 0 and perfect["psnr"] == np.inf and perfect["r2"] == 1
 
 
@@ -32,13 +33,13 @@ def test_mask_and_dipole_removal_remove_an_injected_monopole_and_dipole():
     vec = np.array(hp.pix2vec(nside, np.arange(12 * nside ** 2), nest=True))
     injected = base + 7.0 + vec.T @ np.array([3.0, -2.0, 5.0])
     mask = np.abs(90 - np.degrees(hp.pix2ang(nside, np.arange(12 * nside ** 2), nest=True)[0])) > 20
-    a = analysis.remove_monopole_dipole(injected, mask)
-    b = analysis.remove_monopole_dipole(base, mask)
+    a = metrics.remove_monopole_dipole(injected, mask)
+    b = metrics.remove_monopole_dipole(base, mask)
     assert np.allclose(a, b, atol=1e-10)
     fg = np.where(mask, 1.0, 100.0) + rng.random(12 * nside ** 2)
-    m = analysis.galactic_mask(fg, 0.6)
+    m = metrics.galactic_mask(fg, 0.6)
     assert m.mean() == pytest.approx(0.6, abs=0.02)
-    apod = analysis.apodize(m, 300)
+    apod = metrics.apodize(m, 300)
     assert apod.max() <= 1 and np.all(apod[~m] == 0) and 0 < apod[m].mean() < 1
 
 
@@ -47,15 +48,15 @@ def test_pixel_window_and_beam_deconvolution_recover_the_input_spectrum():
     ell = np.arange(lmax + 1)
     cl = np.zeros(lmax + 1)
     cl[2:] = 1000 * 2 * np.pi / (ell[2:] * (ell[2:] + 1.0))
-    bins = analysis.ell_bins(nside)
+    bins = spectra.ell_bins(nside)
     np.random.seed(3)
     est = []
     for _ in range(12):
         alm = hp.synalm(cl, lmax=lmax)
         t = sht.almxfl(alm, instrument.gaussian_beam(60, lmax)[0] * pixwin.pixel_window(nside))
         m = hp.reorder(sht.alm2map(t, nside), r2n=True)
-        est.append(analysis.pseudo_spectra(m[None], m[None], ["I"], np.ones(m.size), 60, 60, nside, True, bins)[0])
-        raw = analysis.pseudo_spectra(m[None], m[None], ["I"], np.ones(m.size), 0, 0, nside, False, bins)[0]
+        est.append(spectra.pseudo_spectra(m[None], m[None], ["I"], np.ones(m.size), 60, 60, nside, True, bins)[0])
+        raw = spectra.pseudo_spectra(m[None], m[None], ["I"], np.ones(m.size), 0, 0, nside, False, bins)[0]
     expected = np.array([cl[lo:hi].mean() for lo, hi in zip(bins[:-1], bins[1:])])
     ratio = np.mean(est, axis=0) / expected
     nmodes = np.array([np.sum(2 * ell[lo:hi] + 1) for lo, hi in zip(bins[:-1], bins[1:])]) * 12
@@ -68,7 +69,7 @@ def analysed(tmp_path_factory, tiny_store):
     path = str(tmp_path_factory.mktemp("an") / "a.zarr")
     shutil.copytree(tiny_store, path)
     ilc.run(path, ilc.ILCConfig(method="nilc"), splits=("test",), scheduler="synchronous")
-    rep = analysis.run(path, scheduler="synchronous")
+    rep = analyze.run(path, scheduler="synchronous")
     assert len(rep.written) == 2 and not rep.failed
     return path
 
@@ -76,10 +77,10 @@ def analysed(tmp_path_factory, tiny_store):
 def test_analysis_in_the_cube_and_resume(analysed):
     ds = cmbcube.open(analysed)
     m = ds.metrics.sel(run="nilc", split="test", sim=0, field="I")
-    assert m.shape == (3, len(analysis.METRICS))
+    assert m.shape == (3, len(metrics.METRICS))
     # every metric is finite; the calibration coverage exists only for runs with a per-pixel sigma (NILC: none)
-    assert np.isfinite(m.drop_sel(metric=list(analysis.COVERAGE)).values).all()
-    assert np.isnan(m.sel(metric=list(analysis.COVERAGE)).values).all()
+    assert np.isfinite(m.drop_sel(metric=list(metrics.COVERAGE)).values).all()
+    assert np.isnan(m.sel(metric=list(metrics.COVERAGE)).values).all()
     # spectrum metrics: NILC's spectrum is close to the realisation's, further from the theory (cosmic variance)
     err_truth = float(m.sel(metric="cl_err_truth").isel(beam=0))
     assert 0 <= err_truth < 0.5 and float(m.sel(metric="cl_err_theory").isel(beam=0)) > 0
@@ -91,7 +92,7 @@ def test_analysis_in_the_cube_and_resume(analysed):
     assert np.all(s.sel(kind="truth").values > 0)
     assert np.isfinite(ds.spectra.sel(run="nilc", split="test", sim=0, spectrum="EE", kind="truth").values).all()
     assert float(ds.mask.mean()) == pytest.approx(0.8, abs=0.02)
-    again = analysis.run(analysed, scheduler="synchronous")
+    again = analyze.run(analysed, scheduler="synchronous")
     assert again.written == [] and again.already_done == 2
 
 
@@ -151,6 +152,6 @@ def test_foreground_mask_is_the_same_in_any_unit(tmp_path):
         path = str(tmp_path / f"{units}.zarr")
         simulate.run(small_recipe(units=units, fields=["I"], keep=["cmb"], splits={"train": 1, "valid": 0, "test": 0}),
                      path, scheduler="synchronous", progress=False)
-        analysis.build_masks(path, 0.8)
+        analyze.build_masks(path, 0.8)
         masks.append(np.asarray(zarr.open_group(path, mode="r")["mask"][...]))
     assert np.mean(masks[0] == masks[1]) > 0.99

@@ -19,7 +19,7 @@ import torch
 import zarr
 
 import cmbcube
-from cmbcube.stages import analysis, ilc, preprocess, simulate, train
+from cmbcube.stages import analyze, ilc, preprocess, simulate, train
 from cmbcube import cli, cube
 from cmbcube.cube.datasets import CubeDataset
 from test_cluster import chunks, fast_recipe, recipe_file
@@ -220,7 +220,7 @@ def test_hostile_run_names_in_a_store_write_and_delete_nothing_outside(tmp_path,
     for method in ("hilc", "nilc"):
         assert ilc.run(store, ilc.ILCConfig(method=method, fields=("I",)), splits=("test",),
                        scheduler="synchronous", progress=False).ok
-    assert not analysis.run(store, scheduler="synchronous", progress=False).failed
+    assert not analyze.run(store, scheduler="synchronous", progress=False).failed
     victim = tmp_path / "victim"                        # <store>.runs/../victim
     absolute = tmp_path / "absolute"
     for folder in (victim, absolute):
@@ -261,7 +261,7 @@ def test_sigkill_during_ilc_and_analyze_then_reruns_complete_bit_identical(tmp_p
     shutil.copytree(clean, store)
     config = ilc.ILCConfig(method="hilc", fields=("I",))
     assert ilc.run(ref, config, splits=("train", "test"), scheduler="synchronous", progress=False).ok
-    assert not analysis.run(ref, splits=("train", "test"), scheduler="synchronous", progress=False).failed
+    assert not analyze.run(ref, splits=("train", "test"), scheduler="synchronous", progress=False).failed
 
     trace = tmp_path / "ilc"
     trace.mkdir()
@@ -285,7 +285,7 @@ def test_sigkill_during_ilc_and_analyze_then_reruns_complete_bit_identical(tmp_p
     held = traced(trace)
     done = np.asarray(zarr.open_group(store, mode="r")["analysis_done"][0]) == 1
     assert [(cube.SPLITS[i], int(j)) for i, j in zip(*np.nonzero(done))] == [held[0][1:3]]
-    rerun = analysis.run(store, splits=("train", "test"), scheduler="synchronous", progress=False)
+    rerun = analyze.run(store, splits=("train", "test"), scheduler="synchronous", progress=False)
     assert not rerun.failed and len(rerun.written) == 3 and rerun.already_done == 1
     for name in ("metrics", "spectra", "analysis_done", "mask", "mask_apodized"):
         assert chunks(store, name) == chunks(ref, name) and chunks(ref, name), name

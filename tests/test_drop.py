@@ -25,7 +25,7 @@ def _recipe():
 @pytest.fixture(scope="module")
 def full(tmp_path_factory):
     """A store with statistics, three runs (predictions, losses, checkpoints) and their analysis."""
-    from cmbcube.stages import analysis, preprocess
+    from cmbcube.stages import analyze, preprocess
     path = str(tmp_path_factory.mktemp("drop") / "full.zarr")
     assert simulate(_recipe(), path, scheduler="synchronous", progress=False).ok
     preprocess.run(path, scheduler="synchronous")
@@ -39,7 +39,7 @@ def full(tmp_path_factory):
         folder = Path(path + ".runs") / name
         folder.mkdir(parents=True)
         (folder / "epoch_0002.pt").write_bytes(rng.bytes(200_000))
-    analysis.run(path, "all", ("test",), f_sky=0.8, scheduler="synchronous", progress=False)
+    analyze.run(path, "all", ("test",), f_sky=0.8, scheduler="synchronous", progress=False)
     cube.consolidate(path)
     return path
 

@@ -8,8 +8,10 @@ import torch
 import zarr
 
 import cmbcube
-from cmbcube.stages import analysis, report, train
 from cmbcube import networks
+from cmbcube.science import metrics, spectra
+from cmbcube.cube import analysis_io
+from cmbcube.stages import analyze, report, train
 from cmbcube.networks import petroff, sphere
 from cmbcube.science import transforms
 from cmbcube.cli import main
@@ -208,7 +210,7 @@ def test_train_predict_analyze_end_to_end(tiny_store, tmp_path, capsys):
     cmbcube.cube.ensure_run(store, "unet", "cmbnncs-unet5", {"model": "cmbnncs-unet5"}, 0.0)
     assert main(["predict", store, "--run", "unet", "--mc-samples", "4"]) == 2
     assert "needs --model petroff" in capsys.readouterr().err
-    rep = analysis.run(store, runs=["petroff"], scheduler="synchronous", progress=False)
+    rep = analyze.run(store, runs=["petroff"], scheduler="synchronous", progress=False)
     assert not rep.failed and len(rep.written) == 2
     m = cmbcube.open(store).metrics.sel(run="petroff", split="test", field="I").isel(sim=[0, 1])
     cover = m.sel(metric=["cover_1sigma", "cover_2sigma", "cover_3sigma"]).values     # (sim, beam, 3)
@@ -229,13 +231,13 @@ def test_train_predict_analyze_end_to_end(tiny_store, tmp_path, capsys):
     cmbcube.cube.create_array(store, "metrics", old.shape, ("run", "split", "sim", "beam", "field", "metric"),
                               dtype="f8", chunks=(1, 1, 1) + old.shape[3:])[...] = old
     cmbcube.cube.create_array(store, "metric", (8,), ("metric",), dtype=str, fill_value="")[...] = \
-        np.array(analysis.METRICS[:8], dtype=object)
+        np.array(metrics.METRICS[:8], dtype=object)
     cmbcube.cube.consolidate(store)
-    analysis._ensure_arrays(store, len(analysis.ell_bins(16)) - 1)
+    analysis_io.ensure_analysis_arrays(store, len(spectra.ell_bins(16)) - 1)
     after = zarr.open_group(store, mode="r")["metrics"][...]
     assert after.shape == before.shape and np.array_equal(after[..., :8], before[..., :8], equal_nan=True)
     assert np.isnan(after[..., 8:]).all()
-    assert list(cmbcube.open(store).metric.values) == list(analysis.METRICS)
+    assert list(cmbcube.open(store).metric.values) == list(metrics.METRICS)
 
 
 def test_petroff_resume_is_bit_for_bit(tiny_store, tmp_path, monkeypatch):

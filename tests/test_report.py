@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import cmbcube
-from cmbcube.stages import analysis, ilc, predict, report, train
+from cmbcube.stages import analyze, ilc, predict, report, report_figures, train
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def reported(tmp_path_factory, tiny_store):
                                lr_end=1e-4, patch_side=8)
     train.train(path, config, "short", progress=False)
     predict.predict(path, "short", splits=("test",), progress=False)
-    assert not analysis.run(path, scheduler="synchronous").failed
+    assert not analyze.run(path, scheduler="synchronous").failed
     return path
 
 
@@ -32,7 +32,7 @@ def _digits(text):
 
 def test_map_panels_share_one_beam_and_residuals_are_symmetric(reported):
     ds = cmbcube.open(reported)
-    fig = report.map_figure(ds, "short", "test", 0, "I", None)
+    fig = report_figures.map_figure(ds, "short", "test", 0, "I", None)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     # the network's 0' output is shown at NILC's 20.6', and every panel title says so
     assert len(titles) == 3 and all("at 20.6' FWHM" in t for t in titles), titles
@@ -57,11 +57,11 @@ def test_map_panels_share_one_beam_and_residuals_are_symmetric(reported):
 
 def test_spectrum_and_distribution_figures_carry_units_titles_mask_and_beam(reported):
     ds = cmbcube.open(reported)
-    fig, fig2 = report.spectrum_figure(ds, "test", None, None)
+    fig, fig2 = report_figures.spectrum_figure(ds, "test", None, None)
     top = fig.axes[0]
     assert "uK_CMB" in top.get_ylabel() and "f_sky = 0.80" in top.get_title() and "deconvolved" in top.get_title()
     assert "uK_CMB" in fig2.axes[0].get_ylabel() and "f_sky" in fig2.axes[0].get_title()
-    fig = report.distribution_figure(ds.assign_coords(beam=ds.beam_fwhm.values), "test", "I", 20.6, None)
+    fig = report_figures.distribution_figure(ds.assign_coords(beam=ds.beam_fwhm.values), "test", "I", 20.6, None)
     ylabels = [ax.get_ylabel() for ax in fig.axes]
     assert ylabels == ["MAE [uK_CMB]", "RMSE [uK_CMB]", "PSNR [dB]"]
 

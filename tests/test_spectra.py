@@ -3,7 +3,9 @@ import healpy as hp
 import numpy as np
 import pytest
 
-from cmbcube.stages import analysis
+from cmbcube.science import metrics, spectra
+from cmbcube.cube import analysis_io
+from cmbcube.stages import analyze
 from cmbcube.science import cosmology, instrument, pixwin, sht
 
 pytest.importorskip("pymaster", reason="NaMaster missing: make pymaster")
@@ -19,7 +21,7 @@ def make_sky():
     theta, phi = hp.pix2ang(NSIDE, np.arange(npix), nest=True)
     lat = 90 - np.degrees(theta)
     mask = np.abs(lat) > 15 + 8 * np.sin(phi) ** 2
-    apod = analysis.apodize(mask, analysis.apodization_arcmin(NSIDE))
+    apod = metrics.apodize(mask, metrics.apodization_arcmin(NSIDE))
     rng = np.random.default_rng(5)
     beam = 60.0
     transfer = instrument.gaussian_beam(beam, lmax) * np.stack([pixwin.pixel_window(NSIDE, lmax)] +
@@ -28,13 +30,13 @@ def make_sky():
     for _ in range(NSIMS):
         alm = sht.almxfl(cosmology.synalm(cls, rng), transfer)
         maps.append(hp.reorder(sht.alm2map(alm, NSIDE), r2n=True))
-    bins = analysis.ell_bins(NSIDE)
+    bins = spectra.ell_bins(NSIDE)
     edges = list(zip(bins[:-1], bins[1:]))
     naive = np.array([[cl[lo:hi].mean() for lo, hi in edges] for cl in cls])       # bin means of C_ell
-    nm = analysis.NamasterSpectra(NSIDE, apod, mask, len(bins) - 1)
+    nm = spectra.NamasterSpectra(NSIDE, apod, mask, len(bins) - 1)
     theory = nm.expected(cls)                   # what the bandpowers estimate: windows x C_ell
     est = np.array([nm.spectra(*[nm.fields(m, list("IQU"))] * 2, beam, beam, True) for m in maps])
-    fast = np.array([analysis.pseudo_spectra(m, m, list("IQU"), apod, beam, beam, NSIDE, True, bins) for m in maps])
+    fast = np.array([spectra.pseudo_spectra(m, m, list("IQU"), apod, beam, beam, NSIDE, True, bins) for m in maps])
     ell = np.arange(lmax + 1)
     fsky = np.mean(apod ** 2) ** 2 / np.mean(apod ** 4)
     nmodes = np.array([np.sum(2 * ell[lo:hi] + 1) for lo, hi in edges]) * fsky
@@ -56,7 +58,7 @@ def _sigma(sky, k, name):
 
 
 def test_truth_bb_over_theory_within_cosmic_variance_on_a_masked_sky(sky):
-    k = analysis.SPECTRA.index("BB")
+    k = spectra.SPECTRA.index("BB")
     mean = sky["est"][:, k].mean(axis=0)
     tol = 4 * _sigma(sky, k, "BB")
     ratio = mean / sky["theory"][k]
@@ -71,7 +73,7 @@ def test_truth_bb_over_theory_within_cosmic_variance_on_a_masked_sky(sky):
 
 @pytest.mark.parametrize("name", ["TT", "EE", "TE"])
 def test_tt_ee_te_match_theory_and_the_fast_estimator(sky, name):
-    k = analysis.SPECTRA.index(name)
+    k = spectra.SPECTRA.index(name)
     sigma = _sigma(sky, k, name)
     mean = sky["est"][:, k].mean(axis=0)
     assert np.all(np.abs(mean - sky["theory"][k]) < 4 * sigma), (mean - sky["theory"][k]) / sigma
@@ -82,10 +84,10 @@ def test_tt_ee_te_match_theory_and_the_fast_estimator(sky, name):
 
 
 def test_windows_and_spectra_attrs_describe_the_estimator(sky):
-    attrs = analysis.spectra_attrs("namaster", NSIDE)
+    attrs = spectra.spectra_attrs("namaster", NSIDE)
     assert attrs["estimator"] == "namaster" and attrs["purify_b"] is True
-    assert attrs["binning"]["width"] == analysis.BIN_WIDTH and attrs["binning"]["lmax_inverted"] == 3 * NSIDE - 1
-    assert analysis.spectra_attrs("pseudo-fast", NSIDE)["purify_b"] is False
+    assert attrs["binning"]["width"] == spectra.BIN_WIDTH and attrs["binning"]["lmax_inverted"] == 3 * NSIDE - 1
+    assert spectra.spectra_attrs("pseudo-fast", NSIDE)["purify_b"] is False
     # bandpowers of a C_ell with flat D_ell are the bin means of C_ell (the D_ell -> C_ell convention)
     ell = np.arange(3 * NSIDE)
     flat = np.zeros((4, ell.size))
@@ -93,7 +95,7 @@ def test_windows_and_spectra_attrs_describe_the_estimator(sky):
     bins = sky["bins"]
     want = np.array([flat[0, lo:hi].mean() for lo, hi in zip(bins[:-1], bins[1:])])
     mask = np.ones(12 * NSIDE ** 2, dtype=bool)
-    got = analysis.NamasterSpectra(NSIDE, mask.astype(float), mask, len(bins) - 1).expected(flat)[0]
+    got = spectra.NamasterSpectra(NSIDE, mask.astype(float), mask, len(bins) - 1).expected(flat)[0]
     assert np.allclose(got, want, rtol=1e-6)
 
 
@@ -107,20 +109,20 @@ def test_missing_namaster_is_refused_with_how_to_install(monkeypatch, tmp_path):
         return real(name, *args, **kwargs)
     monkeypatch.setattr(builtins, "__import__", no_pymaster)
     with pytest.raises(ValueError, match="make pymaster.*--estimator pseudo-fast"):
-        analysis.run(str(tmp_path / "absent.zarr"))
+        analyze.run(str(tmp_path / "absent.zarr"))
     with pytest.raises(ValueError, match="allowed: namaster, pseudo-fast"):
-        analysis.run(str(tmp_path / "absent.zarr"), estimator="master")
+        analyze.run(str(tmp_path / "absent.zarr"), estimator="master")
 
 
 def test_coupling_matrices_are_shared_through_files(tmp_path):
     nside = 16
     theta, _ = hp.pix2ang(nside, np.arange(12 * nside ** 2), nest=True)
     mask = np.abs(90 - np.degrees(theta)) > 20
-    apod = analysis.apodize(mask, analysis.apodization_arcmin(nside))
-    nbins = len(analysis.ell_bins(nside)) - 1
-    first = analysis.NamasterSpectra(nside, apod, mask, nbins, str(tmp_path / "c"))
+    apod = metrics.apodize(mask, metrics.apodization_arcmin(nside))
+    nbins = len(spectra.ell_bins(nside)) - 1
+    first = analysis_io.cached_namaster(nside, apod, mask, nbins, str(tmp_path / "c"))
     assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["w00.fits", "w02.fits", "w22.fits"]
-    again = analysis.NamasterSpectra(nside, apod, mask, nbins, str(tmp_path / "c"))     # read, not computed
+    again = analysis_io.cached_namaster(nside, apod, mask, nbins, str(tmp_path / "c"))     # read, not computed
     maps = np.random.default_rng(2).standard_normal((3, 12 * nside ** 2))
     a, b = (nm.spectra(*[nm.fields(maps, list("IQU"))] * 2, 30.0, 30.0, True) for nm in (first, again))
     assert np.allclose(a, b, rtol=1e-10, atol=0)
@@ -137,17 +139,17 @@ def test_one_estimator_per_store_and_recorded(tmp_path, tiny_store):
     path = str(tmp_path / "s.zarr")
     shutil.copytree(tiny_store, path)
     ilc.run(path, ilc.ILCConfig(method="hilc"), splits=("test",), scheduler="synchronous")
-    rep = analysis.run(path, scheduler="synchronous", estimator="pseudo-fast", progress=False)
+    rep = analyze.run(path, scheduler="synchronous", estimator="pseudo-fast", progress=False)
     assert rep.written and not rep.failed
     attrs = zarr.open_group(path, mode="r")["spectra"].attrs
     assert attrs["estimator"] == "pseudo-fast" and attrs["purify_b"] is False
     before = zarr_files(path)
     with pytest.raises(ValueError, match="pseudo-fast estimator.*drop"):
-        analysis.run(path, scheduler="synchronous", progress=False)          # namaster: refused, store untouched
+        analyze.run(path, scheduler="synchronous", progress=False)          # namaster: refused, store untouched
     assert zarr_files(path) == before
     from cmbcube.cube.drop import drop
     drop(path, "analysis")
-    rep = analysis.run(path, scheduler="synchronous", progress=False)
+    rep = analyze.run(path, scheduler="synchronous", progress=False)
     group = zarr.open_group(path, mode="r")
     assert rep.written and group["spectra"].attrs["estimator"] == "namaster"
     assert group["spectra_window"].shape[:2] == (4, group["ell_bin"].shape[0])

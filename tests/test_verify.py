@@ -118,12 +118,12 @@ def test_products_filter_and_unknown_product(store, capsys):
 
 
 def test_run_predictions_and_analysis_are_checked_and_cleared(store, capsys):
-    from cmbcube.stages import analysis
+    from cmbcube.cube import analysis_io
     irun = cube.ensure_run(store, "fake", "fake", {"a": 1}, 0.0)
     npix = 12 * 8 ** 2
     for split, sim in (("train", 0), ("train", 1), ("test", 0)):
         cube.write_prediction(store, irun, split, sim, np.ones((3, npix), np.float32) * sim)
-    analysis._ensure_arrays(store, 3)
+    analysis_io.ensure_analysis_arrays(store, 3)
     import zarr
     group = zarr.open_group(store, mode="r+")
     for i, sim in ((0, 0), (0, 1)):

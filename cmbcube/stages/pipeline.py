@@ -7,7 +7,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from cmbcube.stages import analysis, ilc, predict, preprocess, report, simulate, train
+from cmbcube.stages import analyze as analysis
+from cmbcube.stages import ilc, predict, preprocess, report, simulate, train
 from cmbcube.recipe import Recipe, load
 
 
