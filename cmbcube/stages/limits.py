@@ -2,7 +2,6 @@
 
 Every stage that grows a store (and ``cmbcube check-recipe``) estimates what it will need,
 from the recipe or the store's metadata alone (nothing here scales with the number of sims
-from cmbcube.errors import InputError
 beyond a few integers):
 
 - the bytes it will add to the store (uncompressed: compression only makes it smaller),
@@ -26,6 +25,8 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+
+from cmbcube.errors import InputError
 
 # Measured: reading the (3, N) done-flags (one chunk per split and sim) through zarr takes ~0.6 ms and
 # ~7 KB of memory per sim index (N = 1e6: 10 minutes and 7 GB), and every stage reads them whole.
