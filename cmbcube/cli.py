@@ -317,7 +317,7 @@ def _check_recipe(args) -> int:
     for problem in forced:
         print(f"  warning (--force-size): {problem}")
     if r["foregrounds"]["model"] == "pysm3":
-        from cmbcube.science.foregrounds import missing_pysm_files
+        from cmbcube.interop.templates import missing_pysm_files
         missing = missing_pysm_files(r["foregrounds"]["presets"], r["sky_nside"], r["foregrounds"]["data_dir"])
         print("  pysm3 templates: " + ("all present" if not missing else f"{len(missing)} missing:\n    " + "\n    ".join(missing)))
     return 0

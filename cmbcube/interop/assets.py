@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 
 from cmbcube.recipe import Recipe
 from cmbcube.errors import CmbcubeError
+from cmbcube.interop.templates import search_dirs
 
 MANIFEST_FORMAT = "cmbcube-assets/1"
 MANIFEST_NAME = "manifest.json"
@@ -105,12 +106,12 @@ def pysm_roots(recipe: Recipe, destination: str | None) -> tuple[Path, list[Path
         target = Path(env)
     else:
         target = Path("cmbcube-assets") / "pysm3"
-    looked = [Path(p) for p in (data_dir, env) if p] + [target]
+    looked = search_dirs(data_dir) + [target]          # the simulator's search path, then the fetch target
     return target, list(dict.fromkeys(looked))
 
 
 def list_assets(recipe: Recipe, destination: str | None = None) -> list[Asset]:
-    from cmbcube.science.foregrounds import pysm_files
+    from cmbcube.interop.templates import pysm_files
     r = recipe.data
     out = []
     target, looked = pysm_roots(recipe, destination)

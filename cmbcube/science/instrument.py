@@ -62,10 +62,7 @@ class Detector:
     @property
     def band_ghz(self) -> np.ndarray:
         """Frequencies (GHz) sampling the band: the centre alone for a delta bandpass."""
-        if self.bandpass == "delta":
-            return np.array([self.centre_ghz])
-        half = FRACTIONAL_WIDTH[self.freq] / 2
-        return np.linspace(self.centre_ghz * (1 - half), self.centre_ghz * (1 + half), BAND_POINTS)
+        return band_frequencies(self.freq, self.centre_ghz, self.bandpass)
 
     @property
     def band_weights(self) -> np.ndarray:
@@ -91,12 +88,21 @@ class Detector:
         return depth * 1e-6 * 60.0              # uK_CMB deg -> K_CMB arcmin
 
 
+def band_frequencies(freq: int, centre_ghz: float, bandpass: str) -> np.ndarray:
+    """Frequencies (GHz) sampling detector ``freq``'s band around ``centre_ghz``: the centre alone for a
+    delta bandpass, else BAND_POINTS evenly over its top-hat."""
+    if bandpass == "delta":
+        return np.array([centre_ghz])
+    half = FRACTIONAL_WIDTH[freq] / 2
+    return np.linspace(centre_ghz * (1 - half), centre_ghz * (1 + half), BAND_POINTS)
+
+
 @functools.lru_cache(maxsize=64)
 def _band_weights(freq: int, centre_ghz: float, bandpass: str) -> np.ndarray:
     if bandpass == "delta":
         return np.array([1.0])
     from pysm3.utils import normalize_weights
-    nu = Detector(freq, centre_ghz, 0.0, False, "K_CMB", bandpass).band_ghz
+    nu = band_frequencies(freq, centre_ghz, bandpass)
     trapezoid = np.full(nu.size, nu[1] - nu[0])
     trapezoid[[0, -1]] /= 2
     w = normalize_weights(nu, np.ones(nu.size)) * trapezoid       # pysm3's weights x trapezoid steps
@@ -156,7 +162,7 @@ def band_unit_factor(det: Detector, source: str, destination: str) -> float:
 def _band_unit_factor(freq, centre_ghz, bandpass, source, destination) -> float:
     import pysm3.units as u
     from pysm3.utils import bandpass_unit_conversion
-    nu = Detector(freq, centre_ghz, 0.0, False, "K_CMB", bandpass).band_ghz
+    nu = band_frequencies(freq, centre_ghz, bandpass)
     factor = bandpass_unit_conversion(nu * u.GHz, None, _pysm_unit(destination), input_unit=_pysm_unit(source))
     return float(factor.value)
 

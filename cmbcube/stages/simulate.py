@@ -55,13 +55,13 @@ def _injected_delay(split: str, sim: int) -> None:
 
 def simulate_one(store: str, recipe: Recipe, split: str, sim: int) -> dict:
     """Task body: compute one sim and write it (data first, done-flag last)."""
-    from cmbcube.science.sky import Simulator
+    from cmbcube.stages.simspec import simulator as make_simulator
     if cube.done_flags(store)[SPLITS.index(split), sim]:
         return {}      # already written: Dask reran a finished task whose worker died holding its result
     _injected_failure(split, sim)
     simulator = _SIMULATORS.get(recipe.hash)
     if simulator is None:
-        simulator = _SIMULATORS[recipe.hash] = Simulator(recipe)
+        simulator = _SIMULATORS[recipe.hash] = make_simulator(recipe)
     result = simulator.run(split, sim)
     _injected_delay(split, sim)
     t0 = time.perf_counter()
@@ -90,13 +90,13 @@ def preflight(recipe: Recipe) -> None:
     """Check every input file a recipe names before anything is created (fail fast, offline)."""
     from pathlib import Path
 
-    from cmbcube.science.foregrounds import missing_pysm_files, _data_dirs
+    from cmbcube.interop.templates import missing_pysm_files, search_dirs
     r = recipe.data
     fg = r["foregrounds"]
     if fg["model"] == "pysm3":
         missing = missing_pysm_files(fg["presets"], r["sky_nside"], fg["data_dir"])
         if missing:
-            where = ", ".join(map(str, _data_dirs(fg["data_dir"]))) or "nowhere: set foregrounds.data_dir or PYSM_LOCAL_DATA"
+            where = ", ".join(map(str, search_dirs(fg["data_dir"]))) or "nowhere: set foregrounds.data_dir or PYSM_LOCAL_DATA"
             raise MissingFileError(f"foregrounds.presets: {len(missing)} pysm3 template file(s) missing "
                                     f"(looked in {where}):\n  " + "\n  ".join(missing))
     if r["cmb"]["enabled"] and r["cmb"]["prior"] == "chain" and not Path(r["cmb"]["chain_file"]).is_file():
