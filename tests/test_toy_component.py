@@ -44,7 +44,8 @@ def toy():
 def _recipe(components):
     fg = {} if components is None else {"foregrounds__components": components}
     return small_recipe(seed=SEED, detectors=DETECTORS, splits={"train": 2, "valid": 0, "test": 0},
-                        instrument__pixel_window=False, instrument__beam_overrides={f: 0.0 for f in DETECTORS}, **fg)
+                        instrument__pixel_window=False, instrument__map2alm_iterations=3,
+                        instrument__beam_overrides={f: 0.0 for f in DETECTORS}, **fg)
 
 
 def test_a_registered_component_is_simulated_and_stored(toy, tmp_path):
@@ -64,15 +65,16 @@ def test_a_registered_component_is_simulated_and_stored(toy, tmp_path):
             got = ds.components.sel(component="toy", field="I", **sel).values
             expected = amplitude * (1 + 0.4 * np.cos(theta)) * instrument.band_unit_factor(dets[freq], "uK_RJ",
                                                                                             "uK_CMB")
-            # analysed from the sky nside and synthesised in single precision: ~1e-4 of the map
-            assert np.abs(got - expected).max() < 1e-3 * np.abs(expected).max(), (sim, freq)
+            # analysed at the sky nside with 3 Jacobi iterations (1 leaves 2e-3 near the poles), single
+            # precision: measured 1e-5 of the map
+            assert np.abs(got - expected).max() < 1e-4 * np.abs(expected).max(), (sim, freq)
             assert np.all(ds.components.sel(component="toy", field=["Q", "U"], **sel).values == 0)
             # no beam, no window, uK_CMB: the observed sky is the sum of what is stored
             total = ds.cmb.sel(split="train", sim=sim).values + ds.components.sel(**sel).values.sum(0) + \
                 ds.noise.sel(**sel).values
             obs = ds.obs.sel(**sel).values
             assert np.abs(obs - total).max() < 1e-5 * np.abs(obs).max(), (sim, freq)
-    assert np.abs(ds.components.sel(component="toy").values).max() > 10        # the toy is bright
+    assert np.abs(ds.components.sel(split="train", component="toy").values).max() > 10   # the toy is bright
 
 
 def test_the_registry_drives_recipes_and_deprojection(toy):
