@@ -55,7 +55,7 @@ def test_band_emission_and_conversions_equal_pysm3():
         assert np.sum(det.band_weights) == pytest.approx(1.0)
         for unit in ("uK_CMB", "MJy/sr"):
             assert instrument.band_unit_factor(det, "uK_RJ", unit) == pytest.approx(
-                bandpass_unit_conversion(band, None, instrument._pysm_unit(unit)).value, rel=1e-12)
+                bandpass_unit_conversion(band, None, instrument.pysm_unit(unit)).value, rel=1e-12)
         for name, model in models.items():
             if name == "tsz":       # cmbcube's own class: compared with the formula instead of with itself
                 ref = np.zeros((3, model.y_map.size))

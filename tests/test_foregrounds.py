@@ -49,7 +49,7 @@ def _brute_force(recipe, split, sim):
         nc = 3 if det.polarised else 1
         # pysm3's own bandpass integration and unit conversion over the detector's band (None: top-hat)
         band = det.band_ghz * u.GHz
-        rj = bandpass_unit_conversion(band, None, instrument._pysm_unit(sim_.units[det.freq])).value
+        rj = bandpass_unit_conversion(band, None, instrument.pysm_unit(sim_.units[det.freq])).value
         total = sum(m.get_emission(band, None).to_value(u.uK_RJ) for m in models.values())[:nc] * rj
         alm = sht.truncate_alm(sht.map2alm(total, sim_.lmax_analysis, 1), sim_.lmax_out)
         out.append(sht.alm2map(sht.almxfl(alm, sim_.transfer[det.freq][:nc]), sim_.nside)[:, sim_.ring2nest])

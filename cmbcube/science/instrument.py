@@ -127,7 +127,8 @@ def resolve_unit(unit: str, det: Detector) -> str:
     return det.native_unit if unit == "native" else unit
 
 
-def _pysm_unit(name: str):
+def pysm_unit(name: str):
+    """The astropy/pysm3 unit object of a unit name (uK_CMB, K_CMB, MJy/sr, uK_RJ, K_RJ)."""
     import pysm3.units as u
     return {"uK_CMB": u.uK_CMB, "K_CMB": u.K_CMB, "MJy/sr": u.MJy / u.sr,
             "uK_RJ": u.uK_RJ, "K_RJ": u.K_RJ}[name]
@@ -145,7 +146,7 @@ def to_uk_cmb(unit: str) -> float:
 def unit_factor(centre_ghz: float, source: str, destination: str) -> float:
     """Multiply a map in ``source`` units by this to get ``destination`` units at ``centre_ghz``."""
     import pysm3.units as u
-    q = (1.0 * _pysm_unit(source)).to(_pysm_unit(destination),
+    q = (1.0 * pysm_unit(source)).to(pysm_unit(destination),
                                       equivalencies=u.cmb_equivalencies(centre_ghz * u.GHz))
     return float(q.value)
 
@@ -163,7 +164,7 @@ def _band_unit_factor(freq, centre_ghz, bandpass, source, destination) -> float:
     import pysm3.units as u
     from pysm3.utils import bandpass_unit_conversion
     nu = band_frequencies(freq, centre_ghz, bandpass)
-    factor = bandpass_unit_conversion(nu * u.GHz, None, _pysm_unit(destination), input_unit=_pysm_unit(source))
+    factor = bandpass_unit_conversion(nu * u.GHz, None, pysm_unit(destination), input_unit=pysm_unit(source))
     return float(factor.value)
 
 
