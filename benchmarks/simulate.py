@@ -367,9 +367,9 @@ def interleaved_job(spec: dict) -> dict:
     warm-up sim of each: the per-sim seconds of ``Simulator.run`` (everything but the store write,
     which is the same for both skies)."""
     quiet()
-    from cmbcube.science import sky
+    from cmbcube.stages import simspec
     nside, nsims = spec["nside"], spec["nsims"]
-    sims = {m: sky.Simulator(make_recipe(nside, nsims, f"bench-{m}", 1, spec["vary"], model=m))
+    sims = {m: simspec.simulator(make_recipe(nside, nsims, f"bench-{m}", 1, spec["vary"], model=m))
             for m in ("synthetic-gaussian", "synthetic")}
     times = {m: [] for m in sims}
     parts = {m: {} for m in sims}

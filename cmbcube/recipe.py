@@ -19,7 +19,6 @@ from cmbcube.errors import InputError
 from cmbcube.networks import NETWORKS
 
 SPLITS = ("train", "valid", "test")
-SYNTHETIC_COMPONENTS = ("dust", "synchrotron", "freefree", "ame", "cib", "tsz", "radio")
 TRUTH_PRODUCTS = ("cmb", "components", "noise")
 
 
@@ -29,7 +28,7 @@ class RecipeError(InputError):
 
 @dataclasses.dataclass
 class F:
-    """One recipe field: expected type(s), default and an optional check."""
+    """One recipe field: expected type(s), default (or a function returning it) and an optional check."""
     types: tuple
     default: Any
     choices: tuple | None = None
@@ -84,6 +83,16 @@ def _beam_overrides(path, value):
                               f"{', '.join(map(str, instrument.FREQS))}")
         if isinstance(fwhm, bool) or not isinstance(fwhm, (int, float)) or fwhm < 0:
             raise RecipeError(f"{path}.{key}: beam FWHM must be a number of arcmin >= 0, got {fwhm!r}")
+
+
+def _synthetic_components() -> list[str]:
+    """Every registered synthetic foreground component (the default sky), read when a recipe is validated."""
+    from cmbcube.science.foregrounds import COMPONENTS
+    return list(COMPONENTS.names())
+
+
+def _registered_components(path, value):
+    _list_of(_synthetic_components())(path, value)
 
 
 def _pysm_presets(path, value):
@@ -181,7 +190,8 @@ SCHEMA: dict = {
         "model": F((str,), "synthetic", choices=("synthetic", "synthetic-gaussian", "pysm3", "none"),
                    doc="synthetic: the filamentary Galaxy (default); synthetic-gaussian: the earlier "
                        "Gaussian-template Galaxy; pysm3: presets from local templates; none"),
-        "components": F((list,), list(SYNTHETIC_COMPONENTS), check=_list_of(SYNTHETIC_COMPONENTS)),
+        "components": F((list,), _synthetic_components, check=_registered_components,
+                        doc="synthetic components (foregrounds.COMPONENTS); default: all of them"),
         "presets": F((list,), ["d9", "s4", "f1", "a1", "cib1", "ksz1", "tsz1", "rg1"], check=_pysm_presets),
         "data_dir": F((str,), None, nullable=True, doc="directory of pysm3 templates (else $PYSM_LOCAL_DATA)"),
         "vary": F((str,), "per_sim", choices=("per_sim", "fixed")),
@@ -262,7 +272,7 @@ def _validate(raw: dict, schema: dict, prefix: str) -> dict:
         if isinstance(spec, dict):
             out[key] = _validate(raw.get(key) or {}, spec, path)
             continue
-        value = raw.get(key, copy.deepcopy(spec.default))
+        value = raw[key] if key in raw else spec.default() if callable(spec.default) else copy.deepcopy(spec.default)
         if value is None:
             if spec.nullable:
                 out[key] = None

@@ -218,7 +218,7 @@ def test_planck_variance_maps_are_cut_out_of_the_frequency_maps(tmp_path, mirror
     """Without a mirror the variance maps come from the full-mission maps' II/QQ/UU_COV columns."""
     import healpy as hp
 
-    from cmbcube.science.noise import read_variance_map
+    from cmbcube.interop.planck import read_variance_map
     httpd, url = server
     root, _ = mirror
     nside = 8

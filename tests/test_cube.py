@@ -134,13 +134,13 @@ def test_reader_sees_only_done_sims_while_writing(tmp_path, tiny_recipe, monkeyp
 
 
 def test_native_units_and_k_cmb_target():
-    from cmbcube.science import sky
+    from cmbcube.stages import simspec
     r = small_recipe(units="native", detectors=[143, 857], noise__model="none", foregrounds__model="none")
-    s = sky.Simulator(r)
+    s = simspec.simulator(r)
     res = s.run("train", 0)
     assert s.units == {143: "K_CMB", 857: "MJy/sr"} and s.cmb_unit == "K_CMB"
     r2 = small_recipe(detectors=[143, 857], noise__model="none", foregrounds__model="none")
-    res2 = sky.Simulator(r2).run("train", 0)
+    res2 = simspec.simulator(r2).run("train", 0)
     # maps come from single-precision transforms: errors ~1e-6 of the map's largest value
     def close(a, b):
         return np.allclose(a, b, rtol=1e-5, atol=1e-6 * np.abs(b).max())

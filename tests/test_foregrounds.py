@@ -6,7 +6,9 @@ import pysm3.units as u
 from pysm3.utils import bandpass_unit_conversion
 import pytest
 
+from cmbcube.interop import templates
 from cmbcube.science import foregrounds, instrument, seeds, sht, sky
+from cmbcube.stages import simspec
 from conftest import small_recipe
 
 ALL = ["dust", "synchrotron", "freefree", "ame", "cib", "tsz", "radio"]
@@ -40,14 +42,14 @@ def test_uniform_seds_are_recognised(models):
 def _brute_force(recipe, split, sim):
     """Observed maps the long way: pysm3 get_emission of every component per detector, their
     sum analysed per detector (double precision, same band limit and iterations), beam, window."""
-    sim_ = sky.Simulator(recipe)
+    sim_ = simspec.simulator(recipe)
     models = sim_.foreground_models(split, sim)
     out = []
     for det in sim_.detectors:
         nc = 3 if det.polarised else 1
         # pysm3's own bandpass integration and unit conversion over the detector's band (None: top-hat)
         band = det.band_ghz * u.GHz
-        rj = bandpass_unit_conversion(band, None, instrument._pysm_unit(sim_.units[det.freq])).value
+        rj = bandpass_unit_conversion(band, None, instrument.pysm_unit(sim_.units[det.freq])).value
         total = sum(m.get_emission(band, None).to_value(u.uK_RJ) for m in models.values())[:nc] * rj
         alm = sht.truncate_alm(sht.map2alm(total, sim_.lmax_analysis, 1), sim_.lmax_out)
         out.append(sht.alm2map(sht.almxfl(alm, sim_.transfer[det.freq][:nc]), sim_.nside)[:, sim_.ring2nest])
@@ -56,7 +58,7 @@ def _brute_force(recipe, split, sim):
 
 def test_simulated_foregrounds_equal_the_brute_force_sum():
     recipe = small_recipe(cmb__enabled=False, noise__model="none", keep=["cmb"])
-    res = sky.Simulator(recipe).run("test", 1)
+    res = simspec.simulator(recipe).run("test", 1)
     for i, expected in enumerate(_brute_force(recipe, "test", 1)):
         got = res.obs[i, : expected.shape[0]]
         scale = np.abs(expected).max()
@@ -66,24 +68,24 @@ def test_simulated_foregrounds_equal_the_brute_force_sum():
 
 def test_fixed_foregrounds_cache_gives_the_same_bytes():
     recipe = small_recipe(foregrounds__vary="fixed", keep=["cmb"])
-    warm = sky.Simulator(recipe)
+    warm = simspec.simulator(recipe)
     warm.run("train", 0)
     assert len(warm._fixed_alms) == len(warm.detectors)          # the cache is filled
     again = warm.run("train", 1)
-    fresh = sky.Simulator(recipe).run("train", 1)
+    fresh = simspec.simulator(recipe).run("train", 1)
     assert np.array_equal(again.obs, fresh.obs, equal_nan=True)
     # and fixed means fixed: the foreground part of two sims is the same
     nofg = small_recipe(foregrounds__vary="fixed", foregrounds__model="none", keep=["cmb"])
-    a, b = (sky.Simulator(nofg).run("train", s).obs for s in (0, 1))
+    a, b = (simspec.simulator(nofg).run("train", s).obs for s in (0, 1))
     fg0, fg1 = warm.run("train", 0).obs - a, again.obs - b
     assert np.allclose(fg0, fg1, atol=1e-3 * np.nanmax(np.abs(fg0)), equal_nan=True)
 
 
 def test_pysm_preset_files_are_files_not_units(tmp_path):
-    assert foregrounds.pysm_files("cib1", 512) == ["websky/0.4/"]          # not its 'MJy / sr' input unit
-    a1 = foregrounds.pysm_files("a1", 512)
+    assert templates.pysm_files("cib1", 512) == ["websky/0.4/"]          # not its 'MJy / sr' input unit
+    a1 = templates.pysm_files("a1", 512)
     assert len(a1) == len(set(a1)) and "pysm_2/emissivity.txt" in a1
-    assert foregrounds.missing_pysm_files(["cib1", "rg1"], 512, str(tmp_path)) == ["cib1: websky/0.4/",
+    assert templates.missing_pysm_files(["cib1", "rg1"], 512, str(tmp_path)) == ["cib1: websky/0.4/",
                                                                                   "rg1: websky/0.4/"]
     (tmp_path / "websky" / "0.4").mkdir(parents=True)
-    assert foregrounds.missing_pysm_files(["cib1", "rg1"], 512, str(tmp_path)) == []
+    assert templates.missing_pysm_files(["cib1", "rg1"], 512, str(tmp_path)) == []

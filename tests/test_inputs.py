@@ -8,7 +8,7 @@ from cmbcube import cli
 from cmbcube.errors import MissingFileError
 from cmbcube.interop import assets, inputs
 from cmbcube.recipe import load
-from cmbcube.science import foregrounds
+from cmbcube.interop import templates
 from cmbcube.stages import simulate
 
 
@@ -55,7 +55,7 @@ def test_template_search_is_the_simulators(recipe_file, tmp_path, monkeypatch):
 
     def both():
         mine = [i.label for i in inputs.missing(recipe, ("pysm3",))]
-        return mine, foregrounds.missing_pysm_files(["f1", "cib1"], 16, data_dir)
+        return mine, templates.missing_pysm_files(["f1", "cib1"], 16, data_dir)
 
     assert both() == (["f1: pysm_2/ff_t_new.fits", "cib1: websky/0.4/"],) * 2
     monkeypatch.setenv("PYSM_LOCAL_DATA", str(tmp_path / "env"))

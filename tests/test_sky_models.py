@@ -8,7 +8,7 @@ import pytest
 
 from cmbcube import cube, recipe
 from cmbcube.science import foregrounds, seeds, sky
-from cmbcube.stages import simulate
+from cmbcube.stages import simspec, simulate
 from cmbcube.science import skystats as ss
 
 NSIDE = 64          # lmax 191: the ell = 40-160 range of the Planck power-law fits
@@ -128,7 +128,7 @@ def test_per_sim_variation_and_fixed_galaxy():
     def dust_q(split, sim, vary="per_sim"):
         r = recipe.validate({"name": "v", "nside": 8, "seed": 7, "splits": {"train": 2, "test": 1},
                              "foregrounds": {"components": ["dust", "synchrotron"], "vary": vary}})
-        models = sky.Simulator(r).foreground_models(split, sim)
+        models = simspec.simulator(r).foreground_models(split, sim)
         return np.asarray(models["dust"].Q_ref.value), np.asarray(models["synchrotron"].U_ref.value)
     a, b, c = dust_q("train", 0), dust_q("train", 1), dust_q("test", 0)
     for x, y in ((a, b), (a, c), (b, c)):

@@ -13,10 +13,10 @@ Nothing here reads a file's contents or touches the network: existence only, off
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 from cmbcube.errors import MissingFileError
+from cmbcube.interop.templates import search_dirs
 
 KINDS = ("pysm3", "variance", "chain")
 
@@ -47,11 +47,8 @@ class Input:
 
 def template_dirs(data_dir: str | None) -> list[Path]:
     """Where pysm3 templates are looked for, in order: ``foregrounds.data_dir``, then
-    ``$PYSM_LOCAL_DATA`` (the directories the simulator reads them from)."""
-    dirs = [Path(data_dir)] if data_dir else []
-    if os.environ.get("PYSM_LOCAL_DATA"):
-        dirs.append(Path(os.environ["PYSM_LOCAL_DATA"]))
-    return dirs
+    ``$PYSM_LOCAL_DATA`` (the simulator's own search path: :func:`cmbcube.interop.templates.search_dirs`)."""
+    return search_dirs(data_dir)
 
 
 def recipe_inputs(recipe, include_unused: bool = False) -> list[Input]:
@@ -65,7 +62,7 @@ def recipe_inputs(recipe, include_unused: bool = False) -> list[Input]:
     out = []
     uses_pysm = fg["model"] == "pysm3"
     if uses_pysm or include_unused:
-        from cmbcube.science.foregrounds import pysm_files
+        from cmbcube.interop.templates import pysm_files
         for preset in fg["presets"]:
             out += [Input("pysm3", "foregrounds.presets", rel, preset, uses_pysm)
                     for rel in pysm_files(preset, r["sky_nside"])]

@@ -1,15 +1,12 @@
 """Cosmological parameters per sim and their lensed CMB spectra (CAMB).
 
 Priors: Gaussians around published LCDM values (Planck 2018 TT,TE,EE+lowE+lensing;
-WMAP9 alone), or rows drawn from an MCMC chain file the user supplies.
+WMAP9 alone), or rows drawn from an MCMC chain the user supplies (read by ``cmbcube.interop.planck``).
 """
 from __future__ import annotations
 
-import functools
-from pathlib import Path
-
 import numpy as np
-from cmbcube.errors import InputError, MissingFileError
+from cmbcube.errors import InputError
 
 PARAMS = ("H0", "ombh2", "omch2", "ns", "As", "tau")
 SPECTRA = ("TT", "EE", "BB", "TE")
@@ -28,9 +25,14 @@ _BOUNDS = {"H0": (40, 100), "ombh2": (0.005, 0.1), "omch2": (0.01, 0.99), "ns": 
 
 
 def draw_params(rng: np.random.Generator, prior: str = "planck2018", width: float = 1.0,
-                chain_file: str | None = None) -> dict[str, float]:
+                chain: dict | None = None) -> dict[str, float]:
+    """One parameter set: a Gaussian draw around a published prior (redrawn outside physical bounds),
+    its means (``fixed`` or ``width`` 0), or a random row of ``chain`` ({parameter: column}, as
+    ``cmbcube.interop.planck.read_chain`` reads a chain file) when ``prior`` is ``chain``."""
     if prior == "chain":
-        table = read_chain(chain_file)
+        if chain is None:
+            raise InputError("cmb.prior 'chain' needs the chain's columns (cmb.chain_file)")
+        table = chain
         row = int(rng.integers(len(table["H0"])))
         return {p: float(table[p][row]) for p in PARAMS}
     if prior not in PRIORS:
@@ -48,29 +50,6 @@ def draw_params(rng: np.random.Generator, prior: str = "planck2018", width: floa
                 break
         out[name] = float(value)
     return out
-
-
-@functools.lru_cache(maxsize=4)
-def read_chain(path: str) -> dict[str, np.ndarray]:
-    """Read a whitespace or comma separated chain with a header naming columns.
-
-    Needs H0, ombh2, omch2, ns, tau and either As or logA (= ln 10^10 As).
-    Lines starting with '#' are comments except a first '#'-prefixed header.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(f"cmb.chain_file: {path} does not exist")
-    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-    header = lines[0].lstrip("#").replace(",", " ").split()
-    rows = [ln.replace(",", " ").split() for ln in lines[1:] if not ln.lstrip().startswith("#")]
-    data = np.array(rows, dtype=float)
-    cols = {name: data[:, i] for i, name in enumerate(header)}
-    if "As" not in cols and "logA" in cols:
-        cols["As"] = np.exp(cols["logA"]) * 1e-10
-    missing = [p for p in PARAMS if p not in cols]
-    if missing:
-        raise InputError(f"cmb.chain_file {path}: missing columns {missing}; header has {header}")
-    return {p: cols[p] for p in PARAMS}
 
 
 def lensed_spectra(params: dict[str, float], lmax: int, lens_potential_accuracy: int = 0) -> np.ndarray:

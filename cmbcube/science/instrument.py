@@ -62,10 +62,7 @@ class Detector:
     @property
     def band_ghz(self) -> np.ndarray:
         """Frequencies (GHz) sampling the band: the centre alone for a delta bandpass."""
-        if self.bandpass == "delta":
-            return np.array([self.centre_ghz])
-        half = FRACTIONAL_WIDTH[self.freq] / 2
-        return np.linspace(self.centre_ghz * (1 - half), self.centre_ghz * (1 + half), BAND_POINTS)
+        return band_frequencies(self.freq, self.centre_ghz, self.bandpass)
 
     @property
     def band_weights(self) -> np.ndarray:
@@ -91,12 +88,21 @@ class Detector:
         return depth * 1e-6 * 60.0              # uK_CMB deg -> K_CMB arcmin
 
 
+def band_frequencies(freq: int, centre_ghz: float, bandpass: str) -> np.ndarray:
+    """Frequencies (GHz) sampling detector ``freq``'s band around ``centre_ghz``: the centre alone for a
+    delta bandpass, else BAND_POINTS evenly over its top-hat."""
+    if bandpass == "delta":
+        return np.array([centre_ghz])
+    half = FRACTIONAL_WIDTH[freq] / 2
+    return np.linspace(centre_ghz * (1 - half), centre_ghz * (1 + half), BAND_POINTS)
+
+
 @functools.lru_cache(maxsize=64)
 def _band_weights(freq: int, centre_ghz: float, bandpass: str) -> np.ndarray:
     if bandpass == "delta":
         return np.array([1.0])
     from pysm3.utils import normalize_weights
-    nu = Detector(freq, centre_ghz, 0.0, False, "K_CMB", bandpass).band_ghz
+    nu = band_frequencies(freq, centre_ghz, bandpass)
     trapezoid = np.full(nu.size, nu[1] - nu[0])
     trapezoid[[0, -1]] /= 2
     w = normalize_weights(nu, np.ones(nu.size)) * trapezoid       # pysm3's weights x trapezoid steps
@@ -121,7 +127,8 @@ def resolve_unit(unit: str, det: Detector) -> str:
     return det.native_unit if unit == "native" else unit
 
 
-def _pysm_unit(name: str):
+def pysm_unit(name: str):
+    """The astropy/pysm3 unit object of a unit name (uK_CMB, K_CMB, MJy/sr, uK_RJ, K_RJ)."""
     import pysm3.units as u
     return {"uK_CMB": u.uK_CMB, "K_CMB": u.K_CMB, "MJy/sr": u.MJy / u.sr,
             "uK_RJ": u.uK_RJ, "K_RJ": u.K_RJ}[name]
@@ -139,7 +146,7 @@ def to_uk_cmb(unit: str) -> float:
 def unit_factor(centre_ghz: float, source: str, destination: str) -> float:
     """Multiply a map in ``source`` units by this to get ``destination`` units at ``centre_ghz``."""
     import pysm3.units as u
-    q = (1.0 * _pysm_unit(source)).to(_pysm_unit(destination),
+    q = (1.0 * pysm_unit(source)).to(pysm_unit(destination),
                                       equivalencies=u.cmb_equivalencies(centre_ghz * u.GHz))
     return float(q.value)
 
@@ -156,8 +163,8 @@ def band_unit_factor(det: Detector, source: str, destination: str) -> float:
 def _band_unit_factor(freq, centre_ghz, bandpass, source, destination) -> float:
     import pysm3.units as u
     from pysm3.utils import bandpass_unit_conversion
-    nu = Detector(freq, centre_ghz, 0.0, False, "K_CMB", bandpass).band_ghz
-    factor = bandpass_unit_conversion(nu * u.GHz, None, _pysm_unit(destination), input_unit=_pysm_unit(source))
+    nu = band_frequencies(freq, centre_ghz, bandpass)
+    factor = bandpass_unit_conversion(nu * u.GHz, None, pysm_unit(destination), input_unit=pysm_unit(source))
     return float(factor.value)
 
 

@@ -270,8 +270,8 @@ def _to_cmb_units(alms, response, deproject, keep_low: bool = False):
 def _embed(target: np.ndarray, alm: np.ndarray, lmax: int, lmax_small: int) -> None:
     """Add alms of a smaller lmax into a healpy-layout array of a larger lmax."""
     for m in range(lmax_small + 1):
-        src = int(sht._mstart(lmax_small)[m]) + m
-        dst = int(sht._mstart(lmax)[m]) + m
+        src = int(sht.mstart(lmax_small)[m]) + m
+        dst = int(sht.mstart(lmax)[m]) + m
         target[dst:dst + lmax_small + 1 - m] += alm[src:src + lmax_small + 1 - m]
 
 
@@ -352,23 +352,14 @@ def sed_vector(name: str, centres_ghz, units) -> np.ndarray:
 
 
 def _sed_value(name: str, nu: float, unit: str) -> float:
-    """A named component's SED at one frequency, in ``unit`` (unnormalised)."""
-    from cmbcube.science.foregrounds import PARAMS, T_CMB, tsz_spectrum
+    """A named component's SED at one frequency, in ``unit`` (unnormalised): the CMB, or a registered
+    foreground component's central SED (``foregrounds.COMPONENTS``)."""
+    from cmbcube.science.foregrounds import COMPONENTS
     from cmbcube.science.instrument import unit_factor
     if name == "cmb":
         return unit_factor(nu, "uK_CMB", unit)
-    if name == "tsz":
-        return T_CMB * 1e6 * tsz_spectrum(nu) * unit_factor(nu, "uK_CMB", unit)
-    if name in ("dust", "cib"):
-        p = PARAMS[name]
-        h_k = 6.62607015e-34 / 1.380649e-23
-        ref = p["freq_ref_ghz"]
-
-        def planck(f):
-            return f ** 3 / np.expm1(h_k * f * 1e9 / p["temp_K"])
-        rj = (nu / ref) ** (p["beta"] - 2) * planck(nu) / planck(ref)
-        return rj * unit_factor(nu, "uK_RJ", unit)
-    if name == "synchrotron":
-        p = PARAMS["synchrotron"]
-        return (nu / p["freq_ref_ghz"]) ** p["beta"] * unit_factor(nu, "uK_RJ", unit)
-    raise ILCError(f"deproject {name!r}: allowed: dust, cib, tsz, synchrotron")
+    deprojectable = [n for n, c in COMPONENTS.items() if c.sed is not None]
+    if name not in deprojectable:
+        raise ILCError(f"deproject {name!r}: allowed: {', '.join(deprojectable)}")
+    component = COMPONENTS.get(name)
+    return component.sed(nu) * unit_factor(nu, component.sed_unit, unit)

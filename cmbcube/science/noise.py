@@ -1,11 +1,12 @@
-"""Anisotropic white noise: Planck 2018 depths modulated by a scan-like hit pattern."""
+"""Anisotropic white noise: Planck 2018 depths modulated by a scan-like hit pattern.
+
+Planck variance maps (``noise.model: variance_maps``) are read by ``cmbcube.interop.planck``.
+"""
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import numpy as np
-from cmbcube.errors import MissingFileError
 
 ECLIPTIC_FLOOR = 0.15  # hits ~ 1 / sqrt(cos^2 beta + floor^2): poles ~6.6x deeper than the ecliptic
 
@@ -30,22 +31,3 @@ def pixel_sigma(depth_arcmin: float, nside: int, hits: np.ndarray | None) -> np.
     import healpy as hp
     sigma = depth_arcmin / hp.nside2resol(nside, arcmin=True)
     return sigma if hits is None else sigma / np.sqrt(hits)
-
-
-def read_variance_map(variance_dir: str, freq: int, nside: int, field: str) -> np.ndarray:
-    """Per-pixel variance (native unit^2) at ``nside`` NESTED from ``{variance_dir}/{freq}.fits``.
-
-    The file holds II[, QQ, UU] columns (as Planck's II_COV, QQ_COV, UU_COV), in
-    the ordering its header states.  Changing resolution keeps the noise per
-    unit area: variance scales with the number of pixels averaged.
-    """
-    import healpy as hp
-    path = Path(variance_dir) / f"{freq}.fits"
-    if not path.is_file():
-        raise MissingFileError(f"noise.variance_dir: {path} does not exist (one file per detector, {{freq}}.fits)")
-    column = {"I": 0, "Q": 1, "U": 2}[field]
-    var = hp.read_map(str(path), field=column, nest=True)
-    nside_in = hp.npix2nside(var.size)
-    if nside_in != nside:
-        var = hp.ud_grade(var, nside, order_in="NESTED", order_out="NESTED") * (nside / nside_in) ** 2
-    return var

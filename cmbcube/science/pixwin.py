@@ -12,8 +12,6 @@ a histogram of pair separations.
 from __future__ import annotations
 
 import functools
-import os
-from pathlib import Path
 
 import numpy as np
 from cmbcube.errors import InputError
@@ -23,35 +21,20 @@ MAX_RINGS = 64      # rings sampled (evenly) for large nside
 NBINS = 4096
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("CMBCUBE_CACHE", Path.home() / ".cache" / "cmbcube"))
-
-
 @functools.lru_cache(maxsize=16)
 def pixel_window(nside: int, lmax: int | None = None) -> np.ndarray:
     """Temperature pixel window W_l for l = 0..lmax (default 3 nside - 1)."""
     lmax = 3 * nside - 1 if lmax is None else lmax
-    full = _cached(nside)
+    full = _table(nside)
     if lmax + 1 > full.size:
         raise InputError(f"pixel window at nside {nside} is tabulated to lmax {full.size - 1}")
     return full[: lmax + 1].copy()
 
 
-def _cached(nside: int) -> np.ndarray:
-    path = _cache_dir() / f"pixwin_n{nside:05d}_v1.npy"
-    try:
-        return np.load(path)
-    except (OSError, ValueError):
-        pass
-    window = compute_pixel_window(nside, 4 * nside)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        np.save(tmp, window)
-        os.replace(tmp, path)
-    except OSError:
-        pass
-    return window
+@functools.lru_cache(maxsize=16)
+def _table(nside: int) -> np.ndarray:
+    """W_l to lmax 4 nside, computed once per process (0.1-1 s up to nside 4096: no file cache)."""
+    return compute_pixel_window(nside, 4 * nside)
 
 
 def compute_pixel_window(nside: int, lmax: int) -> np.ndarray:

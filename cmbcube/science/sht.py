@@ -30,12 +30,12 @@ def lmax_from_size(size: int) -> int:
 
 
 @functools.lru_cache(maxsize=16)
-def _geometry(nside: int) -> dict:
+def geometry(nside: int) -> dict:
     return ducc0.healpix.Healpix_Base(nside, "RING").sht_info()
 
 
 @functools.lru_cache(maxsize=16)
-def _mstart(lmax: int) -> np.ndarray:
+def mstart(lmax: int) -> np.ndarray:
     m = np.arange(lmax + 1)
     return (m * (2 * lmax + 1 - m) // 2).astype(np.uintp)
 
@@ -51,8 +51,8 @@ def alm2map(alm: np.ndarray, nside: int) -> np.ndarray:
     single = alm.dtype == np.complex64
     alm = np.atleast_2d(alm).astype(np.complex64 if single else np.complex128, copy=False)
     lmax = lmax_from_size(alm.shape[-1])
-    geom = _geometry(nside)
-    kw = dict(lmax=lmax, mstart=_mstart(lmax), nthreads=nthreads(), **geom)
+    geom = geometry(nside)
+    kw = dict(lmax=lmax, mstart=mstart(lmax), nthreads=nthreads(), **geom)
     out = np.empty((alm.shape[0], 12 * nside * nside), dtype=np.float32 if single else np.float64)
     out[0:1] = ducc0.sht.experimental.synthesis(alm=alm[0:1], spin=0, **kw)
     if alm.shape[0] == 3:
@@ -66,14 +66,14 @@ def alm2map_spin2(eb: np.ndarray, nside: int) -> np.ndarray:
     """Spin-2 synthesis alone: (2, nalm) E, B alms -> (2, npix) Q, U (float32 for complex64 alms)."""
     eb = np.asarray(eb)
     lmax = lmax_from_size(eb.shape[-1])
-    return ducc0.sht.experimental.synthesis(alm=eb, spin=2, lmax=lmax, mstart=_mstart(lmax), nthreads=nthreads(),
-                                            **_geometry(nside))
+    return ducc0.sht.experimental.synthesis(alm=eb, spin=2, lmax=lmax, mstart=mstart(lmax), nthreads=nthreads(),
+                                            **geometry(nside))
 
 
 def _adjoint(maps: np.ndarray, lmax: int) -> np.ndarray:
     nside = int(np.sqrt(maps.shape[-1] / 12))
-    geom = _geometry(nside)
-    kw = dict(lmax=lmax, mstart=_mstart(lmax), nthreads=nthreads(), **geom)
+    geom = geometry(nside)
+    kw = dict(lmax=lmax, mstart=mstart(lmax), nthreads=nthreads(), **geom)
     alm = np.empty((maps.shape[0], alm_size(lmax)), dtype=np.complex64 if maps.dtype == np.float32 else np.complex128)
     alm[0:1] = ducc0.sht.experimental.adjoint_synthesis(map=maps[0:1], spin=0, **kw)
     if maps.shape[0] == 3:
@@ -117,7 +117,7 @@ def almxfl(alm: np.ndarray, fl: np.ndarray) -> np.ndarray:
 def ell_of_alm(lmax: int) -> np.ndarray:
     ell = np.empty(alm_size(lmax), dtype=np.int64)
     for m in range(lmax + 1):
-        start = int(_mstart(lmax)[m]) + m
+        start = int(mstart(lmax)[m]) + m
         ell[start:start + lmax + 1 - m] = np.arange(m, lmax + 1)
     return ell
 
@@ -129,8 +129,8 @@ def truncate_alm(alm: np.ndarray, lmax_new: int) -> np.ndarray:
         raise ValueError(f"cannot raise lmax from {lmax} to {lmax_new}")
     out = np.empty(alm.shape[:-1] + (alm_size(lmax_new),), dtype=alm.dtype)
     for m in range(lmax_new + 1):
-        src = int(_mstart(lmax)[m]) + m
-        dst = int(_mstart(lmax_new)[m]) + m
+        src = int(mstart(lmax)[m]) + m
+        dst = int(mstart(lmax_new)[m]) + m
         out[..., dst:dst + lmax_new + 1 - m] = alm[..., src:src + lmax_new + 1 - m]
     return out
 
@@ -139,8 +139,8 @@ def alm2map_scalar(alm: np.ndarray, nside: int) -> np.ndarray:
     """Spin-0 synthesis of a stack: (n, nalm) -> (n, npix), all transforms in one call."""
     alm = np.ascontiguousarray(np.asarray(alm, dtype=np.complex128)[:, None, :])
     lmax = lmax_from_size(alm.shape[-1])
-    out = ducc0.sht.experimental.synthesis(alm=alm, lmax=lmax, mstart=_mstart(lmax), spin=0,
-                                           nthreads=nthreads(), **_geometry(nside))
+    out = ducc0.sht.experimental.synthesis(alm=alm, lmax=lmax, mstart=mstart(lmax), spin=0,
+                                           nthreads=nthreads(), **geometry(nside))
     return out[:, 0]
 
 
@@ -149,7 +149,7 @@ def map2alm_scalar(maps: np.ndarray, lmax: int | None = None, iterations: int = 
     maps = np.ascontiguousarray(np.asarray(maps, dtype=np.float64)[:, None, :])
     nside = int(round(np.sqrt(maps.shape[-1] / 12)))
     lmax = 3 * nside - 1 if lmax is None else lmax
-    kw = dict(lmax=lmax, mstart=_mstart(lmax), spin=0, nthreads=nthreads(), **_geometry(nside))
+    kw = dict(lmax=lmax, mstart=mstart(lmax), spin=0, nthreads=nthreads(), **geometry(nside))
     scale = 4 * np.pi / maps.shape[-1]
     alm = ducc0.sht.experimental.adjoint_synthesis(map=maps, **kw) * scale
     for _ in range(iterations):

@@ -1,14 +1,17 @@
 """One simulation: cosmology -> CMB, foregrounds, beams, pixel window, noise.
 
-Pure science on numpy arrays: no Dask, no Zarr.  A :class:`Simulator` holds
+Pure science on numpy arrays: no Dask, no Zarr, no files.  A :class:`Simulator` holds
 what is shared by every sim of a recipe (beams, windows, noise rms maps,
-fixed foregrounds) so worker processes build it once.
+fixed foregrounds) so worker processes build it once.  It is configured by a
+:class:`SimSpec` (built from a recipe by ``cmbcube.stages.simspec``), whose readers
+hand it what lives in files (pysm3 templates, variance maps, a parameter chain).
 """
 from __future__ import annotations
 
 import dataclasses
 import time
 from contextlib import contextmanager
+from typing import Callable
 
 import numpy as np
 
@@ -33,14 +36,46 @@ class SimResult:
     timings: dict = dataclasses.field(default_factory=dict)
 
 
+@dataclasses.dataclass
+class SimSpec:
+    """Everything one recipe's simulations depend on, as explicit values.
+
+    ``units``: the recipe's choice (uK_CMB, K_CMB or native).  ``analysis_lmax``: ``pysm3`` or ``sky``.
+    ``foreground_model``: a synthetic sky model, ``pysm3`` or ``none``; ``components``: the store's
+    component axis (synthetic components or pysm3 presets).  The readers are called when needed:
+    ``load_presets()`` -> {preset: pysm3 model} (``foreground_model: pysm3``),
+    ``variance_map(freq=, field=)`` -> per-pixel variance (native unit^2, NESTED, output nside)
+    (``noise_model: variance_maps``); ``chain``: {parameter: column} when ``cmb_prior`` is ``chain``.
+    """
+    seed: int
+    nside: int
+    sky_nside: int
+    fields: tuple
+    detectors: tuple
+    units: str = "uK_CMB"
+    pixel_window: bool = True
+    analysis_lmax: str = "pysm3"
+    map2alm_iterations: int = 1
+    cmb_enabled: bool = True
+    cmb_prior: str = "planck2018"
+    cmb_prior_width: float = 1.0
+    lens_potential_accuracy: int = 0
+    target_beam_arcmin: float = 0.0
+    foreground_model: str = "synthetic"
+    components: tuple = ()
+    foreground_vary: str = "per_sim"
+    noise_model: str = "white"
+    noise_scale: float = 1.0
+    noise_hits: str = "scan"
+    keep: tuple = ("cmb",)
+    chain: dict | None = None
+    load_presets: Callable[[], dict] | None = None
+    variance_map: Callable[..., np.ndarray] | None = None
+
+
 def component_names(recipe) -> list[str]:
     """Names along the ``component`` axis: synthetic components or pysm3 presets."""
-    fg = recipe["foregrounds"]
-    if fg["model"] in foregrounds.SKY_MODELS:
-        return list(fg["components"])
-    if fg["model"] == "pysm3":
-        return list(fg["presets"])
-    return []
+    return foregrounds.component_names(recipe["foregrounds"])
 
 
 def cmb_unit(units: str) -> str:
@@ -48,43 +83,41 @@ def cmb_unit(units: str) -> str:
 
 
 class Simulator:
-    def __init__(self, recipe):
+    def __init__(self, spec: SimSpec):
         import healpy as hp
-        self.recipe = recipe
-        r = recipe.data
-        self.seed = r["seed"]
-        self.nside, self.sky_nside = r["nside"], r["sky_nside"]
+        self.spec = spec
+        self.seed = spec.seed
+        self.nside, self.sky_nside = spec.nside, spec.sky_nside
         self.npix = 12 * self.nside ** 2
         self.lmax_out, self.lmax_sky = 3 * self.nside - 1, 3 * self.sky_nside - 1
         # band limit of the sky-model analysis: pysm3's rule for a lower output nside
         # (1.5 x the sky nside, i.e. the output band limit when sky_nside = 2 x nside), or the
         # sky model's own band limit (2.5x-4x slower, errors 5e-4 -> 1.5e-4 on a red sky)
         self.lmax_analysis = max(self.lmax_out, min(self.lmax_sky, int(1.5 * self.sky_nside))) \
-            if r["instrument"]["analysis_lmax"] == "pysm3" else self.lmax_sky
-        self.fields = r["fields"]
+            if spec.analysis_lmax == "pysm3" else self.lmax_sky
+        self.fields = list(spec.fields)
         self.polarised = any(f in ("Q", "U") for f in self.fields)
-        self.detectors = recipe.detectors()
-        self.units = {d.freq: instrument.resolve_unit(r["units"], d) for d in self.detectors}
-        self.cmb_unit = cmb_unit(r["units"])
+        self.detectors = list(spec.detectors)
+        self.units = {d.freq: instrument.resolve_unit(spec.units, d) for d in self.detectors}
+        self.cmb_unit = cmb_unit(spec.units)
         self.ring2nest = hp.nest2ring(self.nside, np.arange(self.npix))   # nest_map = ring_map[ring2nest]
         window = np.ones((3, self.lmax_out + 1))
-        if r["instrument"]["pixel_window"]:
+        if spec.pixel_window:
             pw_t = pixwin.pixel_window(self.nside, self.lmax_out)
             pw_p = pixwin.polarisation_window(self.nside, self.lmax_out)
             window = np.stack([pw_t, pw_p, pw_p])
         self.window = window
         self.transfer = {d.freq: instrument.gaussian_beam(d.fwhm_arcmin, self.lmax_out) * window
                          for d in self.detectors}
-        target_fwhm = r["cmb"]["target_beam_arcmin"]
-        self.target_transfer = instrument.gaussian_beam(target_fwhm, self.lmax_out) * window
-        self.components = component_names(recipe)
-        self.keep = r["keep"]
+        self.target_transfer = instrument.gaussian_beam(spec.target_beam_arcmin, self.lmax_out) * window
+        self.components = list(spec.components)
+        self.keep = list(spec.keep)
         self._noise_sigma = {}       # (freq, field) -> (pattern map, scalar)
         self._noise_pattern = None
         self._fixed_models = None
         self._fixed_alms = {}        # fixed foregrounds: their alms per detector, computed once
-        fg = r["foregrounds"]
-        self._foregrounds_fixed = fg["model"] == "pysm3" or (fg["model"] in foregrounds.SKY_MODELS and fg["vary"] == "fixed")
+        model = spec.foreground_model
+        self._foregrounds_fixed = model == "pysm3" or (model in foregrounds.SKY_MODELS and spec.foreground_vary == "fixed")
 
     # -- static pieces ------------------------------------------------------------
     def noise_sigma(self, det: instrument.Detector, field: str) -> np.ndarray:
@@ -95,37 +128,37 @@ class Simulator:
         """
         key = (det.freq, field)
         if key not in self._noise_sigma:
-            cfg = self.recipe["noise"]
+            spec = self.spec
             to_unit = instrument.band_unit_factor(det, det.native_unit, self.units[det.freq])
-            if cfg["model"] == "variance_maps":
-                var = noise.read_variance_map(cfg["variance_dir"], det.freq, self.nside, field)
-                self._noise_sigma[key] = (np.sqrt(np.clip(var, 0, None)).astype(np.float32), to_unit * cfg["scale"])
+            if spec.noise_model == "variance_maps":
+                var = spec.variance_map(freq=det.freq, field=field)
+                self._noise_sigma[key] = (np.sqrt(np.clip(var, 0, None)).astype(np.float32), to_unit * spec.noise_scale)
             else:
                 if self._noise_pattern is None:
-                    hits = noise.scan_hits(self.nside) if cfg["hits"] == "scan" else None
+                    hits = noise.scan_hits(self.nside) if spec.noise_hits == "scan" else None
                     self._noise_pattern = np.broadcast_to(noise.pixel_sigma(1.0, self.nside, hits), (self.npix,))
-                scalar = det.noise_depth_arcmin(field) * to_unit * cfg["scale"]
+                scalar = det.noise_depth_arcmin(field) * to_unit * spec.noise_scale
                 self._noise_sigma[key] = (self._noise_pattern, scalar)
         pattern, scalar = self._noise_sigma[key]
         return pattern * scalar
 
     def foreground_models(self, split: str, sim: int) -> dict:
-        fg = self.recipe["foregrounds"]
-        if fg["model"] == "none":
+        spec = self.spec
+        if spec.foreground_model == "none":
             return {}
-        if fg["model"] == "pysm3":
+        if spec.foreground_model == "pysm3":
             if self._fixed_models is None:
-                self._fixed_models = foregrounds.pysm_sky(fg["presets"], self.sky_nside, fg["data_dir"])
+                self._fixed_models = spec.load_presets()
             return self._fixed_models
-        if fg["vary"] == "fixed":
+        if spec.foreground_vary == "fixed":
             if self._fixed_models is None:
                 self._fixed_models = foregrounds.synthetic_sky(
-                    fg["components"], self.sky_nside,
+                    spec.components, self.sky_nside,
                     lambda name: seeds.rng(self.seed, "fixed", 0, "foreground-" + name), lambda name: None,
-                    fg["model"])
+                    spec.foreground_model)
             return self._fixed_models
-        return foregrounds.synthetic_sky(fg["components"], self.sky_nside,
-                                         *seeds.foreground_streams(self.seed, split, sim), fg["model"])
+        return foregrounds.synthetic_sky(spec.components, self.sky_nside,
+                                         *seeds.foreground_streams(self.seed, split, sim), spec.foreground_model)
 
     def _analyse(self, maps: np.ndarray, iterations: int) -> np.ndarray:
         """Sky-model map -> alm at the output band limit (analysis at ``lmax_analysis``, then truncated).
@@ -158,15 +191,15 @@ class Simulator:
             yield
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
 
-        r = self.recipe.data
+        spec = self.spec
         ncomp_alm = 3 if self.polarised else 1
         with timed("cmb"):
-            if r["cmb"]["enabled"]:
+            if spec.cmb_enabled:
                 params = cosmology.draw_params(seeds.rng(self.seed, split, sim, "cosmology"),
-                                               r["cmb"]["prior"], r["cmb"]["prior_width"], r["cmb"]["chain_file"])
+                                               spec.cmb_prior, spec.cmb_prior_width, spec.chain)
                 # the CMB enters every map band-limited at the output lmax: CAMB (which adds its own
                 # lensing margin) and the realisation run to lmax_out, not to the sky model's
-                cls = cosmology.lensed_spectra(params, self.lmax_out, r["cmb"]["lens_potential_accuracy"])
+                cls = cosmology.lensed_spectra(params, self.lmax_out, spec.lens_potential_accuracy)
                 cmb_alm = cosmology.synalm(cls, seeds.rng(self.seed, split, sim, "cmb"))[:ncomp_alm]
                 param_vec = np.array([params[p] for p in cosmology.PARAMS])
             else:
@@ -174,7 +207,7 @@ class Simulator:
                 cmb_alm = np.zeros((ncomp_alm, sht.alm_size(self.lmax_out)), dtype=np.complex128)
                 param_vec = np.full(len(cosmology.PARAMS), np.nan)
         ndet, nfield = len(self.detectors), len(self.fields)
-        names = self.components if r["foregrounds"]["model"] != "none" else []
+        names = self.components if spec.foreground_model != "none" else []
         keep_comp = "components" in self.keep and bool(names)
         # fixed foregrounds (pysm3 presets, vary: fixed): their alms per detector are the same in
         # every sim, so they are computed once per worker and the templates are then freed (not
@@ -189,7 +222,7 @@ class Simulator:
         comps = np.full((len(names), ndet, nfield, self.npix), np.nan, dtype=np.float32) if keep_comp else None
         noise_maps = np.full((ndet, nfield, self.npix), np.nan, dtype=np.float32) if "noise" in self.keep else None
         field_index = {f: k for k, f in enumerate(self.fields)}
-        iterations = r["instrument"]["map2alm_iterations"]
+        iterations = spec.map2alm_iterations
         uniform = {}
         if models:
             with timed("harmonic_transforms"):
@@ -249,7 +282,7 @@ class Simulator:
                     if f not in field_index:
                         continue
                     value = sky_map[k]
-                    if r["noise"]["model"] != "none":
+                    if spec.noise_model != "none":
                         n = seeds.rng(self.seed, split, sim, "noise", det.freq, f).standard_normal(self.npix)
                         n *= self.noise_sigma(det, f)
                         value = value + n

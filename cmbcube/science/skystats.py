@@ -12,7 +12,7 @@ import numpy as np
 
 from cmbcube.science import foregrounds, instrument, seeds
 
-# Published figures the embedded sky is calibrated to (see foregrounds.py for the sources)
+# Published figures the embedded sky is calibrated to (see foregrounds/galaxy.py for the sources)
 PLANCK = {
     "dust_ee80_uK_CMB2": 315.0,   # D_ell^EE at ell = 80, 353 GHz, LR71 (f_sky 0.71), Planck 2018 XI
     "dust_alpha_ee": -2.42,       # C_ell ~ ell^alpha over 40 <= ell <= 600, LR71, Planck 2018 XI

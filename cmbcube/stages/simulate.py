@@ -44,13 +44,13 @@ class SimulateReport(StageReport):
 
 def simulate_one(store: str, recipe: Recipe, split: str, sim: int) -> dict:
     """Task body: compute one sim and write it (data first, done-flag last)."""
-    from cmbcube.science.sky import Simulator
+    from cmbcube.stages.simspec import simulator as make_simulator
     if cube.done_flags(store)[SPLITS.index(split), sim]:
         return {}      # already written: Dask reran a finished task whose worker died holding its result
     testing.fail_if_injected(split, sim)            # CMBCUBE_FAIL_SIMS, tests only (cmbcube.testing)
     simulator = _SIMULATORS.get(recipe.hash)
     if simulator is None:
-        simulator = _SIMULATORS[recipe.hash] = Simulator(recipe)
+        simulator = _SIMULATORS[recipe.hash] = make_simulator(recipe)
     result = simulator.run(split, sim)
     testing.hold("SIM", split, sim)                 # fault drills only (cmbcube.testing)
     t0 = time.perf_counter()

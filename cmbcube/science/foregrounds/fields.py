@@ -1,0 +1,145 @@
+"""Random fields, envelopes and source counts the synthetic components are built from.
+
+Everything here is RING-ordered numpy; the generators come from the caller
+(:mod:`cmbcube.science.seeds`), so a component's draws are the same whatever else is built.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from cmbcube.science import sht
+
+SMOOTH_LMAX = 96      # spectral-index maps are smooth: band-limit them (cheap at any nside)
+
+
+@functools.lru_cache(maxsize=8)
+def galactic_coords(nside: int) -> tuple[np.ndarray, np.ndarray]:
+    """Galactic (longitude, latitude) in radians of RING pixels."""
+    import healpy as hp
+    theta, phi = hp.pix2ang(nside, np.arange(12 * nside * nside))
+    return phi, np.pi / 2 - theta
+
+
+def power_law_cl(lmax: int, index: float, ell0: float = 80.0) -> np.ndarray:
+    """C_ell ~ ell^index (zero below ell = 2), normalised to unit pixel variance."""
+    ell = np.arange(lmax + 1, dtype=float)
+    cl = np.zeros(lmax + 1)
+    cl[2:] = (ell[2:] / ell0) ** index
+    var = np.sum((2 * ell + 1) * cl) / (4 * np.pi)
+    return cl / var                                   # unit pixel variance
+
+
+def gaussian_field(rng: np.random.Generator, nside: int, index: float, lmax: int | None = None) -> np.ndarray:
+    """Unit-variance isotropic Gaussian field (RING) with C_ell ~ ell^index."""
+    lmax = min(3 * nside - 1, lmax or 3 * nside - 1)
+    cl = power_law_cl(lmax, index)
+    z = (rng.standard_normal(sht.alm_size(lmax)) + 1j * rng.standard_normal(sht.alm_size(lmax))) / np.sqrt(2)
+    z[: lmax + 1] = rng.standard_normal(lmax + 1)
+    # single-precision synthesis: a random template needs no more, and it halves the cost
+    return sht.alm2map(sht.almxfl(z, np.sqrt(cl)).astype(np.complex64), nside).astype(np.float64)
+
+
+def polarised_field(rng: np.random.Generator, nside: int, index: float, eb_ratio: float) -> np.ndarray:
+    """(2, npix) Q, U with C_EE ~ ell^index and C_BB = C_EE / eb_ratio, each of unit rms."""
+    lmax = 3 * nside - 1
+    cl = power_law_cl(lmax, index)
+    eb = np.zeros((2, sht.alm_size(lmax)), dtype=np.complex64)   # single precision: a random template
+    for k, scale in ((0, 1.0), (1, 1.0 / np.sqrt(eb_ratio))):
+        z = (rng.standard_normal(eb.shape[1]) + 1j * rng.standard_normal(eb.shape[1])) / np.sqrt(2)
+        z[: lmax + 1] = rng.standard_normal(lmax + 1)
+        eb[k] = sht.almxfl(z, np.sqrt(cl) * scale)
+        del z
+    qu = sht.alm2map_spin2(eb, nside).astype(np.float64)
+    return qu / np.sqrt(np.mean(qu ** 2))
+
+
+def slab_envelope(nside: int, height: float, centre_boost: float = 0.6) -> np.ndarray:
+    """Plane-parallel slab: 1 / sqrt(sin^2 b + h^2), brighter towards the Galactic centre."""
+    lon, lat = galactic_coords(nside)
+    dlon = np.mod(lon + np.pi, 2 * np.pi) - np.pi         # longitude in [-pi, pi)
+    return (1 + centre_boost * np.exp(-dlon ** 2 / (2 * np.radians(60) ** 2))) / np.sqrt(np.sin(lat) ** 2 + height ** 2)
+
+
+def lognormal(rng, nside, sigma, index):
+    """exp(sigma g - sigma^2 / 2) of a unit Gaussian field g: a lognormal field of mean one."""
+    g = gaussian_field(rng, nside, index)
+    return np.exp(sigma * g - sigma ** 2 / 2)      # mean one
+
+
+def random_alm(rng, lmax: int, cl: np.ndarray) -> np.ndarray:
+    """Gaussian alm (healpy layout, complex128) with spectrum ``cl``."""
+    z = (rng.standard_normal(sht.alm_size(lmax)) + 1j * rng.standard_normal(sht.alm_size(lmax))) / np.sqrt(2)
+    z[: lmax + 1] = rng.standard_normal(lmax + 1)
+    return sht.almxfl(z, np.sqrt(cl))
+
+
+def smooth_part(alm: np.ndarray, nside: int) -> np.ndarray:
+    """Unit-variance map of an alm's ell <= SMOOTH_LMAX part (cheap at any nside)."""
+    small = sht.truncate_alm(alm, min(SMOOTH_LMAX, sht.lmax_from_size(alm.size)))
+    out = sht.alm2map(small.astype(np.complex64), nside).astype(np.float64)
+    return out / max(out.std(), 1e-30)
+
+
+def upgrade(maps: np.ndarray, nside: int, lmax: int) -> np.ndarray:
+    """(k, npix_low) RING maps band-limited at ``lmax`` -> (k, 12 nside^2) by harmonic interpolation."""
+    if maps.shape[-1] == 12 * nside * nside:
+        return maps
+    alm = sht.map2alm_scalar(maps, lmax, iterations=1)
+    return sht.alm2map_scalar(alm, nside)
+
+
+@functools.lru_cache(maxsize=4)
+def sky_basis(nside: int) -> np.ndarray:
+    """(3 [r, theta, phi], 3 [x, y, z], npix) unit vectors of each RING pixel (Galactic Cartesian)."""
+    import healpy as hp
+    theta, phi = hp.pix2ang(nside, np.arange(12 * nside * nside))
+    st, ct, sp, cp = np.sin(theta), np.cos(theta), np.sin(phi), np.cos(phi)
+    return np.array([[st * cp, st * sp, ct], [ct * cp, ct * sp, -st], [-sp, cp, np.zeros_like(sp)]])
+
+
+@functools.lru_cache(maxsize=4)
+def ordered_field(nside: int, l0_deg: float, b0_deg: float) -> np.ndarray:
+    """(3, npix) unit ordered field towards (l0, b0) along the line of sight (r), south (theta) and
+    east (phi) in each RING pixel."""
+    l0, b0 = np.radians(l0_deg), np.radians(b0_deg)
+    ordered = np.array([np.cos(b0) * np.cos(l0), np.cos(b0) * np.sin(l0), np.sin(b0)])
+    return np.einsum("i,kip->kp", ordered, sky_basis(nside))
+
+
+def synthesis_stack(alm: np.ndarray, nside: int) -> np.ndarray:
+    """(n, nalm) complex64 alms -> (n, npix) float32 maps, spin 0, in one single-precision transform."""
+    import ducc0
+    lmax = sht.lmax_from_size(alm.shape[-1])
+    out = ducc0.sht.experimental.synthesis(alm=np.ascontiguousarray(alm[:, None, :]), spin=0, lmax=lmax,
+                                           mstart=sht.mstart(lmax), nthreads=sht.nthreads(),
+                                           **sht.geometry(nside))
+    return out[:, 0]
+
+
+def ridge_orientation(g_alm: np.ndarray, nside: int) -> np.ndarray:
+    """(2, npix) Q, U of unit-ish length perpendicular to the ridges of the field with alm ``g_alm``:
+    the spin-2 field whose E modes are the field's own (pure E, TE > 0), softly normalised."""
+    eb = np.zeros((2, g_alm.size), dtype=np.complex64)
+    eb[0] = g_alm
+    qu = sht.alm2map_spin2(eb, nside).astype(np.float64)
+    amp2 = qu[0] ** 2 + qu[1] ** 2
+    return qu / np.sqrt(amp2 + amp2.mean())
+
+
+def point_sources(rng, nside, count, values):
+    """Deposit ``values`` at ``count`` isotropic random positions; returns (map, pixel ids)."""
+    import healpy as hp
+    z = rng.uniform(-1, 1, count)
+    phi = rng.uniform(0, 2 * np.pi, count)
+    pix = hp.ang2pix(nside, np.arccos(z), phi)
+    out = np.zeros(12 * nside * nside)
+    np.add.at(out, pix, values)
+    return out, pix
+
+
+def pareto(rng, count, minimum, slope, maximum=np.inf):
+    """Draws with dN/dS ~ S^-slope above ``minimum``, truncated at ``maximum``."""
+    x = minimum * (1 - rng.uniform(size=count)) ** (-1 / (slope - 1))
+    return np.minimum(x, maximum)
