@@ -7,15 +7,23 @@ Polarisation follows healpy's convention: (T, E, B) <-> (I, Q, U).
 from __future__ import annotations
 
 import functools
-import os
 
 import ducc0
 import numpy as np
 
 
+_THREADS = 1       # Dask parallelises over sims; the stages set this from $CMBCUBE_SHT_THREADS
+
+
+def set_threads(n: int) -> None:
+    """Threads per transform from now on in this process (>= 1)."""
+    global _THREADS
+    _THREADS = max(1, int(n))
+
+
 def nthreads() -> int:
-    """Threads per transform: CMBCUBE_SHT_THREADS, else 1 (Dask parallelises over sims)."""
-    return int(os.environ.get("CMBCUBE_SHT_THREADS", "1"))
+    """Threads per transform (1 unless :func:`set_threads` said otherwise)."""
+    return _THREADS
 
 
 def alm_size(lmax: int) -> int:

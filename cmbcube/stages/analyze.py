@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import time
 
 import numpy as np
 
@@ -21,14 +20,12 @@ from cmbcube.cube import analysis_io
 from cmbcube.science import metrics as sm
 from cmbcube.science import spectra as ss
 from cmbcube.errors import InputError
+from cmbcube.stages.fanout import StageReport, fan_out
 
 
 @dataclasses.dataclass
-class AnalysisReport:
-    written: list
-    already_done: int
-    seconds: float
-    failed: list = dataclasses.field(default_factory=list)
+class AnalysisReport(StageReport):
+    """written: the (run, split, sim) analysed now; failed: (run, split, sim, message)."""
 
 
 def build_masks(store: str, f_sky: float, mask_file: str | None = None) -> None:
@@ -90,7 +87,6 @@ def run(store: str, runs="all", splits=("test",), f_sky: float = 0.8, mask_file:
     ``pseudo-fast``; one store holds one estimator's spectra (checked before anything is written)."""
     from cmbcube import cube
     from cmbcube.stages import limits
-    from cmbcube.stages.cluster import client_for, collector, run_tasks
     ss.check_estimator(estimator)
     names = analysis_io.run_names(store)
     wanted = names if runs in ("all", None) else list(runs)
@@ -107,7 +103,7 @@ def run(store: str, runs="all", splits=("test",), f_sky: float = 0.8, mask_file:
     if estimator == "namaster":
         store_windows(store, nside)
     todo, already = analysis_io.analysis_todo(store, [names.index(r) for r in wanted], splits)
-    report = AnalysisReport([], already, 0.0)
+    report = AnalysisReport(already_done=already)
     if not todo:
         return report
     recipe = cube.store_recipe(store)
@@ -115,17 +111,7 @@ def run(store: str, runs="all", splits=("test",), f_sky: float = 0.8, mask_file:
     limits.check_growth(store, "analyze", len(todo) * (per_sim + 64), 3 * len(todo),
                         limits.PROCESS_BASE + 12 * nside ** 2 * 8 * 40, recipe["cluster"],
                         scheduler, scheduler_file, workers, force_size)
-    t0 = time.perf_counter()
-    from cmbcube.progress import bar as progress_bar
-    bar = progress_bar(len(todo), "analyze", progress=progress, items=[(names[r], s, k) for r, s, k in todo],
-                       where=f"{store} metrics, spectra")
-    try:
-        done = collector(report, bar)
-
-        with client_for(recipe["cluster"], scheduler, scheduler_file, workers) as client:
-            run_tasks(client, functools.partial(analyse_one, estimator=estimator), (store,), todo, "analyze", done)
-    finally:
-        bar.close()
-        cube.consolidate(store)
-        report.seconds = time.perf_counter() - t0
-    return report
+    return fan_out(report, functools.partial(analyse_one, estimator=estimator), (store,), todo, label="analyze",
+                   cluster=recipe["cluster"], scheduler=scheduler, scheduler_file=scheduler_file, workers=workers,
+                   progress=progress, bar_items=[(names[r], s, k) for r, s, k in todo],
+                   where=f"{store} metrics, spectra", consolidate=store)

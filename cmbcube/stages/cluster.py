@@ -283,14 +283,3 @@ def run_tasks(client, fn, args: tuple, items: list, label: str, on_done, retries
             on_done(futures[fut], None, err)
         else:
             on_done(futures[fut], result, None)
-
-
-def collector(report, bar):
-    """An ``on_done`` for :func:`run_tasks` filling ``report.written`` / ``report.failed`` and a progress bar."""
-    def on_done(item, _result, error):
-        if error is None:
-            report.written.append(item)
-        else:
-            report.failed.append((*item, f"{type(error).__name__}: {error}"))
-        bar.update(1, failed=error is not None)         # a cmbcube.progress.Progress
-    return on_done
