@@ -43,8 +43,9 @@ def preprocess(p) -> None:
 
 
 def ilc(p) -> None:
+    from cmbcube.stages.ilc import METHODS
     p.add_argument("store")
-    p.add_argument("--method", choices=("nilc", "hilc"), default="nilc")
+    p.add_argument("--method", choices=METHODS.names(), default="nilc")
     p.add_argument("--run", help="run name (default: the method's name)")
     p.add_argument("--split", default="test", help="split(s), comma-separated (default test)")
     p.add_argument("--detectors", help="comma-separated GHz (default CMB-ML's 44-857)")
