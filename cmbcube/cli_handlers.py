@@ -56,24 +56,25 @@ def simulate(args) -> int:
 
 
 def csv(text, cast=str):
-    return tuple(cast(x.strip()) for x in text.split(",") if x.strip()) if text else None
+    """``"a,b,c"`` -> a tuple of ``cast`` values (None for no text); an unparsable item is bad input."""
+    try:
+        return tuple(cast(x.strip()) for x in text.split(",") if x.strip()) if text else None
+    except ValueError as err:
+        raise InputError(f"could not parse a comma-separated list of numbers: {err}") from None
 
 
 def ilc(args) -> int:
     from cmbcube.stages.ilc import ILCConfig, run
     config = ILCConfig(method=args.method, common_beam_arcmin=args.common_beam, bias_tolerance=args.bias_tolerance,
                        bin_width=args.bin_width)
-    try:
-        if args.detectors:
-            config.detectors = csv(args.detectors, int)
-        if args.fields:
-            config.fields = csv(args.fields)
-        if args.peaks:
-            config.peaks = csv(args.peaks, int)
-        if args.gaussian_fwhms:
-            config.gaussian_fwhms = csv(args.gaussian_fwhms, float)
-    except ValueError as err:
-        raise InputError(f"could not parse a comma-separated list of numbers: {err}") from None
+    if args.detectors:
+        config.detectors = csv(args.detectors, int)
+    if args.fields:
+        config.fields = csv(args.fields)
+    if args.peaks:
+        config.peaks = csv(args.peaks, int)
+    if args.gaussian_fwhms:
+        config.gaussian_fwhms = csv(args.gaussian_fwhms, float)
     if args.deproject:
         config.deproject = csv(args.deproject)
     report = run(args.store, config, args.run, csv(args.split), args.scheduler, args.scheduler_file, args.workers,
@@ -252,7 +253,16 @@ def predict(args) -> int:
 
 
 def analyze(args) -> int:
+    import os
+
+    from cmbcube.errors import MissingFileError
+    from cmbcube.recipe import SPLITS
     from cmbcube.stages.analysis import run
+    for split in csv(args.split) or ():          # checked here: the stage would fail on them with a bare ValueError
+        if split not in SPLITS:
+            raise InputError(f"--split {split!r}: allowed: {', '.join(SPLITS)}")
+    if args.mask and not os.path.isfile(args.mask):
+        raise MissingFileError(f"--mask {args.mask}: no such file (a HEALPix FITS mask, 1 = keep)")
     runs = "all" if args.runs == "all" else csv(args.runs)
     rep = run(args.store, runs, csv(args.split), args.f_sky, args.mask, args.scheduler,
               args.scheduler_file, args.workers, progress=False if args.no_progress else None,

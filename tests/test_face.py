@@ -79,3 +79,23 @@ def test_an_unknown_method_names_the_registered_ones(toy_method):
         validate({"name": "t", "pipeline": {"ilc": ["toy-average"]}})
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["ilc", "store.zarr", "--method", "toy-average"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["view", "{store}", "--product", "cmb", "--rot", "a,b"], "--rot 'a,b': expected LON,LAT"),
+    (["view", "{store}", "--product", "cmb", "--sim", "99"], "--sim 99: allowed: 0 to 2"),
+    (["analyze", "{store}", "--split", "x", "--scheduler", "synchronous"], "--split 'x': allowed: train, valid, test"),
+    (["analyze", "{store}", "--mask", "{missing}", "--scheduler", "synchronous"], "no such file"),
+    (["report", "{store}", "--out", "{missing}", "--sims", "a"], "comma-separated list of numbers"),
+    (["train", "{store}", "--detectors", "100,x"], "comma-separated list of numbers"),
+    (["preprocess", "{store}", "--scheduler", "nowhere"], "--scheduler: 'nowhere' is not a scheduler address"),
+])
+def test_bad_options_exit_2_with_the_option_named_and_the_store_untouched(tiny_store, tmp_path, capsys, argv,
+                                                                          message):
+    from conftest import zarr_files
+    before = zarr_files(tiny_store)
+    missing = str(tmp_path / "missing.fits")
+    assert cli.main([a.format(store=tiny_store, missing=missing) for a in argv]) == 2
+    assert message in capsys.readouterr().err
+    assert zarr_files(tiny_store) == before
+    assert not (tmp_path / "missing.fits").exists()

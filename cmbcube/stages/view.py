@@ -13,6 +13,8 @@ def select(ds, product: str, split: str, sim: int, field: str, detector=None, ru
         raise InputError(f"--split {split!r}: allowed: {', '.join(ds.split.values)}")
     if field not in ds.field.values:
         raise InputError(f"--field {field!r}: allowed: {', '.join(ds.field.values)}")
+    if sim not in ds.sim.values:
+        raise InputError(f"--sim {sim}: allowed: 0 to {ds.sizes['sim'] - 1}")
     base = dict(split=split, sim=sim, field=field)
     if product in ("obs", "noise") or ("component" in ds.coords and product in ds.component.values):
         if detector is None or detector not in ds.detector.values:
@@ -62,6 +64,15 @@ def zoom_size(nside: int) -> tuple[float, int]:
     return fov_deg * 60 / xsize, xsize
 
 
+def rotation(text: str) -> tuple[float, float]:
+    """``--rot LON,LAT`` in degrees."""
+    try:
+        lon, lat = (float(x) for x in text.split(","))
+    except ValueError:
+        raise InputError(f"--rot {text!r}: expected LON,LAT in degrees, e.g. --rot 30,-60") from None
+    return lon, lat
+
+
 def view(args) -> str:
     import healpy as hp
     import matplotlib
@@ -78,7 +89,7 @@ def view(args) -> str:
     nside = int(ds.attrs["nside"])
     # healpy draws into a figure of its own (handing it ours makes pyplot warn that the figure exists)
     if args.zoom or args.rot:
-        lon, lat = (float(x) for x in (args.rot or "0,0").split(","))
+        lon, lat = rotation(args.rot or "0,0")
         reso, xsize = zoom_size(nside)
         hp.gnomview(m, nest=True, rot=(lon, lat), xsize=xsize, reso=reso, min=lo, max=hi, cmap=cmap,
                     title=title, format="%.3g")
