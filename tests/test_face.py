@@ -99,3 +99,17 @@ def test_bad_options_exit_2_with_the_option_named_and_the_store_untouched(tiny_s
     assert message in capsys.readouterr().err
     assert zarr_files(tiny_store) == before
     assert not (tmp_path / "missing.fits").exists()
+
+
+def test_a_failed_stage_of_run_exits_1_with_its_message(tmp_path, monkeypatch, capsys):
+    import yaml
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump({"name": "fail", "nside": 16, "splits": {"train": 1, "test": 1},
+                                      "detectors": [100, 143], "foregrounds": {"model": "none"},
+                                      "cluster": {"kind": "synchronous"}}))
+    monkeypatch.setenv("CMBCUBE_FAIL_SIMS", "test/0")
+    rc = cli.main(["run", str(recipe), "--store", str(tmp_path / "s.zarr"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "cmbcube: simulate: 1 sim(s) failed" in err and "injected failure for test/0" in err
+    assert "Traceback" not in err

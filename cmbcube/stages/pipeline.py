@@ -7,8 +7,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from cmbcube.errors import CmbcubeError
 from cmbcube.stages import analysis, ilc, preprocess, report, simulate, train
 from cmbcube.recipe import Recipe, load
+
+
+class StageFailed(CmbcubeError, RuntimeError):
+    """A stage of ``cmbcube run`` left failed tasks: the pipeline stops there (exit status 1); rerunning
+    the same command retries them."""
 
 
 def run(recipe: Recipe | str, store: str, scheduler=None, scheduler_file=None, workers=None, overrides=(),
@@ -33,7 +39,7 @@ def run(recipe: Recipe | str, store: str, scheduler=None, scheduler_file=None, w
     started = time.perf_counter()
     rep = simulate.run(recipe, store, progress=progress, force_size=force_size, **cluster)
     if rep.failed:
-        raise RuntimeError(f"simulate: {len(rep.failed)} sim(s) failed, e.g. {rep.failed[0]}; rerun to retry")
+        raise StageFailed(f"simulate: {len(rep.failed)} sim(s) failed, e.g. {rep.failed[0]}; rerun to retry")
     step(f"simulate: {len(rep.written)} new sim(s), {rep.already_done} already done", started)
     started = time.perf_counter()
     out = preprocess.run(store, progress=progress, **cluster)
@@ -44,7 +50,7 @@ def run(recipe: Recipe | str, store: str, scheduler=None, scheduler_file=None, w
         r = ilc.run(store, ilc.ILCConfig(method=method), splits=splits, progress=progress, force_size=force_size,
                     **cluster)
         if r.failed:
-            raise RuntimeError(f"ilc {method}: {len(r.failed)} sim(s) failed, e.g. {r.failed[0]}")
+            raise StageFailed(f"ilc {method}: {len(r.failed)} sim(s) failed, e.g. {r.failed[0]}")
         step(f"ilc {method}: {len(r.written)} new sim(s)", started)
     for model in cfg["models"]:
         started = time.perf_counter()
@@ -63,7 +69,7 @@ def run(recipe: Recipe | str, store: str, scheduler=None, scheduler_file=None, w
     a = analysis.run(store, splits=splits, f_sky=float(cfg["f_sky"]), progress=progress, force_size=force_size,
                      **cluster)
     if a.failed:
-        raise RuntimeError(f"analyze: {len(a.failed)} failed, e.g. {a.failed[0]}")
+        raise StageFailed(f"analyze: {len(a.failed)} failed, e.g. {a.failed[0]}")
     step(f"analyze: {len(a.written)} new (run, sim) pair(s)", started)
     started = time.perf_counter()
     page = report.build(store, report_dir or str(Path(str(store).rstrip("/")).with_suffix(".report")),
