@@ -292,7 +292,8 @@ def pipeline(args) -> int:
 
 def view(args) -> int:
     from cmbcube.stages.view import view as draw
-    print(draw(args))
+    print(draw(args.store, args.product, args.split, args.sim, args.field, args.detector, args.run, args.rot,
+               args.zoom, args.out))
     return 0
 
 

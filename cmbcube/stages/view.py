@@ -73,25 +73,28 @@ def rotation(text: str) -> tuple[float, float]:
     return lon, lat
 
 
-def view(args) -> str:
+def view(store: str, product: str = "obs", split: str = "test", sim: int = 0, field: str = "I", detector=None,
+         run: str | None = None, rot: str | None = None, zoom: bool = False, out: str | None = None) -> str:
+    """Draw one map of the cube to a PNG (Mollweide; gnomonic with ``zoom`` or ``rot="LON,LAT"``);
+    returns its path (default: a name made of the selection)."""
     import healpy as hp
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    ds = cube.open_dataset(args.store)
-    m, title = select(ds, args.product, args.split, args.sim, args.field, args.detector, args.run)
+    centre = rotation(rot or "0,0") if zoom or rot else None
+    ds = cube.open_dataset(store)
+    m, title = select(ds, product, split, sim, field, detector, run)
     if np.isnan(m).all():
         raise InputError(f"{title}: no data (sim not simulated/predicted, or the pair does not exist)")
-    out = args.out or f"{args.product}_{args.detector or ''}{'_' if args.detector else ''}{args.field}_{args.split}_{args.sim:04d}" \
-        + (f"_{cube.safe_name(args.run)}" if args.run else "") + ("_zoom" if args.zoom or args.rot else "") + ".png"
+    out = out or f"{product}_{detector or ''}{'_' if detector else ''}{field}_{split}_{sim:04d}" \
+        + (f"_{cube.safe_name(run)}" if run else "") + ("_zoom" if zoom or rot else "") + ".png"
     lo, hi, cmap = limits(m)
     m = np.where(np.isfinite(m), m, hp.UNSEEN)
     nside = int(ds.attrs["nside"])
     # healpy draws into a figure of its own (handing it ours makes pyplot warn that the figure exists)
-    if args.zoom or args.rot:
-        lon, lat = rotation(args.rot or "0,0")
+    if centre is not None:
         reso, xsize = zoom_size(nside)
-        hp.gnomview(m, nest=True, rot=(lon, lat), xsize=xsize, reso=reso, min=lo, max=hi, cmap=cmap,
+        hp.gnomview(m, nest=True, rot=centre, xsize=xsize, reso=reso, min=lo, max=hi, cmap=cmap,
                     title=title, format="%.3g")
     else:
         hp.mollview(m, nest=True, title=title, cmap=cmap, min=lo, max=hi, format="%.3g")
