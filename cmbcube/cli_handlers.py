@@ -12,15 +12,12 @@ import sys
 from cmbcube.errors import InputError
 
 
-def dask_stage(handler):
-    """``handler`` for a stage that takes the cluster options: ``--dry-run`` prints the plan instead."""
-    def run_or_plan(args) -> int:
-        if getattr(args, "dry_run", False):
-            return dry_run(args)
-        return handler(args)
-    run_or_plan.__name__ = run_or_plan.__qualname__ = handler.__name__
-    run_or_plan.__doc__ = handler.__doc__
-    return run_or_plan
+def csv(text, cast=str):
+    """``"a,b,c"`` -> a tuple of ``cast`` values (None for no text); an unparsable item is bad input."""
+    try:
+        return tuple(cast(x.strip()) for x in text.split(",") if x.strip()) if text else None
+    except ValueError as err:
+        raise InputError(f"could not parse a comma-separated list of numbers: {err}") from None
 
 
 def failures(failed) -> int:
@@ -36,6 +33,44 @@ def failures(failed) -> int:
     for *key, message in failed[:20]:
         print(f"  {'/'.join(map(str, key))}: {message}", file=sys.stderr)
     return 1
+
+
+def dask_stage(handler):
+    """``handler`` for a stage that takes the cluster options: ``--dry-run`` prints the plan instead."""
+    def run_or_plan(args) -> int:
+        if getattr(args, "dry_run", False):
+            return dry_run(args)
+        return handler(args)
+    run_or_plan.__name__ = run_or_plan.__qualname__ = handler.__name__
+    run_or_plan.__doc__ = handler.__doc__
+    return run_or_plan
+
+
+def dry_run(args) -> int:
+    """``--dry-run`` on any Dask stage: the plan and the compute side; starts and writes nothing."""
+    import os
+
+    from cmbcube.stages import cluster
+    from cmbcube import cube
+    if args.command in ("simulate", "run"):
+        from cmbcube.recipe import load
+        recipe = load(args.recipe, args.overrides)
+        nsims = sum(recipe.splits.values())
+        if os.path.exists(args.store):
+            done = int((cube.done_flags(args.store) & cube.planned(args.store)).sum()) \
+                if cube.read_attrs(args.store).get("recipe_hash") == recipe.hash else None
+            state = (f"existing store, {done} of {nsims} sims done" if done is not None
+                     else "exists with another recipe: the run would be refused")
+        else:
+            state = "would be created"
+        print(f"dry run: {args.command} recipe {recipe.name} ({nsims} sims, nside {recipe['nside']}) into "
+              f"{args.store} ({state})")
+    else:
+        recipe = cube.store_recipe(args.store)
+        print(f"dry run: {args.command} on {args.store} (recipe {recipe.name}, nside {recipe['nside']})")
+    print(cluster.describe(recipe["cluster"], args.scheduler, args.scheduler_file, args.workers))
+    print("dry run: nothing was started or written")
+    return 0
 
 
 def simulate(args) -> int:
@@ -55,12 +90,16 @@ def simulate(args) -> int:
     return failures(report.failed)
 
 
-def csv(text, cast=str):
-    """``"a,b,c"`` -> a tuple of ``cast`` values (None for no text); an unparsable item is bad input."""
-    try:
-        return tuple(cast(x.strip()) for x in text.split(",") if x.strip()) if text else None
-    except ValueError as err:
-        raise InputError(f"could not parse a comma-separated list of numbers: {err}") from None
+def preprocess(args) -> int:
+    from cmbcube.stages.preprocess import run
+    out = run(args.store, split=args.split, scheduler=args.scheduler, scheduler_file=args.scheduler_file,
+              workers=args.workers, force=args.force, progress=False if args.no_progress else None)
+    if out["status"] == "up to date":
+        print(f"nothing to do: statistics of {out['sims']} {args.split} sims are up to date")
+    else:
+        print(f"stored normalisation statistics of {out['sims']} {args.split} sims in {args.store} "
+              "(stats_obs, stats_cmb)")
+    return 0
 
 
 def ilc(args) -> int:
@@ -105,136 +144,6 @@ def train(args) -> int:
     print(f"{report.run}: {report.epochs_done} epoch(s), last train loss {report.train_loss[-1]:.4g}, "
           f"valid loss {report.valid_loss[-1]:.4g}{' (stopped early)' if report.stopped_early else ''}; "
           f"{report.samples_per_s:.1f} samples/s; checkpoint {report.checkpoint}")
-    return 0
-
-
-def check_recipe(args) -> int:
-    from cmbcube.recipe import load
-    from cmbcube.science.sky import component_names
-    recipe = load(args.recipe, args.overrides)
-    from cmbcube.stages.limits import check_simulate
-    r = recipe.data
-    nsims = sum(recipe.splits.values())
-    plan, forced = check_simulate(recipe, args.store or ".", None, None, args.workers, args.force_size,
-                                  what=f"recipe {recipe.name}")
-    print(f"recipe {recipe.name} is valid (hash {recipe.hash[:12]})")
-    print("  sims: " + ", ".join(f"{k} {v}" for k, v in recipe.splits.items()) + f" = {nsims}")
-    print(f"  nside {r['nside']} (sky model {r['sky_nside']}), detectors {r['detectors']}, fields {r['fields']}")
-    print(f"  foregrounds: {r['foregrounds']['model']} {component_names(recipe)} ({r['foregrounds']['vary']})")
-    print("\n".join(plan.lines()))
-    for problem in forced:
-        print(f"  warning (--force-size): {problem}")
-    if r["foregrounds"]["model"] == "pysm3":
-        from cmbcube.science.foregrounds import missing_pysm_files
-        missing = missing_pysm_files(r["foregrounds"]["presets"], r["sky_nside"], r["foregrounds"]["data_dir"])
-        print("  pysm3 templates: " + ("all present" if not missing else f"{len(missing)} missing:\n    " + "\n    ".join(missing)))
-    return 0
-
-
-def dry_run(args) -> int:
-    """``--dry-run`` on any Dask stage: the plan and the compute side; starts and writes nothing."""
-    import os
-
-    from cmbcube.stages import cluster
-    from cmbcube import cube
-    if args.command in ("simulate", "run"):
-        from cmbcube.recipe import load
-        recipe = load(args.recipe, args.overrides)
-        nsims = sum(recipe.splits.values())
-        if os.path.exists(args.store):
-            done = int((cube.done_flags(args.store) & cube.planned(args.store)).sum()) \
-                if cube.read_attrs(args.store).get("recipe_hash") == recipe.hash else None
-            state = (f"existing store, {done} of {nsims} sims done" if done is not None
-                     else "exists with another recipe: the run would be refused")
-        else:
-            state = "would be created"
-        print(f"dry run: {args.command} recipe {recipe.name} ({nsims} sims, nside {recipe['nside']}) into "
-              f"{args.store} ({state})")
-    else:
-        recipe = cube.store_recipe(args.store)
-        print(f"dry run: {args.command} on {args.store} (recipe {recipe.name}, nside {recipe['nside']})")
-    print(cluster.describe(recipe["cluster"], args.scheduler, args.scheduler_file, args.workers))
-    print("dry run: nothing was started or written")
-    return 0
-
-
-def ingest_cmbml(args) -> int:
-    from cmbcube.interop.cmbml import beam_sources, ingest, recipe_for, scan
-    if getattr(args, "dry_run", False):
-        plan = scan(args.dir)
-        recipe = recipe_for(plan, args.name, args.units)
-        print(f"dry run: {plan.root}: " + ", ".join(f"{k} {v}" for k, v in plan.counts.items())
-              + f" sims, nside {plan.nside}, detectors {plan.detectors}, fields {''.join(plan.fields)}, "
-              f"units {recipe['units']} in the store; {plan.n_files} files checked")
-        print("dry run: beams the store will record (ilc and analysis use these):")
-        for freq, fwhm, source in beam_sources(plan):
-            print(f"  {freq} GHz: {fwhm:g}' ({source})")
-        print(f"  CMB truth: {plan.cmb_beam_arcmin:g}'" + (" (no beam)" if not plan.cmb_beam_arcmin else ""))
-        print("dry run: nothing was started or written")
-        return 0
-    report = ingest(args.dir, args.store, args.scheduler, args.scheduler_file, args.workers,
-                    progress=False if args.no_progress else None, name=args.name, units=args.units,
-                    force_size=args.force_size)
-    if not report.written and not report.failed:
-        print(f"nothing to do: all {report.planned} sims of {report.source} are already in {report.store}")
-        return 0
-    print(f"ingested {len(report.written)} sim(s) from {report.source} into {report.store} in "
-          f"{report.seconds:.1f} s ({report.already_done} were already there)")
-    return failures(report.failed)
-
-
-def export_cmbml(args) -> int:
-    from cmbcube.interop.cmbml import export
-    report = export(args.store, args.dir, csv(args.split), args.units, args.overwrite, args.scheduler,
-                    args.scheduler_file, args.workers, progress=False if args.no_progress else None)
-    print(f"exported {len(report.written)} sim(s) to {report.destination}/Simulation in {report.seconds:.1f} s"
-          + (f" ({len(report.skipped)} already there; --overwrite rewrites them)" if report.skipped else ""))
-    return failures(report.failed)
-
-
-def verify(args) -> int:
-    from cmbcube.cube.verify import format_report, verify
-    products = [p for chunk in args.products or [] for p in csv(chunk) or ()] or None
-    report = verify(args.store, products, args.clear, args.threads, progress=False if args.no_progress else None)
-    print(format_report(report))
-    return 0 if report.ok else 1
-
-
-def drop(args) -> int:
-    from cmbcube.cube.drop import drop, format_report
-    print(format_report(drop(args.store, args.product, args.run, args.force)))
-    return 0
-
-
-def assets(args) -> int:
-    from cmbcube.interop import assets
-    from cmbcube.recipe import load
-    recipe = load(args.recipe, args.overrides)
-    if not args.fetch:
-        listed = assets.list_assets(recipe, args.destination)
-        note = assets.add_mirror_sizes(listed, args.base_url, args.connect_timeout) if args.base_url else None
-        print(assets.format_listing(recipe, listed, args.destination) + (f"\nnote: {note}" if note else ""))
-        return 0 if all(a.present for a in listed if a.needed) else 1
-    try:
-        report = assets.fetch(recipe, args.destination, args.base_url, args.optional, args.connect_timeout,
-                              progress=False if args.no_progress else None)
-    except assets.AssetError as err:
-        print(f"cmbcube: {err}", file=sys.stderr)
-        return 1
-    still = [a for a in assets.list_assets(recipe, args.destination) if a.needed and not a.present]
-    print(assets.format_fetch(report, still))
-    return 1 if still or report.failed else 0
-
-
-def preprocess(args) -> int:
-    from cmbcube.stages.preprocess import run
-    out = run(args.store, split=args.split, scheduler=args.scheduler, scheduler_file=args.scheduler_file,
-              workers=args.workers, force=args.force, progress=False if args.no_progress else None)
-    if out["status"] == "up to date":
-        print(f"nothing to do: statistics of {out['sims']} {args.split} sims are up to date")
-    else:
-        print(f"stored normalisation statistics of {out['sims']} {args.split} sims in {args.store} "
-              "(stats_obs, stats_cmb)")
     return 0
 
 
@@ -297,7 +206,98 @@ def view(args) -> int:
     return 0
 
 
+def ingest_cmbml(args) -> int:
+    from cmbcube.interop.cmbml import beam_sources, ingest, recipe_for, scan
+    if getattr(args, "dry_run", False):
+        plan = scan(args.dir)
+        recipe = recipe_for(plan, args.name, args.units)
+        print(f"dry run: {plan.root}: " + ", ".join(f"{k} {v}" for k, v in plan.counts.items())
+              + f" sims, nside {plan.nside}, detectors {plan.detectors}, fields {''.join(plan.fields)}, "
+              f"units {recipe['units']} in the store; {plan.n_files} files checked")
+        print("dry run: beams the store will record (ilc and analysis use these):")
+        for freq, fwhm, source in beam_sources(plan):
+            print(f"  {freq} GHz: {fwhm:g}' ({source})")
+        print(f"  CMB truth: {plan.cmb_beam_arcmin:g}'" + (" (no beam)" if not plan.cmb_beam_arcmin else ""))
+        print("dry run: nothing was started or written")
+        return 0
+    report = ingest(args.dir, args.store, args.scheduler, args.scheduler_file, args.workers,
+                    progress=False if args.no_progress else None, name=args.name, units=args.units,
+                    force_size=args.force_size)
+    if not report.written and not report.failed:
+        print(f"nothing to do: all {report.planned} sims of {report.source} are already in {report.store}")
+        return 0
+    print(f"ingested {len(report.written)} sim(s) from {report.source} into {report.store} in "
+          f"{report.seconds:.1f} s ({report.already_done} were already there)")
+    return failures(report.failed)
+
+
+def export_cmbml(args) -> int:
+    from cmbcube.interop.cmbml import export
+    report = export(args.store, args.dir, csv(args.split), args.units, args.overwrite, args.scheduler,
+                    args.scheduler_file, args.workers, progress=False if args.no_progress else None)
+    print(f"exported {len(report.written)} sim(s) to {report.destination}/Simulation in {report.seconds:.1f} s"
+          + (f" ({len(report.skipped)} already there; --overwrite rewrites them)" if report.skipped else ""))
+    return failures(report.failed)
+
+
 def info(args) -> int:
     from cmbcube.cube import summary
     print(summary(args.store))
+    return 0
+
+
+def verify(args) -> int:
+    from cmbcube.cube.verify import format_report, verify
+    products = [p for chunk in args.products or [] for p in csv(chunk) or ()] or None
+    report = verify(args.store, products, args.clear, args.threads, progress=False if args.no_progress else None)
+    print(format_report(report))
+    return 0 if report.ok else 1
+
+
+def drop(args) -> int:
+    from cmbcube.cube.drop import drop, format_report
+    print(format_report(drop(args.store, args.product, args.run, args.force)))
+    return 0
+
+
+def assets(args) -> int:
+    from cmbcube.interop import assets
+    from cmbcube.recipe import load
+    recipe = load(args.recipe, args.overrides)
+    if not args.fetch:
+        listed = assets.list_assets(recipe, args.destination)
+        note = assets.add_mirror_sizes(listed, args.base_url, args.connect_timeout) if args.base_url else None
+        print(assets.format_listing(recipe, listed, args.destination) + (f"\nnote: {note}" if note else ""))
+        return 0 if all(a.present for a in listed if a.needed) else 1
+    try:
+        report = assets.fetch(recipe, args.destination, args.base_url, args.optional, args.connect_timeout,
+                              progress=False if args.no_progress else None)
+    except assets.AssetError as err:
+        print(f"cmbcube: {err}", file=sys.stderr)
+        return 1
+    still = [a for a in assets.list_assets(recipe, args.destination) if a.needed and not a.present]
+    print(assets.format_fetch(report, still))
+    return 1 if still or report.failed else 0
+
+
+def check_recipe(args) -> int:
+    from cmbcube.recipe import load
+    from cmbcube.science.sky import component_names
+    recipe = load(args.recipe, args.overrides)
+    from cmbcube.stages.limits import check_simulate
+    r = recipe.data
+    nsims = sum(recipe.splits.values())
+    plan, forced = check_simulate(recipe, args.store or ".", None, None, args.workers, args.force_size,
+                                  what=f"recipe {recipe.name}")
+    print(f"recipe {recipe.name} is valid (hash {recipe.hash[:12]})")
+    print("  sims: " + ", ".join(f"{k} {v}" for k, v in recipe.splits.items()) + f" = {nsims}")
+    print(f"  nside {r['nside']} (sky model {r['sky_nside']}), detectors {r['detectors']}, fields {r['fields']}")
+    print(f"  foregrounds: {r['foregrounds']['model']} {component_names(recipe)} ({r['foregrounds']['vary']})")
+    print("\n".join(plan.lines()))
+    for problem in forced:
+        print(f"  warning (--force-size): {problem}")
+    if r["foregrounds"]["model"] == "pysm3":
+        from cmbcube.science.foregrounds import missing_pysm_files
+        missing = missing_pysm_files(r["foregrounds"]["presets"], r["sky_nside"], r["foregrounds"]["data_dir"])
+        print("  pysm3 templates: " + ("all present" if not missing else f"{len(missing)} missing:\n    " + "\n    ".join(missing)))
     return 0
