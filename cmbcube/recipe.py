@@ -1,7 +1,8 @@
 """Recipes: plain YAML describing a dataset, validated field by field.
 
 Every error names the offending field (dotted path) and what is allowed, and is
-raised before anything touches a store.
+raised before anything touches a store. The fields, their defaults and checks are
+``cmbcube.recipe_schema.SCHEMA``; this module loads, overrides, validates and hashes.
 """
 from __future__ import annotations
 
@@ -10,283 +11,16 @@ import dataclasses
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Callable
 
 import yaml
 
+from cmbcube.recipe_schema import (SCHEMA, SPLITS, TRUTH_PRODUCTS, RecipeError,  # noqa: F401
+                                   check_cluster, validate_section)
 from cmbcube.science import instrument
-from cmbcube.errors import InputError
-from cmbcube.networks import NETWORKS
 
-SPLITS = ("train", "valid", "test")
-TRUTH_PRODUCTS = ("cmb", "components", "noise")
-
-
-class RecipeError(InputError):
-    """A recipe field is missing, mistyped or out of range; the message names it."""
-
-
-@dataclasses.dataclass
-class F:
-    """One recipe field: expected type(s), default (or a function returning it) and an optional check."""
-    types: tuple
-    default: Any
-    choices: tuple | None = None
-    check: Callable[[str, Any], None] | None = None
-    nullable: bool = False
-    doc: str = ""
-
-
-def _power_of_two(path, value):
-    if value < 1 or value & (value - 1) or value > 8192:
-        raise RecipeError(f"{path}: {value} is not allowed; use a power of two between 1 and 8192")
-
-
-def _non_negative(path, value):
-    if value < 0:
-        raise RecipeError(f"{path}: {value} is negative; use a number >= 0")
-
-
-def _positive(path, value):
-    if value <= 0:
-        raise RecipeError(f"{path}: {value} must be > 0")
-
-
-def _list_of(choices, unique=True, min_len=0):
-    def check(path, value):
-        for i, item in enumerate(value):
-            if item not in choices:
-                raise RecipeError(f"{path}[{i}]: {item!r} is not allowed; allowed values: "
-                                  f"{', '.join(map(str, choices))}")
-        if unique and len(set(value)) != len(value):
-            raise RecipeError(f"{path}: repeated entries in {value}")
-        if len(value) < min_len:
-            raise RecipeError(f"{path}: needs at least {min_len} entr{'y' if min_len == 1 else 'ies'}")
-    return check
-
-
-def _splits(path, value):
-    for key, count in value.items():
-        if key not in SPLITS:
-            raise RecipeError(f"{path}.{key}: unknown split; allowed: {', '.join(SPLITS)}")
-        if isinstance(count, bool) or not isinstance(count, int):
-            raise RecipeError(f"{path}.{key}: expected an integer sim count, got {count!r}")
-        _non_negative(f"{path}.{key}", count)
-    if not value or sum(value.values()) == 0:
-        raise RecipeError(f"{path}: at least one split needs sims, e.g. {{train: 16, valid: 4, test: 4}}")
-
-
-def _beam_overrides(path, value):
-    for key, fwhm in value.items():
-        if key not in instrument.FREQS:
-            raise RecipeError(f"{path}.{key}: unknown detector; allowed: "
-                              f"{', '.join(map(str, instrument.FREQS))}")
-        if isinstance(fwhm, bool) or not isinstance(fwhm, (int, float)) or fwhm < 0:
-            raise RecipeError(f"{path}.{key}: beam FWHM must be a number of arcmin >= 0, got {fwhm!r}")
-
-
-def _synthetic_components() -> list[str]:
-    """Every registered synthetic foreground component (the default sky), read when a recipe is validated."""
-    from cmbcube.science.foregrounds import COMPONENTS
-    return list(COMPONENTS.names())
-
-
-def _registered_components(path, value):
-    _list_of(_synthetic_components())(path, value)
-
-
-def _pysm_presets(path, value):
-    known = known_pysm_presets()
-    for i, item in enumerate(value):
-        if item not in known:
-            raise RecipeError(f"{path}[{i}]: unknown pysm3 preset {item!r}; allowed: {', '.join(known)}")
-
-
-CLUSTER_KINDS = ("local", "address", "slurm", "synchronous")
-
-
-def _memory_size(path, value):
-    from dask.utils import parse_bytes
-    try:
-        nbytes = parse_bytes(value)
-    except (ValueError, TypeError):
-        nbytes = 0
-    if nbytes <= 0:
-        raise RecipeError(f"{path}: {value!r} is not a memory size; use e.g. 4GB, 500MiB, 64GB")
-
-
-def _memory_or_auto(path, value):
-    if value != "auto" and not (isinstance(value, int) and value == 0):
-        _memory_size(path, value)
-
-
-def _walltime(path, value):
-    import re
-    if not re.fullmatch(r"\d+(:\d{2}){0,2}|\d+-\d+(:\d{2}){0,2}", value):
-        raise RecipeError(f"{path}: {value!r} is not a SLURM time; use MINUTES, HH:MM:SS or DAYS-HH:MM:SS, "
-                          "e.g. 02:00:00")
-
-
-def _strings(path, value):
-    for i, item in enumerate(value):
-        if not isinstance(item, str):
-            raise RecipeError(f"{path}[{i}]: expected a string, got {item!r}")
-
-
-def _scheduler_address(path, value):
-    if "://" not in value and ":" not in value:
-        raise RecipeError(f"{path}: {value!r} is not a scheduler address; use tcp://host:port")
-
-
-def known_pysm_presets() -> list[str]:
-    import configparser
-    import importlib.util
-    # found without importing pysm3 (~2 s of numba, healpy, scipy): recipe checks stay fast
-    spec = importlib.util.find_spec("pysm3")
-    text = (Path(list(spec.submodule_search_locations)[0]) / "data" / "presets.cfg").read_text()
-    parser = configparser.ConfigParser(strict=False)
-    try:
-        parser.read_string(text)
-        return [s for s in parser.sections() if "." not in s]
-    except configparser.Error:
-        import re
-        return re.findall(r"^\[([a-z]+[0-9]+)\]", text, flags=re.M)
-
-
-SCHEMA: dict = {
-    "name": F((str,), None, nullable=True, doc="dataset name (required)"),
-    "description": F((str,), "", doc="free text"),
-    "seed": F((int,), 0, check=_non_negative, doc="master seed"),
-    "nside": F((int,), 32, check=_power_of_two, doc="output HEALPix nside"),
-    "sky_nside": F((int,), None, nullable=True, check=_power_of_two,
-                   doc="nside of the sky model (default 2 x nside; must be >= 2 x nside)"),
-    "splits": F((dict,), {"train": 16, "valid": 4, "test": 4}, check=_splits),
-    "detectors": F((list,), list(instrument.FREQS), check=_list_of(instrument.FREQS, min_len=1)),
-    "fields": F((list,), list(instrument.FIELDS), check=_list_of(instrument.FIELDS, min_len=1)),
-    "units": F((str,), "uK_CMB", choices=("uK_CMB", "K_CMB", "native"),
-               doc="uK_CMB everywhere (CMB-ML), K_CMB everywhere, or native (K_CMB to 353 GHz, MJy/sr at 545/857)"),
-    "instrument": {
-        "beams": F((str,), "cmb-ml", choices=tuple(instrument.BEAM_PRESETS)),
-        "beam_overrides": F((dict,), {}, check=_beam_overrides, doc="{freq: FWHM arcmin}"),
-        "pixel_window": F((bool,), True, doc="multiply sky maps by the output pixel window"),
-        "map2alm_iterations": F((int,), 1, check=_non_negative,
-                                doc="Jacobi iterations of the sky-model analysis (0 is not accurate enough)"),
-        "analysis_lmax": F((str,), "pysm3", choices=("pysm3", "sky"),
-                           doc="band limit of the sky-model analysis: pysm3's 1.5 x sky_nside, or 3 x sky_nside - 1"),
-        "bandpass": F((str,), "tophat", choices=instrument.BANDPASS_CHOICES,
-                      doc="tophat (0.2 LFI / 0.33 HFI fractional width) or delta (centre frequency, as CMB-ML)"),
-    },
-    "cmb": {
-        "enabled": F((bool,), True),
-        "prior": F((str,), "planck2018", choices=("planck2018", "wmap9", "chain", "fixed")),
-        "prior_width": F((int, float), 1.0, check=_non_negative,
-                         doc="multiplies the published 1-sigma widths"),
-        "chain_file": F((str,), None, nullable=True),
-        "lens_potential_accuracy": F((int,), 0, check=_non_negative),
-        "target_beam_arcmin": F((int, float), 0.0, check=_non_negative,
-                                doc="beam of the CMB truth map (0: no beam, CMB-ML's target)"),
-    },
-    "foregrounds": {
-        "model": F((str,), "synthetic", choices=("synthetic", "synthetic-gaussian", "pysm3", "none"),
-                   doc="synthetic: the filamentary Galaxy (default); synthetic-gaussian: the earlier "
-                       "Gaussian-template Galaxy; pysm3: presets from local templates; none"),
-        "components": F((list,), _synthetic_components, check=_registered_components,
-                        doc="synthetic components (foregrounds.COMPONENTS); default: all of them"),
-        "presets": F((list,), ["d9", "s4", "f1", "a1", "cib1", "ksz1", "tsz1", "rg1"], check=_pysm_presets),
-        "data_dir": F((str,), None, nullable=True, doc="directory of pysm3 templates (else $PYSM_LOCAL_DATA)"),
-        "vary": F((str,), "per_sim", choices=("per_sim", "fixed")),
-    },
-    "noise": {
-        "model": F((str,), "white", choices=("white", "variance_maps", "none")),
-        "scale": F((int, float), 1.0, check=_non_negative, doc="multiplies the noise rms"),
-        "hits": F((str,), "scan", choices=("scan", "uniform")),
-        "variance_dir": F((str,), None, nullable=True,
-                          doc="directory of {freq}.fits variance maps (II, QQ, UU in native unit^2)"),
-    },
-    "keep": F((list,), ["cmb"], check=_list_of(TRUTH_PRODUCTS), doc="truth products to store"),
-    "storage": {
-        "compression": F((str,), "none", choices=("none", "zstd", "blosc-lz4")),
-        "level": F((int,), 3, check=_non_negative),
-        "checksum": F((bool,), True, doc="crc32c on every chunk (detects corruption)"),
-    },
-    "pipeline": {
-        "ilc": F((list,), ["nilc", "hilc"], check=_list_of(("nilc", "hilc")), doc="ILC methods `cmbcube run` applies"),
-        "models": F((list,), ["cmbnncs-unet5"], check=_list_of(NETWORKS),      # the registry: read when checked
-                    doc="networks `cmbcube run` trains"),
-        "epochs": F((int,), 30, check=_positive),
-        "f_sky": F((int, float), 0.8, check=_positive, doc="analysis mask sky fraction"),
-        "splits": F((list,), ["test"], check=_list_of(SPLITS, min_len=1), doc="splits predicted and scored"),
-    },
-    "cluster": {
-        "kind": F((str,), "local", choices=CLUSTER_KINDS,
-                  doc="local: a cluster on this machine; address: an existing scheduler; slurm: dask-jobqueue; "
-                      "synchronous: no Dask, one process"),
-        "workers": F((int,), 2, check=_positive, doc="local: worker processes"),
-        "threads_per_worker": F((int,), 1, check=_positive,
-                                doc="local and slurm: threads per worker (numpy/numba pools are pinned to it)"),
-        "memory_limit": F((str, int), "auto", check=_memory_or_auto, doc="local: per worker, e.g. 4GB, or auto"),
-        "address": F((str,), None, nullable=True, check=_scheduler_address, doc="address: tcp://host:port"),
-        "scheduler_file": F((str,), None, nullable=True, doc="address: file written by dask scheduler --scheduler-file"),
-        "slurm": {
-            "queue": F((str,), None, nullable=True, doc="partition (#SBATCH -p)"),
-            "account": F((str,), None, nullable=True, doc="account charged (#SBATCH -A)"),
-            "cores": F((int,), 8, check=_positive, doc="cores per job (--cpus-per-task)"),
-            "processes": F((int,), None, nullable=True, check=_positive,
-                           doc="worker processes per job (default: cores / threads_per_worker)"),
-            "memory": F((str,), "32GB", check=_memory_size, doc="memory per job (--mem), shared by its workers"),
-            "walltime": F((str,), "01:00:00", check=_walltime, doc="per job (-t), e.g. 02:00:00 or 1-00:00:00"),
-            "jobs": F((int,), 1, check=_positive, doc="jobs submitted (sbatch) when the stage starts"),
-            "job_extra_directives": F((list,), [], check=_strings,
-                                      doc="extra #SBATCH options, e.g. [--qos=normal, --exclusive]"),
-            "job_script_prologue": F((list,), [], check=_strings,
-                                     doc="shell lines before the worker starts (module load, source venv)"),
-            "job_name": F((str,), "cmbcube"),
-            "local_directory": F((str,), None, nullable=True, doc="node-local scratch for the workers"),
-            "log_directory": F((str,), None, nullable=True, doc="where SLURM writes the job logs"),
-            "interface": F((str,), None, nullable=True, doc="network interface of scheduler and workers, e.g. ib0"),
-            "python": F((str,), None, nullable=True, doc="python on the compute nodes (default: this one)"),
-        },
-    },
-}
 # Sections that describe how to compute or what to do downstream, not the simulated data:
 # left out of the recipe hash.
 NOT_HASHED = ("cluster", "pipeline")
-
-
-def _type_name(types):
-    return " or ".join({int: "integer", float: "number", str: "string", bool: "true/false",
-                        list: "list", dict: "mapping"}[t] for t in types)
-
-
-def _validate(raw: dict, schema: dict, prefix: str) -> dict:
-    if not isinstance(raw, dict):
-        raise RecipeError(f"{prefix or 'recipe'}: expected a mapping, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - set(schema))
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise RecipeError(f"{where}{unknown[0]}: unknown key; allowed keys{' in ' + prefix if prefix else ''}: "
-                          f"{', '.join(schema)}")
-    out = {}
-    for key, spec in schema.items():
-        path = f"{prefix}.{key}" if prefix else key
-        if isinstance(spec, dict):
-            out[key] = _validate(raw.get(key) or {}, spec, path)
-            continue
-        value = raw[key] if key in raw else spec.default() if callable(spec.default) else copy.deepcopy(spec.default)
-        if value is None:
-            if spec.nullable:
-                out[key] = None
-                continue
-            raise RecipeError(f"{path}: required; expected {_type_name(spec.types)}")
-        ok = isinstance(value, spec.types) and not (isinstance(value, bool) and bool not in spec.types)
-        if not ok:
-            raise RecipeError(f"{path}: expected {_type_name(spec.types)}, got {value!r}")
-        if spec.choices is not None and value not in spec.choices:
-            raise RecipeError(f"{path}: {value!r} is not allowed; allowed values: {', '.join(spec.choices)}")
-        if spec.check is not None:
-            spec.check(path, value)
-        out[key] = value
-    return out
 
 
 @dataclasses.dataclass
@@ -356,7 +90,7 @@ def validate(raw: dict, text: str = "", source: str = "", overrides: tuple | lis
     raw = copy.deepcopy(raw) if raw is not None else {}
     for assignment in overrides:
         _apply_override(raw, assignment)
-    data = _validate(raw, SCHEMA, "")
+    data = validate_section(raw, SCHEMA, "")
     if not data["name"]:
         raise RecipeError("name: required; give the dataset a name, e.g. name: quickstart")
     if data["sky_nside"] is None:
@@ -374,7 +108,7 @@ def validate(raw: dict, text: str = "", source: str = "", overrides: tuple | lis
         raise RecipeError("cmb.chain_file: required when cmb.prior is 'chain'")
     if data["noise"]["model"] == "variance_maps" and not data["noise"]["variance_dir"]:
         raise RecipeError("noise.variance_dir: required when noise.model is 'variance_maps'")
-    _check_cluster(data["cluster"], "cluster")
+    check_cluster(data["cluster"], "cluster")
     if "cmb" not in data["keep"]:
         data["keep"] = ["cmb"] + data["keep"]
     data["keep"] = [k for k in TRUTH_PRODUCTS if k in data["keep"]]
@@ -382,34 +116,11 @@ def validate(raw: dict, text: str = "", source: str = "", overrides: tuple | lis
         if data["foregrounds"]["model"] == "none":
             data["keep"].remove("components")
     return Recipe(data, text, source, tuple(overrides))
-
-
-def _check_cluster(c: dict, prefix: str) -> None:
-    kind = c["kind"]
-    if kind == "address" and not (c["address"] or c["scheduler_file"]):
-        raise RecipeError(f"{prefix}.address: required when {prefix}.kind is 'address' (or set "
-                          f"{prefix}.scheduler_file)")
-    if kind != "address":
-        for key in ("address", "scheduler_file"):
-            if c[key]:
-                raise RecipeError(f"{prefix}.{key}: only used when {prefix}.kind is 'address' (kind is {kind!r}); "
-                                  f"set kind: address or remove {key}")
-    sl = c["slurm"]
-    if kind == "slurm":
-        threads = c["threads_per_worker"]
-        if sl["processes"] is None and threads > sl["cores"]:
-            raise RecipeError(f"{prefix}.threads_per_worker: {threads} exceeds {prefix}.slurm.cores "
-                              f"({sl['cores']}); allowed: 1 to {sl['cores']}")
-        if sl["processes"] is not None and sl["processes"] > sl["cores"]:
-            raise RecipeError(f"{prefix}.slurm.processes: {sl['processes']} exceeds {prefix}.slurm.cores "
-                              f"({sl['cores']}); allowed: 1 to {sl['cores']}")
-
-
 def cluster_settings(raw: dict | None) -> dict:
     """A validated ``cluster`` section with defaults filled in (also for stores written before a
     field existed); errors name the field as ``cluster.<key>``."""
-    data = _validate(raw or {}, SCHEMA["cluster"], "cluster")
-    _check_cluster(data, "cluster")
+    data = validate_section(raw or {}, SCHEMA["cluster"], "cluster")
+    check_cluster(data, "cluster")
     return data
 
 

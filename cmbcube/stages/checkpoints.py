@@ -37,6 +37,11 @@ def check_space(run_name: str, n_params: int, amsgrad: bool, epochs: int, checkp
         log.warning("--force-size: %s", problem)
 
 
+def checkpoint_path(out_dir, epoch: int) -> Path:
+    """Where the checkpoint of ``epoch`` lives in a run's folder."""
+    return Path(out_dir) / f"epoch_{epoch:04d}.pt"
+
+
 def save_checkpoint(out_dir: Path, epoch, net, opt, sched, config, train_losses, valid_losses, best, stale) -> str:
     import torch
     np_state = np.random.get_state()
@@ -45,7 +50,7 @@ def save_checkpoint(out_dir: Path, epoch, net, opt, sched, config, train_losses,
              "numpy_rng": torch.from_numpy(np_state[1].astype(np.int64)), "numpy_pos": int(np_state[2]),
              "python_rng": random.getstate(), "train_loss": list(train_losses), "valid_loss": list(valid_losses),
              "best": float(best), "stale": int(stale)}
-    path = out_dir / f"epoch_{epoch:04d}.pt"
+    path = checkpoint_path(out_dir, epoch)
     tmp = path.with_suffix(".pt.tmp")
     try:
         torch.save(state, tmp)

@@ -186,6 +186,9 @@ def _connect(address: str, source: str):
     except (OSError, TimeoutError) as err:
         raise ClusterError(f"{source}: cannot reach the Dask scheduler at {address} ({type(err).__name__}: {err}); "
                            "is it running? (dask scheduler ...)") from None
+    except ValueError as err:           # distributed's parse of the address
+        raise ClusterError(f"{source}: {address!r} is not a scheduler address ({err}); use tcp://host:port, "
+                           "or 'synchronous' to run in this process") from None
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ import numpy as np
 from cmbcube import cube
 from cmbcube.science import instrument, needlets, sht
 from cmbcube.recipe import SPLITS, from_store_attrs
+from cmbcube.registry import Registry
 from cmbcube.stages.fanout import StageReport, fan_out
 
 log = logging.getLogger("cmbcube")
@@ -20,10 +21,34 @@ log = logging.getLogger("cmbcube")
 CMBML_DETECTORS = (44, 70, 100, 143, 217, 353, 545, 857)
 CMBML_COMMON_BEAM = 20.6
 
+# The ILC methods: name (``--method``, recipe ``pipeline.ilc``) -> a function
+#     combine(alms, transfers, common, response, deproject, *, config, windows, nside, lmax) -> alms
+# that weights the channels' scalar alms (T, E or B; (channel, nalm), each in its detector's unit)
+# into CMB alms at the common beam up to ``lmax``. ``transfers`` are the channels' beams, ``common``
+# the output beam, ``response`` and ``deproject`` the CMB response and the SEDs to null (per channel),
+# ``config`` the ILCConfig and ``windows`` the needlet windows its options describe. Adding a method:
+# the function in its own module (pure numpy, next to cmbcube/science/needlets.py) and one
+# ``METHODS.register`` line below; the command line's choices and the recipe check read this table.
+METHODS = Registry("ILC method", "--method")
+
+
+def nilc_method(alms, transfers, common, response, deproject, *, config, windows, nside, lmax):
+    """Needlet ILC (``cmbcube.science.needlets.nilc``) over ``windows``."""
+    return needlets.nilc(alms, transfers, common, windows, nside, response, deproject, config.bias_tolerance)
+
+
+def hilc_method(alms, transfers, common, response, deproject, *, config, windows, nside, lmax):
+    """Harmonic ILC (``cmbcube.science.needlets.hilc``) in bins of ``config.bin_width`` multipoles."""
+    return needlets.hilc(alms, transfers, common, response, deproject, config.bin_width, lmax=lmax)
+
+
+METHODS.register("nilc", nilc_method)
+METHODS.register("hilc", hilc_method)
+
 
 @dataclasses.dataclass
 class ILCConfig:
-    method: str = "nilc"                 # nilc | hilc
+    method: str = "nilc"                 # a name in METHODS: nilc | hilc
     detectors: tuple = CMBML_DETECTORS
     fields: tuple = ("I", "Q", "U")
     peaks: tuple | None = None           # cosine needlet peaks (default: the nside rule)
@@ -41,8 +66,8 @@ class ILCConfig:
 
 def resolve_config(store: str, config: ILCConfig) -> ILCConfig:
     """Validate against the cube and fill defaults; errors name the parameter."""
-    if config.method not in ("nilc", "hilc"):
-        raise needlets.ILCError(f"--method {config.method!r}: allowed: nilc, hilc")
+    if config.method not in METHODS:
+        raise needlets.ILCError(f"--method {config.method!r}: allowed: {', '.join(METHODS)}")
     ds = cube.open_dataset(store)
     nside = int(ds.attrs["nside"])
     have = [int(d) for d in ds.detector.values]
@@ -110,10 +135,8 @@ def clean_sim(obs: np.ndarray, dets: list, fields_in: list, units: list, config:
 
     def combine(alms, transfers, common_l, used):
         dep = deproject[used] if deproject is not None else None
-        if config.method == "nilc":
-            return needlets.nilc(alms, transfers, common_l, windows, nside, response[used], dep,
-                                 config.bias_tolerance)
-        return needlets.hilc(alms, transfers, common_l, response[used], dep, config.bin_width, lmax=out_lmax)
+        return METHODS.get(config.method)(alms, transfers, common_l, response[used], dep, config=config,
+                                          windows=windows, nside=nside, lmax=out_lmax)
 
     if "I" in config.fields:
         maps = obs[:, fields_in.index("I")][:, ring_order].astype(np.float64)

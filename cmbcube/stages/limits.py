@@ -33,6 +33,8 @@ from cmbcube.errors import InputError
 
 from cmbcube.errors import InputError
 
+from cmbcube.errors import InputError
+
 # Measured: reading the (3, N) done-flags (one chunk per split and sim) through zarr takes ~0.6 ms and
 # ~7 KB of memory per sim index (N = 1e6: 10 minutes and 7 GB), and every stage reads them whole.
 MAX_SIMS_PER_SPLIT = 20_000             # soft: lifted by --force-size

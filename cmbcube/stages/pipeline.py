@@ -7,9 +7,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from cmbcube.errors import CmbcubeError
 from cmbcube.stages import analyze as analysis
-from cmbcube.stages import ilc, predict, preprocess, report, simulate, train
+from cmbcube.stages import checkpoints, ilc, predict, preprocess, report, simulate, train
 from cmbcube.recipe import Recipe, load
+
+
+class StageFailed(CmbcubeError, RuntimeError):
+    """A stage of ``cmbcube run`` left failed tasks: the pipeline stops there (exit status 1); rerunning
+    the same command retries them."""
 
 
 def run(recipe: Recipe | str, store: str, scheduler=None, scheduler_file=None, workers=None, overrides=(),
@@ -34,7 +40,7 @@ def run(recipe: Recipe | str, store: str, scheduler=None, scheduler_file=None, w
     started = time.perf_counter()
     rep = simulate.run(recipe, store, progress=progress, force_size=force_size, **cluster)
     if rep.failed:
-        raise RuntimeError(f"simulate: {len(rep.failed)} sim(s) failed, e.g. {rep.failed[0]}; rerun to retry")
+        raise StageFailed(f"simulate: {len(rep.failed)} sim(s) failed, e.g. {rep.failed[0]}; rerun to retry")
     step(f"simulate: {len(rep.written)} new sim(s), {rep.already_done} already done", started)
     started = time.perf_counter()
     out = preprocess.run(store, progress=progress, **cluster)
@@ -45,16 +51,16 @@ def run(recipe: Recipe | str, store: str, scheduler=None, scheduler_file=None, w
         r = ilc.run(store, ilc.ILCConfig(method=method), splits=splits, progress=progress, force_size=force_size,
                     **cluster)
         if r.failed:
-            raise RuntimeError(f"ilc {method}: {len(r.failed)} sim(s) failed, e.g. {r.failed[0]}")
+            raise StageFailed(f"ilc {method}: {len(r.failed)} sim(s) failed, e.g. {r.failed[0]}")
         step(f"ilc {method}: {len(r.written)} new sim(s)", started)
     for model in cfg["models"]:
         started = time.perf_counter()
         config = train.TrainConfig(model=model, epochs=cfg["epochs"], **train.defaults(model))
-        ckpt = train.run_dir(store, model) / f"epoch_{config.epochs:04d}.pt"
+        ckpt = checkpoints.checkpoint_path(train.run_dir(store, model), config.epochs)
         if ckpt.exists():
             step(f"train {model}: already trained ({ckpt.name})", started)
         else:
-            resume = train.latest_checkpoint(train.run_dir(store, model)) is not None
+            resume = checkpoints.latest_checkpoint(train.run_dir(store, model)) is not None
             t = train.train(store, config, device=device, resume=resume, progress=progress, force_size=force_size)
             step(f"train {model}: {t.epochs_done} epochs, valid loss {t.valid_loss[-1]:.4g}", started)
         started = time.perf_counter()
@@ -64,7 +70,7 @@ def run(recipe: Recipe | str, store: str, scheduler=None, scheduler_file=None, w
     a = analysis.run(store, splits=splits, f_sky=float(cfg["f_sky"]), progress=progress, force_size=force_size,
                      **cluster)
     if a.failed:
-        raise RuntimeError(f"analyze: {len(a.failed)} failed, e.g. {a.failed[0]}")
+        raise StageFailed(f"analyze: {len(a.failed)} failed, e.g. {a.failed[0]}")
     step(f"analyze: {len(a.written)} new (run, sim) pair(s)", started)
     started = time.perf_counter()
     page = report.build(store, report_dir or str(Path(str(store).rstrip("/")).with_suffix(".report")),

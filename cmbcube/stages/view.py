@@ -13,6 +13,8 @@ def select(ds, product: str, split: str, sim: int, field: str, detector=None, ru
         raise InputError(f"--split {split!r}: allowed: {', '.join(ds.split.values)}")
     if field not in ds.field.values:
         raise InputError(f"--field {field!r}: allowed: {', '.join(ds.field.values)}")
+    if sim not in ds.sim.values:
+        raise InputError(f"--sim {sim}: allowed: 0 to {ds.sizes['sim'] - 1}")
     base = dict(split=split, sim=sim, field=field)
     if product in ("obs", "noise") or ("component" in ds.coords and product in ds.component.values):
         if detector is None or detector not in ds.detector.values:
@@ -62,25 +64,37 @@ def zoom_size(nside: int) -> tuple[float, int]:
     return fov_deg * 60 / xsize, xsize
 
 
-def view(args) -> str:
+def rotation(text: str) -> tuple[float, float]:
+    """``--rot LON,LAT`` in degrees."""
+    try:
+        lon, lat = (float(x) for x in text.split(","))
+    except ValueError:
+        raise InputError(f"--rot {text!r}: expected LON,LAT in degrees, e.g. --rot 30,-60") from None
+    return lon, lat
+
+
+def view(store: str, product: str = "obs", split: str = "test", sim: int = 0, field: str = "I", detector=None,
+         run: str | None = None, rot: str | None = None, zoom: bool = False, out: str | None = None) -> str:
+    """Draw one map of the cube to a PNG (Mollweide; gnomonic with ``zoom`` or ``rot="LON,LAT"``);
+    returns its path (default: a name made of the selection)."""
     import healpy as hp
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    ds = cube.open_dataset(args.store)
-    m, title = select(ds, args.product, args.split, args.sim, args.field, args.detector, args.run)
+    centre = rotation(rot or "0,0") if zoom or rot else None
+    ds = cube.open_dataset(store)
+    m, title = select(ds, product, split, sim, field, detector, run)
     if np.isnan(m).all():
         raise InputError(f"{title}: no data (sim not simulated/predicted, or the pair does not exist)")
-    out = args.out or f"{args.product}_{args.detector or ''}{'_' if args.detector else ''}{args.field}_{args.split}_{args.sim:04d}" \
-        + (f"_{cube.safe_name(args.run)}" if args.run else "") + ("_zoom" if args.zoom or args.rot else "") + ".png"
+    out = out or f"{product}_{detector or ''}{'_' if detector else ''}{field}_{split}_{sim:04d}" \
+        + (f"_{cube.safe_name(run)}" if run else "") + ("_zoom" if zoom or rot else "") + ".png"
     lo, hi, cmap = limits(m)
     m = np.where(np.isfinite(m), m, hp.UNSEEN)
     nside = int(ds.attrs["nside"])
     # healpy draws into a figure of its own (handing it ours makes pyplot warn that the figure exists)
-    if args.zoom or args.rot:
-        lon, lat = (float(x) for x in (args.rot or "0,0").split(","))
+    if centre is not None:
         reso, xsize = zoom_size(nside)
-        hp.gnomview(m, nest=True, rot=(lon, lat), xsize=xsize, reso=reso, min=lo, max=hi, cmap=cmap,
+        hp.gnomview(m, nest=True, rot=centre, xsize=xsize, reso=reso, min=lo, max=hi, cmap=cmap,
                     title=title, format="%.3g")
     else:
         hp.mollview(m, nest=True, title=title, cmap=cmap, min=lo, max=hi, format="%.3g")
