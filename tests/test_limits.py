@@ -175,7 +175,7 @@ def test_component_maps_are_counted_for_both_embedded_skies():
     sizes = {}
     for model in ("synthetic", "synthetic-gaussian"):
         r = small_recipe(foregrounds__model=model, keep=["cmb", "components"])
-        assert limits._component_names(r) == sky.component_names(r) != []
+        assert sky.component_names(r) != []
         sizes[model] = limits.simulate_plan(r).store_bytes
     without = limits.simulate_plan(small_recipe(keep=["cmb"])).store_bytes
     assert sizes["synthetic"] == sizes["synthetic-gaussian"] > without

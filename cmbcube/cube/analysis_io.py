@@ -235,6 +235,11 @@ def write_windows(store: str, windows: np.ndarray, mask_attrs: dict) -> None:
     cube.consolidate(store)
 
 
+def namaster_dir(store) -> str:
+    """The folder beside a store sharing NaMaster's coupling matrices between workers: ``<store>.namaster``."""
+    return str(store).rstrip("/") + ".namaster"
+
+
 def cached_namaster(nside: int, apod_nest: np.ndarray, mask_nest: np.ndarray, nbins: int,
                     cache_dir: str | None = None) -> NamasterSpectra:
     """NamasterSpectra whose coupling matrices are read from ``cache_dir`` (w00/w02/w22.fits) when all are
@@ -262,7 +267,7 @@ def namaster_for(nside: int, apod_nest: np.ndarray, mask_nest: np.ndarray, nbins
     and, for a store on a local disk, share them through ``<store>.namaster/<key>/`` (computed once: the
     matrices cost ~lmax^3, 3.1 s at nside 128 on a quiet core, minutes at 512)."""
     key = namaster_key(nside, apod_nest, mask_nest, nbins)
-    cache = os.path.join(str(store).rstrip("/") + ".namaster", key) if store and os.path.isdir(store) else None
+    cache = os.path.join(namaster_dir(store), key) if store and os.path.isdir(store) else None
     if (key, cache) not in _NAMASTER_MEMO:
         _NAMASTER_MEMO.clear()
         _NAMASTER_MEMO[(key, cache)] = cached_namaster(nside, apod_nest, mask_nest, nbins, cache)

@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from cmbcube import cube
-from cmbcube.cube import layout
+from cmbcube.cube import analysis_io, layout
 from cmbcube.errors import InputError
 
 def choices() -> dict:
@@ -191,7 +191,7 @@ def _drop(store: str, product: str, run: str | None, force: bool) -> DropReport:
         if product == "stats":
             report.notes.append("runs trained with a normalising transform need cmbcube preprocess again "
                                 "before cmbcube predict")
-        nmt_cache = Path(str(store).rstrip("/") + ".namaster")
+        nmt_cache = Path(analysis_io.namaster_dir(store))
         if product == "analysis" and nmt_cache.is_dir():       # NaMaster coupling matrices of the masks
             shutil.rmtree(nmt_cache)
             report.removed.append(f"its NaMaster coupling matrices {nmt_cache}")

@@ -27,14 +27,6 @@ from pathlib import Path
 from cmbcube.cube.info import human  # noqa: F401 - limits.human: the one size formatter
 from cmbcube.errors import InputError
 
-from cmbcube.errors import InputError
-
-from cmbcube.errors import InputError
-
-from cmbcube.errors import InputError
-
-from cmbcube.errors import InputError
-
 # Measured: reading the (3, N) done-flags (one chunk per split and sim) through zarr takes ~0.6 ms and
 # ~7 KB of memory per sim index (N = 1e6: 10 minutes and 7 GB), and every stage reads them whole.
 MAX_SIMS_PER_SPLIT = 20_000             # soft: lifted by --force-size
@@ -88,8 +80,9 @@ def simulate_plan(recipe, pending: int | None = None, what: str = "simulate") ->
     dets = recipe.detectors()
     fields = r["fields"]
     maps_obs = sum(1 for d in dets for f in fields if f in d.fields)
-    ncomp = len(_component_names(recipe)) if "components" in r["keep"] else 0
-    nfg = len(_component_names(recipe))
+    from cmbcube.science.foregrounds import component_names
+    ncomp = len(component_names(r["foregrounds"])) if "components" in r["keep"] else 0
+    nfg = len(component_names(r["foregrounds"]))
     map_bytes = npix * 4 + 4 + 16
     sim_maps = maps_obs + len(fields) + ncomp * maps_obs + (maps_obs if "noise" in r["keep"] else 0)
     nell = 3 * nside
@@ -110,14 +103,6 @@ def simulate_plan(recipe, pending: int | None = None, what: str = "simulate") ->
         sky += len(r["foregrounds"]["presets"]) * 3 * sky_npix * 8 * 2
     plan.worker_bytes = int(PROCESS_BASE + 2 * outputs + sky)
     return plan
-
-
-def _component_names(recipe) -> list:
-    """The component axis (as sky.component_names, without importing the simulator: foregrounds alone
-    imports neither pysm3 nor healpy)."""
-    from cmbcube.science.foregrounds import SKY_MODELS
-    fg = recipe["foregrounds"]
-    return list(fg["components"] if fg["model"] in SKY_MODELS else fg["presets"] if fg["model"] == "pysm3" else [])
 
 
 def worker_memory_limit(cluster: dict, scheduler=None, scheduler_file=None, workers=None):

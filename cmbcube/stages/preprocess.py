@@ -8,13 +8,12 @@ pass), so they are exact to one bin width ((max - min) / bins).
 """
 from __future__ import annotations
 
-import datetime
-import json
 import logging
 
 import numpy as np
 
 from cmbcube import cube
+from cmbcube.cube import stats_io
 from cmbcube.errors import InputError
 
 log = logging.getLogger("cmbcube")
@@ -102,44 +101,30 @@ def reduce_stats(arr, sample_axes: tuple[int, ...], bins: int = BINS, valid=None
 def run(store: str, split: str = "train", scheduler: str | None = None, scheduler_file: str | None = None,
         workers: int | None = None, force: bool = False, progress: bool | None = None) -> dict:
     """Compute and store the statistics; returns a small report dict."""
-    import xarray as xr
-
     from cmbcube.stages.cluster import client_for
     from cmbcube.recipe import SPLITS
     if split not in SPLITS:
         raise InputError(f"--split {split!r}: allowed: {', '.join(SPLITS)}")
     ds = cube.open_dataset(store)
-    done = ds.sim_done.sel(split=split).values.astype(bool)
-    sims = np.nonzero(done)[0]
+    sims = stats_io.finished_sims(ds, split)
     if sims.size == 0:
         raise cube.StoreError(f"{store}: split {split!r} has no finished sims; run cmbcube simulate first")
-    previous = ds.get("stats_obs")
-    if previous is not None and not force and json.loads(previous.attrs.get("sims", "[]")) == sims.tolist() \
-            and previous.attrs.get("split") == split:
+    if not force and stats_io.up_to_date(ds, split, sims):
         return {"status": "up to date", "sims": sims.size}
     recipe = cube.store_recipe(store)
     with client_for(recipe["cluster"], scheduler, scheduler_file, workers) as client:
         import dask
         ctx = dask.config.set(scheduler="synchronous") if client is None and scheduler == "synchronous" else _null()
         with ctx:
-            obs = ds.obs.sel(split=split).isel(sim=sims).data          # (sim, detector, field, pixel)
-            cmb = ds.cmb.sel(split=split).isel(sim=sims).data          # (sim, field, pixel)
+            obs, cmb, has_field = stats_io.split_maps(ds, split, sims)   # (sim, detector, field, pixel), (sim, field, pixel)
             log.info("statistics over %d %s sims", sims.size, split)
             from cmbcube.progress import bar as progress_bar
             # four passes over the split (obs and cmb: moments, then histograms); a bar on a terminal
             with progress_bar(4, f"preprocess {split} ({sims.size} sims)", unit="pass", progress=progress,
                               where=f"{store} stats_obs, stats_cmb") as passes:
-                stats_obs = reduce_stats(obs, (0, 3), valid=ds.has_field.values, on_pass=passes.update)
+                stats_obs = reduce_stats(obs, (0, 3), valid=has_field, on_pass=passes.update)
                 stats_cmb = reduce_stats(cmb, (0, 2), on_pass=passes.update)
-    attrs = {"split": split, "sims": json.dumps(sims.tolist()), "n_sims": int(sims.size),
-             "recipe_hash": ds.attrs.get("recipe_hash", ""), "histogram_bins": BINS,
-             "computed": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-             "long_name": "normalisation statistics over pixels and sims (NaN for absent detector/field pairs)"}
-    out = xr.Dataset(
-        {"stats_obs": (("stat", "detector", "field"), np.stack([stats_obs[s] for s in STATS]), attrs),
-         "stats_cmb": (("stat", "field"), np.stack([stats_cmb[s] for s in STATS]), attrs)},
-        coords={"stat": np.array(STATS, dtype=object)})
-    cube.write_variables(store, out)
+    stats_io.write_stats(store, ds, split, sims, STATS, stats_obs, stats_cmb, BINS)
     return {"status": "computed", "sims": int(sims.size)}
 
 
@@ -151,8 +136,4 @@ class _null:
         return False
 
 
-def load_stats(store_or_ds):
-    ds = cube.open_dataset(store_or_ds) if isinstance(store_or_ds, str) else store_or_ds
-    if "stats_obs" not in ds:
-        return None
-    return ds[["stats_obs", "stats_cmb"]].load()
+load_stats = stats_io.load_stats        # the stored statistics, or None before preprocess

@@ -11,7 +11,6 @@ import logging
 import os
 import time
 
-import numpy as np
 
 from cmbcube import cube, testing
 from cmbcube.recipe import SPLITS, Recipe, load
