@@ -24,7 +24,7 @@ What is measured
   cost of a scheduler in another process, reached over TCP, with workers started by hand);
   local 2 workers / in-process.
 * external cluster start: seconds from launching ``dask scheduler`` until 2 workers registered.
-* ingest (if ``cmbcube.interop.ingest`` is present): a CMB-ML tree of the same nside written by
+* ingest (if ``cmbcube.stages.ingest`` is present): a CMB-ML tree of the same nside written by
   ``cmbcube.testing.make_example_tree`` (9 detectors, IQU FITS, RING), ingested in one process and with a
   local cluster of 2 workers: sims/min and MB of FITS read per second, steady and cold.
 
@@ -142,7 +142,7 @@ def tree_bytes(root: Path) -> int:
 
 def run_ingest(tmp: Path, nside: int, n: int) -> dict | None:
     try:
-        from cmbcube.interop.ingest import ingest
+        from cmbcube.stages.ingest import ingest
         from cmbcube.testing import make_example_tree
     except ImportError:
         return None
@@ -209,8 +209,8 @@ def main() -> None:
         print("ratios (steady s/sim, higher = faster): " + ", ".join(f"{k} {v}x" for k, v in results["ratios"].items()))
         ingest = run_ingest(tmp, nside, args.ingest_sims or 4 * n)
         if ingest is None:
-            print("ingest: skipped (cmbcube.interop.ingest is not available)")
-            results["ingest"] = "skipped: cmbcube.interop.ingest not available"
+            print("ingest: skipped (cmbcube.stages.ingest is not available)")
+            results["ingest"] = "skipped: cmbcube.stages.ingest not available"
         else:
             print(f"ingest: {ingest}")
             results["ingest"] = ingest

@@ -44,7 +44,7 @@ def preprocess(p) -> None:
 
 
 def ilc(p) -> None:
-    from cmbcube.stages.ilc import METHODS
+    from cmbcube.science.ilc import METHODS
     p.add_argument("store")
     p.add_argument("--method", choices=METHODS.names(), default="nilc")
     p.add_argument("--run", help="run name (default: the method's name)")

@@ -208,7 +208,7 @@ def view(args) -> int:
 
 def ingest_cmbml(args) -> int:
     from cmbcube.interop.cmbml_scan import beam_sources, recipe_for, scan
-    from cmbcube.interop.ingest import ingest
+    from cmbcube.stages.ingest import ingest
     if getattr(args, "dry_run", False):
         plan = scan(args.dir)
         recipe = recipe_for(plan, args.name, args.units)
@@ -233,7 +233,7 @@ def ingest_cmbml(args) -> int:
 
 
 def export_cmbml(args) -> int:
-    from cmbcube.interop.export import export
+    from cmbcube.stages.export import export
     report = export(args.store, args.dir, csv(args.split), args.units, args.overwrite, args.scheduler,
                     args.scheduler_file, args.workers, progress=False if args.no_progress else None)
     print(f"exported {len(report.written)} sim(s) to {report.destination}/Simulation in {report.seconds:.1f} s"

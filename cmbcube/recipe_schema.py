@@ -107,8 +107,8 @@ def _foreground_components(path, value):
 
 
 def _ilc_methods(path, value):
-    """pipeline.ilc: names in cmbcube.stages.ilc.METHODS."""
-    from cmbcube.stages.ilc import METHODS
+    """pipeline.ilc: names in cmbcube.science.ilc.METHODS."""
+    from cmbcube.science.ilc import METHODS
     _list_of(METHODS.names())(path, value)
 
 

@@ -8,7 +8,7 @@ stored product is one new file plus one ``register`` call.
 The registries themselves live next to what they hold:
 
 - ``cmbcube.science.foregrounds.COMPONENTS``  synthetic foreground components
-- ``cmbcube.stages.ilc.METHODS``              ILC variants
+- ``cmbcube.science.ilc.METHODS``             ILC variants
 - ``cmbcube.networks.NETWORKS``               networks
 - ``cmbcube.cube.layout.PRODUCTS``            stored products
 """

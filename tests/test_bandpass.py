@@ -111,7 +111,7 @@ def test_cmbml_trees_are_recorded_as_delta_and_exports_convert_over_the_stores_b
 
     import cmbcube
     from cmbcube.interop.cmbml_scan import recipe_for, scan
-    from cmbcube.interop.export import export
+    from cmbcube.stages.export import export
     from cmbcube.testing import make_example_tree
     from cmbcube.science import instrument
     from cmbcube.recipe import from_store_attrs

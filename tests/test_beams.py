@@ -13,8 +13,8 @@ import pytest
 
 import cmbcube
 from cmbcube.interop.cmbml_files import read_header
-from cmbcube.interop.export import export
-from cmbcube.interop.ingest import ingest
+from cmbcube.stages.export import export
+from cmbcube.stages.ingest import ingest
 from cmbcube.testing import make_example_tree
 from cmbcube import cube
 from cmbcube.stages import ilc, simulate

@@ -9,8 +9,8 @@ import yaml
 
 import cmbcube
 from cmbcube.interop.cmbml_files import CMBMLError, map_info, read_header
-from cmbcube.interop.export import export
-from cmbcube.interop.ingest import ingest
+from cmbcube.stages.export import export
+from cmbcube.stages.ingest import ingest
 from cmbcube.testing import make_example_tree
 from cmbcube.science import cosmology, instrument
 from cmbcube import cube

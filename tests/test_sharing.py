@@ -17,7 +17,7 @@ import torch
 import zarr
 
 import cmbcube
-from cmbcube.interop.ingest import ingest
+from cmbcube.stages.ingest import ingest
 from cmbcube.testing import make_example_tree
 from cmbcube import cube
 from cmbcube.stages import ilc, predict, preprocess, train

@@ -15,7 +15,7 @@ header cards) in this tree::
 when one cosmology serves the whole split (CMB-ML's ``ps_fidu_fixed``).
 
 The rest of the interop: :mod:`cmbcube.interop.cmbml_scan` checks a whole tree and plans its
-store, :mod:`cmbcube.interop.ingest` reads a tree into a cube, :mod:`cmbcube.interop.export`
+store, :mod:`cmbcube.stages.ingest` reads a tree into a cube, :mod:`cmbcube.stages.export`
 writes a cube back as a tree.
 """
 from __future__ import annotations
