@@ -89,6 +89,8 @@ def test_an_unknown_method_names_the_registered_ones(toy_method):
     (["report", "{store}", "--out", "{missing}", "--sims", "a"], "comma-separated list of numbers"),
     (["train", "{store}", "--detectors", "100,x"], "comma-separated list of numbers"),
     (["preprocess", "{store}", "--scheduler", "nowhere"], "--scheduler: 'nowhere' is not a scheduler address"),
+    (["report", "{store}", "--out", "{store}/zarr.json"], "is a file; the report needs a directory"),
+    (["report", "{store}", "--out", "{missing}"], "no analysed test sims yet; run cmbcube analyze first"),
 ])
 def test_bad_options_exit_2_with_the_option_named_and_the_store_untouched(tiny_store, tmp_path, capsys, argv,
                                                                           message):
@@ -99,6 +101,18 @@ def test_bad_options_exit_2_with_the_option_named_and_the_store_untouched(tiny_s
     assert message in capsys.readouterr().err
     assert zarr_files(tiny_store) == before
     assert not (tmp_path / "missing.fits").exists()
+
+
+def test_predict_refuses_an_ilc_run_by_name(tiny_store, tmp_path, capsys):
+    """An ILC run has predictions but no network: predict names the run and what it is, exit 2."""
+    import shutil
+    store = str(tmp_path / "ilc.zarr")
+    shutil.copytree(tiny_store, store)
+    assert cli.main(["ilc", store, "--method", "hilc", "--fields", "I", "--scheduler", "synchronous",
+                     "--no-progress"]) == 0
+    capsys.readouterr()
+    assert cli.main(["predict", store, "--run", "hilc", "--no-progress"]) == 2
+    assert "--run 'hilc': a hilc run, not a trained network" in capsys.readouterr().err
 
 
 def test_a_failed_stage_of_run_exits_1_with_its_message(tmp_path, monkeypatch, capsys):

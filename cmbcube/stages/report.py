@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from cmbcube import cube
+from cmbcube.errors import InputError
 from cmbcube.science.metrics import BEAMS, COVERAGE, GAUSSIAN_COVERAGE, METRICS
 from cmbcube.stages.report_figures import (LABELS, common_map_beam, distribution_figure, map_figure,
                                            metric_header, metric_units, spectrum_figure)
@@ -252,10 +253,12 @@ def component_table(ds, split: str) -> str | None:
 
 def build(store: str, out_dir: str, split: str = "test", sims=(0,)) -> Path:
     """Write the report; returns the index page's path."""
-    ds = cube.open_dataset(store)
-    if "metrics" not in ds:
-        raise cube.StoreError(f"{store}: no analysis yet; run cmbcube analyze first")
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out_dir}: is a file; the report needs a directory (new or existing)")
+    ds = cube.open_dataset(store)
+    if "metrics" not in ds or not bool(ds.analysis_done.sel(split=split).any()):
+        raise cube.StoreError(f"{store}: no analysed {split} sims yet; run cmbcube analyze first")
     out.mkdir(parents=True, exist_ok=True)
     ds = ds.assign_coords(beam=ds.beam_fwhm.values)
     field = "I"
