@@ -57,8 +57,7 @@ def dry_run(args) -> int:
         recipe = load(args.recipe, args.overrides)
         nsims = sum(recipe.splits.values())
         if os.path.exists(args.store):
-            done = int((cube.done_flags(args.store) & cube.planned(args.store)).sum()) \
-                if cube.read_attrs(args.store).get("recipe_hash") == recipe.hash else None
+            done = cube.finished(args.store) if cube.holds_recipe(args.store, recipe) else None
             state = (f"existing store, {done} of {nsims} sims done" if done is not None
                      else "exists with another recipe: the run would be refused")
         else:

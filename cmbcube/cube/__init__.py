@@ -31,8 +31,8 @@ from cmbcube.cube.remote import (  # noqa: F401
     MAX_AXIS, MAX_NSIDE, MAX_PIXELS, check_bounds, open_dataset, read_group, zarr_store,
 )
 from cmbcube.cube.sims import (  # noqa: F401
-    clear_done, detector_beams, detector_units, detectors, done_flags, fields, flagged_without_data, has_noise,
-    pending, planned, read_noise, read_obs, run_beam, truth_beam, write_sim,
+    bandpass, clear_done, cmb_unit, detector_beams, detector_units, detectors, done_flags, fields,
+    finished, flagged_without_data, has_noise, holds_recipe, nside, pending, planned, read_noise, read_obs, run_beam, truth_beam, write_sim,
 )
 from cmbcube.cube.runs import (  # noqa: F401
     RunMismatch, check_run_name, clear_run_done, delete_run_chunks, ensure_run, pending_predictions, pred_done_count,

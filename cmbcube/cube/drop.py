@@ -38,10 +38,6 @@ def whole_arrays(product: str) -> tuple:
     return layout.product_arrays(product)
 
 
-PRODUCTS = choices()                                            # as the built-in table has them
-RUN_PRODUCTS = run_products()
-PRED_ARRAYS = layout.run_axis_arrays_of("pred")                 # pred, pred_sigma, pred_done
-ANALYSIS_RUN_ARRAYS = layout.run_axis_arrays_of("analysis")     # metrics, spectra, analysis_done
 
 
 @dataclasses.dataclass
@@ -165,7 +161,8 @@ def _drop(store: str, product: str, run: str | None, force: bool) -> DropReport:
     elif product == "pred" or (product == "analysis" and run is not None):
         if not runs:
             raise cube.StoreError(f"{store}: no runs, so no {product} to drop")
-        wanted = PRED_ARRAYS + ANALYSIS_RUN_ARRAYS if product == "pred" else ANALYSIS_RUN_ARRAYS
+        analysis_arrays = layout.run_axis_arrays_of("analysis")          # metrics, spectra, analysis_done
+        wanted = layout.run_axis_arrays_of("pred") + analysis_arrays if product == "pred" else analysis_arrays
         present = [n for n in wanted if n in names]
         if not present:
             raise cube.StoreError(f"{store}: no {product} to drop")

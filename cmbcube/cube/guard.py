@@ -31,9 +31,6 @@ from cmbcube.cube import layout
 from cmbcube.cube.shardread import EMPTY, ShardLayout, crc_ok, damaged
 from cmbcube.errors import InputError
 
-SIM_LEVEL = layout.unit_products("sim_done")       # obs, cmb, components, noise, cosmo_params, cl_theory
-RUN_LEVEL = {name: flag for flag in ("pred_done", "analysis_done") for name in layout.unit_products(flag)}
-OPTIONAL = layout.optional_arrays()               # written only by methods that give an uncertainty
 STAGE = layout.FLAG_STAGE
 
 
@@ -42,11 +39,11 @@ class DamagedUnitError(InputError):
 
 
 def _flag_of(name: str):
-    if name in SIM_LEVEL:
-        return "sim_done", 2
-    if name in RUN_LEVEL:
-        return RUN_LEVEL[name], 3
-    return None, 0
+    """(done-flag, number of leading unit axes) of an array, from the product table at call time."""
+    p = layout.product_of(name)
+    if p is None or name not in p.unit_arrays() or p.flag is None:
+        return None, 0
+    return p.flag, len(layout.FLAGS[p.flag].dims)          # (split, sim) or (run, split, sim)
 
 
 class _Layout:
@@ -130,7 +127,7 @@ class GuardedStore(WrapperStore):
             from cmbcube.recipe import from_store_attrs
             return layout.optional_arrays(from_store_attrs(self._attrs)["cmb"]["enabled"])
         except Exception:  # noqa: BLE001 - not a cmbcube store (or no attributes yet)
-            return OPTIONAL
+            return layout.optional_arrays()
 
     def _has_field(self):
         """(detector, field) bool from the store's recipe (as the template computes it)."""

@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from cmbcube.cube.store import StoreError, fresh_group, open_group, source_group, unit_files
-from cmbcube.recipe import SPLITS
+from cmbcube.recipe import SPLITS, from_store_attrs
 
 
 # ----------------------------------------------------------------------------- beams
@@ -60,6 +60,17 @@ def planned(path: str) -> np.ndarray:
     return np.arange(nsim)[None, :] < n[:, None]
 
 
+def holds_recipe(path: str, recipe) -> bool:
+    """Whether a local store exists at ``path`` and was made from this recipe (same hash)."""
+    from cmbcube.cube.store import read_attrs
+    return os.path.isdir(path) and read_attrs(path).get("recipe_hash") == recipe.hash
+
+
+def finished(path: str) -> int:
+    """How many of the store's planned sims are done."""
+    return int((done_flags(path) & planned(path)).sum())
+
+
 def pending(path: str) -> list[tuple[str, int]]:
     todo = planned(path) & ~done_flags(path)
     return [(SPLITS[i], int(j)) for i, j in zip(*np.nonzero(todo))]
@@ -82,6 +93,21 @@ def write_sim(path: str, split: str, sim: int, result) -> None:
         group["noise"][isplit, sim] = result.noise
     group["sim_done"][isplit, sim] = 1
 
+
+
+def nside(source) -> int:
+    """The store's HEALPix nside (its maps are 12 nside^2 NESTED pixels)."""
+    return int(source_group(source).attrs["nside"])
+
+
+def cmb_unit(source) -> str:
+    """The unit of the store's CMB maps and predictions (uK_CMB or K_CMB)."""
+    return str(source_group(source).attrs["cmb_unit"])
+
+
+def bandpass(source) -> str:
+    """How the store's detectors integrate over frequency (``delta`` or ``tophat``; old stores: delta)."""
+    return from_store_attrs(dict(source_group(source).attrs)).detectors()[0].bandpass
 
 
 def fields(source) -> list[str]:

@@ -29,12 +29,8 @@ from cmbcube.cube import layout
 from cmbcube.cube.shardread import EMPTY, ShardLayout, crc_ok
 from cmbcube.errors import InputError
 
-# the arrays verify checks: those written unit by unit and flagged, from the layout's product table
-SIM_PRODUCTS = layout.unit_products("sim_done")            # obs, cmb, components, noise, cosmo_params, cl_theory
-PRED_PRODUCTS = layout.unit_products("pred_done")          # pred, pred_sigma
-ANALYSIS_PRODUCTS = layout.unit_products("analysis_done")  # metrics, spectra
-PRODUCTS = layout.unit_products()
-OPTIONAL = layout.optional_arrays()          # written only by methods that give an uncertainty
+# the arrays verify checks are those written unit by unit and flagged: layout.unit_products(flag),
+# read from the product table at call time (a product registered in layout.PRODUCTS is verified)
 
 
 @dataclasses.dataclass
@@ -160,19 +156,20 @@ def _check_file(layout: _Layout, path: str, key: str) -> tuple[list[str], int]:
 
 
 def _check_unit(path: str, arrays: dict, layouts: dict, level: str, unit: tuple, leading: tuple,
-                products, optional=OPTIONAL) -> tuple[list[Damage], int, int]:
+                products, optional=None) -> tuple[list[Damage], int, int]:
+    optional = layout.optional_arrays() if optional is None else optional
     damage, files, nread = [], 0, 0
     for name in products:
-        layout, arr = layouts[name], arrays[name]
+        shard_layout, arr = layouts[name], arrays[name]
         unit_damage = []
         for key, file in cube.unit_files(path, arr, name, leading):
             if name in optional and not os.path.exists(file):
                 continue
-            problems, n = _check_file(layout, file, key)
+            problems, n = _check_file(shard_layout, file, key)
             files += 1
             nread += n
             unit_damage += [Damage(level, unit, name, key, p) for p in problems]
-        if not unit_damage and layout.shard.compressed:
+        if not unit_damage and shard_layout.shard.compressed:
             try:                            # checksums passed: make sure the codecs decode too
                 np.asarray(arr[leading])
             except Exception as err:  # noqa: BLE001 - any decoding failure is damage
@@ -238,24 +235,26 @@ def verify(path: str, products=None, clear: bool = False, workers: int | None = 
     t0 = time.perf_counter()
     report = VerifyReport(path)
     report.damage += metadata_problems(path)
+    every = layout.unit_products()                  # from the product table, read now
+    run_level = {flag: layout.unit_products(flag) for flag in ("pred_done", "analysis_done")}
     group = cube.fresh_group(path)
     names = set(group.array_keys())
     if products:
-        unknown = [p for p in products if p not in PRODUCTS]
+        unknown = [p for p in products if p not in every]
         if unknown:
-            raise InputError(f"--products {','.join(unknown)}: unknown; allowed: {', '.join(PRODUCTS)}")
+            raise InputError(f"--products {','.join(unknown)}: unknown; allowed: {', '.join(every)}")
         absent = [p for p in products if p not in names]
         if absent:
             raise InputError(f"--products {','.join(absent)}: not in {path}; present: "
-                             f"{', '.join(p for p in PRODUCTS if p in names)}")
+                             f"{', '.join(p for p in every if p in names)}")
         wanted = list(products)
     else:
-        wanted = [p for p in PRODUCTS if p in names]
-    sim_products = [p for p in wanted if p in SIM_PRODUCTS]
-    pred_products = [p for p in wanted if p in PRED_PRODUCTS and "pred_done" in names]
-    ana_products = [p for p in wanted if p in ANALYSIS_PRODUCTS and "analysis_done" in names]
+        wanted = [p for p in every if p in names]
+    sim_products = [p for p in wanted if p in layout.unit_products("sim_done")]
+    pred_products = [p for p in wanted if p in run_level["pred_done"] and "pred_done" in names]
+    ana_products = [p for p in wanted if p in run_level["analysis_done"] and "analysis_done" in names]
     arrays = {name: group[name] for name in sim_products + pred_products + ana_products}
-    layouts = {name: _layout(group, name, 3 if name in PRED_PRODUCTS + ANALYSIS_PRODUCTS else 2)
+    layouts = {name: _layout(group, name, 3 if name in run_level["pred_done"] + run_level["analysis_done"] else 2)
                for name in arrays}
     report.unchecked_checksums = sorted(n for n, lay in layouts.items() if not lay.shard.checksum)
 

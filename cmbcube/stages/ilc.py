@@ -15,7 +15,7 @@ from cmbcube.science import needlets
 # the ILC itself (pure numpy) and its method registry, re-exported: cmbcube.stages.ilc.METHODS is the same table
 from cmbcube.science.ilc import (CMBML_COMMON_BEAM, CMBML_DETECTORS, METHODS, ILCConfig,  # noqa: F401
                                  clean_sim, hilc_method, nilc_method)
-from cmbcube.recipe import SPLITS, from_store_attrs
+from cmbcube.recipe import SPLITS
 from cmbcube.stages.fanout import StageReport, fan_out
 
 log = logging.getLogger("cmbcube")
@@ -25,19 +25,19 @@ def resolve_config(store: str, config: ILCConfig) -> ILCConfig:
     """Validate against the cube and fill defaults; errors name the parameter."""
     if config.method not in METHODS:
         raise needlets.ILCError(f"--method {config.method!r}: allowed: {', '.join(METHODS)}")
-    ds = cube.open_dataset(store)
-    nside = int(ds.attrs["nside"])
-    have = [int(d) for d in ds.detector.values]
+    nside = cube.nside(store)
+    have = cube.detectors(store)
+    in_cube = cube.fields(store)
     wanted = list(config.detectors)
     if config.detectors == CMBML_DETECTORS:
         wanted = [d for d in CMBML_DETECTORS if d in have]
     unknown = [d for d in wanted if d not in have]
     if unknown:
         raise needlets.ILCError(f"--detectors: {unknown} not in the cube; allowed: {', '.join(map(str, have))}")
-    fields = [f for f in config.fields if f in ds.field.values]
-    missing = [f for f in config.fields if f not in ds.field.values]
+    fields = [f for f in config.fields if f in in_cube]
+    missing = [f for f in config.fields if f not in in_cube]
     if missing and config.fields != ("I", "Q", "U"):
-        raise needlets.ILCError(f"--fields: {missing} not in the cube; allowed: {', '.join(ds.field.values)}")
+        raise needlets.ILCError(f"--fields: {missing} not in the cube; allowed: {', '.join(in_cube)}")
     if not fields:
         raise needlets.ILCError("--fields: none of the requested fields is in the cube")
     lmax = 3 * nside - 1
@@ -69,9 +69,8 @@ def _clean_task(store: str, run: int, config: ILCConfig, split: str, sim: int) -
     fields_in = cube.fields(group)
     obs = cube.read_obs(group, split, sim, config.detectors)
     beams = cube.detector_beams(group, config.detectors)
-    bandpass = from_store_attrs(group.attrs).detectors()[0].bandpass    # the recipe's reading (old stores: delta)
     maps = clean_sim(obs, list(config.detectors), fields_in, cube.detector_units(group, config.detectors), config,
-                     int(group.attrs["nside"]), str(group.attrs["cmb_unit"]), bandpass,
+                     cube.nside(group), cube.cmb_unit(group), cube.bandpass(group),
                      beams_arcmin=[beams[d] for d in config.detectors])
     full = np.full((len(fields_in), maps.shape[-1]), np.nan, dtype=np.float32)
     for k, f in enumerate(config.fields):

@@ -11,7 +11,6 @@ import dataclasses
 import datetime
 import json
 import logging
-import os
 import time
 
 import numpy as np
@@ -87,7 +86,7 @@ def ingest(source_dir, store, scheduler: str | None = None, scheduler_file: str 
     plan = scan(source_dir)
     recipe = recipe_for(plan, name, units, beams)
     pending = None
-    if os.path.isdir(store) and cube.read_attrs(store).get("recipe_hash") == recipe.hash:
+    if cube.holds_recipe(store, recipe):
         pending = len(cube.pending(store))
     limits.check(limits.simulate_plan(recipe, pending, "ingest-cmbml"), store, (None, ""), force_size)
     status = cube.create_or_check(store, recipe)

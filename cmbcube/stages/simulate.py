@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import logging
-import os
 import time
 
 
@@ -82,7 +81,7 @@ def run(recipe: Recipe | str, store: str, scheduler: str | None = None, schedule
         recipe = load(recipe, overrides)
     store = str(store)
     pending = None
-    if os.path.isdir(store) and cube.read_attrs(store).get("recipe_hash") == recipe.hash:
+    if cube.holds_recipe(store, recipe):
         pending = len(cube.pending(store))
     _, forced = limits.check_simulate(recipe, store, scheduler, scheduler_file, workers, force_size, pending)
     for problem in forced:

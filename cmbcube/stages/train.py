@@ -86,7 +86,7 @@ def run_dir(store: str, run: str) -> Path:
 def datasets_for(store: str, config: TrainConfig, split: str) -> CubeDataset:
     """The split's samples in the view the network reads, transformed as the configuration says."""
     view = NETWORKS.get(config.model).view
-    nside = int(cube.read_attrs(store)["nside"])
+    nside = cube.nside(store)
     side = (config.patch_side or networks.default_patch_side(nside)) if view == "patches" else None
     sims = None
     if split == "train" and config.train_sims:
