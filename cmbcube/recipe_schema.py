@@ -95,15 +95,16 @@ def _pysm_presets(path, value):
 # Fields whose allowed values come from a registry (one function each; a registry is imported inside
 # its function so that importing the recipe stays cheap).
 
-def _synthetic_components() -> list[str]:
-    """Every registered synthetic foreground component (the default sky), read when a recipe is validated."""
-    from cmbcube.science.foregrounds import COMPONENTS
-    return list(COMPONENTS.names())
+def _default_sky() -> list[str]:
+    """The default foregrounds.components: the built-in components (foregrounds.DEFAULT_SKY)."""
+    from cmbcube.science.foregrounds import DEFAULT_SKY
+    return list(DEFAULT_SKY)
 
 
 def _foreground_components(path, value):
     """foregrounds.components: names in cmbcube.science.foregrounds.COMPONENTS."""
-    _list_of(_synthetic_components())(path, value)
+    from cmbcube.science.foregrounds import COMPONENTS
+    _list_of(COMPONENTS.names())(path, value)
 
 
 def _ilc_methods(path, value):
@@ -206,8 +207,8 @@ SCHEMA: dict = {
         "model": F((str,), "synthetic", choices=("synthetic", "synthetic-gaussian", "pysm3", "none"),
                    doc="synthetic: the filamentary Galaxy (default); synthetic-gaussian: the earlier "
                        "Gaussian-template Galaxy; pysm3: presets from local templates; none"),
-        "components": F((list,), _synthetic_components, check=_foreground_components,
-                        doc="synthetic components (foregrounds.COMPONENTS); default: all of them"),
+        "components": F((list,), _default_sky, check=_foreground_components,
+                        doc="synthetic components (foregrounds.COMPONENTS); default: the built-in ones"),
         "presets": F((list,), ["d9", "s4", "f1", "a1", "cib1", "ksz1", "tsz1", "rg1"], check=_pysm_presets),
         "data_dir": F((str,), None, nullable=True, doc="directory of pysm3 templates (else $PYSM_LOCAL_DATA)"),
         "vary": F((str,), "per_sim", choices=("per_sim", "fixed")),

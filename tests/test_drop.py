@@ -95,17 +95,17 @@ def test_interrupted_run_removal_is_finished_by_a_rerun(store, tmp_path, monkeyp
 
     calls = {"n": 0}
     from cmbcube.cube import runs
-    original = runs._remove_run_slot
+    original = runs.remove_run_slot
 
     def crash_on_third(array_dir, index):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt("killed")
         original(array_dir, index)
-    monkeypatch.setattr(runs, "_remove_run_slot", crash_on_third)
+    monkeypatch.setattr(runs, "remove_run_slot", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         drop(store, "run", "alpha")
-    monkeypatch.setattr(runs, "_remove_run_slot", original)
+    monkeypatch.setattr(runs, "remove_run_slot", original)
     assert "cmbcube_dropping_run" in cube.read_attrs(store)
     with pytest.raises(cube.StoreError, match="interrupted"):
         cube.ensure_run(store, "new", "fake", {}, 0.0)         # no stage writes into a half-moved axis

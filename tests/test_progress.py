@@ -103,9 +103,9 @@ def test_dashboard_note_says_how_to_get_bokeh(monkeypatch):
 
     from cmbcube.stages import cluster
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
-    note = cluster._dashboard_note(True)
+    note = cluster.dashboard_note(True)
     assert "pip install 'cmbcube[dashboard]'" in note
-    assert cluster._dashboard_note(False) == ""
+    assert cluster.dashboard_note(False) == ""
 
 
 @pytest.mark.parametrize("flag", [None, False])

@@ -79,7 +79,8 @@ def test_a_registered_component_is_simulated_and_stored(toy, tmp_path):
 
 def test_the_registry_drives_recipes_and_deprojection(toy):
     from cmbcube.science import needlets
-    assert "toy" in _recipe(None)["foregrounds"]["components"]           # the default: every registered one
+    default = _recipe(None)["foregrounds"]["components"]
+    assert "toy" not in default and default == list(foregrounds.DEFAULT_SKY)   # registering changes no default
     assert _recipe(["toy"])["foregrounds"]["components"] == ["toy"]
     sed = needlets.sed_vector("toy", [70.0, 143.0], ["uK_RJ", "uK_RJ"])
     assert np.allclose(sed, 1.0)                       # its flat SED, read from the registry

@@ -266,7 +266,8 @@ def template(recipe: Recipe):
     import xarray as xr
 
     from cmbcube.science import cosmology, instrument
-    from cmbcube.science.sky import cmb_unit, component_names
+    from cmbcube.science.foregrounds import component_names
+    from cmbcube.science.instrument import cmb_unit
     r = recipe.data
     nside = r["nside"]
     npix = 12 * nside * nside
@@ -274,7 +275,7 @@ def template(recipe: Recipe):
     fields = r["fields"]
     splits = recipe.splits
     nsim = max(max(splits.values()), 1)
-    comps = component_names(recipe) if "components" in r["keep"] else []
+    comps = component_names(r["foregrounds"]) if "components" in r["keep"] else []
     nell = 3 * r["nside"]          # theory spectra to the output band limit (the CMB is band-limited there)
     compressors = codecs(r["storage"])
     size = {"split": len(SPLITS), "sim": nsim, "detector": len(dets), "field": len(fields), "pixel": npix,

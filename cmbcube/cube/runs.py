@@ -289,14 +289,14 @@ def remove_run(path: str, name: str) -> int:
             before = journal["shapes"].get(key, arr.shape[0])
             if arr.shape[0] != before or before <= index:
                 continue                    # already shrunk (an interrupted drop), or no slot to remove
-            _remove_run_slot(Path(path) / key, index)
+            remove_run_slot(Path(path) / key, index)
             arr.resize((before - 1,) + tuple(arr.shape[1:]))
     del group.attrs[DROP_JOURNAL_ATTR]
     consolidate(path)
     return index
 
 
-def _remove_run_slot(array_dir: Path, index: int) -> None:
+def remove_run_slot(array_dir: Path, index: int) -> None:
     """c/<index> deleted, c/<k> -> c/<k-1> for k > index, through c.dropping so an interrupted
     pass can be finished (each entry's destination depends only on its own index)."""
     chunks, staging = array_dir / "c", array_dir / "c.dropping"

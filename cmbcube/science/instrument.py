@@ -122,6 +122,11 @@ def detector(freq: int, beam_preset: str = "cmb-ml", beam_overrides: dict | None
     return Detector(freq, _CENTRE_GHZ[freq], fwhm, polarised, "K_CMB" if polarised else "MJy/sr", bandpass)
 
 
+def cmb_unit(units: str) -> str:
+    """The unit of the CMB maps of a store whose recipe says ``units`` (uK_CMB, K_CMB or native)."""
+    return "uK_CMB" if units == "uK_CMB" else "K_CMB"
+
+
 def resolve_unit(unit: str, det: Detector) -> str:
     """The concrete unit of a detector's maps for a recipe's ``units`` choice."""
     return det.native_unit if unit == "native" else unit

@@ -78,8 +78,7 @@ def component_names(recipe) -> list[str]:
     return foregrounds.component_names(recipe["foregrounds"])
 
 
-def cmb_unit(units: str) -> str:
-    return "uK_CMB" if units == "uK_CMB" else "K_CMB"
+cmb_unit = instrument.cmb_unit          # the CMB maps' unit for a recipe's ``units``
 
 
 class Simulator:

@@ -143,7 +143,7 @@ def describe(settings: dict | None, scheduler: str | None = None, scheduler_file
             f"({DRY_RUN_SCHEDULER} is replaced by the scheduler's address):\n{script}")
 
 
-def _dashboard_note(local_scheduler: bool) -> str:
+def dashboard_note(local_scheduler: bool) -> str:
     if not local_scheduler:
         return ""
     import importlib.util
@@ -157,7 +157,7 @@ def announce(client, what: str, local_scheduler: bool = False) -> None:
     if address in _ANNOUNCED:
         return
     _ANNOUNCED.add(address)
-    print(f"{what}; scheduler {address}; dashboard: {client.dashboard_link}{_dashboard_note(local_scheduler)}",
+    print(f"{what}; scheduler {address}; dashboard: {client.dashboard_link}{dashboard_note(local_scheduler)}",
           flush=True)
 
 

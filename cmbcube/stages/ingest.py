@@ -78,7 +78,7 @@ def ingest(source_dir, store, scheduler: str | None = None, scheduler_file: str 
     Every file is checked (names, nside, fields, units) before the store is touched; a store
     made from anything else is refused and left as it is.  One Dask task per sim.
     """
-    from cmbcube.science.sky import cmb_unit as cmb_unit_of
+    from cmbcube.science.instrument import cmb_unit as cmb_unit_of
     from cmbcube.stages import limits                # store size and sim caps (no sky model: memory is not checked)
     if units is not None and units not in ("uK_CMB", "K_CMB", "native"):
         raise CMBMLError(f"units {units!r}: allowed: uK_CMB, K_CMB, native")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from cmbcube import cube, networks
-from cmbcube.cube.datasets import CubeDataset
+from cmbcube.cube.datasets import CubeDataset, SelectionError
 from cmbcube.testing import hold
 from cmbcube.errors import InputError, MissingFileError
 from cmbcube.networks import NETWORKS
@@ -192,7 +192,7 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
     train_ds = datasets_for(store, config, "train")
     try:
         valid_ds = datasets_for(store, config, "valid")
-    except ValueError:
+    except SelectionError:                       # no finished valid sims: train without validation
         valid_ds = None
     out_dir = run_dir(store, run_name)
     if not resume:
