@@ -4,7 +4,7 @@
 function receives the command's ``argparse`` sub-parser and adds its arguments.
 """
 from __future__ import annotations
-from cmbcube.networks import LOSSES, help_text as networks_help
+from cmbcube.networks import DEFAULT as networks_default, LOSSES, help_text as networks_help
 
 
 def cluster(p) -> None:
@@ -55,7 +55,9 @@ def ilc(p) -> None:
     p.add_argument("--gaussian-fwhms", help="Gaussian needlets instead: decreasing FWHMs in arcmin")
     p.add_argument("--common-beam", type=float, default=20.6, help="output beam FWHM, arcmin (default 20.6)")
     p.add_argument("--bias-tolerance", type=float, default=1e-3)
-    p.add_argument("--deproject", help="SEDs to null, comma-separated: dust, cib, tsz, synchrotron")
+    from cmbcube.science.foregrounds import COMPONENTS
+    nullable = [name for name, c in COMPONENTS.items() if c.sed is not None]
+    p.add_argument("--deproject", help=f"SEDs to null, comma-separated: {', '.join(nullable)}")
     p.add_argument("--bin-width", type=int, default=50, help="HILC multipole bin width (default 50)")
     p.add_argument("--no-progress", action="store_true")
     force_size(p, "the predictions' size or a task's memory exceed the free disk or the workers' memory limit")
@@ -64,7 +66,7 @@ def ilc(p) -> None:
 
 def train(p) -> None:
     p.add_argument("store")
-    p.add_argument("--model", default="cmbnncs-unet5", help=networks_help())
+    p.add_argument("--model", default=networks_default, help=networks_help())
     p.add_argument("--run", help="run name (default: the model's name)")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)

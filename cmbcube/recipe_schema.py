@@ -113,6 +113,11 @@ def _ilc_methods(path, value):
     _list_of(METHODS.names())(path, value)
 
 
+def _default_networks() -> list[str]:
+    from cmbcube.networks import DEFAULT
+    return [DEFAULT]
+
+
 def _networks(path, value):
     """pipeline.models: names in cmbcube.networks.NETWORKS (the names load without torch)."""
     from cmbcube.networks import NETWORKS
@@ -228,7 +233,7 @@ SCHEMA: dict = {
     },
     "pipeline": {
         "ilc": F((list,), ["nilc", "hilc"], check=_ilc_methods, doc="ILC methods `cmbcube run` applies"),
-        "models": F((list,), ["cmbnncs-unet5"], check=_networks, doc="networks `cmbcube run` trains"),
+        "models": F((list,), _default_networks, check=_networks, doc="networks `cmbcube run` trains"),
         "epochs": F((int,), 30, check=_positive),
         "f_sky": F((int, float), 0.8, check=_positive, doc="analysis mask sky fraction"),
         "splits": F((list,), ["test"], check=_list_of(SPLITS, min_len=1), doc="splits predicted and scored"),

@@ -126,6 +126,8 @@ def help_text() -> str:
 
 
 # ----------------------------------------------------------------------------- the built-in networks
+DEFAULT = "cmbnncs-unet5"             # what train, the CLI and recipes use unless told
+
 NETWORKS.register("cmbnncs-unet5", Network(
     build=lazy("cmbcube.networks.cmbnncs:build", name="cmbnncs-unet5"), view="faces", min_nside=32,
     summary="nside >= 32"))

@@ -46,7 +46,7 @@ def predict(store: str, run_name: str, splits=("test",), epoch: int | None = Non
     cube.check_run_name(run_name)
     irun = cube.run_index(store, run_name)
     stored = cube.run_config(store, irun)
-    if "checkpoint_dir" not in stored and model is None:       # an ILC run: nothing to predict with
+    if "model" not in stored and model is None:       # an ILC run (its config names a method): no network
         raise InputError(f"--run {run_name!r}: a {stored.get('method', 'non-network')} run, not a trained network; "
                          "cmbcube predict runs the networks trained with cmbcube train (cmbcube ilc writes its own "
                          "predictions)")

@@ -8,6 +8,7 @@ pass), so they are exact to one bin width ((max - min) / bins).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 
 import numpy as np
@@ -114,7 +115,7 @@ def run(store: str, split: str = "train", scheduler: str | None = None, schedule
     recipe = cube.store_recipe(store)
     with client_for(recipe["cluster"], scheduler, scheduler_file, workers) as client:
         import dask
-        ctx = dask.config.set(scheduler="synchronous") if client is None and scheduler == "synchronous" else _null()
+        ctx = dask.config.set(scheduler="synchronous") if client is None and scheduler == "synchronous" else contextlib.nullcontext()
         with ctx:
             obs, cmb, has_field = stats_io.split_maps(ds, split, sims)   # (sim, detector, field, pixel), (sim, field, pixel)
             log.info("statistics over %d %s sims", sims.size, split)
@@ -126,14 +127,6 @@ def run(store: str, split: str = "train", scheduler: str | None = None, schedule
                 stats_cmb = reduce_stats(cmb, (0, 2), on_pass=passes.update)
     stats_io.write_stats(store, ds, split, sims, STATS, stats_obs, stats_cmb, BINS)
     return {"status": "computed", "sims": int(sims.size)}
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 load_stats = stats_io.load_stats        # the stored statistics, or None before preprocess

@@ -30,7 +30,7 @@ log = logging.getLogger("cmbcube")
 
 @dataclasses.dataclass
 class TrainConfig:
-    model: str = "cmbnncs-unet5"
+    model: str = networks.DEFAULT
     detectors: tuple = (100, 143, 217, 353)
     fields: tuple = ("I",)
     transform: str = "none"              # inputs: cmbNNCS feeds unscaled uK_CMB (see cmbcube.science.transforms)
