@@ -123,3 +123,19 @@ def test_the_rules_can_fail(tmp_path):
     assert targets == ["cmbcube.cube"] and ORDER.index(layer(targets[0])) > ORDER.index("science")
     calls = [n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
     assert "open" in calls
+
+
+def test_outside_the_cube_no_code_indexes_a_store_group_by_array_name():
+    """Stages may hold the cube's opened group (an opaque handle passed back to cube functions) but
+    never index it by an array name or read its attributes: only cube/ knows the names."""
+    found = []
+    for name, path, tree in modules():
+        if layer(name) in ("cube", "testing"):
+            continue
+        for node in ast.walk(tree):
+            target = node.value if isinstance(node, (ast.Subscript, ast.Attribute)) else None
+            if isinstance(target, ast.Name) and target.id in ("group", "root", "zgroup"):
+                if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) or \
+                        isinstance(node, ast.Attribute) and node.attr in ("attrs", "array_keys", "arrays"):
+                    found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
+    assert not found, "store arrays named outside cmbcube/cube/: " + ", ".join(found)
