@@ -11,6 +11,8 @@ Modules (each re-exported here, so ``from cmbcube import cube; cube.write_sim(..
 - :mod:`~cmbcube.cube.sims`     simulated products, done-flags, beams;
 - :mod:`~cmbcube.cube.runs`     the run axis, predictions, losses, checkpoints folder, removing runs;
 - :mod:`~cmbcube.cube.info`     ``cmbcube info`` and sizes;
+- :mod:`~cmbcube.cube.analysis_io`, :mod:`~cmbcube.cube.stats_io`   the analysis' and preprocess'
+  products (masks, metrics, spectra, windows; normalisation statistics);
 - :mod:`~cmbcube.cube.guard`, :mod:`~cmbcube.cube.shardread`, :mod:`~cmbcube.cube.verify`,
   :mod:`~cmbcube.cube.drop`, :mod:`~cmbcube.cube.datasets`: guarded reads, the shard index,
   ``cmbcube verify``, ``cmbcube drop``, torch datasets.
