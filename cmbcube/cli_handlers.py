@@ -269,12 +269,8 @@ def assets(args) -> int:
         note = fetch.add_mirror_sizes(listed, args.base_url, args.connect_timeout) if args.base_url else None
         print(assets.format_listing(recipe, listed, args.destination) + (f"\nnote: {note}" if note else ""))
         return 0 if all(a.present for a in listed if a.needed) else 1
-    try:
-        report = fetch.fetch(recipe, args.destination, args.base_url, args.optional, args.connect_timeout,
-                             progress=False if args.no_progress else None)
-    except assets.AssetError as err:
-        print(f"cmbcube: {err}", file=sys.stderr)
-        return 1
+    report = fetch.fetch(recipe, args.destination, args.base_url, args.optional, args.connect_timeout,
+                         progress=False if args.no_progress else None)     # an AssetError: main prints it, exit 1
     still = [a for a in assets.list_assets(recipe, args.destination) if a.needed and not a.present]
     print(fetch.format_fetch(report, still))
     return 1 if still or report.failed else 0
@@ -282,7 +278,7 @@ def assets(args) -> int:
 
 def check_recipe(args) -> int:
     from cmbcube.recipe import load
-    from cmbcube.science.sky import component_names
+    from cmbcube.science.foregrounds import component_names
     recipe = load(args.recipe, args.overrides)
     from cmbcube.stages.limits import check_simulate
     r = recipe.data
@@ -292,7 +288,7 @@ def check_recipe(args) -> int:
     print(f"recipe {recipe.name} is valid (hash {recipe.hash[:12]})")
     print("  sims: " + ", ".join(f"{k} {v}" for k, v in recipe.splits.items()) + f" = {nsims}")
     print(f"  nside {r['nside']} (sky model {r['sky_nside']}), detectors {r['detectors']}, fields {r['fields']}")
-    print(f"  foregrounds: {r['foregrounds']['model']} {component_names(recipe)} ({r['foregrounds']['vary']})")
+    print(f"  foregrounds: {r['foregrounds']['model']} {component_names(r['foregrounds'])} ({r['foregrounds']['vary']})")
     print("\n".join(plan.lines()))
     for problem in forced:
         print(f"  warning (--force-size): {problem}")

@@ -63,7 +63,7 @@ def test_template_search_is_the_simulators(recipe_file, tmp_path, monkeypatch):
     assert both() == (["cib1: websky/0.4/"],) * 2
     (tmp_path / "pysm/websky/0.4").mkdir(parents=True)                # a directory of maps
     assert both() == ([], [])
-    assert inputs.template_dirs(data_dir) == [tmp_path / "pysm", tmp_path / "env"]
+    assert templates.search_dirs(data_dir) == [tmp_path / "pysm", tmp_path / "env"]
 
 
 def test_preflight_check_recipe_and_assets_give_one_answer(recipe_file, tmp_path, capsys):

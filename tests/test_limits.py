@@ -170,12 +170,12 @@ def test_ingest_refuses_a_tree_larger_than_the_free_disk(tmp_path, monkeypatch, 
 
 def test_component_maps_are_counted_for_both_embedded_skies():
     """The size estimate counts the kept component maps whichever embedded Galaxy the recipe uses
-    (the component axis is sky.component_names for both synthetic skies)."""
-    from cmbcube.science import sky
+    (the component axis is foregrounds.component_names for both synthetic skies)."""
+    from cmbcube.science import foregrounds
     sizes = {}
     for model in ("synthetic", "synthetic-gaussian"):
         r = small_recipe(foregrounds__model=model, keep=["cmb", "components"])
-        assert sky.component_names(r) != []
+        assert foregrounds.component_names(r["foregrounds"]) != []
         sizes[model] = limits.simulate_plan(r).store_bytes
     without = limits.simulate_plan(small_recipe(keep=["cmb"])).store_bytes
     assert sizes["synthetic"] == sizes["synthetic-gaussian"] > without

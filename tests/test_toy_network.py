@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import cmbcube
+from cmbcube import cube
 from cmbcube.cli import main
 from cmbcube.errors import InputError
 from cmbcube.networks import NETWORKS, Network
@@ -41,7 +42,7 @@ def test_a_registered_toy_network_trains_and_predicts_through_the_cli(toy, tiny_
     assert main(["train", store, "--model", TOY, "--epochs", "2", "--fields", "I", "--no-progress"]) == 0
     losses = cmbcube.open(store).loss_train.sel(run=TOY).values[:2]
     assert np.isfinite(losses).all() and losses[1] < losses[0], losses
-    assert [p.name for p in sorted(train.run_dir(store, TOY).glob("epoch_*.pt"))] == ["epoch_0001.pt", "epoch_0002.pt"]
+    assert [p.name for p in sorted(cube.run_dir(store, TOY).glob("epoch_*.pt"))] == ["epoch_0001.pt", "epoch_0002.pt"]
 
     assert main(["predict", store, "--run", TOY, "--no-progress"]) == 0
     c = cmbcube.open(store)
@@ -51,7 +52,7 @@ def test_a_registered_toy_network_trains_and_predicts_through_the_cli(toy, tiny_
     assert pred.shape == (2, 12 * 16 ** 2) and np.isfinite(pred).all()
     assert np.isnan(c.pred.sel(run=TOY, split="test", field="Q").values[:2]).all()     # not trained on Q
     # what was stored is the trained network's output in physical units: w . obs + SCALE * b at every pixel
-    state = torch.load(train.run_dir(store, TOY) / "epoch_0002.pt", weights_only=True)["model"]
+    state = torch.load(cube.run_dir(store, TOY) / "epoch_0002.pt", weights_only=True)["model"]
     w, b = state["weight"].double().numpy()[0, :, 0], float(state["bias"][0])
     obs = c.obs.sel(split="test", detector=[100, 143, 217], field="I").values[:2]        # (sim, detector, pixel)
     assert np.allclose(pred, np.einsum("d,sdp->sp", w, obs) + SCALE * b, rtol=1e-4, atol=1e-3)

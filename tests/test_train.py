@@ -10,7 +10,7 @@ import zarr
 
 import cmbcube
 from cmbcube.science import geometry
-from cmbcube import networks
+from cmbcube import cube, networks
 from cmbcube.stages import checkpoints, predict, preprocess, simulate, train
 from conftest import small_recipe
 
@@ -97,7 +97,7 @@ def test_resume_is_bit_for_bit(store32, tmp_path):
     b = torch.load(resumed.checkpoint, weights_only=True)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert cmbcube.open(paused).loss_train.sel(run="cmbnncs-unet5").values[:2].tolist() == full.train_loss
-    assert (train.run_dir(paused, "cmbnncs-unet5") / "loss.png").stat().st_size > 1000
+    assert (cube.run_dir(paused, "cmbnncs-unet5") / "loss.png").stat().st_size > 1000
 
 
 def train_one_epoch_then_stop(store, config):
@@ -118,7 +118,7 @@ def train_one_epoch_then_stop(store, config):
             train.train(store, config, progress=False)
     finally:
         train.evaluate = original
-    assert [p.name for p in sorted(train.run_dir(store, "cmbnncs-unet5").glob("epoch_*.pt"))] == ["epoch_0001.pt"]
+    assert [p.name for p in sorted(cube.run_dir(store, "cmbnncs-unet5").glob("epoch_*.pt"))] == ["epoch_0001.pt"]
 
 
 class Identity(torch.nn.Module):
@@ -181,7 +181,7 @@ def test_early_stopping(store32, tmp_path, monkeypatch):
     config = train.TrainConfig(epochs=6, batch_size=4, repeats=1, lr_start=1e-3, lr_end=1e-4, early_stopping=1)
     report = train.train(path, config, progress=False)
     assert report.stopped_early and report.epochs_done == 2
-    assert (train.run_dir(path, "cmbnncs-unet5") / "epoch_0002.pt").exists()
+    assert (cube.run_dir(path, "cmbnncs-unet5") / "epoch_0002.pt").exists()
 
 
 def test_train_refuses_checkpoints_larger_than_the_free_disk_before_creating_the_run(store32, tmp_path,

@@ -32,7 +32,8 @@ from pathlib import Path
 
 from cmbcube.recipe import Recipe
 from cmbcube.errors import CmbcubeError
-from cmbcube.interop.inputs import recipe_inputs, template_dirs
+from cmbcube.interop.inputs import recipe_inputs
+from cmbcube.interop.templates import search_dirs
 
 MANIFEST_FORMAT = "cmbcube-assets/1"
 MANIFEST_NAME = "manifest.json"
@@ -94,7 +95,7 @@ class Asset:
 def pysm_roots(recipe: Recipe, destination: str | None) -> tuple[Path, list[Path]]:
     """(where pysm3 templates are fetched to, every directory they are looked for in)."""
     data_dir = recipe["foregrounds"]["data_dir"]
-    configured = template_dirs(data_dir)          # foregrounds.data_dir, $PYSM_LOCAL_DATA
+    configured = search_dirs(data_dir)          # foregrounds.data_dir, $PYSM_LOCAL_DATA
     if data_dir:
         target = Path(data_dir)
     elif destination:

@@ -3,7 +3,7 @@
 
 - ``pysm3``: the template files of the recipe's pysm3 presets at its sky nside
   (``foregrounds.presets``; needed when ``foregrounds.model: pysm3``), with pysm3's relative paths,
-  looked for under ``foregrounds.data_dir`` then ``$PYSM_LOCAL_DATA`` (:func:`template_dirs`);
+  looked for under ``foregrounds.data_dir`` then ``$PYSM_LOCAL_DATA`` (:func:`cmbcube.interop.templates.search_dirs`);
 - ``variance``: Planck per-pixel variance maps ``{noise.variance_dir}/{freq}.fits``, one per
   detector (needed when ``noise.model: variance_maps``);
 - ``chain``: the cosmology chain ``cmb.chain_file`` (needed when the CMB is on with ``cmb.prior: chain``).
@@ -45,12 +45,6 @@ class Input:
         return Path(self.name).is_file()
 
 
-def template_dirs(data_dir: str | None) -> list[Path]:
-    """Where pysm3 templates are looked for, in order: ``foregrounds.data_dir``, then
-    ``$PYSM_LOCAL_DATA`` (the simulator's own search path: :func:`cmbcube.interop.templates.search_dirs`)."""
-    return search_dirs(data_dir)
-
-
 def recipe_inputs(recipe, include_unused: bool = False) -> list[Input]:
     """Every input file the recipe needs (pysm3 templates, variance maps, chain, in that order).
 
@@ -76,7 +70,7 @@ def recipe_inputs(recipe, include_unused: bool = False) -> list[Input]:
 
 def missing(recipe, kinds=KINDS) -> list[Input]:
     """The needed inputs of ``kinds`` that are absent."""
-    dirs = template_dirs(recipe["foregrounds"]["data_dir"])
+    dirs = search_dirs(recipe["foregrounds"]["data_dir"])
     return [i for i in recipe_inputs(recipe) if i.kind in kinds and i.needed and not i.present(dirs)]
 
 
@@ -86,7 +80,7 @@ def require(recipe) -> None:
     absent = missing(recipe)
     templates = [i.label for i in absent if i.kind == "pysm3"]
     if templates:
-        where = ", ".join(map(str, template_dirs(recipe["foregrounds"]["data_dir"]))) \
+        where = ", ".join(map(str, search_dirs(recipe["foregrounds"]["data_dir"]))) \
             or "nowhere: set foregrounds.data_dir or PYSM_LOCAL_DATA"
         raise MissingFileError(f"foregrounds.presets: {len(templates)} pysm3 template file(s) missing "
                                f"(looked in {where}):\n  " + "\n  ".join(templates))

@@ -73,11 +73,6 @@ class SimSpec:
     variance_map: Callable[..., np.ndarray] | None = None
 
 
-def component_names(recipe) -> list[str]:
-    """Names along the ``component`` axis: synthetic components or pysm3 presets."""
-    return foregrounds.component_names(recipe["foregrounds"])
-
-
 cmb_unit = instrument.cmb_unit          # the CMB maps' unit for a recipe's ``units``
 
 

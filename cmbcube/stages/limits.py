@@ -216,19 +216,12 @@ def prediction_bytes(store: str, nsims: int, uncertainty: bool = False) -> tuple
     return nsims * (maps * (npix * 4 + 20) + 5), nsims * (2 + uncertainty)
 
 
-def pending_predictions(store: str, run_name: str, splits) -> int:
-    """Finished sims of ``splits`` that run ``run_name`` has not predicted yet (all of them for a new run),
-    read without creating the run (:func:`cmbcube.cube.pending_predictions`)."""
-    from cmbcube import cube
-    return cube.pending_predictions(store, run_name, splits)
-
-
 def check_ilc(store: str, run_name: str, splits, ndet: int, nfields: int, nscales: int, cluster,
               scheduler=None, scheduler_file=None, workers=None, force: bool = False) -> list[str]:
     """Disk for the run's predictions and memory of one ILC task: the sim's maps in float64 for
     each needlet scale plus a few working copies (rough: not calibrated)."""
     from cmbcube import cube
-    nsims = pending_predictions(store, run_name, splits)
+    nsims = cube.pending_predictions(store, run_name, splits)
     if nsims == 0:
         return []
     nbytes, files = prediction_bytes(store, nsims)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from cmbcube import cube
 from cmbcube.errors import CmbcubeError
 from cmbcube.stages import analyze as analysis
 from cmbcube.stages import checkpoints, ilc, predict, preprocess, report, simulate, train
@@ -56,11 +57,11 @@ def run(recipe: Recipe | str, store: str, scheduler=None, scheduler_file=None, w
     for model in cfg["models"]:
         started = time.perf_counter()
         config = train.TrainConfig(model=model, epochs=cfg["epochs"], **train.defaults(model))
-        ckpt = checkpoints.checkpoint_path(train.run_dir(store, model), config.epochs)
+        ckpt = checkpoints.checkpoint_path(cube.run_dir(store, model), config.epochs)
         if ckpt.exists():
             step(f"train {model}: already trained ({ckpt.name})", started)
         else:
-            resume = checkpoints.latest_checkpoint(train.run_dir(store, model)) is not None
+            resume = checkpoints.latest_checkpoint(cube.run_dir(store, model)) is not None
             t = train.train(store, config, device=device, resume=resume, progress=progress, force_size=force_size)
             step(f"train {model}: {t.epochs_done} epochs, valid loss {t.valid_loss[-1]:.4g}", started)
         started = time.perf_counter()

@@ -57,12 +57,6 @@ def simulate_one(store: str, recipe: Recipe, split: str, sim: int) -> dict:
     return result.timings
 
 
-def flagged_without_data(store: str) -> list[tuple[str, int]]:
-    """Sims flagged done whose obs or cmb shard file is absent (a flag set by hand, or data deleted):
-    one existence check per file, cheap next to reading anything (:func:`cmbcube.cube.flagged_without_data`)."""
-    return cube.flagged_without_data(store, ("obs", "cmb"))
-
-
 def preflight(recipe: Recipe) -> None:
     """Check every input file a recipe names before anything is created (fail fast, offline):
     :func:`cmbcube.interop.inputs.require`."""
@@ -94,7 +88,7 @@ def run(recipe: Recipe | str, store: str, scheduler: str | None = None, schedule
 
 
 def _run(recipe, store, status, scheduler, scheduler_file, workers, progress) -> SimulateReport:
-    hollow = flagged_without_data(store)
+    hollow = cube.flagged_without_data(store)       # flagged sims whose obs/cmb files are gone
     if hollow:
         log.warning("%s: sim_done is set for %d sim(s) whose data files are missing (%s): hand-edited or damaged "
                     "flags; simulating them again (cmbcube verify checks every chunk of every flagged sim)", store,

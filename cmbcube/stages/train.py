@@ -78,11 +78,6 @@ def device_for(name: str | None = None):
     return torch.device(name)
 
 
-def run_dir(store: str, run: str) -> Path:
-    """The run's checkpoint folder (defined once, by the cube: ``<store>.runs/<run>``)."""
-    return cube.run_dir(store, run)
-
-
 def datasets_for(store: str, config: TrainConfig, split: str) -> CubeDataset:
     """The split's samples in the view the network reads, transformed as the configuration says."""
     view = NETWORKS.get(config.model).view
@@ -194,7 +189,7 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
         valid_ds = datasets_for(store, config, "valid")
     except SelectionError:                       # no finished valid sims: train without validation
         valid_ds = None
-    out_dir = run_dir(store, run_name)
+    out_dir = cube.run_dir(store, run_name)
     if not resume:
         probe = build_network(config, train_ds, n_train=len(train_ds))
         check_space(run_name, sum(p.numel() for p in probe.parameters()), spec.amsgrad, config.epochs,
