@@ -313,8 +313,8 @@ def trained(clean, tmp_path_factory):
 
 
 def assert_same_training(store, ref):
-    a = torch.load(train.run_dir(ref, "patch-unet") / "epoch_0002.pt", weights_only=True)
-    b = torch.load(train.run_dir(store, "patch-unet") / "epoch_0002.pt", weights_only=True)
+    a = torch.load(cube.run_dir(ref, "patch-unet") / "epoch_0002.pt", weights_only=True)
+    b = torch.load(cube.run_dir(store, "patch-unet") / "epoch_0002.pt", weights_only=True)
     assert a["model"].keys() == b["model"].keys() and all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k][n], sb[k][n]) for k in sa for n in sa[k])
@@ -410,7 +410,7 @@ def test_hostile_checkpoint_is_refused_by_the_weights_only_loader(tmp_path, clea
     (exit 2, the file named) and nothing in it runs, because every checkpoint is loaded weights-only."""
     store = str(tmp_path / "s.zarr")
     shutil.copytree(clean, store)
-    folder = train.run_dir(store, "evil")
+    folder = cube.run_dir(store, "evil")
     config = train.TrainConfig(**{**train.defaults("patch-unet"), "model": "patch-unet", "patch_side": 8})
     cube.ensure_run(store, "evil", "patch-unet", {**config.as_dict(), "checkpoint_dir": str(folder.resolve())}, 0.0)
     folder.mkdir(parents=True)
@@ -478,7 +478,7 @@ def test_disk_full_during_train_then_resume_after_freeing_space(small_disk, trai
     base, ref = trained
     store = str(small_disk / "s.zarr")
     shutil.copytree(base, store)
-    size = (train.run_dir(ref, "patch-unet") / "epoch_0001.pt").stat().st_size
+    size = (cube.run_dir(ref, "patch-unet") / "epoch_0001.pt").stat().st_size
     ballast = leave_free(small_disk, int(1.5 * size))
     # the checkpoint-size check (cmbcube.stages.limits) would refuse this disk up front: --force-size lets the
     # drill reach a real full disk in the middle of training
@@ -486,7 +486,7 @@ def test_disk_full_during_train_then_resume_after_freeing_space(small_disk, trai
     with single_threaded():
         assert cli.main(argv) == 2
         err = capsys.readouterr().err
-        folder = train.run_dir(store, "patch-unet")
+        folder = cube.run_dir(store, "patch-unet")
         assert f"{folder / 'epoch_0002.pt'}: No space left on device for the epoch-2 checkpoint" in err
         assert sorted(p.name for p in folder.iterdir()) == ["epoch_0001.pt", "loss.png"]
         ballast.unlink()
