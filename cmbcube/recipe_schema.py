@@ -47,6 +47,13 @@ def _non_negative(path, value):
         raise RecipeError(f"{path}: {value} is negative; use a number >= 0")
 
 
+def _between(lo, hi):
+    def check(path, value):
+        if not lo <= value <= hi:
+            raise RecipeError(f"{path}: {value} is out of range; use a number from {lo} to {hi}")
+    return check
+
+
 def _positive(path, value):
     if value <= 0:
         raise RecipeError(f"{path}: {value} must be > 0")
@@ -204,7 +211,11 @@ SCHEMA: dict = {
         "prior_width": F((int, float), 1.0, check=_non_negative,
                          doc="multiplies the published 1-sigma widths"),
         "chain_file": F((str,), None, nullable=True),
-        "lens_potential_accuracy": F((int,), 0, check=_non_negative),
+        "lensing": F((str,), "corrected", choices=("corrected", "direct"),
+                     doc="lensed spectra accurate in BB: corrected (fast CAMB per sim plus a correction "
+                         "computed once from CAMB at lmax 3000) or direct (CAMB at lmax 3000 per sim, +~2.5 s)"),
+        "lens_potential_accuracy": F((int,), 1, check=_between(1, 8),
+                                     doc="CAMB's lens_potential_accuracy of the reference run (1-8)"),
         "target_beam_arcmin": F((int, float), 0.0, check=_non_negative,
                                 doc="beam of the CMB truth map (0: no beam, CMB-ML's target)"),
     },

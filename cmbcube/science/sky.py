@@ -59,7 +59,9 @@ class SimSpec:
     cmb_enabled: bool = True
     cmb_prior: str = "planck2018"
     cmb_prior_width: float = 1.0
-    lens_potential_accuracy: int = 0
+    lens_potential_accuracy: int = 1
+    lensing: str = "corrected"
+    lensing_correction: tuple | None = None     # cosmology.lensing_correction of this spec, when known
     target_beam_arcmin: float = 0.0
     foreground_model: str = "synthetic"
     components: tuple = ()
@@ -111,6 +113,9 @@ class Simulator:
         self._fixed_models = None
         self._fixed_alms = {}        # fixed foregrounds: their alms per detector, computed once
         model = spec.foreground_model
+        # the point the lensing correction is expanded around (cosmology.lensed_spectra)
+        self.lensing_expansion = cosmology.expansion_point(spec.cmb_prior, spec.cmb_prior_width, spec.chain) \
+            if spec.cmb_enabled and spec.lensing == "corrected" else None
         self._foregrounds_fixed = model == "pysm3" or (model in foregrounds.SKY_MODELS and spec.foreground_vary == "fixed")
 
     # -- static pieces ------------------------------------------------------------
@@ -191,9 +196,10 @@ class Simulator:
             if spec.cmb_enabled:
                 params = cosmology.draw_params(seeds.rng(self.seed, split, sim, "cosmology"),
                                                spec.cmb_prior, spec.cmb_prior_width, spec.chain)
-                # the CMB enters every map band-limited at the output lmax: CAMB (which adds its own
-                # lensing margin) and the realisation run to lmax_out, not to the sky model's
-                cls = cosmology.lensed_spectra(params, self.lmax_out, spec.lens_potential_accuracy)
+                # the CMB enters every map band-limited at the output lmax: the realisation runs to
+                # lmax_out, not to the sky model's; its spectra are accurate there (lensed BB included)
+                cls = cosmology.lensed_spectra(params, self.lmax_out, spec.lens_potential_accuracy, spec.lensing,
+                                               self.lensing_expansion, spec.lensing_correction)
                 cmb_alm = cosmology.synalm(cls, seeds.rng(self.seed, split, sim, "cmb"))[:ncomp_alm]
                 param_vec = np.array([params[p] for p in cosmology.PARAMS])
             else:
