@@ -79,6 +79,15 @@ What is measured
   (no store writes, the same for both): the reported cost ratio is the interleaved total time
   of the filamentary sky over the Gaussian one (with the median of the per-pair ratios).
 
+* --lensing: what accurate lensed spectra cost (issue 20).  One process, the default recipe (9
+  detectors, IQU, every component, top-hat bands) at nside 128 (--quick: 64), three Simulators after a
+  warm-up sim each, timed on the same sims in turn (B, C, D, B, C, D, ...): B "before" = CAMB to the
+  map's band limit with lens_potential_accuracy 0, as the simulator did up to e4cd77c (lensed BB 27-32%
+  low), C = ``cmb.lensing: corrected`` (the default: the same fast run plus a correction computed once),
+  D = ``direct`` (CAMB at lmax 3000 per sim).  Printed: s/sim and its CMB part per mode, the ratio to B,
+  the one-time cost of the correction (cold cache), and each mode's largest BB error against CAMB at
+  lmax 4000, lens_potential_accuracy 2.
+
 Targets are printed next to the measured values; nothing is asserted.
 The last line of stdout is one JSON object.
 """
@@ -199,7 +208,7 @@ def baseline_job(spec: dict) -> dict:
         t = dict.fromkeys(BASELINE_PARTS, 0.0)
         t0 = time.perf_counter()
         params = cosmology.draw_params(seeds.rng(SEED, "train", sim, "cosmology"), "planck2018")
-        cls = cosmology.lensed_spectra(params, lmax_sky, 0)
+        cls = cosmology.lensed_spectra(params, lmax_sky, 1, "direct")   # accurate lensing, as cmbcube
         t1 = time.perf_counter()
         t["camb"] += t1 - t0
         np.random.seed(sim)
@@ -607,6 +616,66 @@ def print_targets(results: dict) -> None:
              verdict(value, limit, higher_is_better=False) if nside == 512 else "(the target is for nside 512)")
 
 
+def lensing_cost(nside: int, nsims: int) -> dict:
+    """Per-sim cost of the three ways to get lensed spectra, side by side in one process (see --lensing)."""
+    import numpy as np
+
+    from cmbcube import recipe as recipe_mod
+    from cmbcube.science import cosmology
+    from cmbcube.stages import simspec
+
+    def build(lensing):
+        return recipe_mod.validate({"name": "lensing-cost", "nside": nside, "seed": SEED, "splits": {"train": nsims + 1},
+                                    "keep": ["cmb"], "cmb": {"lensing": lensing}})
+
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["CMBCUBE_CACHE_DIR"] = cache
+        t0 = time.perf_counter()
+        simspec.lensing_correction(build("corrected"))
+        setup = time.perf_counter() - t0
+        sims = {"before": simspec.simulator(build("corrected")), "corrected": simspec.simulator(build("corrected")),
+                "direct": simspec.simulator(build("direct"))}
+        accurate = cosmology.lensed_spectra
+
+        def run(mode, sim):
+            # "before": the call the simulator made up to e4cd77c (CAMB to lmax, lens_potential_accuracy 0)
+            cosmology.lensed_spectra = (lambda p, lmax, *a, **k: cosmology.camb_lensed(p, lmax, 0)) \
+                if mode == "before" else accurate
+            try:
+                t = time.perf_counter()
+                result = sims[mode].run("train", sim)
+                return time.perf_counter() - t, result
+            finally:
+                cosmology.lensed_spectra = accurate
+
+        out = {m: {"total": [], "cmb": [], "bb_error": None} for m in sims}
+        for mode in sims:
+            _, result = run(mode, nsims)                  # warm-up (numba, caches), not timed
+            params = dict(zip(cosmology.PARAMS, result.params))
+            ref = cosmology.camb_lensed(params, 4000, 2)[:, : 3 * nside]
+            out[mode]["bb_error"] = float(np.max(np.abs(result.cls[2, 2:] / ref[2, 2:] - 1)))
+        for sim in range(nsims):
+            for mode in sims:
+                seconds, result = run(mode, sim)
+                out[mode]["total"].append(seconds)
+                out[mode]["cmb"].append(result.timings["cmb"])
+    base = np.mean(out["before"]["total"])
+    print(f"\nlensed spectra at nside {nside}, {nsims} sims per mode interleaved in one process "
+        f"(load {' '.join(f'{v:.2f}' for v in os.getloadavg())}):")
+    print(f"{'mode':<10} {'s/sim':>7} {'cmb part':>9} {'x before':>9} {'max BB error vs CAMB 4000/acc 2':>33}")
+    for mode, m in out.items():
+        print(f"{mode:<10} {np.mean(m['total']):7.2f} {np.mean(m['cmb']):9.2f} {np.mean(m['total']) / base:9.3f} "
+            f"{m['bb_error']:33.4f}")
+    extra = np.mean(out["direct"]["total"]) - np.mean(out["corrected"]["total"])
+    print(f"one-time lensing correction (cold cache, 7 CAMB runs at lmax 3000 + 7 fast): {setup:.1f} s, "
+        f"i.e. the cost of 'direct' over 'corrected' in {setup / extra if extra > 0 else float('nan'):.1f} sims")
+    return {"nside": nside, "sims": nsims, "setup_seconds": round(setup, 2),
+            **{mode: {"s_per_sim": round(float(np.mean(m["total"])), 3),
+                      "cmb_s_per_sim": round(float(np.mean(m["cmb"])), 3),
+                      "ratio_to_before": round(float(np.mean(m["total"]) / base), 3),
+                      "max_bb_error": round(m["bb_error"], 5)} for mode, m in out.items()}}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -623,6 +692,9 @@ def main(argv=None) -> int:
     parser.add_argument("--sky-model-sims", type=int, default=6, help="--sky-models: sims per run (default 6)")
     parser.add_argument("--sky-model-repeats", type=int, default=2,
                         help="--sky-models: alternating runs per sky (default 2)")
+    parser.add_argument("--lensing", action="store_true",
+                        help="what accurate lensed spectra cost per sim at nside 128 (--quick: 64)")
+    parser.add_argument("--lensing-sims", type=int, default=4, help="--lensing: timed sims per mode (default 4)")
     parser.add_argument("--job", nargs=2, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.job:
@@ -632,6 +704,11 @@ def main(argv=None) -> int:
     # On SIGTERM (e.g. `timeout`), unwind normally: the running measurement process is killed and the
     # temporary directories are removed.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    if args.lensing:
+        nside = 64 if args.quick else 128
+        print(f"cmbcube simulate benchmark, lensing: {CORES} CPU cores, nside {nside}")
+        print(json.dumps({"lensing": lensing_cost(nside, args.lensing_sims)}))
+        return 0
     if args.sky_models:
         nsides = [int(x) for x in args.nsides.split(",")] if args.nsides else [64]
         print(f"cmbcube simulate benchmark, sky models: {CORES} CPU cores, nsides {nsides}")

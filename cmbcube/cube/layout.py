@@ -346,6 +346,8 @@ def template(recipe: Recipe):
         "sky_nside": r["sky_nside"],
         "healpix_order": "nested",
         "coordinate_system": "galactic",
+        # Stokes Q/U with respect to (e_theta, e_phi): HEALPix's convention (FITS POLCCONV = COSMO); IAU has -U
+        "polarization_convention": "COSMO",
         "cmb_unit": cmb_unit(r["units"]),
         "units_choice": r["units"],
         "pixel_window_applied": bool(r["instrument"]["pixel_window"]),

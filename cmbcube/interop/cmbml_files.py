@@ -134,12 +134,19 @@ def _field_of(name: str, index: int) -> str:
     return "IQU"[index] if index < 3 else f"column{index + 1}"
 
 
+# Stokes Q/U convention (FITS POLCCONV): cmbcube's maps are HEALPix/COSMO; IAU files have U of the
+# opposite sign and are flipped on reading.  A file without the card is taken as COSMO (healpy's default).
+POLARIZATION_CONVENTION = "COSMO"
+POLCCONV_CHOICES = ("COSMO", "IAU")
+
+
 @dataclasses.dataclass
 class MapInfo:
     nside: int
     ordering: str
     fields: list            # field of each column, in file order
     unit: str
+    polconv: str = POLARIZATION_CONVENTION
 
 
 def map_info(path) -> MapInfo:
@@ -167,7 +174,10 @@ def map_info(path) -> MapInfo:
         units.add(unit)
     if len(units) > 1:
         raise CMBMLError(f"{path}: columns in different units {sorted(units)}; one unit per file is expected")
-    return MapInfo(int(h["NSIDE"]), ordering, fields, units.pop())
+    polconv = str(h.get("POLCCONV", POLARIZATION_CONVENTION)).strip().upper()
+    if polconv not in POLCCONV_CHOICES:
+        raise CMBMLError(f"{path}: POLCCONV {h.get('POLCCONV')!r}; allowed: {', '.join(POLCCONV_CHOICES)}")
+    return MapInfo(int(h["NSIDE"]), ordering, fields, units.pop(), polconv)
 
 
 # ----------------------------------------------------------------------------- params and spectra
@@ -278,6 +288,8 @@ def read_maps(path, fields: list, nside: int, destination_unit: str, centre_ghz:
     maps = hp.read_map(str(path), field=tuple(columns), nest=True, dtype=np.float64)
     maps = np.atleast_2d(maps)
     maps[maps == hp.UNSEEN] = np.nan
+    if info.polconv == "IAU" and "U" in fields:
+        maps[fields.index("U")] *= -1           # IAU -> COSMO
     if info.unit != destination_unit:
         maps *= instrument.unit_factor(centre_ghz, info.unit, destination_unit)
     return maps.astype(np.float32)
@@ -297,7 +309,8 @@ def write_map(path: Path, nested: np.ndarray, fields: list, unit: str, extra: li
     try:
         hp.write_map(str(tmp), ring[0] if len(fields) == 1 else list(ring), nest=False, coord="G",
                      column_names=[f"{f}_STOKES" for f in fields], column_units=[unit] * len(fields),
-                     dtype=np.float32, extra_header=extra, overwrite=True)
+                     dtype=np.float32, extra_header=list(extra) + [("POLCCONV", POLARIZATION_CONVENTION)],
+                     overwrite=True)
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -100,6 +100,11 @@ def _run(recipe, store, status, scheduler, scheduler_file, workers, progress) ->
     report = SimulateReport(store, status, int(planned.sum()), already_done=int(planned.sum()) - len(todo))
     if not todo:
         return report
+    # the lensing correction: computed here once (seconds to a minute on first use on a machine, then
+    # cached) so that the workers read it instead of each computing it
+    from cmbcube.stages import simspec
+    log.info("lensed spectra: %s (cmb.lensing)", recipe["cmb"]["lensing"])
+    simspec.lensing_correction(recipe)
     # simulate changes no metadata: when consolidation fails after sims failed, the old consolidated
     # copy stays right and the failures' list is what matters (lenient_consolidate)
     return fan_out(report, simulate_one, (store, recipe), todo, label="simulate", cluster=recipe["cluster"],
