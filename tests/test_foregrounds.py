@@ -47,10 +47,13 @@ def _brute_force(recipe, split, sim):
     out = []
     for det in sim_.detectors:
         nc = 3 if det.polarised else 1
-        # pysm3's own bandpass integration and unit conversion over the detector's band (None: top-hat)
+        # pysm3's own bandpass integration over the detector's band (its weights make pysm3's trapezoid the
+        # detector's Gauss-Legendre sum) and unit conversion (MJy/sr: IRAS convention, not pysm3's)
         band = det.band_ghz * u.GHz
-        rj = bandpass_unit_conversion(band, None, instrument.pysm_unit(sim_.units[det.freq])).value
-        total = sum(m.get_emission(band, None).to_value(u.uK_RJ) for m in models.values())[:nc] * rj
+        rj = bandpass_unit_conversion(band, det.pysm3_weights, instrument.pysm_unit(sim_.units[det.freq])).value
+        if sim_.units[det.freq] == "MJy/sr":
+            rj = instrument.band_unit_factor(det, "uK_RJ", "MJy/sr")
+        total = sum(m.get_emission(band, det.pysm3_weights).to_value(u.uK_RJ) for m in models.values())[:nc] * rj
         alm = sht.truncate_alm(sht.map2alm(total, sim_.lmax_analysis, 1), sim_.lmax_out)
         out.append(sht.alm2map(sht.almxfl(alm, sim_.transfer[det.freq][:nc]), sim_.nside)[:, sim_.ring2nest])
     return out
