@@ -128,3 +128,19 @@ def test_diffuse_fields_do_not_depend_on_the_resolution():
     expected = np.mean(1.0e4 * (ell / 500.0) ** -1.2 + 1454.0)                        # Jy^2/sr
     measured = np.mean([_band_cl(h["cib"]) for h in high]) * rj_to_jy ** 2
     assert measured == pytest.approx(expected, rel=0.1)
+
+
+def test_point_sources_conserve_flux_at_any_resolution():
+    """tSZ clusters and radio sources are deposited per pixel with their integrated Compton Y / flux conserved:
+    the same sources (one seed) give the same total and the same large-scale C_ell at sky nside 32 and 128."""
+    def build(nside):
+        models = foregrounds.synthetic_sky(["tsz", "radio"], nside, lambda n: seeds.rng(5, "res", 0, "foreground-" + n),
+                                           lambda n: None)
+        omega = 4 * np.pi / hp.nside2npix(nside)
+        return {name: foregrounds.reference_maps(m, 1)[0] * omega for name, m in models.items()}   # per-pixel sums
+    low, high = build(32), build(128)
+    for name in ("tsz", "radio"):
+        assert high[name].sum() == pytest.approx(low[name].sum(), rel=1e-10), name
+        npix = {32: low[name].size, 128: high[name].size}
+        cl = {n: _band_cl(m * npix[n] / (4 * np.pi)) for n, m in ((32, low[name]), (128, high[name]))}
+        assert cl[128] == pytest.approx(cl[32], rel=0.03), name
