@@ -47,10 +47,13 @@ def _brute_force(recipe, split, sim):
     out = []
     for det in sim_.detectors:
         nc = 3 if det.polarised else 1
-        # pysm3's own bandpass integration and unit conversion over the detector's band (None: top-hat)
+        # pysm3's own bandpass integration over the detector's band (its weights make pysm3's trapezoid the
+        # detector's Gauss-Legendre sum) and unit conversion (MJy/sr: IRAS convention, not pysm3's)
         band = det.band_ghz * u.GHz
-        rj = bandpass_unit_conversion(band, None, instrument.pysm_unit(sim_.units[det.freq])).value
-        total = sum(m.get_emission(band, None).to_value(u.uK_RJ) for m in models.values())[:nc] * rj
+        rj = bandpass_unit_conversion(band, det.pysm3_weights, instrument.pysm_unit(sim_.units[det.freq])).value
+        if sim_.units[det.freq] == "MJy/sr":
+            rj = instrument.band_unit_factor(det, "uK_RJ", "MJy/sr")
+        total = sum(m.get_emission(band, det.pysm3_weights).to_value(u.uK_RJ) for m in models.values())[:nc] * rj
         alm = sht.truncate_alm(sht.map2alm(total, sim_.lmax_analysis, 1), sim_.lmax_out)
         out.append(sht.alm2map(sht.almxfl(alm, sim_.transfer[det.freq][:nc]), sim_.nside)[:, sim_.ring2nest])
     return out
@@ -89,3 +92,55 @@ def test_pysm_preset_files_are_files_not_units(tmp_path):
                                                                                   "rg1: websky/0.4/"]
     (tmp_path / "websky" / "0.4").mkdir(parents=True)
     assert templates.missing_pysm_files(["cib1", "rg1"], 512, str(tmp_path)) == []
+
+
+def _random_parts(nside, seed):
+    """The random fields of the extragalactic and faint diffuse components, from the built models: free-free's
+    and AME's lognormal modulations (their maps over the slab envelope / the dust), the CIB's anisotropies."""
+    from cmbcube.science.foregrounds import fields
+    models = foregrounds.synthetic_sky(["dust", "freefree", "ame", "cib"], nside,
+                                       lambda n: seeds.rng(seed, "resolution", 0, "foreground-" + n), lambda n: None)
+    ref = {name: foregrounds.reference_maps(m, 1)[0] for name, m in models.items()}
+    p = foregrounds.PARAMS
+    envelope = p["freefree"]["high_lat_uK_RJ"] * fields.slab_envelope(nside, p["freefree"]["slab_height"], 1.0)
+    return {"freefree": ref["freefree"] / envelope, "ame": ref["ame"] / (p["ame"]["dust_ratio"] * ref["dust"]),
+            "cib": ref["cib"] - ref["cib"].mean()}
+
+
+def _band_cl(m, lo=20, hi=60):
+    return hp.anafast(m, lmax=hi + 35, iter=3)[lo: hi + 1].mean()
+
+
+def test_diffuse_fields_do_not_depend_on_the_resolution():
+    """Foregrounds are defined on the sky: C_ell at ell 20-60 of free-free's and AME's modulations and of the
+    CIB is the same at sky nside 32 and 128 (e4cd77c, where each field had unit variance per pixel at every
+    nside: 128 / 32 ratios 0.61, 0.91 and 0.32; the CIB's 1024 / 64 ratio 0.10), and the CIB's spectrum is
+    the published one (diffuse.CIB_CL: Planck 2013 XXX, 545 GHz)."""
+    nseeds = 3
+    low = [_random_parts(32, s) for s in range(nseeds)]
+    high = [_random_parts(128, s) for s in range(nseeds)]
+    for name in ("freefree", "ame", "cib"):
+        ratio = np.mean([_band_cl(h[name]) for h in high]) / np.mean([_band_cl(lo[name]) for lo in low])
+        assert ratio == pytest.approx(1.0, abs=0.03), (name, ratio)
+    # the CIB's anisotropies in Jy^2/sr at 545 GHz (its reference frequency, RJ units): the measured spectrum
+    rj_to_jy = 2 * 1.380649e-23 * 545e9 ** 2 / 2.99792458e8 ** 2 * 1e26 * 1e-6      # Jy/sr per uK_RJ
+    ell = np.arange(20, 61)
+    expected = np.mean(1.0e4 * (ell / 500.0) ** -1.2 + 1454.0)                        # Jy^2/sr
+    measured = np.mean([_band_cl(h["cib"]) for h in high]) * rj_to_jy ** 2
+    assert measured == pytest.approx(expected, rel=0.1)
+
+
+def test_point_sources_conserve_flux_at_any_resolution():
+    """tSZ clusters and radio sources are deposited per pixel with their integrated Compton Y / flux conserved:
+    the same sources (one seed) give the same total and the same large-scale C_ell at sky nside 32 and 128."""
+    def build(nside):
+        models = foregrounds.synthetic_sky(["tsz", "radio"], nside, lambda n: seeds.rng(5, "res", 0, "foreground-" + n),
+                                           lambda n: None)
+        omega = 4 * np.pi / hp.nside2npix(nside)
+        return {name: foregrounds.reference_maps(m, 1)[0] * omega for name, m in models.items()}   # per-pixel sums
+    low, high = build(32), build(128)
+    for name in ("tsz", "radio"):
+        assert high[name].sum() == pytest.approx(low[name].sum(), rel=1e-10), name
+        npix = {32: low[name].size, 128: high[name].size}
+        cl = {n: _band_cl(m * npix[n] / (4 * np.pi)) for n, m in ((32, low[name]), (128, high[name]))}
+        assert cl[128] == pytest.approx(cl[32], rel=0.03), name

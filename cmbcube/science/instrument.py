@@ -1,17 +1,29 @@
 """Planck-like detectors: centre frequencies, beams, native units, white-noise depths.
 
 Numbers: CMB-ML's delta-bandpass table (centres, widened beams) and the
-Planck 2018 results I white-noise depths.
+Planck 2018 results I (Table 4) white-noise depths, which hold for the sky-averaged
+noise variance (:mod:`cmbcube.science.noise`).  ``published_references()`` lists the
+published numbers the instrument reproduces, with their sources.
 
-Bandpasses (recipe ``instrument.bandpass``): ``tophat`` (default) integrates the
-sky emission and every unit conversion over a top-hat band around the centre,
-fractional width 0.2 for LFI (30-70 GHz) and 0.33 for HFI (100-857 GHz), the
-nominal design widths, with pysm3's conventions (weights flat in power, Jy/sr;
-emission integrated in power and expressed back in uK_RJ; conversions as
-``pysm3.bandpass_unit_conversion``).  ``delta`` evaluates everything at the
-centre frequency, as CMB-ML does: 51.4 / 1.264 MJy/sr per K_CMB at 545 / 857 GHz
-where Planck's band-averaged coefficients are 58.04 / 2.268 (top-hat: 58.44 /
-2.094; tests compare all six HFI coefficients with the published ones).
+Bandpasses (recipe ``instrument.bandpass``):
+
+``tophat`` (default): the sky emission and every unit conversion are integrated over a band
+flat in power (transmission constant over the band, zero outside), fractional width 0.2 for
+LFI (30-70 GHz) and 0.33 for HFI (100-857 GHz), the nominal design widths.  The integrals are
+Gauss-Legendre sums over BAND_POINTS frequencies (exact to ~1e-6 for these SEDs over these bands,
+where an 11-point trapezoid is 1% off at 857 GHz).  Emission is integrated in power and expressed
+back in uK_RJ (pysm3's convention); K_CMB and K_RJ conversions are the ratios of the band
+integrals of the two units' brightness (pysm3's ``bandpass_unit_conversion``).  MJy/sr follows
+Planck's IRAS convention: a map in MJy/sr gives I_nu at the nominal frequency nu0 (100, ...,
+857 GHz) of a source with nu I_nu constant, so 1 MJy/sr stands for the in-band power of
+1e6 (nu0 / nu) Jy/sr (Planck 2013 results IX, section 6).  The HFI top-hats are centred at
+TOPHAT_CENTRE_GHZ, chosen so that their band-averaged K_CMB -> MJy/sr coefficients equal
+Planck's published ones (Planck 2015 results VIII, Table 6) to 0.1%; the CMB-ML centres at
+the same 0.33 width are 1-9% off (857 GHz: -8.4%, the cause of the 7.7% issue).
+
+``delta``: everything is evaluated at the CMB-ML centre frequency, as CMB-ML does, without
+the IRAS convention (MJy/sr is plain I_nu at the centre): 51.40 / 1.264 MJy/sr per K_CMB at
+545 / 857 GHz where Planck's band-averaged coefficients are 58.04 / 2.268.
 """
 from __future__ import annotations
 
@@ -26,6 +38,10 @@ FIELDS = ("I", "Q", "U")
 
 _CENTRE_GHZ = {30: 28.4, 44: 44.1, 70: 70.4, 100: 100.89, 143: 142.876,
                217: 221.156, 353: 357.5, 545: 555.2, 857: 866.8}
+# Top-hat centres: LFI at CMB-ML's; HFI fitted (0.1 GHz steps, width 0.33, IRAS convention) to Planck's
+# published K_CMB -> MJy/sr band averages (PLANCK_MJY_PER_KCMB)
+TOPHAT_CENTRE_GHZ = {30: 28.4, 44: 44.1, 70: 70.4, 100: 101.3, 143: 142.7, 217: 222.6, 353: 361.1,
+                     545: 557.0, 857: 858.3}
 # Beam FWHM presets in arcmin.
 BEAM_PRESETS = {
     "cmb-ml": {30: 75.0, 44: 65.0, 70: 55.0, 100: 43.0, 143: 32.4, 217: 22.3,
@@ -33,8 +49,8 @@ BEAM_PRESETS = {
     "planck2018": {30: 32.29, 44: 27.94, 70: 13.08, 100: 9.66, 143: 7.22, 217: 4.90,
                    353: 4.92, 545: 4.67, 857: 4.22},
 }
-# White-noise depth per pixel side, temperature and polarisation.
-# uK_CMB deg for 30-353 GHz; kJy/sr deg for 545/857 (temperature only).
+# White-noise depth per pixel side (sky-averaged variance), temperature and polarisation:
+# Planck 2018 results I, Table 4.  uK_CMB deg for 30-353 GHz; kJy/sr deg for 545/857 (temperature only).
 _DEPTH_T = {30: 2.5, 44: 2.7, 70: 3.5, 100: 1.29, 143: 0.55, 217: 0.78, 353: 2.56,
             545: 0.78, 857: 0.72}
 _DEPTH_P = {30: 3.5, 44: 4.0, 70: 5.0, 100: 1.96, 143: 1.17, 217: 1.75, 353: 7.31}
@@ -43,7 +59,11 @@ UNIT_CHOICES = ("uK_CMB", "K_CMB", "native", "MJy/sr", "uK_RJ")
 BANDPASS_CHOICES = ("tophat", "delta")
 # top-hat fractional widths (delta nu / nu): Planck's nominal 20% (LFI) and 33% (HFI) bands
 FRACTIONAL_WIDTH = {30: 0.2, 44: 0.2, 70: 0.2, 100: 0.33, 143: 0.33, 217: 0.33, 353: 0.33, 545: 0.33, 857: 0.33}
-BAND_POINTS = 11          # frequencies sampling a top-hat (trapezoid rule: SEDs are smooth over a band)
+BAND_POINTS = 5           # Gauss-Legendre nodes over a top-hat: ~1e-6 of a 1001-point integral (tests)
+DEPTH_SOURCE = "Planck 2018 results I (A&A 641, A1), Table 4"
+# Planck's band-averaged K_CMB -> MJy/sr coefficients (IRAS convention)
+PLANCK_MJY_PER_KCMB = {100: 244.0960, 143: 371.7327, 217: 483.6874, 353: 287.4517, 545: 58.0356, 857: 2.2681}
+MJY_SOURCE = "Planck 2015 results VIII (A&A 594, A8), unit-conversion table; cf. Planck 2013 results IX, Table 6"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,14 +81,27 @@ class Detector:
 
     @property
     def band_ghz(self) -> np.ndarray:
-        """Frequencies (GHz) sampling the band: the centre alone for a delta bandpass."""
+        """Frequencies (GHz) sampling the band: the centre alone for a delta bandpass, else the
+        Gauss-Legendre nodes of the top-hat."""
         return band_frequencies(self.freq, self.centre_ghz, self.bandpass)
 
     @property
     def band_weights(self) -> np.ndarray:
-        """Integration weights of emission in uK_RJ over ``band_ghz`` (sum = 1; pysm3's normalisation:
-        a band flat in power, integrated in power, expressed back in RJ), trapezoid rule included."""
+        """Integration weights of emission in uK_RJ over ``band_ghz`` (sum = 1): a band flat in power,
+        integrated in power, expressed back in RJ (pysm3's normalisation), quadrature weights included."""
         return _band_weights(self.freq, self.centre_ghz, self.bandpass)
+
+    @property
+    def pysm3_weights(self) -> np.ndarray | None:
+        """Weights (in power) to give pysm3's ``get_emission(band_ghz, weights)`` so that its trapezoid rule
+        over ``band_ghz`` equals this quadrature (None for a delta bandpass)."""
+        if self.bandpass == "delta":
+            return None
+        nu = self.band_ghz
+        step = np.zeros(nu.size)
+        step[1:] += np.diff(nu) / 2
+        step[:-1] += np.diff(nu) / 2
+        return _quadrature(self.freq, self.bandpass)[1] / step
 
     def band_average(self, sed) -> float:
         """Band-integrated value of ``sed(freq_ghz)`` (an SED in uK_RJ per unit amplitude)."""
@@ -89,23 +122,43 @@ class Detector:
 
 
 def band_frequencies(freq: int, centre_ghz: float, bandpass: str) -> np.ndarray:
-    """Frequencies (GHz) sampling detector ``freq``'s band around ``centre_ghz``: the centre alone for a
-    delta bandpass, else BAND_POINTS evenly over its top-hat."""
+    """Frequencies (GHz) sampling detector ``freq``'s band: ``centre_ghz`` alone for a delta bandpass, else
+    BAND_POINTS Gauss-Legendre nodes over its top-hat (centred at TOPHAT_CENTRE_GHZ)."""
     if bandpass == "delta":
         return np.array([centre_ghz])
-    half = FRACTIONAL_WIDTH[freq] / 2
-    return np.linspace(centre_ghz * (1 - half), centre_ghz * (1 + half), BAND_POINTS)
+    return _quadrature(freq, bandpass)[0]
+
+
+def band_edges(freq: int) -> tuple[float, float]:
+    """(low, high) GHz of detector ``freq``'s top-hat."""
+    centre, half = TOPHAT_CENTRE_GHZ[freq], FRACTIONAL_WIDTH[freq] / 2
+    return centre * (1 - half), centre * (1 + half)
+
+
+@functools.lru_cache(maxsize=32)
+def _quadrature(freq: int, bandpass: str) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Legendre nodes (GHz) and weights (GHz, summing to the band width) over the top-hat."""
+    low, high = band_edges(freq)
+    x, w = np.polynomial.legendre.leggauss(BAND_POINTS)
+    return (low + high) / 2 + (high - low) / 2 * x, (high - low) / 2 * w
+
+
+def _jy_per_unit(unit: str, freq: int, nu_ghz: np.ndarray) -> np.ndarray:
+    """Jy/sr of in-band brightness at ``nu_ghz`` per unit of ``unit`` (MJy/sr: IRAS convention, nu I_nu
+    constant, referred to the nominal frequency ``freq``)."""
+    if unit == "MJy/sr":
+        return 1e6 * freq / nu_ghz
+    import pysm3.units as u
+    return (np.ones(nu_ghz.size) * pysm_unit(unit)).to_value(u.Jy / u.sr, equivalencies=u.cmb_equivalencies(
+        nu_ghz * u.GHz))
 
 
 @functools.lru_cache(maxsize=64)
 def _band_weights(freq: int, centre_ghz: float, bandpass: str) -> np.ndarray:
     if bandpass == "delta":
         return np.array([1.0])
-    from pysm3.utils import normalize_weights
-    nu = band_frequencies(freq, centre_ghz, bandpass)
-    trapezoid = np.full(nu.size, nu[1] - nu[0])
-    trapezoid[[0, -1]] /= 2
-    w = normalize_weights(nu, np.ones(nu.size)) * trapezoid       # pysm3's weights x trapezoid steps
+    nu, w = _quadrature(freq, bandpass)
+    w = w * _jy_per_unit("uK_RJ", freq, nu)          # flat in power -> weights of RJ temperature
     return w / w.sum()
 
 
@@ -157,20 +210,37 @@ def unit_factor(centre_ghz: float, source: str, destination: str) -> float:
 
 
 def band_unit_factor(det: Detector, source: str, destination: str) -> float:
-    """``unit_factor`` over the detector's band: at its centre for a delta bandpass, else pysm3's
-    bandpass_unit_conversion (ratio of the band integrals, in power, of the two units' brightness)."""
+    """``unit_factor`` over the detector's band: at its centre for a delta bandpass, else the ratio of the
+    band integrals (in power, flat transmission) of the two units' brightness, MJy/sr in the IRAS convention."""
     if det.bandpass == "delta" or source == destination:
         return unit_factor(det.centre_ghz, source, destination)
-    return _band_unit_factor(det.freq, det.centre_ghz, det.bandpass, source, destination)
+    return _band_unit_factor(det.freq, det.bandpass, source, destination)
 
 
 @functools.lru_cache(maxsize=512)
-def _band_unit_factor(freq, centre_ghz, bandpass, source, destination) -> float:
-    import pysm3.units as u
-    from pysm3.utils import bandpass_unit_conversion
-    nu = band_frequencies(freq, centre_ghz, bandpass)
-    factor = bandpass_unit_conversion(nu * u.GHz, None, pysm_unit(destination), input_unit=pysm_unit(source))
-    return float(factor.value)
+def _band_unit_factor(freq, bandpass, source, destination) -> float:
+    nu, w = _quadrature(freq, bandpass)
+    return float(np.sum(w * _jy_per_unit(source, freq, nu)) / np.sum(w * _jy_per_unit(destination, freq, nu)))
+
+
+def published_references() -> list[dict]:
+    """Published numbers the instrument model reproduces, one row per (detector, quantity): ``freq``,
+    ``quantity``, ``unit``, ``reference`` (the published value), ``source``, and ``cmbcube`` (the model's
+    value: the sky-averaged noise depth it simulates, or its default top-hat band's coefficient)."""
+    rows = []
+    for freq in FREQS:
+        det = detector(freq, bandpass="tophat")
+        unit = "uK_CMB deg" if det.polarised else "kJy/sr deg"
+        scale = 1e6 / 60.0 if det.polarised else 1e3 / 60.0          # (native unit) arcmin -> table unit
+        for field, table, name in (("I", _DEPTH_T, "depth_T"), ("Q", _DEPTH_P, "depth_P")):
+            if freq in table:
+                rows.append(dict(freq=freq, quantity=name, unit=unit, reference=table[freq], source=DEPTH_SOURCE,
+                                 cmbcube=det.noise_depth_arcmin(field) * scale))
+        if freq in PLANCK_MJY_PER_KCMB:
+            rows.append(dict(freq=freq, quantity="K_CMB->MJy/sr (top-hat band)", unit="MJy/sr per K_CMB",
+                             reference=PLANCK_MJY_PER_KCMB[freq], source=MJY_SOURCE,
+                             cmbcube=band_unit_factor(det, "K_CMB", "MJy/sr")))
+    return rows
 
 
 def gaussian_beam(fwhm_arcmin: float, lmax: int) -> np.ndarray:

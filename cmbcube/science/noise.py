@@ -27,7 +27,14 @@ def scan_hits(nside: int, nest: bool = True) -> np.ndarray:
 
 
 def pixel_sigma(depth_arcmin: float, nside: int, hits: np.ndarray | None) -> np.ndarray | float:
-    """Per-pixel white-noise rms: depth / pixel side, deeper where hits are higher."""
+    """Per-pixel white-noise rms: depth / pixel side, deeper where hits are higher.
+
+    The depth is the sky average Planck quotes (Planck 2018 results I, Table 4): the mean over
+    pixels of the noise variance is (depth / pixel side)^2 whatever the hit pattern, so the
+    pattern redistributes the noise without adding any (sigma^2 ~ mean(1/hits) / hits).
+    """
     import healpy as hp
     sigma = depth_arcmin / hp.nside2resol(nside, arcmin=True)
-    return sigma if hits is None else sigma / np.sqrt(hits)
+    if hits is None:
+        return sigma
+    return sigma / np.sqrt(hits * np.mean(1.0 / hits))
