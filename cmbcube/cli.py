@@ -49,6 +49,8 @@ COMMANDS: dict[str, Command] = {
     "info": Command("summarise a store", opts.info, run.info),
     "verify": Command("check every finished sim's and run's chunks exist and decode (crc32c)",
                       opts.verify, run.verify),
+    "validate": Command("the store's physics next to outside references (CAMB, pysm3, Planck), pass/fail per check",
+                        opts.validate, run.validate),
     "drop": Command("remove a product (e.g. one run) from a store to reclaim disk space", opts.drop, run.drop),
     "assets": Command("external files a recipe can use (pysm3 templates, Planck maps...), "
                       "present or not; --fetch downloads the missing ones", opts.assets, run.assets),

@@ -188,6 +188,14 @@ def verify(p) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+def validate(p) -> None:
+    p.add_argument("store")
+    p.add_argument("--sims", type=int, default=2, metavar="N",
+                   help="finished sims to check (test split first; default 2: two are needed for independence)")
+    p.add_argument("--no-galaxy", action="store_true", help="skip the synthetic Galaxy's statistics (the slow part)")
+    p.add_argument("--out", metavar="FILE", help="also write the checks as JSON to FILE")
+
+
 def drop(p) -> None:
     p.add_argument("store")
     p.add_argument("product", help="obs, cmb, components, noise, stats, pred, analysis or run")

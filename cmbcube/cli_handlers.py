@@ -254,6 +254,17 @@ def verify(args) -> int:
     return 0 if report.ok else 1
 
 
+def validate(args) -> int:
+    from pathlib import Path
+
+    from cmbcube.stages import validate as stage
+    report = stage.run(args.store, args.sims, galaxy=not args.no_galaxy)
+    print(report.text())
+    if args.out:
+        Path(args.out).write_text(report.to_json() + "\n")
+    return 1 if report.failed else 0
+
+
 def drop(args) -> int:
     from cmbcube.cube.drop import drop, format_report
     print(format_report(drop(args.store, args.product, args.run, args.force)))

@@ -34,7 +34,8 @@ from cmbcube.cube.remote import (  # noqa: F401
 )
 from cmbcube.cube.sims import (  # noqa: F401
     bandpass, clear_done, cmb_unit, detector_beams, detector_units, detectors, done_flags, fields,
-    finished, flagged_without_data, has_noise, holds_recipe, nside, pending, planned, read_noise, read_obs, run_beam, truth_beam, write_sim,
+    component_names, finished, flagged_without_data, has_noise, holds_recipe, nside, pending, planned, read_cmb,
+    read_components, read_noise, read_obs, read_theory, run_beam, truth_beam, write_sim,
 )
 from cmbcube.cube.runs import (  # noqa: F401
     RunMismatch, check_run_name, clear_run_done, delete_run_chunks, ensure_run, pending_predictions, pred_done_count,

@@ -156,6 +156,36 @@ def read_noise(source, split: str, sim: int) -> np.ndarray | None:
     return np.asarray(group["noise"][SPLITS.index(split), sim])
 
 
+def read_cmb(source, split: str, sim: int) -> np.ndarray:
+    """(field, pixel) float32 CMB truth of one sim, NESTED, in ``cmb_unit``, at ``truth_beam``."""
+    return np.asarray(source_group(source)["cmb"][SPLITS.index(split), sim])
+
+
+def component_names(source) -> list[str]:
+    """Names along the store's component axis ([] when the store keeps no component truths)."""
+    group = source_group(source)
+    if "components" not in set(group.array_keys()):
+        return []
+    return [str(c) for c in group["component"][...]]
+
+
+def read_components(source, split: str, sim: int) -> np.ndarray | None:
+    """(component, detector, field, pixel) float32 foreground truths of one sim (beam-convolved, the units
+    of obs), or None when the store does not keep them."""
+    group = source_group(source)
+    if "components" not in set(group.array_keys()):
+        return None
+    return np.asarray(group["components"][SPLITS.index(split), sim])
+
+
+def read_theory(source, split: str, sim: int) -> tuple[dict, np.ndarray]:
+    """({parameter: value}, (spectrum, ell) lensed C_ell in uK_CMB^2) of one sim: cosmo_params, cl_theory."""
+    group = source_group(source)
+    names = [str(p) for p in group["param"][...]]
+    values = np.asarray(group["cosmo_params"][SPLITS.index(split), sim], dtype=float)
+    return dict(zip(names, values.tolist())), np.asarray(group["cl_theory"][SPLITS.index(split), sim])
+
+
 def flagged_without_data(path: str, products=("obs", "cmb")) -> list[tuple[str, int]]:
     """Sims flagged done whose shard file of one of ``products`` is absent (a flag set by hand, or data
     deleted): one existence check per file.  (Map products only: zarr skips chunks equal to the fill

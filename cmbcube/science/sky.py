@@ -141,6 +141,13 @@ class Simulator:
         pattern, scalar = self._noise_sigma[key]
         return pattern * scalar
 
+    def noise_realisation(self, split: str, sim: int, det: instrument.Detector, field: str) -> np.ndarray:
+        """The noise map (NESTED, the detector's cube unit) of (split, sim, detector, field): the one
+        inside that sim's obs."""
+        n = seeds.rng(self.seed, split, sim, "noise", det.freq, field).standard_normal(self.npix)
+        n *= self.noise_sigma(det, field)
+        return n
+
     def foreground_models(self, split: str, sim: int) -> dict:
         spec = self.spec
         if spec.foreground_model == "none":
@@ -283,8 +290,7 @@ class Simulator:
                         continue
                     value = sky_map[k]
                     if spec.noise_model != "none":
-                        n = seeds.rng(self.seed, split, sim, "noise", det.freq, f).standard_normal(self.npix)
-                        n *= self.noise_sigma(det, f)
+                        n = self.noise_realisation(split, sim, det, f)
                         value = value + n
                         if noise_maps is not None:
                             noise_maps[i, field_index[f]] = n

@@ -1,0 +1,162 @@
+"""Physical checks of a simulated sky against references outside cmbcube.
+
+Pure numpy/healpy/CAMB/pysm3: no files, no store.  Each check returns :class:`Check` rows: the
+quantity, what cmbcube gives, the reference value, where the reference comes from, the tolerance
+and a verdict (``pass``, ``FAIL`` or ``info`` where no pass/fail criterion applies).  The stage
+``cmbcube.stages.validate`` reads a store and hands these functions its maps.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+CAMB_REFERENCE = "CAMB lmax 4000, lens_potential_accuracy 2, run here on the sim's parameters"
+PASS, FAIL, INFO = "pass", "FAIL", "info"
+
+
+@dataclasses.dataclass
+class Check:
+    group: str
+    quantity: str
+    measured: float
+    reference: float | None
+    tolerance: str
+    source: str
+    status: str
+
+    def row(self) -> list[str]:
+        def fmt(x):
+            if x is None:
+                return "-"
+            if isinstance(x, str):
+                return x
+            return f"{x:.4g}"
+        return [self.group, self.quantity, fmt(self.measured), fmt(self.reference), self.tolerance, self.status,
+                self.source]
+
+
+def verdict(ok: bool) -> str:
+    return PASS if ok else FAIL
+
+
+def within(value: float, lo: float, hi: float) -> str:
+    return verdict(bool(np.isfinite(value) and lo <= value <= hi))
+
+
+def table(checks: list[Check]) -> str:
+    """A plain-text table of the checks, one per line."""
+    head = ["group", "quantity", "cmbcube", "reference", "tolerance", "result", "source"]
+    rows = [head] + [c.row() for c in checks]
+    widths = [max(len(r[k]) for r in rows) for k in range(len(head) - 1)]
+    lines = ["  ".join(r[k].ljust(widths[k]) for k in range(len(head) - 1)) + "  " + r[-1] for r in rows]
+    lines.insert(1, "-" * min(160, len(lines[0])))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- lensed CMB spectra
+def camb_reference(params: dict, lmax: int) -> np.ndarray:
+    """(4, lmax+1) lensed TT, EE, BB, TE (uK_CMB^2) from CAMB at lmax 4000, lens_potential_accuracy 2,
+    called here directly (not through the simulator's code path)."""
+    import camb
+    camb.config.ThreadNum = 1
+    pars = camb.set_params(H0=params["H0"], ombh2=params["ombh2"], omch2=params["omch2"], ns=params["ns"],
+                           As=params["As"], tau=params["tau"], mnu=0.06, lmax=4000, lens_potential_accuracy=2,
+                           WantTensors=False)
+    cls = camb.get_results(pars).get_cmb_power_spectra(CMB_unit="muK", raw_cl=True, lmax=4000,
+                                                       spectra=["lensed_scalar"])["lensed_scalar"]
+    return np.ascontiguousarray(cls[: lmax + 1, :4].T)
+
+
+def lensing_checks(label: str, params: dict, cls: np.ndarray) -> list[Check]:
+    """A sim's stored theory against CAMB at high accuracy: largest relative error over 2 <= ell <= lmax
+    in TT, EE, BB (TE: relative to sqrt(TT EE)); 1% in BB, 0.2% in the others."""
+    ref = camb_reference(params, cls.shape[-1] - 1)
+    ell = slice(2, None)
+    out = []
+    for k, name in enumerate(("TT", "EE", "BB")):
+        err = float(np.max(np.abs(cls[k, ell] / ref[k, ell] - 1)))
+        tol = 0.01 if name == "BB" else 0.002
+        out.append(Check("lensed CMB", f"{label} {name}: max |C/C_ref - 1|", err, 0.0, f"< {tol:g}",
+                         CAMB_REFERENCE, verdict(err < tol)))
+    err = float(np.max(np.abs(cls[3, ell] - ref[3, ell]) / np.sqrt(ref[0, ell] * ref[1, ell])))
+    out.append(Check("lensed CMB", f"{label} TE: max |dTE| / sqrt(TT EE)", err, 0.0, "< 0.002", CAMB_REFERENCE,
+                     verdict(err < 0.002)))
+    return out
+
+
+# ----------------------------------------------------------------------------- instrument
+def unit_checks(detectors) -> list[Check]:
+    """Band-averaged unit conversions: K_CMB -> MJy/sr against Planck's published coefficients (top-hat
+    bands; a delta bandpass is CMB-ML's centre-frequency convention, reported for information), and
+    K_CMB -> K_RJ against pysm3's ``bandpass_unit_conversion`` over 2001 points of the same band."""
+    import pysm3.units as u
+    from pysm3.utils import bandpass_unit_conversion
+
+    from cmbcube.science import instrument
+    published = {r["freq"]: r for r in instrument.published_references() if r["quantity"].startswith("K_CMB->MJy")}
+    out = []
+    for det in detectors:
+        if det.freq in published:
+            ref = published[det.freq]
+            value = instrument.band_unit_factor(det, "K_CMB", "MJy/sr")
+            rel = value / ref["reference"] - 1
+            status = verdict(abs(rel) < 0.01) if det.bandpass == "tophat" else INFO
+            out.append(Check("units", f"{det.freq} GHz K_CMB->MJy/sr ({det.bandpass})", value, ref["reference"],
+                             "1%" if det.bandpass == "tophat" else "delta: CMB-ML's convention", ref["source"],
+                             status))
+        if det.bandpass == "tophat":
+            lo, hi = instrument.band_edges(det.freq)
+            dense = np.linspace(lo, hi, 2001) * u.GHz
+            ref_rj = float(bandpass_unit_conversion(dense, None, u.K_RJ, input_unit=u.K_CMB).value)
+            value = instrument.band_unit_factor(det, "K_CMB", "K_RJ")
+            out.append(Check("units", f"{det.freq} GHz K_CMB->K_RJ (top-hat)", value, ref_rj, "1e-4",
+                             "pysm3.bandpass_unit_conversion, 2001 points over the same band",
+                             verdict(abs(value / ref_rj - 1) < 1e-4)))
+    return out
+
+
+def fitted_fwhm(cross: np.ndarray, auto: np.ndarray, lmax: int) -> float:
+    """FWHM (arcmin) of the Gaussian beam that best fits the transfer cross / auto over 2 <= ell <= lmax,
+    weighted by 2 ell + 1 (least squares in log B_ell against ell (ell + 1))."""
+    ell = np.arange(2, lmax + 1)
+    ratio = cross[2: lmax + 1] / auto[2: lmax + 1]
+    good = ratio > 0.05
+    x, y, w = ell[good] * (ell[good] + 1.0), np.log(ratio[good]), 2 * ell[good] + 1.0
+    slope = np.sum(w * x * y) / np.sum(w * x * x)           # log B = -sigma^2 ell (ell + 1) / 2
+    sigma = np.sqrt(max(-2 * slope, 0.0))
+    return float(np.degrees(sigma) * 60 * np.sqrt(8 * np.log(2)))
+
+
+def beam_check(freq: int, recorded: float, fitted: float) -> Check:
+    return Check("beams", f"{freq} GHz beam FWHM fitted to obs x cmb / cmb x cmb (arcmin)", fitted, recorded,
+                 "2%", "healpy.gauss_beam of the FWHM the store records (beam_fwhm_arcmin)",
+                 verdict(abs(fitted / recorded - 1) < 0.02) if recorded > 0 else INFO)
+
+
+def noise_check(freq: int, field: str, measured: float, reference: float, unit: str, source: str,
+                npix: int) -> Check:
+    """Sky-averaged depth of a noise map against a published one: 3% plus 5 / sqrt(npix)."""
+    tol = 0.03 + 5 / np.sqrt(npix)
+    return Check("noise", f"{freq} GHz {field} sky-averaged depth ({unit})", measured, reference,
+                 f"{100 * tol:.1f}%", source, verdict(abs(measured / reference - 1) < tol))
+
+
+def map_depth(noise_nest: np.ndarray, nside: int) -> float:
+    """Sky-averaged white-noise depth (map unit x deg) of a noise map: rms x pixel side."""
+    import healpy as hp
+    return float(np.sqrt(np.nanmean(np.square(noise_nest, dtype=np.float64))) * hp.nside2resol(nside, arcmin=True)
+                 / 60.0)
+
+
+# ----------------------------------------------------------------------------- independence
+def correlation(a: np.ndarray, b: np.ndarray, ell_min: int = 0) -> float:
+    """Pearson correlation of two RING maps, after removing multipoles below ``ell_min``."""
+    if ell_min:
+        import healpy as hp
+        nside = hp.npix2nside(a.size)
+        lmax = 3 * nside - 1
+        keep = np.arange(lmax + 1) >= ell_min
+        a = hp.alm2map(hp.almxfl(hp.map2alm(a, lmax=lmax, iter=1), keep.astype(float)), nside, lmax=lmax)
+        b = hp.alm2map(hp.almxfl(hp.map2alm(b, lmax=lmax, iter=1), keep.astype(float)), nside, lmax=lmax)
+    return float(np.corrcoef(a, b)[0, 1])

@@ -1,0 +1,214 @@
+"""``cmbcube validate STORE``: the store's physics next to references outside cmbcube.
+
+For a few finished sims: the stored lensed spectra against a high-accuracy CAMB run on the sim's own
+parameters; the band-averaged unit conversions against Planck's published coefficients and pysm3;
+the beams fitted to obs x cmb against the recorded FWHM; the sky-averaged noise depth against
+Planck 2018 I Table 4; and, for the synthetic Galaxy, the dust (353 GHz) and synchrotron (30 GHz)
+statistics of Planck 2018 XI/XII and Martire et al. 2022 measured with a decoupled, B-purified
+estimator on an LR71-like mask, the alignment of the dust polarisation with the intensity structures,
+and whether sims are independent.  The Galaxy statistics are measured on the sky model itself
+(regenerated with the store's recipe and seeds at its sky nside, without beams), the others on the
+stored maps.  Each row says pass, FAIL or info; the command exits 1 if any row fails.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+
+import numpy as np
+
+from cmbcube import cube
+from cmbcube.errors import InputError
+from cmbcube.recipe import SPLITS
+from cmbcube.science import instrument
+from cmbcube.science import validation as v
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class ValidationReport:
+    store: str
+    sims: list
+    checks: list
+
+    @property
+    def failed(self) -> list:
+        return [c for c in self.checks if c.status == v.FAIL]
+
+    def text(self) -> str:
+        head = f"cmbcube validate {self.store}: sims {', '.join(f'{s}/{k}' for s, k in self.sims)}"
+        tail = (f"{len(self.checks)} checks: {sum(c.status == v.PASS for c in self.checks)} pass, "
+                f"{len(self.failed)} FAIL, {sum(c.status == v.INFO for c in self.checks)} info")
+        return "\n".join([head, "", v.table(self.checks), "", tail])
+
+    def to_json(self) -> str:
+        return json.dumps({"store": self.store, "sims": self.sims,
+                           "checks": [dataclasses.asdict(c) for c in self.checks]}, indent=1)
+
+
+def finished_sims(store: str, count: int) -> list[tuple[str, int]]:
+    """Up to ``count`` finished sims, test split first (then valid, train), lowest sim first."""
+    done = cube.done_flags(store)
+    order = [SPLITS.index(s) for s in ("test", "valid", "train")]
+    out = [(SPLITS[i], int(k)) for i in order for k in np.nonzero(done[i])[0]]
+    if not out:
+        raise InputError(f"{store}: no finished sims to validate (simulate first)")
+    return out[:count]
+
+
+def to_uk_cmb(det: instrument.Detector, unit: str) -> float:
+    return instrument.band_unit_factor(det, unit, "uK_CMB")
+
+
+def ring(nest: np.ndarray) -> np.ndarray:
+    import healpy as hp
+    return hp.reorder(np.asarray(nest, dtype=np.float64), n2r=True)
+
+
+def beam_and_noise(store: str, recipe, split: str, sim: int) -> list:
+    """Beams fitted to the stored maps (obs less the stored foregrounds and noise, x the CMB truth) and the
+    depth of the noise inside obs (stored, or regenerated from the simulator's seeds when not kept)."""
+    import healpy as hp
+
+    from cmbcube.stages import simspec
+    nside, fields = cube.nside(store), cube.fields(store)
+    dets = {d.freq: d for d in recipe.detectors()}
+    units = dict(zip(cube.detectors(store), cube.detector_units(store)))
+    beams = cube.detector_beams(store)
+    obs = cube.read_obs(store, split, sim)
+    comps = cube.read_components(store, split, sim)
+    stored_noise = cube.read_noise(store, split, sim)
+    simulator = simspec.simulator(recipe) if stored_noise is None and recipe["noise"]["model"] != "none" else None
+
+    def noise_map(k, freq, f):
+        """The noise inside obs: stored, or regenerated with the simulator's own seeds (None: no noise)."""
+        if stored_noise is not None:
+            return stored_noise[k, fields.index(f)]
+        return None if simulator is None else simulator.noise_realisation(split, sim, dets[freq], f)
+
+    out = []
+    if recipe["cmb"]["enabled"] and "I" in fields:
+        i = fields.index("I")
+        cmb = ring(cube.read_cmb(store, split, sim)[i]) * instrument.to_uk_cmb(cube.cmb_unit(store))
+        lmax = 2 * nside
+        alm_cmb = hp.map2alm(cmb, lmax=lmax, iter=3)
+        auto = hp.alm2cl(alm_cmb)
+        truth = cube.truth_beam(store)
+        for k, freq in enumerate(cube.detectors(store)):
+            sky = obs[k, i].astype(np.float64)
+            if comps is not None:
+                sky = sky - comps[:, k, i].sum(axis=0)
+            noise = noise_map(k, freq, "I")
+            if noise is not None:
+                sky = sky - noise
+            sky = ring(sky) * to_uk_cmb(dets[freq], units[freq])
+            cross = hp.alm2cl(hp.map2alm(sky, lmax=lmax, iter=3), alm_cmb)
+            # fit where the beam is above 0.2 (and not beyond 2 nside)
+            sigma = np.radians(beams[freq] / 60) / np.sqrt(8 * np.log(2))
+            top = int(min(lmax, np.sqrt(2 * np.log(5)) / max(sigma, 1e-9)))
+            fitted = v.fitted_fwhm(cross, auto, top)
+            recorded = float(np.sqrt(max(beams[freq] ** 2 - truth ** 2, 0.0)))
+            out.append(v.beam_check(freq, recorded, fitted))
+    if recipe["noise"]["model"] != "white":
+        return out
+    published = {(r["freq"], r["quantity"]): r for r in instrument.published_references()}
+    for k, freq in enumerate(cube.detectors(store)):
+        det = dets[freq]
+        for f in ("I", "Q"):
+            ref = published.get((freq, "depth_T" if f == "I" else "depth_P"))
+            if f not in fields or ref is None or f not in det.fields:
+                continue
+            noise = noise_map(k, freq, f)
+            # the table's unit: uK_CMB deg (30-353 GHz) or kJy/sr deg (545, 857)
+            table_unit = "uK_CMB" if det.polarised else "MJy/sr"
+            scale = instrument.band_unit_factor(det, units[freq], table_unit) * (1.0 if det.polarised else 1e3)
+            depth = v.map_depth(noise, nside) * scale
+            where = "stored noise" if stored_noise is not None else "noise regenerated from the recipe's seeds"
+            out.append(v.noise_check(freq, f if f == "I" else "Q/U", depth, ref["reference"],
+                                     f"{ref['unit']}, {where}", ref["source"], noise.size))
+    return out
+
+
+def galaxy_checks(recipe, sims: list) -> list:
+    """Dust and synchrotron statistics, alignment and independence of the synthetic Galaxy of ``sims``."""
+    from cmbcube.science import foregrounds
+    from cmbcube.science import skystats as ss
+    fg = recipe["foregrounds"]
+    if fg["model"] not in foregrounds.SKY_MODELS:
+        return []
+    names = set(fg["components"])
+    nside, seed, model = recipe["sky_nside"], recipe["seed"], fg["model"]
+    refs = ss.REFERENCES
+    out = []
+
+    def add(key, measured, label):
+        ref = refs[key]
+        out.append(v.Check("galaxy", label, float(measured), ref["value"], f"[{ref['lo']:g}, {ref['hi']:g}]",
+                           ref["source"], v.within(float(measured), ref["lo"], ref["hi"])))
+
+    dust_i = []
+    for split, sim in sims:
+        tag = f"{split}/{sim}"
+        if "dust" in names:
+            d353 = ss.component_maps("dust", nside, seed, sim, model, split=split)
+            dust_i.append(d353[0])
+            st = ss.dust_statistics(d353)
+            for key, stat, label in (("dust_D80_EE", "D80_EE", "D_80^EE (uK_CMB^2)"),
+                                     ("dust_alpha_EE", "alpha_EE", "alpha_EE"),
+                                     ("dust_alpha_BB", "alpha_BB", "alpha_BB"),
+                                     ("dust_BB_over_EE", "BB_over_EE", "BB/EE"), ("dust_r_TE", "r_TE", "r_TE"),
+                                     ("dust_p_median", "p_median", "p median, |b| > 30"),
+                                     ("dust_p_max", "p_max", "p max, |b| > 30")):
+                add(key, st[stat], f"{tag} dust 353 GHz {label}")
+            add("alignment_V", ss.alignment(d353)["V"], f"{tag} dust field || structures: mean cos 2phi")
+            mask = ss.faint_mask(d353[0], ss.PLANCK["f_sky"])[1]
+        else:
+            mask = None
+        if "synchrotron" in names and mask is not None:
+            s30 = ss.component_maps("synchrotron", nside, seed, sim, model, freq_ghz=30.0, split=split)
+            st = ss.synchrotron_statistics(s30, mask)
+            for key, stat, label in (("sync_BB_over_EE", "BB_over_EE", "BB/EE"),
+                                     ("sync_alpha_EE", "alpha_EE", "alpha_EE"),
+                                     ("sync_alpha_BB", "alpha_BB", "alpha_BB"),
+                                     ("sync_p_median", "p_median", "p median, |b| > 30"),
+                                     ("sync_p_p90", "p_p90", "p 90th percentile, |b| > 30")):
+                add(key, st[stat], f"{tag} synchrotron 30 GHz {label}")
+    if len(dust_i) >= 2 and fg["vary"] == "per_sim":
+        r = v.correlation(dust_i[0], dust_i[1], ell_min=30)
+        shared = fg.get("shared_structure")
+        ok = v.INFO if shared is None or shared > 0 else v.verdict(abs(r) < 0.15)
+        out.append(v.Check("independence", "dust I correlation between two sims, ell >= 30", r, 0.0,
+                           "|r| < 0.15 if foregrounds.shared_structure = 0", "independent skies: 0", ok))
+    return out
+
+
+def cmb_independence(store: str, sims: list) -> list:
+    fields = cube.fields(store)
+    if len(sims) < 2 or "I" not in fields:
+        return []
+    a, b = (ring(cube.read_cmb(store, s, k)[fields.index("I")]) for s, k in sims[:2])
+    r = v.correlation(a, b, ell_min=10)
+    return [v.Check("independence", "CMB I correlation between two sims, ell >= 10", r, 0.0, "|r| < 0.15",
+                    "independent Gaussian realisations: 0", v.verdict(abs(r) < 0.15))]
+
+
+def run(store: str, sims: int = 2, galaxy: bool = True) -> ValidationReport:
+    """Every check for up to ``sims`` finished sims of ``store`` (see the module docstring)."""
+    if sims < 1:
+        raise InputError(f"--sims {sims}: use 1 or more")
+    cube.local_store_attrs(store, "validate reads")          # a missing path: "no such store", exit 2
+    recipe = cube.store_recipe(store)
+    chosen = finished_sims(store, sims)
+    checks = []
+    if recipe["cmb"]["enabled"]:
+        for split, sim in chosen:
+            params, cls = cube.read_theory(store, split, sim)
+            checks += v.lensing_checks(f"{split}/{sim}", params, cls)
+    checks += v.unit_checks(recipe.detectors())
+    checks += beam_and_noise(store, recipe, *chosen[0])
+    if galaxy:
+        checks += galaxy_checks(recipe, chosen)
+    checks += cmb_independence(store, chosen)
+    return ValidationReport(store, [list(c) for c in chosen], checks)
