@@ -1,0 +1,61 @@
+"""``cmbcube validate``: every check is printed next to its outside reference and a verdict, a sky
+with a known defect fails, and bad input exits 2 without touching anything."""
+import json
+
+import numpy as np
+import pytest
+import zarr
+
+from cmbcube.cli import main
+from cmbcube.stages import validate
+from cmbcube.stages.simulate import run as simulate
+from conftest import small_recipe
+
+GROUPS = {"lensed CMB", "units", "beams", "noise", "galaxy", "independence"}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("validate") / "v.zarr")
+    r = small_recipe(nside=32, splits={"train": 1, "valid": 0, "test": 2}, keep=["cmb", "components"])
+    assert simulate(r, path, scheduler="synchronous", progress=False).ok
+    return path
+
+
+def test_every_check_has_a_reference_and_passes(store, tmp_path, capsys):
+    """The default sky at nside 32 (Galaxy at 64) passes every check: CAMB, pysm3 and Planck's published
+    numbers on one side, the store on the other; the JSON lists the same rows."""
+    out = tmp_path / "checks.json"
+    assert main(["validate", store, "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    rows = json.loads(out.read_text())["checks"]
+    assert {r["group"] for r in rows} == GROUPS
+    assert all(r["status"] in ("pass", "info") for r in rows), [r for r in rows if r["status"] == "FAIL"]
+    assert all(r["source"] for r in rows)
+    for r in rows:
+        assert r["quantity"] in text
+    # the lensing rows compare two sims' own parameters; the Galaxy rows come from both sims too
+    assert sum(r["group"] == "lensed CMB" for r in rows) == 8
+    assert any("BB/EE" in r["quantity"] and "dust" in r["quantity"] for r in rows)
+    assert any("cos 2phi" in r["quantity"] for r in rows)
+
+
+def test_a_store_with_the_old_lensing_defect_fails(store, tmp_path):
+    """BB at 0.69 of the truth (what CAMB to the map's band limit gave at nside 32 before the fix) fails
+    the lensing check, and the command exits 1."""
+    import shutil
+    bad = str(tmp_path / "bad.zarr")
+    shutil.copytree(store, bad)
+    group = zarr.open_group(bad, mode="r+")
+    cl = np.asarray(group["cl_theory"][2, 0])
+    cl[2] *= 0.69
+    group["cl_theory"][2, 0] = cl
+    report = validate.run(bad, sims=1, galaxy=False)
+    failed = [c.quantity for c in report.failed]
+    assert failed == ["test/0 BB: max |C/C_ref - 1|"], failed
+    assert main(["validate", bad, "--sims", "1", "--no-galaxy"]) == 1
+
+
+def test_bad_input_exits_2(tmp_path):
+    assert main(["validate", str(tmp_path / "nowhere.zarr")]) == 2
+    assert not (tmp_path / "nowhere.zarr").exists()
