@@ -158,6 +158,12 @@ def test_one_estimator_per_store_and_recorded(tmp_path, tiny_store):
     group = zarr.open_group(path, mode="r")
     assert rep.written and group["spectra"].attrs["estimator"] == "namaster"
     assert group["spectra_window"].shape[:2] == (4, group["ell_bin"].shape[0])
+    # its EE -> BB block holds the measured E-to-B leakage, and says how it was measured
+    assert group["spectra_window"].attrs["eb_leakage"]["sims"] == spectra.EB_LEAKAGE_SIMS
+    assert analysis_io.windows_current(path, dict(group["mask"].attrs))
+    k_bb, k_ee = spectra.SPECTRA.index("BB"), spectra.SPECTRA.index("EE")
+    assert np.abs(np.asarray(group["spectra_window"][k_bb, 1:, k_ee])).max() > 1e-6
+    assert group["spectra"].attrs["nan_bins"]["BB"] == [2]
     assert group["mask_apodized"].attrs["apodization"] == "C2"
     assert (tmp_path / "s.zarr.namaster").is_dir()
     assert np.isfinite(np.asarray(group["spectra"][0, 2, 0, 0, 0])).all()      # truth TT of sim 0

@@ -221,9 +221,13 @@ def write_analysis(store: str, run: int, split: str, sim: int, metrics: np.ndarr
 
 # ----------------------------------------------------------------------------- NaMaster's matrices and windows
 def windows_current(store: str, mask_attrs: dict) -> bool:
-    """Whether the stored bandpower windows (``spectra_window``) belong to the mask with these attributes."""
+    """Whether the stored bandpower windows (``spectra_window``) belong to the mask with these attributes and
+    hold the E-to-B leakage measured as now (windows written before it was measured are recomputed)."""
     group = _open(store)
-    return "spectra_window" in set(group.array_keys()) and group["spectra_window"].attrs.get("mask") == mask_attrs
+    if "spectra_window" not in set(group.array_keys()):
+        return False
+    attrs = group["spectra_window"].attrs
+    return attrs.get("mask") == mask_attrs and attrs.get("eb_leakage") == eb_leakage_attrs()
 
 
 def write_windows(store: str, windows: np.ndarray, mask_attrs: dict) -> None:

@@ -30,7 +30,9 @@ FIELD_SPECTRUM = {"I": 0, "Q": 1, "U": 2}       # the auto spectrum scoring each
 # Purification's E-to-B leakage is not in NaMaster's analytic windows (they give EE -> BB ~1e-36): on a
 # pixelised cut sky (most at low nside and near the taper's scale) pure-E skies still leave BB of a few % of
 # the lensing BB.  It is measured once per mask on EB_LEAKAGE_SIMS pure-E Gaussian skies (fiducial CAMB EE,
-# fixed seed) and recorded in the windows' EE -> BB block as a per-bin fraction of the EE bandpower.
+# fixed seed) and recorded in the windows' EE -> BB block as a per-bin fraction of the E-mode variance at
+# ell >= BB_FIRST_ELL (eb_kernel): not of the bin's own EE, which the reionisation bump's tail moves with tau at
+# ell 12-21 while the leakage there, coming from the E modes above, does not (measured at nside 64).
 EB_LEAKAGE_SIMS = 16
 EB_LEAKAGE_SEED = 20260
 # BB bins starting below this multipole are NaN: after purification their scatter is many times the lensing
@@ -120,7 +122,7 @@ def namaster_key(nside: int, apod_nest: np.ndarray, mask_nest: np.ndarray, nbins
         digest.update(part.tobytes())
     nmt = require_namaster()
     digest.update(f"{nside} {nbins} {BIN_WIDTH} Dell purify_b {getattr(nmt, '__version__', '')} "
-                  f"eb_leakage {EB_LEAKAGE_SIMS} {EB_LEAKAGE_SEED}".encode())
+                  f"eb_leakage {EB_LEAKAGE_SIMS} {EB_LEAKAGE_SEED} E variance from {BB_FIRST_ELL}".encode())
     return digest.hexdigest()[:16]
 
 
@@ -136,7 +138,7 @@ class NamasterSpectra:
     C_ell: with flat-C_ell bins the ell 12-21 EE bandpower's expectation is -1.7x the bin's mean C_ell),
     and each D_ell bandpower is returned as a C_ell, times the bin mean of 2 pi / (ell (ell + 1)): the
     bin-mean C_ell if D_ell is flat across it.  Expectation: ``windows() @ C_ell``, NaMaster's windows plus
-    the E-to-B leakage measured on pure-E sims (``eb_leakage``: per bin, BB over the EE bandpower; computed
+    the E-to-B leakage measured on pure-E sims (``eb_leakage``: per bin, BB over ``eb_kernel`` @ EE; computed
     with the matrices, or handed in).  BB bins below BB_FIRST_ELL are NaN.
     """
 
@@ -218,7 +220,7 @@ class NamasterSpectra:
 
     def measure_eb_leakage(self, nsims: int = EB_LEAKAGE_SIMS, seed: int = EB_LEAKAGE_SEED) -> np.ndarray:
         """(nbins,) mean purified BB bandpower of ``nsims`` pure-E Gaussian skies (fiducial CAMB lensed EE,
-        polarisation pixel window applied and deconvolved) over the EE bandpower's expectation: the E-to-B
+        polarisation pixel window applied and deconvolved) over their E-mode variance (``eb_kernel``): the E-to-B
         leakage NaMaster's analytic windows leave out.  Costs ``nsims`` fields (about the matrices' cost at
         nside 32-128; 16 x ~14 s under load at nside 512, estimated)."""
         from cmbcube.science import cosmology
@@ -234,14 +236,14 @@ class NamasterSpectra:
             q, u = sht.alm2map(sht.almxfl(cosmology.synalm(cls, rng), window), self.nside)[1:]
             field = nmt.NmtField(self.weight, [q, u], purify_b=True, lmax=self.lmax)
             bb += self.w22.decouple_cell(nmt.compute_coupled_cell(field, field))[3, : self.nbins] / nsims
-        return bb * self.d_to_c / (self.analytic_windows()[1, :, 1] @ ee)
+        return bb * self.d_to_c / (eb_kernel(self.lmax) @ ee)
 
     def windows(self) -> np.ndarray:
         """(4, nbins, 4, lmax + 1) bandpower windows W (unit beams): the expectation of spectrum s in bin b is
         sum over s', ell of W[s, b, s', ell] C_s'(ell), for s, s' in TT, EE, BB, TE (EE <-> BB: leakage); the
-        EE -> BB block is the measured leakage (``eb_leakage``) times the EE <- EE window."""
+        EE -> BB block is the measured leakage (``eb_leakage``) times ``eb_kernel``."""
         out = self.analytic_windows()
-        out[2, :, 1] += self.eb_leakage[:, None] * out[1, :, 1]
+        out[2, :, 1] += self.eb_leakage[:, None] * eb_kernel(self.lmax)[None, :]
         return out
 
     def analytic_windows(self) -> np.ndarray:
@@ -264,10 +266,18 @@ class NamasterSpectra:
         return window_theory(self._windows, np.asarray(cls)[:, : self.lmax + 1])
 
 
+def eb_kernel(lmax: int) -> np.ndarray:
+    """(lmax + 1,) (2 ell + 1) / 4 pi from BB_FIRST_ELL on: kernel @ C_EE is the E-mode variance the leakage is
+    measured against."""
+    ell = np.arange(lmax + 1)
+    return np.where(ell >= BB_FIRST_ELL, (2 * ell + 1) / (4 * np.pi), 0.0)
+
+
 def eb_leakage_attrs() -> dict:
     """How the windows' EE -> BB block was measured (attribute ``eb_leakage`` of ``spectra_window``)."""
     return {"method": "monte carlo: mean purified BB of pure-E Gaussian skies (fiducial CAMB lensed EE, polarisation "
-                      "pixel window) over the EE bandpower's expectation, per bin, times the EE <- EE window",
+                      "pixel window) over their E-mode variance at ell >= %d, sum (2 ell + 1) / 4 pi C_EE(ell); "
+                      "per bin, times that kernel" % BB_FIRST_ELL,
             "sims": EB_LEAKAGE_SIMS, "seed": EB_LEAKAGE_SEED}
 
 
