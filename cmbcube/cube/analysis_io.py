@@ -15,10 +15,11 @@ from cmbcube import cube
 from cmbcube.recipe import SPLITS
 from cmbcube.science import instrument
 from cmbcube.science.metrics import BEAMS, MASK_DETECTORS, METRICS
-from cmbcube.science.spectra import (BIN_WIDTH, KINDS, SPECTRA, NamasterSpectra, ell_bins, namaster_key,
-                                     require_namaster, spectra_attrs)
+from cmbcube.science.spectra import (BIN_WIDTH, KINDS, SPECTRA, NamasterSpectra, eb_leakage_attrs, ell_bins,
+                                     namaster_key, require_namaster, spectra_attrs)
 
 ANALYSIS_ARRAYS = ("metrics", "spectra", "analysis_done")         # written per (run, split, sim)
+EB_LEAKAGE_FILE = "eb_leakage.npy"      # beside the coupling matrices: NamasterSpectra.eb_leakage
 
 
 def _open(store: str, mode: str = "r"):
@@ -220,9 +221,13 @@ def write_analysis(store: str, run: int, split: str, sim: int, metrics: np.ndarr
 
 # ----------------------------------------------------------------------------- NaMaster's matrices and windows
 def windows_current(store: str, mask_attrs: dict) -> bool:
-    """Whether the stored bandpower windows (``spectra_window``) belong to the mask with these attributes."""
+    """Whether the stored bandpower windows (``spectra_window``) belong to the mask with these attributes and
+    hold the E-to-B leakage measured as now (windows written before it was measured are recomputed)."""
     group = _open(store)
-    return "spectra_window" in set(group.array_keys()) and group["spectra_window"].attrs.get("mask") == mask_attrs
+    if "spectra_window" not in set(group.array_keys()):
+        return False
+    attrs = group["spectra_window"].attrs
+    return attrs.get("mask") == mask_attrs and attrs.get("eb_leakage") == eb_leakage_attrs()
 
 
 def write_windows(store: str, windows: np.ndarray, mask_attrs: dict) -> None:
@@ -231,7 +236,8 @@ def write_windows(store: str, windows: np.ndarray, mask_attrs: dict) -> None:
                       dtype="f8", fill_value=np.nan, overwrite=True,
                       attrs={"long_name": "NaMaster bandpower windows (unit beams): expectation of spectra[..., s, b] "
                                           "= sum over spectrum_in s', ell of W[s, b, s', ell] C_s'(ell); spectrum_in "
-                                          "in the order of spectrum (TT, EE, BB, TE)", "mask": mask_attrs})[...] = windows
+                                          "in the order of spectrum (TT, EE, BB, TE)", "mask": mask_attrs,
+                             "eb_leakage": eb_leakage_attrs()})[...] = windows
     cube.consolidate(store)
 
 
@@ -242,12 +248,15 @@ def namaster_dir(store) -> str:
 
 def cached_namaster(nside: int, apod_nest: np.ndarray, mask_nest: np.ndarray, nbins: int,
                     cache_dir: str | None = None) -> NamasterSpectra:
-    """NamasterSpectra whose coupling matrices are read from ``cache_dir`` (w00/w02/w22.fits) when all are
-    there, else computed and written there (each file atomically: readers see whole files only)."""
+    """NamasterSpectra whose coupling matrices and measured E-to-B leakage are read from ``cache_dir``
+    (w00/w02/w22.fits, eb_leakage.npy) when all are there, else computed and written there (each file
+    atomically: readers see whole files only)."""
     paths = [os.path.join(cache_dir, f"{n}.fits") for n in NamasterSpectra.NAMES] if cache_dir else []
-    if paths and all(os.path.exists(p) for p in paths):
+    leak_path = os.path.join(cache_dir, EB_LEAKAGE_FILE) if cache_dir else None
+    if paths and all(os.path.exists(p) for p in paths + [leak_path]):
         nmt = require_namaster()
-        return NamasterSpectra(nside, apod_nest, mask_nest, nbins, [nmt.NmtWorkspace.from_file(p) for p in paths])
+        return NamasterSpectra(nside, apod_nest, mask_nest, nbins, [nmt.NmtWorkspace.from_file(p) for p in paths],
+                               eb_leakage=np.load(leak_path))
     out = NamasterSpectra(nside, apod_nest, mask_nest, nbins)
     if paths:
         os.makedirs(cache_dir, exist_ok=True)
@@ -255,6 +264,10 @@ def cached_namaster(nside: int, apod_nest: np.ndarray, mask_nest: np.ndarray, nb
             tmp = f"{path}.{os.getpid()}.tmp.fits"
             wsp.write_to(tmp)
             os.replace(tmp, path)
+        tmp = f"{leak_path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as fh:
+            np.save(fh, out.eb_leakage)
+        os.replace(tmp, leak_path)
     return out
 
 

@@ -27,6 +27,17 @@ NAMASTER_MISSING = ("the namaster spectrum estimator needs NaMaster (pymaster), 
                     "libcfitsio-dev libchealpix-dev, then a source build), or pass --estimator pseudo-fast "
                     "(naive pseudo-C_l: no mode-coupling inversion, BB dominated by E-to-B leakage)")
 FIELD_SPECTRUM = {"I": 0, "Q": 1, "U": 2}       # the auto spectrum scoring each field: TT, EE, BB
+# Purification's E-to-B leakage is not in NaMaster's analytic windows (they give EE -> BB ~1e-36): on a
+# pixelised cut sky (most at low nside and near the taper's scale) pure-E skies still leave BB of a few % of
+# the lensing BB.  It is measured once per mask on EB_LEAKAGE_SIMS pure-E Gaussian skies (fiducial CAMB EE,
+# fixed seed) and recorded in the windows' EE -> BB block as a per-bin fraction of the E-mode variance at
+# ell >= BB_FIRST_ELL (eb_kernel): not of the bin's own EE, which the reionisation bump's tail moves with tau at
+# ell 12-21 while the leakage there, coming from the E modes above, does not (measured at nside 64).
+EB_LEAKAGE_SIMS = 16
+EB_LEAKAGE_SEED = 20260
+# BB bins starting below this multipole are NaN: after purification their scatter is many times the lensing
+# BB (sd 4x theory at nside 32, and pure-E skies alone leave 1-12x it at nside 32-128, growing with nside)
+BB_FIRST_ELL = 12
 
 
 def ell_bins(nside: int, width: int = BIN_WIDTH) -> np.ndarray:
@@ -103,13 +114,15 @@ def check_estimator(estimator: str) -> None:
 
 
 def namaster_key(nside: int, apod_nest: np.ndarray, mask_nest: np.ndarray, nbins: int) -> str:
-    """What the coupling matrices depend on, hashed: masks, nside, binning, pymaster's version."""
+    """What the coupling matrices and the E-to-B leakage depend on, hashed: masks, nside, binning, pymaster's
+    version, the leakage's sims."""
     import hashlib
     digest = hashlib.sha1()
     for part in (np.ascontiguousarray(apod_nest, dtype=np.float64), np.ascontiguousarray(mask_nest, dtype=bool)):
         digest.update(part.tobytes())
     nmt = require_namaster()
-    digest.update(f"{nside} {nbins} {BIN_WIDTH} Dell purify_b {getattr(nmt, '__version__', '')}".encode())
+    digest.update(f"{nside} {nbins} {BIN_WIDTH} Dell purify_b {getattr(nmt, '__version__', '')} "
+                  f"eb_leakage {EB_LEAKAGE_SIMS} {EB_LEAKAGE_SEED} E variance from {BB_FIRST_ELL}".encode())
     return digest.hexdigest()[:16]
 
 
@@ -124,12 +137,15 @@ class NamasterSpectra:
     D_ell = ell (ell + 1) C_ell / 2 pi flat within a bin (far closer to the truth at low ell than a flat
     C_ell: with flat-C_ell bins the ell 12-21 EE bandpower's expectation is -1.7x the bin's mean C_ell),
     and each D_ell bandpower is returned as a C_ell, times the bin mean of 2 pi / (ell (ell + 1)): the
-    bin-mean C_ell if D_ell is flat across it.  Exact expectation: ``windows() @ C_ell``.
+    bin-mean C_ell if D_ell is flat across it.  Expectation: ``windows() @ C_ell``, NaMaster's windows plus
+    the E-to-B leakage measured on pure-E sims (``eb_leakage``: per bin, BB over ``eb_kernel`` @ EE; computed
+    with the matrices, or handed in).  BB bins below BB_FIRST_ELL are NaN.
     """
 
     NAMES = ("w00", "w02", "w22")
 
-    def __init__(self, nside: int, apod_nest: np.ndarray, mask_nest: np.ndarray, nbins: int, workspaces=None):
+    def __init__(self, nside: int, apod_nest: np.ndarray, mask_nest: np.ndarray, nbins: int, workspaces=None,
+                 eb_leakage=None):
         import healpy as hp
         nmt = require_namaster()
         self.nmt, self.nside, self.nbins = nmt, nside, nbins
@@ -144,16 +160,19 @@ class NamasterSpectra:
         ell = np.arange(self.lmax + 1)
         self.d_to_c = np.array([np.mean(2 * np.pi / (ell[lo:hi] * (ell[lo:hi] + 1.0)))
                                 for lo, hi in zip(ini[:nbins], end[:nbins])])
+        self.bb_nan = ini[:nbins] < BB_FIRST_ELL
         self._windows = None
         if workspaces is not None:
             self.w00, self.w02, self.w22 = workspaces
-            return
-        # the coupling matrices cost ~lmax^3 (3.1 s at nside 128 on a quiet core, 11 s under load, minutes at 512)
-        f0 = nmt.NmtField(self.weight, None, spin=0, lmax=self.lmax)
-        f2 = nmt.NmtField(self.weight, None, spin=2, purify_b=True, lmax=self.lmax)
-        self.w00 = nmt.NmtWorkspace.from_fields(f0, f0, self.bins)
-        self.w02 = nmt.NmtWorkspace.from_fields(f0, f2, self.bins)
-        self.w22 = nmt.NmtWorkspace.from_fields(f2, f2, self.bins)
+        else:
+            # the coupling matrices cost ~lmax^3 (3.1 s at nside 128 on a quiet core, 11 s under load, minutes at 512)
+            f0 = nmt.NmtField(self.weight, None, spin=0, lmax=self.lmax)
+            f2 = nmt.NmtField(self.weight, None, spin=2, purify_b=True, lmax=self.lmax)
+            self.w00 = nmt.NmtWorkspace.from_fields(f0, f0, self.bins)
+            self.w02 = nmt.NmtWorkspace.from_fields(f0, f2, self.bins)
+            self.w22 = nmt.NmtWorkspace.from_fields(f2, f2, self.bins)
+        self.eb_leakage = (np.asarray(eb_leakage, dtype=np.float64) if eb_leakage is not None
+                           else self.measure_eb_leakage())
 
     @property
     def workspaces(self) -> tuple:
@@ -194,14 +213,41 @@ class NamasterSpectra:
             out[0] = decoupled(self.w00, fa["T"], fb["T"], ba[0], bb[0])[0]
         if "P" in fa and "P" in fb:
             cl = decoupled(self.w22, fa["P"], fb["P"], ba[1], bb[1])        # EE, EB, BE, BB
-            out[1], out[2] = cl[0], cl[3]
+            out[1], out[2] = cl[0], np.where(self.bb_nan, np.nan, cl[3])
         if "T" in fa and "P" in fb:
             out[3] = decoupled(self.w02, fa["T"], fb["P"], ba[0], bb[1])[0]  # TE, TB
         return out
 
+    def measure_eb_leakage(self, nsims: int = EB_LEAKAGE_SIMS, seed: int = EB_LEAKAGE_SEED) -> np.ndarray:
+        """(nbins,) mean purified BB bandpower of ``nsims`` pure-E Gaussian skies (fiducial CAMB lensed EE,
+        polarisation pixel window applied and deconvolved) over their E-mode variance (``eb_kernel``): the E-to-B
+        leakage NaMaster's analytic windows leave out.  Costs ``nsims`` fields (about the matrices' cost at
+        nside 32-128; 16 x ~14 s under load at nside 512, estimated)."""
+        from cmbcube.science import cosmology
+        nmt = self.nmt
+        ee = cosmology.lensed_spectra(cosmology.draw_params(np.random.default_rng(0), "fixed"), self.lmax)[1]
+        cls = np.zeros((4, self.lmax + 1))
+        cls[1] = ee
+        window = pixwin.polarisation_window(self.nside, self.lmax)
+        self.w22.update_beams(np.ascontiguousarray(window), np.ascontiguousarray(window))
+        rng = np.random.default_rng(seed)
+        bb = np.zeros(self.nbins)
+        for _ in range(nsims):
+            q, u = sht.alm2map(sht.almxfl(cosmology.synalm(cls, rng), window), self.nside)[1:]
+            field = nmt.NmtField(self.weight, [q, u], purify_b=True, lmax=self.lmax)
+            bb += self.w22.decouple_cell(nmt.compute_coupled_cell(field, field))[3, : self.nbins] / nsims
+        return bb * self.d_to_c / (eb_kernel(self.lmax) @ ee)
+
     def windows(self) -> np.ndarray:
         """(4, nbins, 4, lmax + 1) bandpower windows W (unit beams): the expectation of spectrum s in bin b is
-        sum over s', ell of W[s, b, s', ell] C_s'(ell), for s, s' in TT, EE, BB, TE (EE <-> BB: leakage)."""
+        sum over s', ell of W[s, b, s', ell] C_s'(ell), for s, s' in TT, EE, BB, TE (EE <-> BB: leakage); the
+        EE -> BB block is the measured leakage (``eb_leakage``) times ``eb_kernel``."""
+        out = self.analytic_windows()
+        out[2, :, 1] += self.eb_leakage[:, None] * eb_kernel(self.lmax)[None, :]
+        return out
+
+    def analytic_windows(self) -> np.ndarray:
+        """NaMaster's own bandpower windows, as ``windows`` without the measured E-to-B leakage."""
         one = np.ones(self.lmax + 1)
         for wsp in (self.w00, self.w02, self.w22):
             wsp.update_beams(one, one)
@@ -220,6 +266,21 @@ class NamasterSpectra:
         return window_theory(self._windows, np.asarray(cls)[:, : self.lmax + 1])
 
 
+def eb_kernel(lmax: int) -> np.ndarray:
+    """(lmax + 1,) (2 ell + 1) / 4 pi from BB_FIRST_ELL on: kernel @ C_EE is the E-mode variance the leakage is
+    measured against."""
+    ell = np.arange(lmax + 1)
+    return np.where(ell >= BB_FIRST_ELL, (2 * ell + 1) / (4 * np.pi), 0.0)
+
+
+def eb_leakage_attrs() -> dict:
+    """How the windows' EE -> BB block was measured (attribute ``eb_leakage`` of ``spectra_window``)."""
+    return {"method": "monte carlo: mean purified BB of pure-E Gaussian skies (fiducial CAMB lensed EE, polarisation "
+                      "pixel window) over their E-mode variance at ell >= %d, sum (2 ell + 1) / 4 pi C_EE(ell); "
+                      "per bin, times that kernel" % BB_FIRST_ELL,
+            "sims": EB_LEAKAGE_SIMS, "seed": EB_LEAKAGE_SEED}
+
+
 def spectra_attrs(estimator: str, nside: int) -> dict:
     """Metadata of the ``spectra`` array: estimator, binning, purification, mask, deconvolution."""
     attrs = {"estimator": estimator,
@@ -235,7 +296,10 @@ def spectra_attrs(estimator: str, nside: int) -> dict:
             "long_name": "binned C_l (uK_CMB^2), NaMaster: mode-coupling matrix inverted per bandpower, "
                          "B modes purified, beams and pixel window deconvolved",
             "estimator_version": f"pymaster {getattr(pymaster, '__version__', 'unknown')}",
-            "purify_b": True, "purify_e": False, "monopole_dipole_removed": "I, on the binary mask"})
+            "purify_b": True, "purify_e": False, "monopole_dipole_removed": "I, on the binary mask",
+            "nan_bins": {"BB": [int(lo) for lo in ell_bins(nside)[:-1] if lo < BB_FIRST_ELL],
+                         "reason": f"purified BB below ell {BB_FIRST_ELL} on a cut sky: scatter many times the "
+                                   "lensing BB, and E-to-B leakage of the same order"}})
     else:
         attrs.update({
             "long_name": "binned pseudo-C_l (uK_CMB^2), mask-corrected by w2 = mean(mask^2) only (no mode-coupling "

@@ -47,8 +47,9 @@ def build_masks(store: str, f_sky: float, mask_file: str | None = None) -> None:
 
 
 def store_windows(store: str, nside: int) -> None:
-    """Driver-side: NaMaster's bandpower windows for the store's mask (``spectra_window``), once per mask;
-    computing them also writes the coupling matrices the workers share."""
+    """Driver-side: NaMaster's bandpower windows for the store's mask (``spectra_window``, with the E-to-B
+    leakage measured on pure-E sims), once per mask; computing them also writes the coupling matrices and
+    the leakage the workers share."""
     mask, apod, source = analysis_io.read_masks(store)
     if analysis_io.windows_current(store, source):
         return
