@@ -48,10 +48,11 @@ REFERENCES = {
                                  "Vidal+ 2015)"),
     "sync_p_p90": dict(value=0.30, lo=0.2, hi=0.45, unit="",
                        source="loops and spurs (Loop I / NPS) reach 30-40% (Vidal+ 2015; Planck 2015 XXV)"),
-    "alignment_V": dict(value=0.15, lo=0.05, hi=0.6, unit="",
-                        source="Planck Int. XXXII (2016), XXXV (2016), 2018 XII: field preferentially parallel "
-                               "to intensity structures in the diffuse sky (positive mean cos 2phi); a clear "
-                               "preference, not perfect alignment"),
+    "alignment_V": dict(value=0.1, lo=0.05, hi=0.6, unit="",
+                        source="Planck Int. XXXII (2016), XXXV (2016), 2018 XII: the field is preferentially "
+                               "parallel to the intensity structures in the diffuse sky (positive mean cos 2phi, "
+                               "a clear preference, not perfect alignment); indicative: no published value for "
+                               "this exact statistic (whole |b| > 20 deg sky, 3 deg smoothing)"),
 }
 
 # the earlier flat dictionary of the same figures (the values above), for callers that read it

@@ -141,11 +141,15 @@ def ridge_orientation(g_alm: np.ndarray, nside: int, column_alm: np.ndarray | No
     qu = sht.alm2map_spin2(eb, nside).astype(np.float64)
     qu /= np.sqrt(np.mean(qu[0] ** 2 + qu[1] ** 2))
     if column_alm is not None and contour_weight:
-        import healpy as hp
+        import ducc0
         lmax = sht.lmax_from_size(column_alm.size)
-        ell = np.arange(lmax + 1, dtype=float)
-        c = sht.almxfl(column_alm.astype(np.complex128), np.where(ell >= 1, np.maximum(ell, 1) ** contour_index, 0))
-        _, d_theta, d_phi = hp.alm2map_der1(c, nside, lmax=lmax)      # d/dtheta, d/(sin theta dphi)
+        ell = sht.ell_of_alm(lmax).astype(float)
+        # spin-1 synthesis of sqrt(l (l + 1)) a_lm: (d/dtheta, d/(sin theta dphi)) as healpy's alm2map_der1
+        grad_alm = np.zeros((2, column_alm.size), dtype=np.complex64)
+        grad_alm[0] = column_alm * np.sqrt(ell * (ell + 1)) * np.maximum(ell, 1) ** contour_index
+        d_theta, d_phi = ducc0.sht.experimental.synthesis(alm=grad_alm, spin=1, lmax=lmax, mstart=sht.mstart(lmax),
+                                                          nthreads=sht.nthreads(), **sht.geometry(nside))
+        d_theta, d_phi = d_theta.astype(np.float64), d_phi.astype(np.float64)
         grad = np.array([d_theta ** 2 - d_phi ** 2, 2 * d_theta * d_phi])   # polarisation along the gradient
         qu += contour_weight * grad / np.sqrt(np.mean(grad[0] ** 2 + grad[1] ** 2))
     amp2 = qu[0] ** 2 + qu[1] ** 2
@@ -176,12 +180,13 @@ def loop_shell(nside: int, l_deg: float, b_deg: float, radius_deg: float, width_
     """(profile, q, u) of a radio loop: a Gaussian shell profile (peak 1) at ``radius_deg`` from the
     centre (l, b), and the healpy/COSMO Q, U of a unit polarisation pointing radially (towards the
     centre): the field along the shell, as in Loop I / the North Polar Spur."""
-    basis = sky_basis(nside)
+    lon, lat = galactic_coords(nside)                              # phi and pi/2 - theta of each pixel
     lc, bc = np.radians(l_deg), np.radians(b_deg)
-    centre = np.array([np.cos(bc) * np.cos(lc), np.cos(bc) * np.sin(lc), np.sin(bc)])
-    cos_d = np.clip(centre @ basis[0], -1, 1)
+    cx, cy, cz = np.cos(bc) * np.cos(lc), np.cos(bc) * np.sin(lc), np.sin(bc)
+    st, ct, sp, cp = np.cos(lat), np.sin(lat), np.sin(lon), np.cos(lon)
+    cos_d = np.clip(st * (cx * cp + cy * sp) + ct * cz, -1, 1)
     profile = np.exp(-0.5 * ((np.degrees(np.arccos(cos_d)) - radius_deg) / width_deg) ** 2)
-    t_theta, t_phi = centre @ basis[1], centre @ basis[2]          # towards the centre, tangent plane
+    t_theta, t_phi = ct * (cx * cp + cy * sp) - st * cz, cy * cp - cx * sp   # towards the centre, tangent plane
     t2 = np.maximum(t_theta ** 2 + t_phi ** 2, 1e-30)
     return profile, (t_theta ** 2 - t_phi ** 2) / t2, 2 * t_theta * t_phi / t2
 
