@@ -20,11 +20,11 @@ REFERENCES = {
     "dust_D80_EE": dict(value=315.0, lo=220.0, hi=410.0, unit="uK_CMB^2",
                         source="Planck 2018 XI (A&A 641, A11), D_ell^EE(80) at 353 GHz on LR71 (f_sky 0.71), "
                                "as quoted in issue 14; +-30% (sim scatter ~15% on 71% of the sky)"),
-    "dust_alpha_EE": dict(value=-2.42, lo=-2.57, hi=-2.27, unit="",
+    "dust_alpha_EE": dict(value=-2.42, lo=-2.52, hi=-2.32, unit="",
                           source="Planck 2018 XI abstract: alpha_EE = -2.42 +- 0.02 (C_ell ~ ell^alpha, 40-600); "
-                                 "+-0.15 here (fit over 40-160 only)"),
-    "dust_alpha_BB": dict(value=-2.54, lo=-2.69, hi=-2.39, unit="",
-                          source="Planck 2018 XI abstract: alpha_BB = -2.54 +- 0.02; +-0.15 here"),
+                                 "+-0.1 here (fit over 40-160 only; sim sd ~0.04)"),
+    "dust_alpha_BB": dict(value=-2.54, lo=-2.64, hi=-2.44, unit="",
+                          source="Planck 2018 XI abstract: alpha_BB = -2.54 +- 0.02; +-0.1 here"),
     "dust_BB_over_EE": dict(value=0.53, lo=0.45, hi=0.62, unit="",
                             source="Planck 2018 XI Sect. 4 / Planck Int. XXX: A_BB/A_EE ~ 0.5 (EE/BB ~ 1.9-2) at "
                                    "ell = 80"),
