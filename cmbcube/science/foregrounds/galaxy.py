@@ -184,15 +184,16 @@ def build_synchrotron(ctx: SkyContext):
         filaments = sht.alm2map_spin2(eb, nside).astype(np.float64)
         filaments /= np.sqrt(np.mean(filaments[0] ** 2 + filaments[1] ** 2))
         a = ps["pol_align"]
-        o = np.array([(1 - a) * layers["sync_q"] + a * layers["sync_i"] * filaments[0],
-                      (1 - a) * layers["sync_u"] + a * layers["sync_i"] * filaments[1]]) / layers["sync_i"]
+        layer_pattern = np.array([layers["sync_q"], layers["sync_u"]]) / np.maximum(layers["sync_i"], 1e-12)
+        o = (1 - a) * layer_pattern + a * filaments
         o = o + ps["loop"][6] * shell * np.array([q_loop, u_loop])
         amp2 = o[0] ** 2 + o[1] ** 2
         o /= np.sqrt(amp2 + ps["pol_soft"] * np.mean(amp2))          # |o| < 1, nearly linear where faint
         # depolarisation along the line of sight varies on the sky (thick-disk tangling): a smooth
         # logistic field in (0, 1) times the intrinsic fraction (p + 1) / (p + 7/3) = 0.75 of electron
         # index p = 3; the loop's shell keeps more of it
-        depol = 1 / (1 + np.exp(-(ps["depol_mean"] + ps["depol_sigma"] * gaussian_field(rs, nside, ps["depol_index"], SMOOTH_LMAX))))
+        z = gaussian_field(rs, nside, ps["depol_index"], SMOOTH_LMAX)
+        depol = 1 / (1 + np.exp(-(ps["depol_mean"] + ps["depol_sigma"] * z)))
         depol = (1 - shell) * depol + shell * ps["loop"][5]
         pol = (3 + 1) / (3 + 7 / 3) * depol * sync_i
         beta = ctx.sed("synchrotron", "beta", ps) + ps["beta_spatial"] * (
