@@ -141,3 +141,28 @@ def test_synchrotron_power_continues_above_ell_190():
     lo, hi = d[(ell >= 70) & (ell <= 90)].mean(), d[(ell >= 200) & (ell <= 250)].mean()
     expected = (225 / 80.0) ** (REF["sync_alpha_EE"]["value"] + 2)
     assert hi / lo > 0.5 * expected, (hi / lo, expected)
+
+
+def test_purified_spectra_recover_a_known_gaussian_sky():
+    """The estimator itself: a Gaussian I, Q, U sky at nside 64 with C_EE ~ ell^-2.42, C_BB = 0.5 C_EE,
+    C_TT = 10 C_EE and r_TE = 0.36 (Planck-like), seen through a C2-apodised |b| > 20 deg mask: the fitted
+    alpha_EE, alpha_BB within 0.1, BB/EE within 0.08 and r_TE within 0.06 of the input (one realisation on
+    ~60% of the sky over 40 <= ell <= 160: cosmic variance ~0.03-0.05 on each).  Measured over seeds 7-9:
+    slopes -2.44..-2.48 (a -0.04 bias of the estimator at nside 64), BB/EE 0.49-0.51, r_TE 0.34-0.37."""
+    import pymaster as nmt
+    nside, lmax = NSIDE, 3 * NSIDE - 1
+    ell = np.arange(lmax + 1, dtype=float)
+    ee = np.where(ell >= 2, (np.maximum(ell, 2) / 80.0) ** -2.42, 0)
+    tt, bb = 10 * ee, 0.5 * ee
+    te = 0.36 * np.sqrt(tt * ee)
+    np.random.seed(7)
+    maps = hp.synfast([tt, ee, bb, te], nside, lmax=lmax, new=True)
+    mask = nmt.mask_apodization(ss.high_latitude(nside, 20).astype(float), 5.0, apotype="C2")
+    centres, cl = ss.purified_spectra(maps, mask)
+    a_ee, al_ee = ss.binned_power_law(centres, cl[1])
+    a_bb, al_bb = ss.binned_power_law(centres, cl[2])
+    sel = (centres >= 40) & (centres <= 160)
+    r_te = np.mean(cl[3][sel]) / np.sqrt(np.mean(cl[0][sel]) * np.mean(cl[1][sel]))
+    assert abs(al_ee + 2.42) < 0.1 and abs(al_bb + 2.42) < 0.1, (al_ee, al_bb)
+    assert abs(a_bb / a_ee - 0.5) < 0.08, a_bb / a_ee
+    assert abs(r_te - 0.36) < 0.06, r_te
