@@ -119,7 +119,8 @@ def synthesis_stack(alm: np.ndarray, nside: int) -> np.ndarray:
 
 
 def ridge_orientation(g_alm: np.ndarray, nside: int, column_alm: np.ndarray | None = None,
-                      contour_weight: float = 0.0, contour_index: float = -1.0, ridge_index: float = 0.0) -> np.ndarray:
+                      contour_weight: float = 0.0, contour_index: float = -1.0, ridge_index: float = 0.0,
+                      soft: float = 1.0) -> np.ndarray:
     """(2, npix) Q, U (healpy/COSMO) of unit-ish length perpendicular to the structures of the field
     with alm ``g_alm`` and, with weight ``contour_weight``, to the iso-contours of the field with alm
     ``column_alm``:
@@ -134,7 +135,8 @@ def ridge_orientation(g_alm: np.ndarray, nside: int, column_alm: np.ndarray | No
 
     The Hessian of a Gaussian field is independent of its gradient at the same point, so only the
     contour term aligns the field with the intensity structures; each term is scaled to unit rms,
-    and the sum is softly normalised (|Q + iU| < 1)."""
+    and the sum is softly normalised: divided by sqrt(|Q + iU|^2 + soft <|Q + iU|^2>), so |Q + iU| < 1
+    (a smaller ``soft`` saturates more of the sky near 1)."""
     eb = np.zeros((2, g_alm.size), dtype=np.complex64)
     ell_r = np.arange(sht.lmax_from_size(g_alm.size) + 1, dtype=float)
     eb[0] = sht.almxfl(g_alm, (np.maximum(ell_r, 1) / 80.0) ** ridge_index) if ridge_index else g_alm
@@ -153,7 +155,7 @@ def ridge_orientation(g_alm: np.ndarray, nside: int, column_alm: np.ndarray | No
         grad = np.array([d_theta ** 2 - d_phi ** 2, 2 * d_theta * d_phi])   # polarisation along the gradient
         qu += contour_weight * grad / np.sqrt(np.mean(grad[0] ** 2 + grad[1] ** 2))
     amp2 = qu[0] ** 2 + qu[1] ** 2
-    return qu / np.sqrt(amp2 + amp2.mean())
+    return qu / np.sqrt(amp2 + soft * amp2.mean())
 
 
 def spin2_field(rng, lmax: int, index: float, b_over_e: float, e_alm: np.ndarray | None = None,

@@ -137,7 +137,7 @@ def build_dust(ctx: SkyContext):
         rho = pd["ridge_rho"]
         ridge_alm = rho * g_alm + np.sqrt(1 - rho ** 2) * fields.random_alm(r, lmax, fields.power_law_cl(lmax, pd["cl_index"]))
         ridges = fields.ridge_orientation(ridge_alm, nside, g_alm, pd["contour_weight"], pd["contour_index"],
-                                            pd["ridge_index"])
+                                            pd["ridge_index"], pd["ridge_soft"])
         a, p0 = pd["align"], pd["p0"]
         q = (1 - a) * layers["dust_q"] + a * layers["dust_c"] * ridges[0]
         uu = (1 - a) * layers["dust_u"] + a * layers["dust_c"] * ridges[1]

@@ -38,8 +38,9 @@ SKY_MODELS = {
 
 GALAXY = {
     "field": dict(l0_deg=70.0, b0_deg=24.0, f_m=0.9, alpha_m=-2.8, layers=3, lmax=191, nside_max=64),
-    "dust": dict(freq_ref_ghz=353.0, high_lat_uK_RJ=37.0, slab_height=0.02, log_sigma=0.8, cl_index=-2.5,
-                 p0=0.25, align=0.75, ridge_rho=0.6, ridge_index=0.12, contour_weight=1.7, contour_index=-1.3,
+    "dust": dict(freq_ref_ghz=353.0, high_lat_uK_RJ=30.0, slab_height=0.02, log_sigma=0.8, cl_index=-2.5,
+                 p0=0.25, align=0.7, ridge_rho=0.6, ridge_index=0.12, ridge_soft=0.3,
+                 contour_weight=1.7, contour_index=-1.3,
                  beta=1.53, beta_sim=0.03, beta_spatial=0.05, beta_rho=0.4,
                  temp_K=19.6, temp_sim=0.5, temp_spatial=1.0, temp_rho=-0.5),
     "synchrotron": dict(freq_ref_ghz=23.0, high_lat_uK_RJ=55.0, slab_height=0.08, log_sigma=0.4, cl_index=-2.8,
