@@ -7,11 +7,15 @@ Run from the repository root (nice it: it is CPU-bound)::
 
 --realism: for ``synthetic`` (filamentary, the default) and ``synthetic-gaussian``, N sims of dust
 at 353 GHz and synchrotron at 30 GHz at nside 128 (seed 0, split train, the simulator's seeds):
-masked pseudo-spectra on the faintest 71% of the dust sky (Planck 2018 XI's LR71 size; 5 deg
-smoothed intensity threshold, 2 deg apodisation, w2-corrected), power-law fits over
-40 <= ell <= 160 at the pivot ell = 80, EE/BB and r_TE over the same range, the polarisation
-fraction at 1 deg for |b| > 30 deg, one-point moments of the intensity at |b| > 40 deg, each next
-to a Gaussian sky with the same spectra.  Writes docs/sky_dust_353.png (full sky and 20 deg
+decoupled, B-purified NaMaster bandpowers (skystats.purified_spectra, 10-ell bins) on the faintest
+71% of the dust sky (Planck 2018 XI's LR71 size; 5 deg smoothed intensity threshold, 5 deg C2
+apodisation), power-law fits over 40 <= ell <= 160 at the pivot ell = 80, BB/EE as the ratio of the
+fitted amplitudes at 80, r_TE and TE/EE over the same range, the polarisation fraction at 1 deg for
+|b| > 30 deg, the relative orientation of the polarisation-inferred field and the dust intensity
+contours (skystats.alignment: mean cos 2 phi at |b| > 20 deg, 3 deg smoothing), synchrotron BB/EE,
+slopes and fraction distribution, one-point moments of the intensity at |b| > 40 deg, each next to a
+Gaussian sky with the same spectra; then every figure of skystats.REFERENCES with its source and
+whether the default sky's mean lies in the accepted range.  Writes docs/sky_dust_353.png (full sky and 20 deg
 gnomonic patches of I and P for both skies) and docs/sky_dust_spectra.png (EE, BB, TE of both
 skies beside Planck 2018 XI's power laws).
 
@@ -52,52 +56,72 @@ def realism(nsims: int, nside: int, docs: Path) -> dict:
         for sim in range(nsims):
             d = ss.component_maps("dust", nside, 0, sim, model)
             mask = ss.faint_mask(d[0], ss.PLANCK["f_sky"])[1]
-            cl = ss.masked_spectra(d, mask)
-            cls.append(cl)
-            a_ee, al_ee = ss.power_law(cl[1])
-            a_bb, al_bb = ss.power_law(cl[2])
-            tt, ee, bb, te = (ss.band(cl[k], 40, 160) for k in range(4))
+            st = ss.dust_statistics(d, mask)
+            al = ss.alignment(d, smooth_deg=3.0, b_min_deg=20)
+            ell = st["ell"]
+            cls.append(st["cl"])
             lat30, lat40 = ss.high_latitude(nside, 30), ss.high_latitude(nside, 40)
-            p = ss.pol_fraction(d)[lat30]
             skew, kurt = ss.moments(d[0][lat40])
             twin = ss.gaussian_twin(d, seed=sim + 1)
             p_g = ss.pol_fraction(twin)[lat30]
             skew_g, kurt_g = ss.moments(twin[0][lat40])
             s30 = ss.component_maps("synchrotron", nside, 0, sim, model, freq_ghz=30.0)
-            s_a, s_al = ss.power_law(ss.masked_spectra(s30, mask)[1])
-            rows.append(dict(ee80=a_ee, alpha_ee=al_ee, bb80=a_bb, alpha_bb=al_bb, ee_bb=ee / bb, te_ee=te / ee,
-                             r_te=te / np.sqrt(tt * ee), p_median=float(np.median(p)), p_max=float(p.max()),
-                             p_gauss_median=float(np.median(p_g)), p_gauss_max=float(p_g.max()),
+            sy = ss.synchrotron_statistics(s30, mask)
+            rows.append(dict(ee80=st["D80_EE"], alpha_ee=st["alpha_EE"], alpha_bb=st["alpha_BB"],
+                             bb_ee=st["BB_over_EE"], te_ee=st["TE_over_EE"], r_te=st["r_TE"],
+                             p_median=st["p_median"], p_max=st["p_max"],
+                             p_gauss_median=float(np.median(p_g)), p_gauss_max=float(np.quantile(p_g, 0.999)),
+                             align_v=al["V"], align_v_err=al["V_err"],
                              skew=skew, kurt=kurt, skew_gauss=skew_g, kurt_gauss=kurt_g,
-                             sync_p_median=float(np.median(ss.pol_fraction(s30)[lat30])),
-                             sync_ee80_30=s_a, sync_alpha_ee=s_al))
-            log(f"  {model} sim {sim}: EE80 {a_ee:.0f}, EE/BB {ee / bb:.2f}, r_TE {te / np.sqrt(tt * ee):.2f}")
+                             sync_ee80_30=sy["D80_EE"], sync_alpha_ee=sy["alpha_EE"], sync_alpha_bb=sy["alpha_BB"],
+                             sync_bb_ee=sy["BB_over_EE"], sync_p_median=sy["p_median"], sync_p_p90=sy["p_p90"]))
+            log(f"  {model} sim {sim}: EE80 {st['D80_EE']:.0f}, BB/EE {st['BB_over_EE']:.2f}, "
+                f"r_TE {st['r_TE']:.2f}, V {al['V']:.3f}, sync BB/EE {sy['BB_over_EE']:.2f}")
         out[model] = {k: (float(np.mean([r[k] for r in rows])), float(np.std([r[k] for r in rows], ddof=1)))
                       for k in rows[0]}
-        spectra[model] = np.mean(cls, axis=0)
-    planck = ss.PLANCK
-    print(f"\n== 353 GHz dust (and 30 GHz synchrotron), {nsims} sims at nside {nside}, mean (sd over sims) ==")
-    print(f"{'quantity':<44}{'Planck':>10}" + "".join(f"{m:>24}" for m in MODELS))
-    lines = [("D_ell^EE(80) [uK_CMB^2], faintest 71%", "ee80", f"{planck['dust_ee80_uK_CMB2']:.0f}"),
-             ("alpha_EE (C_ell), 40-160", "alpha_ee", f"{planck['dust_alpha_ee']}"),
-             ("alpha_BB (C_ell), 40-160", "alpha_bb", f"{planck['dust_alpha_bb']}"),
-             ("EE/BB, 40-160", "ee_bb", f"{1 / planck['dust_bb_over_ee']:.2f}"),
-             ("r_TE = TE/sqrt(TT EE), 40-160", "r_te", f"{planck['dust_r_te']}"),
-             ("TE/EE (amplitude ratio), 40-160", "te_ee", "~2.8"),
-             ("p median, 1 deg, |b|>30", "p_median", "few %"),
-             ("p max, 1 deg, |b|>30", "p_max", "~0.22"),
-             ("  Gaussian twin: p median", "p_gauss_median", ""),
-             ("  Gaussian twin: p max", "p_gauss_max", ""),
-             ("I skewness, |b|>40", "skew", "> 0"),
-             ("I excess kurtosis, |b|>40", "kurt", "> 0"),
-             ("  Gaussian twin: skewness", "skew_gauss", ""),
-             ("  Gaussian twin: excess kurtosis", "kurt_gauss", ""),
-             ("synchrotron 30 GHz: p median, |b|>30", "sync_p_median", "~0.1-0.2"),
-             ("synchrotron 30 GHz: D_ell^EE(80)", "sync_ee80_30", ""),
-             ("synchrotron 30 GHz: alpha_EE", "sync_alpha_ee", "~-2.8..-3")]
-    for label, key, ref in lines:
-        print(f"{label:<44}{ref:>10}" + "".join(f"{out[m][key][0]:>16.3g} ({out[m][key][1]:.2g})" for m in MODELS))
+        spectra[model] = (ell, np.mean(cls, axis=0))
+    ref = ss.REFERENCES
+    print(f"\n== 353 GHz dust and 30 GHz synchrotron, {nsims} sims at nside {nside}, mean (sd over sims); "
+          "B-purified NaMaster bandpowers on the faintest 71% ==")
+    print(f"{'quantity':<44}{'reference':>10}" + "".join(f"{m:>24}" for m in MODELS))
+    lines = [("D_ell^EE(80) [uK_CMB^2], faintest 71%", "ee80", "dust_D80_EE"),
+             ("alpha_EE (C_ell), 40-160", "alpha_ee", "dust_alpha_EE"),
+             ("alpha_BB (C_ell), 40-160", "alpha_bb", "dust_alpha_BB"),
+             ("BB/EE (amplitudes at ell 80)", "bb_ee", "dust_BB_over_EE"),
+             ("r_TE = TE/sqrt(TT EE), 40-160", "r_te", "dust_r_TE"),
+             ("TE/EE (amplitude ratio), 40-160", "te_ee", None),
+             ("p median, 1 deg, |b|>30", "p_median", "dust_p_median"),
+             ("p max (99.9th pct), 1 deg, |b|>30", "p_max", "dust_p_max"),
+             ("  Gaussian twin: p median", "p_gauss_median", None),
+             ("  Gaussian twin: p max (99.9th pct)", "p_gauss_max", None),
+             ("alignment V = <cos 2phi>, |b|>20, 3 deg", "align_v", "alignment_V"),
+             ("  its standard error (patches), per sim", "align_v_err", None),
+             ("I skewness, |b|>40", "skew", None),
+             ("I excess kurtosis, |b|>40", "kurt", None),
+             ("  Gaussian twin: skewness", "skew_gauss", None),
+             ("  Gaussian twin: excess kurtosis", "kurt_gauss", None),
+             ("synchrotron 30 GHz: D_ell^EE(80)", "sync_ee80_30", None),
+             ("synchrotron 30 GHz: alpha_EE", "sync_alpha_ee", "sync_alpha_EE"),
+             ("synchrotron 30 GHz: alpha_BB", "sync_alpha_bb", "sync_alpha_BB"),
+             ("synchrotron 30 GHz: BB/EE at ell 80", "sync_bb_ee", "sync_BB_over_EE"),
+             ("synchrotron 30 GHz: p median, |b|>30", "sync_p_median", "sync_p_median"),
+             ("synchrotron 30 GHz: p 90th pct, |b|>30", "sync_p_p90", "sync_p_p90")]
+    for label, key, rk in lines:
+        r = f"{ref[rk]['value']:g}" if rk else ""
+        print(f"{label:<44}{r:>10}" + "".join(f"{out[m][key][0]:>16.3g} ({out[m][key][1]:.2g})" for m in MODELS))
+    print(f"\n== validation of `{MODELS[0]}` (mean over sims) against the published figures ==")
+    print(f"{'quantity':<18}{'measured':>10}{'reference':>11}{'accepted':>16}  {'pass':<5} source")
+    checks = {}
+    for label, key, rk in lines:
+        if not rk:
+            continue
+        v, r = out[MODELS[0]][key][0], ref[rk]
+        ok = r["lo"] <= v <= r["hi"]
+        checks[rk] = ok
+        print(f"{rk:<18}{v:>10.3g}{r['value']:>11g}{'[' + format(r['lo'], 'g') + ', ' + format(r['hi'], 'g') + ']':>16}  "
+              f"{'pass' if ok else 'FAIL':<5} {r['source']}")
     figures(nside, spectra, docs, foregrounds, ss, hp)
+    out["checks"] = checks
     return out
 
 
@@ -130,10 +154,11 @@ def figures(nside, spectra, docs, foregrounds, ss, hp):
     fig.savefig(docs / "sky_dust_353.png", dpi=60)
     plt.close(fig)
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
-    ell = np.arange(spectra[MODELS[0]].shape[1])
+    ell = spectra[MODELS[0]][0]
+    spectra = {m: v[1] for m, v in spectra.items()}
     fac = ell * (ell + 1) / (2 * np.pi)
     ell_ref = np.maximum(ell, 1.0)
-    sel = slice(20, 3 * nside)
+    sel = ell >= 20
     pl = ss.PLANCK
     ref = {"EE": pl["dust_ee80_uK_CMB2"] * (ell_ref / 80.0) ** (pl["dust_alpha_ee"] + 2),
            "BB": pl["dust_ee80_uK_CMB2"] * pl["dust_bb_over_ee"] * (ell_ref / 80.0) ** (pl["dust_alpha_bb"] + 2)}
@@ -145,8 +170,8 @@ def figures(nside, spectra, docs, foregrounds, ss, hp):
         else:
             tt_ee = np.sqrt(np.abs(spectra[MODELS[0]][0] * spectra[MODELS[0]][1]))
             ax.loglog(ell[sel], pl["dust_r_te"] * (fac * tt_ee)[sel], "k:",
-                      label="r_TE = 0.35 x sqrt(TT EE) (filamentary)")
-        ax.set_title(f"353 GHz dust {name}, faintest 71%")
+                      label=f"r_TE = {pl['dust_r_te']} x sqrt(TT EE) (filamentary)")
+        ax.set_title(f"353 GHz dust {name}, faintest 71%, B purified")
         ax.set_xlabel("ell")
         ax.set_ylabel("D_ell [uK_CMB^2]")
         ax.legend(fontsize=7)

@@ -118,14 +118,79 @@ def synthesis_stack(alm: np.ndarray, nside: int) -> np.ndarray:
     return out[:, 0]
 
 
-def ridge_orientation(g_alm: np.ndarray, nside: int) -> np.ndarray:
-    """(2, npix) Q, U of unit-ish length perpendicular to the ridges of the field with alm ``g_alm``:
-    the spin-2 field whose E modes are the field's own (pure E, TE > 0), softly normalised."""
+def ridge_orientation(g_alm: np.ndarray, nside: int, column_alm: np.ndarray | None = None,
+                      contour_weight: float = 0.0, contour_index: float = -1.0, ridge_index: float = 0.0,
+                      soft: float = 1.0) -> np.ndarray:
+    """(2, npix) Q, U (healpy/COSMO) of unit-ish length perpendicular to the structures of the field
+    with alm ``g_alm`` and, with weight ``contour_weight``, to the iso-contours of the field with alm
+    ``column_alm``:
+
+    * ridges: the spin-2 field whose E modes are ``g_alm`` times (ell / 80)^ridge_index (pure E,
+      TE > 0): minus the traceless Hessian of the field's inverse-Laplacian potential (ridge_index 0),
+      i.e. polarisation across its ridges;
+    * contours: the traceless part of grad c grad c for the column field c filtered by
+      ell^contour_index (-1: a gradient with C_ell ~ ell^-2.5 like the column's, so the pattern is
+      coherent over the scales that dominate the polarisation spectra): polarisation along the
+      column's gradient, i.e. the field along its iso-intensity contours (Planck Int. XXXII, XXXV).
+
+    The Hessian of a Gaussian field is independent of its gradient at the same point, so only the
+    contour term aligns the field with the intensity structures; each term is scaled to unit rms,
+    and the sum is softly normalised: divided by sqrt(|Q + iU|^2 + soft <|Q + iU|^2>), so |Q + iU| < 1
+    (a smaller ``soft`` saturates more of the sky near 1)."""
     eb = np.zeros((2, g_alm.size), dtype=np.complex64)
-    eb[0] = g_alm
+    ell_r = np.arange(sht.lmax_from_size(g_alm.size) + 1, dtype=float)
+    eb[0] = sht.almxfl(g_alm, (np.maximum(ell_r, 1) / 80.0) ** ridge_index) if ridge_index else g_alm
     qu = sht.alm2map_spin2(eb, nside).astype(np.float64)
+    qu /= np.sqrt(np.mean(qu[0] ** 2 + qu[1] ** 2))
+    if column_alm is not None and contour_weight:
+        import ducc0
+        lmax = sht.lmax_from_size(column_alm.size)
+        ell = sht.ell_of_alm(lmax).astype(float)
+        # spin-1 synthesis of sqrt(l (l + 1)) a_lm: (d/dtheta, d/(sin theta dphi)) as healpy's alm2map_der1
+        grad_alm = np.zeros((2, column_alm.size), dtype=np.complex64)
+        grad_alm[0] = column_alm * np.sqrt(ell * (ell + 1)) * np.maximum(ell, 1) ** contour_index
+        d_theta, d_phi = ducc0.sht.experimental.synthesis(alm=grad_alm, spin=1, lmax=lmax, mstart=sht.mstart(lmax),
+                                                          nthreads=sht.nthreads(), **sht.geometry(nside))
+        d_theta, d_phi = d_theta.astype(np.float64), d_phi.astype(np.float64)
+        grad = np.array([d_theta ** 2 - d_phi ** 2, 2 * d_theta * d_phi])   # polarisation along the gradient
+        qu += contour_weight * grad / np.sqrt(np.mean(grad[0] ** 2 + grad[1] ** 2))
     amp2 = qu[0] ** 2 + qu[1] ** 2
-    return qu / np.sqrt(amp2 + amp2.mean())
+    return qu / np.sqrt(amp2 + soft * amp2.mean())
+
+
+def spin2_field(rng, lmax: int, index: float, b_over_e: float, e_alm: np.ndarray | None = None,
+                rho: float = 0.0) -> np.ndarray:
+    """(2, nalm) E, B alms (complex64) with C_ell ~ ell^index (unit variance per component before the
+    B scaling), C_BB / C_EE = ``b_over_e``; E correlated (coefficient ``rho``) with ``e_alm`` (a unit
+    field of the same shape) when given."""
+    cl = power_law_cl(lmax, index)
+    e = random_alm(rng, lmax, cl)
+    if e_alm is not None and rho:
+        e = rho * sht.almxfl(e_alm, np.sqrt(cl / np.maximum(_alm_cl(e_alm, lmax), 1e-300))) + np.sqrt(1 - rho ** 2) * e
+    return np.stack([e, np.sqrt(b_over_e) * random_alm(rng, lmax, cl)]).astype(np.complex64)
+
+
+def _alm_cl(alm: np.ndarray, lmax: int) -> np.ndarray:
+    """Empirical C_ell of an alm (healpy layout)."""
+    ell = sht.ell_of_alm(lmax)
+    w = np.where(np.arange(alm.size) <= lmax, 1.0, 2.0)            # m = 0 once, m > 0 twice
+    num = np.bincount(ell, weights=w * np.abs(alm) ** 2, minlength=lmax + 1)
+    return num / (2 * np.arange(lmax + 1) + 1)
+
+
+def loop_shell(nside: int, l_deg: float, b_deg: float, radius_deg: float, width_deg: float) -> tuple:
+    """(profile, q, u) of a radio loop: a Gaussian shell profile (peak 1) at ``radius_deg`` from the
+    centre (l, b), and the healpy/COSMO Q, U of a unit polarisation pointing radially (towards the
+    centre): the field along the shell, as in Loop I / the North Polar Spur."""
+    lon, lat = galactic_coords(nside)                              # phi and pi/2 - theta of each pixel
+    lc, bc = np.radians(l_deg), np.radians(b_deg)
+    cx, cy, cz = np.cos(bc) * np.cos(lc), np.cos(bc) * np.sin(lc), np.sin(bc)
+    st, ct, sp, cp = np.cos(lat), np.sin(lat), np.sin(lon), np.cos(lon)
+    cos_d = np.clip(st * (cx * cp + cy * sp) + ct * cz, -1, 1)
+    profile = np.exp(-0.5 * ((np.degrees(np.arccos(cos_d)) - radius_deg) / width_deg) ** 2)
+    t_theta, t_phi = ct * (cx * cp + cy * sp) - st * cz, cy * cp - cx * sp   # towards the centre, tangent plane
+    t2 = np.maximum(t_theta ** 2 + t_phi ** 2, 1e-30)
+    return profile, (t_theta ** 2 - t_phi ** 2) / t2, 2 * t_theta * t_phi / t2
 
 
 def point_sources(rng, nside, count, values):

@@ -1,30 +1,39 @@
 """The Galaxy: dust and synchrotron of both synthetic sky models.
 
-``synthetic`` (version 2.0, the default) is the filamentary Galaxy.  Dust intensity is a lognormal
+``synthetic`` (version 3.0, the default) is the filamentary Galaxy.  Dust intensity is a lognormal
 field under the latitude law.  Polarisation follows the approach of Planck Int. XLIV (2016),
 Vansyngel et al. (2017) and Ghosh et al. (2017): a large-scale ordered magnetic field (fixed
 direction l0 = 70 deg, b0 = 24 deg) plus a Gaussian random turbulent field with C_ell ~ ell^alpha_M
-(alpha_M = -2.5, f_M = 0.9 as in Planck Int. XLIV), summed over three independent layers along the
-line of sight (Ghosh et al. 2017's number; Planck Int. XLIV found N ~ 4-7 on its own).  The field is
-band-limited at ell <= 191 (built at nside 64 and interpolated harmonically above: ~1 deg), which
-keeps its cost flat in nside.  In each layer the field's angle to the plane of the sky (gamma) and
-its projected orientation set the Stokes parameters: for dust p0 cos^2(gamma) (cos 2psi, sin 2psi)
-with the polarisation perpendicular to B_perp, and I (1 - p0 (cos^2 gamma - 2/3)); the sum over
-layers depolarises.  Matter filaments are aligned with the field (Planck Int. XXXII, XXXVIII;
-Clark et al. 2015): part of the plane-of-sky orientation follows the ridges of the intensity
-field, which is what makes EE > BB and TE > 0 (Zaldarriaga 2001; Huffenberger et al. 2020).
-Synchrotron comes from the same field layers: emissivity ~ B_perp^2 (electron index p = 3),
-intrinsic polarisation fraction (p+1)/(p+7/3), under its own thicker slab and lognormal
-cosmic-ray density.  SED parameters vary on the sky and are correlated with the intensity.
+(alpha_M = -2.8, f_M = 0.9), summed over three independent layers along the line of sight (Ghosh et
+al. 2017's number).  The field is band-limited at ell <= 191 (built at nside 64 and interpolated
+harmonically above: ~1 deg), which keeps its cost flat in nside.  In each layer the field's angle to
+the plane of the sky (gamma) and its projected orientation set the Stokes parameters (healpy/COSMO
+convention, U = 2 p_theta p_phi for a polarisation direction p): for dust p0 cos^2(gamma) (cos 2psi,
+sin 2psi) with the polarisation perpendicular to B_perp, and I (1 - p0 (cos^2 gamma - 2/3)); the sum
+over layers depolarises.  Matter structures are aligned with the field (Planck Int. XXXII, XXXV,
+XXXVIII; Clark et al. 2015), in two ways (``fields.ridge_orientation``): polarisation across the ridges
+of a field correlated with the column (pure E: EE > BB, TE > 0; Zaldarriaga 2001, Huffenberger et al.
+2020), and along the column's own gradient (the field along its iso-intensity contours: the relative
+orientation Planck measures; the Hessian of a Gaussian field is independent of its gradient, so the
+ridge term alone leaves the orientation random).
+Synchrotron comes from the same field layers: emissivity ~ B_perp^2 (electron index p = 3) times a
+lognormal cosmic-ray density under its own thicker slab.  Its polarisation: the intrinsic fraction
+(p+1)/(p+7/3) = 0.75 times a depolarisation factor that varies smoothly on the sky (a logistic field:
+median p ~ 15% at high latitude), with an orientation mostly from synchrotron filaments along the field
+at every scale (a full-resolution spin-2 field, C_ell ~ ell^-2.95, E > B, correlated with the
+electron density) and the layers' pattern, plus Loop I (Berkhuijsen et al. 1971) as a brighter, less
+depolarised shell with the field along it (30-40% polarised, E-mode pattern).  SED parameters vary on
+the sky and are correlated with the intensity.
 
-Calibration (353 GHz, delta bandpass, on the 71% of the sky with the faintest dust: the size of
-Planck's LR71 region): D_ell^EE(80) ~ 315 uK_CMB^2 and the exponents alpha_EE = -2.42,
-alpha_BB = -2.54 of Planck 2018 XI (A&A 641, A11), BB/EE ~ 0.5 and r_TE = TE / sqrt(TT EE)
-~ 0.35 (Planck 2018 XI; Planck Int. XXX).  Synchrotron: Planck 2018 IV (A&A 641, A4) finds
-polarised synchrotron and dust equal in rms near 70-80 GHz at 40' (its Fig. 35 with the
-Planck 2018 I summary) and beta_s ~ -3.1.  ``benchmarks/sky_models.py --realism`` measures all of
-these (README, "The embedded Galaxy"); the two amplitudes in GALAXY (dust high_lat_uK_RJ,
-synchrotron high_lat_uK_RJ with thick_share) were set from that measurement, the rest are physical
+Calibration, measured with decoupled, B-purified bandpowers (NaMaster, ``skystats.purified_spectra``)
+on the 71% of the sky with the faintest dust (Planck's LR71 size, C2 apodised): dust at 353 GHz
+D_ell^EE(80) ~ 315 uK_CMB^2, alpha_EE = -2.42, alpha_BB = -2.54 (Planck 2018 XI, A&A 641, A11),
+BB/EE ~ 0.5 and r_TE ~ 0.36 (Planck 2018 XI; Int. XXX); the field parallel to the intensity structures
+at |b| > 20 deg (Planck Int. XXXII/XXXV); synchrotron at 30 GHz BB/EE ~ 0.22-0.35 and alpha ~ -2.9
+(Martire et al. 2022; Planck 2018 XI; S-PASS), and polarised synchrotron and dust equal in rms near
+70-80 GHz at 40' (Planck 2018 IV, A&A 641, A4).  ``skystats.REFERENCES`` lists each figure with its
+source; ``benchmarks/sky_models.py --realism`` measures them.  The amplitudes and the alignment /
+ridge / depolarisation parameters in GALAXY were set from that measurement; the rest are physical
 choices.
 
 ``synthetic-gaussian`` (version 1.0) has Gaussian random-field polarisation templates (PARAMS).
@@ -62,7 +71,8 @@ def field_layers(rng, nside: int, p: dict | None = None) -> dict:
         br, bt, bp = (o + scale * (e[0] * turb[0] + e[1] * turb[1] + e[2] * turb[2])
                       for o, e in zip(ordered_rtp, basis))
         perp2 = bt * bt + bp * bp
-        q, u = bp * bp - bt * bt, 2 * bt * bp                    # perpendicular to B_perp, times B_perp^2
+        # polarisation along (-bp, bt), perpendicular to B_perp, times B_perp^2; healpy/COSMO U = 2 p_theta p_phi
+        q, u = bp * bp - bt * bt, -2 * bt * bp
         inv = 1.0 / (perp2 + br * br)
         sums["dust_q"] += q * inv
         sums["dust_u"] += u * inv
@@ -126,7 +136,8 @@ def build_dust(ctx: SkyContext):
         # is that of a field correlated (coefficient ridge_rho) with the intensity's
         rho = pd["ridge_rho"]
         ridge_alm = rho * g_alm + np.sqrt(1 - rho ** 2) * fields.random_alm(r, lmax, fields.power_law_cl(lmax, pd["cl_index"]))
-        ridges = fields.ridge_orientation(ridge_alm, nside)
+        ridges = fields.ridge_orientation(ridge_alm, nside, g_alm, pd["contour_weight"], pd["contour_index"],
+                                            pd["ridge_index"], pd["ridge_soft"])
         a, p0 = pd["align"], pd["p0"]
         q = (1 - a) * layers["dust_q"] + a * layers["dust_c"] * ridges[0]
         uu = (1 - a) * layers["dust_u"] + a * layers["dust_c"] * ridges[1]
@@ -163,16 +174,33 @@ def build_synchrotron(ctx: SkyContext):
         gs = sht.alm2map(s_alm.astype(np.complex64), nside).astype(np.float64)
         electrons = ps["high_lat_uK_RJ"] * fields.slab_envelope(nside, ps["slab_height"], 0.3) * \
             np.exp(ps["log_sigma"] * gs - ps["log_sigma"] ** 2 / 2)
+        shell, q_loop, u_loop = fields.loop_shell(nside, *ps["loop"][:4])
+        electrons = electrons * (1 + ps["loop"][4] * shell)          # the loop's shell is bright too
         norm = electrons / np.mean(layers["sync_i"])
-        # intrinsic fraction for electron index p = 3 (beta_s ~ -3); a share of the emission comes from the
-        # thick disk, whose long sight lines through the turbulent field average its polarisation away
-        p_int = (3 + 1) / (3 + 7 / 3) * (1 - ps["thick_share"])
+        sync_i = norm * layers["sync_i"]
+        # orientation: the layers' own pattern (|.| <= 1) plus filaments along the field at every
+        # scale (a full-resolution spin-2 field, E > B), and radial in the loop's shell
+        eb = fields.spin2_field(rs, lmax, ps["pol_index"], ps["pol_b_over_e"], s_alm, ps["pol_rho"])
+        filaments = sht.alm2map_spin2(eb, nside).astype(np.float64)
+        filaments /= np.sqrt(np.mean(filaments[0] ** 2 + filaments[1] ** 2))
+        a = ps["pol_align"]
+        layer_pattern = np.array([layers["sync_q"], layers["sync_u"]]) / np.maximum(layers["sync_i"], 1e-12)
+        o = (1 - a) * layer_pattern + a * filaments
+        o = o + ps["loop"][6] * shell * np.array([q_loop, u_loop])
+        amp2 = o[0] ** 2 + o[1] ** 2
+        o /= np.sqrt(amp2 + ps["pol_soft"] * np.mean(amp2))          # |o| < 1, nearly linear where faint
+        # depolarisation along the line of sight varies on the sky (thick-disk tangling): a smooth
+        # logistic field in (0, 1) times the intrinsic fraction (p + 1) / (p + 7/3) = 0.75 of electron
+        # index p = 3; the loop's shell keeps more of it
+        z = gaussian_field(rs, nside, ps["depol_index"], SMOOTH_LMAX)
+        depol = 1 / (1 + np.exp(-(ps["depol_mean"] + ps["depol_sigma"] * z)))
+        depol = (1 - shell) * depol + shell * ps["loop"][5]
+        pol = (3 + 1) / (3 + 7 / 3) * depol * sync_i
         beta = ctx.sed("synchrotron", "beta", ps) + ps["beta_spatial"] * (
             ps["beta_rho"] * fields.smooth_part(s_alm, nside)
             + np.sqrt(1 - ps["beta_rho"] ** 2) * gaussian_field(rs, nside, -2.5, SMOOTH_LMAX))
         return m.PowerLaw(
-            map_I=(norm * layers["sync_i"]) << u.uK_RJ, map_Q=(p_int * norm * layers["sync_q"]) << u.uK_RJ,
-            map_U=(p_int * norm * layers["sync_u"]) << u.uK_RJ,
+            map_I=sync_i << u.uK_RJ, map_Q=(pol * o[0]) << u.uK_RJ, map_U=(pol * o[1]) << u.uK_RJ,
             freq_ref_I=f"{ps['freq_ref_ghz']} GHz", freq_ref_P=f"{ps['freq_ref_ghz']} GHz",
             map_pl_index=beta << one, nside=nside)
     p, r = PARAMS["synchrotron"], ctx.template_rng("synchrotron")

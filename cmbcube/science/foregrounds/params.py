@@ -27,18 +27,27 @@ PARAMS = {
 }
 
 SKY_MODELS = {
-    "synthetic": {"version": "2.0", "description": "filamentary Galaxy: lognormal dust, polarisation from an "
-                  "ordered + turbulent magnetic field in layers with filaments aligned to it; synchrotron from "
-                  "the same field; SED parameters correlated with intensity"},
+    "synthetic": {"version": "3.0", "description": "filamentary Galaxy: lognormal dust, polarisation from an "
+                  "ordered + turbulent magnetic field in layers (healpy/COSMO Stokes U) with the field along the "
+                  "dust's ridges and iso-intensity contours; synchrotron from the same field with E > B "
+                  "filaments at full resolution, a sky-varying depolarisation and Loop I; calibrated with "
+                  "B-purified spectra; SED parameters correlated with intensity"},
     "synthetic-gaussian": {"version": "1.0", "description": "Gaussian random-field templates under a latitude "
                            "law (the default before 2.0)"},
 }
 
 GALAXY = {
-    "field": dict(l0_deg=70.0, b0_deg=24.0, f_m=0.9, alpha_m=-2.5, layers=3, lmax=191, nside_max=64),
-    "dust": dict(freq_ref_ghz=353.0, high_lat_uK_RJ=28.35, slab_height=0.02, log_sigma=0.8, cl_index=-2.5,
-                 p0=0.25, align=0.7, ridge_rho=0.7, beta=1.53, beta_sim=0.03, beta_spatial=0.05, beta_rho=0.4,
+    "field": dict(l0_deg=70.0, b0_deg=24.0, f_m=0.9, alpha_m=-2.8, layers=3, lmax=191, nside_max=64),
+    "dust": dict(freq_ref_ghz=353.0, high_lat_uK_RJ=30.0, slab_height=0.02, log_sigma=0.8, cl_index=-2.5,
+                 p0=0.25, align=0.7, ridge_rho=0.6, ridge_index=0.12, ridge_soft=0.3,
+                 contour_weight=1.7, contour_index=-1.3,
+                 beta=1.53, beta_sim=0.03, beta_spatial=0.05, beta_rho=0.4,
                  temp_K=19.6, temp_sim=0.5, temp_spatial=1.0, temp_rho=-0.5),
     "synchrotron": dict(freq_ref_ghz=23.0, high_lat_uK_RJ=55.0, slab_height=0.08, log_sigma=0.4, cl_index=-2.8,
-                        thick_share=0.7, beta=-3.05, beta_sim=0.03, beta_spatial=0.1, beta_rho=0.5),
+                        pol_align=0.99, pol_index=-2.95, pol_b_over_e=0.02, pol_rho=0.3, pol_soft=1.0,
+                        depol_mean=-0.35, depol_sigma=0.6, depol_index=-3.5,
+                        # Loop I (Berkhuijsen et al. 1971): centre (l, b), radius, shell width [deg],
+                        # intensity boost, depolarisation factor kept in the shell, weight of its pattern
+                        loop=(329.0, 17.5, 58.0, 4.0, 0.5, 0.6, 1.0),
+                        beta=-3.05, beta_sim=0.03, beta_spatial=0.1, beta_rho=0.5),
 }
