@@ -3,7 +3,7 @@
 The embedded skies are synthetic but physical Galaxies built from pysm3's own model classes
 (``ModifiedBlackBody``, ``PowerLaw``, ``CurvedPowerLaw``) fed with in-memory templates shaped by
 a plane-parallel (cosecant) latitude law, with spatially varying spectral indices.  ``synthetic``
-(the default, version 2.0) is the filamentary Galaxy (:mod:`.galaxy`); ``synthetic-gaussian``
+(the default, version 3.0) is the filamentary Galaxy (:mod:`.galaxy`); ``synthetic-gaussian``
 (version 1.0) has Gaussian random-field polarisation templates (``PARAMS``).  Extragalactic: CIB
 (isotropic modified black body), thermal SZ (compact clusters, y-distortion SED) and radio sources
 (steep power laws).
