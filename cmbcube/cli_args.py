@@ -190,8 +190,8 @@ def verify(p) -> None:
 
 def validate(p) -> None:
     p.add_argument("store")
-    p.add_argument("--sims", type=int, default=2, metavar="N",
-                   help="finished sims to check (test split first; default 2: two are needed for independence)")
+    p.add_argument("--sims", type=int, default=4, metavar="N",
+                   help="finished sims to check (test split first; default 4; two are needed for independence)")
     p.add_argument("--no-galaxy", action="store_true", help="skip the synthetic Galaxy's statistics (the slow part)")
     p.add_argument("--out", metavar="FILE", help="also write the checks as JSON to FILE")
 

@@ -104,13 +104,14 @@ def beam_and_noise(store: str, recipe, split: str, sim: int) -> list:
             if noise is not None:
                 sky = sky - noise
             sky = ring(sky) * to_uk_cmb(dets[freq], units[freq])
-            cross = hp.alm2cl(hp.map2alm(sky, lmax=lmax, iter=3), alm_cmb)
+            alm_sky = hp.map2alm(sky, lmax=lmax, iter=3)
+            cross = hp.alm2cl(alm_sky, alm_cmb)
             # fit where the beam is above 0.2 (and not beyond 2 nside)
             sigma = np.radians(beams[freq] / 60) / np.sqrt(8 * np.log(2))
             top = int(min(lmax, np.sqrt(2 * np.log(5)) / max(sigma, 1e-9)))
-            fitted = v.fitted_fwhm(cross, auto, top)
+            fitted, error = v.fitted_fwhm(cross, auto, top, hp.alm2cl(alm_sky))
             recorded = float(np.sqrt(max(beams[freq] ** 2 - truth ** 2, 0.0)))
-            out.append(v.beam_check(freq, recorded, fitted))
+            out.append(v.beam_check(freq, recorded, fitted, error))
     if recipe["noise"]["model"] != "white":
         return out
     published = {(r["freq"], r["quantity"]): r for r in instrument.published_references()}
@@ -131,8 +132,21 @@ def beam_and_noise(store: str, recipe, split: str, sim: int) -> list:
     return out
 
 
+DUST_STATS = (("dust_D80_EE", "D80_EE", "D_80^EE (uK_CMB^2)"), ("dust_alpha_EE", "alpha_EE", "alpha_EE"),
+              ("dust_alpha_BB", "alpha_BB", "alpha_BB"), ("dust_BB_over_EE", "BB_over_EE", "BB/EE"),
+              ("dust_r_TE", "r_TE", "r_TE"), ("dust_p_median", "p_median", "p median, |b| > 30"),
+              ("dust_p_max", "p_max", "p max, |b| > 30"))
+SYNC_STATS = (("sync_BB_over_EE", "BB_over_EE", "BB/EE"), ("sync_alpha_EE", "alpha_EE", "alpha_EE"),
+              ("sync_alpha_BB", "alpha_BB", "alpha_BB"), ("sync_p_median", "p_median", "p median, |b| > 30"),
+              ("sync_p_p90", "p_p90", "p 90th percentile, |b| > 30"))
+
+
 def galaxy_checks(recipe, sims: list) -> list:
-    """Dust and synchrotron statistics, alignment and independence of the synthetic Galaxy of ``sims``."""
+    """Dust and synchrotron statistics, alignment and independence of the synthetic Galaxy of ``sims``.
+
+    Each statistic is averaged over the sims and compared with its reference range widened by twice the
+    standard error of that mean (the ranges are for the sky's expectation; one sim of a non-Gaussian
+    Galaxy on 71% of the sky scatters by ~15% in D_80^EE and ~0.04 in the slopes)."""
     from cmbcube.science import foregrounds
     from cmbcube.science import skystats as ss
     fg = recipe["foregrounds"]
@@ -140,41 +154,35 @@ def galaxy_checks(recipe, sims: list) -> list:
         return []
     names = set(fg["components"])
     nside, seed, model = recipe["sky_nside"], recipe["seed"], fg["model"]
-    refs = ss.REFERENCES
-    out = []
-
-    def add(key, measured, label):
-        ref = refs[key]
-        out.append(v.Check("galaxy", label, float(measured), ref["value"], f"[{ref['lo']:g}, {ref['hi']:g}]",
-                           ref["source"], v.within(float(measured), ref["lo"], ref["hi"])))
-
+    values: dict[str, list] = {}
     dust_i = []
     for split, sim in sims:
-        tag = f"{split}/{sim}"
-        if "dust" in names:
-            d353 = ss.component_maps("dust", nside, seed, sim, model, split=split)
-            dust_i.append(d353[0])
-            st = ss.dust_statistics(d353)
-            for key, stat, label in (("dust_D80_EE", "D80_EE", "D_80^EE (uK_CMB^2)"),
-                                     ("dust_alpha_EE", "alpha_EE", "alpha_EE"),
-                                     ("dust_alpha_BB", "alpha_BB", "alpha_BB"),
-                                     ("dust_BB_over_EE", "BB_over_EE", "BB/EE"), ("dust_r_TE", "r_TE", "r_TE"),
-                                     ("dust_p_median", "p_median", "p median, |b| > 30"),
-                                     ("dust_p_max", "p_max", "p max, |b| > 30")):
-                add(key, st[stat], f"{tag} dust 353 GHz {label}")
-            add("alignment_V", ss.alignment(d353)["V"], f"{tag} dust field || structures: mean cos 2phi")
+        if "dust" not in names:
+            break
+        d353 = ss.component_maps("dust", nside, seed, sim, model, split=split)
+        dust_i.append(d353[0])
+        st = ss.dust_statistics(d353)
+        for key, stat, _ in DUST_STATS:
+            values.setdefault(key, []).append(st[stat])
+        values.setdefault("alignment_V", []).append(ss.alignment(d353)["V"])
+        if "synchrotron" in names:
             mask = ss.faint_mask(d353[0], ss.PLANCK["f_sky"])[1]
-        else:
-            mask = None
-        if "synchrotron" in names and mask is not None:
             s30 = ss.component_maps("synchrotron", nside, seed, sim, model, freq_ghz=30.0, split=split)
             st = ss.synchrotron_statistics(s30, mask)
-            for key, stat, label in (("sync_BB_over_EE", "BB_over_EE", "BB/EE"),
-                                     ("sync_alpha_EE", "alpha_EE", "alpha_EE"),
-                                     ("sync_alpha_BB", "alpha_BB", "alpha_BB"),
-                                     ("sync_p_median", "p_median", "p median, |b| > 30"),
-                                     ("sync_p_p90", "p_p90", "p 90th percentile, |b| > 30")):
-                add(key, st[stat], f"{tag} synchrotron 30 GHz {label}")
+            for key, stat, _ in SYNC_STATS:
+                values.setdefault(key, []).append(st[stat])
+    labels = {key: f"dust 353 GHz {label}" for key, _, label in DUST_STATS}
+    labels.update({key: f"synchrotron 30 GHz {label}" for key, _, label in SYNC_STATS})
+    labels["alignment_V"] = "dust field || intensity structures: mean cos 2phi, |b| > 20"
+    out = []
+    for key, xs in values.items():
+        ref, n = ss.REFERENCES[key], len(xs)
+        mean = float(np.mean(xs))
+        sd = float(np.std(xs, ddof=1)) if n > 1 else 0.0
+        margin = 2 * sd / np.sqrt(n)
+        out.append(v.Check("galaxy", f"{labels[key]}: mean of {n} sim(s) (sd {sd:.3g}), sky nside {nside}", mean,
+                           ref["value"], f"[{ref['lo']:g}, {ref['hi']:g}] +- {margin:.2g}", ref["source"],
+                           v.within(mean, ref["lo"] - margin, ref["hi"] + margin)))
     if len(dust_i) >= 2 and fg["vary"] == "per_sim":
         r = v.correlation(dust_i[0], dust_i[1], ell_min=30)
         shared = fg.get("shared_structure")
@@ -194,7 +202,7 @@ def cmb_independence(store: str, sims: list) -> list:
                     "independent Gaussian realisations: 0", v.verdict(abs(r) < 0.15))]
 
 
-def run(store: str, sims: int = 2, galaxy: bool = True) -> ValidationReport:
+def run(store: str, sims: int = 4, galaxy: bool = True) -> ValidationReport:
     """Every check for up to ``sims`` finished sims of ``store`` (see the module docstring)."""
     if sims < 1:
         raise InputError(f"--sims {sims}: use 1 or more")
