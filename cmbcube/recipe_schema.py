@@ -228,6 +228,10 @@ SCHEMA: dict = {
         "presets": F((list,), ["d9", "s4", "f1", "a1", "cib1", "ksz1", "tsz1", "rg1"], check=_pysm_presets),
         "data_dir": F((str,), None, nullable=True, doc="directory of pysm3 templates (else $PYSM_LOCAL_DATA)"),
         "vary": F((str,), "per_sim", choices=("per_sim", "fixed")),
+        "shared_structure": F((int, float), 1.0, check=_between(0, 1),
+                              doc="synthetic skies: how much of the Galaxy's large-scale geometry (disk, ordered "
+                                  "magnetic field, Loop I) sims share: 1 = the real Galaxy's place in every sim, "
+                                  "0 = a randomly oriented Galaxy per sim (independent skies)"),
     },
     "noise": {
         "model": F((str,), "white", choices=("white", "variance_maps", "none")),

@@ -66,6 +66,7 @@ class SimSpec:
     foreground_model: str = "synthetic"
     components: tuple = ()
     foreground_vary: str = "per_sim"
+    foreground_shared: float = 1.0     # foregrounds.shared_structure (foregrounds.synthetic_sky)
     noise_model: str = "white"
     noise_scale: float = 1.0
     noise_hits: str = "scan"
@@ -161,10 +162,11 @@ class Simulator:
                 self._fixed_models = foregrounds.synthetic_sky(
                     spec.components, self.sky_nside,
                     lambda name: seeds.rng(self.seed, "fixed", 0, "foreground-" + name), lambda name: None,
-                    spec.foreground_model)
+                    spec.foreground_model, spec.foreground_shared)
             return self._fixed_models
         return foregrounds.synthetic_sky(spec.components, self.sky_nside,
-                                         *seeds.foreground_streams(self.seed, split, sim), spec.foreground_model)
+                                         *seeds.foreground_streams(self.seed, split, sim), spec.foreground_model,
+                                         spec.foreground_shared)
 
     def _analyse(self, maps: np.ndarray, iterations: int) -> np.ndarray:
         """Sky-model map -> alm at the output band limit (analysis at ``lmax_analysis``, then truncated).

@@ -36,7 +36,7 @@ def from_recipe(recipe: Recipe):
         lens_potential_accuracy=cmb["lens_potential_accuracy"], lensing=cmb["lensing"],
         target_beam_arcmin=cmb["target_beam_arcmin"],
         foreground_model=fg["model"], components=tuple(foregrounds.component_names(fg)),
-        foreground_vary=fg["vary"],
+        foreground_vary=fg["vary"], foreground_shared=float(fg["shared_structure"]),
         noise_model=noise_cfg["model"], noise_scale=noise_cfg["scale"], noise_hits=noise_cfg["hits"],
         keep=tuple(r["keep"]),
         chain=chain, lensing_correction=lensing_correction(recipe, chain),

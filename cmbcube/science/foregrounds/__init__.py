@@ -25,7 +25,7 @@ from cmbcube.errors import InputError
 from cmbcube.science.foregrounds import compact, diffuse, galaxy
 from cmbcube.science.foregrounds.base import COMPONENTS, Component, SkyContext
 from cmbcube.science.foregrounds.fields import (gaussian_field, galactic_coords, lognormal, polarised_field,
-                                                slab_envelope)
+                                                random_frame, slab_envelope)
 from cmbcube.science.foregrounds.galaxy import field_layers
 from cmbcube.science.foregrounds.params import GALAXY, PARAMS, SKY_MODELS
 from cmbcube.science.foregrounds.pysm import (PresetSum, emission, is_uniform, reference_maps, sed_factors,
@@ -49,11 +49,12 @@ DEFAULT_SKY = COMPONENTS.names()
 
 __all__ = ["COMPONENTS", "Component", "GALAXY", "H_PLANCK", "K_BOLTZMANN", "PARAMS", "PresetSum", "SKY_MODELS",
            "SkyContext", "T_CMB", "component_names", "emission", "field_layers", "galactic_coords",
-           "gaussian_field", "is_uniform", "lognormal", "model_attrs", "polarised_field", "reference_maps",
+           "gaussian_field", "is_uniform", "lognormal", "model_attrs", "polarised_field", "random_frame", "reference_maps",
            "sed_factors", "slab_envelope", "synthetic_sky", "tsz_sed", "tsz_spectrum", "uniform_sed"]
 
 
-def synthetic_sky(components, nside: int, template_rng, sed_rng_or_none, model: str = "synthetic") -> dict:
+def synthetic_sky(components, nside: int, template_rng, sed_rng_or_none, model: str = "synthetic",
+                  shared_structure: float = 1.0) -> dict:
     """Build model objects for the chosen synthetic components at ``nside`` (RING), in their order.
 
     ``template_rng(name)`` returns the generator for a component's templates;
@@ -62,12 +63,17 @@ def synthetic_sky(components, nside: int, template_rng, sed_rng_or_none, model: 
     :data:`SKY_MODELS`: ``synthetic`` (the filamentary Galaxy, default) or
     ``synthetic-gaussian`` (the earlier Gaussian-template Galaxy, unchanged byte for byte);
     they differ in dust and synchrotron only.  Templates are handed to pysm3 as views, not
-    copies: memory is what limits high nside.
+    copies: memory is what limits high nside.  ``shared_structure`` (recipe
+    ``foregrounds.shared_structure``): 1 places every sky's Galaxy (disk, ordered magnetic field,
+    Loop I) where the real one is, so sims share its large-scale geometry; below 1 the Galaxy is
+    turned by a random rotation (``fields.random_frame``, drawn from the ``galaxy-frame`` stream)
+    whose angle is scaled by 1 - shared_structure; 0 gives independent skies.
     """
     if model not in SKY_MODELS:
         raise InputError(f"foregrounds.model: {model!r} is not a synthetic sky; allowed: {', '.join(SKY_MODELS)}")
     entries = {name: COMPONENTS.get(name) for name in components}
-    ctx = SkyContext(nside, model, tuple(components), template_rng, sed_rng_or_none)
+    frame = random_frame(template_rng("galaxy-frame"), shared_structure) if shared_structure < 1 else None
+    ctx = SkyContext(nside, model, tuple(components), template_rng, sed_rng_or_none, frame)
     built = {name: COMPONENTS.get(name).build(ctx) for name in COMPONENTS if name in entries}
     return {name: built[name] for name in components}
 

@@ -42,12 +42,15 @@ class SkyContext:
     Both return a fresh generator at each call: draws never depend on what else is built.
     ``components``: every component of this sky (a builder may depend on a neighbour: AME follows
     the dust).  ``model``: the synthetic sky model (``synthetic`` or ``synthetic-gaussian``).
+    ``frame``: the rotation into the Galaxy's own frame, in which a builder places the disk, the
+    ordered field and the loops (``fields.random_frame``; None: this sky's Galaxy is the Galactic one).
     """
     nside: int
     model: str
     components: tuple
     template_rng: Callable[[str], np.random.Generator]
     sed_rng: Callable[[str], np.random.Generator | None]
+    frame: tuple | None = None          # the Galaxy's frame (fields.random_frame); None: Galactic
     _shared: dict = dataclasses.field(default_factory=dict, repr=False)
 
     @property

@@ -100,7 +100,7 @@ def build_freefree(ctx: SkyContext):
     import pysm3.models as m
     import pysm3.units as u
     p, r = PARAMS["freefree"], ctx.template_rng("freefree")
-    amp = p["high_lat_uK_RJ"] * fields.slab_envelope(ctx.nside, p["slab_height"], 1.0) * \
+    amp = p["high_lat_uK_RJ"] * fields.slab_envelope(ctx.nside, p["slab_height"], 1.0, ctx.frame) * \
         lognormal_field(r, ctx.nside, p["log_sigma"], p["cl_index"])
     zeros = ctx.zeros()
     return m.PowerLaw(

@@ -22,6 +22,42 @@ def galactic_coords(nside: int) -> tuple[np.ndarray, np.ndarray]:
     return phi, np.pi / 2 - theta
 
 
+# The Galaxy's frame.  A sky's geometry (the disk and its envelope, the ordered field's direction,
+# radio loops) is defined in the Galaxy's own frame; ``frame`` is the rotation (a 3x3 matrix as a
+# 9-tuple, rows first) taking a Galactic unit vector to that frame, or None for the Galactic frame
+# itself (the sky of every sim shares its large-scale geometry).  See ``random_frame``.
+def random_frame(rng: np.random.Generator, shared: float) -> tuple | None:
+    """A rotation drawn uniformly over SO(3) (a normalised Gaussian quaternion) with its angle scaled
+    by 1 - ``shared``: None for ``shared`` = 1 (no draw), a uniformly random orientation for 0."""
+    if shared >= 1:
+        return None
+    q = rng.standard_normal(4)
+    q /= np.linalg.norm(q)
+    angle = 2 * np.arccos(min(abs(q[0]), 1.0)) * (1 - shared)
+    axis = q[1:] / max(np.linalg.norm(q[1:]), 1e-300)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    rot = np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * (k @ k)      # Rodrigues
+    return tuple(float(x) for x in rot.ravel())
+
+
+def frame_coords(nside: int, frame: tuple | None) -> tuple[np.ndarray, np.ndarray]:
+    """(longitude, latitude) of RING pixels in the Galaxy's frame (``galactic_coords`` when None)."""
+    if frame is None:
+        return galactic_coords(nside)
+    import healpy as hp
+    vec = np.asarray(frame).reshape(3, 3) @ np.array(hp.pix2vec(nside, np.arange(12 * nside * nside)))
+    return np.arctan2(vec[1], vec[0]), np.arcsin(np.clip(vec[2], -1, 1))
+
+
+def galactic_direction(l_deg: float, b_deg: float, frame: tuple | None) -> tuple[float, float]:
+    """Galactic (l, b) in degrees of the direction at (l, b) in the Galaxy's frame."""
+    if frame is None:
+        return l_deg, b_deg
+    l, b = np.radians(l_deg), np.radians(b_deg)
+    v = np.asarray(frame).reshape(3, 3).T @ np.array([np.cos(b) * np.cos(l), np.cos(b) * np.sin(l), np.sin(b)])
+    return float(np.degrees(np.arctan2(v[1], v[0]))), float(np.degrees(np.arcsin(np.clip(v[2], -1, 1))))
+
+
 def power_law_cl(lmax: int, index: float, ell0: float = 80.0) -> np.ndarray:
     """C_ell ~ ell^index (zero below ell = 2), normalised to unit pixel variance."""
     ell = np.arange(lmax + 1, dtype=float)
@@ -55,9 +91,10 @@ def polarised_field(rng: np.random.Generator, nside: int, index: float, eb_ratio
     return qu / np.sqrt(np.mean(qu ** 2))
 
 
-def slab_envelope(nside: int, height: float, centre_boost: float = 0.6) -> np.ndarray:
-    """Plane-parallel slab: 1 / sqrt(sin^2 b + h^2), brighter towards the Galactic centre."""
-    lon, lat = galactic_coords(nside)
+def slab_envelope(nside: int, height: float, centre_boost: float = 0.6, frame: tuple | None = None) -> np.ndarray:
+    """Plane-parallel slab: 1 / sqrt(sin^2 b + h^2), brighter towards the Galactic centre (b, l in the
+    Galaxy's ``frame``)."""
+    lon, lat = frame_coords(nside, frame)
     dlon = np.mod(lon + np.pi, 2 * np.pi) - np.pi         # longitude in [-pi, pi)
     return (1 + centre_boost * np.exp(-dlon ** 2 / (2 * np.radians(60) ** 2))) / np.sqrt(np.sin(lat) ** 2 + height ** 2)
 

@@ -49,20 +49,21 @@ from cmbcube.science.foregrounds.fields import SMOOTH_LMAX, gaussian_field
 from cmbcube.science.foregrounds.params import GALAXY, PARAMS
 
 
-def field_layers(rng, nside: int, p: dict | None = None) -> dict:
+def field_layers(rng, nside: int, p: dict | None = None, frame: tuple | None = None) -> dict:
     """Line-of-sight sums over the magnetic-field layers (RING maps at ``nside``):
 
     ``dust_q, dust_u``: mean of cos^2(gamma) (cos 2psi, sin 2psi), psi perpendicular to B_perp;
     ``dust_c``: mean of cos^2(gamma); ``sync_q, sync_u, sync_i``: mean of B_perp^2 (cos 2psi,
     sin 2psi) and of B_perp^2, in units of the ordered field squared.  Q/U follow healpy's
-    (COSMO) convention.
+    (COSMO) convention.  ``frame``: the Galaxy's frame (``fields.random_frame``) the ordered field's
+    direction is given in.
     """
     p = GALAXY["field"] if p is None else p
     nside_b = min(nside, p["nside_max"])
     lmax_b = min(3 * nside_b - 1, p["lmax"])
     cl = fields.power_law_cl(lmax_b, p["alpha_m"])                # unit variance per component
     basis = fields.sky_basis(nside_b)
-    ordered_rtp = fields.ordered_field(nside_b, p["l0_deg"], p["b0_deg"])
+    ordered_rtp = fields.ordered_field(nside_b, *fields.galactic_direction(p["l0_deg"], p["b0_deg"], frame))
     scale = p["f_m"] / np.sqrt(3.0)                              # 3-D rms of the turbulent field = f_M |B0|
     sums = {k: np.zeros(basis.shape[-1]) for k in ("dust_q", "dust_u", "dust_c", "sync_q", "sync_u", "sync_i")}
     for _ in range(p["layers"]):
@@ -89,7 +90,8 @@ def field_layers(rng, nside: int, p: dict | None = None) -> dict:
 # ---------------------------------------------------------------- state shared by dust, synchrotron and AME
 
 def _layers(ctx: SkyContext) -> dict:
-    return ctx.shared("magnetic-field", lambda: field_layers(ctx.template_rng("magnetic-field"), ctx.nside))
+    return ctx.shared("magnetic-field", lambda: field_layers(ctx.template_rng("magnetic-field"), ctx.nside,
+                                                                   frame=ctx.frame))
 
 
 def _column(ctx: SkyContext) -> tuple:
@@ -103,9 +105,10 @@ def _column(ctx: SkyContext) -> tuple:
             g_alm = fields.random_alm(r, lmax, fields.power_law_cl(lmax, pd["cl_index"]))
             g = sht.alm2map(g_alm.astype(np.complex64), nside).astype(np.float64)
             lognorm = np.exp(pd["log_sigma"] * g - pd["log_sigma"] ** 2 / 2)
-            return r, g_alm, pd["high_lat_uK_RJ"] * fields.slab_envelope(nside, pd["slab_height"]) * lognorm
+            envelope = fields.slab_envelope(nside, pd["slab_height"], frame=ctx.frame)
+            return r, g_alm, pd["high_lat_uK_RJ"] * envelope * lognorm
         p = PARAMS["dust"]
-        return r, None, p["high_lat_uK_RJ"] * fields.slab_envelope(nside, p["slab_height"]) * \
+        return r, None, p["high_lat_uK_RJ"] * fields.slab_envelope(nside, p["slab_height"], frame=ctx.frame) * \
             fields.lognormal(r, nside, p["log_sigma"], p["cl_index"])
     return ctx.shared("dust-column", make)
 
@@ -172,9 +175,10 @@ def build_synchrotron(ctx: SkyContext):
         rs = ctx.template_rng("synchrotron")
         s_alm = fields.random_alm(rs, lmax, fields.power_law_cl(lmax, ps["cl_index"]))
         gs = sht.alm2map(s_alm.astype(np.complex64), nside).astype(np.float64)
-        electrons = ps["high_lat_uK_RJ"] * fields.slab_envelope(nside, ps["slab_height"], 0.3) * \
+        electrons = ps["high_lat_uK_RJ"] * fields.slab_envelope(nside, ps["slab_height"], 0.3, ctx.frame) * \
             np.exp(ps["log_sigma"] * gs - ps["log_sigma"] ** 2 / 2)
-        shell, q_loop, u_loop = fields.loop_shell(nside, *ps["loop"][:4])
+        shell, q_loop, u_loop = fields.loop_shell(nside, *fields.galactic_direction(*ps["loop"][:2], ctx.frame),
+                                                  *ps["loop"][2:4])
         electrons = electrons * (1 + ps["loop"][4] * shell)          # the loop's shell is bright too
         norm = electrons / np.mean(layers["sync_i"])
         sync_i = norm * layers["sync_i"]
@@ -204,7 +208,7 @@ def build_synchrotron(ctx: SkyContext):
             freq_ref_I=f"{ps['freq_ref_ghz']} GHz", freq_ref_P=f"{ps['freq_ref_ghz']} GHz",
             map_pl_index=beta << one, nside=nside)
     p, r = PARAMS["synchrotron"], ctx.template_rng("synchrotron")
-    amp = p["high_lat_uK_RJ"] * fields.slab_envelope(nside, p["slab_height"], 0.3) * \
+    amp = p["high_lat_uK_RJ"] * fields.slab_envelope(nside, p["slab_height"], 0.3, ctx.frame) * \
         fields.lognormal(r, nside, p["log_sigma"], p["cl_index"])
     qu = p["pol_fraction"] * amp * fields.polarised_field(r, nside, p["pol_cl_index"], p["eb_ratio"])
     beta = ctx.sed("synchrotron", "beta", p) + p["beta_spatial"] * gaussian_field(r, nside, -2.5, SMOOTH_LMAX)
