@@ -98,9 +98,9 @@ def _templates_digest(model, names=tuple(foregrounds.PARAMS)):
 def test_gaussian_sky_is_unchanged_byte_for_byte():
     """foregrounds.model: synthetic-gaussian is the Galaxy that was the default before 2.0: its dust and
     synchrotron templates (and the unchanged tSZ and radio sources) hash to the digest computed with the
-    code of e4cd77c (whose whole-sky digest was 22f6694's, e46371c5...).  Free-free, AME and the CIB, which both skies
-    share, changed on 2026-12-07 to be independent of the sky's resolution (issue 20, item 7), so the
-    whole-sky digest of 22f6694 (e46371c5...) no longer holds."""
+    code of e4cd77c.  Free-free, AME and the CIB, which both skies share, changed on 2026-12-07 to be
+    independent of the sky's resolution (issue 20, item 7), so the whole-sky digest of 22f6694
+    (e46371c5...) no longer holds."""
     kept = ("dust", "synchrotron", "tsz", "radio")
     assert _templates_digest("synthetic-gaussian", kept) == \
         "272da73f7eab243592ef468b1125483bc282c1dbfa6473381040ca4186c17ed0"
