@@ -180,15 +180,22 @@ def build_synchrotron(ctx: SkyContext):
         shell, q_loop, u_loop = fields.loop_shell(nside, *fields.galactic_direction(*ps["loop"][:2], ctx.frame),
                                                   *ps["loop"][2:4])
         electrons = electrons * (1 + ps["loop"][4] * shell)          # the loop's shell is bright too
-        norm = electrons / np.mean(layers["sync_i"])
-        sync_i = norm * layers["sync_i"]
+        # the layers' mean B_perp^2, harmonically interpolated from nside 64, can dip just below zero
+        # where the ordered field points along the line of sight: emissivity is never negative
+        b_perp2 = np.maximum(layers["sync_i"], 0.0)
+        norm = electrons / np.mean(b_perp2)
+        sync_i = norm * b_perp2
         # orientation: the layers' own pattern (|.| <= 1) plus filaments along the field at every
         # scale (a full-resolution spin-2 field, E > B), and radial in the loop's shell
         eb = fields.spin2_field(rs, lmax, ps["pol_index"], ps["pol_b_over_e"], s_alm, ps["pol_rho"])
         filaments = sht.alm2map_spin2(eb, nside).astype(np.float64)
         filaments /= np.sqrt(np.mean(filaments[0] ** 2 + filaments[1] ** 2))
         a = ps["pol_align"]
-        layer_pattern = np.array([layers["sync_q"], layers["sync_u"]]) / np.maximum(layers["sync_i"], 1e-12)
+        # the layers' orientation (|q + iu| <= B_perp^2 in each layer), where B_perp^2 is tiny kept
+        # finite (a 1e-12 floor let one such pixel dominate the normalisation of o below and erase
+        # the polarisation of the whole sky) and capped at a unit length
+        layer_pattern = np.array([layers["sync_q"], layers["sync_u"]]) / np.maximum(b_perp2, 0.05 * np.mean(b_perp2))
+        layer_pattern /= np.maximum(1.0, np.hypot(layer_pattern[0], layer_pattern[1]))
         o = (1 - a) * layer_pattern + a * filaments
         o = o + ps["loop"][6] * shell * np.array([q_loop, u_loop])
         amp2 = o[0] ** 2 + o[1] ** 2
