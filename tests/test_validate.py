@@ -11,7 +11,7 @@ from cmbcube.stages import validate
 from cmbcube.stages.simulate import run as simulate
 from conftest import small_recipe
 
-GROUPS = {"lensed CMB", "units", "beams", "noise", "galaxy", "independence"}
+GROUPS = {"lensed CMB", "units", "beams", "noise", "galaxy", "extragalactic", "independence"}
 
 
 @pytest.fixture(scope="module")

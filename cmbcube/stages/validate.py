@@ -3,7 +3,8 @@
 For a few finished sims: the stored lensed spectra against a high-accuracy CAMB run on the sim's own
 parameters; the band-averaged unit conversions against Planck's published coefficients and pysm3;
 the beams fitted to obs x cmb against the recorded FWHM; the sky-averaged noise depth against
-Planck 2018 I Table 4; and, for the synthetic Galaxy, the dust (353 GHz) and synchrotron (30 GHz)
+Planck 2018 I Table 4; the CIB's power against Planck 2013 XXX and the radio sources beside WMAP's
+catalogue; and, for the synthetic Galaxy, the dust (353 GHz) and synchrotron (30 GHz)
 statistics of Planck 2018 XI/XII and Martire et al. 2022 measured with a decoupled, B-purified
 estimator on an LR71-like mask, the alignment of the dust polarisation with the intensity structures,
 and whether sims are independent.  The Galaxy statistics are measured on the sky model itself
@@ -193,6 +194,41 @@ def galaxy_checks(recipe, sims: list) -> list:
     return out
 
 
+def extragalactic_checks(recipe, split: str, sim: int) -> list:
+    """The CIB's angular power at 545 GHz in Jy^2/sr (converted by pysm3/astropy, not by the component's
+    own constants) against Planck 2013 XXX, and the radio sources above 1 Jy at 30 GHz beside WMAP's
+    catalogue, for one sim of a synthetic sky."""
+    import healpy as hp
+
+    from cmbcube.science import foregrounds
+    from cmbcube.science import skystats as ss
+    fg = recipe["foregrounds"]
+    if fg["model"] not in foregrounds.SKY_MODELS:
+        return []
+    names, nside = set(fg["components"]), recipe["sky_nside"]
+    args = dict(seed=recipe["seed"], sim=sim, model=fg["model"], split=split, shared_structure=fg["shared_structure"])
+    out = []
+    if "cib" in names:
+        cib = ss.component_maps("cib", nside, freq_ghz=545.0, unit="MJy/sr", **args)[0]
+        lmax = 2 * nside
+        cl = hp.anafast(cib - cib.mean(), lmax=lmax, iter=1) * 1e12               # (Jy/sr)^2 sr
+        ell = np.arange(50, lmax + 1)
+        ref = 1.0e4 * (ell / 500.0) ** -1.2 + 1454.0
+        ratio = float(np.mean(cl[50:]) / np.mean(ref))
+        out.append(v.Check("extragalactic", f"{split}/{sim} CIB 545 GHz C_ell / published, 50 <= ell <= {lmax}", ratio,
+                           1.0, "factor 2", "Planck 2013 XXX (A&A 571, A30): shot noise 1454 Jy^2/sr (Tables 6-7), "
+                           "clustered ~1e4 Jy^2/sr at ell 500 falling as ell^-1.2 (Table D.2, read to an order of "
+                           "magnitude)", v.within(ratio, 0.5, 2.0)))
+    if "radio" in names:
+        radio = ss.component_maps("radio", nside, freq_ghz=30.0, unit="MJy/sr", **args)[0]
+        jy = radio * 1e6 * hp.nside2pixarea(nside)
+        count = int(np.sum((jy > 1.0) & ss.high_latitude(nside, 10)))
+        out.append(v.Check("extragalactic", f"{split}/{sim} radio sources > 1 Jy at 30 GHz, |b| > 10 deg", count, 501,
+                           "same order", "WMAP 9-year point-source catalogue: 501 sources, mostly > 1 Jy at "
+                           "23-61 GHz (Bennett et al. 2013, ApJS 208, 20)", v.INFO))
+    return out
+
+
 def cmb_independence(store: str, sims: list) -> list:
     fields = cube.fields(store)
     if len(sims) < 2 or "I" not in fields:
@@ -219,5 +255,6 @@ def run(store: str, sims: int = 4, galaxy: bool = True) -> ValidationReport:
     checks += beam_and_noise(store, recipe, *chosen[0])
     if galaxy:
         checks += galaxy_checks(recipe, chosen)
+        checks += extragalactic_checks(recipe, *chosen[0])
     checks += cmb_independence(store, chosen)
     return ValidationReport(store, [list(c) for c in chosen], checks)
