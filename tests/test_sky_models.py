@@ -127,7 +127,7 @@ def test_store_records_the_sky_model(tmp_path):
     """The store says which sky made it; a store of the earlier sky (no version attribute) is not
     extended with the new one."""
     for model, version in (("synthetic", foregrounds.SKY_MODELS["synthetic"]["version"]),
-                           ("synthetic-gaussian", "1.0")):
+                           ("synthetic-gaussian", foregrounds.SKY_MODELS["synthetic-gaussian"]["version"])):
         r = recipe.validate({"name": "m", "nside": 8, "seed": 1, "splits": {"train": 1}, "detectors": [143],
                              "foregrounds": {"model": model, "components": ["dust"]}})
         store = str(tmp_path / f"{model}.zarr")

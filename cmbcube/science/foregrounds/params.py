@@ -32,8 +32,9 @@ SKY_MODELS = {
                   "dust's ridges and iso-intensity contours; synchrotron from the same field with E > B "
                   "filaments at full resolution, a sky-varying depolarisation and Loop I; calibrated with "
                   "B-purified spectra; SED parameters correlated with intensity"},
-    "synthetic-gaussian": {"version": "1.0", "description": "Gaussian random-field templates under a latitude "
-                           "law (the default before 2.0)"},
+    "synthetic-gaussian": {"version": "1.1", "description": "Gaussian random-field templates under a latitude "
+                           "law (the default before 2.0); 1.1: its dust and synchrotron unchanged, the free-free, "
+                           "AME and CIB it shares with the filamentary sky independent of the resolution"},
 }
 
 GALAXY = {
