@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import inspect
 import os
 from pathlib import Path
 
@@ -78,8 +79,11 @@ def lensing_correction(recipe: Recipe, chain: dict | None = None) -> tuple | Non
         chain = planck.read_chain(cmb["chain_file"])
     centre, step = cosmology.expansion_point(cmb["prior"], cmb["prior_width"], chain)
     lmax, accuracy = 3 * recipe["nside"] - 1, cmb["lens_potential_accuracy"]
+    # the key holds the source of the module that computes it: any change to the CAMB calls or the
+    # expansion makes a new entry (no stale correction after an upgrade of cmbcube or CAMB)
+    source = hashlib.sha256(inspect.getsource(cosmology).encode()).hexdigest()[:16]
     key = repr((CACHE_FORMAT, centre, step, lmax, accuracy, cosmology.REFERENCE_LMAX,
-                cosmology.REFERENCE_MARGIN, camb.__version__))
+                cosmology.REFERENCE_MARGIN, camb.__version__, source))
     path = cache_dir() / "lensing" / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".npy")
     try:
         table = np.load(path)
