@@ -111,6 +111,10 @@ def validate(raw: dict, text: str = "", source: str = "", overrides: tuple | lis
     if data["noise"]["model"] == "variance_maps" and not data["noise"]["variance_dir"]:
         raise RecipeError("noise.variance_dir: required when noise.model is 'variance_maps'")
     check_cluster(data["cluster"], "cluster")
+    level_max = {"blosc-lz4": 9}.get(data["storage"]["compression"], 22)
+    if data["storage"]["level"] > level_max:
+        raise RecipeError(f"storage.level: {data['storage']['level']} is out of range for "
+                          f"{data['storage']['compression']}; use a number from 0 to {level_max}")
     if "cmb" not in data["keep"]:
         data["keep"] = ["cmb"] + data["keep"]
     data["keep"] = [k for k in TRUTH_PRODUCTS if k in data["keep"]]

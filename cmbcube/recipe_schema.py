@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -47,10 +48,19 @@ def _non_negative(path, value):
         raise RecipeError(f"{path}: {value} is negative; use a number >= 0")
 
 
-def _between(lo, hi):
+MAX_BEAM_ARCMIN = 600.0        # 10 degrees: wider than any CMB instrument's beam
+
+
+def _between(lo, hi, lo_open: bool = False):
+    """A check that the value is finite and in [lo, hi] (or (lo, hi] when ``lo_open``): NaN and infinities
+    fail every comparison, so they are refused with the range in the message."""
     def check(path, value):
-        if not lo <= value <= hi:
-            raise RecipeError(f"{path}: {value} is out of range; use a number from {lo} to {hi}")
+        inside = (lo < value if lo_open else lo <= value) and value <= hi
+        if not inside:
+            what = "not a finite number" if value != value or value in (float("inf"), float("-inf")) else \
+                "out of range"
+            raise RecipeError(f"{path}: {value} is {what}; use a number from {lo}{' (excluded)' if lo_open else ''} "
+                              f"to {hi}")
     return check
 
 
@@ -88,8 +98,9 @@ def _beam_overrides(path, value):
         if key not in instrument.FREQS:
             raise RecipeError(f"{path}.{key}: unknown detector; allowed: "
                               f"{', '.join(map(str, instrument.FREQS))}")
-        if isinstance(fwhm, bool) or not isinstance(fwhm, (int, float)) or fwhm < 0:
-            raise RecipeError(f"{path}.{key}: beam FWHM must be a number of arcmin >= 0, got {fwhm!r}")
+        if isinstance(fwhm, bool) or not isinstance(fwhm, (int, float)) or not 0 <= fwhm <= MAX_BEAM_ARCMIN:
+            raise RecipeError(f"{path}.{key}: beam FWHM must be a finite number of arcmin from 0 to "
+                              f"{MAX_BEAM_ARCMIN:g}, got {fwhm!r}")
 
 
 def _pysm_presets(path, value):
@@ -185,7 +196,7 @@ def known_pysm_presets() -> list[str]:
 SCHEMA: dict = {
     "name": F((str,), None, nullable=True, doc="dataset name (required)"),
     "description": F((str,), "", doc="free text"),
-    "seed": F((int,), 0, check=_non_negative, doc="master seed"),
+    "seed": F((int,), 0, check=_between(0, 2 ** 63 - 1), doc="master seed"),
     "nside": F((int,), 32, check=_power_of_two, doc="output HEALPix nside"),
     "sky_nside": F((int,), None, nullable=True, check=_power_of_two,
                    doc="nside of the sky model (default 2 x nside; must be >= 2 x nside)"),
@@ -198,7 +209,7 @@ SCHEMA: dict = {
         "beams": F((str,), "cmb-ml", choices=tuple(instrument.BEAM_PRESETS)),
         "beam_overrides": F((dict,), {}, check=_beam_overrides, doc="{freq: FWHM arcmin}"),
         "pixel_window": F((bool,), True, doc="multiply sky maps by the output pixel window"),
-        "map2alm_iterations": F((int,), 1, check=_non_negative,
+        "map2alm_iterations": F((int,), 1, check=_between(0, 20),
                                 doc="Jacobi iterations of the sky-model analysis (0 is not accurate enough)"),
         "analysis_lmax": F((str,), "pysm3", choices=("pysm3", "sky"),
                            doc="band limit of the sky-model analysis: pysm3's 1.5 x sky_nside, or 3 x sky_nside - 1"),
@@ -208,7 +219,7 @@ SCHEMA: dict = {
     "cmb": {
         "enabled": F((bool,), True),
         "prior": F((str,), "planck2018", choices=("planck2018", "wmap9", "chain", "fixed")),
-        "prior_width": F((int, float), 1.0, check=_non_negative,
+        "prior_width": F((int, float), 1.0, check=_between(0, 10),
                          doc="multiplies the published 1-sigma widths"),
         "chain_file": F((str,), None, nullable=True),
         "lensing": F((str,), "corrected", choices=("corrected", "direct"),
@@ -216,7 +227,7 @@ SCHEMA: dict = {
                          "computed once from CAMB at lmax 3000) or direct (CAMB at lmax 3000 per sim, +~2.5 s)"),
         "lens_potential_accuracy": F((int,), 1, check=_between(1, 8),
                                      doc="CAMB's lens_potential_accuracy of the reference run (1-8)"),
-        "target_beam_arcmin": F((int, float), 0.0, check=_non_negative,
+        "target_beam_arcmin": F((int, float), 0.0, check=_between(0, MAX_BEAM_ARCMIN),
                                 doc="beam of the CMB truth map (0: no beam, CMB-ML's target)"),
     },
     "foregrounds": {
@@ -235,7 +246,7 @@ SCHEMA: dict = {
     },
     "noise": {
         "model": F((str,), "white", choices=("white", "variance_maps", "none")),
-        "scale": F((int, float), 1.0, check=_non_negative, doc="multiplies the noise rms"),
+        "scale": F((int, float), 1.0, check=_between(0, 1000), doc="multiplies the noise rms (0-1000)"),
         "hits": F((str,), "scan", choices=("scan", "uniform")),
         "variance_dir": F((str,), None, nullable=True,
                           doc="directory of {freq}.fits variance maps (II, QQ, UU in native unit^2)"),
@@ -243,14 +254,14 @@ SCHEMA: dict = {
     "keep": F((list,), ["cmb"], check=_list_of(TRUTH_PRODUCTS), doc="truth products to store"),
     "storage": {
         "compression": F((str,), "none", choices=("none", "zstd", "blosc-lz4")),
-        "level": F((int,), 3, check=_non_negative),
+        "level": F((int,), 3, check=_non_negative, doc="compression level: zstd 0-22, blosc-lz4 0-9"),
         "checksum": F((bool,), True, doc="crc32c on every chunk (detects corruption)"),
     },
     "pipeline": {
         "ilc": F((list,), ["nilc", "hilc"], check=_ilc_methods, doc="ILC methods `cmbcube run` applies"),
         "models": F((list,), _default_networks, check=_networks, doc="networks `cmbcube run` trains"),
-        "epochs": F((int,), 30, check=_positive),
-        "f_sky": F((int, float), 0.8, check=_positive, doc="analysis mask sky fraction"),
+        "epochs": F((int,), 30, check=_between(1, 100000)),
+        "f_sky": F((int, float), 0.8, check=_between(0, 1, lo_open=True), doc="analysis mask sky fraction (0-1]"),
         "splits": F((list,), ["test"], check=_list_of(SPLITS, min_len=1), doc="splits predicted and scored"),
     },
     "cluster": {
@@ -319,7 +330,9 @@ def validate_section(raw: dict, schema: dict, prefix: str) -> dict:
         if spec.choices is not None and value not in spec.choices:
             raise RecipeError(f"{path}: {value!r} is not allowed; allowed values: {', '.join(spec.choices)}")
         if spec.check is not None:
-            spec.check(path, value)
+            spec.check(path, value)          # the range checks refuse NaN and infinities, naming the range
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RecipeError(f"{path}: {value} is not a finite number")
         out[key] = value
     return out
 

@@ -43,4 +43,4 @@ from cmbcube.cube.runs import (  # noqa: F401
     run_axis_arrays, run_config, run_epoch, run_index, run_pending, runs_dir, safe_name, set_run_epoch, write_losses,
     write_prediction,
 )
-from cmbcube.cube.info import disk_size, human, summary  # noqa: F401
+from cmbcube.cube.info import disk_size, human, require_store, summary  # noqa: F401

@@ -10,6 +10,20 @@ from cmbcube.cube.store import DROPPED_ATTR, StoreError, is_remote, read_attrs
 from cmbcube.recipe import SPLITS
 
 
+def require_store(path: str) -> dict:
+    """The attributes of the cmbcube store at ``path``; a StoreError (exit 2) that says "no such store" for a
+    missing local path and names what is wrong with a path that is not a cmbcube store, before any stage
+    opens arrays in it."""
+    path = str(path)
+    if not is_remote(path) and not os.path.isdir(path):
+        raise StoreError(f"{path}: no such store (a cmbcube store is the directory `cmbcube simulate --store` "
+                         "or `cmbcube ingest-cmbml --store` made)")
+    attrs = read_attrs(path)
+    if "recipe_hash" not in attrs:
+        raise StoreError(f"{path} is a Zarr store but not a cmbcube store")
+    return attrs
+
+
 def disk_size(path: str) -> int | None:
     if is_remote(path):
         return None

@@ -88,6 +88,7 @@ class ILCReport(StageReport):
 def run(store: str, config: ILCConfig, run_name: str | None = None, splits=("test",), scheduler=None,
         scheduler_file=None, workers=None, progress=None, force_size: bool = False) -> ILCReport:
     from cmbcube.stages import limits
+    cube.require_store(store)
     for split in splits:
         if split not in SPLITS:
             raise needlets.ILCError(f"--split {split!r}: allowed: {', '.join(SPLITS)}")

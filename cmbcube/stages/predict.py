@@ -43,6 +43,7 @@ def predict(store: str, run_name: str, splits=("test",), epoch: int | None = Non
     ``model`` (testing hook): a torch module used instead of the checkpoint's.
     """
     from cmbcube.progress import iterate
+    cube.require_store(store)
     cube.check_run_name(run_name)
     irun = cube.run_index(store, run_name)
     stored = cube.run_config(store, irun)

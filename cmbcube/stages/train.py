@@ -173,6 +173,7 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
           num_workers: int = 0, force_size: bool = False) -> TrainReport:
     import torch
     from cmbcube.progress import Progress
+    cube.require_store(store)
     _check_loss(config)
     if config.epochs < 1 or config.batch_size < 1 or config.repeats < 1:
         raise InputError("--epochs, --batch-size and --repeats must be >= 1")

@@ -1,0 +1,55 @@
+"""Issue 21, items 1, 4 and 6: a mistyped store path is "no such store" (exit 2) in every stage, and every
+numeric recipe field is finite and inside a stated physical range, refused before anything is created
+with a message naming the field and the range."""
+import pytest
+
+from cmbcube.cli import main
+
+
+@pytest.mark.parametrize("argv", [
+    ["ilc", "{store}", "--method", "nilc"],
+    ["analyze", "{store}"],
+    ["train", "{store}", "--model", "cmbnncs-unet5", "--epochs", "1"],
+    ["predict", "{store}", "--run", "cmbnncs-unet5"],
+])
+def test_a_mistyped_store_is_no_such_store(argv, tmp_path, capsys):
+    store = tmp_path / "quickstart.zar"
+    assert main([a.format(store=store) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert "no such store" in err and "Traceback" not in err
+    assert not store.exists()
+
+
+@pytest.mark.parametrize("setting,field,allowed", [
+    ("noise.scale=.inf", "noise.scale", "from 0 to 1000"),
+    ("noise.scale=.nan", "noise.scale", "from 0 to 1000"),
+    ("instrument.beam_overrides.143=.nan", "instrument.beam_overrides.143", "from 0 to 600"),
+    ("cmb.target_beam_arcmin=.nan", "cmb.target_beam_arcmin", "from 0 to 600"),
+    ("cmb.prior_width=.inf", "cmb.prior_width", "from 0 to 10"),
+    ("cmb.lens_potential_accuracy=1000000", "cmb.lens_potential_accuracy", "from 1 to 8"),
+    ("instrument.map2alm_iterations=100000000", "instrument.map2alm_iterations", "from 0 to 20"),
+    ("storage.level=1000", "storage.level", "from 0 to 22"),
+    ("pipeline.f_sky=7", "pipeline.f_sky", "to 1"),
+    ("pipeline.f_sky=0", "pipeline.f_sky", "to 1"),
+    ("foregrounds.shared_structure=-0.5", "foregrounds.shared_structure", "from 0 to 1"),
+])
+def test_numbers_outside_their_range_are_refused(setting, field, allowed, capsys):
+    assert main(["check-recipe", "recipes/quickstart.yaml", "--set", setting]) == 2
+    err = capsys.readouterr().err
+    assert field in err and allowed in err, err
+
+
+def test_blosc_level_is_checked_before_anything_is_computed(tmp_path, capsys):
+    store = tmp_path / "s.zarr"
+    code = main(["simulate", "recipes/quickstart.yaml", "--store", str(store), "--set", "storage.compression=blosc-lz4",
+                 "--set", "storage.level=50", "--scheduler", "synchronous", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "storage.level" in err and "from 0 to 9" in err
+    assert not store.exists()
+
+
+def test_an_infinite_noise_scale_creates_no_store(tmp_path):
+    store = tmp_path / "inf.zarr"
+    assert main(["simulate", "recipes/quickstart.yaml", "--store", str(store), "--set", "noise.scale=.inf",
+                 "--scheduler", "synchronous", "--no-progress"]) == 2
+    assert not store.exists()
