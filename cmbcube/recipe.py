@@ -77,7 +77,12 @@ def _apply_override(raw: dict, assignment: str) -> None:
         if not isinstance(nxt, dict):
             raise RecipeError(f"--set {key}: {part} is not a section")
         node = nxt
-    parsed = yaml.safe_load(value) if value.strip() else None
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as err:
+        problem = str(getattr(err, "problem", None) or err).splitlines()[0]
+        raise RecipeError(f"--set {key}: the value {value[:80]!r} is not valid YAML ({problem}); quote it or "
+                          "write it as in the recipe, e.g. --set 'splits={train: 16, test: 4}'") from None
     node[_maybe_int(parts[-1]) if parts[-2:-1] == ["beam_overrides"] else parts[-1]] = parsed
 
 

@@ -53,3 +53,10 @@ def test_an_infinite_noise_scale_creates_no_store(tmp_path):
     assert main(["simulate", "recipes/quickstart.yaml", "--store", str(store), "--set", "noise.scale=.inf",
                  "--scheduler", "synchronous", "--no-progress"]) == 2
     assert not store.exists()
+
+
+def test_a_malformed_set_value_names_the_key(capsys):
+    """Issue 21, item 10: --set 'splits={train: [1' was a yaml traceback (exit 1)."""
+    assert main(["check-recipe", "recipes/quickstart.yaml", "--set", "splits={train: [1"]) == 2
+    err = capsys.readouterr().err
+    assert "--set splits" in err and "not valid YAML" in err and "Traceback" not in err
