@@ -88,7 +88,12 @@ def run(recipe: Recipe | str, store: str, scheduler: str | None = None, schedule
 
 
 def _run(recipe, store, status, scheduler, scheduler_file, workers, progress) -> SimulateReport:
-    hollow = cube.flagged_without_data(store)       # flagged sims whose obs/cmb files are gone
+    # flagged sims whose data files are gone: every map product the store keeps, and the parameters and
+    # theory when the CMB is on (all-NaN chunks of a CMB-less store are never written, by design)
+    products = ["obs", "cmb"] + (["components"] if cube.component_names(store) else []) + \
+        (["noise"] if cube.has_noise(store) else []) + \
+        (["cosmo_params", "cl_theory"] if recipe["cmb"]["enabled"] else [])
+    hollow = cube.flagged_without_data(store, tuple(products))
     if hollow:
         log.warning("%s: sim_done is set for %d sim(s) whose data files are missing (%s): hand-edited or damaged "
                     "flags; simulating them again (cmbcube verify checks every chunk of every flagged sim)", store,
