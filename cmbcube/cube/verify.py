@@ -70,29 +70,30 @@ class _Layout:
     labels: list | None = None      # (n_inner,) "detector 143, field Q"
 
 
-def _layout(group, name: str, nlead: int) -> _Layout:
+def _layout(group, name: str, nlead: int, names: set) -> _Layout:
     arr = group[name]
     shard = ShardLayout.from_array(arr)
     out = _Layout(name, shard)
     if shard.sharded:
         dims = cube.array_dims(arr)[nlead:]
-        out.labels, shard.required = _inner_labels(group, name, list(zip(dims, shard.grid[nlead:])))
+        out.labels, shard.required = _inner_labels(group, name, list(zip(dims, shard.grid[nlead:])), names)
     return out
 
 
-def _inner_labels(group, name, inner):
-    """Labels and 'must exist' flags of a shard's inner chunks (C order over the inner grid)."""
+def _inner_labels(group, name, inner, names: set):
+    """Labels and 'must exist' flags of a shard's inner chunks (C order over the inner grid); ``names``: the
+    store's arrays whose metadata is readable."""
     import itertools
     values = {}
     for dim, count in inner:
-        if count > 1 and dim in group.array_keys():
+        if count > 1 and dim in names:
             values[dim] = [str(v) for v in np.asarray(group[dim][...])][:count]
     axes = [(dim, count) for dim, count in inner if count > 1]
     labels = []
     for position in itertools.product(*[range(c) for _, c in axes]):
         where = dict(zip([d for d, _ in axes], position))
         labels.append(", ".join(f"{d} {values.get(d, list(range(c)))[where[d]]}" for d, c in axes) or "map")
-    has_field = np.asarray(group["has_field"][...]) if "has_field" in group.array_keys() else None
+    has_field = np.asarray(group["has_field"][...]) if "has_field" in names else None
     dims, grid = [d for d, _ in inner], [c for _, c in inner]
     required = layout.required_maps(name, dims, grid, has_field)
     if required is None:            # nothing known of the pairs: every map of a map product must exist
@@ -195,6 +196,14 @@ def _read_flags(arr, level: str, unit_of) -> tuple[np.ndarray, list[Damage]]:
         return flags, damage
 
 
+def _node_type(meta: Path) -> str | None:
+    """``node_type`` of a zarr.json (None when absent or unreadable: metadata_problems reports that)."""
+    try:
+        return json.loads(meta.read_text()).get("node_type")
+    except (OSError, ValueError):
+        return None
+
+
 def metadata_problems(path: str) -> list[Damage]:
     """Array metadata that does not parse, consolidated metadata out of date, an interrupted drop."""
     import zarr
@@ -238,7 +247,9 @@ def verify(path: str, products=None, clear: bool = False, workers: int | None = 
     every = layout.unit_products()                  # from the product table, read now
     run_level = {flag: layout.unit_products(flag) for flag in ("pred_done", "analysis_done")}
     group = cube.fresh_group(path)
-    names = set(group.array_keys())
+    # arrays whose own zarr.json does not parse are reported by metadata_problems and never opened (listing
+    # the group's members would parse them all and fail on the first)
+    names = {entry.name for entry in Path(path).iterdir() if _node_type(entry / "zarr.json") == "array"}
     if products:
         unknown = [p for p in products if p not in every]
         if unknown:
@@ -254,8 +265,8 @@ def verify(path: str, products=None, clear: bool = False, workers: int | None = 
     pred_products = [p for p in wanted if p in run_level["pred_done"] and "pred_done" in names]
     ana_products = [p for p in wanted if p in run_level["analysis_done"] and "analysis_done" in names]
     arrays = {name: group[name] for name in sim_products + pred_products + ana_products}
-    layouts = {name: _layout(group, name, 3 if name in run_level["pred_done"] + run_level["analysis_done"] else 2)
-               for name in arrays}
+    layouts = {name: _layout(group, name, 3 if name in run_level["pred_done"] + run_level["analysis_done"] else 2,
+                             names) for name in arrays}
     report.unchecked_checksums = sorted(n for n, lay in layouts.items() if not lay.shard.checksum)
 
     jobs = []                                  # (level, unit, leading, products)
