@@ -55,15 +55,25 @@ def dry_run(args) -> int:
     if args.command in ("simulate", "run"):
         from cmbcube.recipe import load
         recipe = load(args.recipe, args.overrides)
+        from cmbcube.stages import limits
+        from cmbcube.stages.simulate import preflight
         nsims = sum(recipe.splits.values())
+        pending = None
         if os.path.exists(args.store):
-            done = cube.finished(args.store) if cube.holds_recipe(args.store, recipe) else None
-            state = (f"existing store, {done} of {nsims} sims done" if done is not None
-                     else "exists with another recipe: the run would be refused")
+            if not cube.holds_recipe(args.store, recipe):
+                raise cube.StoreError(f"dry run: {args.store} exists with another recipe: the {args.command} "
+                                      "would be refused; use a new --store path")
+            done = cube.finished(args.store)
+            pending = len(cube.pending(args.store))
+            state = f"existing store, {done} of {nsims} sims done"
         else:
             state = "would be created"
         print(f"dry run: {args.command} recipe {recipe.name} ({nsims} sims, nside {recipe['nside']}) into "
               f"{args.store} ({state})")
+        # every check the real run makes before it starts anything: sizes, memory, input files
+        limits.check_simulate(recipe, args.store, args.scheduler, args.scheduler_file, args.workers,
+                              getattr(args, "force_size", False), pending)
+        preflight(recipe)
     else:
         recipe = cube.store_recipe(args.store)
         print(f"dry run: {args.command} on {args.store} (recipe {recipe.name}, nside {recipe['nside']})")

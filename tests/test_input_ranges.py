@@ -60,3 +60,19 @@ def test_a_malformed_set_value_names_the_key(capsys):
     assert main(["check-recipe", "recipes/quickstart.yaml", "--set", "splits={train: [1"]) == 2
     err = capsys.readouterr().err
     assert "--set splits" in err and "not valid YAML" in err and "Traceback" not in err
+
+
+def test_a_dry_run_refuses_what_the_run_would_refuse(tmp_path, capsys):
+    """Issue 21, item 3: --dry-run ran none of the real run's checks (a run the real one refuses exited 0).
+    Now a plan over the caps exits 2 naming the problem, and a store of another recipe exits 2; nothing
+    is created either way."""
+    store = tmp_path / "big.zarr"
+    assert main(["run", "recipes/quickstart.yaml", "--store", str(store), "--set", "splits.train=1000000000",
+                 "--dry-run"]) == 2
+    assert "refused" in capsys.readouterr().err and not store.exists()
+    other = tmp_path / "other.zarr"
+    assert main(["simulate", "recipes/quickstart.yaml", "--store", str(other), "--set", "nside=8",
+                 "--set", "splits={train: 1}", "--scheduler", "synchronous", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["simulate", "recipes/quickstart.yaml", "--store", str(other), "--dry-run"]) == 2
+    assert "another recipe" in capsys.readouterr().err
