@@ -88,8 +88,8 @@ def run(store: str, runs="all", splits=("test",), f_sky: float = 0.8, mask_file:
     ``pseudo-fast``; one store holds one estimator's spectra (checked before anything is written)."""
     from cmbcube import cube
     from cmbcube.stages import limits
+    ss.check_estimator(estimator)           # before the store: the estimator is wrong whatever the store
     cube.require_store(store)
-    ss.check_estimator(estimator)
     names = analysis_io.run_names(store)
     wanted = names if runs in ("all", None) else list(runs)
     unknown = [r for r in wanted if r not in names]
