@@ -76,3 +76,19 @@ def test_a_dry_run_refuses_what_the_run_would_refuse(tmp_path, capsys):
     capsys.readouterr()
     assert main(["simulate", "recipes/quickstart.yaml", "--store", str(other), "--dry-run"]) == 2
     assert "another recipe" in capsys.readouterr().err
+
+
+def test_view_names_a_wrong_detector_or_run_as_wrong_not_missing(tmp_path, capsys):
+    """Issue 21, item 12: `view --detector 150` and `--run nosuch` said the option was "required" although
+    it was given."""
+    store = tmp_path / "v.zarr"
+    assert main(["simulate", "recipes/quickstart.yaml", "--store", str(store), "--set", "nside=8",
+                 "--set", "splits={train: 1}", "--scheduler", "synchronous", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["view", str(store), "--detector", "150", "--split", "train", "--out", str(tmp_path / "a.png")]) == 2
+    err = capsys.readouterr().err
+    assert "--detector 150: not a detector of this store" in err and "required" not in err
+    assert main(["view", str(store), "--product", "pred", "--run", "nosuch", "--split", "train",
+                 "--out", str(tmp_path / "b.png")]) == 2
+    err = capsys.readouterr().err
+    assert "--run 'nosuch': not a run of this store" in err and "required" not in err

@@ -18,7 +18,9 @@ def select(ds, product: str, split: str, sim: int, field: str, detector=None, ru
     base = dict(split=split, sim=sim, field=field)
     if product in ("obs", "noise") or ("component" in ds.coords and product in ds.component.values):
         if detector is None or detector not in ds.detector.values:
-            raise InputError(f"--detector: required for {product}; allowed: {', '.join(map(str, ds.detector.values))}")
+            what = f"--detector: required for {product}" if detector is None else \
+                f"--detector {detector}: not a detector of this store"
+            raise InputError(f"{what}; allowed: {', '.join(map(str, ds.detector.values))}")
         unit = str(ds.unit.sel(detector=detector).values)
         if product in ("obs", "noise"):
             if product not in ds:
@@ -32,7 +34,8 @@ def select(ds, product: str, split: str, sim: int, field: str, detector=None, ru
     if product == "pred":
         runs = list(ds.run.values) if "run" in ds.coords else []
         if run not in runs:
-            raise InputError(f"--run: required for pred; allowed: {', '.join(runs) or '(no runs yet)'}")
+            what = "--run: required for pred" if run is None else f"--run {run!r}: not a run of this store"
+            raise InputError(f"{what}; allowed: {', '.join(runs) or '(no runs yet)'}")
         return ds.pred.sel(run=run, **base).values, f"{run} prediction {field}, {split} sim {sim}"
     allowed = ["obs", "cmb", "pred", "noise"] + (list(ds.component.values) if "component" in ds.coords else [])
     raise InputError(f"--product {product!r}: allowed: {', '.join(allowed)}")
