@@ -68,11 +68,14 @@ PLANCK = {
 
 def component_maps(name: str, nside: int, seed: int = 0, sim: int = 0, model: str = "synthetic",
                    freq_ghz: float = 353.0, unit: str = "uK_CMB", split: str = "train",
-                   shared_structure: float = 1.0) -> np.ndarray:
+                   shared_structure: float = 1.0, vary: str = "per_sim") -> np.ndarray:
     """(3, npix) I, Q, U (RING) of one synthetic component of (``split``, ``sim``) at ``freq_ghz`` (delta
-    bandpass, no beam), with the seeds the simulator uses."""
-    models = foregrounds.synthetic_sky([name], nside, *seeds.foreground_streams(seed, split, sim), model,
-                                       shared_structure)
+    bandpass, no beam), with the seeds the simulator uses (``vary: fixed``: its one sky, central SEDs)."""
+    if vary == "fixed":
+        streams = (lambda n: seeds.rng(seed, "fixed", 0, "foreground-" + n), lambda n: None)
+    else:
+        streams = seeds.foreground_streams(seed, split, sim)
+    models = foregrounds.synthetic_sky([name], nside, *streams, model, shared_structure)
     return foregrounds.emission(models[name], freq_ghz, 3, instrument.unit_factor(freq_ghz, "uK_RJ", unit))
 
 
