@@ -268,10 +268,14 @@ def validate(args) -> int:
     from pathlib import Path
 
     from cmbcube.stages import validate as stage
+    out = Path(args.out) if args.out else None
+    if out is not None and (out.is_dir() or not out.parent.is_dir()):      # checked before the work
+        raise InputError(f"--out {args.out}: " + ("is a directory; name a file" if out.is_dir()
+                                                  else f"no such directory {out.parent}"))
     report = stage.run(args.store, args.sims, galaxy=not args.no_galaxy)
     print(report.text())
-    if args.out:
-        Path(args.out).write_text(report.to_json() + "\n")
+    if out is not None:
+        out.write_text(report.to_json() + "\n")
     return 1 if report.failed else 0
 
 

@@ -57,9 +57,12 @@ def test_a_store_with_the_old_lensing_defect_fails(store, tmp_path):
     assert main(["validate", bad, "--sims", "1", "--no-galaxy"]) == 1
 
 
-def test_bad_input_exits_2(tmp_path):
+def test_bad_input_exits_2(store, tmp_path):
     assert main(["validate", str(tmp_path / "nowhere.zarr")]) == 2
     assert not (tmp_path / "nowhere.zarr").exists()
+    assert main(["validate", store, "--out", str(tmp_path)]) == 2                      # a directory
+    assert main(["validate", store, "--out", str(tmp_path / "no" / "x.json")]) == 2    # no such directory
+    assert main(["validate", store, "--sims", "0"]) == 2
 
 
 def test_rows_regenerated_for_another_sky_version_are_not_judged(store, tmp_path):
