@@ -258,6 +258,8 @@ def test_slurm_example_recipe_validates_and_dry_run_prints_its_job_script(tmp_pa
                  *(f"#SBATCH {d}" for d in sl["job_extra_directives"]), *sl["job_script_prologue"],
                  "export NUMBA_NUM_THREADS=", "distributed.cli.dask_worker tcp://SCHEDULER-ADDRESS:8786"):
         assert line in script, line
+    # the workers start with the python the prologue's venv provides, not this machine's absolute path
+    assert f"\n{sl['python']} -m distributed.cli.dask_worker" in script
     processes = sl["processes"] or sl["cores"] // r["cluster"]["threads_per_worker"]
     assert f"--nworkers {processes}" in script and f"submit {sl['jobs']} SLURM job(s)" in out
     assert f"#SBATCH -o {sl['log_directory']}/{sl['job_name']}-%J.out" in script
