@@ -142,6 +142,8 @@ def damage(kind: str, store: str):
 
 def first_line(text: str) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    if lines and lines[0].startswith("usage:"):         # argparse: the error is on its last line
+        lines = [ln for ln in lines if ": error: " in ln] or lines
     tail = [ln for ln in lines if not ln.startswith(("warnings.warn", "/"))]
     line = (tail or lines or ["(nothing)"])[0]
     return line if len(line) <= 150 else line[:147] + "..."
@@ -160,7 +162,7 @@ def run_case(case: Case, base: str, recipe: str, scratch: Path) -> dict:
     args = [a.replace("{S}", store).replace("{R}", recipe).replace("{T}", str(work)) for a in case.argv]
     args = [str(ROOT / a) if a.startswith("recipes/") else a for a in args]     # the repository's recipes
     if case.argv[0] in ("simulate", "check-recipe", "run") and "{R}" in case.argv:
-        args += TINY[:2] + TINY[2:4]                     # the tiny shape; cluster left to the case
+        args = args[:2] + TINY[:4] + args[2:]            # the tiny shape first: the case's --set win
     prefix = case.prefix
     if prefix and shutil.which(prefix[0]) is None:
         return dict(case=case, code=None, line=f"skipped: {prefix[0]} not found", traceback=False, same=True,
