@@ -40,3 +40,32 @@ def test_every_option_of_every_command_has_a_help_text():
     silent = [f"{cmd} {opt}" for cmd, opt, text in options if not (text or "").strip() or text == argparse.SUPPRESS]
     assert not silent, "options without a help text: " + ", ".join(silent)
 
+
+# ------------------------------------------------------------------------------------------------ assets
+def _rows(text):
+    return [line.split()[:2] for line in text.splitlines()[2:] if line.startswith("  ") and
+            line.split()[0] in ("present", "missing", "absent")]
+
+
+def test_assets_keeps_optional_files_apart_from_needed_ones(tmp_path, monkeypatch):
+    monkeypatch.delenv("PYSM_LOCAL_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    quick = load(str(ROOT / "recipes" / "quickstart.yaml"))      # embedded synthetic sky: needs no file
+    text = assets.format_listing(quick, assets.list_assets(quick))
+    rows = _rows(text)
+    assert len(rows) >= 2 and all(row == ["absent", "optional"] for row in rows), rows
+    assert "missing" not in text and "needs no external file" in text
+    assert f"{len(rows)} optional file(s) not here" in text and "pysm3 templates" in text and "mask" in text
+    # a recipe needing a chain file that is not there: the needed one is missing, the optional ones stay apart
+    chain = load(str(ROOT / "recipes" / "quickstart.yaml"),
+                 ["cmb.prior=chain", f"cmb.chain_file={tmp_path / 'chain.txt'}"])
+    listed = assets.list_assets(chain)
+    text = assets.format_listing(chain, listed)
+    assert ["missing", "yes"] in _rows(text)
+    said = assets.summary(chain, listed)
+    assert said.startswith("1 of 1 needed file(s) missing (cosmology chain); ") and "present" not in said
+    assert said in text and "optional file(s) not here" in said
+    (tmp_path / "chain.txt").write_text("H0 ombh2 omch2 ns tau logA\n")
+    text = assets.format_listing(chain, assets.list_assets(chain))
+    assert "all 1 needed file(s) present" in text and "missing" not in text
+
