@@ -69,3 +69,31 @@ def test_assets_keeps_optional_files_apart_from_needed_ones(tmp_path, monkeypatc
     text = assets.format_listing(chain, assets.list_assets(chain))
     assert "all 1 needed file(s) present" in text and "missing" not in text
 
+
+# ------------------------------------------------------------------------------------------------ LaTeX
+def _bare_specials(tex: str) -> list[str]:
+    """Characters LaTeX would read as syntax in text: _ ^ % # $ outside $...$ and not escaped, & inside a cell."""
+    found = []
+    for line in tex.splitlines():
+        text = re.sub(r"\$[^$]*\$", "", re.sub(r"\\[\\_%#$&{}]", "", line))    # drop escapes, then math
+        for char in "_^%#$":
+            if char in text:
+                found.append(f"{char} in {line!r}")
+    return found
+
+
+def test_latex_tables_escape_every_caption_header_and_cell(tmp_path):
+    row = {"run": "net_v2 50%", "method": "patch-unet", "sims": 2}
+    row.update({m: (0.5, 0.1) for m in METRICS})
+    caption = "test split, field I, common beam 20.6 arcmin (map metrics in uK_CMB, PSNR in dB)"
+    report.write_tables([row], tmp_path, "t", caption, report_figures.metric_units(None))
+    tex = (tmp_path / "t.tex").read_text()
+    assert r"\caption{test split, field I, common beam 20.6 arcmin (map metrics in uK\_CMB, PSNR in dB)}" in tex
+    assert r"MSE [uK\_CMB$^{2}$]" in tex and r"R$^{2}$" in tex
+    assert r"net\_v2 50\% (patch-unet) & " in tex
+    assert not _bare_specials(tex), _bare_specials(tex)
+    assert tex.count("{") == tex.count("}") - tex.count(r"\}") + tex.count(r"\{")
+    assert report.latex_escape("uK_CMB 5% & #1 $") == r"uK\_CMB 5\% \& \#1 \$"
+    body = [ln for ln in tex.splitlines() if ln.endswith("\\\\")]
+    assert all(ln.count(" & ") == len(report.TABLE_METRICS) for ln in body)        # one & per column, none in cells
+

@@ -54,6 +54,26 @@ def _fmt(mean, std):
     return f"{mean:.{digits}f} +- {std:.{digits}f}"
 
 
+# LaTeX's special characters in text mode and what typesets each as itself
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+          "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    r"""``text`` typeset literally by LaTeX (text mode): ``uK_CMB`` -> ``uK\_CMB``, ``50%`` -> ``50\%``."""
+    return "".join(_LATEX.get(c, c) for c in str(text))
+
+
+def _latex_header(header: str) -> str:
+    r"""A column header with its unit's powers as superscripts: ``MSE [uK_CMB^2]`` -> ``MSE [uK\_CMB$^{2}$]``."""
+    parts = str(header).split("^")
+    out = latex_escape(parts[0])
+    for part in parts[1:]:
+        power = len(part) - len(part.lstrip("0123456789"))
+        out += (f"$^{{{part[:power]}}}$" if power else latex_escape("^")) + latex_escape(part[power:])
+    return out
+
+
 def write_tables(rows, out: Path, stem: str, caption: str, units: dict | None = None) -> list[Path]:
     units = metric_units(None) if units is None else units
     md = [f"**{caption}**", "", "| run | sims | " + " | ".join(metric_header(m, units) for m in TABLE_METRICS) + " |",
@@ -62,13 +82,15 @@ def write_tables(rows, out: Path, stem: str, caption: str, units: dict | None = 
         md.append(f"| {_run_label(row)} | {row['sims']} | " + " | ".join(_fmt(*row[m]) for m in TABLE_METRICS) + " |")
     (out / f"{stem}.md").write_text("\n".join(md) + "\n")
     _write_csv(out / f"{stem}.csv", rows, TABLE_METRICS)
-    tex = ["\\begin{table}", "\\centering", f"\\caption{{{caption}}}",
+    # every caption, header and cell through latex_escape (units such as uK_CMB, run names with _ or %)
+    tex = ["\\begin{table}", "\\centering", f"\\caption{{{latex_escape(caption)}}}",
            "\\begin{tabular}{l" + "c" * len(TABLE_METRICS) + "}", "\\hline",
-           "Run & " + " & ".join(metric_header(m, units).replace("^2", "$^2$").replace("_", "\\_")
-                                 for m in TABLE_METRICS) + " \\\\", "\\hline"]
+           "Run & " + " & ".join(_latex_header(metric_header(m, units)) for m in TABLE_METRICS) + " \\\\",
+           "\\hline"]
     for row in rows:
-        tex.append(_run_label(row).replace("_", "\\_") + " & " + " & ".join(
-            _fmt(*row[m]).replace("+-", "$\\pm$") for m in TABLE_METRICS) + " \\\\")
+        tex.append(latex_escape(_run_label(row)) + " & " + " & ".join(
+            " $\\pm$ ".join(latex_escape(x) for x in _fmt(*row[m]).split(" +- ")) for m in TABLE_METRICS)
+            + " \\\\")
     tex += ["\\hline", "\\end{tabular}", "\\end{table}"]
     (out / f"{stem}.tex").write_text("\n".join(tex) + "\n")
     return [out / f"{stem}.{ext}" for ext in ("md", "csv", "tex")]
