@@ -97,3 +97,62 @@ def test_latex_tables_escape_every_caption_header_and_cell(tmp_path):
     body = [ln for ln in tex.splitlines() if ln.endswith("\\\\")]
     assert all(ln.count(" & ") == len(report.TABLE_METRICS) for ln in body)        # one & per column, none in cells
 
+
+# ------------------------------------------------------------------------------------------------ map figures
+@pytest.fixture(scope="module")
+def two_runs():
+    """A small analysed-looking dataset: one truth, a good and a bad run (residuals 1 and 10 uK), a mask."""
+    import healpy as hp
+    nside = 16
+    npix = hp.nside2npix(nside)
+    rng = np.random.default_rng(3)
+    truth = rng.normal(0.0, 100.0, (1, 1, 1, npix))
+    pred = np.stack([truth + rng.normal(0.0, s, truth.shape) for s in (1.0, 10.0)])
+    theta, _ = hp.pix2ang(nside, np.arange(npix), nest=True)
+    mask = (np.abs(np.pi / 2 - theta) > np.radians(20)).astype(np.uint8)          # the Galactic plane cut
+    pred[:, ..., mask == 0] += 500.0                                              # foregrounds left there
+    ds = xr.Dataset(
+        {"cmb": (("split", "sim", "field", "pixel"), truth, {"units": "uK_CMB", "beam_fwhm_arcmin": 0.0}),
+         "pred": (("run", "split", "sim", "field", "pixel"), pred),
+         "run_beam_fwhm_arcmin": (("run",), [0.0, 0.0]), "mask": (("pixel",), mask)},
+        coords={"run": ["good", "bad"], "split": ["test"], "sim": [0], "field": ["I"]}, attrs={"nside": nside})
+    return ds, mask
+
+
+def test_residual_maps_of_every_run_share_one_colour_range_and_show_the_mask(two_runs):
+    ds, mask = two_runs
+    figs = {run: report_figures.map_figure(ds, run, "test", 0, "I", None) for run in ("good", "bad")}
+    resid = {run: [im for ax in fig.axes for im in ax.get_images()][2] for run, fig in figs.items()}
+    limits = {run: im.get_clim() for run, im in resid.items()}
+    assert limits["good"] == limits["bad"] and limits["bad"][0] == -limits["bad"][1]       # one symmetric scale
+    kept = np.ma.compressed(resid["bad"].get_array())
+    assert limits["bad"][1] >= np.percentile(np.abs(kept), 99)                 # the worse run's residual fits
+    assert limits["bad"][1] < 100                                              # the masked plane (500) set nothing
+    for fig in figs.values():
+        maps = [ax for ax in fig.axes if ax.get_images()]
+        assert all(ax.collections for ax in maps)                              # the mask's outline on every map
+        image = maps[2].get_images()[0]
+        assert image.get_cmap().get_bad()[:3] == pytest.approx(report_figures.MASKED_GREY[:3])
+        inside = np.isfinite(np.ma.getdata(image.get_array()))                 # in the ellipse (-inf outside)
+        grey = np.ma.getmaskarray(image.get_array()) & inside
+        assert 0.25 < grey.sum() / inside.sum() < 0.45                         # the masked ~34% of the sky
+    assert 0.25 < 1 - mask.mean() < 0.45
+
+
+def test_box_plots_draw_every_sim_as_a_point():
+    runs, sims = ["nilc", "net"], 4
+    rng = np.random.default_rng(0)
+    values = rng.normal(10.0, 2.0, (2, 1, sims, 1, 1, 3))
+    ds = xr.Dataset({"metrics": (("run", "split", "sim", "beam", "field", "metric"), values),
+                     "analysis_done": (("run", "split", "sim"), np.ones((2, 1, sims), dtype=np.uint8)),
+                     "cmb": (("pixel",), np.zeros(1), {"units": "uK_CMB"})},
+                    coords={"run": runs, "split": ["test"], "sim": np.arange(sims), "beam": [20.6], "field": ["I"],
+                            "metric": ["mae", "rmse", "psnr"]})
+    fig = report_figures.distribution_figure(ds, "test", "I", 20.6, None)
+    for m, ax in enumerate(fig.axes):
+        points = [(x, y) for line in ax.get_lines() if line.get_marker() not in ("None", "", " ", None)
+                  for x, y in zip(line.get_xdata(), line.get_ydata())]
+        for r in range(len(runs)):
+            ys = sorted(y for x, y in points if abs(x - (r + 1)) < 0.4)
+            assert ys == pytest.approx(sorted(values[r, 0, :, 0, 0, m])), (ax.get_title(), r)
+

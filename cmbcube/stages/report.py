@@ -12,8 +12,9 @@ import numpy as np
 from cmbcube import cube
 from cmbcube.errors import InputError
 from cmbcube.science.metrics import BEAMS, COVERAGE, GAUSSIAN_COVERAGE, METRICS
-from cmbcube.stages.report_figures import (LABELS, common_map_beam, distribution_figure, map_figure,
-                                           metric_header, metric_units, spectrum_figure)
+from cmbcube.stages.report_figures import (LABELS, common_map_beam, distribution_figure,
+                                           map_figure, metric_header, metric_units, residual_limit,
+                                           spectrum_figure)
 
 TABLE_METRICS = tuple(m for m in METRICS if m not in COVERAGE)     # calibration has its own table
 
@@ -308,12 +309,17 @@ def build(store: str, out_dir: str, split: str = "test", sims=(0,)) -> Path:
     figures = []
     done = ds.analysis_done.sel(split=split).values.astype(bool)
     map_beam = common_map_beam(ds)
+    runs = [str(run) for run in ds.run.values]
+    rlims = {sim: residual_limit(ds, [run for r, run in enumerate(runs) if done[r, sim]], split, sim, field, map_beam)
+             for sim in sims if sim < done.shape[1] and done[:, sim].any()}     # one scale for every run shown
     for r, run in enumerate(ds.run.values):
         for sim in sims:
             if sim < done.shape[1] and done[r, sim]:
                 name = f"map_{cube.safe_name(run)}_{split}_{sim:04d}_{field}.png"   # run names come from the store
-                map_figure(ds, str(run), split, sim, field, out / name, map_beam)
-                figures.append((f"truth / {run} / residual, {split} sim {sim}, all at {map_beam:g}' ({unit})", name))
+                map_figure(ds, str(run), split, sim, field, out / name, map_beam, rlims[sim])
+                figures.append((f"truth / {run} / residual, {split} sim {sim}, all at {map_beam:g}' ({unit}; "
+                                f"residual colours shared by every run; analysis mask outlined, grey in the "
+                                f"residual)", name))
     spectrum_figure(ds, split, out / f"spectra_TT_{split}.png", out / f"residual_spectra_TT_{split}.png")
     figures += [("D_ell of truth, predictions and theory (beams deconvolved, f_sky "
                  f"{float(ds.mask.mean()):.2f})", f"spectra_TT_{split}.png"),
