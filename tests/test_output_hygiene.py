@@ -156,3 +156,28 @@ def test_box_plots_draw_every_sim_as_a_point():
             ys = sorted(y for x, y in points if abs(x - (r + 1)) < 0.4)
             assert ys == pytest.approx(sorted(values[r, 0, :, 0, 0, m])), (ax.get_title(), r)
 
+
+# ------------------------------------------------------------------------------------------------ sky statistics
+def test_sky_statistics_give_545_857_in_mjy_per_sr_and_label_the_ringing_below_zero(tiny_store):
+    ds = cmbcube.open(tiny_store)
+    text = report.component_table(ds, "test")
+    rows = {tuple(cells[:3]): cells for cells in
+            ([c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| "))}
+    header = rows[("component", "detector [GHz]", "field")]
+    assert header[-1] == "< 0" and header[3] == "unit"
+    for det in ("545", "857"):
+        assert {cells[3] for key, cells in rows.items() if key[1] == det} == {"MJy/sr"}
+    assert rows[("dust", "353", "I")][3] == "uK_CMB"
+    # the same numbers, converted with the store's band: Planck's 857 GHz coefficient is 2.27 MJy/sr per K_CMB
+    band = {d.freq: d for d in from_store_attrs(ds.attrs).detectors()}[857]
+    factor = instrument.band_unit_factor(band, "uK_CMB", "MJy/sr")
+    assert factor == pytest.approx(2.268e-6, rel=0.01)
+    dust = ds.components.sel(split="test", component="dust", detector=857, field="I").isel(sim=0).values
+    assert float(rows[("dust", "857", "I")][6]) == pytest.approx(float(np.median(dust)) * factor, rel=6e-3)
+    assert float(rows[("dust", "857", "I")][8]) < 1e4                          # not 1e8 uK_CMB
+    # negative pixels of positive components are counted and explained as the band limit's ringing
+    assert f"ell_max = 3 nside - 1 = {3 * int(ds.attrs['nside']) - 1}" in text and "ringing" in text
+    below = float(rows[("radio", "30", "I")][-1].rstrip("%"))
+    assert below == pytest.approx(100 * np.mean(ds.components.sel(split="test", component="radio", detector=30,
+                                                                  field="I").isel(sim=0).values < 0), abs=0.05)
+
