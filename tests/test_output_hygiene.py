@@ -181,3 +181,39 @@ def test_sky_statistics_give_545_857_in_mjy_per_sr_and_label_the_ringing_below_z
     assert below == pytest.approx(100 * np.mean(ds.components.sel(split="test", component="radio", detector=30,
                                                                   field="I").isel(sim=0).values < 0), abs=0.05)
 
+
+# ------------------------------------------------------------------------------------------------ view
+def test_view_writes_next_to_the_store_not_into_the_current_directory(tiny_store, tmp_path, monkeypatch, capsys):
+    import healpy as hp
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    views = Path(tiny_store + ".views")
+    drawn = {}
+    gnomview = hp.gnomview
+
+    def spy(*args, **kwargs):
+        drawn.update(kwargs)
+        return gnomview(*args, **kwargs)
+
+    monkeypatch.setattr(hp, "gnomview", spy)
+    try:
+        assert cli.main(["view", tiny_store, "--product", "radio", "--detector", "30", "--rot", "30,40"]) == 0
+        written = Path(capsys.readouterr().out.strip())
+        assert written.parent == views and written.is_file() and written.stat().st_size > 1000
+        assert not list(cwd.iterdir())                                         # nothing in the current directory
+        assert drawn["cmap"] == "viridis" and drawn["min"] >= 0                # positive: sequential, from 0
+        radio = cmbcube.open(tiny_store).components.sel(split="test", component="radio", detector=30,
+                                                        field="I").isel(sim=0).values
+        assert (radio < 0).mean() > 0.01                                       # though ringing dips below 0
+        out = tmp_path / "figs"
+        out.mkdir()
+        assert cli.main(["view", tiny_store, "--product", "cmb", "--out", str(out)]) == 0
+        assert Path(capsys.readouterr().out.strip()) == out / "cmb_I_test_0000.png"
+        assert (out / "cmb_I_test_0000.png").is_file() and not list(cwd.iterdir())
+        with pytest.raises(InputError, match="no such directory"):
+            view.output_path(tiny_store, "x.png", str(tmp_path / "nowhere" / "x.png"))
+        assert cli.main(["view", tiny_store, "--product", "cmb", "--out", str(tmp_path / "x.txt")]) == 2
+        assert "allowed suffixes: .png" in capsys.readouterr().err
+    finally:
+        shutil.rmtree(views, ignore_errors=True)
