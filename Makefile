@@ -28,4 +28,4 @@ pymaster:
 	bash tools/install_pymaster.sh $(BIN)/python
 
 clean:
-	rm -rf quickstart.zarr quickstart.zarr.runs quickstart.zarr.namaster quickstart.report .pytest_cache
+	rm -rf quickstart.zarr quickstart.zarr.runs quickstart.zarr.namaster quickstart.zarr.views quickstart.report .pytest_cache

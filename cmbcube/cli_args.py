@@ -36,17 +36,19 @@ def simulate(p) -> None:
 
 
 def preprocess(p) -> None:
-    p.add_argument("store")
+    p.add_argument("store", help="path of the Zarr store")
     p.add_argument("--split", default="train", help="split the statistics describe (default train)")
     p.add_argument("--force", action="store_true", help="recompute even if up to date")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     cluster(p)
 
 
 def ilc(p) -> None:
     from cmbcube.science.ilc import METHODS
-    p.add_argument("store")
-    p.add_argument("--method", choices=METHODS.names(), default="nilc")
+    p.add_argument("store", help="path of the Zarr store")
+    p.add_argument("--method", choices=METHODS.names(), default="nilc",
+                   help="nilc: needlet ILC, weights per needlet scale and pixel; hilc: harmonic ILC, weights per "
+                        "multipole bin (default nilc)")
     p.add_argument("--run", help="run name (default: the method's name)")
     p.add_argument("--split", default="test", help="split(s), comma-separated (default test)")
     p.add_argument("--detectors", help="comma-separated GHz (default CMB-ML's 44-857)")
@@ -54,25 +56,30 @@ def ilc(p) -> None:
     p.add_argument("--peaks", help="cosine needlet peaks, comma-separated (default: CMB-ML's, scaled to the nside)")
     p.add_argument("--gaussian-fwhms", help="Gaussian needlets instead: decreasing FWHMs in arcmin")
     p.add_argument("--common-beam", type=float, default=20.6, help="output beam FWHM, arcmin (default 20.6)")
-    p.add_argument("--bias-tolerance", type=float, default=1e-3)
+    p.add_argument("--bias-tolerance", type=float, default=1e-3,
+                   help="NILC: largest relative ILC bias accepted; sets the smoothing of the needlet covariances "
+                        "(smaller: wider smoothing, fewer local weights; > 0, default 1e-3)")
     from cmbcube.science.foregrounds import COMPONENTS
     nullable = [name for name, c in COMPONENTS.items() if c.sed is not None]
     p.add_argument("--deproject", help=f"SEDs to null, comma-separated: {', '.join(nullable)}")
     p.add_argument("--bin-width", type=int, default=50, help="HILC multipole bin width (default 50)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     force_size(p, "the predictions' size or a task's memory exceed the free disk or the workers' memory limit")
     cluster(p)
 
 
 def train(p) -> None:
-    p.add_argument("store")
+    p.add_argument("store", help="path of the Zarr store (preprocessed, with finished train and valid sims)")
     p.add_argument("--model", default=networks_default, help=networks_help())
     p.add_argument("--run", help="run name (default: the model's name)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
+    p.add_argument("--epochs", type=int, help="passes over the training skies (default 10)")
+    p.add_argument("--batch-size", type=int, help="samples per optimiser step (default: the model's; cmbNNCS 12, "
+                                                  "patch-unet 16, petroff 1)")
     p.add_argument("--repeats", type=int, help="optimiser steps per batch (cmbNNCS: 3)")
-    p.add_argument("--lr-start", type=float)
-    p.add_argument("--lr-end", type=float)
+    p.add_argument("--lr-start", type=float, help="Adam learning rate at the first step (default: the model's; "
+                                                  "cmbNNCS 0.1)")
+    p.add_argument("--lr-end", type=float, help="learning rate at the last step; it falls geometrically from "
+                                                "--lr-start (default: the model's; cmbNNCS 1e-6)")
     p.add_argument("--loss", choices=LOSSES, help="heteroscedastic: petroff (its default)")
     p.add_argument("--detectors", help="input detectors, comma-separated (default 100,143,217,353)")
     p.add_argument("--fields", help="fields of inputs and target, comma-separated (default I)")
@@ -82,73 +89,79 @@ def train(p) -> None:
     p.add_argument("--patch-side", type=int, help="patch UNet: patch side in pixels (power of two)")
     p.add_argument("--train-sims", type=int, help="use only the first N train sims")
     p.add_argument("--grad-clip", type=float, metavar="NORM", help="clip the gradient norm (petroff default: 10)")
-    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--checkpoint-every", type=int, metavar="N",
+                   help="write a checkpoint every N epochs (and after the last; default 1)")
     p.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE epochs without "
                                                                           "validation improvement")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=int, help="torch seed of the weights' initialisation and the batch order "
+                                            "(default 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.add_argument("--deterministic", action="store_true", help="torch deterministic algorithms")
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     force_size(p, "the run's checkpoints exceed the free disk next to the store")
 
 
 def predict(p) -> None:
-    p.add_argument("store")
-    p.add_argument("--run", required=True)
+    p.add_argument("store", help="path of the Zarr store")
+    p.add_argument("--run", required=True, help="name of the trained run whose checkpoint predicts")
     p.add_argument("--split", default="test", help="split(s), comma-separated (default test)")
     p.add_argument("--epoch", type=int, help="checkpoint epoch (default: the last)")
     p.add_argument("--mc-samples", type=int, metavar="N", help="petroff: Monte Carlo passes with dropout on "
                                                                "(default 100); mean -> pred, spread -> pred_sigma")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     force_size(p, "the predictions' size exceeds the free disk")
 
 
 def analyze(p) -> None:
-    p.add_argument("store")
+    p.add_argument("store", help="path of the Zarr store")
     p.add_argument("--runs", default="all", help="comma-separated run names, or all (default)")
     p.add_argument("--split", default="test", help="split(s), comma-separated (default test)")
     p.add_argument("--f-sky", type=float, default=0.8, help="sky fraction kept by the foreground mask (default 0.8)")
     p.add_argument("--mask", help="HEALPix FITS mask file instead (1 = keep)")
     p.add_argument("--estimator", default="namaster", help="power spectra: namaster (default: mode-coupling "
                    "inversion, purified B; needs pymaster) or pseudo-fast (naive pseudo-C_l, BB leaks)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     force_size(p, "the analysis' size or a task's memory exceed the free disk or the workers' memory limit")
     cluster(p)
 
 
 def report(p) -> None:
-    p.add_argument("store")
+    p.add_argument("store", help="path of the analysed Zarr store")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default="test", help="the analysed split to report (default test)")
     p.add_argument("--sims", default="0", help="sims to map, comma-separated (default 0)")
 
 
 def run(p) -> None:
-    p.add_argument("recipe")
-    p.add_argument("--store", required=True)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("recipe", help="recipe YAML file, e.g. recipes/quickstart.yaml")
+    p.add_argument("--store", required=True, help="path of the Zarr store to create or resume")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe value, e.g. --set nside=64 --set pipeline.epochs=2 (repeatable)")
     p.add_argument("--report", help="report directory (default: STORE with .report)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--device", default="auto", help="training and prediction device: cpu, cuda or auto (default)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     force_size(p, "a stage's store growth, a task's memory or the number of sims exceed the free disk, "
                "the workers' memory limit or the caps")
     cluster(p)
 
 
 def view(p) -> None:
-    p.add_argument("store")
-    p.add_argument("--split", default="test")
-    p.add_argument("--sim", type=int, default=0)
+    p.add_argument("store", help="path or URL (http(s)://, s3://...) of the Zarr store")
+    p.add_argument("--split", default="test", help="train, valid or test (default test)")
+    p.add_argument("--sim", type=int, default=0, help="sim index within the split (default 0)")
     p.add_argument("--detector", type=int, help="GHz (obs and components)")
-    p.add_argument("--field", default="I")
+    p.add_argument("--field", default="I", help="I, Q or U (default I)")
     p.add_argument("--product", default="obs", help="obs, cmb, pred (with --run), noise, or a component name")
     p.add_argument("--run", help="run name for --product pred")
     p.add_argument("--rot", help="LON,LAT in degrees: centre of a gnomonic zoom")
     p.add_argument("--zoom", action="store_true", help="gnomonic zoom (at --rot, default 0,0)")
-    p.add_argument("--out", help="PNG path (default: a name made of the selection)")
+    p.add_argument("--out", metavar="PATH",
+                   help="PNG file, or an existing directory to put it in (default: the folder STORE.views next "
+                        "to the store, or the current directory for a store given as a URL; the file is named "
+                        "after the selection); the path written is printed")
 
 
 def ingest_cmbml(p) -> None:
@@ -157,39 +170,39 @@ def ingest_cmbml(p) -> None:
     p.add_argument("--name", help="dataset name recorded in the store (default: cmbml-<folder name>)")
     p.add_argument("--units", choices=("uK_CMB", "K_CMB", "native"),
                    help="units of the store (default: those of the files; uK_CMB when they mix)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     force_size(p, "the store's size or the number of sims exceed the free disk or the caps")
     cluster(p)
 
 
 def export_cmbml(p) -> None:
-    p.add_argument("store")
+    p.add_argument("store", help="path of the Zarr store")
     p.add_argument("dir", help="destination folder")
     p.add_argument("--split", default="train,valid,test", help="split(s), comma-separated (default: all)")
     p.add_argument("--units", choices=("uK_CMB", "K_CMB", "store"), default="uK_CMB",
                    help="units of the FITS maps (default uK_CMB, as CMB-ML's datasets; store: the store's own)")
     p.add_argument("--overwrite", action="store_true", help="rewrite sims already complete in DIR")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     cluster(p)
 
 
 def info(p) -> None:
-    p.add_argument("store")
+    p.add_argument("store", help="path or URL (http(s)://, s3://...) of the Zarr store")
 
 
 def verify(p) -> None:
-    p.add_argument("store")
+    p.add_argument("store", help="path of the Zarr store")
     p.add_argument("--clear", action="store_true",
                    help="clear the done-flags of damaged units (and delete their damaged files) so rerunning "
                         "the stage rebuilds exactly them")
     p.add_argument("--products", action="append", metavar="NAMES",
                    help="comma-separated products to check (default: all present), e.g. obs,cmb or pred")
     p.add_argument("--threads", type=int, metavar="N", help="reader threads (default: 2 per core, at most 8)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def validate(p) -> None:
-    p.add_argument("store")
+    p.add_argument("store", help="path of the Zarr store")
     p.add_argument("--sims", type=int, default=4, metavar="N",
                    help="finished sims to check (test split first; default 4; two are needed for independence)")
     p.add_argument("--no-galaxy", action="store_true", help="skip the synthetic Galaxy's statistics (the slow part)")
@@ -197,15 +210,16 @@ def validate(p) -> None:
 
 
 def drop(p) -> None:
-    p.add_argument("store")
+    p.add_argument("store", help="path of the Zarr store")
     p.add_argument("product", help="obs, cmb, components, noise, stats, pred, analysis or run")
     p.add_argument("--run", help="one run (with pred, analysis, run)")
     p.add_argument("--force", action="store_true", help="drop obs or cmb even though products made from them remain")
 
 
 def assets(p) -> None:
-    p.add_argument("recipe")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("recipe", help="recipe YAML file whose external files are listed")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe value, e.g. --set foregrounds.model=pysm3 (repeatable)")
     p.add_argument("--fetch", action="store_true", help="download the missing needed files")
     p.add_argument("--optional", action="store_true", help="with --fetch: the optional ones too (mask)")
     p.add_argument("--destination", metavar="DIR",
@@ -214,12 +228,13 @@ def assets(p) -> None:
     p.add_argument("--base-url", metavar="URL", help="a mirror holding <kind>/<path> files and manifest.json")
     p.add_argument("--connect-timeout", type=float, default=5.0, metavar="S",
                    help="seconds to wait for a connection before reporting offline (default 5)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def check_recipe(p) -> None:
-    p.add_argument("recipe")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("recipe", help="recipe YAML file to check")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe value, e.g. --set nside=64 (repeatable)")
     p.add_argument("--store", help="where the store would go: its file system's free space is checked "
                                    "(default: the current directory)")
     p.add_argument("--workers", type=int, metavar="N", help="local workers (memory per worker is checked against "

@@ -57,6 +57,8 @@ MASK_SOURCE = "HFI_Mask_GalPlane-apo0_2048_R2.00.fits"
 MASK_COLUMN = "GAL080"                  # f_sky ~ 0.8, the pipeline's default analysis sky fraction
 MASK_NAME = "planck_galplane_gal080.fits"
 CHUNK = 1 << 20
+KIND_WORDS = {"pysm3": "pysm3 templates, read only with foregrounds.model: pysm3", "variance": "Planck variance maps",
+              "chain": "cosmology chain", "mask": "Planck mask for analyze --mask"}
 
 
 class AssetError(CmbcubeError, RuntimeError):
@@ -169,7 +171,34 @@ def where_to_put(recipe: Recipe, destination: str | None = None) -> list[str]:
     return lines
 
 
+def _kinds(assets: list[Asset]) -> str:
+    return "; ".join(dict.fromkeys(KIND_WORDS[a.kind] for a in assets))
+
+
+def summary(recipe: Recipe, assets: list[Asset]) -> str:
+    """One sentence: what the recipe needs and whether it is here, then the optional files, kept apart from
+    the needed ones (a missing optional file never makes the needed ones look missing, nor the reverse)."""
+    r = recipe.data
+    needed = [a for a in assets if a.needed]
+    missing = [a for a in needed if not a.present]
+    absent = [a for a in assets if not a.needed and not a.present]
+    if missing:
+        head = f"{len(missing)} of {len(needed)} needed file(s) missing ({_kinds(missing)})"
+    elif needed:
+        head = f"all {len(needed)} needed file(s) present"
+    else:
+        head = (f"this recipe needs no external file (foregrounds {r['foregrounds']['model']}, noise "
+                f"{r['noise']['model']}, cosmology prior {r['cmb']['prior']}: all built in)")
+    if absent:
+        head += (f"; {len(absent)} optional file(s) not here ({_kinds(absent)}): "
+                 "the recipe runs without them; --fetch --optional downloads them")
+    return head
+
+
 def format_listing(recipe: Recipe, assets: list[Asset], destination: str | None = None) -> str:
+    """The listing: one row per file (status present / missing / absent, needed yes / optional), then the
+    summary (:func:`summary`) and where files go.  ``missing``: a needed file not here; ``absent``: an optional
+    one (the pysm3 templates of a recipe that does not use pysm3, the mask)."""
     from cmbcube.cube import human
     r = recipe.data
     lines = [f"assets of recipe {recipe.name}: foregrounds {r['foregrounds']['model']}, noise {r['noise']['model']}, "
@@ -177,17 +206,16 @@ def format_listing(recipe: Recipe, assets: list[Asset], destination: str | None 
     rows = [("status", "needed", "size", "path", "what")]
     for a in assets:
         size = a.local_size() if a.present else a.size
-        rows.append(("present" if a.present else "missing", "yes" if a.needed else "no",
-                     human(size) if size is not None else "?", str(a.path), a.role))
+        rows.append(("present" if a.present else "missing" if a.needed else "absent",
+                     "yes" if a.needed else "optional", human(size) if size is not None else "?", str(a.path), a.role))
     widths = [max(len(row[k]) for row in rows) for k in range(4)]
     for row in rows:
         lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4])
-    missing = [a for a in assets if a.needed and not a.present]
-    lines.append(f"{len(missing)} needed file(s) missing" if missing else "every needed file is present")
+    lines.append(summary(recipe, assets))
     lines.append("where they go:")
     lines += ["  " + line for line in where_to_put(recipe, destination)]
-    if missing:
-        lines.append("cmbcube assets RECIPE --fetch downloads them (or --base-url URL for a mirror)")
+    if any(a.needed and not a.present for a in assets):
+        lines.append("cmbcube assets RECIPE --fetch downloads the missing needed files (or --base-url URL for a mirror)")
     return "\n".join(lines)
 
 

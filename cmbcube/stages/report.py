@@ -12,8 +12,9 @@ import numpy as np
 from cmbcube import cube
 from cmbcube.errors import InputError
 from cmbcube.science.metrics import BEAMS, COVERAGE, GAUSSIAN_COVERAGE, METRICS
-from cmbcube.stages.report_figures import (LABELS, common_map_beam, distribution_figure, map_figure,
-                                           metric_header, metric_units, spectrum_figure)
+from cmbcube.stages.report_figures import (LABELS, POSITIVE_INTENSITY, common_map_beam, distribution_figure,
+                                           map_figure, metric_header, metric_units, residual_limit,
+                                           spectrum_figure)
 
 TABLE_METRICS = tuple(m for m in METRICS if m not in COVERAGE)     # calibration has its own table
 
@@ -54,6 +55,26 @@ def _fmt(mean, std):
     return f"{mean:.{digits}f} +- {std:.{digits}f}"
 
 
+# LaTeX's special characters in text mode and what typesets each as itself
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+          "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    r"""``text`` typeset literally by LaTeX (text mode): ``uK_CMB`` -> ``uK\_CMB``, ``50%`` -> ``50\%``."""
+    return "".join(_LATEX.get(c, c) for c in str(text))
+
+
+def _latex_header(header: str) -> str:
+    r"""A column header with its unit's powers as superscripts: ``MSE [uK_CMB^2]`` -> ``MSE [uK\_CMB$^{2}$]``."""
+    parts = str(header).split("^")
+    out = latex_escape(parts[0])
+    for part in parts[1:]:
+        power = len(part) - len(part.lstrip("0123456789"))
+        out += (f"$^{{{part[:power]}}}$" if power else latex_escape("^")) + latex_escape(part[power:])
+    return out
+
+
 def write_tables(rows, out: Path, stem: str, caption: str, units: dict | None = None) -> list[Path]:
     units = metric_units(None) if units is None else units
     md = [f"**{caption}**", "", "| run | sims | " + " | ".join(metric_header(m, units) for m in TABLE_METRICS) + " |",
@@ -62,13 +83,15 @@ def write_tables(rows, out: Path, stem: str, caption: str, units: dict | None = 
         md.append(f"| {_run_label(row)} | {row['sims']} | " + " | ".join(_fmt(*row[m]) for m in TABLE_METRICS) + " |")
     (out / f"{stem}.md").write_text("\n".join(md) + "\n")
     _write_csv(out / f"{stem}.csv", rows, TABLE_METRICS)
-    tex = ["\\begin{table}", "\\centering", f"\\caption{{{caption}}}",
+    # every caption, header and cell through latex_escape (units such as uK_CMB, run names with _ or %)
+    tex = ["\\begin{table}", "\\centering", f"\\caption{{{latex_escape(caption)}}}",
            "\\begin{tabular}{l" + "c" * len(TABLE_METRICS) + "}", "\\hline",
-           "Run & " + " & ".join(metric_header(m, units).replace("^2", "$^2$").replace("_", "\\_")
-                                 for m in TABLE_METRICS) + " \\\\", "\\hline"]
+           "Run & " + " & ".join(_latex_header(metric_header(m, units)) for m in TABLE_METRICS) + " \\\\",
+           "\\hline"]
     for row in rows:
-        tex.append(_run_label(row).replace("_", "\\_") + " & " + " & ".join(
-            _fmt(*row[m]).replace("+-", "$\\pm$") for m in TABLE_METRICS) + " \\\\")
+        tex.append(latex_escape(_run_label(row)) + " & " + " & ".join(
+            " $\\pm$ ".join(latex_escape(x) for x in _fmt(*row[m]).split(" +- ")) for m in TABLE_METRICS)
+            + " \\\\")
     tex += ["\\hline", "\\end{tabular}", "\\end{table}"]
     (out / f"{stem}.tex").write_text("\n".join(tex) + "\n")
     return [out / f"{stem}.{ext}" for ext in ("md", "csv", "tex")]
@@ -225,29 +248,66 @@ def training_section(rows, split: str) -> list[str]:
     return lines
 
 
+def _shown_units(ds) -> dict[int, tuple[str, float]]:
+    """Per detector: (unit the sky statistics are given in, factor from the stored unit).  Detectors whose
+    native unit is MJy/sr (545, 857 GHz) in MJy/sr as Planck gives them, converted over the store's own
+    band (instrument.band_unit_factor, the conversion cmbcube validate checks against pysm3 and Planck's
+    published coefficients); the others in their stored unit."""
+    from cmbcube.recipe import from_store_attrs
+    from cmbcube.science import instrument
+    try:
+        bands = {d.freq: d for d in from_store_attrs(ds.attrs).detectors()}
+    except (KeyError, ValueError, TypeError):        # no recorded recipe (an old or foreign store)
+        bands = {}
+    out = {}
+    for det, unit in zip(ds.detector.values, ds.unit.values):
+        det, unit = int(det), str(unit)
+        band = bands.get(det) or instrument.detector(det)
+        if band.native_unit == "MJy/sr" and unit != "MJy/sr":
+            out[det] = ("MJy/sr", instrument.band_unit_factor(band, unit, "MJy/sr"))
+        else:
+            out[det] = (unit, 1.0)
+    return out
+
+
 def component_table(ds, split: str) -> str | None:
+    """sky_statistics.md: pixel statistics of every stored component map of the split's first finished sim."""
     if "components" not in ds:
         return None
     sims = np.nonzero(ds.sim_done.sel(split=split).values)[0][:1]
     if not sims.size:
         return None
     sim = int(sims[0])
-    units = {int(d): str(u) for d, u in zip(ds.detector.values, ds.unit.values)} if "unit" in ds else {}
+    shown = _shown_units(ds)
+    nside = int(ds.attrs["nside"])
+    positive = [str(c) for c in ds.component.values if str(c) in POSITIVE_INTENSITY]
     lines = [f"# Sky statistics per component: {split} sim {sim}", "",
              "Pixel statistics of each foreground component as stored (beam-convolved, NESTED full sky, no mask), "
-             "in each detector's map unit (the `unit` column; uK_CMB unless the recipe chose otherwise).", "",
-             "| component | detector [GHz] | field | unit | min | p25 | median | p75 | max | std |",
-             "|---|---|---|---|" + "---|" * 6]
+             "in each detector's map unit (the `unit` column; uK_CMB unless the recipe chose otherwise), except "
+             "545 and 857 GHz, given in MJy/sr as Planck gives those channels (converted over the store's band "
+             "with the unit conversion `cmbcube validate` checks against pysm3 and Planck's coefficients). "
+             "`< 0` is the percentage of pixels below zero.", ""]
+    if positive:
+        lines += [f"The intensity (I) of {', '.join(positive)} is positive in the sky model; their negative "
+                  "minima (and `< 0` above zero) are ringing, not emission: each map is band-limited at "
+                  f"ell_max = 3 nside - 1 = {3 * nside - 1} before the beam is applied, and the cut rings around "
+                  "the sharp Galactic plane and point sources wherever the beam does not already damp ell_max "
+                  "(beams not much wider than a pixel, as at low nside). The same is true of any band-limited "
+                  "map; the sky model's own maps, before the band limit, are positive there.", ""]
+    lines += ["| component | detector [GHz] | field | unit | min | p25 | median | p75 | max | std | < 0 |",
+              "|---|---|---|---|" + "---|" * 7]
     block = ds.components.sel(split=split).isel(sim=sim).values
     for c, comp in enumerate(ds.component.values):
         for d, det in enumerate(ds.detector.values):
+            unit, factor = shown[int(det)]
             for f, field in enumerate(ds.field.values):
-                m = block[c, d, f]
+                m = block[c, d, f].astype(np.float64) * factor
                 if not np.isfinite(m).any():
                     continue
                 q = np.nanpercentile(m, [0, 25, 50, 75, 100])
-                lines.append(f"| {comp} | {int(det)} | {field} | {units.get(int(det), '')} | " +
-                             " | ".join(f"{v:.3g}" for v in q) + f" | {np.nanstd(m):.3g} |")
+                below = 100.0 * float(np.mean(m[np.isfinite(m)] < 0))
+                lines.append(f"| {comp} | {int(det)} | {field} | {unit} | " + " | ".join(f"{v:.3g}" for v in q)
+                             + f" | {np.nanstd(m):.3g} | {below:.1f}% |")
     return "\n".join(lines) + "\n"
 
 
@@ -286,12 +346,17 @@ def build(store: str, out_dir: str, split: str = "test", sims=(0,)) -> Path:
     figures = []
     done = ds.analysis_done.sel(split=split).values.astype(bool)
     map_beam = common_map_beam(ds)
+    runs = [str(run) for run in ds.run.values]
+    rlims = {sim: residual_limit(ds, [run for r, run in enumerate(runs) if done[r, sim]], split, sim, field, map_beam)
+             for sim in sims if sim < done.shape[1] and done[:, sim].any()}     # one scale for every run shown
     for r, run in enumerate(ds.run.values):
         for sim in sims:
             if sim < done.shape[1] and done[r, sim]:
                 name = f"map_{cube.safe_name(run)}_{split}_{sim:04d}_{field}.png"   # run names come from the store
-                map_figure(ds, str(run), split, sim, field, out / name, map_beam)
-                figures.append((f"truth / {run} / residual, {split} sim {sim}, all at {map_beam:g}' ({unit})", name))
+                map_figure(ds, str(run), split, sim, field, out / name, map_beam, rlims[sim])
+                figures.append((f"truth / {run} / residual, {split} sim {sim}, all at {map_beam:g}' ({unit}; "
+                                f"residual colours shared by every run; analysis mask outlined, grey in the "
+                                f"residual)", name))
     spectrum_figure(ds, split, out / f"spectra_TT_{split}.png", out / f"residual_spectra_TT_{split}.png")
     figures += [("D_ell of truth, predictions and theory (beams deconvolved, f_sky "
                  f"{float(ds.mask.mean()):.2f})", f"spectra_TT_{split}.png"),
@@ -303,7 +368,8 @@ def build(store: str, out_dir: str, split: str = "test", sims=(0,)) -> Path:
     if table:
         (out / "sky_statistics.md").write_text(table)
         index += ["## Sky statistics per component (first sim)", "",
-                  "[sky_statistics.md](sky_statistics.md) (in each detector's map unit)", ""]
+                  "[sky_statistics.md](sky_statistics.md) (in each detector's map unit; 545 and 857 GHz in "
+                  "MJy/sr)", ""]
     page = out / "index.md"
     page.write_text("\n".join(index) + "\n")
     return page

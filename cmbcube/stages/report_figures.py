@@ -1,5 +1,9 @@
 """The report's figures (PNG): maps of truth, prediction and residual at a common beam, TT spectra against
 theory, metric distributions.  Every function returns its figure(s) and writes them when given a path.
+
+Residual maps of every run of a sim share one colour range (:func:`residual_limit`), so methods can be
+compared by eye, and show the analysis mask: its outline on every map, its pixels grey in the residual
+(the metrics use only the unmasked ones).
 """
 from __future__ import annotations
 
@@ -10,6 +14,10 @@ import numpy as np
 from cmbcube.science import spectra as ss
 from cmbcube.science.metrics import to_beam
 
+# Components whose intensity (field I) is positive in the sky model: sequential colours, and the sky
+# statistics' negative values in them are the band limit's ringing (report.component_table)
+POSITIVE_INTENSITY = ("dust", "synchrotron", "freefree", "ame", "cib", "radio")
+MASKED_GREY = (0.72, 0.72, 0.72, 1.0)
 LABELS = {"mae": "MAE", "mse": "MSE", "rmse": "RMSE", "nrmse": "NRMSE", "psnr": "PSNR", "r2": "R^2",
           "cl_err_truth": "dCl/Cl (truth)", "cl_err_theory": "dCl/Cl (theory)",
           "cover_1sigma": "1-sigma", "cover_2sigma": "2-sigma", "cover_3sigma": "3-sigma"}
@@ -40,17 +48,38 @@ def _nice(x: float) -> float:
     return float(np.ceil(x / scale) * scale)
 
 
-def _mollweide(fig, ax, m_nest: np.ndarray, nside: int, title: str, lo: float, hi: float, cmap: str, label: str):
-    """A NESTED map drawn with imshow on a Mollweide grid (our own axes, colour bar and limits)."""
+def _project(m_nest: np.ndarray, nside: int) -> np.ndarray:
+    """A NESTED map on a 400-pixel-wide Mollweide grid: -inf outside the ellipse, UNSEEN where the map is NaN."""
+    import healpy as hp
+    proj = hp.projector.MollweideProj(xsize=400)
+    return proj.projmap(np.where(np.isfinite(m_nest), m_nest, hp.UNSEEN),
+                        lambda x, y, z: hp.vec2pix(nside, x, y, z, nest=True))
+
+
+def _mollweide(fig, ax, m_nest: np.ndarray, nside: int, title: str, lo: float, hi: float, cmap: str, label: str,
+               mask: np.ndarray | None = None, grey_masked: bool = False):
+    """A NESTED map drawn with imshow on a Mollweide grid (our own axes, colour bar and limits).
+
+    ``mask`` (NESTED, 1 = analysed): its outline is drawn; with ``grey_masked`` its masked pixels are grey
+    instead of coloured.  Pixels without data are grey too; the image is clipped to the ellipse."""
     import healpy as hp
     import matplotlib
-    proj = hp.projector.MollweideProj(xsize=400)
-    img = proj.projmap(np.where(np.isfinite(m_nest), m_nest, hp.UNSEEN),
-                       lambda x, y, z: hp.vec2pix(nside, x, y, z, nest=True))
+    from matplotlib.patches import Ellipse
+    if mask is not None and grey_masked:
+        m_nest = np.where(np.asarray(mask) > 0, m_nest, np.nan)
+    img = _project(m_nest, nside)
     img = np.ma.masked_where(~np.isfinite(img) | (img == hp.UNSEEN), img)
-    colours = matplotlib.colormaps[cmap].with_extremes(bad=(1.0, 1.0, 1.0, 0.0))
+    colours = matplotlib.colormaps[cmap].with_extremes(bad=MASKED_GREY)
     im = ax.imshow(img, origin="lower", extent=(-2, 2, -1, 1), cmap=colours, vmin=lo, vmax=hi,
                    interpolation="nearest")
+    im.set_clip_path(Ellipse((0.0, 0.0), 4.0, 2.0, transform=ax.transData))    # grey stops at the sky's edge
+    if mask is not None:
+        kept = _project(np.asarray(mask, dtype=float), nside)
+        kept = np.ma.masked_where(~np.isfinite(kept), kept)
+        ny, nx = kept.shape
+        x = np.linspace(-2, 2, nx + 1)[:-1] + 2.0 / nx             # pixel centres of the extent
+        y = np.linspace(-1, 1, ny + 1)[:-1] + 1.0 / ny
+        ax.contour(x, y, kept, levels=[0.5], colors="k", linewidths=0.6)
     ax.set_axis_off()
     ax.set_title(title, fontsize=9)
     ticks = [lo, 0.0, hi] if lo < 0 < hi else [lo, 0.5 * (lo + hi), hi]
@@ -66,27 +95,58 @@ def common_map_beam(ds) -> float:
     return max(beams + [float(ds.cmb.attrs.get("beam_fwhm_arcmin", 0.0))])
 
 
-def map_figure(ds, run: str, split: str, sim: int, field: str, path: Path | None, beam: float | None = None):
+def _maps(ds, run: str, split: str, sim: int, field: str, beam: float):
+    """(truth, prediction) of one sim and run, both at ``beam``."""
+    nside = int(ds.attrs["nside"])
+    truth = ds.cmb.sel(split=split, sim=sim, field=field).values.astype(float)
+    truth = to_beam(truth[None], [field], float(ds.cmb.attrs.get("beam_fwhm_arcmin", 0.0)), beam, nside)[0]
+    pred = ds.pred.sel(run=run, split=split, sim=sim, field=field).values.astype(float)
+    pred = to_beam(pred[None], [field], float(ds.run_beam_fwhm_arcmin.sel(run=run)), beam, nside)[0]
+    return truth, pred
+
+
+def _analysis_mask(ds) -> np.ndarray | None:
+    return np.asarray(ds.mask.values) > 0 if "mask" in ds else None
+
+
+def residual_limit(ds, runs, split: str, sim: int, field: str, beam: float) -> float:
+    """The colour limit shared by the residual maps of ``runs`` (one sim): the largest of their 99th
+    percentiles of |pred - truth| over the analysed pixels, rounded up; every run's map covers its own
+    residual and a better method looks paler."""
+    keep = _analysis_mask(ds)
+    worst = 0.0
+    for run in runs:
+        truth, pred = _maps(ds, str(run), split, sim, field, beam)
+        resid = np.abs(pred - truth)
+        resid = resid[keep] if keep is not None else resid
+        if np.isfinite(resid).any():
+            worst = max(worst, float(np.nanpercentile(resid, 99)))
+    return _nice(worst)
+
+
+def map_figure(ds, run: str, split: str, sim: int, field: str, path: Path | None, beam: float | None = None,
+               rlim: float | None = None):
     """Truth, prediction, residual (and sigma) of one sim, all at one common beam; returns the figure.
 
-    Signed maps use symmetric limits on a diverging map (zero is white); the residual gets its own limit.
+    Signed maps use symmetric limits on a diverging map (zero is white).  The residual's limit is ``rlim``,
+    by default :func:`residual_limit` over every run holding a prediction of this sim, so the residual
+    panels of all runs share one scale.  The analysis mask is outlined; its pixels are grey in the residual.
     """
     plt = _plt()
     nside = int(ds.attrs["nside"])
     unit = str(ds.cmb.attrs.get("units", ""))
     beam = common_map_beam(ds) if beam is None else float(beam)
     run_beam = float(ds.run_beam_fwhm_arcmin.sel(run=run))
-    truth = ds.cmb.sel(split=split, sim=sim, field=field).values.astype(float)
-    truth = to_beam(truth[None], [field], float(ds.cmb.attrs.get("beam_fwhm_arcmin", 0.0)), beam, nside)[0]
-    pred = ds.pred.sel(run=run, split=split, sim=sim, field=field).values.astype(float)
-    pred = to_beam(pred[None], [field], run_beam, beam, nside)[0]
+    truth, pred = _maps(ds, run, split, sim, field, beam)
     resid = pred - truth
+    if rlim is None:
+        rlim = residual_limit(ds, runs_with_prediction(ds, split, sim, field), split, sim, field, beam)
+    mask = _analysis_mask(ds)
     lim = _nice(float(np.nanpercentile(np.abs(truth), 99)))
-    rlim = _nice(float(np.nanpercentile(np.abs(resid), 99)))
     at = f"{field}, at {beam:g}' FWHM"
     panels = [(f"truth ({at})", truth, -lim, lim, "RdBu_r"),
               (f"{run} ({at}; output {run_beam:g}')", pred, -lim, lim, "RdBu_r"),
-              (f"residual {run} - truth ({at})", resid, -rlim, rlim, "RdBu_r")]
+              (f"residual {run} - truth ({at}; masked: grey)", resid, -rlim, rlim, "RdBu_r")]
     if "pred_sigma" in ds and "run" in ds.pred_sigma.dims:
         sigma = ds.pred_sigma.sel(run=run, split=split, sim=sim, field=field).values.astype(float)
         if np.isfinite(sigma).all():
@@ -94,13 +154,24 @@ def map_figure(ds, run: str, split: str, sim: int, field: str, path: Path | None
                            _nice(float(np.nanpercentile(sigma, 99))), "viridis"))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.0))
     fig.subplots_adjust(left=0.01, right=0.99, top=0.84, bottom=0.02, wspace=0.06)
-    for ax, (title, m, lo, hi, cmap) in zip(np.atleast_1d(axes), panels):
-        _mollweide(fig, ax, m, nside, title, lo, hi, cmap, f"{field} [{unit}]")
-    fig.suptitle(f"{split} sim {sim}: maps at a common {beam:g}' beam", fontsize=10)
+    for k, (ax, (title, m, lo, hi, cmap)) in enumerate(zip(np.atleast_1d(axes), panels)):
+        _mollweide(fig, ax, m, nside, title, lo, hi, cmap, f"{field} [{unit}]", mask, grey_masked=k == 2)
+    fig.suptitle(f"{split} sim {sim}: maps at a common {beam:g}' beam; residual colours shared by every run; "
+                 "black line: analysis mask edge", fontsize=10)
     if path is not None:
         fig.savefig(path, dpi=90, bbox_inches="tight")      # the colour bars' labels sit below the axes
     plt.close(fig)
     return fig
+
+
+def runs_with_prediction(ds, split: str, sim: int, field: str) -> list[str]:
+    """The runs holding a (finite) prediction of this sim and field."""
+    out = []
+    for run in np.atleast_1d(ds.run.values):
+        m = ds.pred.sel(run=run, split=split, sim=sim, field=field).values
+        if np.isfinite(m).any():
+            out.append(str(run))
+    return out
 
 
 def _spectrum_note(ds, split: str, nsims: int) -> str:
@@ -170,7 +241,8 @@ def spectrum_figure(ds, split: str, path: Path | None, residual_path: Path | Non
 
 
 def distribution_figure(ds, split: str, field: str, beam: float, path: Path | None):
-    """Box plots of MAE, RMSE (store units) and PSNR (dB) per run; returns the figure."""
+    """Box plots of MAE, RMSE (store units) and PSNR (dB) per run with every sim's value drawn on top
+    (a box of a few sims hides them); returns the figure."""
     plt = _plt()
     units = metric_units(ds)
     done = ds.analysis_done.sel(split=split).values.astype(bool)
@@ -183,7 +255,11 @@ def distribution_figure(ds, split: str, field: str, beam: float, path: Path | No
                 data.append(ds.metrics.isel(run=r, sim=sims).sel(split=split, field=field, beam=beam,
                                                                  metric=metric).values)
                 labels.append(str(run))
-        ax.boxplot(data, tick_labels=labels)
+        ax.boxplot(data, tick_labels=labels, showfliers=False)     # every point is drawn below
+        for k, values in enumerate(data):
+            values = np.asarray(values, dtype=float)
+            jitter = np.linspace(-0.12, 0.12, values.size) if values.size > 1 else np.zeros(1)
+            ax.plot(k + 1 + jitter, values, "o", ms=3.5, color="C0", alpha=0.7, zorder=3)
         ax.set_title(f"{LABELS[metric]} ({field}, {split}, common beam {beam:g}')", fontsize=9)
         ax.set_ylabel(metric_header(metric, units))
         ax.tick_params(axis="x", labelrotation=20, labelsize=8)

@@ -1,10 +1,15 @@
 """``cmbcube view``: a PNG of any map in the cube (Mollweide, or a gnomonic zoom)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from cmbcube import cube
 from cmbcube.errors import InputError
+from cmbcube.stages.report_figures import POSITIVE_INTENSITY
+
+IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg")
 
 
 def select(ds, product: str, split: str, sim: int, field: str, detector=None, run=None):
@@ -41,21 +46,44 @@ def select(ds, product: str, split: str, sim: int, field: str, detector=None, ru
     raise InputError(f"--product {product!r}: allowed: {', '.join(allowed)}")
 
 
-def limits(m: np.ndarray) -> tuple[float, float, str]:
+def limits(m: np.ndarray, positive: bool = False) -> tuple[float, float, str]:
     """Colour limits and map: signed maps (CMB, noise, Q/U, residual-like) symmetric about zero on a
-    diverging map (zero is white); one-signed maps (dust, radio intensity) from their 0.5 to 99.5 percentiles
-    on a sequential one."""
+    diverging map (zero is white); one-signed maps from their 0.5 to 99.5 percentiles on a sequential one.
+    ``positive``: the intensity of a positive-definite component (dust, radio sources, ...: see
+    :data:`cmbcube.stages.report_figures.POSITIVE_INTENSITY`): sequential from max(0, 0.5 percentile) even
+    where band-limiting rings a few pixels below zero (next to bright sources and the Galactic plane)."""
     finite = m[np.isfinite(m)]
     if finite.size == 0:
         return -1.0, 1.0, "RdBu_r"
     neg, pos = float(np.mean(finite < 0)), float(np.mean(finite > 0))
-    if min(neg, pos) >= 0.01:
+    if min(neg, pos) >= 0.01 and not positive:
         lim = float(np.percentile(np.abs(finite), 99)) or float(np.abs(finite).max()) or 1.0
         return -lim, lim, "RdBu_r"
     lo, hi = (float(x) for x in np.percentile(finite, [0.5, 99.5]))
+    if positive:
+        lo = max(lo, 0.0)
     if hi <= lo:
         lo, hi = lo - 1.0, hi + 1.0
     return lo, hi, "viridis"
+
+
+def output_path(store: str, name: str, out: str | None) -> Path:
+    """Where the PNG goes: ``out`` (a file, or an existing directory to put ``name`` in), else the folder
+    ``<store>.views`` next to a local store (made when the figure is written), else (a store given as a URL) ``name`` in the
+    current directory.  A missing parent directory or a suffix matplotlib cannot write is an InputError."""
+    if out is None:
+        if cube.is_remote(store):
+            return Path(name)
+        return Path(str(store).rstrip("/") + ".views") / name
+    path = Path(out)
+    if path.is_dir():
+        return path / name
+    if not path.parent.is_dir():
+        raise InputError(f"--out {out}: no such directory {path.parent}")
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        raise InputError(f"--out {out}: name a directory or an image file; allowed suffixes: "
+                         f"{', '.join(IMAGE_SUFFIXES)}")
+    return path
 
 
 def zoom_size(nside: int) -> tuple[float, int]:
@@ -79,19 +107,20 @@ def rotation(text: str) -> tuple[float, float]:
 def view(store: str, product: str = "obs", split: str = "test", sim: int = 0, field: str = "I", detector=None,
          run: str | None = None, rot: str | None = None, zoom: bool = False, out: str | None = None) -> str:
     """Draw one map of the cube to a PNG (Mollweide; gnomonic with ``zoom`` or ``rot="LON,LAT"``);
-    returns its path (default: a name made of the selection)."""
+    returns its path (:func:`output_path`: ``out``, else next to the store, named after the selection)."""
     import healpy as hp
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     centre = rotation(rot or "0,0") if zoom or rot else None
+    name = f"{product}_{detector or ''}{'_' if detector else ''}{field}_{split}_{sim:04d}" \
+        + (f"_{cube.safe_name(run)}" if run else "") + ("_zoom" if zoom or rot else "") + ".png"
+    path = output_path(store, name, out)
     ds = cube.open_dataset(store)
     m, title = select(ds, product, split, sim, field, detector, run)
     if np.isnan(m).all():
         raise InputError(f"{title}: no data (sim not simulated/predicted, or the pair does not exist)")
-    out = out or f"{product}_{detector or ''}{'_' if detector else ''}{field}_{split}_{sim:04d}" \
-        + (f"_{cube.safe_name(run)}" if run else "") + ("_zoom" if zoom or rot else "") + ".png"
-    lo, hi, cmap = limits(m)
+    lo, hi, cmap = limits(m, positive=product in POSITIVE_INTENSITY and field == "I")
     m = np.where(np.isfinite(m), m, hp.UNSEEN)
     nside = int(ds.attrs["nside"])
     # healpy draws into a figure of its own (handing it ours makes pyplot warn that the figure exists)
@@ -102,6 +131,7 @@ def view(store: str, product: str = "obs", split: str = "test", sim: int = 0, fi
     else:
         hp.mollview(m, nest=True, title=title, cmap=cmap, min=lo, max=hi, format="%.3g")
     fig = plt.gcf()
-    fig.savefig(out, dpi=100)
+    path.parent.mkdir(exist_ok=True)           # STORE.views on first use
+    fig.savefig(path, dpi=100)
     plt.close(fig)
-    return out
+    return str(path)
