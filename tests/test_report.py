@@ -85,6 +85,21 @@ def test_report_tables_have_units_and_training_summary_flags_the_short_run(repor
     assert rows["short"]["skies"] == 3 and not rows["short"]["skies_inferred"]    # recorded at train time
     assert rows["short"]["flags"] and not rows["nilc"]["flags"]
     assert rows["nilc"]["power_ratio"] > 0.5
+    # the ranking: each run's mean MAE over the test sims, and the paired difference with the best run,
+    # recomputed here from the metrics cmbcube.open returns
+    assert "## Ranking" in text and "| rank | run | sims | mean [95%] |" in text
+    ds = cmbcube.open(reported)
+    mae = ds.metrics.sel(split="test", field="I", metric="mae").isel(beam=1).values     # beam index 1: 20.6'
+    done = ds.analysis_done.sel(split="test").values.astype(bool)
+    mean = {str(run): mae[r][done[r]] for r, run in enumerate(ds.run.values)}
+    csv = [line.split(",") for line in (tmp_path / "rep" / "ranking_I.csv").read_text().splitlines()[1:]]
+    got = {(row[0], row[1]): row for row in csv}
+    best = min(mean, key=lambda run: mean[run].mean())
+    other = ({"nilc", "short"} - {best}).pop()
+    assert float(got["mae", best][3]) == pytest.approx(mean[best].mean(), rel=1e-5)
+    assert float(got["mae", other][6]) == pytest.approx((mean[other] - mean[best]).mean(), rel=1e-5)
+    low, high = float(got["mae", best][4]), float(got["mae", best][5])
+    assert mean[best].min() - 1e-6 <= low <= mean[best].mean() <= high <= mean[best].max() + 1e-6
 
 
 def test_still_falling_tells_a_settled_curve_from_a_falling_one():

@@ -12,6 +12,7 @@ import numpy as np
 from cmbcube import cube
 from cmbcube.errors import InputError
 from cmbcube.science.metrics import BEAMS, COVERAGE, GAUSSIAN_COVERAGE, METRICS
+from cmbcube.stages.report_ranking import ranking_section
 from cmbcube.stages.report_figures import (LABELS, POSITIVE_INTENSITY, common_map_beam, distribution_figure,
                                            map_figure, metric_header, metric_units, residual_limit,
                                            spectrum_figure)
@@ -330,6 +331,7 @@ def build(store: str, out_dir: str, split: str = "test", sims=(0,)) -> Path:
              "dipole removed, after bringing truth and prediction to the stated common beam. Units: MAE and RMSE "
              f"in {unit}, MSE in {unit}^2, PSNR in dB; NRMSE, R^2 and dCl/Cl are ratios.", ""]
     index += training_section(training_rows(ds, split), split)
+    index += ranking_section(ds, split, field, BEAMS[1], unit, out)
     for beam in BEAMS:
         rows = summary_rows(ds, split, field, beam)
         stem = f"metrics_{field}_beam{beam:g}".replace(".", "p")
