@@ -1,0 +1,212 @@
+"""The method ranking at several training-set sizes: NILC, HILC and the networks on the same test skies.
+
+Run from the repository root (nice it: it is CPU-bound)::
+
+    python benchmarks/ranking.py --quick                      # nside 32, 4 and 8 skies, 2 networks (~5 min)
+    python benchmarks/ranking.py --sizes 16,64,256,1024      # the study (hours on 2 cores; see --help)
+    python benchmarks/ranking.py --work DIR ...               # keep the store in DIR: a rerun adds what is missing
+
+One store is simulated once (the default filamentary sky, 9 Planck-like detectors, field I, the
+recipe's defaults otherwise) with max(sizes) train skies, a valid split and a test split.  NILC and
+HILC (CMB-ML's settings) clean the test split.  Every network in --models is trained on the first N
+train skies for each N in --sizes (``TrainConfig.train_sims``; its published defaults, at most
+--epochs epochs with early stopping on the validation loss, patience --patience), then predicts the
+test split.  The analysis stage scores every run the same way (f_sky 0.8 Galactic mask, monopole and
+dipole removed, common beam 20.6').
+
+For each training-set size the script prints and writes (benchmarks/results/ranking_DATE.txt) the
+test MAE and RMSE of every method, mean over test sims with a 95% bootstrap interval, the mean
+relative error of the TT spectrum against the truth (``cl_err_truth``), and every method minus HILC on
+the same test skies (paired, 95% bootstrap interval; significant when it excludes 0), using
+``cmbcube.science.ranking``.  The figure (docs/ranking_DATE.png, or --figure) shows the MAE against
+the number of training skies per network with its interval, the ILCs as flat bands.  The last line of
+stdout is one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import load_average, log  # noqa: E402
+
+ILCS = ("nilc", "hilc")
+BEAM = 20.6
+
+
+def build_store(store: str, nside: int, train: int, valid: int, test: int, seed: int, workers: int) -> None:
+    from cmbcube import recipe
+    from cmbcube.stages import preprocess, simulate
+    r = recipe.validate({"name": f"ranking-{nside}", "nside": nside, "seed": seed, "fields": ["I"], "keep": ["cmb"],
+                         "splits": {"train": train, "valid": valid, "test": test}})
+    t0 = time.perf_counter()
+    rep = simulate.run(r, store, workers=workers, progress=False)
+    if not rep.ok:
+        raise RuntimeError(f"simulation failed: {rep.failed[:3]}")
+    preprocess.run(store, scheduler="synchronous")
+    log(f"simulated {len(rep.written)} new sim(s) in {time.perf_counter() - t0:.0f} s; load {load_average()}")
+
+
+def runs_in(store: str) -> set:
+    import cmbcube
+    return {str(r) for r in cmbcube.open(store).run.values} if "run" in cmbcube.open(store).coords else set()
+
+
+def train_all(store: str, models, sizes, epochs: int, patience: int) -> dict:
+    from cmbcube.stages import predict, train
+    made = {}
+    for model in models:
+        for n in sizes:
+            name = f"{model}-n{n}"
+            made[name] = (model, n)
+            if name in runs_in(store):
+                log(f"{name}: already in the store")
+                continue
+            config = train.TrainConfig(**{**train.defaults(model), "model": model, "epochs": epochs,
+                                          "early_stopping": patience, "train_sims": n})
+            t0 = time.perf_counter()
+            rep = train.train(store, config, run_name=name, device="cpu", progress=False)
+            predict.predict(store, name, splits=("test",), device="cpu", progress=False)
+            log(f"{name}: {len(rep.valid_loss)} epochs in {time.perf_counter() - t0:.0f} s, valid loss "
+                f"{rep.valid_loss[0]:.4g} -> {min(rep.valid_loss):.4g}; load {load_average()}")
+    return made
+
+
+def scores(store: str) -> dict:
+    """metric -> run -> {sim: value} on the test split, field I, beam 20.6'."""
+    import cmbcube
+    from cmbcube.stages.report_ranking import per_run_values
+    ds = cmbcube.open(store)
+    ds = ds.assign_coords(beam=ds.beam_fwhm.values)
+    return {m: per_run_values(ds, "test", "I", BEAM, m) for m in ("mae", "rmse", "cl_err_truth")}
+
+
+def table(values: dict, made: dict, sizes) -> tuple[list, dict]:
+    from cmbcube.science import ranking
+    lines, summary = [], {}
+    mae, rmse, clerr = values["mae"], values["rmse"], values["cl_err_truth"]
+    for n in sizes:
+        runs = [*ILCS, *(name for name, (_, size) in made.items() if size == n)]
+        lines += ["", f"== {n} training skies: test split, field I, beam {BEAM:g}', f_sky 0.8 mask ==",
+                  f"{'method':<22}{'sims':>5}  {'MAE [95%] uK':<26}{'RMSE [95%] uK':<26}{'dCl/Cl TT':>10}  "
+                  f"{'MAE minus HILC [95%]':<28}{'signif.':>8}"]
+        for run in runs:
+            if run not in mae:
+                continue
+            a, r = ranking.bootstrap_mean(list(mae[run].values())), ranking.bootstrap_mean(list(rmse[run].values()))
+            cl = float(np.mean(list(clerr.get(run, {0: np.nan}).values())))
+            shared = sorted(set(mae[run]) & set(mae.get("hilc", {})))
+            p = ranking.paired(run, [mae[run][s] for s in shared], "hilc", [mae["hilc"][s] for s in shared]) \
+                if run != "hilc" and len(shared) > 1 else None
+            diff = (f"{p.difference.mean:+.2f} [{p.difference.low:+.2f}, {p.difference.high:+.2f}]" if p else "-")
+            sig = ("yes" if p.significant else "no") if p else "-"
+            lines.append(f"{run:<22}{a.n:>5}  {f'{a.mean:.2f} [{a.low:.2f}, {a.high:.2f}]':<26}"
+                         f"{f'{r.mean:.2f} [{r.low:.2f}, {r.high:.2f}]':<26}{cl:>10.3f}  {diff:<28}{sig:>8}")
+            summary.setdefault(str(n), {})[run] = {"mae": [a.mean, a.low, a.high], "rmse": [r.mean, r.low, r.high],
+                                                   "cl_err_truth": cl,
+                                                   "minus_hilc": [p.difference.mean, p.difference.low,
+                                                                  p.difference.high] if p else None}
+    return lines, summary
+
+
+def figure(values: dict, made: dict, sizes, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cmbcube.science import ranking
+    mae = values["mae"]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for k, run in enumerate(ILCS):
+        if run in mae:
+            iv = ranking.bootstrap_mean(list(mae[run].values()))
+            ax.axhline(iv.mean, color=f"C{k}", lw=1.5, label=f"{run.upper()} (no training)")
+            ax.axhspan(iv.low, iv.high, color=f"C{k}", alpha=0.15)
+    models = sorted({model for model, _ in made.values()})
+    for k, model in enumerate(models, start=len(ILCS)):
+        pts = [(n, ranking.bootstrap_mean(list(mae[f"{model}-n{n}"].values()))) for n in sizes
+               if f"{model}-n{n}" in mae]
+        if pts:
+            x = np.array([n for n, _ in pts])
+            y = np.array([iv.mean for _, iv in pts])
+            err = np.array([[iv.mean - iv.low for _, iv in pts], [iv.high - iv.mean for _, iv in pts]])
+            ax.errorbar(x, y, yerr=err, marker="o", color=f"C{k}", capsize=3, label=model)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("training skies")
+    ax.set_ylabel("test MAE [uK_CMB] at 20.6', f_sky 0.8 (95% interval)")
+    ax.set_title("Method ranking vs training-set size (default sky, field I)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="nside 32, sizes 4,8, 4 valid / 6 test sims, "
+                        "cmbnncs-unet5 and patch-unet, at most 3 epochs: a few minutes")
+    parser.add_argument("--nside", type=int, default=32)
+    parser.add_argument("--sizes", default="16,64,256,1024", help="training-set sizes (comma list)")
+    parser.add_argument("--valid", type=int, default=32)
+    parser.add_argument("--test", type=int, default=64)
+    parser.add_argument("--models", default="cmbnncs-unet5,patch-unet,petroff")
+    parser.add_argument("--epochs", type=int, default=60, help="most epochs per training (default 60)")
+    parser.add_argument("--patience", type=int, default=8, help="early stopping patience (default 8)")
+    parser.add_argument("--seed", type=int, default=27182)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--work", help="keep the store in this folder (a rerun adds what is missing)")
+    parser.add_argument("--figure", help="PNG path (default docs/ranking_DATE.png; none with --quick)")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.valid, args.test, args.models, args.epochs, args.patience = "4,8", 4, 6, \
+            "cmbnncs-unet5,patch-unet", 3, 2
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    models = [m for m in args.models.split(",") if m]
+    date = datetime.date.today().isoformat()
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="cmbcube-ranking-"))
+    work.mkdir(parents=True, exist_ok=True)
+    store = str(work / f"ranking_n{args.nside}.zarr")
+    log(f"ranking study: nside {args.nside}, sizes {sizes}, models {models}, store {store}; load {load_average()}")
+    t_start = time.perf_counter()
+    build_store(store, args.nside, max(sizes), args.valid, args.test, args.seed, args.workers)
+    from cmbcube.stages import analyze, ilc
+    for method in ILCS:
+        if method not in runs_in(store):
+            rep = ilc.run(store, ilc.ILCConfig(method=method), splits=("test",), progress=False)
+            if not rep.ok:
+                raise RuntimeError(f"{method} failed: {rep.failed[:3]}")
+    made = train_all(store, models, sizes, args.epochs, args.patience)
+    an = analyze.run(store, progress=False)
+    if an.failed:
+        raise RuntimeError(f"analysis failed: {an.failed[:3]}")
+    values = scores(store)
+    lines, summary = table(values, made, sizes)
+    head = [f"# benchmarks/ranking.py {' '.join(argv if argv is not None else sys.argv[1:])}",
+            f"# {date}; nside {args.nside}; train sizes {sizes}; valid {args.valid}; test {args.test}; models "
+            f"{models}; at most {args.epochs} epochs, early stopping patience {args.patience}; "
+            f"wall {time.perf_counter() - t_start:.0f} s; load {load_average()}"]
+    text = "\n".join(head + lines) + "\n"
+    print(text)
+    if not args.quick:
+        out = ROOT / "benchmarks" / "results" / f"ranking_{date}.txt"
+        out.write_text(text)
+        figure(values, made, sizes, Path(args.figure) if args.figure else ROOT / "docs" / f"ranking_{date}.png")
+    elif args.figure:
+        figure(values, made, sizes, Path(args.figure))
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
