@@ -38,7 +38,7 @@ def open_cube(path, split: str | None = None, **storage_options):
         n_sims = np.asarray(ds["n_sims"].values, dtype=np.int64)
         exists = np.arange(ds.sizes["sim"])[None, :] < n_sims[:, None]
         ds = ds.assign_coords(sim_exists=(("split", "sim"), exists, SIM_EXISTS_ATTRS))
-        if split is not None:
-            index = [str(s) for s in ds["split"].values].index(split)
-            ds = ds.isel(split=index, sim=slice(0, int(n_sims[index])))
+    if split is not None:
+        one = ds.sel(split=split)
+        return one.isel(sim=one["sim_exists"].values) if "sim_exists" in one.coords else one
     return ds
