@@ -17,6 +17,15 @@ The cost: the done-flag is read only when a chunk is absent; otherwise one crc32
 already in memory per chunk (measured in benchmarks/loader.py).  Metadata is taken from the
 documents zarr fetches through the wrapper itself (no extra request); ``has_field`` comes from
 the recipe in the root attributes.
+
+``consistent=True`` (what ``cmbcube.open`` uses) also makes each unit all or nothing for the
+reader, although a sim's products are several shards written one after another and one read of
+them is many requests: the first read touching a unit (one of its chunks, or its done-flag) reads
+the flag, and that answer holds for the life of the store object (later reads of the flag get the
+same bytes).  A unit not done then reads as the fill value in every product, even if its shards
+appear meanwhile; a done unit reads its data (final: the flag is written last).  Cost: one flag
+read per unit touched; no shard of a unit not done is read.  (Within one process: a copy pickled to
+another process starts afresh.)
 """
 from __future__ import annotations
 
@@ -32,6 +41,7 @@ from cmbcube.cube.shardread import EMPTY, ShardLayout, crc_ok, damaged
 from cmbcube.errors import InputError
 
 STAGE = layout.FLAG_STAGE
+FLAGS = layout.FLAGS
 
 
 class DamagedUnitError(InputError):
@@ -66,22 +76,25 @@ def _as_bytes(buf):
 class GuardedStore(WrapperStore):
     """A read-only store whose chunk reads refuse damaged finished units (see the module doc)."""
 
-    def __init__(self, store, label: str | None = None):
+    def __init__(self, store, label: str | None = None, consistent: bool = False):
         super().__init__(store)
         self.label = label or str(store)
+        self.consistent = consistent
+        self._seen: dict = {}            # consistent: flag chunk key -> (bytes as first read,) or its Future
+        self._held: dict = {}            # consistent: (flag, unit) -> done, as first read
         self._meta: dict = {}            # array name -> its metadata document
         self._attrs: dict | None = None
         self._layouts: dict = {}
-        self._flags: dict = {}           # flag name -> opened AsyncArray
+        self._flags: dict = {}           # (flag name, held) -> opened AsyncArray
 
     def _with_store(self, store):
-        return type(self)(store, self.label)
+        return type(self)(store, self.label, self.consistent)
 
     def __getstate__(self):
-        return {"_store": self._store, "label": self.label}
+        return {"_store": self._store, "label": self.label, "consistent": self.consistent}
 
     def __setstate__(self, state):
-        self.__init__(state["_store"], state["label"])
+        self.__init__(state["_store"], state["label"], state.get("consistent", False))
 
     def __str__(self):
         return self.label
@@ -140,15 +153,24 @@ class GuardedStore(WrapperStore):
             return None
 
     # -- done-flags, read only when something is missing ------------------------------------------
-    async def _flag(self, flag: str, unit: tuple) -> bool:
+    async def _flag(self, flag: str, unit: tuple, held: bool = False) -> bool:
+        """Whether the unit is done: read afresh, or (``held``: consistent mode) as first read."""
+        if held and (flag, unit) in self._held:
+            return self._held[(flag, unit)]
+        done = await self._read_flag(flag, unit, held)
+        if held:
+            self._held[(flag, unit)] = done
+        return done
+
+    async def _read_flag(self, flag: str, unit: tuple, held: bool) -> bool:
         from zarr.api.asynchronous import open_array
-        arr = self._flags.get(flag)
+        arr = self._flags.get((flag, held))
         if arr is None:
-            try:
-                arr = await open_array(store=self._store, path=flag, mode="r", zarr_format=3)
+            try:                            # held: through this store, where a flag's first read holds
+                arr = await open_array(store=self if held else self._store, path=flag, mode="r", zarr_format=3)
             except Exception:  # noqa: BLE001 - no such flag array: nothing of that level is done
                 return False
-            self._flags[flag] = arr          # opened once; its values are read afresh every time
+            self._flags[(flag, held)] = arr  # opened once; its values are read every time
         if any(i >= s for i, s in zip(unit, arr.shape)):
             return False
         return int(np.asarray(await arr.getitem(tuple(unit)))) == 1
@@ -169,29 +191,51 @@ class GuardedStore(WrapperStore):
         return damaged(self.label, await self._describe(layout, unit), problem, f"chunk {key}", layout.flag)
 
     # -- the reads ---------------------------------------------------------------------------------
+    async def _first_read(self, key, prototype):
+        """consistent: a flag chunk's bytes as first read (concurrent first reads share one request)."""
+        import asyncio
+        loop = asyncio.get_running_loop()
+        entry = self._seen.get(key)
+        if isinstance(entry, asyncio.Future):
+            if entry.get_loop() is not loop:         # another event loop's read in flight: read afresh
+                return await self._store.get(key, prototype)
+            entry = await entry
+        if entry is None:
+            pending = self._seen[key] = loop.create_future()
+            try:
+                buf = await self._store.get(key, prototype)
+            except BaseException as err:
+                del self._seen[key]
+                pending.set_exception(err)
+                pending.exception()                  # retrieved: raised to the readers waiting on it
+                raise
+            entry = self._seen[key] = (None if buf is None else bytes(_as_bytes(buf)),)
+            pending.set_result(entry)
+        return None if entry[0] is None else prototype.buffer.from_bytes(entry[0])
+
     async def get(self, key, prototype, byte_range=None):
-        buf = await self._store.get(key, prototype, byte_range)
         parts = key.split("/")
-        if parts[-1] == "zarr.json":
-            if buf is not None:
+        if len(parts) < 3 or parts[1] != "c":          # metadata, and anything that is not a chunk
+            buf = await self._store.get(key, prototype, byte_range)
+            if parts[-1] == "zarr.json" and buf is not None:
                 self._capture(key, buf)
             return buf
-        if len(parts) < 3 or parts[1] != "c":
-            return buf
+        if self.consistent and parts[0] in FLAGS and byte_range is None:
+            return await self._first_read(key, prototype)
         flag, nlead = _flag_of(parts[0])
-        if flag is None:
-            return buf
-        layout = await self._layout(parts[0])
-        if layout is None:
-            return buf
+        layout = await self._layout(parts[0]) if flag is not None else None
         try:
-            coords = tuple(int(p) for p in parts[2:])
+            unit = tuple(int(p) for p in parts[2:])[:nlead]
         except ValueError:
-            return buf
-        unit = coords[:nlead]
+            layout = None
+        if layout is None:
+            return await self._store.get(key, prototype, byte_range)
+        if self.consistent and not await self._flag(flag, unit, held=True):
+            return None                 # not done when first looked at: the fill value, whatever appears
+        buf = await self._store.get(key, prototype, byte_range)
         if buf is None:
             if layout.name in self._optional() or not await self._flag(flag, unit):
-                return None                 # not written yet: the fill value, as documented
+                return None                 # not written yet (or cleared since: drop, verify --clear): fill
             buf = await self._store.get(key, prototype, byte_range)     # written meanwhile?
             if buf is None:
                 raise await self._damaged(layout, unit, key, f"is marked done ({flag}) but its chunk is missing")

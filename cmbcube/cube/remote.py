@@ -10,11 +10,12 @@ import numpy as np
 from cmbcube.cube.store import StoreError, is_remote
 
 
-def open_dataset(path: str, chunks="auto-inner", guard: bool = True, **storage_options):
+def open_dataset(path: str, chunks="auto-inner", guard: bool = True, consistent: bool = False, **storage_options):
     """Lazy xarray view of a store (local path or fsspec URL); nothing is read until asked.
 
     Reads go through the guard (:mod:`cmbcube.cube.guard`): a finished unit whose chunk is missing or
     corrupted raises DamagedUnitError naming it; units not done yet read as NaN (fill).
+    ``consistent``: each unit (sim, run x sim) reads all or nothing, fixed at its first read (see the guard).
     Metadata declaring sizes no cmbcube store has is refused first (:func:`check_bounds`)."""
     import warnings
 
@@ -23,7 +24,7 @@ def open_dataset(path: str, chunks="auto-inner", guard: bool = True, **storage_o
     if not is_remote(path) and not Path(path).exists():
         raise StoreError(f"{path}: no such store")
     import zarr.errors
-    store = zarr_store(path, storage_options, guard)
+    store = zarr_store(path, storage_options, guard, consistent)
     if is_remote(path):
         store = _metadata_memo()(store)          # the bounds check and xarray share one metadata request
     with warnings.catch_warnings():
@@ -88,7 +89,7 @@ def _metadata_memo():
     return MetadataMemo
 
 
-def zarr_store(path: str, storage_options: dict | None = None, guard: bool = True):
+def zarr_store(path: str, storage_options: dict | None = None, guard: bool = True, consistent: bool = False):
     """What zarr opens for ``path``, read-only: a local path as a LocalStore; a URL as an fsspec
     store (``storage_options`` go to fsspec, e.g. ``anon=True`` or ``key=/secret=`` for s3://).
     With ``guard`` (the default) wrapped in :class:`cmbcube.cube.guard.GuardedStore`: a finished unit
@@ -114,7 +115,7 @@ def zarr_store(path: str, storage_options: dict | None = None, guard: bool = Tru
     if not guard:
         return inner
     from cmbcube.cube.guard import GuardedStore
-    return GuardedStore(inner, path)
+    return GuardedStore(inner, path, consistent)
 
 
 def read_group(path: str, storage_options: dict | None = None):
