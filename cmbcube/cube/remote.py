@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cmbcube.cube import icechunk_store as ics
 from cmbcube.cube.store import StoreError, is_remote
 
 
@@ -99,7 +100,9 @@ def zarr_store(path: str, storage_options: dict | None = None, guard: bool = Tru
     byte range and the read would fail its checksum; here the range is cut out locally.
     """
     path = str(path)
-    if not is_remote(path):
+    if ics.handles(path):
+        inner = ics.store_for(path)           # the running task's fork, the driver's session or the version
+    elif not is_remote(path):
         if not guard:
             return path
         from zarr.storage import LocalStore
