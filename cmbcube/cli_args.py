@@ -124,6 +124,7 @@ def report(p) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--split", default="test")
     p.add_argument("--sims", default="0", help="sims to map, comma-separated (default 0)")
+    store_version(p)
 
 
 def run(p) -> None:
@@ -149,6 +150,7 @@ def view(p) -> None:
     p.add_argument("--rot", help="LON,LAT in degrees: centre of a gnomonic zoom")
     p.add_argument("--zoom", action="store_true", help="gnomonic zoom (at --rot, default 0,0)")
     p.add_argument("--out", help="PNG path (default: a name made of the selection)")
+    store_version(p)
 
 
 def ingest_cmbml(p) -> None:
@@ -173,12 +175,25 @@ def export_cmbml(p) -> None:
     cluster(p)
 
 
+def store_version(p) -> None:
+    p.add_argument("--version", dest="store_version", metavar="NAME",
+                   help="Icechunk stores: read this tag, branch or snapshot id (default: the branch main)")
+
+
 def info(p) -> None:
     p.add_argument("store")
+    store_version(p)
+
+
+def tag(p) -> None:
+    p.add_argument("store", help="an Icechunk store (icechunk+file:///PATH or icechunk+s3://BUCKET/PREFIX)")
+    p.add_argument("name", help="the tag: 1-100 letters, digits, '.', '_', '-' (tags never move)")
+    store_version(p)
 
 
 def verify(p) -> None:
     p.add_argument("store")
+    store_version(p)
     p.add_argument("--clear", action="store_true",
                    help="clear the done-flags of damaged units (and delete their damaged files) so rerunning "
                         "the stage rebuilds exactly them")

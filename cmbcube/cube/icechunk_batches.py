@@ -86,7 +86,8 @@ def run_batches(store: str, client, fn, args: tuple, todo: list, label: str, on_
             items = state["merged"]
             message = f"{label}: {len(items)} unit(s): {_units(items)}"
             state["snaps"].append(ics.commit_session(store, state["session"], message,
-                                                     {"stage": label, "units": [list(map(str, i)) for i in items]}))
+                                                     {"stage": label, "read_from": base.snapshot_id,
+                                                      "units": [list(map(str, i)) for i in items]}))
             state["session"] = ics.repository(store).writable_session(state["session"].branch or ics.BRANCH)
             state["merged"], state["t0"] = [], time.monotonic()
 

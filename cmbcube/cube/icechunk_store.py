@@ -275,6 +275,8 @@ def commit_session(path, session, message: str, metadata: dict | None = None) ->
     from cmbcube import __version__
     meta = {"cmbcube_version": __version__, "command": _command(), **(metadata or {})}
     solver = icechunk.BasicConflictSolver(on_chunk_conflict=icechunk.VersionSelection.Fail)
+    from cmbcube.testing import hold
+    hold("COMMIT", re.sub(r"[^A-Za-z0-9]+", "_", str(meta.get("stage", "metadata"))))   # fault drills only
     for _ in range(50):
         try:
             snap = session.commit(message, metadata=meta, rebase_with=solver, rebase_tries=10)
@@ -361,3 +363,13 @@ def retry_on_conflict(path, attempt, tries: int = 20):
         except BaseException:
             discard(path)                    # all or nothing: the failed change is not committed later
             raise
+
+
+def snapshot_of(store) -> str | None:
+    """The snapshot id an (optionally wrapped) IcechunkStore reads."""
+    while store is not None and not hasattr(store, "session"):
+        store = getattr(store, "_store", None)
+    try:
+        return store.session.snapshot_id if store is not None else None
+    except Exception:  # noqa: BLE001 - a fork's store has no session object
+        return None

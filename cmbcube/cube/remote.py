@@ -25,6 +25,7 @@ def open_dataset(path: str, chunks="auto-inner", guard: bool = True, **storage_o
         raise StoreError(f"{path}: no such store")
     import zarr.errors
     store = zarr_store(path, storage_options, guard)
+    snapshot = ics.snapshot_of(store) if ics.handles(path) else None
     if is_remote(path):
         store = _metadata_memo()(store)          # the bounds check and xarray share one metadata request
     with warnings.catch_warnings():
@@ -34,6 +35,8 @@ def open_dataset(path: str, chunks="auto-inner", guard: bool = True, **storage_o
             ds = xr.open_zarr(store, chunks={} if chunks == "auto-inner" else chunks, zarr_format=3)
         except (OSError, zarr.errors.BaseZarrError) as err:      # missing, unreachable, not a store
             raise StoreError(f"{path}: cannot open a cube there ({type(err).__name__}: {err})") from None
+    if snapshot:
+        ds.attrs["icechunk_snapshot"] = snapshot      # the version read, for citing (provenance)
     return ds
 
 
