@@ -317,6 +317,8 @@ def _carry_chunks(path, session):
             key = f"{array.strip('/')}/{arr.metadata.encode_chunk_key(tuple(int(i) for i in np.atleast_1d(c)))}"
             buf = sync(source.get(key, proto))
             sync(target.delete(key) if buf is None else target.set(key, buf))
+    log.info("%s: another writer committed first; carried %d chunk(s) onto its commit", path,
+             sum(len(c) for c in ours.updated_chunks.values()))
     return fresh
 
 
