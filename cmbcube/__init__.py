@@ -11,8 +11,11 @@ Stages are modules: ``cmbcube.stages.simulate.run(recipe_or_path, store)``.
 __version__ = "0.1.0"
 
 
-def open(path, split=None, **storage_options):  # noqa: A001 - the public verb is cmbcube.open
-    """Open a cube lazily (local path or fsspec URL) as an xarray Dataset.
+def open(path, split=None, version=None, **storage_options):  # noqa: A001 - the public verb is cmbcube.open
+    """Open a cube lazily (local path, fsspec URL or Icechunk store) as an xarray Dataset.
+
+    ``version``: a tag, branch or snapshot id of an Icechunk store (``icechunk+...``); the dataset's
+    ``attrs["icechunk_snapshot"]`` names the snapshot read, for citing.
 
     ``obs.sel(split=, sim=, detector=<GHz>, field=)`` is a 1-D HEALPix map
     (NESTED); ``cmb`` the truth; ``sim_done`` says which sims are complete.
@@ -24,5 +27,6 @@ def open(path, split=None, **storage_options):  # noqa: A001 - the public verb i
     only, with only its own sims.  ``metrics``' ``beam`` axis has the common
     beam FWHM (arcmin) as its values: ``.sel(beam=20.6)``.
     """
+    from cmbcube.cube import icechunk_store
     from cmbcube.cube.public import open_cube
-    return open_cube(path, split=split, **storage_options)
+    return open_cube(icechunk_store.with_version(str(path), version), split=split, **storage_options)

@@ -47,6 +47,8 @@ COMMANDS: dict[str, Command] = {
     "export-cmbml": Command("write a store's finished sims as a CMB-ML tree (DIR/Simulation/...)",
                             opts.export_cmbml, run.dask_stage(run.export_cmbml)),
     "info": Command("summarise a store", opts.info, run.info),
+    "tag": Command("name the current version of an Icechunk store (cite it; read it with --version)",
+                   opts.tag, run.tag),
     "verify": Command("check every finished sim's and run's chunks exist and decode (crc32c)",
                       opts.verify, run.verify),
     "validate": Command("the store's physics next to outside references (CAMB, pysm3, Planck), pass/fail per check",
@@ -92,6 +94,9 @@ def main(argv=None) -> int:
         parser.print_help()
         return EXIT_BAD_INPUT
     try:
+        if getattr(args, "store_version", None):           # read-only commands: STORE@VERSION
+            from cmbcube.cube.icechunk_store import with_version
+            args.store = with_version(args.store, args.store_version)
         return COMMANDS[args.command].handler(args)
     except RecipeError as err:
         print(f"cmbcube: recipe error: {err}", file=sys.stderr)

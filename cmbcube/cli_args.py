@@ -133,6 +133,7 @@ def report(p) -> None:
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--split", default="test", help="the analysed split to report (default test)")
     p.add_argument("--sims", default="0", help="sims to map, comma-separated (default 0)")
+    store_version(p)
 
 
 def run(p) -> None:
@@ -162,6 +163,7 @@ def view(p) -> None:
                    help="PNG file, or an existing directory to put it in (default: the folder STORE.views next "
                         "to the store, or the current directory for a store given as a URL; the file is named "
                         "after the selection); the path written is printed")
+    store_version(p)
 
 
 def ingest_cmbml(p) -> None:
@@ -186,12 +188,25 @@ def export_cmbml(p) -> None:
     cluster(p)
 
 
+def store_version(p) -> None:
+    p.add_argument("--version", dest="store_version", metavar="NAME",
+                   help="Icechunk stores: read this tag, branch or snapshot id (default: the branch main)")
+
+
 def info(p) -> None:
-    p.add_argument("store", help="path or URL (http(s)://, s3://...) of the Zarr store")
+    p.add_argument("store", help="path or URL (http(s)://, s3://, icechunk+...) of the Zarr store")
+    store_version(p)
+
+
+def tag(p) -> None:
+    p.add_argument("store", help="an Icechunk store (icechunk+file:///PATH or icechunk+s3://BUCKET/PREFIX)")
+    p.add_argument("name", help="the tag: 1-100 letters, digits, '.', '_', '-' (tags never move)")
+    store_version(p)
 
 
 def verify(p) -> None:
-    p.add_argument("store", help="path of the Zarr store")
+    p.add_argument("store", help="path of the Zarr store, or an Icechunk store")
+    store_version(p)
     p.add_argument("--clear", action="store_true",
                    help="clear the done-flags of damaged units (and delete their damaged files) so rerunning "
                         "the stage rebuilds exactly them")

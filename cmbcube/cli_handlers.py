@@ -256,6 +256,17 @@ def info(args) -> int:
     return 0
 
 
+def tag(args) -> int:
+    from cmbcube.cube.icechunk_store import handles
+    from cmbcube.cube.icechunk_versions import tag as make_tag
+    if not handles(args.store):
+        raise InputError(f"{args.store}: only Icechunk stores have versions (icechunk+file:///PATH or "
+                         "icechunk+s3://BUCKET/PREFIX)")
+    done = make_tag(args.store, args.name)
+    print(f"tagged {args.store} {done['tag']} = snapshot {done['snapshot']} ({done['written_at']}: {done['message']})")
+    return 0
+
+
 def verify(args) -> int:
     from cmbcube.cube.verify import format_report, verify
     products = [p for chunk in args.products or [] for p in csv(chunk) or ()] or None

@@ -4,8 +4,9 @@ Hooks, off unless their environment variables are set (production code calls the
 points; they cost one environment lookup):
 
 - ``hold(stage, *key)`` is called by a task between computing its unit of work and writing it
-  (``SIM``: simulate, ``ILC``: ilc, ``ANALYZE``: analyze) and by training after each optimiser
-  step (``TRAIN``, key = epoch index, batch index):
+  (``SIM``: simulate, ``ILC``: ilc, ``ANALYZE``: analyze), by training after each optimiser
+  step (``TRAIN``, key = epoch index, batch index) and by an Icechunk store's driver just before
+  each commit (``COMMIT``, key = the stage, e.g. ``simulate``; its data is written, its snapshot not):
 
   - ``CMBCUBE_<STAGE>_TRACE=DIR``: first touch ``DIR/<key parts joined by ->-<pid>`` (which process
     holds which unit), so a test can kill exactly that process while the unit is in flight;

@@ -24,7 +24,9 @@ EB_LEAKAGE_FILE = "eb_leakage.npy"      # beside the coupling matrices: Namaster
 
 def _open(store: str, mode: str = "r"):
     import zarr
-    return zarr.open_group(store, mode=mode)
+
+    from cmbcube.cube.icechunk_store import target
+    return zarr.open_group(target(store, mode), mode=mode)
 
 
 # ----------------------------------------------------------------------------- what the store holds

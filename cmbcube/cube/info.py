@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 
+from cmbcube.cube import icechunk_store as ics
 from cmbcube.cube.remote import open_dataset
 from cmbcube.cube.sims import done_flags, planned
 from cmbcube.cube.store import DROPPED_ATTR, StoreError, is_remote, read_attrs
@@ -89,4 +90,7 @@ def summary(path: str) -> str:
         lines.append(f"  on disk     {human(size)}")
     versions = json.loads(attrs.get("package_versions", "{}"))
     lines.append("  versions    " + ", ".join(f"{k} {v}" for k, v in versions.items()))
+    if ics.handles(path):
+        from cmbcube.cube.icechunk_versions import summary_lines
+        lines += summary_lines(path)                # the snapshot read, branches, tags, last commits
     return "\n".join(lines)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cmbcube.cube import icechunk_store as ics
 from cmbcube.cube.store import StoreError, is_remote
 
 
@@ -25,6 +26,7 @@ def open_dataset(path: str, chunks="auto-inner", guard: bool = True, consistent:
         raise StoreError(f"{path}: no such store")
     import zarr.errors
     store = zarr_store(path, storage_options, guard, consistent)
+    snapshot = ics.snapshot_of(store) if ics.handles(path) else None
     if is_remote(path):
         store = _metadata_memo()(store)          # the bounds check and xarray share one metadata request
     with warnings.catch_warnings():
@@ -34,6 +36,8 @@ def open_dataset(path: str, chunks="auto-inner", guard: bool = True, consistent:
             ds = xr.open_zarr(store, chunks={} if chunks == "auto-inner" else chunks, zarr_format=3)
         except (OSError, zarr.errors.BaseZarrError) as err:      # missing, unreachable, not a store
             raise StoreError(f"{path}: cannot open a cube there ({type(err).__name__}: {err})") from None
+    if snapshot:
+        ds.attrs["icechunk_snapshot"] = snapshot      # the version read, for citing (provenance)
     return ds
 
 
@@ -100,7 +104,9 @@ def zarr_store(path: str, storage_options: dict | None = None, guard: bool = Tru
     byte range and the read would fail its checksum; here the range is cut out locally.
     """
     path = str(path)
-    if not is_remote(path):
+    if ics.handles(path):
+        inner = ics.store_for(path)           # the running task's fork, the driver's session or the version
+    elif not is_remote(path):
         if not guard:
             return path
         from zarr.storage import LocalStore

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cmbcube.cube import layout
+from cmbcube.cube import icechunk_store as ics, layout
 from cmbcube.cube.remote import read_group
 from cmbcube.cube.store import (DROP_JOURNAL_ATTR, StoreError, array_dims, consolidate, delete_arrays, fresh_group,
                                 metadata_transaction, open_group, outer_chunks, read_attrs, source_group)
@@ -65,8 +65,10 @@ def ensure_run(path: str, name: str, method: str, config: dict, beam_fwhm_arcmin
     if DROP_JOURNAL_ATTR in read_attrs(path):
         raise StoreError(f"{path}: removing a run was interrupted; finish it first (cmbcube drop {path} run "
                          f"--run {json.loads(read_attrs(path)[DROP_JOURNAL_ATTR])['run']})")
-    with metadata_transaction(path, f"add run {name!r}"):
-        return _ensure_run(path, name, method, config, beam_fwhm_arcmin, uncertainty)
+    def attempt():
+        with metadata_transaction(path, f"add run {name!r}"):
+            return _ensure_run(path, name, method, config, beam_fwhm_arcmin, uncertainty)
+    return ics.retry_on_conflict(path, attempt)        # Icechunk: again from the tip if another run came first
 
 
 def _ensure_run(path: str, name: str, method: str, config: dict, beam_fwhm_arcmin: float,

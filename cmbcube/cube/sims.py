@@ -6,6 +6,7 @@ import os
 
 import numpy as np
 
+from cmbcube.cube import icechunk_store as ics
 from cmbcube.cube.store import StoreError, fresh_group, open_group, source_group, unit_files
 from cmbcube.recipe import SPLITS, from_store_attrs
 
@@ -63,7 +64,8 @@ def planned(path: str) -> np.ndarray:
 def holds_recipe(path: str, recipe) -> bool:
     """Whether a local store exists at ``path`` and was made from this recipe (same hash)."""
     from cmbcube.cube.store import read_attrs
-    return os.path.isdir(path) and read_attrs(path).get("recipe_hash") == recipe.hash
+    present = ics.exists(path) if ics.handles(path) else os.path.isdir(path)
+    return present and read_attrs(path).get("recipe_hash") == recipe.hash
 
 
 def finished(path: str) -> int:
@@ -196,7 +198,9 @@ def flagged_without_data(path: str, products=("obs", "cmb")) -> list[tuple[str, 
     out = []
     for isplit, sim in zip(*np.nonzero(done_flags(path))):
         for name, arr in arrays:
-            if not all(os.path.exists(f) for _, f in unit_files(path, arr, name, (isplit, sim))):
+            files = unit_files(path, arr, name, (isplit, sim))
+            if not all(ics.chunk_exists(path, f"{name}/{key}") if ics.handles(path) else os.path.exists(f)
+                       for key, f in files):
                 out.append((SPLITS[int(isplit)], int(sim)))
                 break
     return out

@@ -18,14 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cmbcube.cube import layout
+from cmbcube.cube import icechunk_store as ics, layout
 from cmbcube.errors import InputError
 from cmbcube.recipe import Recipe, from_store_attrs
 
 
 class StoreError(InputError, RuntimeError):
     """The store path cannot be used as asked (exists with another recipe, unreadable...)."""
-
 
 
 def is_remote(path: str) -> bool:
@@ -49,10 +48,10 @@ def create_or_check(path: str, recipe: Recipe) -> str:
     Returns "created" or "existing".  A store made from another recipe is refused
     (StoreError) and left untouched.
     """
-    if is_remote(path):
-        raise StoreError(f"simulate writes local stores; {path} is a URL (copy or mount it)")
+    if is_remote(path) and not ics.handles(path):
+        raise StoreError(f"simulate writes local stores or Icechunk repositories ({ics.SPELLING}); {path} is a URL")
     target = Path(path)
-    if target.exists():
+    if ics.exists(path) if ics.handles(path) else target.exists():
         attrs = read_attrs(path)
         if attrs.get("recipe_hash") != recipe.hash:
             raise StoreError(_recipe_mismatch(path, attrs, recipe))
@@ -69,6 +68,8 @@ def create_or_check(path: str, recipe: Recipe) -> str:
             raise StoreError(f"{path}: {' and '.join(gone)} were dropped from this store (cmbcube drop), so its "
                              "remaining sims cannot be simulated into it; simulate into a new --store path")
         return "existing"
+    if ics.handles(path):
+        return ics.create(path, *layout.template(recipe))
     if not target.parent.exists():
         raise StoreError(f"--store {path}: parent directory {target.parent} does not exist")
     if not os.access(target.parent, os.W_OK):
@@ -185,8 +186,7 @@ def open_group(path: str, mode: str = "r"):
         group = zarr.open_group(zarr_store(path), mode="r", zarr_format=3)
         check_bounds(group, path)
         return group
-    return zarr.open_group(path, mode=mode, use_consolidated=False)
-
+    return zarr.open_group(ics.target(path, mode), mode=mode, use_consolidated=False)
 
 
 def source_group(source):
@@ -211,7 +211,6 @@ def create_array(path: str, name: str, shape, dims, dtype="f4", chunks=None, sha
     return group.create_array(name, **kwargs)
 
 
-
 # ----------------------------------------------------------------------------- housekeeping (verify, drop)
 DROPPED_ATTR = "cmbcube_dropped"            # JSON list of products removed by `cmbcube drop`
 DROP_JOURNAL_ATTR = "cmbcube_dropping_run"  # set while a run is being removed from the run axis
@@ -220,7 +219,7 @@ DROP_JOURNAL_ATTR = "cmbcube_dropping_run"  # set while a run is being removed f
 def fresh_group(path: str, mode: str = "r"):
     """The root group read from every array's own metadata (not the consolidated copy)."""
     import zarr
-    return zarr.open_group(path, mode=mode, use_consolidated=False)
+    return zarr.open_group(ics.target(path, mode), mode=mode, use_consolidated=False)
 
 
 def array_dims(arr) -> tuple:
@@ -246,7 +245,6 @@ def unit_files(path: str, arr, name: str, leading: tuple) -> list[tuple[str, str
     return out
 
 
-
 def dropped_products(path: str) -> list[str]:
     return [d["product"] for d in json.loads(read_attrs(path).get(DROPPED_ATTR, "[]"))]
 
@@ -268,7 +266,6 @@ def delete_arrays(path: str, names) -> list[str]:
             shutil.rmtree(where)
             gone.append(name)
     return gone
-
 
 
 _HELD_LOCKS: dict[str, int] = {}        # this process's holds: real store path -> depth
@@ -372,19 +369,21 @@ def os_error_message(path: str, err: OSError, action: str) -> str:
 def write_variables(path: str, ds) -> None:
     """Driver-side: add or replace small whole variables (statistics, tables), then consolidate."""
     import warnings
-    if is_remote(path):
-        raise StoreError(f"{path}: writing needs a local store")
+    if is_remote(path) and not ics.handles(path):
+        raise StoreError(f"{path}: writing needs a local store or an Icechunk repository")
     ds = ds.copy()
     ds.attrs = read_attrs(path)          # to_zarr(mode="a") replaces the group's attributes
     with metadata_transaction(path, f"write {', '.join(map(str, ds.data_vars))}"), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
-        ds.to_zarr(path, mode="a", zarr_format=3, consolidated=False)
+        ds.to_zarr(ics.target(path, "r+"), mode="a", zarr_format=3, consolidated=False)
         consolidate(path)
 
 
 def consolidate(path: str) -> None:
-    """Rewrite the consolidated metadata (driver only, at the end of a stage)."""
+    """Rewrite the consolidated metadata (driver only, at the end of a stage); commits an Icechunk store."""
     import warnings
+    if ics.handles(path):
+        return ics.commit(path)
 
     import zarr
     with store_lock(path), warnings.catch_warnings():

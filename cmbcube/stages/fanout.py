@@ -77,6 +77,7 @@ def fan_out(report: StageReport, fn, args: tuple, todo: list, *, label: str, clu
 
     Returns ``report``.  Failures never raise: they land in ``report.failed``.
     """
+    from cmbcube.cube import icechunk_batches, icechunk_store
     from cmbcube.progress import bar as progress_bar
     from cmbcube.stages.cluster import client_for, run_tasks
     t0 = time.perf_counter()
@@ -92,7 +93,10 @@ def fan_out(report: StageReport, fn, args: tuple, todo: list, *, label: str, clu
 
     try:
         with client_for(cluster, scheduler, scheduler_file, workers) as client:
-            run_tasks(client, fn, args, todo, label, on_done)
+            if consolidate is not None and icechunk_store.handles(consolidate):    # forks, batch commits
+                icechunk_batches.run_batches(consolidate, client, fn, args, todo, label, on_done, run_tasks)
+            else:
+                run_tasks(client, fn, args, todo, label, on_done)
     finally:
         bar.close()
         try:
