@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from cmbcube.recipe_schema import (SCHEMA, SPLITS, TRUTH_PRODUCTS, RecipeError,  # noqa: F401
-                                   check_cluster, validate_section)
+                                   check_cluster, shown, validate_section)
 from cmbcube.science import instrument
 
 # Sections that describe how to compute or what to do downstream, not the simulated data:
@@ -23,6 +23,11 @@ from cmbcube.science import instrument
 NOT_HASHED = ("cluster", "pipeline")
 # cmb.lensing of stores made before the field existed (2026-12-07): not a method the simulator runs
 LEGACY_LENSING = "band-limit (before 2026-12-07)"
+# Values (mapping entries, list items, scalars) a YAML document may expand to through its aliases (*name):
+# real recipes have a few hundred; nine nested anchors of nine aliases each (a "billion laughs") expand to
+# ~10^9, which the type-error message's repr used to build (minutes, then MemoryError)
+MAX_YAML_VALUES = 100_000
+MAX_RECIPE_BYTES = 16 * 2 ** 20         # a recipe file is a few KB
 
 
 @dataclasses.dataclass
@@ -66,19 +71,23 @@ class Recipe:
 
 def _apply_override(raw: dict, assignment: str) -> None:
     if "=" not in assignment:
-        raise RecipeError(f"--set {assignment!r}: expected KEY=VALUE, e.g. --set nside=128")
+        raise RecipeError(f"--set {shown(assignment)}: expected KEY=VALUE, e.g. --set nside=128")
     key, value = assignment.split("=", 1)
-    parts = key.strip().split(".")
+    key = key.strip()
+    parts = key.split(".")
+    key = key if len(key) <= 80 else key[:76] + " ..."        # echoed in the messages below
     node = raw
     for part in parts[:-1]:
         nxt = node.get(part)
         if nxt is None:
             nxt = node[part] = {}
         if not isinstance(nxt, dict):
-            raise RecipeError(f"--set {key}: {part} is not a section")
+            raise RecipeError(f"--set {key}: {part[:80]} is not a section")
         node = nxt
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
+        parsed = yaml.load(value, Loader=_UniqueKeyLoader) if value.strip() else None  # noqa: S506 - safe loader
+    except _TooLarge as err:
+        raise RecipeError(f"--set {key}: the value {err}") from None
     except yaml.YAMLError as err:
         problem = str(getattr(err, "problem", None) or err).splitlines()[0]
         raise RecipeError(f"--set {key}: the value {value[:80]!r} is not valid YAML ({problem}); quote it or "
@@ -135,8 +144,61 @@ def cluster_settings(raw: dict | None) -> dict:
     return data
 
 
+class _TooLarge(yaml.YAMLError):
+    """A document whose aliases expand to more than MAX_YAML_VALUES values, or that refers to itself."""
+
+
+def _children(node) -> list:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def check_expansion(root, limit: int = MAX_YAML_VALUES) -> int:
+    """How many values the node graph ``root`` stands for once its aliases are written out (a node
+    reached through k aliases counts k times); _TooLarge past ``limit`` or for an alias inside its
+    own anchor.  Linear in the number of distinct nodes: each one's count is computed once."""
+    counts: dict[int, int] = {}
+    open_ids: set[int] = set()              # nodes whose children are being counted: the current path
+    stack = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            open_ids.discard(key)
+            counts[key] = 1 + sum(counts[id(c)] for c in _children(node))
+            if counts[key] > limit:
+                raise _TooLarge(f"expands to more than {limit:,} values through its aliases (*name): a YAML "
+                                "alias bomb? (real recipes have a few hundred values); write the values out")
+            continue
+        if key in counts:
+            continue
+        if key in open_ids:
+            raise _TooLarge(f"refers to itself: an alias inside its own anchor (line {node.start_mark.line + 1})")
+        open_ids.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node) if id(c) not in counts)
+    return counts[id(root)]
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """yaml's safe loader, refusing a key repeated in one mapping (yaml itself keeps the last)."""
+    """yaml's safe loader, refusing a key repeated in one mapping (yaml itself keeps the last), a document
+    whose aliases expand past MAX_YAML_VALUES values (checked on the node graph, before any Python
+    object is built) and integers too long for Python to convert."""
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            check_expansion(node)
+        return node
+
+    def construct_yaml_int(self, node):
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:                   # past sys.get_int_max_str_digits()
+            raise yaml.constructor.ConstructorError(
+                None, None, f"an integer of {len(str(node.value)):,} digits; no recipe field takes one that "
+                "large", node.start_mark) from None
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -150,10 +212,13 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                     continue
                 if first is not None:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key!r} (first given on line {first.line + 1})",
+                        None, None, f"duplicate key {shown(key, 80)} (first given on line {first.line + 1})",
                         key_node.start_mark)
                 seen[key] = key_node.start_mark
         return super().construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor("tag:yaml.org,2002:int", _UniqueKeyLoader.construct_yaml_int)
 
 
 def parse_yaml(text: str, source: str = "recipe"):
@@ -161,11 +226,13 @@ def parse_yaml(text: str, source: str = "recipe"):
     ``source``, the key and the line."""
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except _TooLarge as err:
+        raise RecipeError(f"{source}: the document {err}") from None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         problem = err.problem or str(err)
-        raise RecipeError(f"{source}: {where}{problem}" + ("" if problem.startswith("duplicate key")
+        raise RecipeError(f"{source}: {where}{problem}" + ("" if problem.startswith(("duplicate key", "an integer of"))
                                                             else " (not valid YAML)")) from None
     except yaml.YAMLError as err:
         raise RecipeError(f"{source}: not valid YAML: {err}") from None
@@ -176,6 +243,10 @@ def load(path: str | Path, overrides: tuple | list = ()) -> Recipe:
     if not path.is_file():
         raise RecipeError(f"recipe file {str(path)!r} does not exist")
     try:
+        size = path.stat().st_size
+        if size > MAX_RECIPE_BYTES:
+            raise RecipeError(f"{path}: {size:,} bytes; a recipe is a few KB of YAML (at most "
+                              f"{MAX_RECIPE_BYTES // 2 ** 20} MiB): is this the recipe file?")
         blob = path.read_bytes()
     except OSError as err:
         raise RecipeError(f"{path}: cannot read the recipe: {err.strerror or err}") from None

@@ -26,6 +26,33 @@ class RecipeError(InputError):
     """A recipe field is missing, mistyped or out of range; the message names it."""
 
 
+def _bounded_repr():
+    import reprlib
+    r = reprlib.Repr()
+    r.maxlevel, r.maxstring, r.maxother, r.maxlong = 3, 120, 120, 60
+    r.maxlist = r.maxtuple = r.maxset = r.maxfrozenset = r.maxdict = r.maxdeque = r.maxarray = 8
+    return r
+
+
+_REPR = _bounded_repr()
+SHOWN_MAX = 200                  # characters of a value echoed in an error message
+
+
+def shown(value, limit: int = SHOWN_MAX) -> str:
+    """``repr(value)`` for an error message, at most ``limit`` characters however large or deeply nested
+    the value is (a YAML alias bomb's repr is exponential; reprlib stops at a few levels and items)."""
+    try:
+        text = _REPR.repr(value)
+    except ValueError:               # an integer past Python's digit limit for str()
+        text = f"<an integer of {value.bit_length()} bits>" if isinstance(value, int) else "<unprintable value>"
+    return text if len(text) <= limit else text[:limit - 4] + " ..."
+
+
+def shown_key(key, limit: int = 80) -> str:
+    """A mapping key read from a recipe, for a dotted field path in a message (bounded)."""
+    text = key if isinstance(key, str) else shown(key, limit)
+    return text if len(text) <= limit else text[:limit - 4] + " ..."
+
 
 @dataclasses.dataclass
 class F:
@@ -40,12 +67,12 @@ class F:
 
 def _power_of_two(path, value):
     if value < 1 or value & (value - 1) or value > 8192:
-        raise RecipeError(f"{path}: {value} is not allowed; use a power of two between 1 and 8192")
+        raise RecipeError(f"{path}: {shown(value)} is not allowed; use a power of two between 1 and 8192")
 
 
 def _non_negative(path, value):
     if value < 0:
-        raise RecipeError(f"{path}: {value} is negative; use a number >= 0")
+        raise RecipeError(f"{path}: {shown(value)} is negative; use a number >= 0")
 
 
 MAX_BEAM_ARCMIN = 600.0        # 10 degrees: wider than any CMB instrument's beam
@@ -59,24 +86,25 @@ def _between(lo, hi, lo_open: bool = False):
         if not inside:
             what = "not a finite number" if value != value or value in (float("inf"), float("-inf")) else \
                 "out of range"
-            raise RecipeError(f"{path}: {value} is {what}; use a number from {lo}{' (excluded)' if lo_open else ''} "
+            raise RecipeError(f"{path}: {shown(value)} is {what}; use a number from {lo}"
+                              f"{' (excluded)' if lo_open else ''} "
                               f"to {hi}")
     return check
 
 
 def _positive(path, value):
     if value <= 0:
-        raise RecipeError(f"{path}: {value} must be > 0")
+        raise RecipeError(f"{path}: {shown(value)} must be > 0")
 
 
 def _list_of(choices, unique=True, min_len=0):
     def check(path, value):
         for i, item in enumerate(value):
             if item not in choices:
-                raise RecipeError(f"{path}[{i}]: {item!r} is not allowed; allowed values: "
+                raise RecipeError(f"{path}[{i}]: {shown(item)} is not allowed; allowed values: "
                                   f"{', '.join(map(str, choices))}")
         if unique and len(set(value)) != len(value):
-            raise RecipeError(f"{path}: repeated entries in {value}")
+            raise RecipeError(f"{path}: repeated entries in {shown(value)}")
         if len(value) < min_len:
             raise RecipeError(f"{path}: needs at least {min_len} entr{'y' if min_len == 1 else 'ies'}")
     return check
@@ -85,9 +113,9 @@ def _list_of(choices, unique=True, min_len=0):
 def _splits(path, value):
     for key, count in value.items():
         if key not in SPLITS:
-            raise RecipeError(f"{path}.{key}: unknown split; allowed: {', '.join(SPLITS)}")
+            raise RecipeError(f"{path}.{shown_key(key)}: unknown split; allowed: {', '.join(SPLITS)}")
         if isinstance(count, bool) or not isinstance(count, int):
-            raise RecipeError(f"{path}.{key}: expected an integer sim count, got {count!r}")
+            raise RecipeError(f"{path}.{shown_key(key)}: expected an integer sim count, got {shown(count)}")
         _non_negative(f"{path}.{key}", count)
     if not value or sum(value.values()) == 0:
         raise RecipeError(f"{path}: at least one split needs sims, e.g. {{train: 16, valid: 4, test: 4}}")
@@ -96,18 +124,18 @@ def _splits(path, value):
 def _beam_overrides(path, value):
     for key, fwhm in value.items():
         if key not in instrument.FREQS:
-            raise RecipeError(f"{path}.{key}: unknown detector; allowed: "
+            raise RecipeError(f"{path}.{shown_key(key)}: unknown detector; allowed: "
                               f"{', '.join(map(str, instrument.FREQS))}")
         if isinstance(fwhm, bool) or not isinstance(fwhm, (int, float)) or not 0 <= fwhm <= MAX_BEAM_ARCMIN:
             raise RecipeError(f"{path}.{key}: beam FWHM must be a finite number of arcmin from 0 to "
-                              f"{MAX_BEAM_ARCMIN:g}, got {fwhm!r}")
+                              f"{MAX_BEAM_ARCMIN:g}, got {shown(fwhm)}")
 
 
 def _pysm_presets(path, value):
     known = known_pysm_presets()
     for i, item in enumerate(value):
         if item not in known:
-            raise RecipeError(f"{path}[{i}]: unknown pysm3 preset {item!r}; allowed: {', '.join(known)}")
+            raise RecipeError(f"{path}[{i}]: unknown pysm3 preset {shown(item)}; allowed: {', '.join(known)}")
 
 
 # Fields whose allowed values come from a registry (one function each; a registry is imported inside
@@ -152,7 +180,7 @@ def _memory_size(path, value):
     except (ValueError, TypeError):
         nbytes = 0
     if nbytes <= 0:
-        raise RecipeError(f"{path}: {value!r} is not a memory size; use e.g. 4GB, 500MiB, 64GB")
+        raise RecipeError(f"{path}: {shown(value)} is not a memory size; use e.g. 4GB, 500MiB, 64GB")
 
 
 def _memory_or_auto(path, value):
@@ -163,19 +191,19 @@ def _memory_or_auto(path, value):
 def _walltime(path, value):
     import re
     if not re.fullmatch(r"\d+(:\d{2}){0,2}|\d+-\d+(:\d{2}){0,2}", value):
-        raise RecipeError(f"{path}: {value!r} is not a SLURM time; use MINUTES, HH:MM:SS or DAYS-HH:MM:SS, "
+        raise RecipeError(f"{path}: {shown(value)} is not a SLURM time; use MINUTES, HH:MM:SS or DAYS-HH:MM:SS, "
                           "e.g. 02:00:00")
 
 
 def _strings(path, value):
     for i, item in enumerate(value):
         if not isinstance(item, str):
-            raise RecipeError(f"{path}[{i}]: expected a string, got {item!r}")
+            raise RecipeError(f"{path}[{i}]: expected a string, got {shown(item)}")
 
 
 def _scheduler_address(path, value):
     if "://" not in value and ":" not in value:
-        raise RecipeError(f"{path}: {value!r} is not a scheduler address; use tcp://host:port")
+        raise RecipeError(f"{path}: {shown(value)} is not a scheduler address; use tcp://host:port")
 
 
 def known_pysm_presets() -> list[str]:
@@ -307,10 +335,11 @@ def validate_section(raw: dict, schema: dict, prefix: str) -> dict:
     errors name the field as ``prefix.key``."""
     if not isinstance(raw, dict):
         raise RecipeError(f"{prefix or 'recipe'}: expected a mapping, got {type(raw).__name__}")
-    unknown = sorted(set(raw) - set(schema))
+    unknown = sorted(set(raw) - set(schema), key=str)      # keys of mixed types (1, foo) sort as text
     if unknown:
         where = f"{prefix}." if prefix else ""
-        raise RecipeError(f"{where}{unknown[0]}: unknown key; allowed keys{' in ' + prefix if prefix else ''}: "
+        raise RecipeError(f"{where}{shown_key(unknown[0])}: unknown key; allowed keys"
+                          f"{' in ' + prefix if prefix else ''}: "
                           f"{', '.join(schema)}")
     out = {}
     for key, spec in schema.items():
@@ -326,13 +355,13 @@ def validate_section(raw: dict, schema: dict, prefix: str) -> dict:
             raise RecipeError(f"{path}: required; expected {type_name(spec.types)}")
         ok = isinstance(value, spec.types) and not (isinstance(value, bool) and bool not in spec.types)
         if not ok:
-            raise RecipeError(f"{path}: expected {type_name(spec.types)}, got {value!r}")
+            raise RecipeError(f"{path}: expected {type_name(spec.types)}, got {shown(value)}")
         if spec.choices is not None and value not in spec.choices:
-            raise RecipeError(f"{path}: {value!r} is not allowed; allowed values: {', '.join(spec.choices)}")
+            raise RecipeError(f"{path}: {shown(value)} is not allowed; allowed values: {', '.join(spec.choices)}")
         if spec.check is not None:
             spec.check(path, value)          # the range checks refuse NaN and infinities, naming the range
         if isinstance(value, float) and not math.isfinite(value):
-            raise RecipeError(f"{path}: {value} is not a finite number")
+            raise RecipeError(f"{path}: {shown(value)} is not a finite number")
         out[key] = value
     return out
 

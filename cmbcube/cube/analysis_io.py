@@ -244,8 +244,10 @@ def write_windows(store: str, windows: np.ndarray, mask_attrs: dict) -> None:
 
 
 def namaster_dir(store) -> str:
-    """The folder beside a store sharing NaMaster's coupling matrices between workers: ``<store>.namaster``."""
-    return str(store).rstrip("/") + ".namaster"
+    """The folder beside a store sharing NaMaster's coupling matrices between workers: ``<store>.namaster``
+    (the name cut and hashed where the file system's name limit leaves no room for the suffix)."""
+    from cmbcube.cube.location import sibling_name
+    return sibling_name(store, ".namaster")
 
 
 def cached_namaster(nside: int, apod_nest: np.ndarray, mask_nest: np.ndarray, nbins: int,

@@ -14,7 +14,8 @@ from cmbcube.recipe import SPLITS
 def require_store(path: str) -> dict:
     """The attributes of the cmbcube store at ``path``; a StoreError (exit 2) that says "no such store" for a
     missing local path and names what is wrong with a path that is not a cmbcube store, before any stage
-    opens arrays in it."""
+    opens arrays in it; for a local store also damaged metadata, a half-done run removal and a folder
+    that cannot be written (the stages calling it write into the store)."""
     path = str(path)
     if not is_remote(path) and not os.path.isdir(path):
         raise StoreError(f"{path}: no such store (a cmbcube store is the directory `cmbcube simulate --store` "
@@ -22,6 +23,8 @@ def require_store(path: str) -> dict:
     attrs = read_attrs(path)
     if "recipe_hash" not in attrs:
         raise StoreError(f"{path} is a Zarr store but not a cmbcube store")
+    from cmbcube.cube.health import check_writable_store_state
+    check_writable_store_state(path)         # the stages calling this write: metadata parses, writable
     return attrs
 
 

@@ -36,6 +36,13 @@ def open_dataset(path: str, chunks="auto-inner", guard: bool = True, consistent:
             ds = xr.open_zarr(store, chunks={} if chunks == "auto-inner" else chunks, zarr_format=3)
         except (OSError, zarr.errors.BaseZarrError) as err:      # missing, unreachable, not a store
             raise StoreError(f"{path}: cannot open a cube there ({type(err).__name__}: {err})") from None
+        except StoreError:
+            raise
+        except ValueError as err:          # xarray: arrays disagree on a dimension's length (damaged metadata)
+            raise StoreError(f"{path}: its arrays' metadata disagree ({str(err)[:300]}); `cmbcube verify {path}` "
+                             "says what is damaged") from None
+    from cmbcube.cube.health import warn_damaged_metadata
+    warn_damaged_metadata(path)            # read through the consolidated copy: a damaged array file is named
     if snapshot:
         ds.attrs["icechunk_snapshot"] = snapshot      # the version read, for citing (provenance)
     return ds
@@ -51,7 +58,11 @@ def check_bounds(group, path: str) -> None:
     zarr.json), before anything is allocated: every axis at most MAX_AXIS long (``pixel``:
     12 x 8192^2), at most 8 dimensions, chunks and shards no larger than their array, and no chunk
     larger than one map at nside 8192 (what a read allocates at once).  Reads only the metadata
-    zarr already holds (the consolidated copy).  StoreError names the array and the figures."""
+    zarr already holds (the consolidated copy).  StoreError names the array and the figures.
+    A store whose run removal was interrupted (cmbcube drop) is refused too, naming the command that
+    finishes it (:func:`cmbcube.cube.health.refuse_interrupted_drop`)."""
+    from cmbcube.cube.health import refuse_interrupted_drop
+    refuse_interrupted_drop(group.attrs, path)
     for name, arr in group.arrays():
         shape = tuple(int(n) for n in arr.shape)
         dims = tuple(getattr(arr.metadata, "dimension_names", None) or ()) or (None,) * len(shape)

@@ -31,17 +31,6 @@ def is_remote(path: str) -> bool:
     return "://" in str(path)
 
 
-def _atomic_create(path: Path, build) -> None:
-    """Build a store in a sibling temp dir and rename it into place: all or nothing."""
-    tmp = path.parent / f".{path.name}.creating-{uuid.uuid4().hex[:8]}"
-    try:
-        build(str(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def create_or_check(path: str, recipe: Recipe) -> str:
     """Create the store for ``recipe``; if it exists with the same recipe, reuse it.
 
@@ -67,14 +56,14 @@ def create_or_check(path: str, recipe: Recipe) -> str:
         if gone and pending(path):
             raise StoreError(f"{path}: {' and '.join(gone)} were dropped from this store (cmbcube drop), so its "
                              "remaining sims cannot be simulated into it; simulate into a new --store path")
+        from cmbcube.cube.health import check_writable_store_state
+        check_writable_store_state(path, "simulate")          # metadata parses, no drop half done, writable
         return "existing"
     if ics.handles(path):
         return ics.create(path, *layout.template(recipe))
-    if not target.parent.exists():
-        raise StoreError(f"--store {path}: parent directory {target.parent} does not exist")
-    if not os.access(target.parent, os.W_OK):
-        raise StoreError(f"--store {path}: no permission to write in {target.parent} ({os.strerror(13)}); "
-                         "nothing was created")
+    from cmbcube.cube import location
+    location.check_store_path(path)             # a name the file system can hold, with room for NAME.runs
+    location.check_new_store_folder(path)       # exists and can be written in (tried: root ignores modes)
     ds, encoding = layout.template(recipe)
 
     def build(tmp):
@@ -82,7 +71,7 @@ def create_or_check(path: str, recipe: Recipe) -> str:
         consolidate(tmp)
 
     try:
-        _atomic_create(target, build)
+        location.atomic_create(target, build)
     except OSError as err:
         import errno
         if err.errno in (errno.ENOTEMPTY, errno.EEXIST) and target.exists():

@@ -216,6 +216,11 @@ def metadata_problems(path: str) -> list[Damage]:
                 present[entry.name] = tuple(json.loads(meta.read_text()).get("shape", ()))
             except (OSError, ValueError) as err:
                 out.append(Damage("metadata", (), entry.name, "zarr.json", f"metadata unreadable: {err}"))
+    attrs = cube.read_attrs(path)
+    if cube.DROP_JOURNAL_ATTR in attrs:        # first: the drop's own writes leave no consolidated copy
+        run = json.loads(attrs[cube.DROP_JOURNAL_ATTR])["run"]
+        return out + [Damage("metadata", (), "run", "", f"removing run {run!r} was interrupted: rerun "
+                                                        f"`cmbcube drop {path} run --run {run}` to finish it")]
     try:
         consolidated = zarr.open_group(path, mode="r", use_consolidated=True).metadata.consolidated_metadata
     except Exception as err:  # noqa: BLE001
@@ -229,11 +234,6 @@ def metadata_problems(path: str) -> list[Damage]:
         if stale:
             out.append(Damage("metadata", (), "(root)", "zarr.json",
                               f"consolidated metadata out of date ({', '.join(stale[:8])})"))
-    attrs = cube.read_attrs(path)
-    if cube.DROP_JOURNAL_ATTR in attrs:
-        run = json.loads(attrs[cube.DROP_JOURNAL_ATTR])["run"]
-        out.append(Damage("metadata", (), "run", "", f"removing run {run!r} was interrupted: rerun "
-                                                     f"`cmbcube drop {path} run --run {run}` to finish it"))
     return out
 
 

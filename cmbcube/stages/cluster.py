@@ -179,6 +179,41 @@ def _read_scheduler_file(path: str, wait_s: float = SCHEDULER_FILE_WAIT_S) -> st
         time.sleep(0.1)
 
 
+OFFLINE_HINT = ("cluster.kind: synchronous in the recipe (or --scheduler synchronous) runs every task in this "
+                "process with no network at all")
+
+
+def loopback_problem(timeout: float = 2.0) -> str | None:
+    """Why this machine's loopback network (127.0.0.1, which a local cluster's scheduler and workers talk
+    over) cannot carry a connection, or None: a listening socket and a connection to it, in milliseconds
+    (without a loopback interface, e.g. ``unshare -n``, the connection fails at once)."""
+    import socket
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+            server.bind(("127.0.0.1", 0))
+            server.listen(1)
+            with socket.create_connection(server.getsockname(), timeout=timeout):
+                pass
+    except OSError as err:
+        return f"{type(err).__name__}: {err.strerror or err}"
+    return None
+
+
+def check_can_start(settings: dict | None, scheduler: str | None = None, scheduler_file: str | None = None,
+                    workers: int | None = None) -> None:
+    """ClusterError (exit 2) before anything is created if the cluster the stage would start here cannot
+    start: a local cluster on a machine whose loopback network does not work."""
+    p = plan(settings, scheduler, scheduler_file, workers)
+    if p["mode"] != "local":
+        return
+    problem = loopback_problem()
+    if problem:
+        raise ClusterError(f"cannot start a local Dask cluster (cluster.kind: local, {p['workers']} worker "
+                           f"process(es)): this machine's loopback network 127.0.0.1 does not accept connections "
+                           f"({problem}), and the scheduler and workers talk over it. {OFFLINE_HINT}; or bring "
+                           "the loopback interface up")
+
+
 def _connect(address: str, source: str):
     from distributed import Client
     try:
@@ -187,7 +222,7 @@ def _connect(address: str, source: str):
         raise ClusterError(f"{source}: cannot reach the Dask scheduler at {address} ({type(err).__name__}: {err}); "
                            "is it running? (dask scheduler ...)") from None
     except ValueError as err:           # distributed's parse of the address
-        raise ClusterError(f"{source}: {address!r} is not a scheduler address ({err}); use tcp://host:port, "
+        raise ClusterError(f"{source}: {address[:200]!r} is not a scheduler address ({err}); use tcp://host:port, "
                            "or 'synchronous' to run in this process") from None
 
 
@@ -236,11 +271,21 @@ def client_for(settings: dict | None, scheduler: str | None = None, scheduler_fi
         announce(client, f"started a Dask scheduler and submitted {p['jobs']} SLURM job(s) of {p['processes']} "
                          f"worker(s); tasks start as the jobs do", local_scheduler=True)
     else:
+        check_can_start(settings, scheduler, scheduler_file, workers)       # fails in ms, not after 60 s
         # Worker environment: see worker_environment (thread pools pinned, malloc left alone).
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environment(p["threads"])}):
-            cluster = LocalCluster(n_workers=p["workers"], threads_per_worker=p["threads"], processes=True,
-                                   memory_limit=p["memory_limit"], dashboard_address=":0")
-        client = Client(cluster)
+        try:
+            with dask.config.set({"distributed.nanny.pre-spawn-environ": worker_environment(p["threads"])}):
+                cluster = LocalCluster(n_workers=p["workers"], threads_per_worker=p["threads"], processes=True,
+                                       memory_limit=p["memory_limit"], dashboard_address=":0")
+        except Exception as err:  # noqa: BLE001 - distributed wraps every cause in RuntimeError
+            cause = err.__cause__ or err
+            raise ClusterError(f"could not start a local Dask cluster of {p['workers']} worker process(es): "
+                               f"{type(cause).__name__}: {str(cause)[:300]}. {OFFLINE_HINT}") from None
+        try:
+            client = Client(cluster)
+        except BaseException:
+            cluster.close()
+            raise
         announce(client, f"started a local Dask cluster: {p['workers']} worker process(es) x {p['threads']} "
                          "thread(s)", local_scheduler=True)
     try:

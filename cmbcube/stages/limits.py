@@ -25,6 +25,7 @@ import shutil
 from pathlib import Path
 
 from cmbcube.cube.info import human  # noqa: F401 - limits.human: the one size formatter
+from cmbcube.cube.store import read_attrs
 from cmbcube.errors import InputError
 
 # Measured: reading the (3, N) done-flags (one chunk per split and sim) through zarr takes ~0.6 ms and
@@ -148,7 +149,7 @@ def free_disk(path: str) -> tuple[int | None, str]:
     if "://" in str(path):
         return None, str(path)
     folder = Path(os.path.abspath(path))
-    while not folder.exists() and folder != folder.parent:
+    while not os.path.isdir(folder) and folder != folder.parent:     # never raises (a name too long...)
         folder = folder.parent
     try:
         return shutil.disk_usage(folder).free, str(folder)
@@ -193,7 +194,15 @@ def check(plan: Plan, store: str | None, memory: tuple, force: bool = False) -> 
 
 def check_simulate(recipe, store: str | None, scheduler=None, scheduler_file=None, workers=None,
                    force: bool = False, pending: int | None = None, what: str = "simulate") -> tuple[Plan, list[str]]:
-    """Plan and check a recipe (``store`` None: no disk check)."""
+    """Plan and check a recipe (``store`` None: no disk check).  The store path is checked first: a name
+    the file system cannot hold is refused; an existing store of this recipe (``pending`` given) must have
+    intact metadata and no half-done run removal (read-only checks: a dry run writes nothing)."""
+    if store is not None:
+        from cmbcube.cube import health, location
+        location.check_store_path(store)
+        if pending is not None:
+            health.check_metadata(store, what)
+            health.refuse_interrupted_drop(read_attrs(store), store)
     plan = simulate_plan(recipe, pending, what)
     memory = worker_memory_limit(recipe["cluster"], scheduler, scheduler_file, workers)
     return plan, check(plan, store, memory, force)

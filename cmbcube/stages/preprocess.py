@@ -106,6 +106,7 @@ def run(store: str, split: str = "train", scheduler: str | None = None, schedule
     from cmbcube.recipe import SPLITS
     if split not in SPLITS:
         raise InputError(f"--split {split!r}: allowed: {', '.join(SPLITS)}")
+    cube.require_store(store)              # a store it can write into, before anything is computed
     ds = cube.open_dataset(store)
     sims = stats_io.finished_sims(ds, split)
     if sims.size == 0:

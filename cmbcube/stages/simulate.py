@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import logging
+import shutil
 import time
 
 
@@ -70,10 +71,12 @@ def run(recipe: Recipe | str, store: str, scheduler: str | None = None, schedule
     """Simulate every planned sim not yet done.  Sizes are checked first (:mod:`cmbcube.stages.limits`):
     a recipe whose store, sims or per-sim memory do not fit is refused (LimitError) before
     anything is created, unless ``force_size``."""
-    from cmbcube.stages import limits
+    from cmbcube.cube import location
+    from cmbcube.stages import cluster, limits
     if not isinstance(recipe, Recipe):
         recipe = load(recipe, overrides)
     store = str(store)
+    location.check_store_path(store)          # before anything looks at the path (a name too long: exit 2)
     pending = None
     if cube.holds_recipe(store, recipe):
         pending = len(cube.pending(store))
@@ -81,10 +84,18 @@ def run(recipe: Recipe | str, store: str, scheduler: str | None = None, schedule
     for problem in forced:
         log.warning("--force-size: %s", problem)
     preflight(recipe)
+    if pending is None or pending:            # sims to compute: a local cluster must be able to start
+        cluster.check_can_start(recipe["cluster"], scheduler, scheduler_file, workers)
     status = cube.create_or_check(store, recipe)
     log.info("store %s: %s", store, status)
-    with cube.sims_lock(store, "simulate"):
-        return _run(recipe, store, status, scheduler, scheduler_file, workers, progress)
+    try:
+        with cube.sims_lock(store, "simulate"):
+            return _run(recipe, store, status, scheduler, scheduler_file, workers, progress)
+    except cluster.ClusterError as err:
+        if status != "created" or cube.done_flags(store).any():
+            raise
+        shutil.rmtree(store, ignore_errors=True)      # made by this run, which wrote no sim: leave nothing
+        raise cluster.ClusterError(f"{err} ({store} was not created: nothing was computed)") from None
 
 
 def _run(recipe, store, status, scheduler, scheduler_file, workers, progress) -> SimulateReport:
