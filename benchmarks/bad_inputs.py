@@ -84,6 +84,8 @@ CASES = [
     Case("12", "view a detector the store lacks", ["view", "{S}", "--detector", "150", "--out", "{T}/v.png"]),
     Case("12", "view a run the store lacks", ["view", "{S}", "--product", "pred", "--run", "nosuch",
                                               "--out", "{T}/v.png"]),
+    Case("23", "a version of a plain Zarr store", ["info", "{S}", "--version", "v1"]),
+    Case("23", "an Icechunk location with an unknown scheme", ["info", "icechunk+ftp://bucket/x"]),
     Case("-", "an ILC method that does not exist", ["ilc", "{S}", "--method", "milc"]),
     Case("-", "predict a run never trained", ["predict", "{S}", "--run", "nosuch"]),
     Case("-", "drop a run that is not there", ["drop", "{S}", "run", "--run", "nosuch"]),
