@@ -98,6 +98,12 @@ def train(p) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
     p.add_argument("--deterministic", action="store_true", help="torch deterministic algorithms")
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="an existing run of that name: drop it and everything "
+                                                            "made from it (predictions, metrics, spectra, losses, "
+                                                            "checkpoints), then train from scratch")
+    p.add_argument("--keep-checkpoints", choices=("best-last", "all"),
+                   help="best-last (default): keep the last checkpoint and the one of the lowest validation loss; "
+                        "all: every saved epoch")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     force_size(p, "the run's checkpoints exceed the free disk next to the store")

@@ -149,10 +149,13 @@ def train(args) -> int:
     config = TrainConfig(**values)
     report = train(args.store, config, args.run, args.device, args.resume, args.deterministic,
                    progress=False if args.no_progress else None, num_workers=args.num_workers,
-                   force_size=args.force_size)
+                   force_size=args.force_size, overwrite=args.overwrite, keep_checkpoints=args.keep_checkpoints)
+    if report.dropped:
+        print(f"--overwrite: {report.dropped}")
+    best = f" (best validation loss: {report.best})" if report.best and report.best != report.checkpoint else ""
     print(f"{report.run}: {report.epochs_done} epoch(s), last train loss {report.train_loss[-1]:.4g}, "
           f"valid loss {report.valid_loss[-1]:.4g}{' (stopped early)' if report.stopped_early else ''}; "
-          f"{report.samples_per_s:.1f} samples/s; checkpoint {report.checkpoint}")
+          f"{report.samples_per_s:.1f} samples/s; checkpoint {report.checkpoint}{best}")
     return 0
 
 

@@ -478,7 +478,7 @@ def test_disk_full_during_train_then_resume_after_freeing_space(small_disk, trai
     base, ref = trained
     store = str(small_disk / "s.zarr")
     shutil.copytree(base, store)
-    size = (cube.run_dir(ref, "patch-unet") / "epoch_0001.pt").stat().st_size
+    size = (cube.run_dir(ref, "patch-unet") / "epoch_0002.pt").stat().st_size      # the last: always kept
     ballast = leave_free(small_disk, int(1.5 * size))
     # the checkpoint-size check (cmbcube.stages.limits) would refuse this disk up front: --force-size lets the
     # drill reach a real full disk in the middle of training

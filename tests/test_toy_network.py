@@ -39,7 +39,8 @@ def toy():
 def test_a_registered_toy_network_trains_and_predicts_through_the_cli(toy, tiny_store, tmp_path, capsys):
     store = str(tmp_path / "toy.zarr")
     shutil.copytree(tiny_store, store)
-    assert main(["train", store, "--model", TOY, "--epochs", "2", "--fields", "I", "--no-progress"]) == 0
+    assert main(["train", store, "--model", TOY, "--epochs", "2", "--fields", "I", "--no-progress",
+                 "--keep-checkpoints", "all"]) == 0
     losses = cmbcube.open(store).loss_train.sel(run=TOY).values[:2]
     assert np.isfinite(losses).all() and losses[1] < losses[0], losses
     assert [p.name for p in sorted(cube.run_dir(store, TOY).glob("epoch_*.pt"))] == ["epoch_0001.pt", "epoch_0002.pt"]

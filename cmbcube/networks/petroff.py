@@ -65,6 +65,7 @@ class ConcreteDropout(nn.Module):
         self.groups, self.channels, self.temperature = groups, channels, temperature
         self.logit_p = nn.Parameter(torch.full((groups,), math.log(p_init / (1 - p_init))))
         self.enabled = True
+        self.noise = None            # (B, groups, channels, 1) uniforms drawn ahead (mc_predict), else drawn here
 
     @property
     def p(self):
@@ -76,7 +77,8 @@ class ConcreteDropout(nn.Module):
         b, c, n = x.shape
         p = self.p[None, :, None, None]
         eps = 1e-7
-        u = torch.rand(b, self.groups, self.channels, 1, device=x.device, dtype=x.dtype)
+        u = self.noise if self.noise is not None else \
+            torch.rand(b, self.groups, self.channels, 1, device=x.device, dtype=x.dtype)
         z = (torch.log(p + eps) - torch.log(1 - p + eps) + torch.log(u + eps) - torch.log(1 - u + eps))
         keep = 1 - torch.sigmoid(z / self.temperature)
         return (x.reshape(b, self.groups, self.channels, n) * keep / (1 - p)).reshape(b, c, n)
@@ -162,6 +164,15 @@ class PetroffNet(nn.Module):
     def dropouts(self):
         return [m for m in self.modules() if isinstance(m, ConcreteDropout)]
 
+    def dropouts_in_call_order(self):
+        """The dropout layers in the order forward() runs them (the order they draw their masks)."""
+        order = []
+        for level, (conv_a, conv_b) in enumerate(self.encoder):
+            order += [conv_a.dropout, conv_b.dropout, self.skips[level].dropout]
+        for level in range(self.levels - 2, -1, -1):
+            order += [self.decoder[level][0].dropout, self.decoder[level][1].dropout]
+        return order + [self.final.dropout]
+
     def set_dropout(self, enabled: bool) -> None:
         """Concrete dropout on (the default, also at inference: Monte Carlo sampling) or off (deterministic)."""
         for m in self.dropouts():
@@ -215,35 +226,57 @@ def heteroscedastic_loss(out, target):
     return 0.5 * torch.mean((target - mu) ** 2 * torch.exp(s) - s)
 
 
-def mc_predict(net: PetroffNet, x, samples: int = 100, chunk: int | None = None):
+DRAW_PIXELS = 2 ** 21      # dropout masks are drawn for as many passes at once as fit this many pixels
+BATCH_PIXELS = 2 ** 17     # passes run through the network together: bounds the memory whatever --mc-samples
+
+
+def mc_predict(net: PetroffNet, x, samples: int = 100, chunk: int | None = None, batch: int | None = None):
     """Monte Carlo passes on one input (1, C, N) or (C, N).
 
     Returns (mean, sigma) as float64 numpy arrays (fields, N) in the network's
     (transformed) units: mean = average of mu_t; sigma^2 = mean(exp(-s_t)) + var(mu_t).
+
+    The passes' dropout masks are drawn ``chunk`` passes at a time (default: as many as fit
+    DRAW_PIXELS), layer after layer, as one forward pass of that many would draw them; the
+    network then runs ``batch`` passes at a time (default: as many as fit BATCH_PIXELS), and
+    the mean and variance are accumulated batch by batch (Chan et al.'s pairwise update of
+    Welford's), so memory does not grow with ``samples`` and the draws do not depend on ``batch``.
     """
     if samples < 1:
         raise InputError(f"--mc-samples {samples}: must be >= 1")
     if x.ndim == 2:
         x = x[None]
     n = x.shape[-1]
-    chunk = chunk or max(1, min(samples, 2 ** 21 // n))
+    chunk = chunk or max(1, min(samples, DRAW_PIXELS // n))
+    batch = max(1, min(batch or BATCH_PIXELS // n, chunk))
+    layers = [m for m in net.dropouts_in_call_order() if m.enabled]
     f = net.out_fields
-    s1 = torch.zeros(f, n, dtype=torch.float64, device=x.device)
-    s2 = torch.zeros_like(s1)
-    alea = torch.zeros_like(s1)
-    done = 0
-    with torch.no_grad():
-        while done < samples:
-            m = min(chunk, samples - done)
-            mu, s = net.split(net(x.expand(m, -1, -1)))
-            mu, s = mu.double(), s.double()
-            s1 += mu.sum(0)
-            s2 += (mu ** 2).sum(0)
-            alea += torch.exp(-s).sum(0)
-            done += m
-    mean = s1 / samples
-    var_mu = torch.clamp(s2 / samples - mean ** 2, min=0.0)
-    sigma = torch.sqrt(alea / samples + var_mu)
+    mean = torch.zeros(f, n, dtype=torch.float64, device=x.device)
+    m2 = torch.zeros_like(mean)
+    alea = torch.zeros_like(mean)
+    count = 0
+    try:
+        with torch.no_grad():
+            while count < samples:
+                m = min(chunk, samples - count)
+                draws = [torch.rand(m, d.groups, d.channels, 1, device=x.device, dtype=x.dtype) for d in layers]
+                for start in range(0, m, batch):
+                    k = min(batch, m - start)
+                    for d, u in zip(layers, draws):
+                        d.noise = u[start:start + k]
+                    mu, s = net.split(net(x.expand(k, -1, -1)))
+                    mu = mu.double()
+                    alea += torch.exp(-s.double()).sum(0)
+                    batch_mean = mu.mean(0)
+                    delta = batch_mean - mean
+                    total = count + k
+                    mean += delta * (k / total)
+                    m2 += ((mu - batch_mean) ** 2).sum(0) + delta ** 2 * (count * k / total)
+                    count = total
+    finally:
+        for d in layers:
+            d.noise = None
+    sigma = torch.sqrt(alea / samples + m2 / samples)
     return mean.cpu().numpy(), sigma.cpu().numpy()
 
 

@@ -3,6 +3,11 @@
 A checkpoint holds the weights, the optimiser and scheduler states, the settings (JSON), the
 losses so far and every random generator's state, so that ``--resume`` continues bit for bit.
 It is written whole or not at all, and loaded weights-only (nothing in the file is executed).
+
+Which are kept (``--keep-checkpoints``): ``best-last`` (the default) keeps the last checkpoint
+(what ``--resume`` and ``predict`` read) and the one of the lowest validation loss (training loss
+where the run has no valid split); ``all`` keeps every saved epoch.  Older ones are deleted only
+after the new one is complete, so a run killed at any moment keeps its last checkpoint.
 """
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cmbcube.errors import InputError
+
 log = logging.getLogger("cmbcube")
 
 
@@ -25,12 +32,23 @@ def checkpoint_bytes(n_params: int, amsgrad: bool) -> int:
     return n_params * 4 * (4 if amsgrad else 3) + 64 * 2 ** 10
 
 
+KEEP = ("best-last", "all")
+
+
+def check_keep(keep: str) -> str:
+    if keep not in KEEP:
+        raise InputError(f"--keep-checkpoints {keep!r}: allowed: {', '.join(KEEP)}")
+    return keep
+
+
 def check_space(run_name: str, n_params: int, amsgrad: bool, epochs: int, checkpoint_every: int, out_dir,
-                force_size: bool) -> None:
+                force_size: bool, keep: str = "all") -> None:
     """Refuse (LimitError, exit 2) before the run is created when its checkpoints cannot fit the free
     disk next to the store (``--force-size`` runs it anyway)."""
     from cmbcube.stages import limits
-    saved = epochs // checkpoint_every + (epochs % checkpoint_every != 0)   # all kept
+    saved = epochs // checkpoint_every + (epochs % checkpoint_every != 0)
+    if keep == "best-last":             # the best, the previous last and the one being written
+        saved = min(saved, 3)
     per = checkpoint_bytes(n_params, amsgrad)
     plan = limits.Plan(f"train {run_name}", files=saved, store_bytes=saved * per, worker_bytes=0)
     for problem in limits.check(plan, str(out_dir), (None, ""), force_size):
@@ -42,14 +60,15 @@ def checkpoint_path(out_dir, epoch: int) -> Path:
     return Path(out_dir) / f"epoch_{epoch:04d}.pt"
 
 
-def save_checkpoint(out_dir: Path, epoch, net, opt, sched, config, train_losses, valid_losses, best, stale) -> str:
+def save_checkpoint(out_dir: Path, epoch, net, opt, sched, config, train_losses, valid_losses, best, stale,
+                    keep: str = "all") -> str:
     import torch
     np_state = np.random.get_state()
     state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
              "epoch": epoch, "config": json.dumps(config.as_dict()), "torch_rng": torch.get_rng_state(),
              "numpy_rng": torch.from_numpy(np_state[1].astype(np.int64)), "numpy_pos": int(np_state[2]),
              "python_rng": random.getstate(), "train_loss": list(train_losses), "valid_loss": list(valid_losses),
-             "best": float(best), "stale": int(stale)}
+             "best": float(best), "stale": int(stale), "keep": keep}
     path = checkpoint_path(out_dir, epoch)
     tmp = path.with_suffix(".pt.tmp")
     try:
@@ -99,8 +118,6 @@ def load_checkpoint(path, dev=None) -> dict:
     import pickle
 
     import torch
-
-    from cmbcube.errors import InputError
     try:
         state = torch.load(path, map_location=dev, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
@@ -115,6 +132,63 @@ def load_checkpoint(path, dev=None) -> dict:
 def latest_checkpoint(out_dir: Path) -> Path | None:
     found = sorted(Path(out_dir).glob("epoch_*.pt"))
     return found[-1] if found else None
+
+
+def saved_epochs(out_dir) -> list[int]:
+    """The epochs whose checkpoint is in a run's folder, in order."""
+    out = []
+    for path in Path(out_dir).glob("epoch_*.pt"):
+        try:
+            out.append(int(path.stem.split("_", 1)[1]))
+        except ValueError:
+            continue
+    return sorted(out)
+
+
+def best_epoch(epochs, train_losses, valid_losses) -> int | None:
+    """Of ``epochs`` (1-based), the one of the lowest validation loss (the training loss where it is NaN,
+    as early stopping judges it); NaN losses never win; the earliest on a tie."""
+    def score(epoch):
+        k = epoch - 1
+        value = valid_losses[k] if k < len(valid_losses) and not math.isnan(valid_losses[k]) else \
+            (train_losses[k] if k < len(train_losses) else math.nan)
+        return math.inf if math.isnan(value) else value
+    return min(epochs, key=score, default=None)
+
+
+def prune(out_dir, train_losses, valid_losses, keep: str) -> tuple[int | None, int | None]:
+    """Delete the checkpoints ``keep`` does not keep; (best epoch, last epoch) of those left.
+
+    Called after the last checkpoint is complete: each deletion leaves the last one (and the best), so
+    a process killed in the middle leaves valid checkpoints and at worst one file too many."""
+    epochs = saved_epochs(out_dir)
+    if not epochs:
+        return None, None
+    best, last = best_epoch(epochs, train_losses, valid_losses), epochs[-1]
+    if keep != "all":
+        for epoch in epochs:
+            if epoch not in (best, last):
+                checkpoint_path(out_dir, epoch).unlink(missing_ok=True)
+    return best, last
+
+
+def finished(state: dict) -> bool:
+    """Whether the run of a checkpoint's state has nothing left to train: all its epochs are done, or
+    early stopping ended it."""
+    config = json.loads(state["config"])
+    patience = int(config.get("early_stopping") or 0)
+    return int(state["epoch"]) >= int(config["epochs"]) or bool(patience and int(state["stale"]) >= patience)
+
+
+def clear(out_dir) -> None:
+    """Delete a run folder's checkpoints and loss plot (``train --overwrite`` of a folder the store
+    does not know), then the folder if nothing else is in it."""
+    folder = Path(out_dir)
+    for pattern in ("epoch_*.pt", "epoch_*.pt.tmp", "loss.png"):
+        for path in folder.glob(pattern):
+            path.unlink(missing_ok=True)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
 
 
 def plot_losses(path: Path, train_losses, valid_losses, title) -> None:

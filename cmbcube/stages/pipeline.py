@@ -61,7 +61,7 @@ def run(recipe: Recipe | str, store: str, scheduler=None, scheduler_file=None, w
         if ckpt.exists():
             step(f"train {model}: already trained ({ckpt.name})", started)
         else:
-            resume = checkpoints.latest_checkpoint(cube.run_dir(store, model)) is not None
+            resume = train_guard.find(store, model) is not None      # killed earlier: continue it
             t = train.train(store, config, device=device, resume=resume, progress=progress, force_size=force_size)
             step(f"train {model}: {t.epochs_done} epochs, valid loss {t.valid_loss[-1]:.4g}", started)
         started = time.perf_counter()

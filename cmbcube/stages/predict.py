@@ -19,7 +19,7 @@ from cmbcube.cube.datasets import CubeDataset
 from cmbcube.errors import InputError, MissingFileError
 from cmbcube.networks import NETWORKS
 from cmbcube.science import geometry
-from cmbcube.stages.checkpoints import latest_checkpoint, load_checkpoint
+from cmbcube.stages.checkpoints import latest_checkpoint, load_checkpoint, saved_epochs
 from cmbcube.stages.train import TrainConfig, build_network, datasets_for, device_for
 
 
@@ -65,6 +65,11 @@ def predict(store: str, run_name: str, splits=("test",), epoch: int | None = Non
     if model is None:
         out_dir = Path(stored["checkpoint_dir"])
         ckpt = out_dir / f"epoch_{epoch:04d}.pt" if epoch else latest_checkpoint(out_dir)
+        kept = saved_epochs(out_dir)
+        if epoch and kept and epoch not in kept:
+            raise MissingFileError(f"--epoch {epoch}: run {run_name!r} has no checkpoint for it in {out_dir}; kept: "
+                                   f"epoch(s) {', '.join(map(str, kept))} (cmbcube train keeps the last and the best "
+                                   "unless --keep-checkpoints all)")
         if ckpt is None or not Path(ckpt).exists():
             raise MissingFileError(f"run {run_name!r}: no checkpoint {'for epoch ' + str(epoch) if epoch else ''} "
                                     f"in {out_dir}; train it first (cmbcube train)")

@@ -3,8 +3,10 @@
 Training streams batches from the cube (CubeDataset, in the view the network
 reads), records per-epoch train and validation losses in the cube and as a PNG,
 checkpoints next to the store (``<store>.runs/<run>/epoch_NNNN.pt``, loadable
-with ``torch.load(weights_only=True)``; see cmbcube.stages.checkpoints), and
-resumes bit for bit.  Prediction is cmbcube.stages.predict.
+with ``torch.load(weights_only=True)``; by default the last and the best are kept, see
+cmbcube.stages.checkpoints), and resumes bit for bit.  A run name already in use is refused
+unless ``--resume`` or ``--overwrite`` says what to do with it (cmbcube.stages.train_guard).
+Prediction is cmbcube.stages.predict.
 """
 from __future__ import annotations
 
@@ -20,10 +22,11 @@ import numpy as np
 from cmbcube import cube, networks
 from cmbcube.cube.datasets import CubeDataset, SelectionError
 from cmbcube.testing import hold
-from cmbcube.errors import InputError, MissingFileError
+from cmbcube.errors import InputError
 from cmbcube.networks import NETWORKS
-from cmbcube.stages.checkpoints import (check_space, latest_checkpoint, load_checkpoint, plot_losses, restore_rng,
-                                        save_checkpoint)
+from cmbcube.stages import train_guard
+from cmbcube.stages.checkpoints import (check_keep, check_space, checkpoint_path, finished, plot_losses, prune,
+                                        restore_rng, save_checkpoint)
 
 log = logging.getLogger("cmbcube")
 
@@ -166,11 +169,20 @@ class TrainReport:
     seconds: float = 0.0
     samples_per_s: float = 0.0
     config: dict | None = None           # the settings trained with (store-dependent scalings resolved)
+    best: str = ""                       # the kept checkpoint of the lowest validation loss
+    dropped: str = ""                    # --overwrite: what was dropped first, in words
 
 
 def train(store: str, config: TrainConfig, run_name: str | None = None, device: str | None = None,
           resume: bool = False, deterministic: bool = False, progress: bool | None = None,
-          num_workers: int = 0, force_size: bool = False) -> TrainReport:
+          num_workers: int = 0, force_size: bool = False, overwrite: bool = False,
+          keep_checkpoints: str | None = None) -> TrainReport:
+    """Train run ``run_name`` (default: the model's name) of ``config`` on the store.
+
+    A run of that name already in the store (or checkpoints in its folder) is refused (exit 2) unless
+    ``resume`` (continue it) or ``overwrite`` (drop it and what was made from it, then start afresh);
+    ``keep_checkpoints``: ``best-last`` or ``all`` (see cmbcube.stages.checkpoints); default: what the
+    resumed checkpoint was saved with (``all`` before the option existed), else ``best-last``."""
     import torch
     from cmbcube.progress import Progress
     cube.require_store(store)
@@ -180,6 +192,12 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
     if config.grad_clip is not None and not config.grad_clip > 0:
         raise InputError(f"--grad-clip {config.grad_clip}: must be > 0 (leave it out for no clipping)")
     run_name = cube.check_run_name(run_name or config.model)
+    if keep_checkpoints is not None:
+        check_keep(keep_checkpoints)
+    found = train_guard.check(store, run_name, resume, overwrite)
+    state = found.state if resume and found is not None else None
+    # resumed: as the run was started (checkpoints saved before the option existed: all kept)
+    keep = keep_checkpoints or (state.get("keep", "all") if state is not None else "best-last")
     dev = device_for(device)
     if deterministic:
         torch.use_deterministic_algorithms(True)
@@ -191,11 +209,14 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
     except SelectionError:                       # no finished valid sims: train without validation
         valid_ds = None
     out_dir = cube.run_dir(store, run_name)
+    if state is not None and json.loads(state["config"]) != config.as_dict():
+        raise InputError(f"--resume: {found.checkpoint} was trained with other settings: {state['config']}")
     if not resume:
         probe = build_network(config, train_ds, n_train=len(train_ds))
         check_space(run_name, sum(p.numel() for p in probe.parameters()), spec.amsgrad, config.epochs,
-                    config.checkpoint_every, out_dir, force_size)
+                    config.checkpoint_every, out_dir, force_size, keep)
         del probe
+    dropped = train_guard.drop(store, found) if overwrite else ""
     config_dict = {**config.as_dict(), "checkpoint_dir": str(out_dir.resolve())}
     irun = cube.ensure_run(store, run_name, config.model, config_dict,
                            cube.truth_beam(store),
@@ -213,13 +234,7 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     start_epoch, train_losses, valid_losses, best, stale = 0, [], [], math.inf, 0
-    if resume:
-        ckpt = latest_checkpoint(out_dir)
-        if ckpt is None:
-            raise MissingFileError(f"--resume: no checkpoint in {out_dir}")
-        state = load_checkpoint(ckpt, dev)
-        if json.loads(state["config"]) != config.as_dict():
-            raise InputError(f"--resume: {ckpt} was trained with other settings: {state['config']}")
+    if state is not None:
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -227,15 +242,19 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
         start_epoch = int(state["epoch"])
         train_losses, valid_losses = list(state["train_loss"]), list(state["valid_loss"])
         best, stale = float(state["best"]), int(state["stale"])
-        log.info("resuming %s from epoch %d (%s)", run_name, start_epoch, ckpt)
+        log.info("resuming %s from epoch %d (%s)", run_name, start_epoch, found.checkpoint)
+    elif resume:
+        log.info("resuming %s: no checkpoint yet, starting from epoch 0", run_name)
     loss_fn = networks.loss_function(config.loss)
-    t0, seen, stopped = time.perf_counter(), 0, False
-    last_ckpt = str(latest_checkpoint(out_dir) or "")
+    done = state is not None and finished(state)          # nothing left: --resume only reports it
+    t0, seen, stopped = time.perf_counter(), 0, bool(done and config.early_stopping and stale >= config.early_stopping)
+    last_ckpt = str(found.checkpoint) if state is not None else ""
+    best_ckpt = str(checkpoint_path(out_dir, prune(out_dir, train_losses, valid_losses, "all")[0])) if done else ""
     epochs_bar = Progress(config.epochs, f"train {run_name}", unit="epoch", progress=progress, initial=start_epoch,
                           where=f"{out_dir} (checkpoints), {store} loss_train/loss_valid")
     log.info("train %s: %s on %d train sample(s) from %d sim(s), %d valid, device %s", run_name, config.model,
              len(train_ds), _n_sims(train_ds), len(valid_ds) if valid_ds else 0, dev)
-    for epoch in range(start_epoch, config.epochs):
+    for epoch in range(start_epoch, start_epoch if done else config.epochs):
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
         loader = torch.utils.data.DataLoader(train_ds, batch_size=config.batch_size, shuffle=True,
                                              generator=generator, num_workers=num_workers)
@@ -274,7 +293,9 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
         last = epoch + 1 == config.epochs or stopped
         if (epoch + 1) % config.checkpoint_every == 0 or last:
             last_ckpt = save_checkpoint(out_dir, epoch + 1, net, opt, sched, config, train_losses, valid_losses,
-                                        best, stale)
+                                        best, stale, keep)
+            kept = prune(out_dir, train_losses, valid_losses, keep)[0]       # after the save: never none
+            best_ckpt = str(checkpoint_path(out_dir, kept))
         cube.write_losses(store, irun, train_losses, valid_losses, _n_sims(train_ds))
         plot_losses(out_dir / "loss.png", train_losses, valid_losses, run_name)
         if stopped:
@@ -283,7 +304,7 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
     epochs_bar.close()
     seconds = time.perf_counter() - t0
     return TrainReport(run_name, len(train_losses), train_losses, valid_losses, last_ckpt, stopped, seconds,
-                       seen / seconds if seconds else 0.0, config.as_dict())
+                       seen / seconds if seconds else 0.0, config.as_dict(), best_ckpt, dropped)
 
 
 def evaluate(net, dataset, loss_fn, dev, batch_size) -> float:
