@@ -77,7 +77,8 @@ CASES = [
     Case("7", "simulate into a store with obs/zarr.json truncated", ["simulate", "{R}", "--store", "{S}"],
          setup="truncate"),
     Case("10", "a malformed --set value", ["check-recipe", "{R}", "--set", "splits={train: [1"]),
-    Case("10", "a store in an unwritable place", ["simulate", "{R}", "--store", "/proc/cmbcube-test.zarr"]),
+    Case("10", "a store in a folder nobody may write (chattr +i: root too)", ["simulate", "{R}", "--store",
+                                                                             "{T}/locked/x.zarr"], setup="immutable"),
     Case("10", "a store name of 300 characters", ["simulate", "{R}", "--store", "{T}/" + "s" * 295 + ".zarr"]),
     Case("10", "no network at all, local Dask cluster", ["simulate", "{R}", "--store", "{T}/offline.zarr",
                                                          "--set", "cluster.kind=local"], prefix=["unshare", "-n"]),
@@ -137,7 +138,11 @@ def build_store(scratch: Path) -> tuple[str, str]:
 
 
 def damage(kind: str, store: str):
-    if kind == "truncate":
+    if kind == "immutable":                   # a folder that cannot be written in, whoever you are
+        locked = Path(store).parent / "locked"
+        locked.mkdir()
+        subprocess.run(["chattr", "+i", str(locked)], check=False)
+    elif kind == "truncate":
         meta = Path(store) / "obs" / "zarr.json"
         meta.write_bytes(meta.read_bytes()[:100])
 
@@ -147,8 +152,9 @@ def first_line(text: str) -> str:
     if lines and lines[0].startswith("usage:"):         # argparse: the error is on its last line
         lines = [ln for ln in lines if ": error: " in ln] or lines
     tail = [ln for ln in lines if not ln.startswith(("warnings.warn", "/"))]
-    line = (tail or lines or ["(nothing)"])[0]
-    return line if len(line) <= 150 else line[:147] + "..."
+    lines = tail or lines or ["(nothing)"]
+    line = lines[0] + (" " + lines[1] if lines[0].endswith(":") and len(lines) > 1 else "")   # the reason follows
+    return line if len(line) <= 220 else line[:217] + "..."
 
 
 def run_case(case: Case, base: str, recipe: str, scratch: Path) -> dict:
@@ -175,9 +181,11 @@ def run_case(case: Case, base: str, recipe: str, scratch: Path) -> dict:
     except subprocess.TimeoutExpired:
         code, err, seconds = None, "killed: still running after 120 s", 120.0
     same = tree_hash(store, store + ".runs") == before
-    if case.setup == "" and case.argv[0] in ("simulate", "run"):
-        created = [p for p in work.iterdir() if p.name.endswith(".zarr") and p.name != "tiny.zarr"]
+    if case.setup in ("", "immutable") and case.argv[0] in ("simulate", "run"):
+        created = [p for p in work.rglob("*.zarr") if p.name != "tiny.zarr"]
         same = same and not created                       # a refused run leaves nothing behind
+    if (work / "locked").exists():
+        subprocess.run(["chattr", "-i", str(work / "locked")], check=False)
     traceback = "Traceback (most recent call last)" in err
     ok = code == case.expect and not traceback and same
     shutil.rmtree(work, ignore_errors=True)
