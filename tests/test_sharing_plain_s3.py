@@ -136,3 +136,14 @@ def test_pipeline_into_plain_s3_writes_what_a_local_store_holds(s3, local_store,
     assert main(["verify", url]) == 0
     out = capsys.readouterr().out
     assert "6 finished unit(s)" in out and "no damage found" in out
+
+
+def test_missing_bucket_and_other_urls_are_refused_by_name(s3):
+    from cmbcube.cube import StoreError
+    with pytest.raises(StoreError, match=r"s3://no-such-bucket/x.zarr: cannot create the store there .*bucket"):
+        simulate.run(recipe(), "s3://no-such-bucket/x.zarr", scheduler="synchronous", progress=False)
+    with pytest.raises(StoreError, match=r"s3://BUCKET/PREFIX .*gs://b/x.zarr is another URL"):
+        simulate.run(recipe(), "gs://b/x.zarr", scheduler="synchronous", progress=False)
+    with pytest.raises(StoreError, match="drop edits a local store"):
+        from cmbcube.cube.drop import drop
+        drop(f"s3://{BUCKET}/shared/tiny.zarr", "analysis")

@@ -91,14 +91,20 @@ def exists(path) -> bool:
 
 def create(path, ds, encoding) -> str:
     """A new store holding the template (``layout.template``), metadata consolidated: "created".  Not
-    atomic as a whole (object storage has no rename): an interrupted creation leaves a partial template,
-    which the next ``simulate`` refuses as not a cmbcube store until the prefix is emptied."""
+    atomic as a whole (object storage has no rename): an interrupted creation can leave a partial
+    template behind; empty the prefix and rerun.  A missing bucket or refused credentials: StoreError."""
     import warnings
 
     import zarr
     store = zarr_store(path, read_only=False)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
-        ds.to_zarr(store, mode="w-", compute=False, encoding=encoding, zarr_format=3, consolidated=False)
-        zarr.consolidate_metadata(store)
+        try:
+            ds.to_zarr(store, mode="w-", compute=False, encoding=encoding, zarr_format=3, consolidated=False)
+            zarr.consolidate_metadata(store)
+        except (OSError, PermissionError) as err:
+            from cmbcube.cube.store import StoreError
+            raise StoreError(f"{path}: cannot create the store there ({type(err).__name__}: {err}); check that "
+                             "the bucket exists and that the AWS_* credentials in the environment may write to "
+                             "it") from None
     return "created"
