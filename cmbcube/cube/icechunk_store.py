@@ -324,7 +324,11 @@ def _carry_chunks(path, session):
 
 # ----------------------------------------------------------------------------- what cube/store.py calls
 def target(path, mode: str = "r"):
-    """What zarr opens for ``path``: the path itself for a plain store, else the session's store."""
+    """What zarr opens for ``path``: the path itself for a local store, the session's store for Icechunk,
+    an FsspecStore for plain Zarr on object storage (:mod:`cmbcube.cube.objstore`)."""
+    from cmbcube.cube import objstore
+    if objstore.handles(path):
+        return objstore.zarr_store(path, read_only=mode == "r")
     return store_for(path, write=mode != "r") if handles(path) else path
 
 

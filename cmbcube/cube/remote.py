@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cmbcube.cube import icechunk_store as ics
+from cmbcube.cube import icechunk_store as ics, objstore
 from cmbcube.cube.store import StoreError, is_remote
 
 
@@ -127,6 +127,8 @@ def zarr_store(path: str, storage_options: dict | None = None, guard: bool = Tru
         if path.startswith(("http://", "https://")):
             fs = _range_tolerant_http()(asynchronous=True, **(storage_options or {}))
             inner = FsspecStore(fs, path=path.rstrip("/"), read_only=True)
+        elif objstore.handles(path):
+            inner = objstore.zarr_store(path, read_only=True, storage_options=storage_options)
         else:
             inner = FsspecStore.from_url(path, storage_options=storage_options or None, read_only=True)
     if not guard:

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from cmbcube.cube import icechunk_store as ics
+from cmbcube.cube import icechunk_store as ics, objstore
 from cmbcube.cube.store import StoreError, fresh_group, open_group, source_group, unit_files
 from cmbcube.recipe import SPLITS, from_store_attrs
 
@@ -64,7 +64,8 @@ def planned(path: str) -> np.ndarray:
 def holds_recipe(path: str, recipe) -> bool:
     """Whether a local store exists at ``path`` and was made from this recipe (same hash)."""
     from cmbcube.cube.store import read_attrs
-    present = ics.exists(path) if ics.handles(path) else os.path.isdir(path)
+    present = ics.exists(path) if ics.handles(path) else objstore.exists(path) if objstore.handles(path) \
+        else os.path.isdir(path)
     return present and read_attrs(path).get("recipe_hash") == recipe.hash
 
 
@@ -199,7 +200,8 @@ def flagged_without_data(path: str, products=("obs", "cmb")) -> list[tuple[str, 
     for isplit, sim in zip(*np.nonzero(done_flags(path))):
         for name, arr in arrays:
             files = unit_files(path, arr, name, (isplit, sim))
-            if not all(ics.chunk_exists(path, f"{name}/{key}") if ics.handles(path) else os.path.exists(f)
+            if not all(ics.chunk_exists(path, f"{name}/{key}") if ics.handles(path) else
+                       objstore.chunk_exists(path, f"{name}/{key}") if objstore.handles(path) else os.path.exists(f)
                        for key, f in files):
                 out.append((SPLITS[int(isplit)], int(sim)))
                 break

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cmbcube.cube import icechunk_store as ics, layout
+from cmbcube.cube import icechunk_store as ics, layout, objstore
 from cmbcube.errors import InputError
 from cmbcube.recipe import Recipe, from_store_attrs
 
@@ -37,10 +37,11 @@ def create_or_check(path: str, recipe: Recipe) -> str:
     Returns "created" or "existing".  A store made from another recipe is refused
     (StoreError) and left untouched.
     """
-    if is_remote(path) and not ics.handles(path):
-        raise StoreError(f"simulate writes local stores or Icechunk repositories ({ics.SPELLING}); {path} is a URL")
+    if is_remote(path) and not ics.handles(path) and not objstore.handles(path):
+        raise StoreError(f"simulate writes local stores, Icechunk repositories ({ics.SPELLING}) or plain Zarr on "
+                         f"{objstore.SPELLING}; {path} is another URL")
     target = Path(path)
-    if ics.exists(path) if ics.handles(path) else target.exists():
+    if ics.exists(path) if ics.handles(path) else objstore.exists(path) if objstore.handles(path) else target.exists():
         attrs = read_attrs(path)
         if attrs.get("recipe_hash") != recipe.hash:
             raise StoreError(_recipe_mismatch(path, attrs, recipe))
@@ -59,8 +60,8 @@ def create_or_check(path: str, recipe: Recipe) -> str:
         from cmbcube.cube.health import check_writable_store_state
         check_writable_store_state(path, "simulate")          # metadata parses, no drop half done, writable
         return "existing"
-    if ics.handles(path):
-        return ics.create(path, *layout.template(recipe))
+    if ics.handles(path) or objstore.handles(path):
+        return (ics if ics.handles(path) else objstore).create(path, *layout.template(recipe))
     from cmbcube.cube import location
     location.check_store_path(path)             # a name the file system can hold, with room for NAME.runs
     location.check_new_store_folder(path)       # exists and can be written in (tried: root ignores modes)
@@ -358,8 +359,8 @@ def os_error_message(path: str, err: OSError, action: str) -> str:
 def write_variables(path: str, ds) -> None:
     """Driver-side: add or replace small whole variables (statistics, tables), then consolidate."""
     import warnings
-    if is_remote(path) and not ics.handles(path):
-        raise StoreError(f"{path}: writing needs a local store or an Icechunk repository")
+    if is_remote(path) and not ics.handles(path) and not objstore.handles(path):
+        raise StoreError(f"{path}: writing needs a local store, an Icechunk repository or {objstore.SPELLING}")
     ds = ds.copy()
     ds.attrs = read_attrs(path)          # to_zarr(mode="a") replaces the group's attributes
     with metadata_transaction(path, f"write {', '.join(map(str, ds.data_vars))}"), warnings.catch_warnings():
@@ -378,7 +379,7 @@ def consolidate(path: str) -> None:
     with store_lock(path), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata.*")
         try:
-            zarr.consolidate_metadata(path)
+            zarr.consolidate_metadata(ics.target(path, "r+"))
         except OSError as err:
             if isinstance(err, FileNotFoundError):
                 raise

@@ -25,7 +25,7 @@ import numpy as np
 
 from cmbcube import cube
 from cmbcube.recipe import SPLITS
-from cmbcube.cube import icechunk_versions, layout
+from cmbcube.cube import icechunk_versions, layout, objstore
 from cmbcube.cube.shardread import EMPTY, ShardLayout, crc_ok
 from cmbcube.errors import InputError
 
@@ -240,7 +240,7 @@ def metadata_problems(path: str) -> list[Damage]:
 def verify(path: str, products=None, clear: bool = False, workers: int | None = None,
            progress: bool | None = None) -> VerifyReport:
     path = str(path)
-    if cube.icechunk_store.handles(path):                  # chunks read back through the guard
+    if cube.icechunk_store.handles(path) or objstore.handles(path):      # chunks read back through the guard
         return icechunk_versions.verify(path, products, clear, progress)
     cube.local_store_attrs(path, "verify reads")          # a local cmbcube store, or a clear error
     t0 = time.perf_counter()
