@@ -100,6 +100,10 @@ def train(p) -> None:
                    help="exact sky symmetries drawn per training sample (sky and faces views): rot90 rotates by "
                         "k*90 degrees about the pole, rot90-flip also reflects in longitude (U negated); "
                         "default none")
+    p.add_argument("--precision", choices=("fp32", "bf16"),
+                   help="fp32 (default), or bf16: forward pass and loss under torch.autocast (for a GPU)")
+    p.add_argument("--channels-last", action="store_const", const=True,
+                   help="2-D views (cmbNNCS faces, patches): NHWC memory layout (for a GPU); default off")
     p.add_argument("--published", action="store_true", help="train with the network's published settings exactly "
                                                             "(cmbNNCS's, Petroff et al.'s): no early stopping unless "
                                                             "--early-stopping is given")

@@ -167,3 +167,29 @@ def test_augment_trains_and_is_refused_where_it_means_nothing(toy, tiny_store, t
     assert main(["train", store, "--model", "patch-unet", "--augment", "rot90", "--no-progress"]) == 2
     assert "--augment rot90: the patches view" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+# ------------------------------------------------------------------ GPU options, off by default
+def test_bf16_and_channels_last_are_opt_in_and_leave_the_recorded_settings_of_older_runs_alone(toy, tiny_store,
+                                                                                               tmp_path):
+    plain = train.TrainConfig().as_dict()
+    assert not {"augment", "precision", "channels_last"} & set(plain)     # runs recorded before them resume
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        store = str(tmp_path / f"{precision}.zarr")
+        shutil.copytree(tiny_store, store)
+        config = train.TrainConfig(**{**train.defaults(TOY), "model": TOY, "epochs": 1, "precision": precision})
+        losses[precision] = train.train(store, config, progress=False).train_loss[0]
+    assert np.isfinite(losses["bf16"]) and losses["bf16"] != losses["fp32"]
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)
+    with pytest.raises(cmbcube.errors.InputError, match="--precision 'fp16': allowed: fp32, bf16"):
+        train.train(store, train.TrainConfig(**{**config.__dict__, "precision": "fp16"}), "other", progress=False)
+    # channels-last changes the memory layout, not the cmbNNCS UNet's output
+    from cmbcube import networks
+    torch.manual_seed(0)
+    net = networks.build("cmbnncs-unet5", 4, 1, 32).eval()
+    x = torch.randn(1, 4, 128, 96)
+    with torch.no_grad():
+        want = net(x)
+        got = net.to(memory_format=torch.channels_last)(x.contiguous(memory_format=torch.channels_last))
+    assert torch.allclose(want, got, rtol=1e-5, atol=1e-5)

@@ -6,7 +6,9 @@ checkpoints next to the store (``<store>.runs/<run>/epoch_NNNN.pt``, loadable
 with ``torch.load(weights_only=True)``; by default the last and the best are kept, see
 cmbcube.stages.checkpoints), and resumes bit for bit.  A run name already in use is refused
 unless ``--resume`` or ``--overwrite`` says what to do with it (cmbcube.stages.train_guard).
-Prediction is cmbcube.stages.predict.
+By default (defaults()) training stops once the validation loss has not improved for PATIENCE epochs,
+and prediction (cmbcube.stages.predict) uses the best-validation checkpoint.  Options: augmentation by
+the sphere's exact symmetries (cmbcube.stages.augment), bf16 autocast and channels-last (GPU).
 """
 from __future__ import annotations
 
@@ -52,10 +54,12 @@ class TrainConfig:
     train_sims: int | None = None        # use only the first N finished train sims
     grad_clip: float | None = None       # clip the global gradient norm to this; None = off
     augment: str = "none"                # none, rot90, rot90-flip: exact sky symmetries (stages/augment.py)
+    precision: str = "fp32"              # fp32, or bf16: forward and loss under torch.autocast (GPU speed)
+    channels_last: bool = False          # 2-D views (faces, patches): NHWC memory layout (GPU speed)
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        for key, off in (("grad_clip", None), ("augment", "none")):
+        for key, off in (("grad_clip", None), ("augment", "none"), ("precision", "fp32"), ("channels_last", False)):
             if d[key] == off:            # added later: runs recorded before them compare equal
                 del d[key]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
@@ -66,6 +70,7 @@ class TrainConfig:
         return cls(**d)
 
 
+PRECISIONS = ("fp32", "bf16")
 PATIENCE = 10          # early stopping's patience (epochs) unless asked otherwise; see defaults()
 
 
@@ -216,6 +221,8 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
     if config.epochs < 1 or config.batch_size < 1 or config.repeats < 1:
         raise InputError("--epochs, --batch-size and --repeats must be >= 1")
     augment.check(config.augment, NETWORKS.get(config.model).view)
+    if config.precision not in PRECISIONS:
+        raise InputError(f"--precision {config.precision!r}: allowed: {', '.join(PRECISIONS)}")
     if config.grad_clip is not None and not config.grad_clip > 0:
         raise InputError(f"--grad-clip {config.grad_clip}: must be > 0 (leave it out for no clipping)")
     run_name = cube.check_run_name(run_name or config.model)
@@ -251,6 +258,10 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     net = build_network(config, train_ds, n_train=len(train_ds)).to(dev)
+    layout = torch.channels_last if config.channels_last and spec.view != "sky" else None
+    if layout is not None:
+        net = net.to(memory_format=layout)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
     opt = torch.optim.Adam(net.parameters(), lr=config.lr_start, amsgrad=spec.amsgrad)
     steps_per_epoch = math.ceil(len(train_ds) / config.batch_size) * config.repeats
     total = steps_per_epoch * config.epochs
@@ -294,9 +305,13 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
                        leave=False)
         for batch in loader:
             x, y = augment.batch(batch["inputs"].to(dev), batch["target"].to(dev), config.augment, moves, x_u, y_u)
+            if layout is not None:
+                x = x.contiguous(memory_format=layout)
             for _ in range(config.repeats):
                 opt.zero_grad()
-                loss = loss_fn(net(x), y)
+                with autocast:
+                    out = net(x)
+                    loss = loss_fn(out.float() if config.precision == "bf16" else out, y)
                 # concrete dropout (Bayesian networks): its regulariser joins the objective, not the recorded loss
                 objective = loss + net.regularization() if hasattr(net, "regularization") else loss
                 objective.backward()
