@@ -4,6 +4,8 @@
 function receives the command's ``argparse`` sub-parser and adds its arguments.
 """
 from __future__ import annotations
+
+import argparse
 from cmbcube.networks import DEFAULT as networks_default, LOSSES, help_text as networks_help
 
 
@@ -92,7 +94,19 @@ def train(p) -> None:
     p.add_argument("--checkpoint-every", type=int, metavar="N",
                    help="write a checkpoint every N epochs (and after the last; default 1)")
     p.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE epochs without "
-                                                                          "validation improvement")
+                                                                          "validation improvement (default 10; "
+                                                                          "0: off)")
+    p.add_argument("--augment", choices=("none", "rot90", "rot90-flip"),
+                   help="exact sky symmetries drawn per training sample (sky and faces views): rot90 rotates by "
+                        "k*90 degrees about the pole, rot90-flip also reflects in longitude (U negated); "
+                        "default none")
+    p.add_argument("--precision", choices=("fp32", "bf16"),
+                   help="fp32 (default), or bf16: forward pass and loss under torch.autocast (for a GPU)")
+    p.add_argument("--channels-last", action="store_const", const=True,
+                   help="2-D views (cmbNNCS faces, patches): NHWC memory layout (for a GPU); default off")
+    p.add_argument("--published", action="store_true", help="train with the network's published settings exactly "
+                                                            "(cmbNNCS's, Petroff et al.'s): no early stopping unless "
+                                                            "--early-stopping is given")
     p.add_argument("--seed", type=int, help="torch seed of the weights' initialisation and the batch order "
                                             "(default 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
@@ -109,11 +123,22 @@ def train(p) -> None:
     force_size(p, "the run's checkpoints exceed the free disk next to the store")
 
 
+def epoch_choice(text: str):
+    """``predict --epoch``: best, last or a number (argparse reports anything else with exit 2)."""
+    if text in ("best", "last"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: allowed: best, last, or an epoch number") from None
+
+
 def predict(p) -> None:
     p.add_argument("store", help="path of the Zarr store")
     p.add_argument("--run", required=True, help="name of the trained run whose checkpoint predicts")
     p.add_argument("--split", default="test", help="split(s), comma-separated (default test)")
-    p.add_argument("--epoch", type=int, help="checkpoint epoch (default: the last)")
+    p.add_argument("--epoch", type=epoch_choice, help="checkpoint: best (default: the lowest validation loss), "
+                                                      "last, or an epoch number")
     p.add_argument("--mc-samples", type=int, metavar="N", help="petroff: Monte Carlo passes with dropout on "
                                                                "(default 100); mean -> pred, spread -> pred_sigma")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")

@@ -136,10 +136,14 @@ def ilc(args) -> int:
 
 
 def train(args) -> int:
-    from cmbcube.stages.train import TrainConfig, defaults, train
-    values = {"model": args.model, **defaults(args.model)}
+    from cmbcube.stages.train import TrainConfig, defaults, recorded_patience, train
+    values = {"model": args.model, **defaults(args.model, published=args.published)}
+    if args.resume and args.early_stopping is None:      # a run started before the default: as it was recorded
+        values["early_stopping"] = recorded_patience(args.store, args.run or args.model,
+                                                     values.get("early_stopping", 0))
     for key in ("epochs", "batch_size", "repeats", "lr_start", "lr_end", "loss", "transform", "target_transform",
-                "patch_side", "train_sims", "checkpoint_every", "early_stopping", "seed", "grad_clip"):
+                "patch_side", "train_sims", "checkpoint_every", "early_stopping", "seed", "grad_clip", "augment",
+                "precision", "channels_last"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     if args.detectors:

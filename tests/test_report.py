@@ -81,6 +81,8 @@ def test_report_tables_have_units_and_training_summary_flags_the_short_run(repor
     assert "| short (patch-unet) | 3 | 4 |" in text
     assert "**short: undertrained**: trained on 3 skies for 4 epochs; validation loss still falling" in text
     assert "| nilc | not trained |" in text and "**nilc" not in text
+    assert "[learning curve](learning_curve_short.png)" in text                  # one figure per trained run
+    assert (tmp_path / "rep" / "learning_curve_short.png").stat().st_size > 1000
     rows = {r["run"]: r for r in report.training_rows(cmbcube.open(reported), "test")}
     assert rows["short"]["skies"] == 3 and not rows["short"]["skies_inferred"]    # recorded at train time
     assert rows["short"]["flags"] and not rows["nilc"]["flags"]

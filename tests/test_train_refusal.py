@@ -161,10 +161,11 @@ def test_only_the_last_and_the_best_checkpoints_are_kept_and_resume_stays_bit_id
     for epoch in (2, 4):
         a, b = (torch.load(runs[n] / f"epoch_{epoch:04d}.pt", weights_only=True)["model"] for n in ("straight", "killed"))
         assert all(torch.equal(a[k], b[k]) for k in a)
-    # predict reads the last; an epoch no longer kept is named as such
+    # predict reads the best (--epoch last: the last); an epoch no longer kept is named as such
     with pytest.raises(MissingFileError, match=r"--epoch 1: .* kept: epoch\(s\) 2, 4"):
         predict.predict(paths["straight"], "r", epoch=1, device="cpu", progress=False)
-    assert predict.predict(paths["straight"], "r", device="cpu", progress=False).epoch == 4
+    assert predict.predict(paths["straight"], "r", device="cpu", progress=False).epoch == 2
+    assert predict.predict(paths["killed"], "r", epoch="last", device="cpu", progress=False).epoch == 4
 
 
 def test_monte_carlo_prediction_runs_bounded_batches_with_the_draws_of_one_big_batch(monkeypatch):

@@ -1,6 +1,7 @@
 """The predict stage: a trained run's full-sky maps written into the cube's ``pred`` product.
 
-Each finished sim of the requested splits is read in the view the run's network reads, passed
+By default the run's best-validation checkpoint predicts (``--epoch last`` or ``--epoch N`` for another
+kept one). Each finished sim of the requested splits is read in the view the run's network reads, passed
 through the network, its target transform inverted and put back on the sphere (NESTED), then
 written under the run's name; already predicted sims are skipped. A Bayesian network
 (Network.mc_samples > 0) is run for Monte Carlo passes with dropout on: their mean goes to
@@ -19,7 +20,7 @@ from cmbcube.cube.datasets import CubeDataset
 from cmbcube.errors import InputError, MissingFileError
 from cmbcube.networks import NETWORKS
 from cmbcube.science import geometry
-from cmbcube.stages.checkpoints import latest_checkpoint, load_checkpoint, saved_epochs
+from cmbcube.stages.checkpoints import best_epoch, checkpoint_path, load_checkpoint, saved_epochs
 from cmbcube.stages.train import TrainConfig, build_network, datasets_for, device_for
 
 
@@ -33,11 +34,33 @@ class PredictReport:
     mc_samples: int = 0
 
 
-def predict(store: str, run_name: str, splits=("test",), epoch: int | None = None, device: str | None = None,
+def chosen_checkpoint(run_name: str, out_dir: Path, epoch: int | str | None = None) -> Path:
+    """The checkpoint ``predict`` reads: ``epoch`` None or ``"best"``: the kept one of the lowest validation
+    loss (training loss without a valid split; cmbcube.stages.checkpoints.best_epoch, judged on the losses
+    recorded in the last checkpoint); ``"last"``: the last one; an int: that epoch's."""
+    kept = saved_epochs(out_dir)
+    if not kept:
+        raise MissingFileError(f"run {run_name!r}: no checkpoint in {out_dir}; train it first (cmbcube train)")
+    if epoch in (None, "best"):
+        state = load_checkpoint(checkpoint_path(out_dir, kept[-1]), "cpu")
+        epoch = best_epoch(kept, state["train_loss"], state["valid_loss"])
+    elif epoch == "last":
+        epoch = kept[-1]
+    elif not isinstance(epoch, int) or isinstance(epoch, bool):
+        raise InputError(f"--epoch {epoch!r}: allowed: best (default), last, or an epoch number")
+    if epoch not in kept:
+        raise MissingFileError(f"--epoch {epoch}: run {run_name!r} has no checkpoint for it in {out_dir}; kept: "
+                               f"epoch(s) {', '.join(map(str, kept))} (cmbcube train keeps the last and the best "
+                               "unless --keep-checkpoints all)")
+    return checkpoint_path(out_dir, epoch)
+
+
+def predict(store: str, run_name: str, splits=("test",), epoch: int | str | None = None, device: str | None = None,
             progress: bool | None = None, model=None, mc_samples: int | None = None,
             force_size: bool = False) -> PredictReport:
     """Write the run's predictions for the finished sims of ``splits`` (resumable per sim).
 
+    ``epoch``: the checkpoint (see chosen_checkpoint: default the best-validation one).
     ``mc_samples``: Monte Carlo passes with dropout on (Bayesian networks only; default the
     network's Network.mc_samples): the mean goes to ``pred``, the per-pixel sigma to ``pred_sigma``.
     ``model`` (testing hook): a torch module used instead of the checkpoint's.
@@ -62,23 +85,17 @@ def predict(store: str, run_name: str, splits=("test",), epoch: int | None = Non
     if bayesian and mc_samples < 1:
         raise InputError(f"--mc-samples {mc_samples}: must be >= 1")
     dev = device_for(device)
+    recorded = cube.run_epoch(store, irun)
+    done_any = cube.pred_done_count(store, irun)
     if model is None:
         out_dir = Path(stored["checkpoint_dir"])
-        ckpt = out_dir / f"epoch_{epoch:04d}.pt" if epoch else latest_checkpoint(out_dir)
-        kept = saved_epochs(out_dir)
-        if epoch and kept and epoch not in kept:
-            raise MissingFileError(f"--epoch {epoch}: run {run_name!r} has no checkpoint for it in {out_dir}; kept: "
-                                   f"epoch(s) {', '.join(map(str, kept))} (cmbcube train keeps the last and the best "
-                                   "unless --keep-checkpoints all)")
-        if ckpt is None or not Path(ckpt).exists():
-            raise MissingFileError(f"run {run_name!r}: no checkpoint {'for epoch ' + str(epoch) if epoch else ''} "
-                                    f"in {out_dir}; train it first (cmbcube train)")
+        if epoch is None and done_any and recorded in saved_epochs(out_dir):
+            epoch = recorded             # finish what was started with the checkpoint it was started with
+        ckpt = chosen_checkpoint(run_name, out_dir, epoch)
         state = load_checkpoint(ckpt, dev)
         epoch = int(state["epoch"])
     else:
-        epoch = epoch or 0
-    recorded = cube.run_epoch(store, irun)
-    done_any = cube.pred_done_count(store, irun)
+        epoch = epoch if isinstance(epoch, int) else 0
     if done_any and recorded != epoch:
         raise InputError(f"run {run_name!r} already holds predictions from epoch {recorded}; predicting epoch {epoch} "
                          "into it would mix checkpoints (train into a new --run, or drop the predictions)")

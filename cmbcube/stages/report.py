@@ -12,10 +12,11 @@ import numpy as np
 from cmbcube import cube
 from cmbcube.errors import InputError
 from cmbcube.science.metrics import BEAMS, COVERAGE, GAUSSIAN_COVERAGE, METRICS
+from cmbcube.stages.checkpoints import best_epoch
 from cmbcube.stages.report_ranking import ranking_section
 from cmbcube.stages.report_figures import (LABELS, POSITIVE_INTENSITY, common_map_beam, distribution_figure,
-                                           map_figure, metric_header, metric_units, residual_limit,
-                                           spectrum_figure)
+                                           learning_curves, map_figure, metric_header, metric_units,
+                                           residual_limit, spectrum_figure)
 
 TABLE_METRICS = tuple(m for m in METRICS if m not in COVERAGE)     # calibration has its own table
 
@@ -151,6 +152,8 @@ def still_falling(valid) -> tuple[bool, str]:
 
 def power_loss(ds, run_index: int, split: str) -> tuple[float, float, float]:
     """(smallest TT power ratio pred/truth among the bins at ell < 2 nside, its bin's first and last ell)."""
+    if "analysis_done" not in ds:
+        return float("nan"), float("nan"), float("nan")
     done = ds.analysis_done.sel(split=split).values.astype(bool)[run_index]
     sims = np.nonzero(done)[0]
     if not sims.size or "spectra" not in ds:
@@ -185,6 +188,11 @@ def training_rows(ds, split: str) -> list[dict]:
         train = [float(x) for x in losses if np.isfinite(x)]
         if train:
             valid = [float(x) for x in ds.loss_valid.isel(run=r).values] if "loss_valid" in ds else []
+            every = valid[: len(train)] + [float("nan")] * (len(train) - len(valid))
+            best = best_epoch(range(1, len(train) + 1), train, every)
+            patience = int(config.get("early_stopping") or 0)
+            row.update(train_losses=train, valid_losses=every, best_epoch=best,
+                       stopped_epoch=len(train) if patience and len(train) - best >= patience else None)
             valid = [x for x in valid if np.isfinite(x)]
             skies = int(ds.train_sims.values[r]) if "train_sims" in ds and r < ds.train_sims.size else -1
             inferred = skies < 0
@@ -206,8 +214,9 @@ def training_rows(ds, split: str) -> list[dict]:
     return rows
 
 
-def training_section(rows, split: str) -> list[str]:
-    """Markdown: a table of how each run was made and one sentence per flagged run."""
+def training_section(rows, split: str, curves: dict | None = None) -> list[str]:
+    """Markdown: a table of how each run was made, one sentence per run, its learning curve (``curves``:
+    {run: PNG name}) linked."""
     lines = ["## How each run was made", "",
              "| run | training skies | epochs | final train loss | final valid loss | "
              f"lowest TT power ratio pred/truth at ell < 2 nside ({split}) |", "|---|---|---|---|---|---|"]
@@ -239,6 +248,10 @@ def training_section(rows, split: str) -> list[str]:
         elif row["trained"]:
             words.append(f"- {row['run']}: trained on {row['skies']} skies for {row['epochs']} epochs; "
                          f"{row['valid_trend']}; no flag.")
+        if row["trained"] and row["run"] in (curves or {}):
+            stop = f", stopped early at epoch {row['stopped_epoch']}" if row["stopped_epoch"] else ""
+            words.append(f"  Best validation loss at epoch {row['best_epoch']}{stop}: "
+                         f"[learning curve]({curves[row['run']]}).")
     lines.append("")
     if words:
         lines += words + [""]
@@ -330,7 +343,8 @@ def build(store: str, out_dir: str, split: str = "test", sims=(0,)) -> Path:
              f"{float(ds.mask.mean()):.3f}. Metrics: mean +- std over sims, on unmasked pixels, monopole and "
              "dipole removed, after bringing truth and prediction to the stated common beam. Units: MAE and RMSE "
              f"in {unit}, MSE in {unit}^2, PSNR in dB; NRMSE, R^2 and dCl/Cl are ratios.", ""]
-    index += training_section(training_rows(ds, split), split)
+    rows = training_rows(ds, split)
+    index += training_section(rows, split, learning_curves(rows, out))
     index += ranking_section(ds, split, field, BEAMS[1], unit, out)
     for beam in BEAMS:
         rows = summary_rows(ds, split, field, beam)

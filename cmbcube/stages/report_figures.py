@@ -268,3 +268,50 @@ def distribution_figure(ds, split: str, field: str, beam: float, path: Path | No
         fig.savefig(path, dpi=100)
     plt.close(fig)
     return fig
+
+
+def learning_curve_figure(train, valid, title: str, path: Path | None = None, best: int | None = None,
+                          stopped: int | None = None):
+    """Training and validation loss per epoch (log y; symlog where a loss goes negative, as the
+    heteroscedastic one does), the best epoch (the checkpoint predict uses by default) and an early stop
+    marked by vertical lines; lines carry gids ``train``, ``valid``, ``best``, ``stop``."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    train = np.asarray(train, dtype=float)
+    valid = np.asarray(valid, dtype=float)[: train.size]
+    epochs = np.arange(1, train.size + 1)
+    ax.plot(epochs, train, "o-", ms=3, label="train", gid="train")
+    if np.isfinite(valid).any():
+        ax.plot(epochs[: valid.size], valid, "s-", ms=3, label="valid", gid="valid")
+    if best:
+        ax.axvline(best, color="tab:green", ls="--", label=f"best epoch {best} (predicts)", gid="best")
+    if stopped:
+        ax.axvline(stopped, color="tab:red", ls=":", label=f"early stop at epoch {stopped}", gid="stop")
+    values = np.concatenate([train, valid])
+    values = values[np.isfinite(values)]
+    if values.size and values.min() > 0:
+        ax.set_yscale("log")
+    else:
+        ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (transformed target)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=90)
+        plt.close(fig)
+    return fig
+
+
+def learning_curves(rows, out: Path) -> dict[str, str]:
+    """Write one learning-curve PNG per trained run of report.training_rows; {run: file name}."""
+    from cmbcube import cube
+    names = {}
+    for row in rows:
+        if row.get("trained"):
+            name = f"learning_curve_{cube.safe_name(row['run'])}.png"
+            learning_curve_figure(row["train_losses"], row["valid_losses"], f"{row['run']}: loss per epoch",
+                                  Path(out) / name, row.get("best_epoch"), row.get("stopped_epoch"))
+            names[row["run"]] = name
+    return names

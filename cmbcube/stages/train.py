@@ -6,7 +6,9 @@ checkpoints next to the store (``<store>.runs/<run>/epoch_NNNN.pt``, loadable
 with ``torch.load(weights_only=True)``; by default the last and the best are kept, see
 cmbcube.stages.checkpoints), and resumes bit for bit.  A run name already in use is refused
 unless ``--resume`` or ``--overwrite`` says what to do with it (cmbcube.stages.train_guard).
-Prediction is cmbcube.stages.predict.
+By default (defaults()) training stops once the validation loss has not improved for PATIENCE epochs,
+and prediction (cmbcube.stages.predict) uses the best-validation checkpoint.  Options: augmentation by
+the sphere's exact symmetries (cmbcube.stages.augment), bf16 autocast and channels-last (GPU).
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from cmbcube.cube.datasets import CubeDataset, SelectionError
 from cmbcube.testing import hold
 from cmbcube.errors import InputError
 from cmbcube.networks import NETWORKS
-from cmbcube.stages import train_guard
+from cmbcube.stages import augment, train_guard
 from cmbcube.stages.checkpoints import (check_keep, check_space, checkpoint_path, finished, plot_losses, prune,
                                         restore_rng, save_checkpoint)
 
@@ -51,11 +53,15 @@ class TrainConfig:
     base_channels: int | None = None     # patch UNet width
     train_sims: int | None = None        # use only the first N finished train sims
     grad_clip: float | None = None       # clip the global gradient norm to this; None = off
+    augment: str = "none"                # none, rot90, rot90-flip: exact sky symmetries (stages/augment.py)
+    precision: str = "fp32"              # fp32, or bf16: forward and loss under torch.autocast (GPU speed)
+    channels_last: bool = False          # 2-D views (faces, patches): NHWC memory layout (GPU speed)
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        if d["grad_clip"] is None:       # added later: runs recorded before it compare equal
-            del d["grad_clip"]
+        for key, off in (("grad_clip", None), ("augment", "none"), ("precision", "fp32"), ("channels_last", False)):
+            if d[key] == off:            # added later: runs recorded before them compare equal
+                del d[key]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
@@ -64,10 +70,34 @@ class TrainConfig:
         return cls(**d)
 
 
-def defaults(model: str) -> dict:
-    """The network's training settings (Network.defaults: cmbNNCS's and Petroff et al.'s as published);
-    an unknown model raises InputError listing the registered ones."""
-    return dict(NETWORKS.get(model).defaults)
+PRECISIONS = ("fp32", "bf16")
+PATIENCE = 10          # early stopping's patience (epochs) unless asked otherwise; see defaults()
+
+
+def defaults(model: str, published: bool = False) -> dict:
+    """The network's training settings: Network.defaults (cmbNNCS's and Petroff et al.'s as published)
+    plus early stopping with a patience of PATIENCE epochs, which no published recipe has;
+    ``published``: exactly the published settings (no early stopping).  An unknown model raises
+    InputError listing the registered ones.
+
+    Early stopping is on by default because prediction uses the best-validation checkpoint: epochs
+    after the validation loss stopped improving for PATIENCE epochs cannot change what is predicted
+    unless the loss improves again, which the falling learning rate makes rare; stopping saves them."""
+    values = dict(NETWORKS.get(model).defaults)
+    if not published:
+        values.setdefault("early_stopping", PATIENCE)
+    return values
+
+
+def recorded_patience(store: str, run_name: str, default: int) -> int:
+    """The early-stopping patience run ``run_name`` was started with (``--resume`` without
+    ``--early-stopping``: runs recorded before early stopping was on by default keep theirs); ``default``
+    when the store does not know the run."""
+    try:
+        stored = cube.run_config(store, cube.run_index(store, run_name))
+    except (cube.StoreError, InputError, KeyError, ValueError):
+        return default
+    return int(stored.get("early_stopping") or 0) if "model" in stored else default
 
 
 def device_for(name: str | None = None):
@@ -169,7 +199,8 @@ class TrainReport:
     seconds: float = 0.0
     samples_per_s: float = 0.0
     config: dict | None = None           # the settings trained with (store-dependent scalings resolved)
-    best: str = ""                       # the kept checkpoint of the lowest validation loss
+    best: str = ""                       # the kept checkpoint of the lowest validation loss (what predict uses)
+    best_epoch: int = 0                  # its epoch
     dropped: str = ""                    # --overwrite: what was dropped first, in words
 
 
@@ -189,6 +220,9 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
     _check_loss(config)
     if config.epochs < 1 or config.batch_size < 1 or config.repeats < 1:
         raise InputError("--epochs, --batch-size and --repeats must be >= 1")
+    augment.check(config.augment, NETWORKS.get(config.model).view)
+    if config.precision not in PRECISIONS:
+        raise InputError(f"--precision {config.precision!r}: allowed: {', '.join(PRECISIONS)}")
     if config.grad_clip is not None and not config.grad_clip > 0:
         raise InputError(f"--grad-clip {config.grad_clip}: must be > 0 (leave it out for no clipping)")
     run_name = cube.check_run_name(run_name or config.model)
@@ -224,6 +258,10 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     net = build_network(config, train_ds, n_train=len(train_ds)).to(dev)
+    layout = torch.channels_last if config.channels_last and spec.view != "sky" else None
+    if layout is not None:
+        net = net.to(memory_format=layout)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=config.precision == "bf16")
     opt = torch.optim.Adam(net.parameters(), lr=config.lr_start, amsgrad=spec.amsgrad)
     steps_per_epoch = math.ceil(len(train_ds) / config.batch_size) * config.repeats
     total = steps_per_epoch * config.epochs
@@ -246,6 +284,8 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
     elif resume:
         log.info("resuming %s: no checkpoint yet, starting from epoch 0", run_name)
     loss_fn = networks.loss_function(config.loss)
+    x_u = [i for i, (_, field) in enumerate(train_ds.channels) if field == "U"]       # negated by a reflection
+    y_u = [i for i, field in enumerate(config.fields) if field == "U"]
     done = state is not None and finished(state)          # nothing left: --resume only reports it
     t0, seen, stopped = time.perf_counter(), 0, bool(done and config.early_stopping and stale >= config.early_stopping)
     last_ckpt = str(found.checkpoint) if state is not None else ""
@@ -259,14 +299,19 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
         loader = torch.utils.data.DataLoader(train_ds, batch_size=config.batch_size, shuffle=True,
                                              generator=generator, num_workers=num_workers)
         net.train()
+        moves = augment.generator(config.seed, epoch)
         total_loss, nbatch = 0.0, 0
         bar = Progress(len(loader), f"epoch {epoch + 1}/{config.epochs}", unit="batch", progress=progress,
                        leave=False)
         for batch in loader:
-            x, y = batch["inputs"].to(dev), batch["target"].to(dev)
+            x, y = augment.batch(batch["inputs"].to(dev), batch["target"].to(dev), config.augment, moves, x_u, y_u)
+            if layout is not None:
+                x = x.contiguous(memory_format=layout)
             for _ in range(config.repeats):
                 opt.zero_grad()
-                loss = loss_fn(net(x), y)
+                with autocast:
+                    out = net(x)
+                    loss = loss_fn(out.float() if config.precision == "bf16" else out, y)
                 # concrete dropout (Bayesian networks): its regulariser joins the objective, not the recorded loss
                 objective = loss + net.regularization() if hasattr(net, "regularization") else loss
                 objective.backward()
@@ -296,6 +341,7 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
                                         best, stale, keep)
             kept = prune(out_dir, train_losses, valid_losses, keep)[0]       # after the save: never none
             best_ckpt = str(checkpoint_path(out_dir, kept))
+            log.info("%s: best checkpoint so far: epoch %d", run_name, kept)
         cube.write_losses(store, irun, train_losses, valid_losses, _n_sims(train_ds))
         plot_losses(out_dir / "loss.png", train_losses, valid_losses, run_name)
         if stopped:
@@ -303,8 +349,9 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
             break
     epochs_bar.close()
     seconds = time.perf_counter() - t0
+    best_epoch = int(Path(best_ckpt).stem.split("_", 1)[1]) if best_ckpt else 0
     return TrainReport(run_name, len(train_losses), train_losses, valid_losses, last_ckpt, stopped, seconds,
-                       seen / seconds if seconds else 0.0, config.as_dict(), best_ckpt, dropped)
+                       seen / seconds if seconds else 0.0, config.as_dict(), best_ckpt, best_epoch, dropped)
 
 
 def evaluate(net, dataset, loss_fn, dev, batch_size) -> float:
