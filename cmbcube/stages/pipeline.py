@@ -7,10 +7,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from cmbcube import cube
 from cmbcube.errors import CmbcubeError
 from cmbcube.stages import analyze as analysis
-from cmbcube.stages import checkpoints, ilc, predict, preprocess, report, simulate, train
+from cmbcube.stages import checkpoints, ilc, predict, preprocess, report, simulate, train, train_guard
 from cmbcube.recipe import Recipe, load
 
 
@@ -57,11 +56,11 @@ def run(recipe: Recipe | str, store: str, scheduler=None, scheduler_file=None, w
     for model in cfg["models"]:
         started = time.perf_counter()
         config = train.TrainConfig(model=model, epochs=cfg["epochs"], **train.defaults(model))
-        ckpt = checkpoints.checkpoint_path(cube.run_dir(store, model), config.epochs)
-        if ckpt.exists():
-            step(f"train {model}: already trained ({ckpt.name})", started)
+        found = train_guard.find(store, model)
+        if found is not None and found.state is not None and checkpoints.finished(found.state):
+            step(f"train {model}: already trained ({found.checkpoint.name})", started)   # all epochs or stopped early
         else:
-            resume = train_guard.find(store, model) is not None      # killed earlier: continue it
+            resume = found is not None      # killed earlier: continue it
             t = train.train(store, config, device=device, resume=resume, progress=progress, force_size=force_size)
             step(f"train {model}: {t.epochs_done} epochs, valid loss {t.valid_loss[-1]:.4g}", started)
         started = time.perf_counter()
