@@ -34,3 +34,17 @@ def test_bad_inputs_exit_2_and_create_nothing(tmp_path, capsys):
     with pytest.raises(ics.IcechunkError, match="only Icechunk stores"):
         cmbcube.open(str(tmp_path), version="v1")
     assert os.listdir(tmp_path) == []
+
+
+def test_checkpoints_of_a_store_on_object_storage_go_to_a_local_folder(tmp_path, monkeypatch):
+    """A run's checkpoints are files torch writes: beside a local store or an icechunk+file repository,
+    and for s3:// or icechunk+s3:// stores under $CMBCUBE_RUNS_DIR, never a folder named after the URL
+    in the current directory (which `icechunk+file:` made before)."""
+    from cmbcube.cube.runs import run_dir
+    monkeypatch.setenv("CMBCUBE_RUNS_DIR", str(tmp_path / "runs"))
+    assert run_dir(str(tmp_path / "s.zarr"), "unet") == tmp_path / "s.zarr.runs" / "unet"
+    repo = tmp_path / "s.icechunk"
+    assert run_dir(f"icechunk+file://{repo}", "unet") == tmp_path / "s.icechunk.runs" / "unet"
+    assert run_dir(f"icechunk+file://{repo}@v1", "unet") == tmp_path / "s.icechunk.runs" / "unet"
+    for url, name in (("icechunk+s3://bucket/cubes/q", "bucket_cubes_q.runs"), ("s3://bucket/q.zarr", "bucket_q.zarr.runs")):
+        assert run_dir(url, "unet") == tmp_path / "runs" / name / "unet"

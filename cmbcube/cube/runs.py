@@ -27,8 +27,18 @@ class RunMismatch(StoreError):
 
 
 def runs_dir(store) -> Path:
-    """The folder beside a store holding its runs' checkpoints: ``<store>.runs``."""
-    return Path(str(store).rstrip("/") + ".runs")
+    """The folder holding a store's runs' checkpoints: ``<store>.runs`` beside a local store or an
+    ``icechunk+file://`` repository; for a store on object storage (``s3://``, ``icechunk+s3://``) a
+    local folder ``$CMBCUBE_RUNS_DIR/<location>.runs`` (default ``~/.cache/cmbcube/runs``): checkpoints
+    are files torch writes and reads, kept on the machine that trains."""
+    text = str(store).rstrip("/")
+    if "://" not in text:
+        return Path(text + ".runs")
+    if ics.handles(text) and ics.parse(text).scheme == "file":
+        return Path(ics.parse(text).root.rstrip("/") + ".runs")
+    base = Path(os.environ.get("CMBCUBE_RUNS_DIR") or Path.home() / ".cache" / "cmbcube" / "runs")
+    url = ics.parse(text).url if ics.handles(text) else text
+    return base / (re.sub(r"[^A-Za-z0-9._-]+", "_", url.split("://", 1)[1]).strip("_")[:200] + ".runs")
 
 
 def run_dir(store, run: str) -> Path:
