@@ -221,7 +221,11 @@ def run(store: str, sims: int = 4, galaxy: bool = True) -> ValidationReport:
     """Every check for up to ``sims`` finished sims of ``store`` (see the module docstring)."""
     if sims < 1:
         raise InputError(f"--sims {sims}: use 1 or more")
-    cube.local_store_attrs(store, "validate reads")          # a missing path: "no such store", exit 2
+    if cube.is_remote(store):                              # Icechunk or object storage: read through the cube
+        if "recipe_hash" not in cube.read_attrs(store):
+            raise cube.StoreError(f"{store}: not a cmbcube store")
+    else:
+        cube.local_store_attrs(store, "validate reads")      # a missing path: "no such store", exit 2
     recipe = cube.store_recipe(store)
     chosen = finished_sims(store, sims)
     checks = []
