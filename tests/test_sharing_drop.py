@@ -1,6 +1,7 @@
 """cmbcube drop on Icechunk stores (and plain s3://): the store ends up holding what a local drop of the same
 product leaves, in ONE commit named after the drop; an interrupted drop commits nothing; tags taken before
 still read the dropped data; bad input exits 2 with the repository's files untouched and no new commit."""
+import os
 import shutil
 from pathlib import Path
 
@@ -73,10 +74,10 @@ def history(store):
     return [s.message for s in ics.repository(store).ancestry(branch="main")]
 
 
-def values(store, **sel):
+def values(store, keys=None, **sel):
     ds = cmbcube.open(store)
     ds = ds.sel(**sel) if sel else ds
-    return {k: ds[k].values.copy() for k in ds.variables}
+    return {k: ds[k].values.copy() for k in (keys or ds.variables)}
 
 
 def assert_same(a, b):
@@ -88,8 +89,9 @@ def assert_same(a, b):
             assert a[key].shape == b[key].shape and (a[key] == b[key]).all(), key
 
 
-def assert_same_as_local(store, local):
-    assert_same(values(local), values(store))
+def assert_same_as_local(store, local, keys=None):
+    assert sorted(cmbcube.open(store).variables) == sorted(cmbcube.open(local).variables)
+    assert_same(values(local, keys), values(store, keys))
     ice_attrs, local_attrs = cube.read_attrs(store), cube.read_attrs(local)
     assert cube.dropped_products(store) == cube.dropped_products(local)
     assert {k: v for k, v in ice_attrs.items() if k != cube.DROPPED_ATTR} == \
@@ -169,3 +171,53 @@ def test_bad_input_exits_2_and_commits_nothing(ice, capsys):
     assert "no such store" in capsys.readouterr().err
     assert ics.snapshot_id(ice) == tip and history(ice) == commits
     assert zarr_files(folder) == files and zarr_files(str(cube.runs_dir(ice))) == checkpoints
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """moto's S3 server on loopback with this test's own dummy credentials (restored after)."""
+    pytest.importorskip("s3fs")
+    server_mod = pytest.importorskip("moto.server")
+    import logging
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    for key, value in {"AWS_ACCESS_KEY_ID": "cmbcube-drop-test", "AWS_SECRET_ACCESS_KEY": "cmbcube-drop-secret",
+                       "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    import boto3
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="drops")
+    try:
+        yield client
+    finally:
+        server.stop()
+
+
+def test_plain_s3_drop_matches_a_local_drop_and_resumes_after_a_kill(ice, s3, tmp_path, monkeypatch):
+    monkeypatch.setenv("CMBCUBE_RUNS_DIR", str(tmp_path / "runs"))
+    local = local_copy(ice, tmp_path / "local.zarr")
+    store = "s3://drops/cube.zarr"
+    for root, _, files in os.walk(local):
+        for name in files:
+            full = os.path.join(root, name)
+            s3.put_object(Bucket="drops", Key="cube.zarr/" + os.path.relpath(full, local), Body=open(full, "rb").read())
+    shutil.copytree(cube.runs_dir(ice), cube.runs_dir(store))
+    calls = {"n": 0}
+    original = drop_remote._move_slot
+
+    def killed_on_second(*args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("killed")
+        original(*args)
+    monkeypatch.setattr(drop_remote, "_move_slot", killed_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        drop(store, "run", "alpha")
+    monkeypatch.setattr(drop_remote, "_move_slot", original)
+    assert main(["drop", store, "pred", "--run", "beta"]) == 2        # the interrupted removal comes first
+    assert main(["drop", store, "run", "--run", "alpha"]) == 0        # a rerun finishes it
+    drop(local, "run", "alpha")
+    assert_same_as_local(store, local, ("run", "run_config", "pred", "pred_done", "loss_train", "loss_valid"))
+    assert not cube.run_dir(store, "alpha").exists() and cube.run_dir(store, "beta").is_dir()

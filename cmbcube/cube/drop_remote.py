@@ -81,8 +81,9 @@ def _drop(store: str, product: str, run: str | None, force: bool) -> tuple:
         raise cube.StoreError(f"{store}: removing run {journal['run']!r} was interrupted; finish it first "
                               f"(cmbcube drop {store} run --run {journal['run']})")
     group = cube.fresh_group(store, "r+")
-    names = set(group.array_keys())
-    runs = [str(r) for r in group["run"][...]] if "run" in names else []
+    arrays = dict(group.arrays())       # every array's metadata, read once (one request each on s3)
+    names = set(arrays)
+    runs = [str(r) for r in arrays["run"][...]] if "run" in names else []
     report, targets = DropReport(store, product, run, [], 0, 0, []), []
 
     if product in ("obs", "cmb") and product in names and not force:
@@ -99,7 +100,7 @@ def _drop(store: str, product: str, run: str | None, force: bool) -> tuple:
         targets = [run] if run is not None else runs
         if not targets:
             raise cube.StoreError(f"{store}: no runs to drop")
-        axis = cube.run_axis_arrays(store)
+        axis = {k: a for k, a in arrays.items() if cube.array_dims(a)[:1] == ("run",)}
         if run is None:
             _delete_arrays(group, axis)
         else:
@@ -113,7 +114,7 @@ def _drop(store: str, product: str, run: str | None, force: bool) -> tuple:
         present = [n for n in wanted if n in names]
         if not present:
             raise cube.StoreError(f"{store}: no {product} to drop")
-        _check_run_chunking(store, group, present)
+        _check_run_chunking(store, {n: arrays[n] for n in present})
         index = None if run is None else runs.index(run)
         for name in present:
             _delete_keys(group, name, index)
@@ -155,10 +156,9 @@ def _keys(zstore, prefix: str) -> list[str]:
 
 
 def _delete_arrays(group, names) -> None:
-    present = set(group.array_keys())
+    """Delete whole arrays ``names`` (those present), metadata and chunks."""
     for name in names:
-        if name in present:
-            del group[name]
+        del group[name]
 
 
 def _slots(zstore, name: str) -> dict:
@@ -178,15 +178,22 @@ def _slots(zstore, name: str) -> dict:
 def _delete_keys(group, name: str, index: int | None) -> None:
     """Delete the chunks of run ``index`` of array ``name`` (every run's when None)."""
     zstore = group.store
-    for k, suffixes in _slots(zstore, name).items():
-        if index is None or k == index:
-            for suffix in suffixes:
-                _sync(zstore.delete(f"{name}/c/{k}{suffix}"))
+    _gather([zstore.delete(f"{name}/c/{k}{suffix}") for k, suffixes in _slots(zstore, name).items()
+             if index is None or k == index for suffix in suffixes])
 
 
-def _check_run_chunking(store: str, group, names) -> None:
-    for name in names:
-        arr = group[name]
+def _gather(coros: list) -> None:
+    """Run the store operations ``coros`` concurrently (one request each on object storage)."""
+    import asyncio
+
+    async def run():
+        await asyncio.gather(*coros)
+    if coros:
+        _sync(run())
+
+
+def _check_run_chunking(store: str, arrays: dict) -> None:
+    for name, arr in arrays.items():
         enc = arr.metadata.chunk_key_encoding
         if cube.outer_chunks(arr)[0] != 1 or getattr(enc, "separator", "/") != "/" \
                 or getattr(enc, "name", "default") != "default":
@@ -201,31 +208,33 @@ def _move_slot(zstore, name: str, slots: dict, source: int, dest: int) -> None:
     up to date."""
     from zarr.core.buffer import default_buffer_prototype
     proto = default_buffer_prototype()
-    for suffix in set(slots.get(dest, ())) - set(slots.get(source, ())):
-        _sync(zstore.delete(f"{name}/c/{dest}{suffix}"))
-    for suffix in slots.get(source, ()):
-        buf = _sync(zstore.get(f"{name}/c/{source}{suffix}", proto))
+
+    async def copy(suffix):
+        buf = await zstore.get(f"{name}/c/{source}{suffix}", proto)
         if buf is not None:
-            _sync(zstore.set(f"{name}/c/{dest}{suffix}", buf))
+            await zstore.set(f"{name}/c/{dest}{suffix}", buf)
+    _gather([zstore.delete(f"{name}/c/{dest}{suffix}")
+             for suffix in set(slots.get(dest, ())) - set(slots.get(source, ()))])
+    _gather([copy(suffix) for suffix in slots.get(source, ())])
     slots[dest] = list(slots.get(source, ()))
 
 
-def _remove_run(store: str, group, axis: list, run: str, runs: list, journal) -> None:
+def _remove_run(store: str, group, axis: dict, run: str, runs: list, journal) -> None:
     """Run ``run`` leaves the run axis of every array in ``axis``.  Plain stores keep a journal in
     ``cmbcube_dropping_run``, updated after each slot copied, so a rerun resumes where it stopped
     (copying run k onto k - 1 is repeatable until run k + 1 is copied onto k)."""
     plain = not ics.handles(store)
     if journal is None:
-        _check_run_chunking(store, group, axis)
+        _check_run_chunking(store, axis)
         journal = {"run": run, "index": runs.index(run), "nrun": len(runs),
-                   "shapes": {name: group[name].shape[0] for name in axis}, "next": {}}
+                   "shapes": {name: arr.shape[0] for name, arr in axis.items()}, "next": {}}
         if plain:
             group.attrs[cube.DROP_JOURNAL_ATTR] = json.dumps(journal)
     index, nrun = journal["index"], journal["nrun"]
     if nrun == 1:
         _delete_arrays(group, axis)
     for name in axis if nrun > 1 else ():
-        arr = group[name]
+        arr = axis[name]
         before = journal["shapes"].get(name, arr.shape[0])
         if arr.shape[0] != before or before <= index:
             continue                                    # already shrunk, or no slot to remove
