@@ -216,6 +216,8 @@ def test_plain_s3_drop_matches_a_local_drop_and_resumes_after_a_kill(ice, s3, tm
     with pytest.raises(KeyboardInterrupt):
         drop(store, "run", "alpha")
     monkeypatch.setattr(drop_remote, "_move_slot", original)
+    with pytest.raises(cube.StoreError, match="interrupted"):
+        cmbcube.open(store)                                            # readers refuse the half-moved axis
     assert main(["drop", store, "pred", "--run", "beta"]) == 2        # the interrupted removal comes first
     assert main(["drop", store, "run", "--run", "alpha"]) == 0        # a rerun finishes it
     drop(local, "run", "alpha")
