@@ -14,8 +14,9 @@ Modules (each re-exported here, so ``from cmbcube import cube; cube.write_sim(..
 - :mod:`~cmbcube.cube.analysis_io`, :mod:`~cmbcube.cube.stats_io`   the analysis' and preprocess'
   products (masks, metrics, spectra, windows; normalisation statistics);
 - :mod:`~cmbcube.cube.guard`, :mod:`~cmbcube.cube.shardread`, :mod:`~cmbcube.cube.verify`,
-  :mod:`~cmbcube.cube.drop`, :mod:`~cmbcube.cube.datasets`: guarded reads, the shard index,
-  ``cmbcube verify``, ``cmbcube drop``, torch datasets.
+  :mod:`~cmbcube.cube.drop` (:mod:`~cmbcube.cube.drop_remote` for Icechunk and s3:// stores),
+  :mod:`~cmbcube.cube.datasets`: guarded reads, the shard index, ``cmbcube verify``, ``cmbcube drop``,
+  torch datasets.
 """
 from __future__ import annotations
 

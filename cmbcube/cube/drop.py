@@ -87,13 +87,18 @@ def dependants(store: str, product: str) -> list[str]:
 
 
 def drop(store: str, product: str, run: str | None = None, force: bool = False) -> DropReport:
-    """Remove ``product`` (one run's with ``run``) from a local store; see the module docstring.
-    Holds the store's metadata lock, so stages adding runs or arrays wait for it."""
+    """Remove ``product`` (one run's with ``run``) from a store; see the module docstring.  A local store:
+    holds the store's metadata lock, so stages adding runs or arrays wait for it; Icechunk and s3://
+    stores: :mod:`cmbcube.cube.drop_remote`."""
     store = str(store)
     if product not in choices():
         raise InputError(f"unknown product {product!r}; allowed: {', '.join(choices())}")
+    from cmbcube.cube import drop_remote
+    if drop_remote.handles(store):              # Icechunk (one commit) and plain s3:// stores
+        return drop_remote.drop(store, product, run, force)
     if cube.is_remote(store):
-        raise cube.StoreError(f"{store}: drop edits a local store; run it where the store lives")
+        raise cube.StoreError(f"{store}: drop edits a local store, an Icechunk repository or s3://; run it where "
+                              "the store lives")
     if not Path(store).is_dir():
         raise cube.StoreError(f"{store}: no such store")
     with cube.store_lock(store):

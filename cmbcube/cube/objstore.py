@@ -17,7 +17,8 @@ How writes differ from a local store:
   transactions and keeps versions; plain object storage keeps neither;
 - no local-disk checks (free space, file-name length, damaged metadata files before a write); ``cmbcube
   verify`` reads every finished unit back instead;
-- ``cmbcube drop`` (which moves chunk files) works on local stores only.
+- ``cmbcube drop`` edits objects one by one (:mod:`cmbcube.cube.drop_remote`), not atomically; an
+  interrupted run removal is finished by rerunning it.
 """
 from __future__ import annotations
 
