@@ -256,7 +256,7 @@ def validate(p) -> None:
 
 
 def drop(p) -> None:
-    p.add_argument("store", help="path of the Zarr store")
+    p.add_argument("store", help="path of the Zarr store, an Icechunk store (icechunk+...) or s3://...")
     p.add_argument("product", help="obs, cmb, components, noise, stats, pred, analysis or run")
     p.add_argument("--run", help="one run (with pred, analysis, run)")
     p.add_argument("--force", action="store_true", help="drop obs or cmb even though products made from them remain")
