@@ -48,3 +48,41 @@ def test_checkpoints_of_a_store_on_object_storage_go_to_a_local_folder(tmp_path,
     assert run_dir(f"icechunk+file://{repo}@v1", "unet") == tmp_path / "s.icechunk.runs" / "unet"
     for url, name in (("icechunk+s3://bucket/cubes/q", "bucket_cubes_q.runs"), ("s3://bucket/q.zarr", "bucket_q.zarr.runs")):
         assert run_dir(url, "unet") == tmp_path / "runs" / name / "unet"
+
+
+def test_train_and_predict_on_an_icechunk_store_match_a_local_store(tmp_path, monkeypatch):
+    """train and predict work on an Icechunk repository as on a local store: the same predictions to the
+    bit (a pixel-wise toy network, seeded), each stage one or more commits, checkpoints beside the
+    repository."""
+    import numpy as np
+    import torch
+
+    import cmbcube
+    from cmbcube.networks import NETWORKS, Network
+    from cmbcube.stages import predict, simulate, train
+    from conftest import small_recipe
+
+    NETWORKS.register("toy-ice", Network(
+        build=lambda cin, cout, nside, config=None, **kw: torch.nn.Conv1d(cin, cout, 1), view="sky",
+        summary="pixel-wise linear map", defaults=dict(detectors=(100, 143), transform="scale:100",
+                                                       target_transform="scale:100", loss="mse", batch_size=2,
+                                                       repeats=1, lr_start=0.01, lr_end=0.001)))
+    monkeypatch.setattr(train, "plot_losses", lambda *args: None)
+    try:
+        recipe = small_recipe(detectors=[100, 143], fields=["I"], keep=["cmb"], splits={"train": 2, "valid": 1,
+                              "test": 1}, foregrounds__components=["dust"])
+        repo = f"icechunk+file://{tmp_path / 'r.icechunk'}"
+        local = str(tmp_path / "l.zarr")
+        config = train.TrainConfig(**{**NETWORKS.get("toy-ice").defaults, "model": "toy-ice", "fields": ("I",),
+                                      "epochs": 2})
+        for store in (repo, local):
+            assert simulate.run(recipe, store, scheduler="synchronous", progress=False).ok
+            torch.manual_seed(0)
+            train.train(store, config, "toy", device="cpu", progress=False)
+            predict.predict(store, "toy", splits=("test",), device="cpu", progress=False)
+        a, b = cmbcube.open(repo), cmbcube.open(local)
+        got, want = (x.pred.sel(run="toy", split="test", sim=0).values for x in (a, b))
+        assert np.isfinite(want).all() and np.array_equal(got, want)
+        assert (tmp_path / "r.icechunk.runs" / "toy").is_dir() and a.attrs["icechunk_snapshot"]
+    finally:
+        NETWORKS.unregister("toy-ice")
