@@ -166,7 +166,7 @@ def measure(store: str, model: str, epochs: int, train_sims: int | None, device:
     """One fresh training run through cmbcube.stages.train.train; its TrainReport figures."""
     from cmbcube import cube
     from cmbcube.stages import train
-    config = train.TrainConfig(**{**train.defaults(model), "model": model, "epochs": epochs,
+    config = train.TrainConfig(**{**train.defaults(model, published=True), "model": model, "epochs": epochs,
                                   "train_sims": train_sims})
     t0 = time.perf_counter()
     report = train.train(store, config, run_name=run, device=device, progress=False)
@@ -363,7 +363,7 @@ def experiment(work: Path, args, epoch_s_quickstart: float) -> dict:
     predict_s = time.perf_counter() - t0
 
     # Petroff's Bayesian spherical network on the same store, epochs from its own budget
-    pdefaults = {**train.defaults("petroff"), "model": "petroff"}
+    pdefaults = {**train.defaults("petroff", published=True), "model": "petroff"}
     if args.exp_petroff_epochs:
         p_epochs, p_how = args.exp_petroff_epochs, "fixed by --exp-petroff-epochs"
     else:

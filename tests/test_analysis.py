@@ -140,6 +140,10 @@ def test_cmbcube_run_end_to_end_then_quick_rerun(tmp_path):
     assert rerun.returncode == 0
     assert "simulate: 0 new sim(s)" in rerun.stdout and "already trained" in rerun.stdout
     assert "analyze: 0 new" in rerun.stdout
+    # another pipeline.epochs is not "already trained": refused, naming both numbers and the way out
+    other = subprocess.run(args + ["--set", "pipeline.epochs=2"], capture_output=True, text=True)
+    assert other.returncode == 2 and "was trained for 1 epochs and the recipe asks for 2" in other.stderr, \
+        other.stderr[-2000:]
 
 
 def test_foreground_mask_is_the_same_in_any_unit(tmp_path):

@@ -42,7 +42,7 @@ def test_stored_windows_give_the_theory_the_metrics_were_scored_against(analysed
     fields = [f for k, f in enumerate(inputs.fields) if np.isfinite(inputs.pred[k]).all()]
     assert fields
     errors = spectra.spectrum_errors(stored, inputs.cl_theory, fields, inputs.nside, nm)
-    values = ds.metrics.sel(run=ds.run.values[0], split="test", sim=1, beam=0)
+    values = ds.metrics.sel(run=ds.run.values[0], split="test", sim=1, beam=0.0)  # by value: no beam
     for field, errs in errors.items():
         for name, value in errs.items():
             assert np.isfinite(value)

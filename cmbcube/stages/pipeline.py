@@ -4,6 +4,9 @@ Every stage skips what is already done, so a second run is quick.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
+import re
 import time
 from pathlib import Path
 
@@ -16,6 +19,30 @@ from cmbcube.recipe import Recipe, load
 class StageFailed(CmbcubeError, RuntimeError):
     """A stage of ``cmbcube run`` left failed tasks: the pipeline stops there (exit status 1); rerunning
     the same command retries them."""
+
+
+def default_report_dir(store: str) -> str:
+    """``STORE.report`` beside a local store; for a store given by URL (Icechunk, s3://) a folder in the
+    current directory named after the location (never a folder named 'icechunk+file:' or 's3:')."""
+    text = str(store).rstrip("/")
+    if "://" not in text:
+        return str(Path(text).with_suffix(".report"))
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text.split("://", 1)[1].split("@")[0]).strip("_")[:200] + ".report"
+
+
+def check_existing_run(store: str, found, config) -> None:
+    """What ``cmbcube run`` may reuse of a run already there: one this store knows, trained (or being
+    trained) for the recipe's ``pipeline.epochs``; anything else is a RunExists (exit 2) saying what to do."""
+    if not found.in_store:
+        raise train_guard.RunExists(
+            f"{found.folder} holds checkpoints of a run {found.name!r} that {store} does not know (left by an "
+            "earlier store of that name?); nothing was changed. Move that folder away, or use another --store")
+    recorded = json.loads(found.state["config"]) if found.state is not None else {}
+    if recorded and int(recorded.get("epochs", config.epochs)) != config.epochs:
+        raise train_guard.RunExists(
+            f"run {found.name!r} in {store} was trained for {recorded['epochs']} epochs and the recipe asks for "
+            f"{config.epochs} (pipeline.epochs); nothing was changed. Set pipeline.epochs={recorded['epochs']} "
+            f"to use it, or `cmbcube drop {store} run --run {found.name}` to train it again")
 
 
 def run(recipe: Recipe | str, store: str, scheduler=None, scheduler_file=None, workers=None, overrides=(),
@@ -57,6 +84,11 @@ def run(recipe: Recipe | str, store: str, scheduler=None, scheduler_file=None, w
         started = time.perf_counter()
         config = train.TrainConfig(model=model, epochs=cfg["epochs"], **train.defaults(model))
         found = train_guard.find(store, model)
+        if found is not None:
+            check_existing_run(store, found, config)
+            # a run started before early stopping was the default resumes with the patience it recorded
+            config = dataclasses.replace(config, early_stopping=train.recorded_patience(store, model,
+                                                                                       config.early_stopping))
         if found is not None and found.state is not None and checkpoints.finished(found.state):
             step(f"train {model}: already trained ({found.checkpoint.name})", started)   # all epochs or stopped early
         else:
@@ -73,7 +105,7 @@ def run(recipe: Recipe | str, store: str, scheduler=None, scheduler_file=None, w
         raise StageFailed(f"analyze: {len(a.failed)} failed, e.g. {a.failed[0]}")
     step(f"analyze: {len(a.written)} new (run, sim) pair(s)", started)
     started = time.perf_counter()
-    page = report.build(store, report_dir or str(Path(str(store).rstrip("/")).with_suffix(".report")),
+    page = report.build(store, report_dir or default_report_dir(store),
                         split=splits[0])
     step("report", started)
     return page

@@ -94,6 +94,9 @@ def run(recipe: Recipe | str, store: str, scheduler: str | None = None, schedule
     except cluster.ClusterError as err:
         if status != "created" or cube.done_flags(store).any():
             raise
+        if cube.is_remote(store):                     # an Icechunk repository or an s3:// prefix: say so
+            raise cluster.ClusterError(f"{err} (nothing was computed; the empty store {store} was created "
+                                       "and is left; the next simulate fills it)") from None
         shutil.rmtree(store, ignore_errors=True)      # made by this run, which wrote no sim: leave nothing
         raise cluster.ClusterError(f"{err} ({store} was not created: nothing was computed)") from None
 
