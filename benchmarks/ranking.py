@@ -5,6 +5,8 @@ Run from the repository root (nice it: it is CPU-bound)::
     python benchmarks/ranking.py --quick                      # nside 32, 4 and 8 skies, 2 networks (~5 min)
     python benchmarks/ranking.py --sizes 16,64,256,1024      # the study (hours on 2 cores; see --help)
     python benchmarks/ranking.py --work DIR ...               # keep the store in DIR: a rerun adds what is missing
+    python benchmarks/ranking.py --work DIR --train 256 --sizes 64 --variant robust:transform=robust
+                                   # other training settings beside the defaults, on the same skies
 
 One store is simulated once (the default filamentary sky, 9 Planck-like detectors, field I, the
 recipe's defaults otherwise) with max(sizes) train skies, a valid split and a test split.  NILC and
@@ -62,24 +64,40 @@ def runs_in(store: str) -> set:
     return {str(r) for r in cmbcube.open(store).run.values} if "run" in cmbcube.open(store).coords else set()
 
 
-def train_all(store: str, models, sizes, epochs: int, patience: int) -> dict:
-    from cmbcube.stages import predict, train
+def parse_variant(text: str) -> tuple[str, dict]:
+    """``NAME:key=value,key=value`` (TrainConfig fields; values as YAML scalars) -> (NAME, settings)."""
+    import yaml
+    name, _, rest = text.partition(":")
+    settings = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        settings[key.strip()] = yaml.safe_load(value)
+    return name, settings
+
+
+def train_all(store: str, models, sizes, epochs: int, patience: int, variants=(("", {}),)) -> dict:
     made = {}
     for model in models:
-        for n in sizes:
-            name = f"{model}-n{n}"
-            made[name] = (model, n)
-            if name in runs_in(store):
-                log(f"{name}: already in the store")
-                continue
-            config = train.TrainConfig(**{**train.defaults(model), "model": model, "epochs": epochs,
-                                          "early_stopping": patience, "train_sims": n})
-            t0 = time.perf_counter()
-            rep = train.train(store, config, run_name=name, device="cpu", progress=False)
-            predict.predict(store, name, splits=("test",), device="cpu", progress=False)
-            log(f"{name}: {len(rep.valid_loss)} epochs in {time.perf_counter() - t0:.0f} s, valid loss "
-                f"{rep.valid_loss[0]:.4g} -> {min(rep.valid_loss):.4g}; load {load_average()}")
+        for label, settings in variants:
+            for n in sizes:
+                name = f"{model}-{label}-n{n}" if label else f"{model}-n{n}"
+                made[name] = (f"{model}-{label}" if label else model, n)
+                if name in runs_in(store):
+                    log(f"{name}: already in the store")
+                    continue
+                train_one(store, name, model, n, epochs, patience, settings)
     return made
+
+
+def train_one(store: str, name: str, model: str, n: int, epochs: int, patience: int, settings: dict) -> None:
+    from cmbcube.stages import predict, train
+    config = train.TrainConfig(**{**train.defaults(model), "model": model, "epochs": epochs,
+                                  "early_stopping": patience, "train_sims": n, **settings})
+    t0 = time.perf_counter()
+    rep = train.train(store, config, run_name=name, device="cpu", progress=False)
+    predict.predict(store, name, splits=("test",), device="cpu", progress=False)
+    log(f"{name}: {len(rep.valid_loss)} epochs in {time.perf_counter() - t0:.0f} s, valid loss "
+        f"{rep.valid_loss[0]:.4g} -> {min(rep.valid_loss):.4g}; load {load_average()}")
 
 
 def scores(store: str) -> dict:
@@ -158,6 +176,8 @@ def main(argv=None) -> int:
                         "cmbnncs-unet5 and patch-unet, at most 3 epochs: a few minutes")
     parser.add_argument("--nside", type=int, default=32)
     parser.add_argument("--sizes", default="16,64,256,1024", help="training-set sizes (comma list)")
+    parser.add_argument("--train", type=int, help="train sims in the store (default: the largest size; give "
+                        "the earlier value to add runs to a --work store made with other sizes)")
     parser.add_argument("--valid", type=int, default=32)
     parser.add_argument("--test", type=int, default=64)
     parser.add_argument("--models", default="cmbnncs-unet5,patch-unet,petroff")
@@ -165,6 +185,9 @@ def main(argv=None) -> int:
     parser.add_argument("--patience", type=int, default=8, help="early stopping patience (default 8)")
     parser.add_argument("--seed", type=int, default=27182)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
+                        help="also train each network with these TrainConfig settings, as runs MODEL-NAME-nN "
+                             "(e.g. robust:transform=robust; repeatable); measured side by side with the defaults")
     parser.add_argument("--work", help="keep the store in this folder (a rerun adds what is missing)")
     parser.add_argument("--figure", help="PNG path (default docs/ranking_DATE.png; none with --quick)")
     args = parser.parse_args(argv)
@@ -179,14 +202,15 @@ def main(argv=None) -> int:
     store = str(work / f"ranking_n{args.nside}.zarr")
     log(f"ranking study: nside {args.nside}, sizes {sizes}, models {models}, store {store}; load {load_average()}")
     t_start = time.perf_counter()
-    build_store(store, args.nside, max(sizes), args.valid, args.test, args.seed, args.workers)
+    build_store(store, args.nside, args.train or max(sizes), args.valid, args.test, args.seed, args.workers)
     from cmbcube.stages import analyze, ilc
     for method in ILCS:
         if method not in runs_in(store):
             rep = ilc.run(store, ilc.ILCConfig(method=method), splits=("test",), progress=False)
             if not rep.ok:
                 raise RuntimeError(f"{method} failed: {rep.failed[:3]}")
-    made = train_all(store, models, sizes, args.epochs, args.patience)
+    variants = [("", {})] + [parse_variant(v) for v in args.variant]
+    made = train_all(store, models, sizes, args.epochs, args.patience, variants)
     an = analyze.run(store, progress=False)
     if an.failed:
         raise RuntimeError(f"analysis failed: {an.failed[:3]}")
