@@ -223,9 +223,10 @@ def main(argv=None) -> int:
     text = "\n".join(head + lines) + "\n"
     print(text)
     if not args.quick:
-        out = ROOT / "benchmarks" / "results" / f"ranking_{date}.txt"
+        tag = "_variants" if args.variant else ""          # a variants run does not overwrite the study's files
+        out = ROOT / "benchmarks" / "results" / f"ranking_{date}{tag}.txt"
         out.write_text(text)
-        figure(values, made, sizes, Path(args.figure) if args.figure else ROOT / "docs" / f"ranking_{date}.png")
+        figure(values, made, sizes, Path(args.figure) if args.figure else ROOT / "docs" / f"ranking_{date}{tag}.png")
     elif args.figure:
         figure(values, made, sizes, Path(args.figure))
     print(json.dumps(summary))
