@@ -70,6 +70,21 @@ def _size(path: Path) -> int:
     return (cube.disk_size(str(path)) or 0) if path.exists() else 0
 
 
+def refuse_unsafe(store: str, product: str, run, names, runs, force: bool, journal) -> None:
+    """The refusals every kind of store makes before dropping anything (StoreError, exit 2): obs or cmb
+    while products made from them remain (unless ``force``), and a ``run`` the store does not have
+    (unless a run removal is being finished: ``journal``)."""
+    if product in ("obs", "cmb") and product in names and not force:
+        deps = dependants(store, product)
+        if deps:
+            raise cube.StoreError(
+                f"{store}: refusing to drop {product}: the store holds products made from it: {'; '.join(deps)}. "
+                f"Drop those first (cmbcube drop {store} run, cmbcube drop {store} stats) or pass --force to drop "
+                f"{product} anyway (they stay, but can no longer be recomputed or checked against it)")
+    if product in ("pred", "analysis", "run") and run is not None and run not in runs and not journal:
+        raise cube.StoreError(f"{store}: no run {run!r}; runs present: {', '.join(runs) or 'none'}")
+
+
 def dependants(store: str, product: str) -> list[str]:
     """What in the store was made from ``product`` (obs or cmb)."""
     group = cube.fresh_group(store)
@@ -123,15 +138,7 @@ def _drop(store: str, product: str, run: str | None, force: bool) -> DropReport:
     runs = [str(r) for r in group["run"][...]] if "run" in names else []
     report = DropReport(store, product, run, [], before, before)
 
-    if product in ("obs", "cmb") and product in names and not force:
-        deps = dependants(store, product)
-        if deps:
-            raise cube.StoreError(
-                f"{store}: refusing to drop {product}: the store holds products made from it: {'; '.join(deps)}. "
-                f"Drop those first (cmbcube drop {store} run, cmbcube drop {store} stats) or pass --force to drop "
-                f"{product} anyway (they stay, but can no longer be recomputed or checked against it)")
-    if product in ("pred", "analysis", "run") and run is not None and run not in runs and not journal:
-        raise cube.StoreError(f"{store}: no run {run!r}; runs present: {', '.join(runs) or 'none'}")
+    refuse_unsafe(store, product, run, names, runs, force, journal)
 
     if product == "run":
         targets = [run] if run is not None else runs

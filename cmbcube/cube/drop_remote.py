@@ -30,7 +30,7 @@ import shutil
 
 from cmbcube import cube
 from cmbcube.cube import icechunk_store as ics, objstore
-from cmbcube.cube.drop import DropReport, choices, dependants, run_products, whole_arrays
+from cmbcube.cube.drop import DropReport, choices, refuse_unsafe, run_products, whole_arrays
 from cmbcube.cube.layout import run_axis_arrays_of
 from cmbcube.errors import InputError
 
@@ -86,15 +86,7 @@ def _drop(store: str, product: str, run: str | None, force: bool) -> tuple:
     runs = [str(r) for r in arrays["run"][...]] if "run" in names else []
     report, targets = DropReport(store, product, run, [], 0, 0, []), []
 
-    if product in ("obs", "cmb") and product in names and not force:
-        deps = dependants(store, product)
-        if deps:
-            raise cube.StoreError(
-                f"{store}: refusing to drop {product}: the store holds products made from it: {'; '.join(deps)}. "
-                f"Drop those first (cmbcube drop {store} run, cmbcube drop {store} stats) or pass --force to drop "
-                f"{product} anyway (they stay, but can no longer be recomputed or checked against it)")
-    if product in ("pred", "analysis", "run") and run is not None and run not in runs and not journal:
-        raise cube.StoreError(f"{store}: no run {run!r}; runs present: {', '.join(runs) or 'none'}")
+    refuse_unsafe(store, product, run, names, runs, force, journal)
 
     if product == "run":
         targets = [run] if run is not None else runs
