@@ -55,3 +55,35 @@ def zarr_files(path):
 
 def rms(x):
     return float(np.sqrt(np.mean(np.square(x))))
+
+
+def moto_s3(bucket: str, tag: str):
+    """moto's S3 server on loopback with one bucket and this test file's own dummy AWS_* credentials
+    (restored after): a context manager yielding (env, boto3 client)."""
+    import contextlib
+    import logging
+
+    @contextlib.contextmanager
+    def running():
+        from moto.server import ThreadedMotoServer
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        host, port = server.get_host_and_port()
+        env = {"AWS_ACCESS_KEY_ID": f"cmbcube-{tag}", "AWS_SECRET_ACCESS_KEY": f"cmbcube-{tag}-secret",
+               "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_REGION": "us-east-1"}
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            import boto3
+            client = boto3.client("s3")
+            client.create_bucket(Bucket=bucket)
+            yield env, client
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            server.stop()
+    return running()

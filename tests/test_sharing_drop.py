@@ -16,7 +16,7 @@ from cmbcube.cli import main  # noqa: E402
 from cmbcube.cube import drop_remote, icechunk_store as ics, icechunk_versions  # noqa: E402
 from cmbcube.cube.drop import drop  # noqa: E402
 from cmbcube.stages.simulate import run as simulate  # noqa: E402
-from conftest import small_recipe, zarr_files  # noqa: E402
+from conftest import moto_s3, small_recipe, zarr_files  # noqa: E402
 
 RUNS = ("alpha", "beta", "gamma")
 NPIX = 12 * 8 ** 2
@@ -117,9 +117,8 @@ def test_drop_run_is_one_commit_like_a_local_drop_and_a_tag_keeps_it(ice, tmp_pa
     assert cube.ensure_run(ice, "delta", "fake", {}, 0.0) == 2                 # appended after the others
 
 
-def test_killed_drop_commits_nothing(ice, monkeypatch):
-    """A drop killed before its commit leaves the branch at the previous snapshot: atomic by construction."""
-    tip, files = ics.snapshot_id(ice), zarr_files(ice.split("://", 1)[1])
+def drop_killed_at_the_second_move(store, monkeypatch):
+    """`drop STORE run --run alpha` interrupted (KeyboardInterrupt) as it moves the second run slot down."""
     calls = {"n": 0}
     original = drop_remote._move_slot
 
@@ -130,9 +129,19 @@ def test_killed_drop_commits_nothing(ice, monkeypatch):
         original(*args)
     monkeypatch.setattr(drop_remote, "_move_slot", killed_on_second)
     with pytest.raises(KeyboardInterrupt):
-        drop(ice, "run", "alpha")
+        drop(store, "run", "alpha")
     monkeypatch.setattr(drop_remote, "_move_slot", original)
-    assert ics.snapshot_id(ice) == tip and zarr_files(ice.split("://", 1)[1]) == files
+
+
+def test_killed_drop_commits_nothing(ice, monkeypatch):
+    """A drop killed before its commit leaves the branch at the previous snapshot: atomic by construction."""
+    tip, files = ics.snapshot_id(ice), zarr_files(ice.split("://", 1)[1])
+    drop_killed_at_the_second_move(ice, monkeypatch)
+    after = zarr_files(ice.split("://", 1)[1])
+    # the branch and every file it references are as before; Icechunk may already have stored chunk
+    # objects of the uncommitted session: unreferenced, removed by its garbage collection
+    assert ics.snapshot_id(ice) == tip and all(after.get(k) == v for k, v in files.items())
+    assert all(k.startswith("chunks/") for k in set(after) - set(files)), sorted(set(after) - set(files))
     assert list(cmbcube.open(ice).run.values) == list(RUNS) and cube.run_dir(ice, "alpha").is_dir()
     drop(ice, "run", "alpha")
     assert list(cmbcube.open(ice).run.values) == ["beta", "gamma"]
@@ -174,25 +183,12 @@ def test_bad_input_exits_2_and_commits_nothing(ice, capsys):
 
 
 @pytest.fixture
-def s3(monkeypatch):
+def s3():
     """moto's S3 server on loopback with this test's own dummy credentials (restored after)."""
     pytest.importorskip("s3fs")
-    server_mod = pytest.importorskip("moto.server")
-    import logging
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = server_mod.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    for key, value in {"AWS_ACCESS_KEY_ID": "cmbcube-drop-test", "AWS_SECRET_ACCESS_KEY": "cmbcube-drop-secret",
-                       "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
-    import boto3
-    client = boto3.client("s3")
-    client.create_bucket(Bucket="drops")
-    try:
+    pytest.importorskip("moto.server")
+    with moto_s3("drops", "drop-test") as (_, client):
         yield client
-    finally:
-        server.stop()
 
 
 def test_plain_s3_drop_matches_a_local_drop_and_resumes_after_a_kill(ice, s3, tmp_path, monkeypatch):
@@ -204,18 +200,7 @@ def test_plain_s3_drop_matches_a_local_drop_and_resumes_after_a_kill(ice, s3, tm
             full = os.path.join(root, name)
             s3.put_object(Bucket="drops", Key="cube.zarr/" + os.path.relpath(full, local), Body=open(full, "rb").read())
     shutil.copytree(cube.runs_dir(ice), cube.runs_dir(store))
-    calls = {"n": 0}
-    original = drop_remote._move_slot
-
-    def killed_on_second(*args):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("killed")
-        original(*args)
-    monkeypatch.setattr(drop_remote, "_move_slot", killed_on_second)
-    with pytest.raises(KeyboardInterrupt):
-        drop(store, "run", "alpha")
-    monkeypatch.setattr(drop_remote, "_move_slot", original)
+    drop_killed_at_the_second_move(store, monkeypatch)
     with pytest.raises(cube.StoreError, match="interrupted"):
         cmbcube.open(store)                                            # readers refuse the half-moved axis
     assert main(["drop", store, "pred", "--run", "beta"]) == 2        # the interrupted removal comes first

@@ -17,7 +17,7 @@ import cmbcube  # noqa: E402
 from cmbcube.cli import main  # noqa: E402
 from cmbcube.cube.datasets import CubeDataset  # noqa: E402
 from cmbcube.stages import analyze, ilc, simulate  # noqa: E402
-from conftest import small_recipe, zarr_files  # noqa: E402
+from conftest import moto_s3, small_recipe, zarr_files  # noqa: E402
 
 BUCKET = "plain-cubes"
 
@@ -30,27 +30,8 @@ def recipe():
 @pytest.fixture(scope="module")
 def s3():
     """moto's S3 server on loopback; AWS_* variables of this test only (restored after)."""
-    from moto.server import ThreadedMotoServer
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ACCESS_KEY_ID": "cmbcube-plain-test", "AWS_SECRET_ACCESS_KEY": "cmbcube-plain-secret",
-           "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_REGION": "us-east-1"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    import boto3
-    client = boto3.client("s3")
-    client.create_bucket(Bucket=BUCKET)
-    try:
+    with moto_s3(BUCKET, "plain-test") as (_, client):
         yield client
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        server.stop()
 
 
 def bucket_files(client, prefix):

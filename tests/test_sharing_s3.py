@@ -2,7 +2,6 @@
 mode on 127.0.0.1, a random port, this test's own dummy credentials).  The pipeline simulate -> ilc ->
 analyze into ``icechunk+s3://``, ``verify`` and ``info`` on the remote store, a tag read after new
 commits, two writers adding different runs at once, and a SIGKILL while a commit is pending."""
-import logging
 import os
 import signal
 import subprocess
@@ -20,7 +19,7 @@ import cmbcube  # noqa: E402
 from cmbcube.cli import main  # noqa: E402
 from cmbcube.cube import icechunk_store as ics  # noqa: E402
 from cmbcube.stages import analyze, ilc, simulate  # noqa: E402
-from conftest import small_recipe  # noqa: E402
+from conftest import moto_s3, small_recipe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "collab-cubes"
@@ -35,26 +34,8 @@ def recipe():
 @pytest.fixture(scope="module")
 def s3():
     """moto's S3 server on loopback; AWS_* variables of this test only (restored after)."""
-    from moto.server import ThreadedMotoServer
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    env = {"AWS_ACCESS_KEY_ID": "cmbcube-test", "AWS_SECRET_ACCESS_KEY": "cmbcube-test-secret",
-           "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_REGION": "us-east-1"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    import boto3
-    boto3.client("s3").create_bucket(Bucket=BUCKET)
-    try:
+    with moto_s3(BUCKET, "test") as (env, _):
         yield env
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        server.stop()
 
 
 @pytest.fixture(scope="module")
