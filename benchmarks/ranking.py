@@ -72,6 +72,11 @@ def parse_variant(text: str) -> tuple[str, dict]:
     for item in filter(None, rest.split(",")):
         key, _, value = item.partition("=")
         settings[key.strip()] = yaml.safe_load(value)
+        if isinstance(settings[key.strip()], str):          # YAML 1.1 reads 1e-5 (no dot) as a string
+            try:
+                settings[key.strip()] = float(value)
+            except ValueError:
+                pass
     return name, settings
 
 
@@ -89,10 +94,15 @@ def train_all(store: str, models, sizes, epochs: int, patience: int, variants=((
     return made
 
 
+PUBLISHED = "published"          # --variant label: the network's published settings (train --published)
+
+
 def train_one(store: str, name: str, model: str, n: int, epochs: int, patience: int, settings: dict) -> None:
     from cmbcube.stages import predict, train
-    config = train.TrainConfig(**{**train.defaults(model), "model": model, "epochs": epochs,
-                                  "early_stopping": patience, "train_sims": n, **settings})
+    base = train.defaults(model, published=settings.get(PUBLISHED, False))
+    settings = {k: v for k, v in settings.items() if k != PUBLISHED}
+    config = train.TrainConfig(**{**base, "model": model, "epochs": epochs, "early_stopping": patience,
+                                  "train_sims": n, **settings})
     t0 = time.perf_counter()
     rep = train.train(store, config, run_name=name, device="cpu", progress=False)
     predict.predict(store, name, splits=("test",), device="cpu", progress=False)
@@ -180,7 +190,7 @@ def main(argv=None) -> int:
                         "the earlier value to add runs to a --work store made with other sizes)")
     parser.add_argument("--valid", type=int, default=32)
     parser.add_argument("--test", type=int, default=64)
-    parser.add_argument("--models", default="cmbnncs-unet5,patch-unet,petroff")
+    parser.add_argument("--models", default="cmbnncs-unet5,pixel-linear,patch-unet,petroff")
     parser.add_argument("--epochs", type=int, default=60, help="most epochs per training (default 60)")
     parser.add_argument("--patience", type=int, default=8, help="early stopping patience (default 8)")
     parser.add_argument("--seed", type=int, default=27182)
@@ -188,12 +198,16 @@ def main(argv=None) -> int:
     parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
                         help="also train each network with these TrainConfig settings, as runs MODEL-NAME-nN "
                              "(e.g. robust:transform=robust; repeatable); measured side by side with the defaults")
+    parser.add_argument("--published", action="store_true", help="also train each network with its published "
+                        "settings (train --published, with the same early stopping), as runs MODEL-published-nN")
     parser.add_argument("--work", help="keep the store in this folder (a rerun adds what is missing)")
+    parser.add_argument("--tag", help="suffix of the results file and figure names (default: _variants with "
+                        "--variant, none otherwise)")
     parser.add_argument("--figure", help="PNG path (default docs/ranking_DATE.png; none with --quick)")
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.valid, args.test, args.models, args.epochs, args.patience = "4,8", 4, 6, \
-            "cmbnncs-unet5,patch-unet", 3, 2
+            "cmbnncs-unet5,pixel-linear,patch-unet", 3, 2
     sizes = sorted(int(s) for s in args.sizes.split(","))
     models = [m for m in args.models.split(",") if m]
     date = datetime.date.today().isoformat()
@@ -209,7 +223,8 @@ def main(argv=None) -> int:
             rep = ilc.run(store, ilc.ILCConfig(method=method), splits=("test",), progress=False)
             if not rep.ok:
                 raise RuntimeError(f"{method} failed: {rep.failed[:3]}")
-    variants = [("", {})] + [parse_variant(v) for v in args.variant]
+    variants = [("", {})] + ([(PUBLISHED, {PUBLISHED: True})] if args.published else []) + \
+        [parse_variant(v) for v in args.variant]
     made = train_all(store, models, sizes, args.epochs, args.patience, variants)
     an = analyze.run(store, progress=False)
     if an.failed:
@@ -223,7 +238,7 @@ def main(argv=None) -> int:
     text = "\n".join(head + lines) + "\n"
     print(text)
     if not args.quick:
-        tag = "_variants" if args.variant else ""          # a variants run does not overwrite the study's files
+        tag = args.tag if args.tag is not None else ("_variants" if args.variant or args.published else "")  # keep the study's files
         out = ROOT / "benchmarks" / "results" / f"ranking_{date}{tag}.txt"
         out.write_text(text)
         figure(values, made, sizes, Path(args.figure) if args.figure else ROOT / "docs" / f"ranking_{date}{tag}.png")

@@ -104,6 +104,9 @@ def train(p) -> None:
                    help="fp32 (default), or bf16: forward pass and loss under torch.autocast (for a GPU)")
     p.add_argument("--channels-last", action="store_const", const=True,
                    help="2-D views (cmbNNCS faces, patches): NHWC memory layout (for a GPU); default off")
+    p.add_argument("--head", choices=("published", "linear", "linear-path"),
+                   help="the network's last layer: published (cmbNNCS: PReLU), linear, or linear-path (linear plus "
+                        "a per-pixel linear combination of the inputs; cmbNNCS UNets only)")
     p.add_argument("--published", action="store_true", help="train with the network's published settings exactly "
                                                             "(cmbNNCS's, Petroff et al.'s): no early stopping unless "
                                                             "--early-stopping is given")

@@ -143,7 +143,7 @@ def train(args) -> int:
                                                      values.get("early_stopping", 0))
     for key in ("epochs", "batch_size", "repeats", "lr_start", "lr_end", "loss", "transform", "target_transform",
                 "patch_side", "train_sims", "checkpoint_every", "early_stopping", "seed", "grad_clip", "augment",
-                "precision", "channels_last"):
+                "precision", "channels_last", "head"):
         if getattr(args, key) is not None:
             values[key] = getattr(args, key)
     if args.detectors:

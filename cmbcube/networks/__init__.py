@@ -38,7 +38,9 @@ class Network:
         ``config`` is the run's TrainConfig (or None: the network's defaults), ``branches`` the input
         channels per detector in input order, ``n_train`` the number of training samples (or None);
     view: the CubeDataset view it reads and writes (faces, patches or sky);
-    defaults: TrainConfig values it trains with unless told otherwise (its published settings);
+    defaults: TrainConfig values of its published settings (what ``train --published`` uses);
+    tuned: TrainConfig values cmbcube trains it with by default on top of ``defaults``, each measured
+        better than the published one side by side (benchmarks/ranking.py --variant);
     losses: the losses it can train with (its default one, if not TrainConfig's l1, is in ``defaults``);
     mc_samples: > 0 for a Bayesian network: prediction averages this many Monte Carlo passes by
         default and stores the per-pixel sigma (``pred_sigma``); 0: one deterministic pass;
@@ -46,17 +48,26 @@ class Network:
         for the networks with ``mc_samples``;
     amsgrad: train with Adam's AMSGrad variant (which keeps a third moment per weight);
     min_nside: smallest nside it accepts;
-    summary: one line for ``--help``.
+    summary: one line for ``--help``;
+    heads: the last layers it can be built with (TrainConfig.head): "published" (its own) first, then
+        e.g. "linear" (a plain convolution, so the output can take any sign and size);
+    data_limited_below: the report flags a run trained on fewer skies as data-limited: in the ranking
+        study (``data_limited_source``, a results file) its test MAE at this many skies was significantly
+        lower (paired 95% interval) than at the next smaller size studied; 0: no flag.
     """
     build: Callable[..., Any]
     view: str = "faces"
     defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    tuned: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     losses: tuple = ("l1", "mse")
     mc_samples: int = 0
     mc_predict: Callable[..., Any] | None = None
     amsgrad: bool = False
     min_nside: int = 1
     summary: str = ""
+    heads: tuple = ("published",)
+    data_limited_below: int = 0
+    data_limited_source: str = ""
 
     def __post_init__(self):
         if self.view not in VIEWS:
@@ -127,18 +138,33 @@ def help_text() -> str:
 
 # ----------------------------------------------------------------------------- the built-in networks
 DEFAULT = "cmbnncs-unet5"             # what train, the CLI and recipes use unless told
+UNET_HEADS = ("published", "linear", "linear-path")     # cmbcube.networks.cmbnncs.HEADS (imported lazily)
+# cmbcube's UNet5 settings over cmbNNCS's, each measured side by side on the same skies (nside 32, 64
+# training skies, test MAE at 20.6', benchmarks/results/ranking_2026-12-07_*.txt): robust input scaling
+# (cmbNNCS feeds unscaled uK_CMB, up to ~6e5 at 353 GHz), and a linear head with a per-pixel linear path.
+UNET_TUNED = dict(transform="robust", head="linear-path")
 
 NETWORKS.register("cmbnncs-unet5", Network(
-    build=lazy("cmbcube.networks.cmbnncs:build", name="cmbnncs-unet5"), view="faces", min_nside=32,
+    build=lazy("cmbcube.networks.cmbnncs:build", name="cmbnncs-unet5"), view="faces", heads=UNET_HEADS,
+    tuned=UNET_TUNED,
+    min_nside=32,
     summary="nside >= 32"))
 NETWORKS.register("cmbnncs-unet8", Network(
-    build=lazy("cmbcube.networks.cmbnncs:build", name="cmbnncs-unet8"), view="faces", min_nside=256,
+    build=lazy("cmbcube.networks.cmbnncs:build", name="cmbnncs-unet8"), view="faces", heads=UNET_HEADS,
+    min_nside=256,
     summary="nside >= 256"))
 # not published: sensible settings for a standard UNet on standardised patches
 NETWORKS.register("patch-unet", Network(
     build=lazy("cmbcube.networks.patch_unet:build"), view="patches", min_nside=4,
     defaults=dict(transform="standardize", target_transform="standardize", batch_size=16, repeats=1,
                   lr_start=1e-3, lr_end=1e-5)))
+# not published: a learned per-pixel linear combination of the inputs, the baseline a network must beat
+# (robust-scaled inputs so that one learning rate suits every channel; see cmbcube/networks/linear.py)
+NETWORKS.register("pixel-linear", Network(
+    build=lazy("cmbcube.networks.linear:build"), view="sky", min_nside=1,
+    defaults=dict(transform="robust", target_transform="standardize", batch_size=1, repeats=1, lr_start=0.1,
+                  lr_end=1e-4),
+    summary="baseline: one learned linear combination of the inputs per pixel"))
 # Petroff et al. 2020: 70-857 GHz, inputs divided by their max |x| over the noiseless train sims, target
 # mapped to [0, 1], heteroscedastic loss, Adam (amsgrad) at its default constant learning rate 1e-3, batch 1,
 # 100 Monte Carlo passes per sky.  Not published: the gradient norm clipped at 10.  Without it, one Monte

@@ -13,7 +13,7 @@ from cmbcube import cube
 from cmbcube.errors import InputError
 from cmbcube.science.metrics import BEAMS, COVERAGE, GAUSSIAN_COVERAGE, METRICS
 from cmbcube.stages.checkpoints import best_epoch
-from cmbcube.stages.report_ranking import ranking_section
+from cmbcube.stages.report_ranking import data_limited, ranking_section
 from cmbcube.stages.report_figures import (LABELS, POSITIVE_INTENSITY, common_map_beam, distribution_figure,
                                            learning_curves, map_figure, metric_header, metric_units,
                                            residual_limit, spectrum_figure)
@@ -205,6 +205,9 @@ def training_rows(ds, split: str) -> list[dict]:
             row["valid_trend"] = words
             if falling:
                 row["flags"].append(words)
+            limited = data_limited(str(config.get("model", method)), skies)
+            if limited:
+                row["flags"].append(limited)
         ratio, lo, hi = power_loss(ds, r, split)
         row["power_ratio"], row["power_bin"] = ratio, (lo, hi)
         if np.isfinite(ratio) and ratio < POWER_LOST:

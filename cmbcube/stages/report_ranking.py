@@ -66,3 +66,15 @@ def ranking_section(ds, split: str, field: str, beam: float, unit: str, out: Pat
         return []
     (out / f"ranking_{field}.csv").write_text("\n".join(csv) + "\n")
     return lines + [f"([CSV](ranking_{field}.csv))", ""]
+
+
+def data_limited(model: str, skies: int) -> str:
+    """Words for a network trained on fewer skies than the ranking study found it needs
+    (Network.data_limited_below), or ''."""
+    from cmbcube.networks import NETWORKS
+    spec = NETWORKS.get(model) if model in NETWORKS else None
+    below = spec.data_limited_below if spec is not None else 0
+    if not below or skies >= below:
+        return ""
+    return (f"it was trained on {skies} skies; in the ranking study ({spec.data_limited_source}) {model} still "
+            f"improved significantly up to {below} skies, so it is data-limited here")

@@ -56,10 +56,12 @@ class TrainConfig:
     augment: str = "none"                # none, rot90, rot90-flip: exact sky symmetries (stages/augment.py)
     precision: str = "fp32"              # fp32, or bf16: forward and loss under torch.autocast (GPU speed)
     channels_last: bool = False          # 2-D views (faces, patches): NHWC memory layout (GPU speed)
+    head: str = "published"              # the last layer: the network's published one, or "linear" (Network.heads)
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        for key, off in (("grad_clip", None), ("augment", "none"), ("precision", "fp32"), ("channels_last", False)):
+        for key, off in (("grad_clip", None), ("augment", "none"), ("precision", "fp32"), ("channels_last", False),
+                         ("head", "published")):
             if d[key] == off:            # added later: runs recorded before them compare equal
                 del d[key]
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
@@ -76,15 +78,18 @@ PATIENCE = 10          # early stopping's patience (epochs) unless asked otherwi
 
 def defaults(model: str, published: bool = False) -> dict:
     """The network's training settings: Network.defaults (cmbNNCS's and Petroff et al.'s as published)
-    plus early stopping with a patience of PATIENCE epochs, which no published recipe has;
-    ``published``: exactly the published settings (no early stopping).  An unknown model raises
+    with Network.tuned over them (settings measured better side by side) and early stopping with a
+    patience of PATIENCE epochs, which no published recipe has; ``published``: exactly the published
+    settings (no tuning, no early stopping).  An unknown model raises
     InputError listing the registered ones.
 
     Early stopping is on by default because prediction uses the best-validation checkpoint: epochs
     after the validation loss stopped improving for PATIENCE epochs cannot change what is predicted
     unless the loss improves again, which the falling learning rate makes rare; stopping saves them."""
-    values = dict(NETWORKS.get(model).defaults)
+    spec = NETWORKS.get(model)
+    values = dict(spec.defaults)
     if not published:
+        values.update(spec.tuned)
         values.setdefault("early_stopping", PATIENCE)
     return values
 
@@ -139,6 +144,8 @@ def build_network(config: TrainConfig, dataset: CubeDataset, n_train: int | None
 
 def _check_loss(config: TrainConfig) -> None:
     spec = NETWORKS.get(config.model)
+    if config.head not in spec.heads:
+        raise InputError(f"--head {config.head!r} with --model {config.model}: allowed: {', '.join(spec.heads)}")
     if config.loss not in networks.LOSSES:
         raise InputError(f"--loss {config.loss!r}: allowed: {', '.join(networks.LOSSES)}")
     if config.loss not in spec.losses:

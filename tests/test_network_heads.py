@@ -1,0 +1,80 @@
+"""The UNets' last layers (TrainConfig.head) and the pixel-linear baseline (issue 22): the published
+PReLU head can lose the sign of the output, the linear heads cannot, the linear path adds exactly one
+linear combination of the inputs per pixel, and a head a network does not have is refused."""
+import numpy as np
+import pytest
+import torch
+
+from cmbcube.cli import main
+from cmbcube.networks import NETWORKS, build
+from cmbcube.stages.train import TrainConfig, defaults
+from conftest import zarr_files
+
+SHAPE = (2, 4, 128, 96)          # nside 32 face planes, 4 detectors
+
+
+def _unet(head):
+    torch.manual_seed(1)
+    return build("cmbnncs-unet5", 4, 1, 32, TrainConfig(head=head)).eval()
+
+
+def test_a_prelu_head_whose_slope_turned_negative_cannot_output_a_negative_value_and_a_linear_head_can():
+    x = torch.randn(*SHAPE) * 3
+    published = _unet("published")
+    with torch.no_grad():
+        published.last[-1].weight.fill_(-0.68)          # the slope measured after training on 256 skies
+        out = published(x)
+    assert float(out.min()) >= 0.0
+    with torch.no_grad():
+        out = _unet("linear")(x)
+    assert float(out.min()) < 0.0 < float(out.max())
+
+
+def test_the_linear_path_adds_one_linear_combination_of_the_input_channels_at_every_pixel():
+    net = _unet("linear-path")
+    x = torch.randn(*SHAPE)
+    with torch.no_grad():
+        net.path.weight.copy_(torch.tensor([0.5, -1.0, 2.0, 0.25]).reshape(1, 4, 1, 1))
+        net.path.bias.fill_(3.0)
+        unet_only = net(x) - net.path(x)
+        net.last[0].weight.zero_()
+        net.last[0].bias.zero_()                       # the UNet's output is now 0: only the path is left
+        out = net(x).numpy()
+    expected = np.einsum("c,bchw->bhw", [0.5, -1.0, 2.0, 0.25], x.numpy())[:, None] + 3.0
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    assert float(unet_only.abs().max()) > 0        # before zeroing, the UNet contributed
+
+
+def test_pixel_linear_is_one_weight_per_channel_and_a_bias():
+    net = build("pixel-linear", 3, 1, 4)
+    x = torch.randn(2, 3, 12 * 16)
+    with torch.no_grad():
+        net.mix.weight.copy_(torch.tensor([1.0, -2.0, 0.5]).reshape(1, 3, 1))
+        net.mix.bias.fill_(-1.0)
+        out = net(x).numpy()
+    np.testing.assert_allclose(out[:, 0], x[:, 0] - 2 * x[:, 1] + 0.5 * x[:, 2] - 1.0, rtol=1e-5, atol=1e-6)
+    assert NETWORKS.get("pixel-linear").view == "sky"
+    assert sum(p.numel() for p in net.parameters()) == 4
+
+
+def test_a_head_the_network_does_not_have_is_refused_naming_the_allowed_ones(tiny_store, capsys):
+    before = zarr_files(tiny_store)
+    with pytest.raises(SystemExit) as stop:
+        main(["train", tiny_store, "--model", "cmbnncs-unet5", "--head", "residual"])
+    assert stop.value.code == 2
+    assert main(["train", tiny_store, "--model", "patch-unet", "--head", "linear-path", "--epochs", "1",
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "--head 'linear-path' with --model patch-unet: allowed: published" in err
+    assert zarr_files(tiny_store) == before
+
+
+def test_the_tuned_unet_settings_are_the_default_and_published_keeps_cmbnncs_exactly():
+    tuned = defaults("cmbnncs-unet5")
+    published = defaults("cmbnncs-unet5", published=True)
+    assert published == {}                          # TrainConfig's own defaults are cmbNNCS's settings
+    config = TrainConfig(model="cmbnncs-unet5", **published)
+    assert (config.transform, config.target_transform, config.lr_start, config.head) == ("none", "scale:5", 0.1,
+                                                                                          "published")
+    assert tuned["transform"] == "robust" and tuned["head"] == "linear-path"
+    assert tuned["early_stopping"] == 10
