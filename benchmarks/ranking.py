@@ -80,11 +80,13 @@ def parse_variant(text: str) -> tuple[str, dict]:
     return name, settings
 
 
-def train_all(store: str, models, sizes, epochs: int, patience: int, variants=(("", {}),)) -> dict:
+def train_all(store: str, models, sizes, epochs: int, patience: int, variants=(("", {}),), limits=None) -> dict:
     made = {}
     for model in models:
         for label, settings in variants:
             for n in sizes:
+                if n > (limits or {}).get(model, n):
+                    continue
                 name = f"{model}-{label}-n{n}" if label else f"{model}-n{n}"
                 made[name] = (f"{model}-{label}" if label else model, n)
                 if name in runs_in(store):
@@ -198,6 +200,8 @@ def main(argv=None) -> int:
     parser.add_argument("--variant", action="append", default=[], metavar="NAME:KEY=VALUE,...",
                         help="also train each network with these TrainConfig settings, as runs MODEL-NAME-nN "
                              "(e.g. robust:transform=robust; repeatable); measured side by side with the defaults")
+    parser.add_argument("--limit", default="", metavar="MODEL=N,...", help="train MODEL on at most N skies "
+                        "(the slow networks on 2 cores), e.g. petroff=64")
     parser.add_argument("--published", action="store_true", help="also train each network with its published "
                         "settings (train --published, with the same early stopping), as runs MODEL-published-nN")
     parser.add_argument("--work", help="keep the store in this folder (a rerun adds what is missing)")
@@ -225,7 +229,8 @@ def main(argv=None) -> int:
                 raise RuntimeError(f"{method} failed: {rep.failed[:3]}")
     variants = [("", {})] + ([(PUBLISHED, {PUBLISHED: True})] if args.published else []) + \
         [parse_variant(v) for v in args.variant]
-    made = train_all(store, models, sizes, args.epochs, args.patience, variants)
+    limits = {m: int(n) for m, _, n in (item.partition("=") for item in args.limit.split(",") if item)}
+    made = train_all(store, models, sizes, args.epochs, args.patience, variants, limits)
     an = analyze.run(store, progress=False)
     if an.failed:
         raise RuntimeError(f"analysis failed: {an.failed[:3]}")

@@ -36,13 +36,18 @@ def test_the_linear_path_adds_one_linear_combination_of_the_input_channels_at_ev
     with torch.no_grad():
         net.path.weight.copy_(torch.tensor([0.5, -1.0, 2.0, 0.25]).reshape(1, 4, 1, 1))
         net.path.bias.fill_(3.0)
-        unet_only = net(x) - net.path(x)
         net.last[0].weight.zero_()
         net.last[0].bias.zero_()                       # the UNet's output is now 0: only the path is left
         out = net(x).numpy()
+        net.last[0].bias.fill_(0.1)
+        moved = net(x).numpy()
     expected = np.einsum("c,bchw->bhw", [0.5, -1.0, 2.0, 0.25], x.numpy())[:, None] + 3.0
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
-    assert float(unet_only.abs().max()) > 0        # before zeroing, the UNet contributed
+    np.testing.assert_allclose(moved, expected + 0.1, rtol=1e-5, atol=1e-5)   # the UNet's output adds to it
+    net.train()
+    loss = torch.nn.functional.l1_loss(net(x), torch.zeros(SHAPE[0], 1, *SHAPE[2:]))
+    loss.backward()
+    assert float(net.last[0].weight.grad.abs().max()) > 0
 
 
 def test_pixel_linear_is_one_weight_per_channel_and_a_bias():
@@ -76,5 +81,19 @@ def test_the_tuned_unet_settings_are_the_default_and_published_keeps_cmbnncs_exa
     config = TrainConfig(model="cmbnncs-unet5", **published)
     assert (config.transform, config.target_transform, config.lr_start, config.head) == ("none", "scale:5", 0.1,
                                                                                           "published")
-    assert tuned["transform"] == "robust" and tuned["head"] == "linear-path"
+    assert tuned["transform"] == "robust" and tuned["head"] == "linear-path" and tuned["lr_start"] == 0.01
     assert tuned["early_stopping"] == 10
+
+
+def test_a_run_trained_on_fewer_skies_than_the_study_says_its_network_needs_is_flagged_data_limited():
+    from cmbcube.networks import Network
+    from cmbcube.stages.report_ranking import data_limited
+    NETWORKS.register("toy-limited", Network(build=lambda *a, **k: None, view="sky", data_limited_below=64,
+                                             data_limited_source="ranking_TEST.txt"))
+    try:
+        words = data_limited("toy-limited", 16)
+        assert "trained on 16 skies" in words and "up to 64 skies" in words and "ranking_TEST.txt" in words
+        assert data_limited("toy-limited", 64) == ""
+        assert data_limited("not-a-network", 1) == ""   # a run of an unregistered network: no claim made
+    finally:
+        NETWORKS.unregister("toy-limited")

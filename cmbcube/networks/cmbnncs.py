@@ -62,9 +62,6 @@ class CMBNNCSUNet(nn.Module):
             self.decoder.append(_up(cin, channels[i - 1], kernels[i]))
         self.last = _up(2 * channels[0], out_channels, kernels[0], norm=False, activation=head == "published")
         self.path = nn.Conv2d(in_channels, out_channels, 1) if head == "linear-path" else None
-        if self.path is not None:        # start as the linear path alone: the UNet adds only what lowers the loss
-            nn.init.zeros_(self.last[0].weight)
-            nn.init.zeros_(self.last[0].bias)
 
     def check_input(self, height: int, width: int) -> None:
         step = 2 ** self.depth
