@@ -2,8 +2,10 @@
 
 Run from the repository root (nice it: it is CPU-bound)::
 
-    python benchmarks/ranking.py --quick                      # nside 32, 4 and 8 skies, 2 networks (~5 min)
+    python benchmarks/ranking.py --quick                      # nside 32, 4 and 8 skies, 3 networks (~5 min)
     python benchmarks/ranking.py --sizes 16,64,256,1024      # the study (hours on 2 cores; see --help)
+    python benchmarks/ranking.py --sizes 16,64,256 --limit petroff=64 --published
+                                   # the slow network on fewer skies; each network also as published
     python benchmarks/ranking.py --work DIR ...               # keep the store in DIR: a rerun adds what is missing
     python benchmarks/ranking.py --work DIR --train 256 --sizes 64 --variant robust:transform=robust
                                    # other training settings beside the defaults, on the same skies
@@ -11,15 +13,17 @@ Run from the repository root (nice it: it is CPU-bound)::
 One store is simulated once (the default filamentary sky, 9 Planck-like detectors, field I, the
 recipe's defaults otherwise) with max(sizes) train skies, a valid split and a test split.  NILC and
 HILC (CMB-ML's settings) clean the test split.  Every network in --models is trained on the first N
-train skies for each N in --sizes (``TrainConfig.train_sims``; its published defaults, at most
---epochs epochs with early stopping on the validation loss, patience --patience), then predicts the
-test split.  The analysis stage scores every run the same way (f_sky 0.8 Galactic mask, monopole and
+train skies for each N in --sizes (``TrainConfig.train_sims``; cmbcube's defaults, ``train.defaults``,
+or with --published its published settings, at most --epochs epochs with early stopping on the
+validation loss, patience --patience), then predicts the test split.  ``pixel-linear`` (one learned
+linear combination of the inputs per pixel) is the baseline a network must beat.  The analysis stage scores every run the same way (f_sky 0.8 Galactic mask, monopole and
 dipole removed, common beam 20.6').
 
 For each training-set size the script prints and writes (benchmarks/results/ranking_DATE.txt) the
 test MAE and RMSE of every method, mean over test sims with a 95% bootstrap interval, the mean
-relative error of the TT spectrum against the truth (``cl_err_truth``), and every method minus HILC on
-the same test skies (paired, 95% bootstrap interval; significant when it excludes 0), using
+relative error of the TT spectrum against the truth (``cl_err_truth``), the residual's TT power over
+the truth's below nside and from nside to 2 nside (NaMaster bandpowers, summed over the test skies:
+which scales a method gets wrong), and every method minus HILC on the same test skies (paired, 95% bootstrap interval; significant when it excludes 0), using
 ``cmbcube.science.ranking``.  The figure (docs/ranking_DATE.png, or --figure) shows the MAE against
 the number of training skies per network with its interval, the ILCs as flat bands.  The last line of
 stdout is one JSON object.
@@ -118,7 +122,28 @@ def scores(store: str) -> dict:
     from cmbcube.stages.report_ranking import per_run_values
     ds = cmbcube.open(store)
     ds = ds.assign_coords(beam=ds.beam_fwhm.values)
-    return {m: per_run_values(ds, "test", "I", BEAM, m) for m in ("mae", "rmse", "cl_err_truth")}
+    out = {m: per_run_values(ds, "test", "I", BEAM, m) for m in ("mae", "rmse", "cl_err_truth")}
+    out["resid_power"] = residual_power(ds)
+    return out
+
+
+def residual_power(ds) -> dict:
+    """run -> (low, high): the residual's TT power over the truth's, summed over the test sims and the
+    bins below nside (low) and from nside to 2 nside (high): where on the sky's scales a method errs."""
+    nside = int(ds.attrs["nside"])
+    spec = ds.spectra.sel(split="test", spectrum="TT")
+    done = ds.analysis_done.sel(split="test").values.astype(bool)
+    ell = spec.ell_bin.values
+    low, high = (ell >= 2) & (ell < nside), (ell >= nside) & (ell < 2 * nside)
+    out = {}
+    for r, run in enumerate(ds.run.values):
+        sims = np.nonzero(done[r])[0]
+        if not len(sims):
+            continue
+        resid = spec.sel(kind="resid").isel(run=r, sim=sims).values
+        truth = spec.sel(kind="truth").isel(run=r, sim=sims).values
+        out[str(run)] = tuple(float(np.nansum(resid[:, band]) / np.nansum(truth[:, band])) for band in (low, high))
+    return out
 
 
 def table(values: dict, made: dict, sizes) -> tuple[list, dict]:
@@ -129,7 +154,7 @@ def table(values: dict, made: dict, sizes) -> tuple[list, dict]:
         runs = [*ILCS, *(name for name, (_, size) in made.items() if size == n)]
         lines += ["", f"== {n} training skies: test split, field I, beam {BEAM:g}', f_sky 0.8 mask ==",
                   f"{'method':<22}{'sims':>5}  {'MAE [95%] uK':<26}{'RMSE [95%] uK':<26}{'dCl/Cl TT':>10}  "
-                  f"{'MAE minus HILC [95%]':<28}{'signif.':>8}"]
+                  f"{'MAE minus HILC [95%]':<28}{'signif.':>8}  {'resid/truth TT ell<nside, nside-2nside':>40}"]
         for run in runs:
             if run not in mae:
                 continue
@@ -140,10 +165,12 @@ def table(values: dict, made: dict, sizes) -> tuple[list, dict]:
                 if run != "hilc" and len(shared) > 1 else None
             diff = (f"{p.difference.mean:+.2f} [{p.difference.low:+.2f}, {p.difference.high:+.2f}]" if p else "-")
             sig = ("yes" if p.significant else "no") if p else "-"
+            power = values["resid_power"].get(run, (np.nan, np.nan))
             lines.append(f"{run:<22}{a.n:>5}  {f'{a.mean:.2f} [{a.low:.2f}, {a.high:.2f}]':<26}"
-                         f"{f'{r.mean:.2f} [{r.low:.2f}, {r.high:.2f}]':<26}{cl:>10.3f}  {diff:<28}{sig:>8}")
+                         f"{f'{r.mean:.2f} [{r.low:.2f}, {r.high:.2f}]':<26}{cl:>10.3f}  {diff:<28}{sig:>8}  "
+                         f"{f'{power[0]:.4f}, {power[1]:.4f}':>40}")
             summary.setdefault(str(n), {})[run] = {"mae": [a.mean, a.low, a.high], "rmse": [r.mean, r.low, r.high],
-                                                   "cl_err_truth": cl,
+                                                   "cl_err_truth": cl, "resid_power_low_high": list(power),
                                                    "minus_hilc": [p.difference.mean, p.difference.low,
                                                                   p.difference.high] if p else None}
     return lines, summary

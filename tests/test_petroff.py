@@ -164,6 +164,23 @@ def test_mc_predictions_with_dropout_off_are_identical_and_on_they_spread(toy):
         assert not torch.equal(net(x), net(x))
 
 
+def test_mc_predictions_from_a_seeded_generator_repeat_exactly_whatever_the_global_torch_state(toy):
+    from cmbcube.science import seeds
+    x, _, _ = toy
+    torch.manual_seed(3)
+    net = petroff.PetroffNet([1, 1], 1, 8)
+    net.set_dropout(True)
+    seed = seeds.derive_seed(0, "test", 2, "mc-dropout")
+
+    def draw(s, global_seed):
+        torch.manual_seed(global_seed)
+        return petroff.mc_predict(net, x, samples=6, chunk=4, generator=torch.Generator().manual_seed(s))
+    a, b = draw(seed, 1), draw(seed, 2)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    other = draw(seeds.derive_seed(0, "test", 3, "mc-dropout"), 1)
+    assert not np.allclose(other[0], a[0])
+
+
 def test_petroff_scaling_transforms():
     x = np.array([[-3.0, 1.0, 2.0], [10.0, -40.0, 5.0]])
     stats = {"min": x.min(1), "max": x.max(1)}

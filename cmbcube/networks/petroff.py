@@ -230,7 +230,8 @@ DRAW_PIXELS = 2 ** 21      # dropout masks are drawn for as many passes at once 
 BATCH_PIXELS = 2 ** 17     # passes run through the network together: bounds the memory whatever --mc-samples
 
 
-def mc_predict(net: PetroffNet, x, samples: int = 100, chunk: int | None = None, batch: int | None = None):
+def mc_predict(net: PetroffNet, x, samples: int = 100, chunk: int | None = None, batch: int | None = None,
+               generator=None):
     """Monte Carlo passes on one input (1, C, N) or (C, N).
 
     Returns (mean, sigma) as float64 numpy arrays (fields, N) in the network's
@@ -259,7 +260,8 @@ def mc_predict(net: PetroffNet, x, samples: int = 100, chunk: int | None = None,
         with torch.no_grad():
             while count < samples:
                 m = min(chunk, samples - count)
-                draws = [torch.rand(m, d.groups, d.channels, 1, device=x.device, dtype=x.dtype) for d in layers]
+                draws = [torch.rand(m, d.groups, d.channels, 1, device=x.device, dtype=x.dtype, generator=generator)
+                         for d in layers]
                 for start in range(0, m, batch):
                     k = min(batch, m - start)
                     for d, u in zip(layers, draws):

@@ -19,7 +19,7 @@ from cmbcube import cube
 from cmbcube.cube.datasets import CubeDataset
 from cmbcube.errors import InputError, MissingFileError
 from cmbcube.networks import NETWORKS
-from cmbcube.science import geometry
+from cmbcube.science import geometry, seeds
 from cmbcube.stages.checkpoints import best_epoch, checkpoint_path, load_checkpoint, saved_epochs
 from cmbcube.stages.train import TrainConfig, build_network, datasets_for, device_for
 
@@ -121,7 +121,8 @@ def predict(store: str, run_name: str, splits=("test",), epoch: int | str | None
         ds = datasets.get(split) or datasets.setdefault(split, datasets_for(store, config, split))
         sigma = None
         if bayesian:
-            maps, sigma_maps = predict_sim_mc(model, ds, sim, dev, mc_samples, spec.mc_predict)
+            maps, sigma_maps = predict_sim_mc(model, ds, sim, dev, mc_samples, spec.mc_predict,
+                                              seeds.derive_seed(config.seed, split, sim, "mc-dropout"))
             sigma = np.full((len(fields_all), maps.shape[-1]), np.nan, dtype=np.float32)
         else:
             maps = predict_sim(model, ds, sim, dev)
@@ -155,15 +156,19 @@ def predict_sim(model, ds: CubeDataset, sim: int, dev) -> np.ndarray:
     return np.asarray(ds.target_transform.inverse(maps), dtype=np.float32)
 
 
-def predict_sim_mc(model, ds: CubeDataset, sim: int, dev, samples: int, mc_predict) -> tuple[np.ndarray, np.ndarray]:
+def predict_sim_mc(model, ds: CubeDataset, sim: int, dev, samples: int, mc_predict,
+                   seed: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """A Bayesian network: ((fields, npix) mean, (fields, npix) sigma), NESTED, physical units.
+    ``seed`` seeds the dropout draws (predict derives it from the run's seed, the split and the sim,
+    so the same run predicts the same bytes); None: torch's global generator.
 
     ``mc_predict`` is the network's Network.mc_predict (dropout stays on: Monte Carlo); the target
     transform is affine, so the mean is inverted with it and sigma is multiplied by its scale.
     """
     import torch
     x = torch.from_numpy(ds.transform.forward(ds.read_inputs(sim))).to(dev)
-    mean, sigma = mc_predict(model, x, samples)
+    generator = torch.Generator(device=x.device).manual_seed(seed) if seed is not None else None
+    mean, sigma = mc_predict(model, x, samples, generator=generator)
     sigma = sigma * np.asarray(ds.target_transform.scale, dtype=np.float64)[:, None]
     return (np.asarray(ds.target_transform.inverse(mean), dtype=np.float32),
             np.asarray(np.abs(sigma), dtype=np.float32))
