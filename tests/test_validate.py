@@ -87,3 +87,19 @@ def test_a_store_without_cmb_validates(tmp_path):
     report = validate.run(path, sims=2, galaxy=False)
     assert not report.failed, [c.quantity for c in report.failed]
     assert not [c for c in report.checks if c.group in ("lensed CMB", "beams")]
+
+
+def test_a_beam_too_narrow_to_bend_the_spectrum_at_this_nside_is_reported_unresolved_not_failed():
+    import healpy as hp
+    import numpy as np
+    from cmbcube.science import validation
+    ell = np.arange(3 * 32)
+    cl = np.r_[0, 0, 1.0 / ell[2:] ** 2]
+    np.random.seed(5)
+    cmb32 = hp.synfast(cl, 32, lmax=95)
+    beamed = hp.smoothing(cmb32, fwhm=np.radians(60 / 60), lmax=95, iter=3)
+    assert validation.beam_check(100, 60.0, beamed, cmb32).status == "pass"
+    assert validation.beam_check(100, 60.0, cmb32, cmb32).status == "FAIL"     # beam recorded, never applied
+    cmb16 = hp.ud_grade(cmb32, 16)
+    narrow = validation.beam_check(100, 5.0, cmb16, cmb16)      # lowers the transfer by 0.02% at ell 32
+    assert narrow.status == "info" and "unresolved at nside 16" in narrow.source

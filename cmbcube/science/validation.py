@@ -139,6 +139,9 @@ def fitted_fwhm(cross: np.ndarray, auto: np.ndarray, lmax: int, sky_auto: np.nda
     return fwhm, float(0.5 * fwhm * slope_err / max(abs(slope), 1e-300))
 
 
+UNRESOLVED_BEAM = 0.005      # a beam that lowers the transfer by less than this at 2 nside is not judged
+
+
 def beam_check(freq: int, recorded: float, sky_ring: np.ndarray, cmb_ring: np.ndarray) -> Check:
     """The FWHM of the beam between ``cmb_ring`` (the CMB truth) and ``sky_ring`` (the beamed CMB, plus
     whatever could not be removed), fitted over 2 <= ell <= 2 nside where the recorded beam is above 0.2,
@@ -152,9 +155,13 @@ def beam_check(freq: int, recorded: float, sky_ring: np.ndarray, cmb_ring: np.nd
     top = int(min(lmax, np.sqrt(2 * np.log(5)) / max(sigma, 1e-9)))         # where B_ell > 0.2
     fitted, error = fitted_fwhm(hp.alm2cl(alm_sky, alm_cmb), hp.alm2cl(alm_cmb), top, hp.alm2cl(alm_sky))
     tol = max(0.02 * recorded, 3 * error)
+    bend = 1 - np.exp(-0.5 * (top * sigma) ** 2)          # how far the beam lowers the transfer at the top ell
+    resolved = recorded > 0 and bend >= UNRESOLVED_BEAM
+    source = "healpy.gauss_beam of the FWHM the store records (beam_fwhm_arcmin)" + (
+        "" if resolved or recorded <= 0 else f"; unresolved at nside {hp.npix2nside(cmb_ring.size)}: it lowers the "
+        f"transfer by {100 * bend:.2g}% at ell {top}, below {100 * UNRESOLVED_BEAM:g}%, so not judged")
     return Check("beams", f"{freq} GHz beam FWHM fitted to obs x cmb / cmb x cmb (arcmin)", fitted, recorded,
-                 f"+-{tol:.2g}' (2% or 3 s.e.)", "healpy.gauss_beam of the FWHM the store records "
-                 "(beam_fwhm_arcmin)", verdict(abs(fitted - recorded) < tol) if recorded > 0 else INFO)
+                 f"+-{tol:.2g}' (2% or 3 s.e.)", source, verdict(abs(fitted - recorded) < tol) if resolved else INFO)
 
 
 def noise_check(freq: int, field: str, measured: float, reference: float, unit: str, source: str,
