@@ -85,4 +85,4 @@ def test_the_network_names_are_known_without_importing_torch():
             "assert 'torch' not in sys.modules, 'torch imported'; print(','.join(n.NETWORKS.names()))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == [",".join(("cmbnncs-unet5", "cmbnncs-unet8", "patch-unet", "petroff"))]
+    assert out.stdout.split() == [",".join(("cmbnncs-unet5", "cmbnncs-unet8", "patch-unet", "pixel-linear", "petroff"))]
