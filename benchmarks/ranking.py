@@ -199,6 +199,7 @@ def figure(values: dict, made: dict, sizes, path: Path) -> None:
             err = np.array([[iv.mean - iv.low for _, iv in pts], [iv.high - iv.mean for _, iv in pts]])
             ax.errorbar(x, y, yerr=err, marker="o", color=f"C{k}", capsize=3, label=model)
     ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
     ax.set_xlabel("training skies")
     ax.set_ylabel("test MAE [uK_CMB] at 20.6', f_sky 0.8 (95% interval)")
     ax.set_title("Method ranking vs training-set size (default sky, field I)")

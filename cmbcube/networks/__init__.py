@@ -52,8 +52,9 @@ class Network:
     heads: the last layers it can be built with (TrainConfig.head): "published" (its own) first, then
         e.g. "linear" (a plain convolution, so the output can take any sign and size);
     data_limited_below: the report flags a run trained on fewer skies as data-limited: in the ranking
-        study (``data_limited_source``, a results file) its test MAE at this many skies was significantly
-        lower (paired 95% interval) than at the next smaller size studied; 0: no flag.
+        study (``data_limited_source``, a results file) its test MAE at this many skies was lower than
+        at the next smaller size studied, significantly (paired 95% interval) and by more than 10%;
+        0: no flag (no such gain measured, or not studied at two sizes).
     """
     build: Callable[..., Any]
     view: str = "faces"
@@ -138,6 +139,9 @@ def help_text() -> str:
 
 # ----------------------------------------------------------------------------- the built-in networks
 DEFAULT = "cmbnncs-unet5"             # what train, the CLI and recipes use unless told
+# the ranking study behind data_limited_below: UNet5 test MAE 13.22 / 4.26 / 2.82 uK on 16 / 64 / 256 skies
+# (paired 64 -> 256: -1.43 [-1.48, -1.39] uK, -34%); pixel-linear 2.53 / 2.47 / 2.36 (-0.11, -4.5%: no flag)
+STUDY = "benchmarks/results/ranking_2026-12-07.txt"
 UNET_HEADS = ("published", "linear", "linear-path")     # cmbcube.networks.cmbnncs.HEADS (imported lazily)
 # cmbcube's UNet5 settings over cmbNNCS's, each measured side by side on the same skies (nside 32, 64
 # training skies, test MAE at 20.6' in uK, benchmarks/results/ranking_2026-12-07_{variants,head,path}.txt):
@@ -147,7 +151,7 @@ UNET_TUNED = dict(transform="robust", head="linear-path", lr_start=1e-2, lr_end=
 
 NETWORKS.register("cmbnncs-unet5", Network(
     build=lazy("cmbcube.networks.cmbnncs:build", name="cmbnncs-unet5"), view="faces", heads=UNET_HEADS,
-    tuned=UNET_TUNED,
+    tuned=UNET_TUNED, data_limited_below=256, data_limited_source=STUDY,
     min_nside=32,
     summary="nside >= 32"))
 NETWORKS.register("cmbnncs-unet8", Network(
