@@ -97,3 +97,22 @@ def test_a_run_trained_on_fewer_skies_than_the_study_says_its_network_needs_is_f
         assert data_limited("not-a-network", 1) == ""   # a run of an unregistered network: no claim made
     finally:
         NETWORKS.unregister("toy-limited")
+
+
+def test_cmbcube_run_refuses_to_resume_a_run_killed_under_other_default_settings_and_reuses_a_finished_one():
+    import json
+    from types import SimpleNamespace
+    from cmbcube.stages import pipeline, train_guard
+    today = TrainConfig(model="cmbnncs-unet5", epochs=30, **defaults("cmbnncs-unet5"))
+    before = TrainConfig(model="cmbnncs-unet5", epochs=30, early_stopping=10)       # the published settings
+    killed = SimpleNamespace(in_store=True, name="cmbnncs-unet5", folder="x.runs/cmbnncs-unet5",
+                             state={"config": json.dumps(before.as_dict()), "epoch": 12, "stale": 0})
+    with pytest.raises(train_guard.RunExists) as refused:
+        pipeline.check_existing_run("x.zarr", killed, today)
+    words = str(refused.value)
+    assert "transform: 'none' -> 'robust'" in words and "head: None -> 'linear-path'" in words
+    assert "cmbcube drop x.zarr run --run cmbnncs-unet5" in words
+    pipeline.check_existing_run("x.zarr", SimpleNamespace(**{**vars(killed), "state": {**killed.state, "epoch": 30}}),
+                                today)                                  # finished: reused as it is, no refusal
+    same = SimpleNamespace(**{**vars(killed), "state": {**killed.state, "config": json.dumps(today.as_dict())}})
+    pipeline.check_existing_run("x.zarr", same, today)                 # killed under today's settings: resumed

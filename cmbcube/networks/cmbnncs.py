@@ -7,7 +7,8 @@ and output_padding 1 when transposed); each decoder layer takes the
 concatenation of the skip and the previous output; the last layer maps to the
 output channels with PReLU and no BatchNorm.  ``head="linear"`` drops that last PReLU: a PReLU whose
 slope turns negative during training can only output values >= 0, which no CMB map is (measured: slope
--0.68 after training on 256 skies at nside 32, benchmarks/results/ranking_2026-12-07.txt).
+-0.68 after training on 256 skies at nside 32, read by hand from the 256-sky run of
+benchmarks/results/ranking_2026-12-07_published.txt).
 ``head="linear-path"`` also adds a per-pixel linear combination of the input channels (a 1x1 convolution)
 to that linear output: the first layer halves the image, so the published UNet must squeeze every
 pixel-scale detail through stride-2 convolutions; the linear path carries the small scales, where a
