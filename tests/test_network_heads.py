@@ -110,9 +110,30 @@ def test_cmbcube_run_refuses_to_resume_a_run_killed_under_other_default_settings
     with pytest.raises(train_guard.RunExists) as refused:
         pipeline.check_existing_run("x.zarr", killed, today)
     words = str(refused.value)
-    assert "transform: 'none' -> 'robust'" in words and "head: None -> 'linear-path'" in words
+    assert "transform: 'none' -> 'robust'" in words and "head: 'published' -> 'linear-path'" in words
     assert "cmbcube drop x.zarr run --run cmbnncs-unet5" in words
     pipeline.check_existing_run("x.zarr", SimpleNamespace(**{**vars(killed), "state": {**killed.state, "epoch": 30}}),
                                 today)                                  # finished: reused as it is, no refusal
     same = SimpleNamespace(**{**vars(killed), "state": {**killed.state, "config": json.dumps(today.as_dict())}})
     pipeline.check_existing_run("x.zarr", same, today)                 # killed under today's settings: resumed
+
+
+def test_cmbcube_run_resumes_a_killed_petroff_run_whose_scales_train_pinned_from_the_data():
+    import json
+    from types import SimpleNamespace
+    from cmbcube.stages import pipeline, train_guard
+    today = TrainConfig(model="petroff", epochs=30, **defaults("petroff"))
+    pinned = TrainConfig(model="petroff", epochs=30, **{**defaults("petroff"), "transform": "scale:1,2,3,4,5,6,7",
+                                                         "target_transform": "unit:300"})
+    killed = SimpleNamespace(in_store=True, name="petroff", folder="x.runs/petroff",
+                             state={"config": json.dumps(pinned.as_dict()), "epoch": 3, "stale": 0})
+    pipeline.check_existing_run("x.zarr", killed, today)               # the same settings: resumed, no refusal
+    other = TrainConfig(model="petroff", epochs=30, **{**defaults("petroff"), "transform": "none"})
+    killed.state["config"] = json.dumps(other.as_dict())
+    with pytest.raises(train_guard.RunExists):
+        pipeline.check_existing_run("x.zarr", killed, today)
+
+
+def test_the_registry_lists_the_heads_the_unet_module_builds():
+    from cmbcube.networks import UNET_HEADS, cmbnncs
+    assert UNET_HEADS == cmbnncs.HEADS == NETWORKS.get("cmbnncs-unet8").heads

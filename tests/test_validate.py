@@ -103,3 +103,14 @@ def test_a_beam_too_narrow_to_bend_the_spectrum_at_this_nside_is_reported_unreso
     cmb16 = hp.ud_grade(cmb32, 16)
     narrow = validation.beam_check(100, 5.0, cmb16, cmb16)      # lowers the transfer by 0.02% at ell 32
     assert narrow.status == "info" and "unresolved at nside 16" in narrow.source
+
+
+def test_a_wide_beam_in_the_maps_of_a_low_nside_store_that_records_a_narrow_one_still_fails():
+    import healpy as hp
+    import numpy as np
+    from cmbcube.science import validation
+    ell = np.arange(48)
+    np.random.seed(6)
+    cmb16 = hp.synfast(np.r_[0, 0, 1.0 / ell[2:] ** 2], 16, lmax=47)
+    wide = hp.smoothing(cmb16, fwhm=np.radians(3.0), lmax=47, iter=3)           # 180' in the maps
+    assert validation.beam_check(100, 5.0, wide, cmb16).status == "FAIL"        # 5' recorded

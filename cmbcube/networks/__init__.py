@@ -44,8 +44,9 @@ class Network:
     losses: the losses it can train with (its default one, if not TrainConfig's l1, is in ``defaults``);
     mc_samples: > 0 for a Bayesian network: prediction averages this many Monte Carlo passes by
         default and stores the per-pixel sigma (``pred_sigma``); 0: one deterministic pass;
-    mc_predict: ``(net, x, samples) -> (mean, sigma)`` numpy (fields, npix) in transformed units,
-        for the networks with ``mc_samples``;
+    mc_predict: ``(net, x, samples, generator=None) -> (mean, sigma)`` numpy (fields, npix) in
+        transformed units, for the networks with ``mc_samples``; ``generator`` (a torch.Generator seeded
+        per run, split and sim by predict) draws the Monte Carlo randomness;
     amsgrad: train with Adam's AMSGrad variant (which keeps a third moment per weight);
     min_nside: smallest nside it accepts;
     summary: one line for ``--help``;

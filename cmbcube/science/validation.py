@@ -156,7 +156,9 @@ def beam_check(freq: int, recorded: float, sky_ring: np.ndarray, cmb_ring: np.nd
     fitted, error = fitted_fwhm(hp.alm2cl(alm_sky, alm_cmb), hp.alm2cl(alm_cmb), top, hp.alm2cl(alm_sky))
     tol = max(0.02 * recorded, 3 * error)
     bend = 1 - np.exp(-0.5 * (top * sigma) ** 2)          # how far the beam lowers the transfer at the top ell
-    resolved = recorded > 0 and bend >= UNRESOLVED_BEAM
+    fitted_sigma = np.radians(max(fitted, 0.0) / 60) / np.sqrt(8 * np.log(2)) if np.isfinite(fitted) else 0.0
+    fitted_bend = 1 - np.exp(-0.5 * (top * fitted_sigma) ** 2)   # a wider beam in the maps than recorded: judged
+    resolved = recorded > 0 and max(bend, fitted_bend) >= UNRESOLVED_BEAM
     source = "healpy.gauss_beam of the FWHM the store records (beam_fwhm_arcmin)" + (
         "" if resolved or recorded <= 0 else f"; unresolved at nside {hp.npix2nside(cmb_ring.size)}: it lowers the "
         f"transfer by {100 * bend:.2g}% at ell {top}, below {100 * UNRESOLVED_BEAM:g}%, so not judged")

@@ -44,15 +44,20 @@ def check_existing_run(store: str, found, config) -> None:
             f"{config.epochs} (pipeline.epochs); nothing was changed. Set pipeline.epochs={recorded['epochs']} "
             f"to use it, or `cmbcube drop {store} run --run {found.name}` to train it again")
     if recorded and not checkpoints.finished(found.state):
-        wanted = {k: v for k, v in config.as_dict().items() if k != "early_stopping"}
-        started = {k: v for k, v in recorded.items() if k != "early_stopping"}
-        changed = sorted(k for k in set(wanted) | set(started) if wanted.get(k) != started.get(k))
+        wanted = dataclasses.asdict(config)
+        started = dataclasses.asdict(train.TrainConfig.from_dict(recorded))     # keys added later at their default
+        for key, placeholder, resolved in (("transform", "noiseless-maxabs", "scale:"),
+                                           ("target_transform", "unit-maxabs", "unit:")):
+            if wanted[key] == placeholder and str(started[key]).startswith(resolved):
+                wanted[key] = started[key]        # train() pins these from the data before recording them
+        changed = sorted(k for k in wanted if k != "early_stopping" and wanted[k] != started[k])
         if changed:       # e.g. killed before cmbcube's defaults changed: resuming would mix two trainings
             raise train_guard.RunExists(
                 f"run {found.name!r} in {store} was started with other training settings than `cmbcube run` uses "
-                f"now ({', '.join(f'{k}: {started.get(k)!r} -> {wanted.get(k)!r}' for k in changed)}) and did not "
+                f"now ({', '.join(f'{k}: {started[k]!r} -> {wanted[k]!r}' for k in changed)}) and did not "
                 f"finish; nothing was changed. `cmbcube drop {store} run --run {found.name}` to train it again, or "
-                f"finish it with `cmbcube train {store} --model {found.name} --resume` and its recorded settings")
+                f"finish it as it was started: `cmbcube train {store} --model {found.name} --resume` with those "
+                f"settings as options (`--published` for a run started with the published settings)")
 
 
 def run(recipe: Recipe | str, store: str, scheduler=None, scheduler_file=None, workers=None, overrides=(),

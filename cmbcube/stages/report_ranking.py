@@ -76,5 +76,6 @@ def data_limited(model: str, skies: int) -> str:
     below = spec.data_limited_below if spec is not None else 0
     if not below or skies >= below:
         return ""
-    return (f"it was trained on {skies} skies; in the ranking study ({spec.data_limited_source}) {model} still "
-            f"improved significantly up to {below} skies, so it is data-limited here")
+    return (f"it was trained on {skies} skies; in the ranking study ({spec.data_limited_source}: nside 32, the "
+            f"default sky, cmbcube's default settings) {model} still improved significantly up to {below} skies, "
+            "so it is likely data-limited here")

@@ -56,7 +56,7 @@ class TrainConfig:
     augment: str = "none"                # none, rot90, rot90-flip: exact sky symmetries (stages/augment.py)
     precision: str = "fp32"              # fp32, or bf16: forward and loss under torch.autocast (GPU speed)
     channels_last: bool = False          # 2-D views (faces, patches): NHWC memory layout (GPU speed)
-    head: str = "published"              # the last layer: the network's published one, or "linear" (Network.heads)
+    head: str = "published"              # the last layer: published, linear or linear-path (Network.heads)
 
     def as_dict(self) -> dict:
         d = dataclasses.asdict(self)
