@@ -137,3 +137,23 @@ def test_cmbcube_run_resumes_a_killed_petroff_run_whose_scales_train_pinned_from
 def test_the_registry_lists_the_heads_the_unet_module_builds():
     from cmbcube.networks import UNET_HEADS, cmbnncs
     assert UNET_HEADS == cmbnncs.HEADS == NETWORKS.get("cmbnncs-unet8").heads
+
+
+def test_pixel_linear_trains_and_predicts_through_the_stages(tiny_store, tmp_path):
+    import shutil
+    import cmbcube
+    from cmbcube.stages import predict, preprocess, train
+    store = str(tmp_path / "p.zarr")
+    shutil.copytree(tiny_store, store)
+    preprocess.run(store, scheduler="synchronous")          # the robust input scaling reads its statistics
+    config = TrainConfig(**{**defaults("pixel-linear"), "model": "pixel-linear", "epochs": 4})
+    rep = train.train(store, config, run_name="pl", device="cpu", progress=False)
+    assert len(rep.train_loss) == 4 and all(np.isfinite(rep.train_loss))
+    assert min(rep.valid_loss[1:]) < rep.valid_loss[0]
+    predict.predict(store, "pl", splits=("test",), device="cpu", progress=False)
+    pred = cmbcube.open(store, split="test").pred.sel(run="pl", field="I").values
+    truth = cmbcube.open(store, split="test").cmb.sel(field="I").values
+    done = np.isfinite(pred).all(axis=-1)
+    assert done.any()
+    for p, t in zip(pred[done], truth[done]):          # written in physical units, the CMB's sign kept
+        assert np.corrcoef(p, t)[0, 1] > 0
