@@ -6,7 +6,7 @@ function receives the command's ``argparse`` sub-parser and adds its arguments.
 from __future__ import annotations
 
 import argparse
-from cmbcube.networks import DEFAULT as networks_default, LOSSES, help_text as networks_help
+from cmbcube.networks import DEFAULT as networks_default, LOSSES, UNET_HEADS, help_text as networks_help
 
 
 def cluster(p) -> None:
@@ -104,7 +104,7 @@ def train(p) -> None:
                    help="fp32 (default), or bf16: forward pass and loss under torch.autocast (for a GPU)")
     p.add_argument("--channels-last", action="store_const", const=True,
                    help="2-D views (cmbNNCS faces, patches): NHWC memory layout (for a GPU); default off")
-    p.add_argument("--head", choices=("published", "linear", "linear-path"),
+    p.add_argument("--head", choices=UNET_HEADS,
                    help="the network's last layer: published (cmbNNCS: PReLU), linear, or linear-path (linear plus "
                         "a per-pixel linear combination of the inputs; cmbNNCS UNets only)")
     p.add_argument("--published", action="store_true", help="train with the network's published settings exactly "

@@ -143,7 +143,7 @@ DEFAULT = "cmbnncs-unet5"             # what train, the CLI and recipes use unle
 # the ranking study behind data_limited_below: UNet5 test MAE 13.22 / 4.26 / 2.82 uK on 16 / 64 / 256 skies
 # (paired 64 -> 256: -1.43 [-1.48, -1.39] uK, -34%); pixel-linear 2.53 / 2.47 / 2.36 (-0.11, -4.5%: no flag)
 STUDY = "benchmarks/results/ranking_2026-12-07.txt"
-UNET_HEADS = ("published", "linear", "linear-path")     # cmbcube.networks.cmbnncs.HEADS (imported lazily)
+UNET_HEADS = ("published", "linear", "linear-path")     # the cmbNNCS UNets' last layers (cmbnncs.HEADS)
 # cmbcube's UNet5 settings over cmbNNCS's, each measured side by side on the same skies (nside 32, 64
 # training skies, test MAE at 20.6' in uK, benchmarks/results/ranking_2026-12-07_{variants,head,path}.txt):
 # robust input scaling (cmbNNCS feeds unscaled uK_CMB, up to ~6e5 at 353 GHz): 25.55 -> 10.07; a linear

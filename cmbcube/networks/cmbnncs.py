@@ -19,8 +19,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 from cmbcube.errors import InputError
+from cmbcube.networks import UNET_HEADS
 
-HEADS = ("published", "linear", "linear-path")     # TrainConfig.head values these UNets take
+HEADS = UNET_HEADS                                 # TrainConfig.head values these UNets take
 ARCHITECTURES = {
     "cmbnncs-unet5": dict(channels=(32, 64, 128, 256, 512), kernels=(5, 5, 4, 4, 4)),
     "cmbnncs-unet8": dict(channels=(16, 32, 64, 128, 256, 512, 1024, 2048), kernels=(5, 5, 4, 4, 4, 4, 4, 4)),

@@ -151,13 +151,15 @@ def beam_check(freq: int, recorded: float, sky_ring: np.ndarray, cmb_ring: np.nd
     lmax = 2 * hp.npix2nside(cmb_ring.size)
     alm_cmb = hp.map2alm(cmb_ring, lmax=lmax, iter=3)
     alm_sky = hp.map2alm(sky_ring, lmax=lmax, iter=3)
-    sigma = np.radians(recorded / 60) / np.sqrt(8 * np.log(2))
+    def sigma_of(fwhm_arcmin):
+        return np.radians(max(fwhm_arcmin, 0.0) / 60) / np.sqrt(8 * np.log(2)) if np.isfinite(fwhm_arcmin) else 0.0
+
+    sigma = sigma_of(recorded)
     top = int(min(lmax, np.sqrt(2 * np.log(5)) / max(sigma, 1e-9)))         # where B_ell > 0.2
     fitted, error = fitted_fwhm(hp.alm2cl(alm_sky, alm_cmb), hp.alm2cl(alm_cmb), top, hp.alm2cl(alm_sky))
     tol = max(0.02 * recorded, 3 * error)
-    bend = 1 - np.exp(-0.5 * (top * sigma) ** 2)          # how far the beam lowers the transfer at the top ell
-    fitted_sigma = np.radians(max(fitted, 0.0) / 60) / np.sqrt(8 * np.log(2)) if np.isfinite(fitted) else 0.0
-    fitted_bend = 1 - np.exp(-0.5 * (top * fitted_sigma) ** 2)   # a wider beam in the maps than recorded: judged
+    bend, fitted_bend = (1 - np.exp(-0.5 * (top * sigma_of(f)) ** 2) for f in (recorded, fitted))
+    # how far each beam lowers the transfer at the top ell; a wider beam in the maps than recorded is judged
     resolved = recorded > 0 and max(bend, fitted_bend) >= UNRESOLVED_BEAM
     source = "healpy.gauss_beam of the FWHM the store records (beam_fwhm_arcmin)" + (
         "" if resolved or recorded <= 0 else f"; unresolved at nside {hp.npix2nside(cmb_ring.size)}: it lowers the "
