@@ -2,13 +2,16 @@
 
 Run from the repository root (nice it: it is CPU-bound)::
 
-    python benchmarks/ranking.py --quick                      # nside 32, 4 and 8 skies, 3 networks (~5 min)
+    python benchmarks/ranking.py --quick                      # nside 32, 2 and 4 skies, 2 networks (~1 min)
     python benchmarks/ranking.py --sizes 16,64,256,1024      # the study (hours on 2 cores; see --help)
     python benchmarks/ranking.py --sizes 16,64,256 --limit petroff=64 --published
                                    # the slow network on fewer skies; each network also as published
     python benchmarks/ranking.py --work DIR ...               # keep the store in DIR: a rerun adds what is missing
     python benchmarks/ranking.py --work DIR --train 256 --sizes 64 --variant robust:transform=robust
                                    # other training settings beside the defaults, on the same skies
+    python benchmarks/ranking.py --work A --train 256 --sizes 16,64,256 --extra-store B/ranking_n32.zarr
+                                   # B: the same sky made with --train 1024 --sizes 1024 (its runs join the
+                                   # table and figure; refused unless the test skies and HILC scores are equal)
 
 One store is simulated once (the default filamentary sky, 9 Planck-like detectors, field I, the
 recipe's defaults otherwise) with max(sizes) train skies, a valid split and a test split.  NILC and
@@ -127,6 +130,45 @@ def scores(store: str) -> dict:
     return out
 
 
+def extra_runs(store: str, other: str, values: dict) -> tuple[dict, dict]:
+    """The network runs of ``other`` (another ranking store) and their scores, after checking that both stores
+    hold the same test skies (bit for bit) and score HILC the same (every metric per sim within 1e-9)."""
+    import cmbcube
+    here, there = cmbcube.open(store), cmbcube.open(other)
+    n = int(here.n_sims.sel(split="test"))
+    for name in ("obs", "cmb"):
+        if n != int(there.n_sims.sel(split="test")) or not np.array_equal(
+                here[name].sel(split="test").isel(sim=slice(0, n)).values,
+                there[name].sel(split="test").isel(sim=slice(0, n)).values, equal_nan=True):
+            raise SystemExit(f"--extra-store {other}: its test split differs from {store}'s ({name}); "
+                             "only stores of the same recipe seed, nside and test split can be ranked together")
+    theirs = scores(other)
+    for metric in ("mae", "rmse"):
+        mine, them = values[metric].get("hilc", {}), theirs[metric].get("hilc", {})
+        if set(mine) != set(them) or any(abs(mine[s] - them[s]) > 1e-9 * max(1.0, abs(mine[s])) for s in mine):
+            raise SystemExit(f"--extra-store {other}: HILC {metric} differs from {store}'s on the same test "
+                             "skies (another mask or analysis): the runs cannot be ranked together")
+    made = {}
+    for run in theirs["mae"]:
+        model, _, size = run.rpartition("-n")
+        if run not in ILCS and size.isdigit():
+            made[run] = (model, int(size))
+    log(f"--extra-store {other}: same test skies and HILC scores; adds {sorted(made)}")
+    return made, theirs
+
+
+def merge(values: dict, extra: dict, made: dict, extra_made: dict) -> None:
+    """Add ``extra``'s network runs to ``values`` and ``made``; a run name in both stores is refused."""
+    clash = sorted(set(extra_made) & set(values["mae"]))
+    if clash:
+        raise SystemExit(f"--extra-store: run(s) {clash} exist in both stores; drop one (cmbcube drop run --run NAME)")
+    for metric, per_run in extra.items():
+        for run in extra_made:
+            if run in per_run:
+                values[metric][run] = per_run[run]
+    made.update(extra_made)
+
+
 def residual_power(ds) -> dict:
     """run -> (low, high): the residual's TT power over the truth's, summed over the test sims and the
     bins below nside (low) and from nside to 2 nside (high): where on the sky's scales a method errs."""
@@ -212,8 +254,8 @@ def figure(values: dict, made: dict, sizes, path: Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="nside 32, sizes 4,8, 4 valid / 6 test sims, "
-                        "cmbnncs-unet5 and patch-unet, at most 3 epochs: a few minutes")
+    parser.add_argument("--quick", action="store_true", help="nside 32, sizes 2,4, 2 valid / 3 test sims, "
+                        "cmbnncs-unet5 and pixel-linear, at most 2 epochs: the whole path in about a minute (tests)")
     parser.add_argument("--nside", type=int, default=32)
     parser.add_argument("--sizes", default="16,64,256,1024", help="training-set sizes (comma list)")
     parser.add_argument("--train", type=int, help="train sims in the store (default: the largest size; give "
@@ -236,10 +278,14 @@ def main(argv=None) -> int:
     parser.add_argument("--tag", help="suffix of the results file and figure names (default: _variants with "
                         "--variant, none otherwise)")
     parser.add_argument("--figure", help="PNG path (default docs/ranking_DATE.png; none with --quick)")
+    parser.add_argument("--extra-store", action="append", default=[], metavar="PATH",
+                        help="also score the network runs of another ranking store of the same sky (a --work store "
+                             "made with a larger --train): refused unless its test skies and its HILC scores equal "
+                             "this store's (repeatable)")
     args = parser.parse_args(argv)
     if args.quick:
-        args.sizes, args.valid, args.test, args.models, args.epochs, args.patience = "4,8", 4, 6, \
-            "cmbnncs-unet5,pixel-linear,patch-unet", 3, 2
+        args.sizes, args.valid, args.test, args.models, args.epochs, args.patience = "2,4", 2, 3, \
+            "cmbnncs-unet5,pixel-linear", 2, 1
     sizes = sorted(int(s) for s in args.sizes.split(","))
     models = [m for m in args.models.split(",") if m]
     date = datetime.date.today().isoformat()
@@ -263,6 +309,10 @@ def main(argv=None) -> int:
     if an.failed:
         raise RuntimeError(f"analysis failed: {an.failed[:3]}")
     values = scores(store)
+    for other in args.extra_store:
+        extra_made, extra_values = extra_runs(store, other, values)
+        merge(values, extra_values, made, extra_made)
+        sizes = sorted({*sizes, *(n for _, n in extra_made.values())})
     lines, summary = table(values, made, sizes)
     head = [f"# benchmarks/ranking.py {' '.join(argv if argv is not None else sys.argv[1:])}",
             f"# {date}; nside {args.nside}; train sizes {sizes}; valid {args.valid}; test {args.test}; models "
