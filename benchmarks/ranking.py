@@ -96,22 +96,40 @@ def train_all(store: str, models, sizes, epochs: int, patience: int, variants=((
                     continue
                 name = f"{model}-{label}-n{n}" if label else f"{model}-n{n}"
                 made[name] = (f"{model}-{label}" if label else model, n)
+                config = config_for(model, n, epochs, patience, settings)
                 if name in runs_in(store):
+                    check_same_settings(store, name, config)
                     log(f"{name}: already in the store")
                     continue
-                train_one(store, name, model, n, epochs, patience, settings)
+                train_one(store, name, config)
     return made
+
+
+def check_same_settings(store: str, name: str, config) -> None:
+    """A run already in the store is reused only if it was trained with the settings asked for now."""
+    import cmbcube
+    recorded = json.loads(str(cmbcube.open(store).run_config.sel(run=name).values))
+    changed = config.changed_from(recorded)
+    if changed:
+        raise SystemExit(f"run {name!r} in {store} was trained with other settings than this command asks for ("
+                         + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
+                         + f"); nothing was changed. `cmbcube drop {store} run --run {name}` to train it again, or "
+                         "rank it under another --tag/--variant name")
 
 
 PUBLISHED = "published"          # --variant label: the network's published settings (train --published)
 
 
-def train_one(store: str, name: str, model: str, n: int, epochs: int, patience: int, settings: dict) -> None:
-    from cmbcube.stages import predict, train
+def config_for(model: str, n: int, epochs: int, patience: int, settings: dict):
+    from cmbcube.stages import train
     base = train.defaults(model, published=settings.get(PUBLISHED, False))
     settings = {k: v for k, v in settings.items() if k != PUBLISHED}
-    config = train.TrainConfig(**{**base, "model": model, "epochs": epochs, "early_stopping": patience,
-                                  "train_sims": n, **settings})
+    return train.TrainConfig(**{**base, "model": model, "epochs": epochs, "early_stopping": patience,
+                                "train_sims": n, **settings})
+
+
+def train_one(store: str, name: str, config) -> None:
+    from cmbcube.stages import predict, train
     t0 = time.perf_counter()
     rep = train.train(store, config, run_name=name, device="cpu", progress=False)
     predict.predict(store, name, splits=("test",), device="cpu", progress=False)
@@ -283,9 +301,11 @@ def main(argv=None) -> int:
                              "made with a larger --train): refused unless its test skies and its HILC scores equal "
                              "this store's (repeatable)")
     args = parser.parse_args(argv)
-    if args.quick:
-        args.sizes, args.valid, args.test, args.models, args.epochs, args.patience = "2,4", 2, 3, \
-            "cmbnncs-unet5,pixel-linear", 2, 1
+    if args.quick:              # its sizes, except where an option was given
+        for key, value in dict(sizes="2,4", valid=2, test=3, models="cmbnncs-unet5,pixel-linear", epochs=2,
+                               patience=1).items():
+            if getattr(args, key) == parser.get_default(key):
+                setattr(args, key, value)
     sizes = sorted(int(s) for s in args.sizes.split(","))
     models = [m for m in args.models.split(",") if m]
     date = datetime.date.today().isoformat()

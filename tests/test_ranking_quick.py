@@ -63,3 +63,11 @@ def test_extra_store_refuses_other_skies_and_runs_in_both(quick, tiny_store, cap
     # the same store twice: same skies and HILC scores, but every network run is in both
     with pytest.raises(SystemExit, match=r"exist in both stores.*drop"):
         ranking.main(["--quick", "--work", str(work), "--workers", "1", "--extra-store", store])
+
+
+def test_a_run_trained_with_other_settings_is_not_reused(quick):
+    work = quick[0]
+    before = sorted(p.name for p in (work / "ranking_n32.zarr.runs").iterdir())
+    with pytest.raises(SystemExit, match=r"cmbnncs-unet5-n2.*other settings.*epochs: 2 -> 3.*drop"):
+        ranking.main(["--quick", "--work", str(work), "--workers", "1", "--epochs", "3"])
+    assert sorted(p.name for p in (work / "ranking_n32.zarr.runs").iterdir()) == before

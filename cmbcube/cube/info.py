@@ -6,7 +6,7 @@ import os
 
 from cmbcube.cube import icechunk_store as ics
 from cmbcube.cube.remote import open_dataset
-from cmbcube.cube.sims import done_flags, planned
+from cmbcube.cube.sims import done_flags, planned, predicted_counts
 from cmbcube.cube.store import DROPPED_ATTR, StoreError, is_remote, read_attrs
 from cmbcube.recipe import SPLITS
 
@@ -82,8 +82,9 @@ def summary(path: str) -> str:
     if gone:
         lines.append("  dropped     " + ", ".join(f"{d['product']} ({d['dropped']})" for d in gone))
     if "run" in ds.coords:
+        counts = predicted_counts(path)
         for k, run in enumerate(ds.run.values):
-            cnt = ds.pred_done.isel(run=k).sum("sim").values
+            cnt = counts[k]
             lines.append(f"  run         {run}: {ds.run_method.values[k]}, beam {float(ds.run_beam_fwhm_arcmin[k]):.1f}', "
                          + ", ".join(f"{s} {int(c)}" for s, c in zip(SPLITS, cnt)) + " sims predicted")
     if "component" in ds.coords:

@@ -44,17 +44,11 @@ def check_existing_run(store: str, found, config) -> None:
             f"{config.epochs} (pipeline.epochs); nothing was changed. Set pipeline.epochs={recorded['epochs']} "
             f"to use it, or `cmbcube drop {store} run --run {found.name}` to train it again")
     if recorded and not checkpoints.finished(found.state):
-        wanted = dataclasses.asdict(config)
-        started = dataclasses.asdict(train.TrainConfig.from_dict(recorded))     # keys added later at their default
-        for key, placeholder, resolved in (("transform", "noiseless-maxabs", "scale:"),
-                                           ("target_transform", "unit-maxabs", "unit:")):
-            if wanted[key] == placeholder and str(started[key]).startswith(resolved):
-                wanted[key] = started[key]        # train() pins these from the data before recording them
-        changed = sorted(k for k in wanted if k != "early_stopping" and wanted[k] != started[k])
+        changed = config.changed_from(recorded, ignore=("early_stopping",))
         if changed:       # e.g. killed before cmbcube's defaults changed: resuming would mix two trainings
             raise train_guard.RunExists(
                 f"run {found.name!r} in {store} was started with other training settings than `cmbcube run` uses "
-                f"now ({', '.join(f'{k}: {started[k]!r} -> {wanted[k]!r}' for k in changed)}) and did not "
+                f"now ({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in sorted(changed.items()))}) and did not "
                 f"finish; nothing was changed. `cmbcube drop {store} run --run {found.name}` to train it again, or "
                 f"finish it as it was started: `cmbcube train {store} --model {found.name} --resume` with those "
                 f"settings as options (`--published` for a run started with the published settings)")

@@ -71,6 +71,18 @@ class TrainConfig:
         d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}}
         return cls(**d)
 
+    def changed_from(self, recorded: dict, ignore=("checkpoint_dir",)) -> dict:
+        """key -> (recorded, self) for the settings where a run recorded as ``recorded`` (its run_config)
+        differs from this config; keys added since it was recorded count at their default, and the
+        placeholders train() pins from the data (noiseless-maxabs, unit-maxabs) match their pinned values."""
+        wanted = dataclasses.asdict(self)
+        started = dataclasses.asdict(TrainConfig.from_dict(recorded))
+        for key, placeholder, resolved in (("transform", "noiseless-maxabs", "scale:"),
+                                           ("target_transform", "unit-maxabs", "unit:")):
+            if wanted[key] == placeholder and str(started[key]).startswith(resolved):
+                wanted[key] = started[key]
+        return {k: (started[k], wanted[k]) for k in wanted if k not in ignore and wanted[k] != started[k]}
+
 
 PRECISIONS = ("fp32", "bf16")
 PATIENCE = 10          # early stopping's patience (epochs) unless asked otherwise; see defaults()
