@@ -122,13 +122,14 @@ def test_cmbcube_run_resumes_a_killed_petroff_run_whose_scales_train_pinned_from
     import json
     from types import SimpleNamespace
     from cmbcube.stages import pipeline, train_guard
-    today = TrainConfig(model="petroff", epochs=30, **defaults("petroff"))
-    pinned = TrainConfig(model="petroff", epochs=30, **{**defaults("petroff"), "transform": "scale:1,2,3,4,5,6,7",
+    today = TrainConfig(model="petroff", epochs=30, **defaults("petroff", published=True))
+    pinned = TrainConfig(model="petroff", epochs=30, **{**defaults("petroff", published=True),
+                                                         "transform": "scale:1,2,3,4,5,6,7",
                                                          "target_transform": "unit:300"})
     killed = SimpleNamespace(in_store=True, name="petroff", folder="x.runs/petroff",
                              state={"config": json.dumps(pinned.as_dict()), "epoch": 3, "stale": 0})
     pipeline.check_existing_run("x.zarr", killed, today)               # the same settings: resumed, no refusal
-    other = TrainConfig(model="petroff", epochs=30, **{**defaults("petroff"), "transform": "none"})
+    other = TrainConfig(model="petroff", epochs=30, **{**defaults("petroff", published=True), "transform": "none"})
     killed.state["config"] = json.dumps(other.as_dict())
     with pytest.raises(train_guard.RunExists):
         pipeline.check_existing_run("x.zarr", killed, today)
@@ -157,3 +158,13 @@ def test_pixel_linear_trains_and_predicts_through_the_stages(tiny_store, tmp_pat
     assert done.any()
     for p, t in zip(pred[done], truth[done]):          # written in physical units, the CMB's sign kept
         assert np.corrcoef(p, t)[0, 1] > 0
+
+
+def test_petroff_trains_on_robust_inputs_by_default_and_published_keeps_its_scalings():
+    tuned, published = defaults("petroff"), defaults("petroff", published=True)
+    assert (tuned["transform"], tuned["target_transform"]) == ("robust", "standardize")
+    assert (published["transform"], published["target_transform"]) == ("noiseless-maxabs", "unit-maxabs")
+    # everything else (detectors, loss, optimiser, clipping) is Petroff et al.'s either way; early stopping
+    # is cmbcube's addition to every network's defaults
+    assert {k: v for k, v in tuned.items() if "transform" not in k and k != "early_stopping"} == \
+        {k: v for k, v in published.items() if "transform" not in k}

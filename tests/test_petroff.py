@@ -204,9 +204,10 @@ def test_train_predict_analyze_end_to_end(tiny_store, tmp_path, capsys):
     # bad combinations are refused with exit code 2
     assert main(["train", store, "--model", "petroff", "--loss", "l1", "--no-progress"]) == 2
     assert "heteroscedastic" in capsys.readouterr().err
-    assert main(["train", store, "--model", "petroff", "--epochs", "2", "--fields", "I", "--no-progress"]) == 0
+    assert main(["train", store, "--model", "petroff", "--epochs", "2", "--fields", "I", "--published",
+                 "--no-progress"]) == 0
     stored = cmbcube.cube.run_config(store, cmbcube.cube.run_index(store, "petroff"))
-    # scalings pinned as published: inputs by max |obs - noise| over the train sims, target to [0, 1]
+    # --published: scalings pinned as published: inputs by max |obs - noise| over the train sims, target to [0, 1]
     raw = zarr.open_group(store, mode="r")
     dets = [int(d) for d in raw["detector"][...]]
     noiseless = raw["obs"][0, :3, :, 0] - raw["noise"][0, :3, :, 0]
@@ -259,8 +260,8 @@ def test_train_predict_analyze_end_to_end(tiny_store, tmp_path, capsys):
 
 def test_petroff_resume_is_bit_for_bit(tiny_store, tmp_path, monkeypatch):
     """Concrete dropout draws from torch's generator: its state is checkpointed, so resuming matches."""
-    config = train.TrainConfig(**{**train.defaults("petroff"), "model": "petroff", "epochs": 2, "fields": ("I",),
-                                  "detectors": (143, 217), "train_sims": 2})
+    config = train.TrainConfig(**{**train.defaults("petroff", published=True), "model": "petroff", "epochs": 2,
+                                  "fields": ("I",), "detectors": (143, 217), "train_sims": 2})
     a, b = str(tmp_path / "a.zarr"), str(tmp_path / "b.zarr")
     shutil.copytree(tiny_store, a)
     shutil.copytree(tiny_store, b)
