@@ -458,9 +458,9 @@ def main(argv=None) -> int:
 
     if args.guard_only:
         return guard_only(args, log)
+    import healpy
     import torch
     import zarr
-    import healpy
     log(f"loader benchmark: nside {NSIDE}, {nsims} sims, batch {BATCH}, workers {WORKERS}, {rounds} timed "
         f"epochs per configuration; {os.cpu_count()} CPUs; torch {torch.__version__}, zarr {zarr.__version__}, "
         f"healpy {healpy.__version__}, python {platform.python_version()}; load average {load_average()}")
@@ -536,7 +536,7 @@ def main(argv=None) -> int:
     if zstd:
         for w in WORKERS:
             zstd_ratio[w] = med[("cube-zstd", w)] / med[("cube", w)]
-        print(f"  storage.compression zstd / none               " + "".join(f"{zstd_ratio[w]:>12.2f}" for w in WORKERS)
+        print("  storage.compression zstd / none               " + "".join(f"{zstd_ratio[w]:>12.2f}" for w in WORKERS)
               + f"   (size zstd / none: {sizes['cube_zstd'][0] / sizes['cube'][0]:.3f})")
 
     print()

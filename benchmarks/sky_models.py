@@ -48,8 +48,7 @@ MODELS = ("synthetic", "synthetic-gaussian")
 def realism(nsims: int, nside: int, docs: Path) -> dict:
     import healpy as hp
 
-    from cmbcube.science import foregrounds
-    from cmbcube.science import skystats as ss
+    from cmbcube.science import foregrounds, skystats as ss
     out, spectra = {}, {}
     for model in MODELS:
         rows, cls = [], []
@@ -185,8 +184,8 @@ def figures(nside, spectra, docs, foregrounds, ss, hp):
 def experiment(work: Path, splits: dict, epochs: int) -> dict:
     from train import REPORT_BEAMS, cube_mae
 
-    from cmbcube.stages import analyze, ilc, predict, preprocess, simulate, train
     from cmbcube import recipe
+    from cmbcube.stages import analyze, ilc, predict, preprocess, simulate, train
     results = {}
     for model in MODELS:
         store = str(work / f"{model}.zarr")

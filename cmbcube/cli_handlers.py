@@ -50,8 +50,8 @@ def dry_run(args) -> int:
     """``--dry-run`` on any Dask stage: the plan and the compute side; starts and writes nothing."""
     import os
 
-    from cmbcube.stages import cluster
     from cmbcube import cube
+    from cmbcube.stages import cluster
     if args.command in ("simulate", "run"):
         from cmbcube.recipe import load
         recipe = load(args.recipe, args.overrides)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cmbcube.errors import InputError
 from cmbcube.science import instrument

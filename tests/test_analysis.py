@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 import cmbcube
-from cmbcube.science import metrics, spectra
+from cmbcube.science import instrument, metrics, pixwin, sht, spectra
 from cmbcube.stages import analyze, ilc, report
-from cmbcube.science import instrument, pixwin, sht
 
 
 def test_metrics_equal_hand_computed_values():

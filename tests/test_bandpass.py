@@ -5,8 +5,8 @@ import pysm3.units as u
 import pytest
 from pysm3.utils import bandpass_unit_conversion
 
-from cmbcube.science import foregrounds, instrument, needlets, seeds
 from cmbcube.recipe import RecipeError, validate
+from cmbcube.science import foregrounds, instrument, needlets, seeds
 
 # Planck 2015 results VIII (HFI calibration and maps), band-averaged K_CMB -> MJy/sr (IRAS convention:
 # nu I_nu constant, referred to the nominal frequency); cf. Planck 2013 results IX, Table 6
@@ -144,11 +144,11 @@ def test_cmbml_trees_are_recorded_as_delta_and_exports_convert_over_the_stores_b
 
     import cmbcube
     from cmbcube.interop.cmbml_scan import recipe_for, scan
-    from cmbcube.stages.export import export
-    from cmbcube.testing import make_example_tree
-    from cmbcube.science import instrument
     from cmbcube.recipe import from_store_attrs
+    from cmbcube.science import instrument
+    from cmbcube.stages.export import export
     from cmbcube.stages.simulate import run
+    from cmbcube.testing import make_example_tree
     from conftest import small_recipe
     tree = tmp_path / "tree"
     make_example_tree(tree, nside=16, splits={"train": 1, "valid": 0, "test": 0}, seed=3, units="native")

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import yaml
 
-from cmbcube.stages import cluster, ilc, simulate
 from cmbcube import cube
 from cmbcube.recipe import RecipeError, load
+from cmbcube.stages import cluster, ilc, simulate
 from conftest import small_recipe, zarr_files
 
 ROOT = Path(__file__).resolve().parents[1]

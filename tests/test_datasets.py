@@ -10,9 +10,9 @@ import torch
 import zarr
 
 import cmbcube
+from cmbcube.cube.datasets import CubeDataset, SelectionError, make_loader
 from cmbcube.science import geometry, transforms
 from cmbcube.stages import preprocess, simulate
-from cmbcube.cube.datasets import CubeDataset, SelectionError, make_loader
 from conftest import small_recipe
 
 

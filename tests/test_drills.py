@@ -19,9 +19,9 @@ import torch
 import zarr
 
 import cmbcube
-from cmbcube.stages import analyze, ilc, preprocess, simulate, train
 from cmbcube import cli, cube
 from cmbcube.cube.datasets import CubeDataset
+from cmbcube.stages import analyze, ilc, preprocess, simulate, train
 from test_cluster import chunks, fast_recipe, recipe_file
 from test_faults import popen_cli, wait_for
 

@@ -9,9 +9,8 @@ import pytest
 import cmbcube
 from cmbcube import cli, cube
 from cmbcube.cube.drop import drop
-from cmbcube.stages.simulate import run as simulate
 from cmbcube.cube.verify import verify
-
+from cmbcube.stages.simulate import run as simulate
 from conftest import small_recipe, zarr_files
 
 RUNS = ("alpha", "beta", "gamma")

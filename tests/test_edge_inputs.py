@@ -23,7 +23,6 @@ import yaml
 import cmbcube
 from cmbcube import cli, cube, recipe
 from cmbcube.cube.drop import drop
-
 from conftest import small_recipe, zarr_files
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,6 @@ import zarr.storage._local as zarr_local
 
 from cmbcube import cli, cube
 from cmbcube.stages.simulate import run as simulate
-
 from conftest import small_recipe, zarr_files
 
 RECIPE = """name: errors

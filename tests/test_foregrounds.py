@@ -3,11 +3,11 @@ uniform-SED component, cached fixed foregrounds."""
 import healpy as hp
 import numpy as np
 import pysm3.units as u
-from pysm3.utils import bandpass_unit_conversion
 import pytest
+from pysm3.utils import bandpass_unit_conversion
 
 from cmbcube.interop import templates
-from cmbcube.science import foregrounds, instrument, seeds, sht, sky
+from cmbcube.science import foregrounds, instrument, seeds, sht
 from cmbcube.stages import simspec
 from conftest import small_recipe
 

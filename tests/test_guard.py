@@ -12,7 +12,6 @@ from cmbcube import cli, cube
 from cmbcube.cube.datasets import CubeDataset
 from cmbcube.cube.guard import DamagedUnitError
 from cmbcube.stages.simulate import run as simulate
-
 from conftest import small_recipe
 
 SPLITS = ("train", "valid", "test")

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import cmbcube
-from cmbcube.stages import ilc, simulate
 from cmbcube.science import instrument, needlets, sht
+from cmbcube.stages import ilc, simulate
 from conftest import rms, small_recipe, zarr_files
 
 

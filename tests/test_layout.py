@@ -11,7 +11,6 @@ from cmbcube.cube import layout
 from cmbcube.cube.drop import drop
 from cmbcube.errors import InputError
 from cmbcube.stages.simulate import run as simulate
-
 from conftest import small_recipe, zarr_files
 
 DOC = Path(__file__).resolve().parent.parent / "store_layout.md"

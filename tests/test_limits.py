@@ -8,7 +8,6 @@ import pytest
 
 from cmbcube import cli, recipe
 from cmbcube.stages import limits
-
 from conftest import small_recipe
 
 HUGE = """name: huge

@@ -9,12 +9,11 @@ import zarr
 
 import cmbcube
 from cmbcube import networks
-from cmbcube.science import metrics, spectra
-from cmbcube.cube import analysis_io
-from cmbcube.stages import analyze, report, train
-from cmbcube.networks import petroff, sphere
-from cmbcube.science import transforms
 from cmbcube.cli import main
+from cmbcube.cube import analysis_io
+from cmbcube.networks import petroff, sphere
+from cmbcube.science import metrics, spectra, transforms
+from cmbcube.stages import analyze, report, train
 
 
 @pytest.mark.parametrize("nside", [2, 4, 8])

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from cmbcube.interop.planck import read_chain
-from cmbcube.science import cosmology, foregrounds, instrument, noise, seeds, sht, sky
+from cmbcube.science import cosmology, foregrounds, instrument, noise, seeds, sht
 from cmbcube.stages import simspec
 from conftest import rms, small_recipe
 

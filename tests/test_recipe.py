@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from cmbcube.science import instrument
 from cmbcube import recipe
+from cmbcube.science import instrument
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -17,12 +17,12 @@ import torch
 import zarr
 
 import cmbcube
-from cmbcube.stages.ingest import ingest
-from cmbcube.testing import make_example_tree
 from cmbcube import cube
-from cmbcube.stages import ilc, predict, preprocess, train
 from cmbcube.cli import main
 from cmbcube.cube.datasets import CubeDataset, make_loader
+from cmbcube.stages import ilc, predict, preprocess, train
+from cmbcube.stages.ingest import ingest
+from cmbcube.testing import make_example_tree
 
 META_NAMES = ("zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata")
 

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 from cmbcube import cube, recipe
-from cmbcube.science import foregrounds, seeds, sky
+from cmbcube.science import foregrounds, seeds, skystats as ss
 from cmbcube.stages import simspec, simulate
-from cmbcube.science import skystats as ss
 
 NSIDE = 64          # lmax 191: the ell = 40-160 range of the Planck power-law fits
 

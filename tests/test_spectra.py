@@ -3,10 +3,9 @@ import healpy as hp
 import numpy as np
 import pytest
 
-from cmbcube.science import metrics, spectra
 from cmbcube.cube import analysis_io
+from cmbcube.science import cosmology, instrument, metrics, pixwin, sht, spectra
 from cmbcube.stages import analyze
-from cmbcube.science import cosmology, instrument, pixwin, sht
 
 pytest.importorskip("pymaster", reason="NaMaster missing: make pymaster")
 

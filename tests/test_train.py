@@ -9,7 +9,6 @@ import torch
 import zarr
 
 import cmbcube
-from cmbcube.science import geometry
 from cmbcube import cube, networks
 from cmbcube.stages import checkpoints, predict, preprocess, simulate, train
 from conftest import small_recipe
@@ -191,8 +190,8 @@ def test_train_refuses_checkpoints_larger_than_the_free_disk_before_creating_the
     import collections
 
     from cmbcube import cube
-    from cmbcube.stages import limits
     from cmbcube.cli import main
+    from cmbcube.stages import limits
     path = str(tmp_path / "t.zarr")
     shutil.copytree(store32, path)
     config = train.TrainConfig(model="patch-unet", **{**train.defaults("patch-unet"), "patch_side": 16,

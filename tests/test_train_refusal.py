@@ -64,8 +64,8 @@ def test_training_a_finished_run_again_is_refused_until_resume_or_overwrite_says
         err = capsys.readouterr().err
         assert f"run 'r' already exists in {store}: finished: all 2 of 2 epochs" in err, err
         assert "--resume        it is finished" in err and "cannot add epochs" in err
-        assert "--run NEWNAME" in err and f"--overwrite     drop run 'r' and everything made from it (its " \
-                                          f"predictions (2 sim(s))" in err and "Traceback" not in err
+        assert "--run NEWNAME" in err and "--overwrite     drop run 'r' and everything made from it (its " \
+                                          "predictions (2 sim(s))" in err and "Traceback" not in err
     assert everything(store) == before
     # --resume on a finished run only reports it
     assert main(["train", store, *ARGS, "--epochs", "2", "--resume"]) == 0
@@ -120,7 +120,7 @@ def test_a_killed_run_and_left_checkpoints_are_refused_and_resume_keeps_predicti
         train.train(other, config, "r", device="cpu", overwrite=True, progress=False)
     monkeypatch.setattr(train, "evaluate", original)
     assert checkpoints.saved_epochs(cube.run_dir(other, "r")) == []
-    with pytest.raises(InputError, match="unfinished: no checkpoint yet[\s\S]*--resume        start it from epoch 0"):
+    with pytest.raises(InputError, match=r"unfinished: no checkpoint yet[\s\S]*--resume        start it from epoch 0"):
         train.train(other, config, "r", device="cpu", progress=False)
     assert train.train(other, config, "r", device="cpu", resume=True, progress=False).epochs_done == 3
     with pytest.raises(MissingFileError, match="no run 'x'"):

@@ -92,6 +92,7 @@ def test_a_store_without_cmb_validates(tmp_path):
 def test_a_beam_too_narrow_to_bend_the_spectrum_at_this_nside_is_reported_unresolved_not_failed():
     import healpy as hp
     import numpy as np
+
     from cmbcube.science import validation
     ell = np.arange(3 * 32)
     cl = np.r_[0, 0, 1.0 / ell[2:] ** 2]
@@ -108,6 +109,7 @@ def test_a_beam_too_narrow_to_bend_the_spectrum_at_this_nside_is_reported_unreso
 def test_a_wide_beam_in_the_maps_of_a_low_nside_store_that_records_a_narrow_one_still_fails():
     import healpy as hp
     import numpy as np
+
     from cmbcube.science import validation
     ell = np.arange(48)
     np.random.seed(6)

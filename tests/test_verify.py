@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 
 from cmbcube import cli, cube
-from cmbcube.stages.simulate import run as simulate
 from cmbcube.cube.verify import verify
-
+from cmbcube.stages.simulate import run as simulate
 from conftest import small_recipe, zarr_files
 
 

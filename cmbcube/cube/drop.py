@@ -22,8 +22,9 @@ from cmbcube import cube
 from cmbcube.cube import analysis_io, layout
 from cmbcube.errors import InputError
 
+
 def choices() -> dict:
-    """drop's choices and what each removes: the droppable products of the layout's table, read at call
+    """Drop's choices and what each removes: the droppable products of the layout's table, read at call
     time (a product registered in :data:`cmbcube.cube.layout.PRODUCTS` is droppable at once)."""
     return {name: layout.PRODUCTS.get(name).description for name in layout.droppable()}
 

@@ -31,6 +31,7 @@ PER_DETECTOR_UNITS = "per detector: see the 'unit' coordinate"
 @dataclasses.dataclass(frozen=True)
 class Array:
     """One stored array of a product."""
+
     dims: tuple
     dtype: str
     long_name: str = ""
@@ -42,6 +43,7 @@ class Array:
 @dataclasses.dataclass(frozen=True)
 class Product:
     """A stored product: what one stage writes and ``cmbcube drop`` removes as a whole."""
+
     description: str                   # what ``cmbcube drop PRODUCT`` removes
     stage: str                          # the command that writes it
     arrays: dict                        # name -> Array (or None: created by its stage, dims unknown here)

@@ -52,7 +52,7 @@ def _options() -> dict:
 
 
 def zarr_store(path, read_only: bool = True, storage_options: dict | None = None):
-    """zarr's FsspecStore on ``path`` (``storage_options`` replace the environment's settings, as
+    """Zarr's FsspecStore on ``path`` (``storage_options`` replace the environment's settings, as
     ``cmbcube.open(..., key=..., secret=...)`` passes them).  A writable one warns once per store and
     process that nothing keeps a second writer apart."""
     from zarr.storage import FsspecStore

@@ -12,11 +12,21 @@ import numpy as np
 
 from cmbcube.cube import icechunk_store as ics, layout
 from cmbcube.cube.remote import read_group
-from cmbcube.cube.store import (DROP_JOURNAL_ATTR, StoreError, array_dims, consolidate, delete_arrays, fresh_group,
-                                metadata_transaction, open_group, outer_chunks, read_attrs, source_group)
+from cmbcube.cube.store import (
+    DROP_JOURNAL_ATTR,
+    StoreError,
+    array_dims,
+    consolidate,
+    delete_arrays,
+    fresh_group,
+    metadata_transaction,
+    open_group,
+    outer_chunks,
+    read_attrs,
+    source_group,
+)
 from cmbcube.errors import InputError
 from cmbcube.recipe import SPLITS
-
 
 # ----------------------------------------------------------------------------- runs (predictions)
 RUN_ARRAYS = layout.RUN_ARRAYS

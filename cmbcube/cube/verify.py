@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from cmbcube import cube
-from cmbcube.recipe import SPLITS
 from cmbcube.cube import icechunk_versions, layout, objstore
 from cmbcube.cube.shardread import EMPTY, ShardLayout, crc_ok
 from cmbcube.errors import InputError
+from cmbcube.recipe import SPLITS
 
 # the arrays verify checks are those written unit by unit and flagged: layout.unit_products(flag),
 # read from the product table at call time (a product registered in layout.PRODUCTS is verified)
@@ -65,6 +65,7 @@ class VerifyReport:
 class _Layout:
     """How one array's files are laid out (read once by the driver): the one parser's reading, and
     a label for each inner chunk of a shard."""
+
     name: str
     shard: ShardLayout
     labels: list | None = None      # (n_inner,) "detector 143, field Q"

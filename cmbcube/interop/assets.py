@@ -30,10 +30,10 @@ import json
 import os
 from pathlib import Path
 
-from cmbcube.recipe import Recipe
 from cmbcube.errors import CmbcubeError
 from cmbcube.interop.inputs import recipe_inputs
 from cmbcube.interop.templates import search_dirs
+from cmbcube.recipe import Recipe
 
 MANIFEST_FORMAT = "cmbcube-assets/1"
 MANIFEST_NAME = "manifest.json"

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cmbcube.science import cosmology, instrument
 from cmbcube.errors import InputError
+from cmbcube.science import cosmology, instrument
 
 SPLIT_DIRS = {"train": "Train", "valid": "Valid", "test": "Test"}
 SIM_DIGITS = 4

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
 from cmbcube.errors import InputError
 from cmbcube.networks import UNET_HEADS
 

@@ -31,6 +31,7 @@ import dataclasses
 import functools
 
 import numpy as np
+
 from cmbcube.errors import InputError
 
 FREQS = (30, 44, 70, 100, 143, 217, 353, 545, 857)

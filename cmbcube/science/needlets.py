@@ -14,8 +14,8 @@ import dataclasses
 
 import numpy as np
 
-from cmbcube.science import sht
 from cmbcube.errors import InputError
+from cmbcube.science import sht
 
 CMBML_PEAKS = {512: [0, 200, 715, 1025], 128: [0, 100, 200, 300, 383]}
 WINDOW_FLOOR = 1e-3       # a window "ends" / a beam "carries no signal" below this

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+
 from cmbcube.errors import InputError
 
 SUBDIV = 4          # 16 x 16 = 256 quadrature points per pixel

@@ -11,7 +11,6 @@ import functools
 import ducc0
 import numpy as np
 
-
 _THREADS = 1       # Dask parallelises over sims; the stages set this from $CMBCUBE_SHT_THREADS
 
 

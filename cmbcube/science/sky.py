@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Callable
 
 import numpy as np
 
@@ -47,6 +47,7 @@ class SimSpec:
     ``variance_map(freq=, field=)`` -> per-pixel variance (native unit^2, NESTED, output nside)
     (``noise_model: variance_maps``); ``chain``: {parameter: column} when ``cmb_prior`` is ``chain``.
     """
+
     seed: int
     nside: int
     sky_nside: int

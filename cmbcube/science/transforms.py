@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+
 from cmbcube.errors import InputError
 
 NAMES = ("none", "minmax", "standardize", "robust", "maxabs", "unit-maxabs", "noiseless-maxabs",
