@@ -331,7 +331,8 @@ def check_recipe(args) -> int:
     print(f"recipe {recipe.name} is valid (hash {recipe.hash[:12]})")
     print("  sims: " + ", ".join(f"{k} {v}" for k, v in recipe.splits.items()) + f" = {nsims}")
     print(f"  nside {r['nside']} (sky model {r['sky_nside']}), detectors {r['detectors']}, fields {r['fields']}")
-    print(f"  foregrounds: {r['foregrounds']['model']} {component_names(r['foregrounds'])} ({r['foregrounds']['vary']})")
+    fg = r["foregrounds"]
+    print(f"  foregrounds: {fg['model']} {component_names(fg)} ({fg['vary']})")
     print("\n".join(plan.lines()))
     for problem in forced:
         print(f"  warning (--force-size): {problem}")

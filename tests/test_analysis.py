@@ -115,7 +115,8 @@ def test_view_and_errors(analysed, tmp_path):
     assert proc.returncode == 0 and (tmp_path / "z.png").stat().st_size > 1000
     proc = subprocess.run(cli + ["--product", "pred"], capture_output=True, text=True)
     assert proc.returncode == 2 and "allowed: nilc" in proc.stderr
-    proc = subprocess.run(cli + ["--product", "obs", "--detector", "545", "--field", "Q"], capture_output=True, text=True)
+    proc = subprocess.run(cli + ["--product", "obs", "--detector", "545", "--field", "Q"],
+                          capture_output=True, text=True)
     assert proc.returncode == 2 and "no data" in proc.stderr
 
 
@@ -124,8 +125,9 @@ def test_cmbcube_run_end_to_end_then_quick_rerun(tmp_path):
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
     store = tmp_path / "q.zarr"
-    args = [sys.executable, "-m", "cmbcube.cli", "run", str(root / "recipes" / "quickstart.yaml"), "--store", str(store),
-            "--set", "splits={train: 2, valid: 1, test: 1}", "--set", "fields=[I]", "--set", "keep=[cmb]",
+    args = [sys.executable, "-m", "cmbcube.cli", "run", str(root / "recipes" / "quickstart.yaml"),
+            "--store", str(store), "--set", "splits={train: 2, valid: 1, test: 1}", "--set", "fields=[I]",
+            "--set", "keep=[cmb]",
             "--set", "foregrounds.components=[dust, synchrotron]", "--set", "pipeline.epochs=1",
             "--scheduler", "synchronous", "--no-progress"]
     proc = subprocess.run(args, capture_output=True, text=True)

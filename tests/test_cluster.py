@@ -206,7 +206,8 @@ def test_simulate_and_ilc_through_cli_dask_scheduler_and_workers(tmp_path, exter
     assert "cleaned 2 sim(s)" in proc.stdout and "dashboard: http://" in proc.stdout
     proc = cli("ilc", store, "--method", "hilc", "--split", "test", "--scheduler", external.address, "--no-progress")
     assert proc.returncode == 0, proc.stderr + external.log_text()
-    assert chunks(store, "pred") == chunks(clean_store, "pred") and len(chunks(store, "pred")) == 2 * 2   # (run, sim) shards
+    # (run, sim) shards
+    assert chunks(store, "pred") == chunks(clean_store, "pred") and len(chunks(store, "pred")) == 2 * 2
     assert chunks(store) == chunks(clean_store)
 
 

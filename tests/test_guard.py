@@ -65,7 +65,7 @@ def test_the_issue_repro_missing_shard_of_a_finished_sim_raises(store):
     os.remove(os.path.join(store, "obs", "c", "0", "1", "0", "0", "0"))
     ds = cmbcube.open(store)
     with pytest.raises(DamagedUnitError) as err:
-        ds.obs.sel(split="train", sim=1, detector=143, field="Q").values
+        _ = ds.obs.sel(split="train", sim=1, detector=143, field="Q").values
     _unit_named(err, "obs", "train", 1)
     assert "obs/c/0/1/0/0/0" in str(err.value)
     with pytest.raises(DamagedUnitError):                 # a whole-cube reduction cannot swallow it either
@@ -104,10 +104,10 @@ def test_corrupted_map_and_unsharded_chunk_raise_naming_the_unit(store):
     _flip(_shard(store, "cosmo_params", "train", 0), 3)   # an unsharded chunk
     ds = cmbcube.open(store)
     with pytest.raises(DamagedUnitError, match="fails its checksum") as err:
-        ds.cmb.sel(split="test", sim=0, field="I").values
+        _ = ds.cmb.sel(split="test", sim=0, field="I").values
     _unit_named(err, "cmb", "test", 0)
     with pytest.raises(DamagedUnitError) as err:
-        ds.cosmo_params.sel(split="train", sim=0).values
+        _ = ds.cosmo_params.sel(split="train", sim=0).values
     _unit_named(err, "cosmo_params", "train", 0)
     with pytest.raises(DamagedUnitError, match="checksum mismatch") as err:
         CubeDataset(store, "test", detectors=[143])[0]    # the target (cmb) fails
@@ -128,7 +128,7 @@ def test_map_missing_from_a_shard_index_raises_absent_pairs_do_not(store):
     ds = cmbcube.open(store)
     assert np.isnan(ds.obs.sel(split="train", sim=1, detector=545, field="Q").values).all()
     with pytest.raises(DamagedUnitError, match="lacks 1 map") as err:
-        ds.obs.sel(split="train", sim=0, detector=100, field="I").values
+        _ = ds.obs.sel(split="train", sim=0, detector=100, field="I").values
     _unit_named(err, "obs", "train", 0)
     with pytest.raises(DamagedUnitError, match="missing from the shard"):
         CubeDataset(store, "train", detectors=[143], fields=["Q"])[0]
@@ -148,5 +148,5 @@ def test_ilc_names_the_damaged_sim_instead_of_an_ill_conditioned_covariance(stor
     assert int(ds.pred_done.sel(run="hilc", split="train", sim=0)) == 1
     os.remove(os.path.join(store, "pred", "c", "0", "0", "0", "0", "0"))
     with pytest.raises(DamagedUnitError, match="pred of run 'hilc', train sim 0") as exc:
-        cmbcube.open(store).pred.sel(run="hilc", split="train", sim=0, field="I").values
+        _ = cmbcube.open(store).pred.sel(run="hilc", split="train", sim=0, field="I").values
     assert "cmbcube ilc / predict" in str(exc.value)

@@ -193,7 +193,8 @@ def test_pysm3_presets_need_local_files_and_use_them(tmp_path, monkeypatch):
                      foregrounds__data_dir=str(tmp_path / "pysm"), keep=["cmb", "components"])
     with pytest.raises(FileNotFoundError) as err:
         simulate.run(r, str(tmp_path / "s.zarr"), scheduler="synchronous", progress=False)
-    assert "f1: pysm_2/ff_t_new.fits" in str(err.value) and "d9: dust_gnilc/gnilc_dust_template_nside2048" in str(err.value)
+    assert "f1: pysm_2/ff_t_new.fits" in str(err.value)
+    assert "d9: dust_gnilc/gnilc_dust_template_nside2048" in str(err.value)
     assert not (tmp_path / "s.zarr").exists()
     # give f1 a (synthetic) template file: it is read from disk, never from the network
     (tmp_path / "pysm" / "pysm_2").mkdir(parents=True)

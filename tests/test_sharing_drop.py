@@ -10,13 +10,13 @@ import pytest
 
 pytest.importorskip("icechunk")
 
-import cmbcube  # noqa: E402
-from cmbcube import cube  # noqa: E402
-from cmbcube.cli import main  # noqa: E402
-from cmbcube.cube import drop_remote, icechunk_store as ics, icechunk_versions  # noqa: E402
-from cmbcube.cube.drop import drop  # noqa: E402
-from cmbcube.stages.simulate import run as simulate  # noqa: E402
-from conftest import moto_s3, small_recipe, zarr_files  # noqa: E402
+import cmbcube
+from cmbcube import cube
+from cmbcube.cli import main
+from cmbcube.cube import drop_remote, icechunk_store as ics, icechunk_versions
+from cmbcube.cube.drop import drop
+from cmbcube.stages.simulate import run as simulate
+from conftest import moto_s3, small_recipe, zarr_files
 
 RUNS = ("alpha", "beta", "gamma")
 NPIX = 12 * 8 ** 2

@@ -13,11 +13,11 @@ import pytest
 pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")
 
-import cmbcube  # noqa: E402
-from cmbcube.cli import main  # noqa: E402
-from cmbcube.cube.datasets import CubeDataset  # noqa: E402
-from cmbcube.stages import analyze, ilc, simulate  # noqa: E402
-from conftest import moto_s3, small_recipe, zarr_files  # noqa: E402
+import cmbcube
+from cmbcube.cli import main
+from cmbcube.cube.datasets import CubeDataset
+from cmbcube.stages import analyze, ilc, simulate
+from conftest import moto_s3, small_recipe, zarr_files
 
 BUCKET = "plain-cubes"
 

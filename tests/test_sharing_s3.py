@@ -15,11 +15,11 @@ import pytest
 pytest.importorskip("icechunk")
 pytest.importorskip("moto.server")
 
-import cmbcube  # noqa: E402
-from cmbcube.cli import main  # noqa: E402
-from cmbcube.cube import icechunk_store as ics  # noqa: E402
-from cmbcube.stages import analyze, ilc, simulate  # noqa: E402
-from conftest import moto_s3, small_recipe  # noqa: E402
+import cmbcube
+from cmbcube.cli import main
+from cmbcube.cube import icechunk_store as ics
+from cmbcube.stages import analyze, ilc, simulate
+from conftest import moto_s3, small_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "collab-cubes"

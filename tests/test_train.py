@@ -154,7 +154,8 @@ def test_trained_model_predicts_exactly_the_requested_sims(store32, tmp_path):
     shutil.copytree(store32, path)
     cli = [sys.executable, "-m", "cmbcube.cli"]
     proc = subprocess.run(cli + ["train", path, "--model", "patch-unet", "--epochs", "1", "--no-progress",
-                                 "--run", "p", "--patch-side", "16", "--train-sims", "2"], capture_output=True, text=True)
+                                 "--run", "p", "--patch-side", "16", "--train-sims", "2"],
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     proc = subprocess.run(cli + ["predict", path, "--run", "p", "--split", "valid", "--no-progress"],
                           capture_output=True, text=True)

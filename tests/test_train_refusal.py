@@ -139,7 +139,7 @@ def test_only_the_last_and_the_best_checkpoints_are_kept_and_resume_stays_bit_id
         shutil.copytree(tiny_store, path)
         fake = {"losses": iter([3.0, 1.0, 2.0, 4.0]), "dies": dies}
 
-        def evaluate(*args, **kwargs):
+        def evaluate(*args, fake=fake, **kwargs):        # this iteration's losses, bound now
             value = next(fake["losses"])
             if value == fake["dies"]:
                 raise KeyboardInterrupt
@@ -159,7 +159,8 @@ def test_only_the_last_and_the_best_checkpoints_are_kept_and_resume_stays_bit_id
     assert checkpoints.saved_epochs(runs["killed"]) == [2, 4]
     assert checkpoints.saved_epochs(runs["all"]) == [1, 2, 3, 4]
     for epoch in (2, 4):
-        a, b = (torch.load(runs[n] / f"epoch_{epoch:04d}.pt", weights_only=True)["model"] for n in ("straight", "killed"))
+        a, b = (torch.load(runs[n] / f"epoch_{epoch:04d}.pt", weights_only=True)["model"]
+                for n in ("straight", "killed"))
         assert all(torch.equal(a[k], b[k]) for k in a)
     # predict reads the best (--epoch last: the last); an epoch no longer kept is named as such
     with pytest.raises(MissingFileError, match=r"--epoch 1: .* kept: epoch\(s\) 2, 4"):

@@ -192,7 +192,8 @@ def _drop(store: str, product: str, run: str | None, force: bool) -> DropReport:
         main = whole_arrays(product)[0]
         if main not in names:
             have = [p for p in choices() if p not in ("pred", "run") and whole_arrays(p)[0] in names]
-            raise cube.StoreError(f"{store}: no {product} in this store (products present: {', '.join(have) or 'none'})")
+            raise cube.StoreError(f"{store}: no {product} in this store "
+                                  f"(products present: {', '.join(have) or 'none'})")
         cube.delete_arrays(store, present)
         if layout.PRODUCTS.get(product).flag == "sim_done":      # obs, cmb, components, noise
             cube.record_dropped(store, product)

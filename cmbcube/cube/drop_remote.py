@@ -120,7 +120,8 @@ def _drop(store: str, product: str, run: str | None, force: bool) -> tuple:
         present = [n for n in whole_arrays(product) if n in names]
         if whole_arrays(product)[0] not in names:
             have = [p for p in choices() if p not in ("pred", "run") and whole_arrays(p)[0] in names]
-            raise cube.StoreError(f"{store}: no {product} in this store (products present: {', '.join(have) or 'none'})")
+            raise cube.StoreError(f"{store}: no {product} in this store "
+                                  f"(products present: {', '.join(have) or 'none'})")
         _delete_arrays(group, present)
         if cube.PRODUCTS.get(product).flag == "sim_done":
             cube.record_dropped(store, product)

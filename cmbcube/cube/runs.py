@@ -263,7 +263,8 @@ def _check_run_chunking(path: str, names) -> None:
     for name in names:
         arr = group[name]
         enc = arr.metadata.chunk_key_encoding
-        if outer_chunks(arr)[0] != 1 or getattr(enc, "separator", "/") != "/" or getattr(enc, "name", "default") != "default":
+        if outer_chunks(arr)[0] != 1 or getattr(enc, "separator", "/") != "/" \
+                or getattr(enc, "name", "default") != "default":
             raise StoreError(f"{path}: array {name} is not stored one chunk per run (chunks {outer_chunks(arr)}, "
                              f"key encoding {enc}); cmbcube drop cannot edit its run axis")
 

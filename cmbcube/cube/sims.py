@@ -196,9 +196,11 @@ def read_theory(source, split: str, sim: int) -> tuple[dict, np.ndarray]:
 
 
 def flagged_without_data(path: str, products=("obs", "cmb")) -> list[tuple[str, int]]:
-    """Sims flagged done whose shard file of one of ``products`` is absent (a flag set by hand, or data
-    deleted): one existence check per file.  (Zarr skips chunks equal to the fill value, so an all-NaN
-    cosmo_params or cl_theory, with the CMB disabled, has no file: ask for them only when the CMB is on.)"""
+    """Sims flagged done whose shard file of one of ``products`` is absent.
+
+    A flag set by hand, or data deleted: one existence check per file.  (Zarr skips chunks equal to the
+    fill value, so an all-NaN cosmo_params or cl_theory, with the CMB disabled, has no file: ask for them
+    only when the CMB is on.)"""
     group = fresh_group(path)
     names = set(group.array_keys())
     arrays = [(name, group[name]) for name in products if name in names]

@@ -118,7 +118,8 @@ class Simulator:
         # the point the lensing correction is expanded around (cosmology.lensed_spectra)
         self.lensing_expansion = cosmology.expansion_point(spec.cmb_prior, spec.cmb_prior_width, spec.chain) \
             if spec.cmb_enabled and spec.lensing == "corrected" else None
-        self._foregrounds_fixed = model == "pysm3" or (model in foregrounds.SKY_MODELS and spec.foreground_vary == "fixed")
+        self._foregrounds_fixed = model == "pysm3" or (model in foregrounds.SKY_MODELS
+                                                       and spec.foreground_vary == "fixed")
 
     # -- static pieces ------------------------------------------------------------
     def noise_sigma(self, det: instrument.Detector, field: str) -> np.ndarray:

@@ -77,7 +77,8 @@ def _latex_header(header: str) -> str:
 
 def write_tables(rows, out: Path, stem: str, caption: str, units: dict | None = None) -> list[Path]:
     units = plots.metric_units(None) if units is None else units
-    md = [f"**{caption}**", "", "| run | sims | " + " | ".join(plots.metric_header(m, units) for m in TABLE_METRICS) + " |",
+    md = [f"**{caption}**", "",
+          "| run | sims | " + " | ".join(plots.metric_header(m, units) for m in TABLE_METRICS) + " |",
           "|---|---|" + "---|" * len(TABLE_METRICS)]
     for row in rows:
         md.append(f"| {_run_label(row)} | {row['sims']} | " + " | ".join(_fmt(*row[m]) for m in TABLE_METRICS) + " |")
@@ -112,7 +113,8 @@ def calibration_table(rows, out: Path, stem: str, caption: str) -> list[Path] | 
     if not rows:
         return None
     md = [f"**{caption}**", "", "| run | sims | " + " | ".join(
-        f"within {plots.LABELS[m]} [% of pixels] (Gaussian {100 * GAUSSIAN_COVERAGE[m]:.1f}%)" for m in COVERAGE) + " |",
+        f"within {plots.LABELS[m]} [% of pixels] (Gaussian {100 * GAUSSIAN_COVERAGE[m]:.1f}%)"
+        for m in COVERAGE) + " |",
         "|---|---|" + "---|" * len(COVERAGE)]
     for row in rows:
         md.append(f"| {_run_label(row)} | {row['sims']} | " + " | ".join(
@@ -364,7 +366,8 @@ def build(store: str, out_dir: str, split: str = "test", sims=(0,)) -> Path:
     done = ds.analysis_done.sel(split=split).values.astype(bool)
     map_beam = plots.common_map_beam(ds)
     runs = [str(run) for run in ds.run.values]
-    rlims = {sim: plots.residual_limit(ds, [run for r, run in enumerate(runs) if done[r, sim]], split, sim, field, map_beam)
+    rlims = {sim: plots.residual_limit(ds, [run for r, run in enumerate(runs) if done[r, sim]], split, sim, field,
+                                       map_beam)
              for sim in sims if sim < done.shape[1] and done[:, sim].any()}     # one scale for every run shown
     for r, run in enumerate(ds.run.values):
         for sim in sims:
@@ -379,7 +382,8 @@ def build(store: str, out_dir: str, split: str = "test", sims=(0,)) -> Path:
                  f"{float(ds.mask.mean()):.2f})", f"spectra_TT_{split}.png"),
                 ("residual spectra per method", f"residual_spectra_TT_{split}.png")]
     plots.distribution_figure(ds, split, field, 20.6, out / f"metric_distributions_{field}.png")
-    figures.append((f"metric distributions per method (20.6'; {unit}, PSNR in dB)", f"metric_distributions_{field}.png"))
+    figures.append((f"metric distributions per method (20.6'; {unit}, PSNR in dB)",
+                    f"metric_distributions_{field}.png"))
     index += ["## Figures", ""] + [f"### {title}\n\n![{title}]({name})\n" for title, name in figures]
     table = component_table(ds, split)
     if table:

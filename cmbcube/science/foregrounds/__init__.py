@@ -54,8 +54,8 @@ DEFAULT_SKY = COMPONENTS.names()
 
 __all__ = ["COMPONENTS", "Component", "GALAXY", "H_PLANCK", "K_BOLTZMANN", "PARAMS", "PresetSum", "SKY_MODELS",
            "SkyContext", "T_CMB", "component_names", "emission", "field_layers", "galactic_coords",
-           "gaussian_field", "is_uniform", "lognormal", "model_attrs", "polarised_field", "random_frame", "reference_maps",
-           "sed_factors", "slab_envelope", "synthetic_sky", "tsz_sed", "tsz_spectrum", "uniform_sed"]
+           "gaussian_field", "is_uniform", "lognormal", "model_attrs", "polarised_field", "random_frame",
+           "reference_maps", "sed_factors", "slab_envelope", "synthetic_sky", "tsz_sed", "tsz_spectrum", "uniform_sed"]
 
 
 def synthetic_sky(components, nside: int, template_rng, sed_rng_or_none, model: str = "synthetic",
