@@ -61,6 +61,7 @@ def run_names(store: str) -> list[str]:
 
 
 def nside(store: str) -> int:
+    """Return the store's HEALPix nside."""
     return int(_open(store).attrs["nside"])
 
 

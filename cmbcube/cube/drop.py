@@ -213,6 +213,7 @@ def _drop(store: str, product: str, run: str | None, force: bool) -> DropReport:
 
 
 def format_report(report: DropReport) -> str:
+    """Format a drop's report for the terminal: what went, the space reclaimed, the notes."""
     human = cube.human
     lines = [f"dropped {', '.join(report.removed)} from {report.store}: reclaimed {human(max(report.reclaimed, 0))} "
              f"({human(report.bytes_before)} -> {human(report.bytes_after)}, checkpoints included)"]

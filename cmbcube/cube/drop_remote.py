@@ -36,6 +36,7 @@ from cmbcube.errors import InputError
 
 
 def handles(store) -> bool:
+    """Tell whether ``store`` is one this module drops from (an Icechunk repository or object storage)."""
     return ics.handles(store) or objstore.handles(store)
 
 
@@ -45,6 +46,7 @@ def message(product: str, run: str | None, force: bool = False) -> str:
 
 
 def drop(store: str, product: str, run: str | None = None, force: bool = False) -> DropReport:
+    """Drop ``product`` (of ``run``) from a shared store; in an Icechunk repository as one commit, all or nothing."""
     store = str(store)
     if product not in choices():
         raise InputError(f"unknown product {product!r}; allowed: {', '.join(choices())}")

@@ -29,6 +29,7 @@ def require_store(path: str) -> dict:
 
 
 def disk_size(path: str) -> int | None:
+    """Return the bytes of every file under a local store (None for a remote one)."""
     if is_remote(path):
         return None
     total = 0

@@ -161,6 +161,7 @@ def array_dims_of(name: str) -> tuple:
 
 
 def droppable() -> tuple:
+    """List the names of the products ``cmbcube drop`` may remove."""
     return tuple(n for n, p in PRODUCTS.items() if p.droppable)
 
 
@@ -221,6 +222,7 @@ def optional_arrays(cmb_enabled: bool = True) -> tuple:
 
 # ----------------------------------------------------------------------------- codecs and the template
 def package_versions() -> dict[str, str]:
+    """Return the versions of cmbcube and of the packages that shape the stored data."""
     import importlib.metadata as md
     out = {"cmbcube": __version__}
     for name in ("numpy", "healpy", "ducc0", "pysm3", "camb", "zarr", "xarray", "dask", "distributed"):
@@ -245,6 +247,7 @@ def codecs(storage: dict):
 
 
 def foreground_model_attrs(fg: dict) -> dict:
+    """Return the store attributes that describe the foreground model ``fg``."""
     from cmbcube.science.foregrounds import model_attrs
     return model_attrs(fg)
 

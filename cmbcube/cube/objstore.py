@@ -35,6 +35,7 @@ _WARNED: set = set()
 
 
 def handles(path) -> bool:
+    """Tell whether ``path`` is a URL of object storage this module opens."""
     head, sep, rest = str(path).partition("://")
     return bool(sep) and head in SCHEMES
 

@@ -61,6 +61,7 @@ def predicted_counts(path: str) -> np.ndarray:
 
 
 def planned(path: str) -> np.ndarray:
+    """Return the (split, sim) mask of the sims the recipe plans."""
     group = open_group(path)
     n = np.asarray(group["n_sims"][...])
     nsim = group["sim"].shape[0]
@@ -81,6 +82,7 @@ def finished(path: str) -> int:
 
 
 def pending(path: str) -> list[tuple[str, int]]:
+    """List the planned (split, sim) not flagged done yet."""
     todo = planned(path) & ~done_flags(path)
     return [(SPLITS[i], int(j)) for i, j in zip(*np.nonzero(todo))]
 
@@ -218,6 +220,7 @@ def flagged_without_data(path: str, products=("obs", "cmb")) -> list[tuple[str, 
 
 
 def clear_done(path: str, split: str, sim: int) -> None:
+    """Clear the done-flag of one sim."""
     open_group(path, "r+")["sim_done"][SPLITS.index(split), sim] = 0
 
 

@@ -240,6 +240,7 @@ def metadata_problems(path: str) -> list[Damage]:
 
 def verify(path: str, products=None, clear: bool = False, workers: int | None = None,
            progress: bool | None = None) -> VerifyReport:
+    """Read back every finished unit of the store (``products`` only, if given) and report the damage."""
     path = str(path)
     if cube.icechunk_store.handles(path) or objstore.handles(path):      # chunks read back through the guard
         return icechunk_versions.verify(path, products, clear, progress)
@@ -337,6 +338,7 @@ def _clear(path: str, report: VerifyReport, runs: list[str]) -> None:
 
 
 def format_report(report: VerifyReport) -> str:
+    """Format a verify report for the terminal."""
     lines = []
     size = cube.human(report.bytes_read)
     head = (f"verified {report.store}: {report.units} finished unit(s), {report.files} file(s), {size} read "

@@ -38,10 +38,12 @@ class Check:
 
 
 def verdict(ok: bool) -> str:
+    """Return PASS or FAIL."""
     return PASS if ok else FAIL
 
 
 def within(value: float, lo: float, hi: float) -> str:
+    """Return PASS if ``value`` is finite and in [lo, hi], else FAIL."""
     return verdict(bool(np.isfinite(value) and lo <= value <= hi))
 
 

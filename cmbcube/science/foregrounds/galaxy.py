@@ -127,6 +127,7 @@ def dust_intensity(ctx: SkyContext) -> np.ndarray:
 # ---------------------------------------------------------------- the components
 
 def build_dust(ctx: SkyContext):
+    """Build the thermal dust of one sky as a pysm3 modified black body."""
     import pysm3.models as m
     import pysm3.units as u
     one = u.dimensionless_unscaled
@@ -166,6 +167,7 @@ def build_dust(ctx: SkyContext):
 
 
 def build_synchrotron(ctx: SkyContext):
+    """Build the synchrotron of one sky as a pysm3 power law."""
     import pysm3.models as m
     import pysm3.units as u
     one = u.dimensionless_unscaled
