@@ -151,7 +151,7 @@ def test_foreground_mask_is_the_same_in_any_unit(tmp_path):
     import zarr
 
     from cmbcube.stages import simulate
-    from conftest import small_recipe
+    from helpers import small_recipe
     masks = []
     for units in ("uK_CMB", "K_CMB"):
         path = str(tmp_path / f"{units}.zarr")

@@ -19,7 +19,7 @@ import cmbcube
 from cmbcube.cube.datasets import SelectionError
 from cmbcube.recipe import SPLITS
 from cmbcube.stages import analyze, ilc, simulate
-from conftest import small_recipe, zarr_files
+from helpers import small_recipe, zarr_files
 
 
 @pytest.fixture(scope="module")

@@ -149,7 +149,7 @@ def test_cmbml_trees_are_recorded_as_delta_and_exports_convert_over_the_stores_b
     from cmbcube.stages.export import export
     from cmbcube.stages.simulate import run
     from cmbcube.testing import make_example_tree
-    from conftest import small_recipe
+    from helpers import small_recipe
     tree = tmp_path / "tree"
     make_example_tree(tree, nside=16, splits={"train": 1, "valid": 0, "test": 0}, seed=3, units="native")
     assert {d.bandpass for d in recipe_for(scan(tree)).detectors()} == {"delta"}

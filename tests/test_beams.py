@@ -20,7 +20,7 @@ from cmbcube.stages import ilc, simulate
 from cmbcube.stages.export import export
 from cmbcube.stages.ingest import ingest
 from cmbcube.testing import make_example_tree
-from conftest import rms, small_recipe
+from helpers import rms, small_recipe
 
 NSIDE = 32
 DETS = (70, 100, 143, 217, 353)

@@ -14,7 +14,7 @@ from cmbcube.science import cosmology, instrument
 from cmbcube.stages.export import export
 from cmbcube.stages.ingest import ingest
 from cmbcube.testing import make_example_tree
-from conftest import zarr_files
+from helpers import zarr_files
 
 NSIDE = 16
 SPLITS = {"train": 2, "valid": 1, "test": 1}

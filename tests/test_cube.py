@@ -10,7 +10,7 @@ import zarr
 import cmbcube
 from cmbcube import cube
 from cmbcube.stages import simulate
-from conftest import small_recipe, zarr_files
+from helpers import small_recipe, zarr_files
 
 ROOT = Path(__file__).resolve().parents[1]
 

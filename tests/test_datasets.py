@@ -13,7 +13,7 @@ import cmbcube
 from cmbcube.cube.datasets import CubeDataset, SelectionError, make_loader
 from cmbcube.science import geometry, transforms
 from cmbcube.stages import preprocess, simulate
-from conftest import small_recipe
+from helpers import small_recipe
 
 
 @pytest.fixture(scope="module")

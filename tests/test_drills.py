@@ -22,8 +22,7 @@ import cmbcube
 from cmbcube import cli, cube
 from cmbcube.cube.datasets import CubeDataset
 from cmbcube.stages import analyze, ilc, preprocess, simulate, train
-from test_cluster import chunks, fast_recipe, recipe_file
-from test_faults import popen_cli, wait_for
+from helpers import Server, chunks, fast_recipe, popen_cli, recipe_file, wait_for
 
 RECIPE = fast_recipe(splits={"train": 3, "valid": 0, "test": 1})       # 4 quick sims, nside 16, no CAMB
 
@@ -367,7 +366,6 @@ def test_untrusted_http_store_huge_shapes_refused_nothing_executed(clean, tmp_pa
     array, and whose recipe text carries a YAML python tag: cmbcube.open, `cmbcube info` and
     CubeDataset refuse it with the array named, before reading any chunk or allocating anything;
     nothing in it runs."""
-    from test_sharing import Server
     www = tmp_path / "www"
     www.mkdir()
     marker = tmp_path / "executed"

@@ -95,7 +95,7 @@ def test_an_unknown_method_names_the_registered_ones(toy_method):
 ])
 def test_bad_options_exit_2_with_the_option_named_and_the_store_untouched(tiny_store, tmp_path, capsys, argv,
                                                                           message):
-    from conftest import zarr_files
+    from helpers import zarr_files
     before = zarr_files(tiny_store)
     missing = str(tmp_path / "missing.fits")
     assert cli.main([a.format(store=tiny_store, missing=missing) for a in argv]) == 2

@@ -9,7 +9,7 @@ from pysm3.utils import bandpass_unit_conversion
 from cmbcube.interop import templates
 from cmbcube.science import foregrounds, instrument, seeds, sht
 from cmbcube.stages import simspec
-from conftest import small_recipe
+from helpers import small_recipe
 
 ALL = ["dust", "synchrotron", "freefree", "ame", "cib", "tsz", "radio"]
 

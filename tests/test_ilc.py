@@ -9,7 +9,7 @@ import pytest
 import cmbcube
 from cmbcube.science import instrument, needlets, sht
 from cmbcube.stages import ilc, simulate
-from conftest import rms, small_recipe, zarr_files
+from helpers import rms, small_recipe, zarr_files
 
 
 def test_polarisation_path_recovers_e_and_b():

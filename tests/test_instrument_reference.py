@@ -6,7 +6,7 @@ import pytest
 
 from cmbcube.science import instrument, noise
 from cmbcube.stages import simspec
-from conftest import small_recipe
+from helpers import small_recipe
 
 # Planck 2018 results I (A&A 641, A1), Table 4: white-noise sensitivity over the sky.
 # Temperature: uK_CMB deg (30-353 GHz), kJy/sr deg (545, 857 GHz); polarisation: uK_CMB deg.

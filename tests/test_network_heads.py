@@ -8,7 +8,7 @@ import torch
 from cmbcube.cli import main
 from cmbcube.networks import NETWORKS, build
 from cmbcube.stages.train import TrainConfig, defaults
-from conftest import zarr_files
+from helpers import zarr_files
 
 SHAPE = (2, 4, 128, 96)          # nside 32 face planes, 4 detectors
 

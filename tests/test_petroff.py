@@ -14,6 +14,7 @@ from cmbcube.cube import analysis_io
 from cmbcube.networks import petroff, sphere
 from cmbcube.science import metrics, spectra, transforms
 from cmbcube.stages import analyze, report, train
+from helpers import interrupt_training
 
 
 @pytest.mark.parametrize("nside", [2, 4, 8])
@@ -265,14 +266,7 @@ def test_petroff_resume_is_bit_for_bit(tiny_store, tmp_path, monkeypatch):
     shutil.copytree(tiny_store, a)
     shutil.copytree(tiny_store, b)
     full = train.train(a, config, progress=False)
-    original, calls = train.evaluate, []
-
-    def interrupted(*args, **kwargs):          # the process dies in epoch 2, after the epoch-1 checkpoint
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-    monkeypatch.setattr(train, "evaluate", interrupted)
+    original = interrupt_training(monkeypatch)    # the process dies in epoch 2, after the epoch-1 checkpoint
     with pytest.raises(KeyboardInterrupt):
         train.train(b, config, progress=False)
     monkeypatch.setattr(train, "evaluate", original)

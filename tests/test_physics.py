@@ -7,7 +7,7 @@ import pytest
 from cmbcube.interop.planck import read_chain
 from cmbcube.science import cosmology, foregrounds, instrument, noise, seeds, sht
 from cmbcube.stages import simspec
-from conftest import rms, small_recipe
+from helpers import rms, small_recipe
 
 
 def test_cmb_realisation_matches_theory_within_cosmic_variance():

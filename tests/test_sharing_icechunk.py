@@ -61,7 +61,7 @@ def test_train_and_predict_on_an_icechunk_store_match_a_local_store(tmp_path, mo
     import cmbcube
     from cmbcube.networks import NETWORKS, Network
     from cmbcube.stages import predict, simulate, train
-    from conftest import small_recipe
+    from helpers import small_recipe
 
     NETWORKS.register("toy-ice", Network(
         build=lambda cin, cout, nside, config=None, **kw: torch.nn.Conv1d(cin, cout, 1), view="sky",

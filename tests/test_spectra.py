@@ -139,7 +139,7 @@ def test_one_estimator_per_store_and_recorded(tmp_path, tiny_store):
     import zarr
 
     from cmbcube.stages import ilc
-    from conftest import zarr_files
+    from helpers import zarr_files
     path = str(tmp_path / "s.zarr")
     shutil.copytree(tiny_store, path)
     ilc.run(path, ilc.ILCConfig(method="hilc"), splits=("test",), scheduler="synchronous")

@@ -11,7 +11,7 @@ import zarr
 import cmbcube
 from cmbcube import cube, networks
 from cmbcube.stages import checkpoints, predict, preprocess, simulate, train
-from conftest import small_recipe
+from helpers import small_recipe
 
 
 @pytest.fixture(scope="module")

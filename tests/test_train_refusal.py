@@ -13,7 +13,7 @@ from cmbcube.cli import main
 from cmbcube.errors import InputError, MissingFileError
 from cmbcube.networks import NETWORKS, Network, petroff
 from cmbcube.stages import checkpoints, predict, train
-from conftest import zarr_files
+from helpers import interrupt_training, zarr_files
 
 TOY = "toy-refusal"
 ARGS = ["--model", TOY, "--fields", "I", "--run", "r", "--device", "cpu", "--no-progress"]
@@ -85,14 +85,7 @@ def test_training_a_finished_run_again_is_refused_until_resume_or_overwrite_says
 def test_a_killed_run_and_left_checkpoints_are_refused_and_resume_keeps_predictions_consistent(store, tmp_path,
                                                                                                monkeypatch):
     config = toy_config(3)
-    original, calls = train.evaluate, []
-
-    def dies_in_epoch_2(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-    monkeypatch.setattr(train, "evaluate", dies_in_epoch_2)
+    original = interrupt_training(monkeypatch)    # dies in epoch 2
     with pytest.raises(KeyboardInterrupt):
         train.train(store, config, "r", device="cpu", progress=False)
     monkeypatch.setattr(train, "evaluate", original)
@@ -113,9 +106,7 @@ def test_a_killed_run_and_left_checkpoints_are_refused_and_resume_keeps_predicti
         train.train(store, config, "r", device="cpu", resume=True, progress=False)
     assert everything(store)[1] == before[1]
     # --overwrite clears the left checkpoints; killed before its first checkpoint, the run resumes from epoch 0
-    calls.clear()
-    monkeypatch.setattr(train, "evaluate", dies_in_epoch_2)
-    calls.append(1)
+    interrupt_training(monkeypatch, at_call=1)
     with pytest.raises(KeyboardInterrupt):
         train.train(other, config, "r", device="cpu", overwrite=True, progress=False)
     monkeypatch.setattr(train, "evaluate", original)

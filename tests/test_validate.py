@@ -9,7 +9,7 @@ import zarr
 from cmbcube.cli import main
 from cmbcube.stages import validate
 from cmbcube.stages.simulate import run as simulate
-from conftest import small_recipe
+from helpers import small_recipe
 
 GROUPS = {"lensed CMB", "units", "beams", "noise", "galaxy", "extragalactic", "independence"}
 
