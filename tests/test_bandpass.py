@@ -59,6 +59,7 @@ def test_band_integration_matches_a_dense_pysm3_integration():
     models = foregrounds.synthetic_sky(["dust", "synchrotron", "tsz", "cib"], 16,
                                        lambda n: seeds.rng(4, "test", 0, "foreground-" + n),
                                        lambda n: seeds.rng(4, "test", 0, "sed-" + n))
+    assert list(models) == ["dust", "synchrotron", "tsz", "cib"]        # every model is compared below
     for freq in (30, 217, 857):
         det = instrument.detector(freq, bandpass="tophat")
         assert det.band_ghz.size == instrument.BAND_POINTS and np.sum(det.band_weights) == pytest.approx(1.0)

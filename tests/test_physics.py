@@ -54,6 +54,7 @@ def test_beam_transfer_function_of_simulated_map_matches_gaussian():
     nest2ring = hp.ring2nest(32, np.arange(12 * 32 ** 2))
     lmax = 95
     truth = sht.map2alm(res.cmb[:, nest2ring].astype(float), lmax, 3)
+    assert list(r["detectors"]) == [100, 857] and res.obs.shape[0] == 2
     for i, freq in enumerate(r["detectors"]):
         fields = 3 if freq == 100 else 1
         beamed = sht.map2alm(res.obs[i, :fields][:, nest2ring].astype(float), lmax, 3)
@@ -158,6 +159,7 @@ def test_seeds_never_collide_and_repeat_exactly(tiny_recipe):
 
 def test_545_and_857_have_no_polarisation(tiny_recipe):
     res = simspec.simulator(tiny_recipe).run("test", 1)
+    assert len(tiny_recipe["detectors"]) == res.obs.shape[0] and {545, 857} < set(tiny_recipe["detectors"])
     for i, freq in enumerate(tiny_recipe["detectors"]):
         assert np.isnan(res.obs[i, 1:]).all() == (freq >= 545)
         assert np.isfinite(res.obs[i, 0]).all()
