@@ -19,6 +19,7 @@ quickstart: $(BIN)/cmbcube
 	$(BIN)/cmbcube run recipes/quickstart.yaml --store quickstart.zarr
 
 test: $(BIN)/cmbcube
+	$(BIN)/ruff check .
 	# two pytest workers, one test file each (module fixtures built once): the suite's waits (subprocesses,
 	# servers, killed workers) overlap on the 2 cores
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile

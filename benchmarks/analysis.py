@@ -136,8 +136,8 @@ class PeakRSS(threading.Thread):
 
 # ----------------------------------------------------------------------------- setup
 def build_store(store: str, nside: int, nsims: int) -> dict:
-    from cmbcube.stages import analyze, ilc, simulate
     from cmbcube import recipe
+    from cmbcube.stages import analyze, ilc, simulate
     r = recipe.validate({"name": "analysis-bench", "nside": nside, "splits": {"train": 0, "valid": 0, "test": nsims},
                          "detectors": ALL_DETECTORS, "fields": ["I"], "keep": ["cmb"], "seed": 7})
     t0 = time.perf_counter()
@@ -193,8 +193,8 @@ def serial_fits(root: str, sims: list, nside: int, beam_truth: float, beam_pred:
     """Child process: the CMB-ML-style serial loop (see the docstring); reports times and metrics."""
     import healpy as hp
 
-    from cmbcube.science import metrics as sm, spectra as ss
     from cmbcube.cube import analysis_io
+    from cmbcube.science import metrics as sm, spectra as ss
     root = Path(root)
     out_dir = root / "results"
     out_dir.mkdir(exist_ok=True)
@@ -284,9 +284,8 @@ def spectra_cost(nside: int, nsims: int) -> dict:
     coupling matrices (per worker and mask) timed apart.  Maps: lensed-CMB-like power laws, a 60' beam."""
     import healpy as hp
 
-    from cmbcube.science import metrics as sm, spectra as ss
     from cmbcube.cube import analysis_io
-    from cmbcube.science import sht
+    from cmbcube.science import metrics as sm, sht, spectra as ss
     lmax, npix = 3 * nside - 1, 12 * nside * nside
     ell = np.arange(lmax + 1)
     cls = np.zeros((4, lmax + 1))

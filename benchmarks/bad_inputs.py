@@ -65,7 +65,8 @@ CASES = [
     Case("4", "target beam NaN", ["check-recipe", "{R}", "--set", "cmb.target_beam_arcmin=.nan"]),
     Case("4", "prior width infinite", ["check-recipe", "{R}", "--set", "cmb.prior_width=.inf"]),
     Case("5", "a YAML alias bomb (9 nested anchors) in a recipe", ["check-recipe", "{T}/bomb.yaml"]),
-    Case("6", "lens_potential_accuracy 1000000", ["check-recipe", "{R}", "--set", "cmb.lens_potential_accuracy=1000000"]),
+    Case("6", "lens_potential_accuracy 1000000", ["check-recipe", "{R}", "--set",
+                                                  "cmb.lens_potential_accuracy=1000000"]),
     Case("6", "map2alm_iterations 100000000", ["check-recipe", "{R}", "--set",
                                                "instrument.map2alm_iterations=100000000"]),
     Case("6", "zstd level 1000", ["check-recipe", "{R}", "--set", "storage.compression=zstd", "--set",
@@ -114,8 +115,8 @@ def tree_hash(*paths) -> str:
 def cli(args, cwd, prefix=(), timeout=600):
     env = dict(os.environ, PYTHONPATH=str(ROOT), CMBCUBE_SHT_THREADS="1")
     start = time.perf_counter()
-    proc = subprocess.run([*prefix, sys.executable, "-c", "import sys; from cmbcube.cli import main; sys.exit(main())", *args],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run([*prefix, sys.executable, "-c", "import sys; from cmbcube.cli import main; sys.exit(main())",
+                           *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     return proc, time.perf_counter() - start
 
 

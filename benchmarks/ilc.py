@@ -50,8 +50,8 @@ def _one_sim_peak(store, config, queue):
     obs = group["obs"].get_orthogonal_selection((2, 0, idx, slice(None), slice(None)))
     units = [str(u) for u in group["unit"][...]]
     t0 = time.perf_counter()
-    ilc.clean_sim(obs, list(config.detectors), ["I"], [units[i] for i in idx], config,
-                  int(group.attrs["nside"]), "uK_CMB", beams_arcmin=list(cube.detector_beams(group, config.detectors).values()))
+    ilc.clean_sim(obs, list(config.detectors), ["I"], [units[i] for i in idx], config, int(group.attrs["nside"]),
+                  "uK_CMB", beams_arcmin=list(cube.detector_beams(group, config.detectors).values()))
     queue.put((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, time.perf_counter() - t0))
 
 
@@ -113,8 +113,8 @@ def residuals(store, nside):
                 for run in ("nilc", "hilc")}
         for det in ds.detector.values:
             fwhm = cube.detector_beams(ds, [det])[int(det)]
-            maps[f"single_{int(det)}"] = to_common(ds.obs.sel(split="test", sim=sim, detector=det, field="I").values[nest],
-                                                   fwhm)
+            single = ds.obs.sel(split="test", sim=sim, detector=det, field="I").values[nest]
+            maps[f"single_{int(det)}"] = to_common(single, fwhm)
         truth = no_dipole(truth)
         for name, m in maps.items():
             m = no_dipole(m)

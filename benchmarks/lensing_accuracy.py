@@ -21,8 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cmbcube.science import cosmology  # noqa: E402
-from cmbcube.science.validation import camb_reference  # noqa: E402
+from cmbcube.science import cosmology
+from cmbcube.science.validation import camb_reference
 
 CASES = (("planck2018", 1.0), ("wmap9", 1.0), ("planck2018", 3.0))
 
@@ -56,8 +56,8 @@ def main(draws: int = 3) -> int:
                    "band_limit_max_err": dict(zip(("TT", "EE", "BB", "TE"), worst_old.round(5).tolist()))}
             results.append(row)
             print(f"nside {nside:4d} {prior:>10} x{width:g}: setup {setup:5.1f} s; corrected max error TT/EE/BB/TE "
-                  + " / ".join(f"{x:.4f}" for x in worst) + "; band-limit CAMB " + " / ".join(f"{x:.4f}" for x in worst_old),
-                  flush=True)
+                  + " / ".join(f"{x:.4f}" for x in worst) + "; band-limit CAMB "
+                  + " / ".join(f"{x:.4f}" for x in worst_old), flush=True)
     print(json.dumps({"lensing_accuracy": results}))
     return 0
 

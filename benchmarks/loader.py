@@ -358,7 +358,7 @@ def guard_overhead(store: str, nsims: int, rounds: int, log) -> dict:
     maps = [(d, f) for d in range(len(FREQS)) for f in range(len(FIELDS)) if f == 0 or POLARISED[FREQS[d]]]
 
     def one_map(guard, sim):
-        views[guard].obs.isel(split=0, sim=sim, detector=4, field=1).values
+        _ = views[guard].obs.isel(split=0, sim=sim, detector=4, field=1).values
 
     def whole_shard(guard, sim):
         groups[guard]["obs"][0, sim]
@@ -396,8 +396,8 @@ def guard_overhead(store: str, nsims: int, rounds: int, log) -> dict:
 
 def print_guard(result: dict, nsims: int, rounds: int) -> None:
     print()
-    print(f"guarded reads (cmbcube.cube.guard) vs plain zarr, ms per read, median of {rounds} rounds over {nsims} sims, "
-          "reads interleaved, warm cache:")
+    print("guarded reads (cmbcube.cube.guard) vs plain zarr, ms per read, "
+          f"median of {rounds} rounds over {nsims} sims, reads interleaved, warm cache:")
     notes = {"open_view_one_map": "cmbcube.open(...).obs one map (index + 1 chunk through xarray/Dask)",
              "zarr_whole_shard": "zarr obs[split, sim]: whole shard, 23 maps (crc32c by guard + zarr)",
              "cubedataset_shard_reader": "CubeDataset's shard reader, strict checks on / off"}
@@ -458,9 +458,9 @@ def main(argv=None) -> int:
 
     if args.guard_only:
         return guard_only(args, log)
+    import healpy
     import torch
     import zarr
-    import healpy
     log(f"loader benchmark: nside {NSIDE}, {nsims} sims, batch {BATCH}, workers {WORKERS}, {rounds} timed "
         f"epochs per configuration; {os.cpu_count()} CPUs; torch {torch.__version__}, zarr {zarr.__version__}, "
         f"healpy {healpy.__version__}, python {platform.python_version()}; load average {load_average()}")
@@ -536,7 +536,7 @@ def main(argv=None) -> int:
     if zstd:
         for w in WORKERS:
             zstd_ratio[w] = med[("cube-zstd", w)] / med[("cube", w)]
-        print(f"  storage.compression zstd / none               " + "".join(f"{zstd_ratio[w]:>12.2f}" for w in WORKERS)
+        print("  storage.compression zstd / none               " + "".join(f"{zstd_ratio[w]:>12.2f}" for w in WORKERS)
               + f"   (size zstd / none: {sizes['cube_zstd'][0] / sizes['cube'][0]:.3f})")
 
     print()

@@ -23,7 +23,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+import common
 
 
 def recipe(nside: int, sims: int):
@@ -86,8 +86,8 @@ def main() -> None:
     server.stop()
     base = rows[0]
     lines = [f"# benchmarks/sharing.py, {datetime.date.today()}: nside {args.nside}, {args.sims} train sims "
-             f"(keep cmb, fixed cosmology, synchronous; after a warm-up run), epoch = CubeDataset train, field I, batch 4, "
-             f"num_workers 0; load average {common.load_average()}; {os.cpu_count()} CPUs",
+             "(keep cmb, fixed cosmology, synchronous; after a warm-up run), epoch = CubeDataset train, field I, "
+             f"batch 4, num_workers 0; load average {common.load_average()}; {os.cpu_count()} CPUs",
              f"{'backend':22s} {'simulate s':>10s} {'x Zarr':>7s} {'write s':>8s} {'x Zarr':>7s} "
              f"{'epoch s':>8s} {'x Zarr':>7s} {'MB/s read':>9s}"]
     npix = 12 * args.nside ** 2

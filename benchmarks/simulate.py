@@ -382,7 +382,7 @@ def interleaved_job(spec: dict) -> dict:
             for m in ("synthetic-gaussian", "synthetic")}
     times = {m: [] for m in sims}
     parts = {m: {} for m in sims}
-    for m, simulator in sims.items():
+    for simulator in sims.values():
         simulator.run("train", 10_000)
     for i in range(nsims):
         for m, simulator in sims.items():
@@ -625,8 +625,8 @@ def lensing_cost(nside: int, nsims: int) -> dict:
     from cmbcube.stages import simspec
 
     def build(lensing):
-        return recipe_mod.validate({"name": "lensing-cost", "nside": nside, "seed": SEED, "splits": {"train": nsims + 1},
-                                    "keep": ["cmb"], "cmb": {"lensing": lensing}})
+        return recipe_mod.validate({"name": "lensing-cost", "nside": nside, "seed": SEED,
+                                    "splits": {"train": nsims + 1}, "keep": ["cmb"], "cmb": {"lensing": lensing}})
 
     with tempfile.TemporaryDirectory() as cache:
         os.environ["CMBCUBE_CACHE_DIR"] = cache
@@ -686,7 +686,7 @@ def main(argv=None) -> int:
                         help="per_sim: a new Galaxy every sim (cmbcube's default); fixed: one Galaxy for all "
                              "sims (CMB-ML's dataset; the baseline still recomputes emission and smoothing per sim)")
     parser.add_argument("--nsides", help="comma-separated nsides to measure instead of the mode's, e.g. 512 "
-                                         "(sims per nside: the default mode's, 512: %s)" % SIMS[512])
+                                         f"(sims per nside: the default mode's, 512: {SIMS[512]})")
     parser.add_argument("--sky-models", action="store_true",
                         help="compare the per-sim cost of the filamentary (default) and the Gaussian sky only")
     parser.add_argument("--sky-model-sims", type=int, default=6, help="--sky-models: sims per run (default 6)")

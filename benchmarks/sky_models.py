@@ -48,8 +48,7 @@ MODELS = ("synthetic", "synthetic-gaussian")
 def realism(nsims: int, nside: int, docs: Path) -> dict:
     import healpy as hp
 
-    from cmbcube.science import foregrounds
-    from cmbcube.science import skystats as ss
+    from cmbcube.science import foregrounds, skystats as ss
     out, spectra = {}, {}
     for model in MODELS:
         rows, cls = [], []
@@ -112,14 +111,14 @@ def realism(nsims: int, nside: int, docs: Path) -> dict:
     print(f"\n== validation of `{MODELS[0]}` (mean over sims) against the published figures ==")
     print(f"{'quantity':<18}{'measured':>10}{'reference':>11}{'accepted':>16}  {'pass':<5} source")
     checks = {}
-    for label, key, rk in lines:
+    for _label, key, rk in lines:
         if not rk:
             continue
         v, r = out[MODELS[0]][key][0], ref[rk]
         ok = r["lo"] <= v <= r["hi"]
         checks[rk] = ok
-        print(f"{rk:<18}{v:>10.3g}{r['value']:>11g}{'[' + format(r['lo'], 'g') + ', ' + format(r['hi'], 'g') + ']':>16}  "
-              f"{'pass' if ok else 'FAIL':<5} {r['source']}")
+        interval = "[" + format(r["lo"], "g") + ", " + format(r["hi"], "g") + "]"
+        print(f"{rk:<18}{v:>10.3g}{r['value']:>11g}{interval:>16}  {'pass' if ok else 'FAIL':<5} {r['source']}")
     figures(nside, spectra, docs, foregrounds, ss, hp)
     out["checks"] = checks
     return out
@@ -185,8 +184,8 @@ def figures(nside, spectra, docs, foregrounds, ss, hp):
 def experiment(work: Path, splits: dict, epochs: int) -> dict:
     from train import REPORT_BEAMS, cube_mae
 
-    from cmbcube.stages import analyze, ilc, predict, preprocess, simulate, train
     from cmbcube import recipe
+    from cmbcube.stages import analyze, ilc, predict, preprocess, simulate, train
     results = {}
     for model in MODELS:
         store = str(work / f"{model}.zarr")
@@ -216,7 +215,8 @@ def experiment(work: Path, splits: dict, epochs: int) -> dict:
         results[model] = {run: cube_mae(store, run) for run in ("nilc", "hilc", "unet5")}
     print(f"\n== test MAE (uK_CMB, field I, f_sky 0.8 mask, monopole+dipole removed), nside 32, splits {splits}, "
           f"UNet5 {epochs} epochs; mean +- s.e. over test sims ==")
-    print(f"{'method':<10}" + "".join(f"{m + ' ' + format(b, 'g') + chr(39):>30}" for m in MODELS for b in REPORT_BEAMS))
+    print(f"{'method':<10}"
+          + "".join(f"{m + ' ' + format(b, 'g') + chr(39):>30}" for m in MODELS for b in REPORT_BEAMS))
     for run in ("nilc", "hilc", "unet5"):
         print(f"{run:<10}" + "".join(f"{results[m][run][b][0]:>20.3f} +- {results[m][run][b][1]:<6.3f}"
                                      for m in MODELS for b in REPORT_BEAMS))

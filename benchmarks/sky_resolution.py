@@ -21,8 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cmbcube.science import skystats as ss  # noqa: E402
-from cmbcube.science.validation import correlation  # noqa: E402
+from cmbcube.science import skystats as ss
+from cmbcube.science.validation import correlation
 
 DUST = ("D80_EE", "alpha_EE", "alpha_BB", "BB_over_EE", "r_TE")
 SYNC = ("D80_EE", "alpha_EE", "alpha_BB", "BB_over_EE")
@@ -40,12 +40,14 @@ def main() -> int:
             dust.append([st[k] for k in DUST])
             sync.append([s[k] for k in SYNC])
         row = {f"dust_{k}": (float(m), float(e)) for k, m, e in zip(DUST, np.mean(dust, 0), np.std(dust, 0, ddof=1))}
-        row.update({f"sync_{k}": (float(m), float(e)) for k, m, e in zip(SYNC, np.mean(sync, 0), np.std(sync, 0, ddof=1))})
+        row.update({f"sync_{k}": (float(m), float(e))
+                    for k, m, e in zip(SYNC, np.mean(sync, 0), np.std(sync, 0, ddof=1))})
         out["resolution"][nside] = row
         print(f"sky nside {nside}, 4 sims: " + ", ".join(f"{k} {m:.3g} ({e:.2g})" for k, (m, e) in row.items()))
     for shared in (1.0, 0.5, 0.0):
         a, b = (ss.component_maps("dust", 64, 0, sim, shared_structure=shared) for sim in (0, 1))
-        sa, sb = (ss.component_maps("synchrotron", 64, 0, sim, freq_ghz=30.0, shared_structure=shared) for sim in (0, 1))
+        sa, sb = (ss.component_maps("synchrotron", 64, 0, sim, freq_ghz=30.0, shared_structure=shared)
+                  for sim in (0, 1))
         r = {"dust_I_ell30": correlation(a[0], b[0], 30), "sync_Q": correlation(sa[1], sb[1])}
         out["shared_structure"][shared] = r
         print(f"shared_structure {shared}: correlation of sims 0 and 1, dust I (ell >= 30) {r['dust_I_ell30']:.3f}, "

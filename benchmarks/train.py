@@ -105,8 +105,8 @@ REPORT_BEAMS = (0.0, 20.6)
 # ----------------------------------------------------------------------------- stores
 def simulate_store(path: str, nside: int, splits: dict, seed: int, name: str, keep=("cmb",)) -> dict:
     """A real simulated store (all 9 detectors, field I, keep cmb by default) and its statistics."""
-    from cmbcube.stages import preprocess, simulate
     from cmbcube import recipe
+    from cmbcube.stages import preprocess, simulate
     r = recipe.validate({"name": name, "nside": nside, "splits": splits, "detectors": ALL_DETECTORS,
                          "fields": ["I"], "keep": list(keep), "seed": seed})
     t0 = time.perf_counter()
@@ -128,10 +128,10 @@ def simulate_store(path: str, nside: int, splits: dict, seed: int, name: str, ke
 
 def synthetic_store(path: str, nside: int, splits: dict) -> dict:
     """A store of random maps with the shapes of a real one (GPU sizes, where simulating is too slow)."""
-    from cmbcube.science import cosmology
     from cmbcube import cube, recipe
-    from cmbcube.stages import preprocess
     from cmbcube.recipe import SPLITS
+    from cmbcube.science import cosmology
+    from cmbcube.stages import preprocess
     r = recipe.validate({"name": f"train-bench-synthetic-{nside}", "nside": nside, "splits": splits,
                          "detectors": ALL_DETECTORS, "fields": ["I"], "keep": ["cmb"]})
     cube.create_or_check(path, r)
@@ -227,8 +227,8 @@ def single_channel_mae(store: str) -> dict:
     import zarr
 
     import cmbcube
-    from cmbcube.science import metrics as sm
     from cmbcube import cube
+    from cmbcube.science import metrics as sm
     group = zarr.open_group(store, mode="r")
     nside = int(group.attrs["nside"])
     fields = [str(f) for f in group["field"][...]]
@@ -261,8 +261,8 @@ def recomputed_pred_mae(store: str, run: str) -> dict:
     import zarr
 
     import cmbcube
-    from cmbcube.science import metrics as sm
     from cmbcube import cube
+    from cmbcube.science import metrics as sm
     group = zarr.open_group(store, mode="r")
     nside = int(group.attrs["nside"])
     fi = [str(f) for f in group["field"][...]].index("I")

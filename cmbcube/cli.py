@@ -12,11 +12,9 @@ import argparse
 import dataclasses
 import logging
 import sys
-from typing import Callable
+from collections.abc import Callable
 
-from cmbcube import __version__
-from cmbcube import cli_args as opts
-from cmbcube import cli_handlers as run
+from cmbcube import __version__, cli_args as opts, cli_handlers as run
 from cmbcube.errors import EXIT_BAD_INPUT, EXIT_FAILURE, CmbcubeError, InputError
 
 

@@ -6,6 +6,7 @@ function receives the command's ``argparse`` sub-parser and adds its arguments.
 from __future__ import annotations
 
 import argparse
+
 from cmbcube.networks import DEFAULT as networks_default, LOSSES, UNET_HEADS, help_text as networks_help
 
 

@@ -50,8 +50,8 @@ def dry_run(args) -> int:
     """``--dry-run`` on any Dask stage: the plan and the compute side; starts and writes nothing."""
     import os
 
-    from cmbcube.stages import cluster
     from cmbcube import cube
+    from cmbcube.stages import cluster
     if args.command in ("simulate", "run"):
         from cmbcube.recipe import load
         recipe = load(args.recipe, args.overrides)
@@ -331,7 +331,8 @@ def check_recipe(args) -> int:
     print(f"recipe {recipe.name} is valid (hash {recipe.hash[:12]})")
     print("  sims: " + ", ".join(f"{k} {v}" for k, v in recipe.splits.items()) + f" = {nsims}")
     print(f"  nside {r['nside']} (sky model {r['sky_nside']}), detectors {r['detectors']}, fields {r['fields']}")
-    print(f"  foregrounds: {r['foregrounds']['model']} {component_names(r['foregrounds'])} ({r['foregrounds']['vary']})")
+    fg = r["foregrounds"]
+    print(f"  foregrounds: {fg['model']} {component_names(fg)} ({fg['vary']})")
     print("\n".join(plan.lines()))
     for problem in forced:
         print(f"  warning (--force-size): {problem}")

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from cmbcube.recipe_schema import (SCHEMA, SPLITS, TRUTH_PRODUCTS, RecipeError,  # noqa: F401
-                                   check_cluster, shown, validate_section)
+from cmbcube.recipe_schema import SCHEMA, SPLITS, TRUTH_PRODUCTS, RecipeError, check_cluster, shown, validate_section
 from cmbcube.science import instrument
 
 # Sections that describe how to compute or what to do downstream, not the simulated data:

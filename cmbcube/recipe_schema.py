@@ -12,8 +12,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cmbcube.errors import InputError
 from cmbcube.science import instrument
@@ -301,7 +302,8 @@ SCHEMA: dict = {
                                 doc="local and slurm: threads per worker (numpy/numba pools are pinned to it)"),
         "memory_limit": F((str, int), "auto", check=_memory_or_auto, doc="local: per worker, e.g. 4GB, or auto"),
         "address": F((str,), None, nullable=True, check=_scheduler_address, doc="address: tcp://host:port"),
-        "scheduler_file": F((str,), None, nullable=True, doc="address: file written by dask scheduler --scheduler-file"),
+        "scheduler_file": F((str,), None, nullable=True,
+                            doc="address: file written by dask scheduler --scheduler-file"),
         "slurm": {
             "queue": F((str,), None, nullable=True, doc="partition (#SBATCH -p)"),
             "account": F((str,), None, nullable=True, doc="account charged (#SBATCH -A)"),

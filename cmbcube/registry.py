@@ -15,7 +15,8 @@ The registries themselves live next to what they hold:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from cmbcube.errors import InputError
 

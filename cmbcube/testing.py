@@ -78,7 +78,7 @@ def make_example_tree(directory, nside: int = 16, splits: dict | None = None, se
                 1e-7 * shape, 1e-5 * shape, 1e-6 * shape]
         cols = [np.where(ell < 2, 0.0, c) for c in cols]
         rows = ["# L " + " ".join(f"{n:13s}" for n in "TT EE BB TE PP PT PE".split())]
-        rows += [f"{l:4d} " + " ".join(f"{c[l]:12.7e}" for c in cols) for l in ell]
+        rows += [f"{multipole:4d} " + " ".join(f"{c[multipole]:12.7e}" for c in cols) for multipole in ell]
         return "\n".join(rows) + "\n"
 
     def params():

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 import cmbcube
-from cmbcube.science import metrics, spectra
+from cmbcube.science import instrument, metrics, pixwin, sht, spectra
 from cmbcube.stages import analyze, ilc, report
-from cmbcube.science import instrument, pixwin, sht
 
 
 def test_metrics_equal_hand_computed_values():
@@ -116,7 +115,8 @@ def test_view_and_errors(analysed, tmp_path):
     assert proc.returncode == 0 and (tmp_path / "z.png").stat().st_size > 1000
     proc = subprocess.run(cli + ["--product", "pred"], capture_output=True, text=True)
     assert proc.returncode == 2 and "allowed: nilc" in proc.stderr
-    proc = subprocess.run(cli + ["--product", "obs", "--detector", "545", "--field", "Q"], capture_output=True, text=True)
+    proc = subprocess.run(cli + ["--product", "obs", "--detector", "545", "--field", "Q"],
+                          capture_output=True, text=True)
     assert proc.returncode == 2 and "no data" in proc.stderr
 
 
@@ -125,8 +125,9 @@ def test_cmbcube_run_end_to_end_then_quick_rerun(tmp_path):
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
     store = tmp_path / "q.zarr"
-    args = [sys.executable, "-m", "cmbcube.cli", "run", str(root / "recipes" / "quickstart.yaml"), "--store", str(store),
-            "--set", "splits={train: 2, valid: 1, test: 1}", "--set", "fields=[I]", "--set", "keep=[cmb]",
+    args = [sys.executable, "-m", "cmbcube.cli", "run", str(root / "recipes" / "quickstart.yaml"),
+            "--store", str(store), "--set", "splits={train: 2, valid: 1, test: 1}", "--set", "fields=[I]",
+            "--set", "keep=[cmb]",
             "--set", "foregrounds.components=[dust, synchrotron]", "--set", "pipeline.epochs=1",
             "--scheduler", "synchronous", "--no-progress"]
     proc = subprocess.run(args, capture_output=True, text=True)
@@ -150,7 +151,7 @@ def test_foreground_mask_is_the_same_in_any_unit(tmp_path):
     import zarr
 
     from cmbcube.stages import simulate
-    from conftest import small_recipe
+    from helpers import small_recipe
     masks = []
     for units in ("uK_CMB", "K_CMB"):
         path = str(tmp_path / f"{units}.zarr")

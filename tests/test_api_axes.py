@@ -19,7 +19,7 @@ import cmbcube
 from cmbcube.cube.datasets import SelectionError
 from cmbcube.recipe import SPLITS
 from cmbcube.stages import analyze, ilc, simulate
-from conftest import small_recipe, zarr_files
+from helpers import small_recipe, zarr_files
 
 
 @pytest.fixture(scope="module")
@@ -151,7 +151,7 @@ def test_reader_looping_while_simulate_writes_sees_whole_sims_only(tmp_path, mon
                 obs, noise = c.obs.values, c.noise.values
                 flags = c.sim_done.values == 1
             n_sims = c.n_sims.values
-            for i, j in ((i, j) for i in range(len(n_sims)) for j in range(n_sims[i])):
+            for i, j in ((a, b) for a in range(len(n_sims)) for b in range(n_sims[a])):
                 if not flags[i, j]:
                     assert np.isnan(obs[i, j]).all() and np.isnan(noise[i, j]).all(), (reads, i, j)
                 else:

@@ -107,7 +107,7 @@ def test_no_module_is_over_the_size_limit():
 
 def test_no_private_name_is_imported_across_modules():
     found = []
-    for name, path, tree in modules():
+    for _, path, tree in modules():
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "cmbcube":
                 found += [f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.module}.{a.name}"

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cmbcube.interop import assets, fetch
 from cmbcube import cli
+from cmbcube.interop import assets, fetch
 from cmbcube.recipe import load
 
 
@@ -103,7 +103,7 @@ def test_listing_shows_needed_files_where_they_go_and_what_is_present(recipe_fil
     assert cli.main(["assets", recipe_file]) == 1                  # needed files missing
     out = capsys.readouterr().out
     for path in _targets(tmp_path).values():
-        assert f"missing  yes" in out and str(path) in out
+        assert "missing  yes" in out and str(path) in out
     assert assets.MASK_NAME in out and "no" in out                  # the mask is optional
     assert "foregrounds.data_dir" in out and "noise.variance_dir" in out and "cmb.chain_file" in out
     target = _targets(tmp_path)["variance/100.fits"]

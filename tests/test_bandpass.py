@@ -5,8 +5,8 @@ import pysm3.units as u
 import pytest
 from pysm3.utils import bandpass_unit_conversion
 
-from cmbcube.science import foregrounds, instrument, needlets, seeds
 from cmbcube.recipe import RecipeError, validate
+from cmbcube.science import foregrounds, instrument, needlets, seeds
 
 # Planck 2015 results VIII (HFI calibration and maps), band-averaged K_CMB -> MJy/sr (IRAS convention:
 # nu I_nu constant, referred to the nominal frequency); cf. Planck 2013 results IX, Table 6
@@ -59,6 +59,7 @@ def test_band_integration_matches_a_dense_pysm3_integration():
     models = foregrounds.synthetic_sky(["dust", "synchrotron", "tsz", "cib"], 16,
                                        lambda n: seeds.rng(4, "test", 0, "foreground-" + n),
                                        lambda n: seeds.rng(4, "test", 0, "sed-" + n))
+    assert list(models) == ["dust", "synchrotron", "tsz", "cib"]        # every model is compared below
     for freq in (30, 217, 857):
         det = instrument.detector(freq, bandpass="tophat")
         assert det.band_ghz.size == instrument.BAND_POINTS and np.sum(det.band_weights) == pytest.approx(1.0)
@@ -144,12 +145,12 @@ def test_cmbml_trees_are_recorded_as_delta_and_exports_convert_over_the_stores_b
 
     import cmbcube
     from cmbcube.interop.cmbml_scan import recipe_for, scan
-    from cmbcube.stages.export import export
-    from cmbcube.testing import make_example_tree
-    from cmbcube.science import instrument
     from cmbcube.recipe import from_store_attrs
+    from cmbcube.science import instrument
+    from cmbcube.stages.export import export
     from cmbcube.stages.simulate import run
-    from conftest import small_recipe
+    from cmbcube.testing import make_example_tree
+    from helpers import small_recipe
     tree = tmp_path / "tree"
     make_example_tree(tree, nside=16, splits={"train": 1, "valid": 0, "test": 0}, seed=3, units="native")
     assert {d.bandpass for d in recipe_for(scan(tree)).detectors()} == {"delta"}

@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 
 import cmbcube
+from cmbcube import cube
+from cmbcube.cli import main
 from cmbcube.interop.cmbml_files import read_header
+from cmbcube.science import instrument, sht
+from cmbcube.stages import ilc, simulate
 from cmbcube.stages.export import export
 from cmbcube.stages.ingest import ingest
 from cmbcube.testing import make_example_tree
-from cmbcube import cube
-from cmbcube.stages import ilc, simulate
-from cmbcube.science import instrument, sht
-from cmbcube.cli import main
-from conftest import rms, small_recipe
+from helpers import rms, small_recipe
 
 NSIDE = 32
 DETS = (70, 100, 143, 217, 353)

@@ -1,153 +1,21 @@
 """Real Dask clusters: a `dask scheduler` and `dask worker` processes started from the
 command line as users do, the recipe's cluster section, --dry-run, and the SLURM path
 (dask-jobqueue) with sbatch/scancel emulated by scripts that run the job locally."""
-import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
-from cmbcube.stages import cluster, ilc, simulate
 from cmbcube import cube
 from cmbcube.recipe import RecipeError, load
-from conftest import small_recipe, zarr_files
+from cmbcube.stages import cluster, ilc, simulate
+from helpers import ExternalCluster, chunks, cli, fast_recipe, recipe_file, small_recipe, zarr_files
 
 ROOT = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-CLI = [sys.executable, "-m", "cmbcube.cli"]
-PINNED = {name: "1" for name in cluster.THREAD_VARS} | {"CMBCUBE_SHT_THREADS": "1"}
-
-
-# ----------------------------------------------------------------------------- an external cluster
-class ExternalCluster:
-    """`dask scheduler` + N `dask worker` processes on 127.0.0.1, each in its own session."""
-
-    def __init__(self, workdir: Path, nworkers: int = 2, env: dict | None = None):
-        self.dir = workdir
-        self.scheduler_file = str(workdir / "scheduler.json")
-        self.trace = workdir / "trace"           # CMBCUBE_SIM_TRACE: which process ran which sim
-        self.trace.mkdir()
-        self.env = {**os.environ, **PINNED, "CMBCUBE_SIM_TRACE": str(self.trace), **(env or {})}
-        self.procs: list[subprocess.Popen] = []
-        self.logs = []
-        try:
-            self._spawn("scheduler", [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
-                                      "--scheduler-file", self.scheduler_file, "--dashboard-address", "127.0.0.1:0"])
-            deadline = time.monotonic() + 60
-            while not os.path.exists(self.scheduler_file):
-                assert time.monotonic() < deadline, self.log_text()
-                assert self.procs[0].poll() is None, self.log_text()
-                time.sleep(0.1)
-            for k in range(nworkers):
-                self.add_worker(f"w{k}")
-            self.wait_for_workers(nworkers)
-        except BaseException:
-            self.close()
-            raise
-
-    def _spawn(self, name, argv):
-        log = open(self.dir / f"{name}.log", "w")
-        self.logs.append(log)
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
-                                cwd=self.dir, start_new_session=True)
-        self.procs.append(proc)
-        return proc
-
-    def add_worker(self, name):
-        return self._spawn(name, [str(BIN / "dask"), "worker", "--scheduler-file", self.scheduler_file,
-                                  "--nthreads", "1", "--nworkers", "1", "--name", name, "--host", "127.0.0.1",
-                                  "--no-dashboard", "--local-directory", str(self.dir / name)])
-
-    @property
-    def address(self):
-        return json.loads(Path(self.scheduler_file).read_text())["address"]
-
-    def info(self) -> dict:
-        from distributed import Client
-        with Client(self.address, timeout="30s") as client:
-            return client.scheduler_info(n_workers=-1)
-
-    def wait_for_workers(self, n, timeout=90):
-        from distributed import Client
-        with Client(self.address, timeout="30s") as client:
-            client.wait_for_workers(n, timeout=timeout)
-
-    def worker_pids(self) -> dict[str, int]:
-        """{worker address: pid of the worker process} (the nanny's child)."""
-        from distributed import Client
-        with Client(self.address, timeout="30s") as client:
-            return client.run(os.getpid)
-
-    def wait_idle(self, timeout=60):
-        """Until no worker thread runs a task (cancelled tasks of a dead client finish on their own)."""
-        from distributed import Client
-        deadline = time.monotonic() + timeout
-        with Client(self.address, timeout="30s") as client:
-            while any(client.run(lambda dask_worker: len(dask_worker.state.executing)).values()):
-                assert time.monotonic() < deadline, "workers still busy"
-                time.sleep(0.1)
-
-    def traced(self) -> list[tuple[str, int, int]]:
-        """(split, sim, pid) of every sim started so far, oldest first."""
-        out = []
-        for p in self.trace.iterdir():
-            split, sim, pid = p.name.split("-")
-            out.append((p.stat().st_mtime_ns, split, int(sim), int(pid)))
-        return [t[1:] for t in sorted(out)]
-
-    def clear_trace(self):
-        for p in self.trace.iterdir():
-            p.unlink()
-
-    def log_text(self):
-        return "\n".join(f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.dir.glob("*.log")))
-
-    def close(self):
-        """Terminate every process group started here (nannies take their workers along), then kill."""
-        for proc in self.procs:
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        deadline = time.monotonic() + 15
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)     # stragglers of the group (worker processes)
-            except (ProcessLookupError, PermissionError):
-                pass
-            if proc.poll() is None:
-                proc.wait(timeout=10)
-        for log in self.logs:
-            log.close()
-
-
-def recipe_file(path: Path, recipe) -> str:
-    """Write a validated recipe as YAML (its normalised form: the same hash when loaded)."""
-    path.write_text(yaml.safe_dump(json.loads(json.dumps(recipe.data)), sort_keys=False))
-    assert load(path).hash == recipe.hash
-    return str(path)
-
-
-def chunks(store, product=None) -> dict:
-    """{path: bytes} of the data chunks (leftover *.partial temporaries excluded)."""
-    return {k: v for k, v in zarr_files(store).items()
-            if "/c/" in k and ".partial" not in k and (product is None or k.startswith(product + "/"))}
-
-
-def cli(*args, env=None, timeout=300, cwd=None):
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd,
-                          env={**os.environ, **PINNED, **(env or {})})
 
 
 @pytest.fixture(scope="module")
@@ -155,12 +23,6 @@ def external(tmp_path_factory):
     ext = ExternalCluster(tmp_path_factory.mktemp("dask"))
     yield ext
     ext.close()
-
-
-def fast_recipe(**changes):
-    """Four quick sims: no CAMB (cmb disabled); the Dask side does not depend on the physics."""
-    return small_recipe(**{"splits": {"train": 2, "valid": 0, "test": 2}, "keep": ["cmb", "noise"],
-                           "cmb__enabled": False, **changes})
 
 
 RECIPE = fast_recipe()
@@ -206,7 +68,8 @@ def test_simulate_and_ilc_through_cli_dask_scheduler_and_workers(tmp_path, exter
     assert "cleaned 2 sim(s)" in proc.stdout and "dashboard: http://" in proc.stdout
     proc = cli("ilc", store, "--method", "hilc", "--split", "test", "--scheduler", external.address, "--no-progress")
     assert proc.returncode == 0, proc.stderr + external.log_text()
-    assert chunks(store, "pred") == chunks(clean_store, "pred") and len(chunks(store, "pred")) == 2 * 2   # (run, sim) shards
+    # (run, sim) shards
+    assert chunks(store, "pred") == chunks(clean_store, "pred") and len(chunks(store, "pred")) == 2 * 2
     assert chunks(store) == chunks(clean_store)
 
 

@@ -1,6 +1,5 @@
 """CMB-ML interop: a tree in CMB-ML's layout -> cube -> tree, and a simulated cube -> tree -> cube."""
 import shutil
-from pathlib import Path
 
 import healpy as hp
 import numpy as np
@@ -8,14 +7,14 @@ import pytest
 import yaml
 
 import cmbcube
+from cmbcube import cube
+from cmbcube.cli import main
 from cmbcube.interop.cmbml_files import CMBMLError, map_info, read_header
+from cmbcube.science import cosmology, instrument
 from cmbcube.stages.export import export
 from cmbcube.stages.ingest import ingest
 from cmbcube.testing import make_example_tree
-from cmbcube.science import cosmology, instrument
-from cmbcube import cube
-from cmbcube.cli import main
-from conftest import zarr_files
+from helpers import zarr_files
 
 NSIDE = 16
 SPLITS = {"train": 2, "valid": 1, "test": 1}

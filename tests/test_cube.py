@@ -10,7 +10,7 @@ import zarr
 import cmbcube
 from cmbcube import cube
 from cmbcube.stages import simulate
-from conftest import small_recipe, zarr_files
+from helpers import small_recipe, zarr_files
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,7 +51,8 @@ def test_rerun_of_finished_store_does_nothing(tiny_store, tiny_recipe):
     report = simulate.run(tiny_recipe, tiny_store, scheduler="synchronous", progress=False)
     assert report.written == [] and report.already_done == 6
     after = zarr_files(tiny_store)
-    assert {k: v for k, v in after.items() if "zarr.json" not in k} == {k: v for k, v in before.items() if "zarr.json" not in k}
+    assert {k: v for k, v in after.items() if "zarr.json" not in k} == \
+        {k: v for k, v in before.items() if "zarr.json" not in k}
 
 
 def test_resume_after_failures_writes_exactly_the_missing_sims(tmp_path, tiny_store, tiny_recipe, monkeypatch):
@@ -119,7 +120,8 @@ def test_cli_simulate_info_and_nothing_to_do(tmp_path):
     assert info.returncode == 0
     for text in ("train 2/2 done", "valid 1/1 done", "nside 8", "857", "MB", "quickstart", "overrides", "zarr"):
         assert text in info.stdout, text
-    assert cmbcube.open(store).attrs["recipe_overrides"] == ["nside=8", "splits={train: 2, valid: 1, test: 1}", "keep=[cmb]"]
+    assert cmbcube.open(store).attrs["recipe_overrides"] == ["nside=8", "splits={train: 2, valid: 1, test: 1}",
+                                                             "keep=[cmb]"]
 
 
 def test_reader_sees_only_done_sims_while_writing(tmp_path, tiny_recipe, monkeypatch):

@@ -4,7 +4,7 @@ import os
 
 from cmbcube.cli import main
 from cmbcube.stages.simulate import run as simulate
-from conftest import small_recipe
+from helpers import small_recipe
 
 
 def test_verify_names_an_array_whose_metadata_is_truncated(tmp_path, capsys):

@@ -10,10 +10,10 @@ import torch
 import zarr
 
 import cmbcube
+from cmbcube.cube.datasets import CubeDataset, SelectionError, make_loader
 from cmbcube.science import geometry, transforms
 from cmbcube.stages import preprocess, simulate
-from cmbcube.cube.datasets import CubeDataset, SelectionError, make_loader
-from conftest import small_recipe
+from helpers import small_recipe
 
 
 @pytest.fixture(scope="module")

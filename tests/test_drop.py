@@ -1,6 +1,5 @@
 """cmbcube drop: products leave cleanly, other data stays byte for byte, the store still opens."""
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,17 +8,15 @@ import pytest
 import cmbcube
 from cmbcube import cli, cube
 from cmbcube.cube.drop import drop
-from cmbcube.stages.simulate import run as simulate
 from cmbcube.cube.verify import verify
-
-from conftest import small_recipe, zarr_files
+from cmbcube.stages.simulate import run as simulate
+from helpers import copy_store, tsz_recipe, zarr_files
 
 RUNS = ("alpha", "beta", "gamma")
 
 
 def _recipe():
-    return small_recipe(nside=8, sky_nside=16, splits={"train": 2, "valid": 1, "test": 1}, detectors=[100, 143],
-                        foregrounds__components=["tsz"])
+    return tsz_recipe(splits={"train": 2, "valid": 1, "test": 1}, detectors=[100, 143])
 
 
 @pytest.fixture(scope="module")
@@ -46,10 +43,7 @@ def full(tmp_path_factory):
 
 @pytest.fixture
 def store(full, tmp_path):
-    path = tmp_path / "s.zarr"
-    shutil.copytree(full, path)
-    shutil.copytree(full + ".runs", str(path) + ".runs")
-    return str(path)
+    return copy_store(full, tmp_path, "s.zarr", runs=True)
 
 
 def _run_values(path, name):
@@ -88,10 +82,8 @@ def test_drop_one_run_frees_its_bytes_and_keeps_the_others(store, capsys):
 
 
 def test_interrupted_run_removal_is_finished_by_a_rerun(store, tmp_path, monkeypatch):
-    reference = tmp_path / "reference.zarr"
-    shutil.copytree(store, reference)
-    shutil.copytree(store + ".runs", str(reference) + ".runs")
-    drop(str(reference), "run", "alpha")
+    reference = copy_store(store, tmp_path, "reference.zarr", runs=True)
+    drop(reference, "run", "alpha")
 
     calls = {"n": 0}
     from cmbcube.cube import runs
@@ -111,7 +103,7 @@ def test_interrupted_run_removal_is_finished_by_a_rerun(store, tmp_path, monkeyp
         cube.ensure_run(store, "new", "fake", {}, 0.0)         # no stage writes into a half-moved axis
     assert not verify(store, progress=False).ok                 # reported as interrupted
     drop(store, "run", "alpha")
-    assert zarr_files(store) == zarr_files(str(reference))
+    assert zarr_files(store) == zarr_files(reference)
 
 
 def test_obs_and_cmb_are_refused_while_products_depend_on_them(store, capsys):

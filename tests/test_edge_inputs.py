@@ -10,7 +10,6 @@ exit 2, no traceback, existing stores untouched.
 - a killed `drop run`: open, stages and verify name the command that finishes it; the rerun does.
 """
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -23,8 +22,7 @@ import yaml
 import cmbcube
 from cmbcube import cli, cube, recipe
 from cmbcube.cube.drop import drop
-
-from conftest import small_recipe, zarr_files
+from helpers import copy_store, small_recipe, zarr_files
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,15 +84,9 @@ def test_values_echoed_in_recipe_errors_are_bounded(tmp_path, capsys):
 
 # ----------------------------------------------------------------------------- item 7: truncated zarr.json
 
-def _copy(store, tmp_path, name="s.zarr") -> str:
-    path = str(tmp_path / name)
-    shutil.copytree(store, path)
-    return path
-
-
 def test_truncated_array_metadata_stages_refuse_by_name_and_open_warns(tiny_store, tiny_recipe, tmp_path, capsys,
                                                                        caplog):
-    store = _copy(tiny_store, tmp_path)
+    store = copy_store(tiny_store, tmp_path)
     with open(os.path.join(store, "obs", "zarr.json"), "r+b") as fh:
         fh.truncate(100)
     before = zarr_files(store)
@@ -131,7 +123,7 @@ def test_unwritable_location_is_refused_before_any_work_even_for_root(tiny_store
     os.access says yes to root."""
     folder = tmp_path / "locked"
     folder.mkdir()
-    store = _copy(tiny_store, tmp_path)
+    store = copy_store(tiny_store, tmp_path)
     cube.clear_done(store, "test", 1)                         # a sim to do: the old code computed it
     if not _chattr("+i", folder):
         pytest.skip("chattr +i is not available here (needs root and a file system with attributes)")
@@ -230,7 +222,7 @@ def test_store_names_over_the_file_system_limit_are_refused_and_a_250_byte_name_
 
 @pytest.fixture
 def three_runs(tiny_store, tmp_path):
-    store = _copy(tiny_store, tmp_path)
+    store = copy_store(tiny_store, tmp_path)
     rng = np.random.default_rng(2)
     for name in ("alpha", "beta", "gamma"):
         irun = cube.ensure_run(store, name, "fake", {"name": name}, 0.0)
@@ -243,7 +235,7 @@ def three_runs(tiny_store, tmp_path):
 def test_killed_run_removal_readers_and_stages_name_the_command_that_finishes_it(three_runs, tmp_path, capsys,
                                                                                monkeypatch):
     store = three_runs
-    reference = _copy(store, tmp_path, "reference.zarr")
+    reference = copy_store(store, tmp_path, "reference.zarr")
     drop(reference, "run", "alpha")
     from cmbcube.cube import runs
     original, calls = runs.remove_run_slot, []

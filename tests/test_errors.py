@@ -2,7 +2,6 @@
 no half-written store or metadata left behind."""
 import errno
 import os
-import shutil
 import stat
 
 import numpy as np
@@ -11,8 +10,7 @@ import zarr.storage._local as zarr_local
 
 from cmbcube import cli, cube
 from cmbcube.stages.simulate import run as simulate
-
-from conftest import small_recipe, zarr_files
+from helpers import copy_store, tsz_recipe, zarr_files
 
 RECIPE = """name: errors
 seed: 3
@@ -46,8 +44,7 @@ needs_permissions = pytest.mark.skipif(not _permissions_enforced(), reason="root
 
 
 def _recipe():
-    return small_recipe(seed=3, nside=8, sky_nside=16, splits={"train": 2, "test": 1}, detectors=[100, 143],
-                        foregrounds__components=["tsz"], keep=["cmb", "noise"])
+    return tsz_recipe(seed=3, splits={"train": 2, "test": 1}, detectors=[100, 143], keep=["cmb", "noise"])
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +56,7 @@ def clean(tmp_path_factory):
 
 @pytest.fixture
 def store(clean, tmp_path):
-    path = str(tmp_path / "store.zarr")
-    shutil.copytree(clean, path)
-    return path
+    return copy_store(clean, tmp_path, "store.zarr")
 
 
 @pytest.fixture

@@ -60,7 +60,8 @@ def test_a_method_registered_from_a_test_file_is_used_everywhere(toy_method):
     nest = hp.ring2nest(nside, np.arange(12 * nside ** 2))
     obs = np.zeros((len(dets), 1, 12 * nside ** 2))
     for k, d in enumerate(dets):
-        obs[k, 0, nest] = sht.alm2map_scalar(sht.almxfl(truth, instrument.gaussian_beam(fwhm[d], lmax)[0])[None], nside)[0]
+        beamed = sht.almxfl(truth, instrument.gaussian_beam(fwhm[d], lmax)[0])
+        obs[k, 0, nest] = sht.alm2map_scalar(beamed[None], nside)[0]
     config = ilc.ILCConfig(method="toy-average", detectors=tuple(dets), fields=("I",), peaks=(0, 24, 48, 96))
     out = ilc.clean_sim(obs, dets, ["I"], ["uK_CMB"] * len(dets), config, nside, "uK_CMB",
                         beams_arcmin=[fwhm[d] for d in dets])
@@ -94,7 +95,7 @@ def test_an_unknown_method_names_the_registered_ones(toy_method):
 ])
 def test_bad_options_exit_2_with_the_option_named_and_the_store_untouched(tiny_store, tmp_path, capsys, argv,
                                                                           message):
-    from conftest import zarr_files
+    from helpers import zarr_files
     before = zarr_files(tiny_store)
     missing = str(tmp_path / "missing.fits")
     assert cli.main([a.format(store=tiny_store, missing=missing) for a in argv]) == 2

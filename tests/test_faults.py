@@ -9,7 +9,6 @@ Sims are held mid-run by the CMBCUBE_SIM_DELAY hook and traced by CMBCUBE_SIM_TR
 import multiprocessing
 import os
 import signal
-import subprocess
 import time
 
 import numpy as np
@@ -18,7 +17,7 @@ import pytest
 import cmbcube
 from cmbcube import cube
 from cmbcube.stages import ilc, simulate
-from test_cluster import CLI, PINNED, ExternalCluster, chunks, cli, fast_recipe, recipe_file
+from helpers import ExternalCluster, chunks, cli, fast_recipe, popen_cli, recipe_file, wait_for
 
 DELAY = 2.0                                       # seconds each sim is held between computing and writing
 RECIPE = fast_recipe(splits={"train": 4, "valid": 0, "test": 2}, keep=["cmb"])
@@ -59,18 +58,6 @@ def assert_done_sims_match(store, clean_store):
     for split, sim in done_sims(store):
         got, want = sim_files(store, split, sim), sim_files(clean_store, split, sim)
         assert got == want and len(want) >= 4, (split, sim)
-
-
-def wait_for(predicate, timeout=60, what=""):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
-def popen_cli(*args, env=None):
-    return subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **PINNED, **(env or {})})
 
 
 def test_worker_sigkilled_mid_run_the_run_completes_bit_identical(tmp_path, held_cluster, clean):

@@ -3,13 +3,13 @@ uniform-SED component, cached fixed foregrounds."""
 import healpy as hp
 import numpy as np
 import pysm3.units as u
-from pysm3.utils import bandpass_unit_conversion
 import pytest
+from pysm3.utils import bandpass_unit_conversion
 
 from cmbcube.interop import templates
-from cmbcube.science import foregrounds, instrument, seeds, sht, sky
+from cmbcube.science import foregrounds, instrument, seeds, sht
 from cmbcube.stages import simspec
-from conftest import small_recipe
+from helpers import small_recipe
 
 ALL = ["dust", "synchrotron", "freefree", "ame", "cib", "tsz", "radio"]
 
@@ -21,6 +21,7 @@ def models():
 
 
 def test_emission_equals_pysm3_get_emission(models):
+    assert list(models) == ALL                          # every component is compared
     for name, model in models.items():
         for freq in instrument.FREQS:
             ref = model.get_emission(freq * u.GHz).to_value(u.uK_RJ)
@@ -62,7 +63,9 @@ def _brute_force(recipe, split, sim):
 def test_simulated_foregrounds_equal_the_brute_force_sum():
     recipe = small_recipe(cmb__enabled=False, noise__model="none", keep=["cmb"])
     res = simspec.simulator(recipe).run("test", 1)
-    for i, expected in enumerate(_brute_force(recipe, "test", 1)):
+    brute = _brute_force(recipe, "test", 1)
+    assert len(brute) == res.obs.shape[0] == len(recipe["detectors"]) == 9     # every detector is compared
+    for i, expected in enumerate(brute):
         got = res.obs[i, : expected.shape[0]]
         scale = np.abs(expected).max()
         # single-precision transforms: ~1e-6 of the brightest pixel

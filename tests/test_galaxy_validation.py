@@ -7,8 +7,7 @@ import healpy as hp
 import numpy as np
 import pytest
 
-from cmbcube.science import foregrounds
-from cmbcube.science import skystats as ss
+from cmbcube.science import foregrounds, skystats as ss
 
 NSIDE = 64          # lmax 191: the ell = 40-160 range of the power-law fits
 REF = ss.REFERENCES

@@ -1,26 +1,24 @@
 """Readers that cannot be fooled: a finished unit whose chunk is missing or corrupted raises,
 naming the unit, in every reader (cmbcube.open, CubeDataset, ilc); unfinished units read as NaN."""
 import os
-import shutil
 import struct
 
 import numpy as np
 import pytest
 
 import cmbcube
-from cmbcube import cli, cube
+from cmbcube import cli
 from cmbcube.cube.datasets import CubeDataset
 from cmbcube.cube.guard import DamagedUnitError
 from cmbcube.stages.simulate import run as simulate
-
-from conftest import small_recipe
+from helpers import copy_store, flip_bit, shard_path, tsz_recipe
 
 SPLITS = ("train", "valid", "test")
 
 
 def _recipe():
-    return small_recipe(nside=16, splits={"train": 3, "valid": 0, "test": 1}, detectors=[100, 143, 545],
-                        foregrounds__components=["tsz"], keep=["cmb"])
+    return tsz_recipe(nside=16, sky_nside=32, splits={"train": 3, "valid": 0, "test": 1}, detectors=[100, 143, 545],
+                      keep=["cmb"])
 
 
 @pytest.fixture(scope="module")
@@ -38,20 +36,7 @@ def clean(tmp_path_factory):
 
 @pytest.fixture
 def store(clean, tmp_path):
-    path = str(tmp_path / "work.zarr")
-    shutil.copytree(clean, path)
-    return path
-
-
-def _shard(store, name, split, sim):
-    [(_, path)] = cube.unit_files(store, cube.fresh_group(store)[name], name, (SPLITS.index(split), sim))
-    return path
-
-
-def _flip(path, offset):
-    blob = bytearray(open(path, "rb").read())
-    blob[offset] ^= 0x01
-    open(path, "wb").write(bytes(blob))
+    return copy_store(clean, tmp_path, "work.zarr")
 
 
 def _unit_named(err, product, split, sim):
@@ -66,7 +51,7 @@ def test_the_issue_repro_missing_shard_of_a_finished_sim_raises(store):
     os.remove(os.path.join(store, "obs", "c", "0", "1", "0", "0", "0"))
     ds = cmbcube.open(store)
     with pytest.raises(DamagedUnitError) as err:
-        ds.obs.sel(split="train", sim=1, detector=143, field="Q").values
+        _ = ds.obs.sel(split="train", sim=1, detector=143, field="Q").values
     _unit_named(err, "obs", "train", 1)
     assert "obs/c/0/1/0/0/0" in str(err.value)
     with pytest.raises(DamagedUnitError):                 # a whole-cube reduction cannot swallow it either
@@ -101,14 +86,14 @@ def test_units_not_done_read_as_nan_without_error(clean):
 
 
 def test_corrupted_map_and_unsharded_chunk_raise_naming_the_unit(store):
-    _flip(_shard(store, "cmb", "test", 0), 100)           # a byte of the first map of the truth
-    _flip(_shard(store, "cosmo_params", "train", 0), 3)   # an unsharded chunk
+    flip_bit(shard_path(store, "cmb", "test", 0), 100)           # a byte of the first map of the truth
+    flip_bit(shard_path(store, "cosmo_params", "train", 0), 3)   # an unsharded chunk
     ds = cmbcube.open(store)
     with pytest.raises(DamagedUnitError, match="fails its checksum") as err:
-        ds.cmb.sel(split="test", sim=0, field="I").values
+        _ = ds.cmb.sel(split="test", sim=0, field="I").values
     _unit_named(err, "cmb", "test", 0)
     with pytest.raises(DamagedUnitError) as err:
-        ds.cosmo_params.sel(split="train", sim=0).values
+        _ = ds.cosmo_params.sel(split="train", sim=0).values
     _unit_named(err, "cosmo_params", "train", 0)
     with pytest.raises(DamagedUnitError, match="checksum mismatch") as err:
         CubeDataset(store, "test", detectors=[143])[0]    # the target (cmb) fails
@@ -117,7 +102,7 @@ def test_corrupted_map_and_unsharded_chunk_raise_naming_the_unit(store):
 
 def test_map_missing_from_a_shard_index_raises_absent_pairs_do_not(store):
     import google_crc32c
-    path = _shard(store, "obs", "train", 0)
+    path = shard_path(store, "obs", "train", 0)
     blob = bytearray(open(path, "rb").read())
     n = 3 * 3
     index = np.frombuffer(bytes(blob[-(16 * n + 4):-4]), dtype="<u8").reshape(n, 2).copy()
@@ -129,14 +114,14 @@ def test_map_missing_from_a_shard_index_raises_absent_pairs_do_not(store):
     ds = cmbcube.open(store)
     assert np.isnan(ds.obs.sel(split="train", sim=1, detector=545, field="Q").values).all()
     with pytest.raises(DamagedUnitError, match="lacks 1 map") as err:
-        ds.obs.sel(split="train", sim=0, detector=100, field="I").values
+        _ = ds.obs.sel(split="train", sim=0, detector=100, field="I").values
     _unit_named(err, "obs", "train", 0)
     with pytest.raises(DamagedUnitError, match="missing from the shard"):
         CubeDataset(store, "train", detectors=[143], fields=["Q"])[0]
 
 
 def test_ilc_names_the_damaged_sim_instead_of_an_ill_conditioned_covariance(store, capsys):
-    os.remove(_shard(store, "obs", "train", 1))
+    os.remove(shard_path(store, "obs", "train", 1))
     code = cli.main(["ilc", store, "--method", "hilc", "--split", "train", "--detectors", "100,143,545",
                      "--fields", "I", "--scheduler", "synchronous", "--no-progress"])
     err = capsys.readouterr().err
@@ -149,5 +134,5 @@ def test_ilc_names_the_damaged_sim_instead_of_an_ill_conditioned_covariance(stor
     assert int(ds.pred_done.sel(run="hilc", split="train", sim=0)) == 1
     os.remove(os.path.join(store, "pred", "c", "0", "0", "0", "0", "0"))
     with pytest.raises(DamagedUnitError, match="pred of run 'hilc', train sim 0") as exc:
-        cmbcube.open(store).pred.sel(run="hilc", split="train", sim=0, field="I").values
+        _ = cmbcube.open(store).pred.sel(run="hilc", split="train", sim=0, field="I").values
     assert "cmbcube ilc / predict" in str(exc.value)

@@ -8,8 +8,8 @@ included in the first bin), w = C^-1 e / (e^T C^-1 e), output sum_i w_i a_i with
 import healpy as hp
 import numpy as np
 
-from cmbcube.stages import ilc
 from cmbcube.science import instrument, needlets
+from cmbcube.stages import ilc
 
 NSIDE = 64
 LMAX = 3 * NSIDE - 1

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from cmbcube.stages.simulate import run as simulate
-from conftest import small_recipe, zarr_files
+from helpers import small_recipe, zarr_files
 
 
 @pytest.mark.parametrize("product", ["components", "noise", "cosmo_params", "cl_theory"])

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import cmbcube
-from cmbcube.stages import ilc, simulate
 from cmbcube.science import instrument, needlets, sht
-from conftest import rms, small_recipe, zarr_files
+from cmbcube.stages import ilc, simulate
+from helpers import rms, small_recipe, zarr_files
 
 
 def test_polarisation_path_recovers_e_and_b():

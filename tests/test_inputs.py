@@ -6,9 +6,8 @@ import pytest
 
 from cmbcube import cli
 from cmbcube.errors import MissingFileError
-from cmbcube.interop import assets, inputs
+from cmbcube.interop import assets, inputs, templates
 from cmbcube.recipe import load
-from cmbcube.interop import templates
 from cmbcube.stages import simulate
 
 

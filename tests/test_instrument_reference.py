@@ -6,7 +6,7 @@ import pytest
 
 from cmbcube.science import instrument, noise
 from cmbcube.stages import simspec
-from conftest import small_recipe
+from helpers import small_recipe
 
 # Planck 2018 results I (A&A 641, A1), Table 4: white-noise sensitivity over the sky.
 # Temperature: uK_CMB deg (30-353 GHz), kJy/sr deg (545, 857 GHz); polarisation: uK_CMB deg.
@@ -29,6 +29,7 @@ def test_simulated_noise_has_the_published_sky_averaged_depth():
                      splits={"train": 1, "valid": 0, "test": 0}, keep=["noise"])
     sim = simspec.simulator(r)
     res = sim.run("train", 0)
+    assert len(sim.detectors) == res.noise.shape[0] == 9                 # every Planck frequency is checked
     for i, det in enumerate(sim.detectors):
         scale = 1e6 if det.polarised else 1e3           # K_CMB -> uK_CMB, MJy/sr -> kJy/sr
         assert _depth(res.noise[i, 0]) * scale == pytest.approx(PLANCK2018_DEPTH_T[det.freq], rel=0.02), det.freq

@@ -11,8 +11,7 @@ from cmbcube.cube import layout
 from cmbcube.cube.drop import drop
 from cmbcube.errors import InputError
 from cmbcube.stages.simulate import run as simulate
-
-from conftest import small_recipe, zarr_files
+from helpers import tsz_recipe, zarr_files
 
 DOC = Path(__file__).resolve().parent.parent / "store_layout.md"
 
@@ -30,7 +29,7 @@ def _documented_dims() -> dict:
 
 
 def test_the_template_is_the_tables_sim_products_as_store_layout_md_documents_them():
-    recipe = small_recipe(nside=8, sky_nside=16, keep=["components", "noise"], foregrounds__components=["tsz"])
+    recipe = tsz_recipe(keep=["components", "noise"])
     ds, encoding = cube.template(recipe)
     expected = {name for name, p in layout.PRODUCTS.items() if p.flag == "sim_done" for name in p.arrays}
     assert set(ds.data_vars) == expected | {"sim_done"}
@@ -49,8 +48,7 @@ def test_the_template_is_the_tables_sim_products_as_store_layout_md_documents_th
 
 def test_a_product_registered_in_the_table_is_dropped_by_drop(tmp_path):
     store = str(tmp_path / "toy.zarr")
-    recipe = small_recipe(nside=8, sky_nside=16, splits={"train": 1, "valid": 0, "test": 0}, detectors=[143],
-                          foregrounds__components=["tsz"])
+    recipe = tsz_recipe(splits={"train": 1, "valid": 0, "test": 0}, detectors=[143])
     assert simulate(recipe, store, scheduler="synchronous", progress=False).ok
     with pytest.raises(InputError, match="unknown product 'toy'"):
         drop(store, "toy")

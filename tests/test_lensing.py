@@ -12,7 +12,7 @@ import pytest
 
 from cmbcube.science import cosmology
 from cmbcube.stages import simspec
-from conftest import small_recipe
+from helpers import small_recipe
 
 
 def camb_reference(params, lmax):

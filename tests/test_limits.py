@@ -8,8 +8,7 @@ import pytest
 
 from cmbcube import cli, recipe
 from cmbcube.stages import limits
-
-from conftest import small_recipe
+from helpers import small_recipe
 
 HUGE = """name: huge
 nside: 16

@@ -106,7 +106,7 @@ def test_deprojection_removes_a_strong_foreground_to_numerical_precision():
 
 
 def test_hilc_and_response():
-    nside, lmax = 32, 95
+    nside = 32
     cmb, alms, transfers = _channels(nside, 3, [40.0, 25.0, 60.0], [50.0, 50.0, 50.0])
     out, w = needlets.hilc(alms, transfers, transfers[0], np.ones(3), return_weights=True)
     assert np.allclose(w.sum(1)[2:], 1)

@@ -8,7 +8,7 @@ import torch
 from cmbcube.cli import main
 from cmbcube.networks import NETWORKS, build
 from cmbcube.stages.train import TrainConfig, defaults
-from conftest import zarr_files
+from helpers import zarr_files
 
 SHAPE = (2, 4, 128, 96)          # nside 32 face planes, 4 detectors
 
@@ -102,6 +102,7 @@ def test_a_run_trained_on_fewer_skies_than_the_study_says_its_network_needs_is_f
 def test_cmbcube_run_refuses_to_resume_a_run_killed_under_other_default_settings_and_reuses_a_finished_one():
     import json
     from types import SimpleNamespace
+
     from cmbcube.stages import pipeline, train_guard
     today = TrainConfig(model="cmbnncs-unet5", epochs=30, **defaults("cmbnncs-unet5"))
     before = TrainConfig(model="cmbnncs-unet5", epochs=30, early_stopping=10)       # the published settings
@@ -121,6 +122,7 @@ def test_cmbcube_run_refuses_to_resume_a_run_killed_under_other_default_settings
 def test_cmbcube_run_resumes_a_killed_petroff_run_whose_scales_train_pinned_from_the_data():
     import json
     from types import SimpleNamespace
+
     from cmbcube.stages import pipeline, train_guard
     today = TrainConfig(model="petroff", epochs=30, **defaults("petroff", published=True))
     pinned = TrainConfig(model="petroff", epochs=30, **{**defaults("petroff", published=True),
@@ -142,6 +144,7 @@ def test_the_registry_lists_the_heads_the_unet_module_builds():
 
 def test_pixel_linear_trains_and_predicts_through_the_stages(tiny_store, tmp_path):
     import shutil
+
     import cmbcube
     from cmbcube.stages import predict, preprocess, train
     store = str(tmp_path / "p.zarr")

@@ -149,6 +149,7 @@ def test_box_plots_draw_every_sim_as_a_point():
                     coords={"run": runs, "split": ["test"], "sim": np.arange(sims), "beam": [20.6], "field": ["I"],
                             "metric": ["mae", "rmse", "psnr"]})
     fig = report_figures.distribution_figure(ds, "test", "I", 20.6, None)
+    assert len(fig.axes) == values.shape[-1]            # one panel per metric, each checked
     for m, ax in enumerate(fig.axes):
         points = [(x, y) for line in ax.get_lines() if line.get_marker() not in ("None", "", " ", None)
                   for x, y in zip(line.get_xdata(), line.get_ydata())]

@@ -9,12 +9,12 @@ import zarr
 
 import cmbcube
 from cmbcube import networks
-from cmbcube.science import metrics, spectra
-from cmbcube.cube import analysis_io
-from cmbcube.stages import analyze, report, train
-from cmbcube.networks import petroff, sphere
-from cmbcube.science import transforms
 from cmbcube.cli import main
+from cmbcube.cube import analysis_io
+from cmbcube.networks import petroff, sphere
+from cmbcube.science import metrics, spectra, transforms
+from cmbcube.stages import analyze, report, train
+from helpers import interrupt_training
 
 
 @pytest.mark.parametrize("nside", [2, 4, 8])
@@ -211,7 +211,8 @@ def test_train_predict_analyze_end_to_end(tiny_store, tmp_path, capsys):
     raw = zarr.open_group(store, mode="r")
     dets = [int(d) for d in raw["detector"][...]]
     noiseless = raw["obs"][0, :3, :, 0] - raw["noise"][0, :3, :, 0]
-    want = np.abs(noiseless[:, [dets.index(d) for d in networks.NETWORKS["petroff"].defaults["detectors"]]]).max(axis=(0, 2))
+    inputs = [dets.index(d) for d in networks.NETWORKS["petroff"].defaults["detectors"]]
+    want = np.abs(noiseless[:, inputs]).max(axis=(0, 2))
     got = [float(v) for v in stored["transform"].split(":")[1].split(",")]
     assert np.allclose(got, want, rtol=1e-7)
     assert float(stored["target_transform"].split(":")[1]) == pytest.approx(np.abs(raw["cmb"][0, :3, 0]).max(),
@@ -266,14 +267,7 @@ def test_petroff_resume_is_bit_for_bit(tiny_store, tmp_path, monkeypatch):
     shutil.copytree(tiny_store, a)
     shutil.copytree(tiny_store, b)
     full = train.train(a, config, progress=False)
-    original, calls = train.evaluate, []
-
-    def interrupted(*args, **kwargs):          # the process dies in epoch 2, after the epoch-1 checkpoint
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-    monkeypatch.setattr(train, "evaluate", interrupted)
+    original = interrupt_training(monkeypatch)    # the process dies in epoch 2, after the epoch-1 checkpoint
     with pytest.raises(KeyboardInterrupt):
         train.train(b, config, progress=False)
     monkeypatch.setattr(train, "evaluate", original)

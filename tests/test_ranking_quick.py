@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import ranking  # noqa: E402
+import ranking
 
 
 def summary_of(out: str) -> dict:

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from cmbcube.science import instrument
 from cmbcube import recipe
+from cmbcube.science import instrument
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,7 +19,8 @@ def test_shipped_recipes_validate_and_plan(name):
         assert r.splits == {"train": 1000, "valid": 250, "test": 200}
         assert r["nside"] == int(name.split("-")[-1]) and r["sky_nside"] == 2 * r["nside"]
         assert [d.fwhm_arcmin for d in r.detectors()] == [75, 65, 55, 43, 32.4, 22.3, 22.0, 21.5, 20.6]
-        assert [d.centre_ghz for d in r.detectors()] == [28.4, 44.1, 70.4, 100.89, 142.876, 221.156, 357.5, 555.2, 866.8]
+        assert [d.centre_ghz for d in r.detectors()] == [28.4, 44.1, 70.4, 100.89, 142.876, 221.156, 357.5, 555.2,
+                                                         866.8]
     else:
         assert r["nside"] == 32 and sum(r.splits.values()) == 24
 
@@ -49,7 +50,8 @@ def test_bad_recipes_name_the_field_and_allowed_values(raw, field, hint):
 
 def test_overrides_apply_validate_and_change_the_hash():
     base = recipe.load(ROOT / "recipes" / "quickstart.yaml")
-    r = recipe.load(ROOT / "recipes" / "quickstart.yaml", ["nside=64", "splits.train=100", "instrument.beam_overrides.143=10"])
+    r = recipe.load(ROOT / "recipes" / "quickstart.yaml",
+                    ["nside=64", "splits.train=100", "instrument.beam_overrides.143=10"])
     assert r["nside"] == 64 and r["sky_nside"] == 128
     assert r.splits["train"] == 100 and r.overrides[0] == "nside=64"
     assert r.detectors()[4].fwhm_arcmin == 10.0

@@ -34,10 +34,10 @@ def test_frames_are_rotations_and_scale_with_the_knob():
     assert np.isclose(angles[1], angles[0] / 2) and np.isclose(angles[2], angles[0] / 10)
     # a direction given in the Galaxy's frame lands where the rotation sends it back
     frame = fields.random_frame(np.random.default_rng(4), 0.0)
-    l, b = fields.galactic_direction(30.0, 40.0, frame)
+    gal_l, gal_b = fields.galactic_direction(30.0, 40.0, frame)
     lon, lat = fields.frame_coords(64, frame)
     import healpy as hp
-    pix = hp.ang2pix(64, l, b, lonlat=True)
+    pix = hp.ang2pix(64, gal_l, gal_b, lonlat=True)
     assert abs(np.degrees(lon[pix]) % 360 - 30.0) < 2 and abs(np.degrees(lat[pix]) - 40.0) < 1.5
 
 

@@ -2,12 +2,8 @@
 after every stage (a remote open costs one metadata request), and read-only opens never write."""
 import json
 import os
-import re
-import selectors
 import shutil
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,52 +13,15 @@ import torch
 import zarr
 
 import cmbcube
-from cmbcube.stages.ingest import ingest
-from cmbcube.testing import make_example_tree
 from cmbcube import cube
-from cmbcube.stages import ilc, predict, preprocess, train
 from cmbcube.cli import main
 from cmbcube.cube.datasets import CubeDataset, make_loader
+from cmbcube.stages import ilc, predict, preprocess, train
+from cmbcube.stages.ingest import ingest
+from cmbcube.testing import make_example_tree
+from helpers import Server
 
 META_NAMES = ("zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmetadata")
-
-
-class Server:
-    """``python -m http.server`` in a subprocess, serving a folder read-only on 127.0.0.1.
-
-    It answers GET/HEAD only (no writes) and ignores Range requests, like the simplest
-    web servers; every request is logged to its stderr, which we read to count requests.
-    """
-
-    def __init__(self, folder: Path, log: Path):
-        self.log = log
-        self.proc = subprocess.Popen(
-            [sys.executable, "-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", str(folder)],
-            stdout=subprocess.PIPE, stderr=open(log, "w"), text=True)
-        sel = selectors.DefaultSelector()
-        sel.register(self.proc.stdout, selectors.EVENT_READ)
-        if not sel.select(timeout=30):
-            self.close()
-            raise RuntimeError("python -m http.server did not start")
-        line = self.proc.stdout.readline()
-        self.port = int(re.search(r"port (\d+)", line).group(1))
-
-    def mark(self) -> int:
-        return self.log.stat().st_size
-
-    def requests(self, since: int) -> list[str]:
-        time.sleep(0.2)                         # the log line is written before the response; be generous
-        with open(self.log) as f:
-            f.seek(since)
-            text = f.read()
-        return re.findall(r'"(?:GET|HEAD|PUT|POST|DELETE) (\S+) HTTP', text)
-
-    def writes(self) -> list[str]:
-        return re.findall(r'"((?:PUT|POST|DELETE|PATCH) \S+) HTTP', self.log.read_text())
-
-    def close(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -178,8 +137,8 @@ def test_read_only_opens_never_write(tiny_store, tmp_path):
     time.sleep(0.05)                         # any later write would move an mtime past the snapshot
     before = snapshot(store.parent)
     ds = cmbcube.open(store)
-    ds.obs.sel(split="train", sim=2, detector=353, field="U").values
-    ds.cmb.isel(sim=0).mean().values
+    _ = ds.obs.sel(split="train", sim=2, detector=353, field="U").values
+    _ = ds.cmb.isel(sim=0).mean().values
     assert "train 3/3 done" in cube.summary(str(store))
     cube.done_flags(str(store))
     cube.read_attrs(str(store))

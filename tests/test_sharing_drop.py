@@ -10,13 +10,13 @@ import pytest
 
 pytest.importorskip("icechunk")
 
-import cmbcube  # noqa: E402
-from cmbcube import cube  # noqa: E402
-from cmbcube.cli import main  # noqa: E402
-from cmbcube.cube import drop_remote, icechunk_store as ics, icechunk_versions  # noqa: E402
-from cmbcube.cube.drop import drop  # noqa: E402
-from cmbcube.stages.simulate import run as simulate  # noqa: E402
-from conftest import moto_s3, small_recipe, zarr_files  # noqa: E402
+import cmbcube
+from cmbcube import cube
+from cmbcube.cli import main
+from cmbcube.cube import drop_remote, icechunk_store as ics, icechunk_versions
+from cmbcube.cube.drop import drop
+from cmbcube.stages.simulate import run as simulate
+from helpers import moto_s3, tsz_recipe, zarr_files
 
 RUNS = ("alpha", "beta", "gamma")
 NPIX = 12 * 8 ** 2
@@ -28,8 +28,8 @@ def built(tmp_path_factory):
     a checkpoint file each."""
     root = tmp_path_factory.mktemp("icedrop")
     store = f"icechunk+file://{root}/cube.ice"
-    recipe = small_recipe(nside=8, sky_nside=16, splits={"train": 1, "valid": 0, "test": 0}, detectors=[100, 143],
-                          keep=["cmb", "components"], foregrounds__components=["tsz"], cmb__prior="fixed")
+    recipe = tsz_recipe(splits={"train": 1, "valid": 0, "test": 0}, detectors=[100, 143], keep=["cmb", "components"],
+                        cmb__prior="fixed")
     assert simulate(recipe, store, scheduler="synchronous", progress=False).ok
     rng = np.random.default_rng(3)
     for name in RUNS:

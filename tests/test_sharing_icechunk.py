@@ -6,9 +6,9 @@ import pytest
 
 pytest.importorskip("icechunk")
 
-import cmbcube  # noqa: E402
-from cmbcube.cli import main  # noqa: E402
-from cmbcube.cube import icechunk_store as ics  # noqa: E402
+import cmbcube
+from cmbcube.cli import main
+from cmbcube.cube import icechunk_store as ics
 
 
 def test_location_spellings_parse_and_bad_ones_name_the_allowed(tmp_path):
@@ -46,7 +46,8 @@ def test_checkpoints_of_a_store_on_object_storage_go_to_a_local_folder(tmp_path,
     repo = tmp_path / "s.icechunk"
     assert run_dir(f"icechunk+file://{repo}", "unet") == tmp_path / "s.icechunk.runs" / "unet"
     assert run_dir(f"icechunk+file://{repo}@v1", "unet") == tmp_path / "s.icechunk.runs" / "unet"
-    for url, name in (("icechunk+s3://bucket/cubes/q", "bucket_cubes_q.runs"), ("s3://bucket/q.zarr", "bucket_q.zarr.runs")):
+    for url, name in (("icechunk+s3://bucket/cubes/q", "bucket_cubes_q.runs"),
+                      ("s3://bucket/q.zarr", "bucket_q.zarr.runs")):
         assert run_dir(url, "unet") == tmp_path / "runs" / name / "unet"
 
 
@@ -60,7 +61,7 @@ def test_train_and_predict_on_an_icechunk_store_match_a_local_store(tmp_path, mo
     import cmbcube
     from cmbcube.networks import NETWORKS, Network
     from cmbcube.stages import predict, simulate, train
-    from conftest import small_recipe
+    from helpers import small_recipe
 
     NETWORKS.register("toy-ice", Network(
         build=lambda cin, cout, nside, config=None, **kw: torch.nn.Conv1d(cin, cout, 1), view="sky",

@@ -13,18 +13,13 @@ import pytest
 pytest.importorskip("s3fs")
 pytest.importorskip("moto.server")
 
-import cmbcube  # noqa: E402
-from cmbcube.cli import main  # noqa: E402
-from cmbcube.cube.datasets import CubeDataset  # noqa: E402
-from cmbcube.stages import analyze, ilc, simulate  # noqa: E402
-from conftest import moto_s3, small_recipe, zarr_files  # noqa: E402
+import cmbcube
+from cmbcube.cli import main
+from cmbcube.cube.datasets import CubeDataset
+from cmbcube.stages import analyze, ilc, simulate
+from helpers import moto_s3, shared_recipe, zarr_files
 
 BUCKET = "plain-cubes"
-
-
-def recipe():
-    return small_recipe(splits={"train": 0, "valid": 0, "test": 2}, keep=["cmb"], cmb__prior="fixed",
-                        foregrounds__components=["dust", "synchrotron"])
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +39,7 @@ def bucket_files(client, prefix):
 
 
 def pipeline(store):
-    rep = simulate.run(recipe(), store, scheduler="synchronous", progress=False)
+    rep = simulate.run(shared_recipe(), store, scheduler="synchronous", progress=False)
     assert rep.ok and rep.status == "created" and len(rep.written) == 2
     rep = ilc.run(store, ilc.ILCConfig(method="hilc"), progress=False)
     assert rep.ok and len(rep.written) == 2
@@ -108,7 +103,7 @@ def test_pipeline_into_plain_s3_writes_what_a_local_store_holds(s3, local_store,
     assert all(theirs[k] == ours[k] for k in data)                    # byte-identical arrays
     assert set(cmbcube.open(url).data_vars) == set(cmbcube.open(local).data_vars)
     # a rerun has nothing to do (the done-flags and the data objects are found) and writes nothing
-    rep = simulate.run(recipe(), url, scheduler="synchronous", progress=False)
+    rep = simulate.run(shared_recipe(), url, scheduler="synchronous", progress=False)
     assert rep.ok and rep.status == "existing" and rep.written == [] and rep.already_done == 2
     rep = ilc.run(url, ilc.ILCConfig(method="hilc"), progress=False)
     assert rep.ok and rep.written == [] and rep.already_done == 2
@@ -122,7 +117,7 @@ def test_pipeline_into_plain_s3_writes_what_a_local_store_holds(s3, local_store,
 def test_missing_bucket_and_other_urls_are_refused_by_name(s3):
     from cmbcube.cube import StoreError
     with pytest.raises(StoreError, match=r"s3://no-such-bucket/x.zarr: cannot create the store there .*bucket"):
-        simulate.run(recipe(), "s3://no-such-bucket/x.zarr", scheduler="synchronous", progress=False)
+        simulate.run(shared_recipe(), "s3://no-such-bucket/x.zarr", scheduler="synchronous", progress=False)
     with pytest.raises(StoreError, match=r"s3://BUCKET/PREFIX .*gs://b/x.zarr is another URL"):
-        simulate.run(recipe(), "gs://b/x.zarr", scheduler="synchronous", progress=False)
+        simulate.run(shared_recipe(), "gs://b/x.zarr", scheduler="synchronous", progress=False)
     # (drop on s3:// works: tests/test_sharing_drop.py)

@@ -15,20 +15,15 @@ import pytest
 pytest.importorskip("icechunk")
 pytest.importorskip("moto.server")
 
-import cmbcube  # noqa: E402
-from cmbcube.cli import main  # noqa: E402
-from cmbcube.cube import icechunk_store as ics  # noqa: E402
-from cmbcube.stages import analyze, ilc, simulate  # noqa: E402
-from conftest import moto_s3, small_recipe  # noqa: E402
+import cmbcube
+from cmbcube.cli import main
+from cmbcube.cube import icechunk_store as ics
+from cmbcube.stages import analyze, ilc, simulate
+from helpers import moto_s3, shared_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 BUCKET = "collab-cubes"
 CLI = "import sys; from cmbcube.cli import main; sys.exit(main(sys.argv[1:]))"
-
-
-def recipe():
-    return small_recipe(splits={"train": 0, "valid": 0, "test": 2}, keep=["cmb"], cmb__prior="fixed",
-                        foregrounds__components=["dust", "synchrotron"])
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +37,7 @@ def s3():
 def pipeline(s3):
     """simulate (tagged sims-v1) -> ilc -> analyze, in this process, into icechunk+s3://."""
     store = f"icechunk+s3://{BUCKET}/shared/tiny"
-    rep = simulate.run(recipe(), store, scheduler="synchronous", progress=False)
+    rep = simulate.run(shared_recipe(), store, scheduler="synchronous", progress=False)
     assert rep.ok and rep.status == "created" and len(rep.written) == 2
     assert main(["tag", store, "sims-v1"]) == 0
     tagged = ics.snapshot_id(store + "@sims-v1")
@@ -129,14 +124,14 @@ def test_two_writers_adding_different_runs_both_succeed(pipeline, s3):
 def test_sigkill_while_committing_keeps_the_last_snapshot_and_a_rerun_completes(s3, tmp_path, monkeypatch):
     store = f"icechunk+s3://{BUCKET}/kill/tiny"
     monkeypatch.setenv("CMBCUBE_FAIL_SIMS", "test/1")
-    rep = simulate.run(recipe(), store, scheduler="synchronous", progress=False)
+    rep = simulate.run(shared_recipe(), store, scheduler="synchronous", progress=False)
     assert rep.written == [("test", 0)] and len(rep.failed) == 1
     monkeypatch.delenv("CMBCUBE_FAIL_SIMS")
     last = ics.snapshot_id(store)
     trace = tmp_path / "trace"
     trace.mkdir()
-    code = ("import sys; sys.path.insert(0, 'tests'); from test_sharing_s3 import recipe; "
-            "from cmbcube.stages import simulate; simulate.run(recipe(), sys.argv[1], progress=False)")
+    code = ("import sys; sys.path.insert(0, 'tests'); from helpers import shared_recipe; "
+            "from cmbcube.stages import simulate; simulate.run(shared_recipe(), sys.argv[1], progress=False)")
     proc = subprocess.Popen([sys.executable, "-c", code, store], cwd=str(ROOT),
                             env=dict(os.environ, PYTHONPATH=str(ROOT), CMBCUBE_COMMIT_TRACE=str(trace),
                                      CMBCUBE_COMMIT_DELAY="120"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -153,6 +148,6 @@ def test_sigkill_while_committing_keeps_the_last_snapshot_and_a_rerun_completes(
     assert ics.snapshot_id(store) == last
     ds = cmbcube.open(store)
     assert ds.sim_done.sel(split="test").values.tolist()[:2] == [1, 0]
-    rep = simulate.run(recipe(), store, scheduler="synchronous", progress=False)
+    rep = simulate.run(shared_recipe(), store, scheduler="synchronous", progress=False)
     assert rep.ok and rep.written == [("test", 1)] and rep.already_done == 1
     assert main(["verify", store]) == 0

@@ -3,10 +3,9 @@ import healpy as hp
 import numpy as np
 import pytest
 
-from cmbcube.science import metrics, spectra
 from cmbcube.cube import analysis_io
+from cmbcube.science import cosmology, instrument, metrics, pixwin, sht, spectra
 from cmbcube.stages import analyze
-from cmbcube.science import cosmology, instrument, pixwin, sht
 
 pytest.importorskip("pymaster", reason="NaMaster missing: make pymaster")
 
@@ -63,7 +62,7 @@ def test_truth_bb_over_theory_within_cosmic_variance_on_a_masked_sky(sky):
     tol = 4 * _sigma(sky, k, "BB")
     ratio = mean / sky["theory"][k]
     fast = (sky["fast"][:, k] / sky["naive"][k]).mean(axis=0)
-    print("\nNaMaster truth BB / theory (bins from ell %s):" % sky["bins"][:-1], np.round(ratio, 3),
+    print(f"\nNaMaster truth BB / theory (bins from ell {sky['bins'][:-1]}):", np.round(ratio, 3),
           "+-", np.round(tol / 4 / sky["theory"][k], 3), "\npseudo-fast BB / theory:", np.round(fast, 2))
     # ell 12 .. 2 nside: lensing BB (no tensors) recovered within 4 sigma in every bin; the ell 2-11 bin is
     # NaN (purified BB there scatters many times the lensing BB: spectra.BB_FIRST_ELL)
@@ -140,7 +139,7 @@ def test_one_estimator_per_store_and_recorded(tmp_path, tiny_store):
     import zarr
 
     from cmbcube.stages import ilc
-    from conftest import zarr_files
+    from helpers import zarr_files
     path = str(tmp_path / "s.zarr")
     shutil.copytree(tiny_store, path)
     ilc.run(path, ilc.ILCConfig(method="hilc"), splits=("test",), scheduler="synchronous")

@@ -13,7 +13,7 @@ from cmbcube.errors import InputError
 from cmbcube.recipe import RecipeError
 from cmbcube.science import foregrounds, instrument, seeds
 from cmbcube.stages.simulate import run
-from conftest import small_recipe
+from helpers import small_recipe
 
 SEED, DETECTORS = 11, [70, 143, 353]
 

@@ -15,7 +15,7 @@ from cmbcube.errors import InputError
 from cmbcube.networks import NETWORKS, Network
 from cmbcube.recipe import RecipeError
 from cmbcube.stages import train
-from conftest import small_recipe
+from helpers import small_recipe
 
 TOY = "toy-pixel"
 SCALE = 100.0

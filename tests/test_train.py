@@ -9,10 +9,9 @@ import torch
 import zarr
 
 import cmbcube
-from cmbcube.science import geometry
 from cmbcube import cube, networks
 from cmbcube.stages import checkpoints, predict, preprocess, simulate, train
-from conftest import small_recipe
+from helpers import small_recipe
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +154,8 @@ def test_trained_model_predicts_exactly_the_requested_sims(store32, tmp_path):
     shutil.copytree(store32, path)
     cli = [sys.executable, "-m", "cmbcube.cli"]
     proc = subprocess.run(cli + ["train", path, "--model", "patch-unet", "--epochs", "1", "--no-progress",
-                                 "--run", "p", "--patch-side", "16", "--train-sims", "2"], capture_output=True, text=True)
+                                 "--run", "p", "--patch-side", "16", "--train-sims", "2"],
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     proc = subprocess.run(cli + ["predict", path, "--run", "p", "--split", "valid", "--no-progress"],
                           capture_output=True, text=True)
@@ -191,8 +191,8 @@ def test_train_refuses_checkpoints_larger_than_the_free_disk_before_creating_the
     import collections
 
     from cmbcube import cube
-    from cmbcube.stages import limits
     from cmbcube.cli import main
+    from cmbcube.stages import limits
     path = str(tmp_path / "t.zarr")
     shutil.copytree(store32, path)
     config = train.TrainConfig(model="patch-unet", **{**train.defaults("patch-unet"), "patch_side": 16,

@@ -13,7 +13,7 @@ from cmbcube.cli import main
 from cmbcube.errors import InputError, MissingFileError
 from cmbcube.networks import NETWORKS, Network, petroff
 from cmbcube.stages import checkpoints, predict, train
-from conftest import zarr_files
+from helpers import interrupt_training, zarr_files
 
 TOY = "toy-refusal"
 ARGS = ["--model", TOY, "--fields", "I", "--run", "r", "--device", "cpu", "--no-progress"]
@@ -64,8 +64,8 @@ def test_training_a_finished_run_again_is_refused_until_resume_or_overwrite_says
         err = capsys.readouterr().err
         assert f"run 'r' already exists in {store}: finished: all 2 of 2 epochs" in err, err
         assert "--resume        it is finished" in err and "cannot add epochs" in err
-        assert "--run NEWNAME" in err and f"--overwrite     drop run 'r' and everything made from it (its " \
-                                          f"predictions (2 sim(s))" in err and "Traceback" not in err
+        assert "--run NEWNAME" in err and "--overwrite     drop run 'r' and everything made from it (its " \
+                                          "predictions (2 sim(s))" in err and "Traceback" not in err
     assert everything(store) == before
     # --resume on a finished run only reports it
     assert main(["train", store, *ARGS, "--epochs", "2", "--resume"]) == 0
@@ -85,14 +85,7 @@ def test_training_a_finished_run_again_is_refused_until_resume_or_overwrite_says
 def test_a_killed_run_and_left_checkpoints_are_refused_and_resume_keeps_predictions_consistent(store, tmp_path,
                                                                                                monkeypatch):
     config = toy_config(3)
-    original, calls = train.evaluate, []
-
-    def dies_in_epoch_2(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-    monkeypatch.setattr(train, "evaluate", dies_in_epoch_2)
+    original = interrupt_training(monkeypatch)    # dies in epoch 2
     with pytest.raises(KeyboardInterrupt):
         train.train(store, config, "r", device="cpu", progress=False)
     monkeypatch.setattr(train, "evaluate", original)
@@ -113,14 +106,12 @@ def test_a_killed_run_and_left_checkpoints_are_refused_and_resume_keeps_predicti
         train.train(store, config, "r", device="cpu", resume=True, progress=False)
     assert everything(store)[1] == before[1]
     # --overwrite clears the left checkpoints; killed before its first checkpoint, the run resumes from epoch 0
-    calls.clear()
-    monkeypatch.setattr(train, "evaluate", dies_in_epoch_2)
-    calls.append(1)
+    interrupt_training(monkeypatch, at_call=1)
     with pytest.raises(KeyboardInterrupt):
         train.train(other, config, "r", device="cpu", overwrite=True, progress=False)
     monkeypatch.setattr(train, "evaluate", original)
     assert checkpoints.saved_epochs(cube.run_dir(other, "r")) == []
-    with pytest.raises(InputError, match="unfinished: no checkpoint yet[\s\S]*--resume        start it from epoch 0"):
+    with pytest.raises(InputError, match=r"unfinished: no checkpoint yet[\s\S]*--resume        start it from epoch 0"):
         train.train(other, config, "r", device="cpu", progress=False)
     assert train.train(other, config, "r", device="cpu", resume=True, progress=False).epochs_done == 3
     with pytest.raises(MissingFileError, match="no run 'x'"):
@@ -139,7 +130,7 @@ def test_only_the_last_and_the_best_checkpoints_are_kept_and_resume_stays_bit_id
         shutil.copytree(tiny_store, path)
         fake = {"losses": iter([3.0, 1.0, 2.0, 4.0]), "dies": dies}
 
-        def evaluate(*args, **kwargs):
+        def evaluate(*args, fake=fake, **kwargs):        # this iteration's losses, bound now
             value = next(fake["losses"])
             if value == fake["dies"]:
                 raise KeyboardInterrupt
@@ -159,7 +150,8 @@ def test_only_the_last_and_the_best_checkpoints_are_kept_and_resume_stays_bit_id
     assert checkpoints.saved_epochs(runs["killed"]) == [2, 4]
     assert checkpoints.saved_epochs(runs["all"]) == [1, 2, 3, 4]
     for epoch in (2, 4):
-        a, b = (torch.load(runs[n] / f"epoch_{epoch:04d}.pt", weights_only=True)["model"] for n in ("straight", "killed"))
+        a, b = (torch.load(runs[n] / f"epoch_{epoch:04d}.pt", weights_only=True)["model"]
+                for n in ("straight", "killed"))
         assert all(torch.equal(a[k], b[k]) for k in a)
     # predict reads the best (--epoch last: the last); an epoch no longer kept is named as such
     with pytest.raises(MissingFileError, match=r"--epoch 1: .* kept: epoch\(s\) 2, 4"):

@@ -112,6 +112,7 @@ def _band_limited_iqu(nside, seed=3):
 
 def test_the_symmetries_are_healpy_rotations_and_the_reflection_negates_u():
     import healpy as hp
+
     from cmbcube.science import symmetry
     nside = 8
     theta, phi = hp.pix2ang(nside, np.arange(12 * nside ** 2), nest=True)

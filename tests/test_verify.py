@@ -1,21 +1,18 @@
 """cmbcube verify: damaged chunks are found, cleared, and a rerun rebuilds exactly them."""
 import os
-import shutil
 
 import numpy as np
 import pytest
 
 from cmbcube import cli, cube
-from cmbcube.stages.simulate import run as simulate
 from cmbcube.cube.verify import verify
-
-from conftest import small_recipe, zarr_files
+from cmbcube.stages.simulate import run as simulate
+from helpers import copy_store, flip_bit, shard_path, tsz_recipe, zarr_files
 
 
 def _recipe():
     # 545 GHz has no Q/U: its absent maps must not count as missing
-    return small_recipe(nside=8, sky_nside=16, splits={"train": 2, "valid": 1, "test": 1}, detectors=[100, 143, 545],
-                        foregrounds__components=["tsz"])
+    return tsz_recipe(splits={"train": 2, "valid": 1, "test": 1}, detectors=[100, 143, 545])
 
 
 @pytest.fixture(scope="module")
@@ -28,21 +25,7 @@ def clean(tmp_path_factory):
 
 @pytest.fixture
 def store(clean, tmp_path):
-    path = tmp_path / "work.zarr"
-    shutil.copytree(clean, path)
-    return str(path)
-
-
-def _shard(store, name, split, sim):
-    group = cube.fresh_group(store)
-    [(_, path)] = cube.unit_files(store, group[name], name, (("train", "valid", "test").index(split), sim))
-    return path
-
-
-def _flip(path, offset):
-    blob = bytearray(open(path, "rb").read())
-    blob[offset] ^= 0x01
-    open(path, "wb").write(bytes(blob))
+    return copy_store(clean, tmp_path, "work.zarr")
 
 
 def test_clean_store_verifies(clean, capsys):
@@ -54,8 +37,8 @@ def test_clean_store_verifies(clean, capsys):
 
 
 def test_corrupted_and_missing_shards_are_cleared_and_rebuilt_bit_identical(clean, store, capsys):
-    _flip(_shard(store, "obs", "train", 1), 100)             # a byte of the first map's data
-    os.remove(_shard(store, "cmb", "test", 0))
+    flip_bit(shard_path(store, "obs", "train", 1), 100)    # a byte of the first map's data
+    os.remove(shard_path(store, "cmb", "test", 0))
     assert cli.main(["verify", store, "--no-progress"]) == 1
     out = capsys.readouterr().out
     assert "damaged sims" in out and ": 2" in out
@@ -75,12 +58,12 @@ def test_corrupted_and_missing_shards_are_cleared_and_rebuilt_bit_identical(clea
 
 
 def test_truncated_shard_bad_index_and_unsharded_chunk(store):
-    noise = _shard(store, "noise", "train", 0)
+    noise = shard_path(store, "noise", "train", 0)
     with open(noise, "r+b") as f:                           # cut the shard in half: index gone
         f.truncate(os.path.getsize(noise) // 2)
-    comps = _shard(store, "components", "valid", 0)
-    _flip(comps, os.path.getsize(comps) - 10)                # inside the shard index
-    _flip(_shard(store, "cosmo_params", "test", 0), 3)      # an unsharded chunk
+    comps = shard_path(store, "components", "valid", 0)
+    flip_bit(comps, os.path.getsize(comps) - 10)            # inside the shard index
+    flip_bit(shard_path(store, "cosmo_params", "test", 0), 3)  # an unsharded chunk
     report = verify(store, progress=False)
     problems = {(d.unit, d.product): d.problem for d in report.damage}
     assert set(problems) == {(("train", 0), "noise"), (("valid", 0), "components"), (("test", 0), "cosmo_params")}
@@ -94,7 +77,7 @@ def test_map_missing_from_a_shard_is_detected(store):
     import struct
 
     import google_crc32c
-    path = _shard(store, "obs", "test", 0)
+    path = shard_path(store, "obs", "test", 0)
     blob = bytearray(open(path, "rb").read())
     n = 3 * 3
     index = np.frombuffer(bytes(blob[-(16 * n + 4):-4]), dtype="<u8").reshape(n, 2).copy()
@@ -109,7 +92,7 @@ def test_map_missing_from_a_shard_is_detected(store):
 
 
 def test_products_filter_and_unknown_product(store, capsys):
-    os.remove(_shard(store, "cmb", "train", 0))
+    os.remove(shard_path(store, "cmb", "train", 0))
     assert verify(store, products=["obs"], progress=False).ok
     assert not verify(store, products=["cmb"], progress=False).ok
     assert cli.main(["verify", store, "--products", "obs,bogus", "--no-progress"]) == 2
@@ -133,7 +116,7 @@ def test_run_predictions_and_analysis_are_checked_and_cleared(store, capsys):
     cube.consolidate(store)
     assert verify(store, progress=False).ok
     [(_, pred_file)] = cube.unit_files(store, cube.fresh_group(store)["pred"], "pred", (irun, 2, 0))
-    _flip(pred_file, 50)
+    flip_bit(pred_file, 50)
     [(_, metrics_file)] = cube.unit_files(store, cube.fresh_group(store)["metrics"], "metrics", (irun, 0, 1))
     os.remove(metrics_file)
     assert cli.main(["verify", store, "--clear", "--no-progress"]) == 1
@@ -155,7 +138,7 @@ def test_stale_consolidated_metadata_is_reported_and_fixed(store, capsys):
 
 
 def test_corrupted_done_flag_is_cleared_and_the_sim_rebuilt(clean, store):
-    _flip(os.path.join(store, "sim_done", "c", "0", "0"), 0)
+    flip_bit(os.path.join(store, "sim_done", "c", "0", "0"), 0)
     report = verify(store, clear=True, progress=False)
     assert [(d.unit, d.product) for d in report.damage] == [(("train", 0), "sim_done")]
     assert report.damage[0].problem.startswith("done-flag unreadable")
@@ -165,13 +148,13 @@ def test_corrupted_done_flag_is_cleared_and_the_sim_rebuilt(clean, store):
 
 
 def test_compressed_store_without_checksums_is_decoded(tmp_path):
-    recipe = small_recipe(nside=8, sky_nside=16, splits={"train": 1, "valid": 0, "test": 1}, detectors=[100],
-                          foregrounds__components=["tsz"], storage__compression="zstd", storage__checksum=False)
+    recipe = tsz_recipe(splits={"train": 1, "valid": 0, "test": 1}, detectors=[100], storage__compression="zstd",
+                        storage__checksum=False)
     path = str(tmp_path / "z.zarr")
     simulate(recipe, path, scheduler="synchronous", progress=False)
     report = verify(path, progress=False)
     assert report.ok and "obs" in report.unchecked_checksums
-    shard = _shard(path, "obs", "train", 0)
+    shard = shard_path(path, "obs", "train", 0)
     blob = bytearray(open(shard, "rb").read())
     blob[3:20] = b"\xff" * 17                                 # inside the first zstd frame
     open(shard, "wb").write(bytes(blob))

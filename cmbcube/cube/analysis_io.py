@@ -15,8 +15,17 @@ from cmbcube import cube
 from cmbcube.recipe import SPLITS
 from cmbcube.science import instrument
 from cmbcube.science.metrics import BEAMS, MASK_DETECTORS, METRICS
-from cmbcube.science.spectra import (BIN_WIDTH, KINDS, SPECTRA, NamasterSpectra, eb_leakage_attrs, ell_bins,
-                                     namaster_key, require_namaster, spectra_attrs)
+from cmbcube.science.spectra import (
+    BIN_WIDTH,
+    KINDS,
+    SPECTRA,
+    NamasterSpectra,
+    eb_leakage_attrs,
+    ell_bins,
+    namaster_key,
+    require_namaster,
+    spectra_attrs,
+)
 
 ANALYSIS_ARRAYS = ("metrics", "spectra", "analysis_done")         # written per (run, split, sim)
 EB_LEAKAGE_FILE = "eb_leakage.npy"      # beside the coupling matrices: NamasterSpectra.eb_leakage
@@ -52,6 +61,7 @@ def run_names(store: str) -> list[str]:
 
 
 def nside(store: str) -> int:
+    """Return the store's HEALPix nside."""
     return int(_open(store).attrs["nside"])
 
 
@@ -181,6 +191,7 @@ def _upgrade_metrics(store: str, old: list) -> None:
 @dataclasses.dataclass
 class AnalysisInputs:
     """What one (run, sim) is scored on; maps (field, pixel) NESTED float64 in uK_CMB."""
+
     nside: int
     fields: list            # the store's fields
     truth: np.ndarray

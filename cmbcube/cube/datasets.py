@@ -19,9 +19,9 @@ import os
 
 import numpy as np
 
-from cmbcube.science import geometry, transforms
-from cmbcube.recipe import SPLITS
 from cmbcube.errors import InputError
+from cmbcube.recipe import SPLITS
+from cmbcube.science import geometry, transforms
 
 VIEWS = ("sky", "faces", "patches")
 
@@ -178,6 +178,7 @@ class CubeDataset:
     def _arrays(self):
         if self._group is None or self._pid != os.getpid():
             import zarr
+
             from cmbcube.cube import zarr_store
             store = zarr_store(self.store, self.storage_options) if isinstance(self.store, str) else self.store
             self._group = zarr.open_group(store, mode="r")

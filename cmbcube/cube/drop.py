@@ -22,8 +22,9 @@ from cmbcube import cube
 from cmbcube.cube import analysis_io, layout
 from cmbcube.errors import InputError
 
+
 def choices() -> dict:
-    """drop's choices and what each removes: the droppable products of the layout's table, read at call
+    """Drop's choices and what each removes: the droppable products of the layout's table, read at call
     time (a product registered in :data:`cmbcube.cube.layout.PRODUCTS` is droppable at once)."""
     return {name: layout.PRODUCTS.get(name).description for name in layout.droppable()}
 
@@ -191,7 +192,8 @@ def _drop(store: str, product: str, run: str | None, force: bool) -> DropReport:
         main = whole_arrays(product)[0]
         if main not in names:
             have = [p for p in choices() if p not in ("pred", "run") and whole_arrays(p)[0] in names]
-            raise cube.StoreError(f"{store}: no {product} in this store (products present: {', '.join(have) or 'none'})")
+            raise cube.StoreError(f"{store}: no {product} in this store "
+                                  f"(products present: {', '.join(have) or 'none'})")
         cube.delete_arrays(store, present)
         if layout.PRODUCTS.get(product).flag == "sim_done":      # obs, cmb, components, noise
             cube.record_dropped(store, product)
@@ -211,6 +213,7 @@ def _drop(store: str, product: str, run: str | None, force: bool) -> DropReport:
 
 
 def format_report(report: DropReport) -> str:
+    """Format a drop's report for the terminal: what went, the space reclaimed, the notes."""
     human = cube.human
     lines = [f"dropped {', '.join(report.removed)} from {report.store}: reclaimed {human(max(report.reclaimed, 0))} "
              f"({human(report.bytes_before)} -> {human(report.bytes_after)}, checkpoints included)"]

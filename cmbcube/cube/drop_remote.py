@@ -36,6 +36,7 @@ from cmbcube.errors import InputError
 
 
 def handles(store) -> bool:
+    """Tell whether ``store`` is one this module drops from (an Icechunk repository or object storage)."""
     return ics.handles(store) or objstore.handles(store)
 
 
@@ -45,6 +46,7 @@ def message(product: str, run: str | None, force: bool = False) -> str:
 
 
 def drop(store: str, product: str, run: str | None = None, force: bool = False) -> DropReport:
+    """Drop ``product`` (of ``run``) from a shared store; in an Icechunk repository as one commit, all or nothing."""
     store = str(store)
     if product not in choices():
         raise InputError(f"unknown product {product!r}; allowed: {', '.join(choices())}")
@@ -120,7 +122,8 @@ def _drop(store: str, product: str, run: str | None, force: bool) -> tuple:
         present = [n for n in whole_arrays(product) if n in names]
         if whole_arrays(product)[0] not in names:
             have = [p for p in choices() if p not in ("pred", "run") and whole_arrays(p)[0] in names]
-            raise cube.StoreError(f"{store}: no {product} in this store (products present: {', '.join(have) or 'none'})")
+            raise cube.StoreError(f"{store}: no {product} in this store "
+                                  f"(products present: {', '.join(have) or 'none'})")
         _delete_arrays(group, present)
         if cube.PRODUCTS.get(product).flag == "sim_done":
             cube.record_dropped(store, product)

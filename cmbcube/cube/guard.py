@@ -35,10 +35,10 @@ import numpy as np
 from zarr.abc.store import RangeByteRequest, SuffixByteRequest
 from zarr.storage import WrapperStore
 
-from cmbcube.recipe import SPLITS
 from cmbcube.cube import layout
 from cmbcube.cube.shardread import EMPTY, ShardLayout, crc_ok, damaged
 from cmbcube.errors import InputError
+from cmbcube.recipe import SPLITS
 
 STAGE = layout.FLAG_STAGE
 FLAGS = layout.FLAGS

@@ -51,6 +51,7 @@ class VersionConflict(IcechunkError):
 
 
 def handles(path) -> bool:
+    """Tell whether ``path`` names an Icechunk repository (``icechunk+...://``)."""
     return str(path).startswith(PREFIX)
 
 
@@ -82,6 +83,7 @@ def parse(path) -> Location:
 
 
 def check_version_name(name, what: str = "tag") -> str:
+    """Return ``name`` if it is a valid tag or branch name, else raise IcechunkError."""
     if not isinstance(name, str) or not VERSION_NAME.fullmatch(name):
         raise IcechunkError(f"{what} {name!r}: use 1-100 letters, digits, '.', '_', '-', starting with a letter "
                             "or digit")
@@ -134,6 +136,7 @@ def _quiet_local_warning() -> None:
 
 
 def exists(path) -> bool:
+    """Tell whether the repository at ``path`` exists (IcechunkError when it cannot be reached)."""
     loc = parse(path)
     if loc.url in _REPOS:
         return True
@@ -195,10 +198,12 @@ _TASK = threading.local()               # .forks: {url: ForkSession} while a tas
 
 
 def task_fork(url: str):
+    """Return this thread's fork session of ``url`` while a task runs in it, else None."""
     return getattr(_TASK, "forks", {}).get(url)
 
 
 def set_task_fork(url: str, fork) -> None:
+    """Set (or, with ``fork`` None, forget) this thread's fork session of ``url``."""
     forks = getattr(_TASK, "forks", None)
     if forks is None:
         forks = _TASK.forks = {}
@@ -349,6 +354,7 @@ def create(path, ds, encoding) -> str:
 
 
 def chunk_exists(path, key: str) -> bool:
+    """Tell whether the repository at ``path`` holds the key ``key``."""
     from zarr.core.sync import sync
     return bool(sync(store_for(path).exists(key)))
 

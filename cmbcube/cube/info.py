@@ -29,6 +29,7 @@ def require_store(path: str) -> dict:
 
 
 def disk_size(path: str) -> int | None:
+    """Return the bytes of every file under a local store (None for a remote one)."""
     if is_remote(path):
         return None
     total = 0
@@ -65,7 +66,8 @@ def summary(path: str) -> str:
         lines.append(f"  overrides   {' '.join(attrs['recipe_overrides'])}")
     lines.append(f"  grid        HEALPix nside {attrs['nside']} ({12 * attrs['nside'] ** 2} pixels, "
                  f"{attrs['healpix_order'].upper()}), sky model nside {attrs['sky_nside']}, "
-                 f"{attrs['coordinate_system']} coordinates, pixel window {'applied' if attrs['pixel_window_applied'] else 'not applied'}")
+                 f"{attrs['coordinate_system']} coordinates, "
+                 f"pixel window {'applied' if attrs['pixel_window_applied'] else 'not applied'}")
     lines.append("  splits      " + ", ".join(
         f"{s} {int((done & plan)[i].sum())}/{int(plan[i].sum())} done" for i, s in enumerate(SPLITS)))
     lines.append(f"  fields      {', '.join(map(str, ds.field.values))}")
@@ -75,7 +77,8 @@ def summary(path: str) -> str:
         lines.append(f"              {int(det):4d}  {float(ds.center_frequency_ghz[k]):9.3f}  "
                      f"{float(ds.beam_fwhm_arcmin[k]):5.2f}  {str(ds.unit.values[k]):7s} {fields}")
     if "cmb" in ds:
-        lines.append(f"  CMB truth   unit {attrs['cmb_unit']}, beam {ds.cmb.attrs.get('beam_fwhm_arcmin', 0)}' (0 = none)")
+        lines.append(f"  CMB truth   unit {attrs['cmb_unit']}, "
+                     f"beam {ds.cmb.attrs.get('beam_fwhm_arcmin', 0)}' (0 = none)")
     products = [name for name in ds.data_vars if name not in ("sim_done", "pred_done")]
     lines.append(f"  products    {', '.join(products)}")
     gone = json.loads(attrs.get(DROPPED_ATTR, "[]"))
@@ -85,7 +88,8 @@ def summary(path: str) -> str:
         counts = predicted_counts(path)
         for k, run in enumerate(ds.run.values):
             cnt = counts[k]
-            lines.append(f"  run         {run}: {ds.run_method.values[k]}, beam {float(ds.run_beam_fwhm_arcmin[k]):.1f}', "
+            lines.append(f"  run         {run}: {ds.run_method.values[k]}, "
+                         f"beam {float(ds.run_beam_fwhm_arcmin[k]):.1f}', "
                          + ", ".join(f"{s} {int(c)}" for s, c in zip(SPLITS, cnt)) + " sims predicted")
     if "component" in ds.coords:
         lines.append(f"  components  {', '.join(map(str, ds.component.values))}")

@@ -31,6 +31,7 @@ PER_DETECTOR_UNITS = "per detector: see the 'unit' coordinate"
 @dataclasses.dataclass(frozen=True)
 class Array:
     """One stored array of a product."""
+
     dims: tuple
     dtype: str
     long_name: str = ""
@@ -42,6 +43,7 @@ class Array:
 @dataclasses.dataclass(frozen=True)
 class Product:
     """A stored product: what one stage writes and ``cmbcube drop`` removes as a whole."""
+
     description: str                   # what ``cmbcube drop PRODUCT`` removes
     stage: str                          # the command that writes it
     arrays: dict                        # name -> Array (or None: created by its stage, dims unknown here)
@@ -159,6 +161,7 @@ def array_dims_of(name: str) -> tuple:
 
 
 def droppable() -> tuple:
+    """List the names of the products ``cmbcube drop`` may remove."""
     return tuple(n for n, p in PRODUCTS.items() if p.droppable)
 
 
@@ -219,6 +222,7 @@ def optional_arrays(cmb_enabled: bool = True) -> tuple:
 
 # ----------------------------------------------------------------------------- codecs and the template
 def package_versions() -> dict[str, str]:
+    """Return the versions of cmbcube and of the packages that shape the stored data."""
     import importlib.metadata as md
     out = {"cmbcube": __version__}
     for name in ("numpy", "healpy", "ducc0", "pysm3", "camb", "zarr", "xarray", "dask", "distributed"):
@@ -243,6 +247,7 @@ def codecs(storage: dict):
 
 
 def foreground_model_attrs(fg: dict) -> dict:
+    """Return the store attributes that describe the foreground model ``fg``."""
     from cmbcube.science.foregrounds import model_attrs
     return model_attrs(fg)
 

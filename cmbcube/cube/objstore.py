@@ -35,6 +35,7 @@ _WARNED: set = set()
 
 
 def handles(path) -> bool:
+    """Tell whether ``path`` is a URL of object storage this module opens."""
     head, sep, rest = str(path).partition("://")
     return bool(sep) and head in SCHEMES
 
@@ -52,7 +53,7 @@ def _options() -> dict:
 
 
 def zarr_store(path, read_only: bool = True, storage_options: dict | None = None):
-    """zarr's FsspecStore on ``path`` (``storage_options`` replace the environment's settings, as
+    """Zarr's FsspecStore on ``path`` (``storage_options`` replace the environment's settings, as
     ``cmbcube.open(..., key=..., secret=...)`` passes them).  A writable one warns once per store and
     process that nothing keeps a second writer apart."""
     from zarr.storage import FsspecStore

@@ -12,11 +12,21 @@ import numpy as np
 
 from cmbcube.cube import icechunk_store as ics, layout
 from cmbcube.cube.remote import read_group
-from cmbcube.cube.store import (DROP_JOURNAL_ATTR, StoreError, array_dims, consolidate, delete_arrays, fresh_group,
-                                metadata_transaction, open_group, outer_chunks, read_attrs, source_group)
+from cmbcube.cube.store import (
+    DROP_JOURNAL_ATTR,
+    StoreError,
+    array_dims,
+    consolidate,
+    delete_arrays,
+    fresh_group,
+    metadata_transaction,
+    open_group,
+    outer_chunks,
+    read_attrs,
+    source_group,
+)
 from cmbcube.errors import InputError
 from cmbcube.recipe import SPLITS
-
 
 # ----------------------------------------------------------------------------- runs (predictions)
 RUN_ARRAYS = layout.RUN_ARRAYS
@@ -133,15 +143,18 @@ def pred_done_count(path: str, run: int, splits=SPLITS) -> int:
 
 
 def run_epoch(path: str, run: int) -> int:
+    """Return the epoch recorded for run index ``run``."""
     return int(np.asarray(open_group(path)["run_epoch"][run]))
 
 
 
 def set_run_epoch(path: str, run: int, epoch: int) -> None:
+    """Record ``epoch`` for run index ``run``."""
     open_group(path, "r+")["run_epoch"][run] = int(epoch)
 
 
 def run_config(path: str, run: int) -> dict:
+    """Return the configuration stored for run index ``run``."""
     return json.loads(str(open_group(path)["run_config"][run]))
 
 
@@ -182,6 +195,7 @@ def _write_losses(path: str, run: int, train: list, valid: list, train_sims: int
 
 
 def run_index(path: str, name: str) -> int:
+    """Return the index of the run named ``name``; StoreError naming the runs present if none."""
     group = open_group(path)
     runs = [str(r) for r in group["run"][...]] if "run" in set(group.array_keys()) else []
     if name not in runs:
@@ -190,6 +204,7 @@ def run_index(path: str, name: str) -> int:
 
 
 def run_pending(path: str, run: int, splits) -> list[tuple[str, int]]:
+    """List the (split, sim) of ``splits`` simulated but not yet predicted by run index ``run``."""
     group = open_group(path)
     sim_done = np.asarray(group["sim_done"][...]) == 1
     pred_done = np.asarray(group["pred_done"][run]) == 1
@@ -243,6 +258,7 @@ def clear_run_done(path: str, run: int, split: str, sim: int, analysis_only: boo
 
 
 def run_axis_arrays(path: str) -> list[str]:
+    """List the arrays whose first axis is the run axis."""
     group = fresh_group(path)
     return sorted(k for k in group.array_keys() if array_dims(group[k])[:1] == ("run",))
 
@@ -253,7 +269,8 @@ def _check_run_chunking(path: str, names) -> None:
     for name in names:
         arr = group[name]
         enc = arr.metadata.chunk_key_encoding
-        if outer_chunks(arr)[0] != 1 or getattr(enc, "separator", "/") != "/" or getattr(enc, "name", "default") != "default":
+        if outer_chunks(arr)[0] != 1 or getattr(enc, "separator", "/") != "/" \
+                or getattr(enc, "name", "default") != "default":
             raise StoreError(f"{path}: array {name} is not stored one chunk per run (chunks {outer_chunks(arr)}, "
                              f"key encoding {enc}); cmbcube drop cannot edit its run axis")
 

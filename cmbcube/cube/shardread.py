@@ -43,6 +43,7 @@ def _little(codecs) -> bool:
 @dataclasses.dataclass
 class ShardLayout:
     """How one array's chunk files are laid out, parsed from its metadata document."""
+
     sharded: bool
     outer: tuple                    # shape of one chunk file: the shard, or the chunk when unsharded
     inner: tuple                    # shape of an inner chunk (== outer when unsharded)
@@ -56,7 +57,7 @@ class ShardLayout:
     required: np.ndarray | None = None   # (nchunks,) bool: inner chunks a finished unit must hold
 
     @classmethod
-    def from_metadata(cls, meta: dict) -> "ShardLayout":
+    def from_metadata(cls, meta: dict) -> ShardLayout:
         codecs = meta.get("codecs") or []
         outer = tuple(int(c) for c in meta["chunk_grid"]["configuration"]["chunk_shape"])
         try:
@@ -79,7 +80,7 @@ class ShardLayout:
                    index_at_end=conf.get("index_location", "end") == "end", itemsize=itemsize)
 
     @classmethod
-    def from_array(cls, array) -> "ShardLayout":
+    def from_array(cls, array) -> ShardLayout:
         """From an open zarr array (its metadata as the document would say it)."""
         return cls.from_metadata(array.metadata.to_dict())
 

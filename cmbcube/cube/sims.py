@@ -61,6 +61,7 @@ def predicted_counts(path: str) -> np.ndarray:
 
 
 def planned(path: str) -> np.ndarray:
+    """Return the (split, sim) mask of the sims the recipe plans."""
     group = open_group(path)
     n = np.asarray(group["n_sims"][...])
     nsim = group["sim"].shape[0]
@@ -81,6 +82,7 @@ def finished(path: str) -> int:
 
 
 def pending(path: str) -> list[tuple[str, int]]:
+    """List the planned (split, sim) not flagged done yet."""
     todo = planned(path) & ~done_flags(path)
     return [(SPLITS[i], int(j)) for i, j in zip(*np.nonzero(todo))]
 
@@ -196,9 +198,11 @@ def read_theory(source, split: str, sim: int) -> tuple[dict, np.ndarray]:
 
 
 def flagged_without_data(path: str, products=("obs", "cmb")) -> list[tuple[str, int]]:
-    """Sims flagged done whose shard file of one of ``products`` is absent (a flag set by hand, or data
-    deleted): one existence check per file.  (Zarr skips chunks equal to the fill value, so an all-NaN
-    cosmo_params or cl_theory, with the CMB disabled, has no file: ask for them only when the CMB is on.)"""
+    """Sims flagged done whose shard file of one of ``products`` is absent.
+
+    A flag set by hand, or data deleted: one existence check per file.  (Zarr skips chunks equal to the
+    fill value, so an all-NaN cosmo_params or cl_theory, with the CMB disabled, has no file: ask for them
+    only when the CMB is on.)"""
     group = fresh_group(path)
     names = set(group.array_keys())
     arrays = [(name, group[name]) for name in products if name in names]
@@ -216,6 +220,7 @@ def flagged_without_data(path: str, products=("obs", "cmb")) -> list[tuple[str, 
 
 
 def clear_done(path: str, split: str, sim: int) -> None:
+    """Clear the done-flag of one sim."""
     open_group(path, "r+")["sim_done"][SPLITS.index(split), sim] = 0
 
 

@@ -28,6 +28,7 @@ class StoreError(InputError, RuntimeError):
 
 
 def is_remote(path: str) -> bool:
+    """Tell whether ``path`` is a URL rather than a local path."""
     return "://" in str(path)
 
 
@@ -131,6 +132,7 @@ def _recipe_mismatch(path, attrs, recipe) -> str:
 
 
 def read_attrs(path: str) -> dict:
+    """Return the root attributes of the store at ``path``; StoreError if it is no Zarr store."""
     import zarr
 
     from cmbcube.cube.remote import zarr_store
@@ -163,6 +165,7 @@ def update_attrs(path: str, attrs: dict) -> None:
 
 
 def store_recipe(path: str) -> Recipe:
+    """Return the recipe the store at ``path`` was made from."""
     return from_store_attrs(read_attrs(path))
 
 
@@ -213,6 +216,7 @@ def fresh_group(path: str, mode: str = "r"):
 
 
 def array_dims(arr) -> tuple:
+    """Return the dimension names of a Zarr array (empty when it has none)."""
     return tuple(getattr(arr.metadata, "dimension_names", None) or ())
 
 
@@ -236,10 +240,12 @@ def unit_files(path: str, arr, name: str, leading: tuple) -> list[tuple[str, str
 
 
 def dropped_products(path: str) -> list[str]:
+    """List the products dropped from the store, oldest first."""
     return [d["product"] for d in json.loads(read_attrs(path).get(DROPPED_ATTR, "[]"))]
 
 
 def record_dropped(path: str, product: str) -> None:
+    """Record in the store's attributes that ``product`` was dropped, and when."""
     group = fresh_group(path, "r+")
     entries = json.loads(group.attrs.get(DROPPED_ATTR, "[]"))
     entries = [e for e in entries if e["product"] != product]

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from cmbcube import cube
-from cmbcube.recipe import SPLITS
 from cmbcube.cube import icechunk_versions, layout, objstore
 from cmbcube.cube.shardread import EMPTY, ShardLayout, crc_ok
 from cmbcube.errors import InputError
+from cmbcube.recipe import SPLITS
 
 # the arrays verify checks are those written unit by unit and flagged: layout.unit_products(flag),
 # read from the product table at call time (a product registered in layout.PRODUCTS is verified)
@@ -65,6 +65,7 @@ class VerifyReport:
 class _Layout:
     """How one array's files are laid out (read once by the driver): the one parser's reading, and
     a label for each inner chunk of a shard."""
+
     name: str
     shard: ShardLayout
     labels: list | None = None      # (n_inner,) "detector 143, field Q"
@@ -239,6 +240,7 @@ def metadata_problems(path: str) -> list[Damage]:
 
 def verify(path: str, products=None, clear: bool = False, workers: int | None = None,
            progress: bool | None = None) -> VerifyReport:
+    """Read back every finished unit of the store (``products`` only, if given) and report the damage."""
     path = str(path)
     if cube.icechunk_store.handles(path) or objstore.handles(path):      # chunks read back through the guard
         return icechunk_versions.verify(path, products, clear, progress)
@@ -336,6 +338,7 @@ def _clear(path: str, report: VerifyReport, runs: list[str]) -> None:
 
 
 def format_report(report: VerifyReport) -> str:
+    """Format a verify report for the terminal."""
     lines = []
     size = cube.human(report.bytes_read)
     head = (f"verified {report.store}: {report.units} finished unit(s), {report.files} file(s), {size} read "

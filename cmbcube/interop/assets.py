@@ -30,10 +30,10 @@ import json
 import os
 from pathlib import Path
 
-from cmbcube.recipe import Recipe
 from cmbcube.errors import CmbcubeError
 from cmbcube.interop.inputs import recipe_inputs
 from cmbcube.interop.templates import search_dirs
+from cmbcube.recipe import Recipe
 
 MANIFEST_FORMAT = "cmbcube-assets/1"
 MANIFEST_NAME = "manifest.json"
@@ -215,7 +215,8 @@ def format_listing(recipe: Recipe, assets: list[Asset], destination: str | None 
     lines.append("where they go:")
     lines += ["  " + line for line in where_to_put(recipe, destination)]
     if any(a.needed and not a.present for a in assets):
-        lines.append("cmbcube assets RECIPE --fetch downloads the missing needed files (or --base-url URL for a mirror)")
+        lines.append("cmbcube assets RECIPE --fetch downloads the missing needed files "
+                     "(or --base-url URL for a mirror)")
     return "\n".join(lines)
 
 
@@ -227,7 +228,8 @@ def write_manifest(directory: str) -> Path:
     files = {}
     for path in sorted(root.rglob("*")):
         if path.is_file() and path.name != MANIFEST_NAME:
-            files[path.relative_to(root).as_posix()] = {"size": path.stat().st_size, "sha256": file_hash(path, "sha256")}
+            files[path.relative_to(root).as_posix()] = {"size": path.stat().st_size,
+                                                        "sha256": file_hash(path, "sha256")}
     out = root / MANIFEST_NAME
     out.write_text(json.dumps({"format": MANIFEST_FORMAT, "files": files}, indent=1, sort_keys=True) + "\n")
     return out

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cmbcube.science import cosmology, instrument
 from cmbcube.errors import InputError
+from cmbcube.science import cosmology, instrument
 
 SPLIT_DIRS = {"train": "Train", "valid": "Valid", "test": "Test"}
 SIM_DIGITS = 4
@@ -261,7 +261,7 @@ def write_spectra(path, cls: np.ndarray) -> None:
     ell = np.arange(n)
     dl = cls[:, :n] * ell * (ell + 1.0) / (2 * np.pi)
     rows = ["# L " + " ".join(f"{name:13s}" for name in cosmology.SPECTRA)]
-    rows += [f"{l:4d} " + " ".join(f"{v:12.7e}" for v in dl[:, l]) for l in ell]
+    rows += [f"{multipole:4d} " + " ".join(f"{v:12.7e}" for v in dl[:, multipole]) for multipole in ell]
     atomic_write_text(path, "\n".join(rows) + "\n")
 
 

@@ -8,12 +8,24 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from cmbcube.science import instrument
-from cmbcube.recipe import SPLITS, validate
 from cmbcube.errors import MissingFileError
-from cmbcube.interop.cmbml_files import (CMB_FILE, CMB_UNITS, OBS_RE, PARAMS_FILE, SIM_DIGITS, SIM_RE,
-                                         SPECTRA_FILE, SPLIT_DIRS, CMBMLError, map_info, read_header,
-                                         read_params, sim_name)
+from cmbcube.interop.cmbml_files import (
+    CMB_FILE,
+    CMB_UNITS,
+    OBS_RE,
+    PARAMS_FILE,
+    SIM_DIGITS,
+    SIM_RE,
+    SPECTRA_FILE,
+    SPLIT_DIRS,
+    CMBMLError,
+    map_info,
+    read_header,
+    read_params,
+    sim_name,
+)
+from cmbcube.recipe import SPLITS, validate
+from cmbcube.science import instrument
 
 
 @dataclasses.dataclass

@@ -14,9 +14,17 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from cmbcube.interop.assets import (
+    CHUNK,
+    MANIFEST_NAME,
+    Asset,
+    AssetError,
+    Offline,
+    file_hash,
+    list_assets,
+    parse_manifest,
+)
 from cmbcube.recipe import Recipe
-from cmbcube.interop.assets import CHUNK, MANIFEST_NAME, Asset, AssetError, Offline, file_hash, list_assets, \
-    parse_manifest
 
 
 @dataclasses.dataclass

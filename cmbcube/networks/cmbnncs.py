@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+
 from cmbcube.errors import InputError
 from cmbcube.networks import UNET_HEADS
 
@@ -97,6 +98,7 @@ def build(in_channels: int, out_channels: int, nside: int, config=None, *, branc
     if nside % min_nside(name):
         raise InputError(f"--model {name} needs nside to be a multiple of {min_nside(name)} "
                          f"(face plane {4 * nside} x {3 * nside} halved {len(ARCHITECTURES[name]['channels'])} times); "
-                         f"this cube has nside {nside}" + ("; use cmbnncs-unet5 (nside >= 32)" if name.endswith("8") else ""))
+                         f"this cube has nside {nside}"
+                         + ("; use cmbnncs-unet5 (nside >= 32)" if name.endswith("8") else ""))
     head = getattr(config, "head", "published") if config is not None else "published"
     return CMBNNCSUNet(in_channels, out_channels, head=head, **ARCHITECTURES[name])

@@ -25,7 +25,8 @@ class PatchUNet(nn.Module):
         self.down = nn.ModuleList([_DoubleConv(in_channels, chans[0])] +
                                   [_DoubleConv(chans[i], chans[i + 1]) for i in range(depth)])
         self.pool = nn.MaxPool2d(2)
-        self.up = nn.ModuleList([nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2) for i in reversed(range(depth))])
+        self.up = nn.ModuleList([nn.ConvTranspose2d(chans[i + 1], chans[i], 2, stride=2)
+                                 for i in reversed(range(depth))])
         self.merge = nn.ModuleList([_DoubleConv(2 * chans[i], chans[i]) for i in reversed(range(depth))])
         self.last = nn.Conv2d(chans[0], out_channels, 1)
 

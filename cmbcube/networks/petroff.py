@@ -35,8 +35,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from cmbcube.networks import sphere
 from cmbcube.errors import InputError
+from cmbcube.networks import sphere
 
 WIDTH = 6
 K = 9

@@ -26,6 +26,7 @@ import warnings
 import numpy as np
 import torch
 from torch import nn
+
 from cmbcube.errors import InputError
 
 PUBLISHED_WIDTHS = {32: 0.025, 64: 0.01228, 128: 0.00614, 256: 0.00307, 512: 0.00154}

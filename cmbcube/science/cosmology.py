@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+
 from cmbcube.errors import InputError
 
 PARAMS = ("H0", "ombh2", "omch2", "ns", "As", "tau")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+
 from cmbcube.errors import InputError
 
 FACE_GRID = ((2, 6, 9), (3, 7, 10), (0, 4, 11), (1, 5, 8))

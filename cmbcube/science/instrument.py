@@ -31,6 +31,7 @@ import dataclasses
 import functools
 
 import numpy as np
+
 from cmbcube.errors import InputError
 
 FREQS = (30, 44, 70, 100, 143, 217, 353, 545, 857)
@@ -164,6 +165,7 @@ def _band_weights(freq: int, centre_ghz: float, bandpass: str) -> np.ndarray:
 
 def detector(freq: int, beam_preset: str = "cmb-ml", beam_overrides: dict | None = None,
              bandpass: str = "delta") -> Detector:
+    """Return the Detector of frequency ``freq`` with the beam preset, overrides and bandpass given."""
     if freq not in _CENTRE_GHZ:
         raise InputError(f"unknown detector {freq!r}; allowed: {', '.join(map(str, FREQS))}")
     if bandpass not in BANDPASS_CHOICES:

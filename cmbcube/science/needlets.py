@@ -14,8 +14,8 @@ import dataclasses
 
 import numpy as np
 
-from cmbcube.science import sht
 from cmbcube.errors import InputError
+from cmbcube.science import sht
 
 CMBML_PEAKS = {512: [0, 200, 715, 1025], 128: [0, 100, 200, 300, 383]}
 WINDOW_FLOOR = 1e-3       # a window "ends" / a beam "carries no signal" below this
@@ -71,6 +71,7 @@ def gaussian_windows(fwhms_arcmin, lmax: int) -> np.ndarray:
 
 
 def check_partition(windows: np.ndarray, tol: float = 1e-6) -> None:
+    """Raise ILCError unless the squared windows sum to 1 at every multipole (within ``tol``)."""
     err = np.abs((windows ** 2).sum(axis=0) - 1).max()
     if err > tol:
         raise ILCError(f"needlet windows do not satisfy sum h^2 = 1 (max error {err:.2e})")
@@ -88,6 +89,7 @@ def default_peaks(nside: int) -> list[int]:
 
 
 def top_ell(window: np.ndarray) -> int:
+    """Return the last multipole where ``window`` is above WINDOW_FLOOR (0 if never)."""
     above = np.nonzero(window > WINDOW_FLOOR)[0]
     return int(above[-1]) if above.size else 0
 

@@ -1,8 +1,8 @@
-"""HEALPix pixel window functions, computed here (healpy downloads its tables).
+r"""HEALPix pixel window functions, computed here (healpy downloads its tables).
 
-The window of a pixel p is b_l(p) = (1/Omega) \\int_p Y_lm.  By the addition
+The window of a pixel p is b_l(p) = (1/Omega) \int_p Y_lm.  By the addition
 theorem the pixel-averaged window is
-    W_l^2 = < (1/Omega^2) \\int\\int_{p x p} P_l(cos gamma) >_p ,
+    W_l^2 = < (1/Omega^2) \int\int_{p x p} P_l(cos gamma) >_p ,
 the mean of P_l over pairs of points in one pixel, averaged over pixels.  Pixel
 shapes repeat along a ring (azimuthal rotations) and between hemispheres, so one
 pixel per northern ring suffices, weighted by the ring's pixel count.  The
@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+
 from cmbcube.errors import InputError
 
 SUBDIV = 4          # 16 x 16 = 256 quadrature points per pixel

@@ -43,6 +43,7 @@ class Interval:
 @dataclass(frozen=True)
 class Paired:
     """Method ``a`` minus method ``b`` per sim (lower is better for an error metric)."""
+
     a: str
     b: str
     difference: Interval

@@ -11,7 +11,6 @@ import functools
 import ducc0
 import numpy as np
 
-
 _THREADS = 1       # Dask parallelises over sims; the stages set this from $CMBCUBE_SHT_THREADS
 
 
@@ -27,10 +26,12 @@ def nthreads() -> int:
 
 
 def alm_size(lmax: int) -> int:
+    """Return the number of alm coefficients up to ``lmax`` (m >= 0)."""
     return (lmax + 1) * (lmax + 2) // 2
 
 
 def lmax_from_size(size: int) -> int:
+    """Return the lmax of an alm array of ``size`` coefficients; ValueError if none fits."""
     lmax = int((np.sqrt(8 * size + 1) - 3) / 2)
     if alm_size(lmax) != size:
         raise ValueError(f"{size} is not a valid alm array size")
@@ -39,11 +40,13 @@ def lmax_from_size(size: int) -> int:
 
 @functools.lru_cache(maxsize=16)
 def geometry(nside: int) -> dict:
+    """Return ducc0's RING geometry of ``nside`` for its transforms."""
     return ducc0.healpix.Healpix_Base(nside, "RING").sht_info()
 
 
 @functools.lru_cache(maxsize=16)
 def mstart(lmax: int) -> np.ndarray:
+    """Return the offsets ducc0 uses to find each m in a healpy-ordered alm array."""
     m = np.arange(lmax + 1)
     return (m * (2 * lmax + 1 - m) // 2).astype(np.uintp)
 
@@ -123,6 +126,7 @@ def almxfl(alm: np.ndarray, fl: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=16)
 def ell_of_alm(lmax: int) -> np.ndarray:
+    """Return the multipole of each coefficient of a healpy-ordered alm array."""
     ell = np.empty(alm_size(lmax), dtype=np.int64)
     for m in range(lmax + 1):
         start = int(mstart(lmax)[m]) + m

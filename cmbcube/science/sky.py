@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Callable
 
 import numpy as np
 
@@ -47,6 +47,7 @@ class SimSpec:
     ``variance_map(freq=, field=)`` -> per-pixel variance (native unit^2, NESTED, output nside)
     (``noise_model: variance_maps``); ``chain``: {parameter: column} when ``cmb_prior`` is ``chain``.
     """
+
     seed: int
     nside: int
     sky_nside: int
@@ -117,7 +118,8 @@ class Simulator:
         # the point the lensing correction is expanded around (cosmology.lensed_spectra)
         self.lensing_expansion = cosmology.expansion_point(spec.cmb_prior, spec.cmb_prior_width, spec.chain) \
             if spec.cmb_enabled and spec.lensing == "corrected" else None
-        self._foregrounds_fixed = model == "pysm3" or (model in foregrounds.SKY_MODELS and spec.foreground_vary == "fixed")
+        self._foregrounds_fixed = model == "pysm3" or (model in foregrounds.SKY_MODELS
+                                                       and spec.foreground_vary == "fixed")
 
     # -- static pieces ------------------------------------------------------------
     def noise_sigma(self, det: instrument.Detector, field: str) -> np.ndarray:

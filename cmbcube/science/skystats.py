@@ -256,5 +256,6 @@ def gaussian_twin(maps: np.ndarray, seed: int = 1) -> np.ndarray:
 
 
 def high_latitude(nside: int, b_min_deg: float) -> np.ndarray:
+    """Return the mask of pixels at Galactic latitude |b| > ``b_min_deg``."""
     _, lat = foregrounds.galactic_coords(nside)
     return np.abs(lat) > np.radians(b_min_deg)

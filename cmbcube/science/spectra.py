@@ -277,8 +277,8 @@ def eb_kernel(lmax: int) -> np.ndarray:
 def eb_leakage_attrs() -> dict:
     """How the windows' EE -> BB block was measured (attribute ``eb_leakage`` of ``spectra_window``)."""
     return {"method": "monte carlo: mean purified BB of pure-E Gaussian skies (fiducial CAMB lensed EE, polarisation "
-                      "pixel window) over their E-mode variance at ell >= %d, sum (2 ell + 1) / 4 pi C_EE(ell); "
-                      "per bin, times that kernel" % BB_FIRST_ELL,
+                      f"pixel window) over their E-mode variance at ell >= {BB_FIRST_ELL:d}, sum (2 ell + 1) / 4 pi "
+                      "C_EE(ell); per bin, times that kernel",
             "sims": EB_LEAKAGE_SIMS, "seed": EB_LEAKAGE_SEED}
 
 

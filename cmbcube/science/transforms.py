@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+
 from cmbcube.errors import InputError
 
 NAMES = ("none", "minmax", "standardize", "robust", "maxabs", "unit-maxabs", "noiseless-maxabs",
@@ -114,7 +115,8 @@ def build(spec: str, stats: dict[str, np.ndarray] | None, nchannels: int) -> Aff
         return Affine(spec, zeros, v) if name == "scale" else Affine(spec, -v, 2 * v)
     if name == "noiseless-maxabs":
         raise InputError("transform 'noiseless-maxabs' needs the noiseless train maps: the train stage resolves it "
-                         "(cmbcube.stages.train.resolve_noiseless) into scale:S1,S2,...; use maxabs or explicit factors here")
+                         "(cmbcube.stages.train.resolve_noiseless) into scale:S1,S2,...; "
+                         "use maxabs or explicit factors here")
     if stats is None:
         raise InputError(f"transform {spec!r} needs normalisation statistics: run `cmbcube preprocess STORE` first")
     if name == "minmax":

@@ -38,10 +38,12 @@ class Check:
 
 
 def verdict(ok: bool) -> str:
+    """Return PASS or FAIL."""
     return PASS if ok else FAIL
 
 
 def within(value: float, lo: float, hi: float) -> str:
+    """Return PASS if ``value`` is finite and in [lo, hi], else FAIL."""
     return verdict(bool(np.isfinite(value) and lo <= value <= hi))
 
 
@@ -119,10 +121,10 @@ def unit_checks(detectors) -> list[Check]:
 
 
 def fitted_fwhm(cross: np.ndarray, auto: np.ndarray, lmax: int, sky_auto: np.ndarray | None = None) -> tuple:
-    """(FWHM, its standard error) in arcmin of the Gaussian beam that best fits the transfer cross / auto over 2 <= ell <= lmax:
-    least squares in log B_ell against ell (ell + 1), each multipole weighted by the inverse variance of
-    log(cross / auto), (2 ell + 1) auto B^2 / sky_auto (what is left in the sky map besides the beamed CMB,
-    noise or rounding, lowers the weight), or by 2 ell + 1 without ``sky_auto``."""
+    """(FWHM, its standard error) in arcmin of the Gaussian beam that best fits the transfer cross / auto over
+    2 <= ell <= lmax: least squares in log B_ell against ell (ell + 1), each multipole weighted by the inverse
+    variance of log(cross / auto), (2 ell + 1) auto B^2 / sky_auto (what is left in the sky map besides the beamed
+    CMB, noise or rounding, lowers the weight), or by 2 ell + 1 without ``sky_auto``."""
     ell = np.arange(2, lmax + 1)
     ratio = cross[2: lmax + 1] / auto[2: lmax + 1]
     good = ratio > 0.05

@@ -17,9 +17,8 @@ import functools
 import numpy as np
 
 from cmbcube.cube import analysis_io
-from cmbcube.science import metrics as sm
-from cmbcube.science import spectra as ss
 from cmbcube.errors import InputError
+from cmbcube.science import metrics as sm, spectra as ss
 from cmbcube.stages.fanout import StageReport, fan_out
 
 

@@ -5,9 +5,9 @@ losses so far and every random generator's state, so that ``--resume`` continues
 It is written whole or not at all, and loaded weights-only (nothing in the file is executed).
 
 Which are kept (``--keep-checkpoints``): ``best-last`` (the default) keeps the last checkpoint
-(what ``--resume`` and ``predict --epoch last`` read) and the one of the lowest validation loss (``predict``'s default; training loss
-where the run has no valid split); ``all`` keeps every saved epoch.  Older ones are deleted only
-after the new one is complete, so a run killed at any moment keeps its last checkpoint.
+(what ``--resume`` and ``predict --epoch last`` read) and the one of the lowest validation loss
+(``predict``'s default; training loss where the run has no valid split); ``all`` keeps every saved epoch.
+Older ones are deleted only after the new one is complete, so a run killed at any moment keeps its last checkpoint.
 """
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+
 from cmbcube.errors import CmbcubeError, InputError
 
 log = logging.getLogger("cmbcube")

@@ -12,12 +12,23 @@ from pathlib import Path
 import numpy as np
 
 from cmbcube import __version__, cube
-from cmbcube.science import instrument
-from cmbcube.recipe import SPLITS
 from cmbcube.errors import MissingFileError
+from cmbcube.interop.cmbml_files import (
+    CMB_FILE,
+    PARAMS_FILE,
+    SPECTRA_FILE,
+    SPLIT_DIRS,
+    CMBMLError,
+    atomic_write_text,
+    sim_files,
+    sim_name,
+    write_map,
+    write_params,
+    write_spectra,
+)
+from cmbcube.recipe import SPLITS
+from cmbcube.science import instrument
 from cmbcube.stages.fanout import StageReport, fan_out
-from cmbcube.interop.cmbml_files import CMB_FILE, PARAMS_FILE, SPECTRA_FILE, SPLIT_DIRS, CMBMLError, \
-    atomic_write_text, sim_files, sim_name, write_map, write_params, write_spectra
 
 EXPORT_UNITS = ("uK_CMB", "K_CMB", "store")
 

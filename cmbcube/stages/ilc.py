@@ -11,11 +11,19 @@ import time
 import numpy as np
 
 from cmbcube import cube
-from cmbcube.science import needlets
-# the ILC itself (pure numpy) and its method registry, re-exported: cmbcube.stages.ilc.METHODS is the same table
-from cmbcube.science.ilc import (CMBML_COMMON_BEAM, CMBML_DETECTORS, METHODS, ILCConfig,  # noqa: F401
-                                 clean_sim, hilc_method, nilc_method)
 from cmbcube.recipe import SPLITS
+from cmbcube.science import needlets
+
+# the ILC itself (pure numpy) and its method registry, re-exported: cmbcube.stages.ilc.METHODS is the same table
+from cmbcube.science.ilc import (  # noqa: F401
+    CMBML_COMMON_BEAM,
+    CMBML_DETECTORS,
+    METHODS,
+    ILCConfig,
+    clean_sim,
+    hilc_method,
+    nilc_method,
+)
 from cmbcube.stages.fanout import StageReport, fan_out
 
 log = logging.getLogger("cmbcube")

@@ -24,7 +24,7 @@ import os
 import shutil
 from pathlib import Path
 
-from cmbcube.cube.info import human  # noqa: F401 - limits.human: the one size formatter
+from cmbcube.cube.info import human  # limits.human: the one size formatter
 from cmbcube.cube.store import read_attrs
 from cmbcube.errors import InputError
 
@@ -97,7 +97,8 @@ def simulate_plan(recipe, pending: int | None = None, what: str = "simulate") ->
     # coordinates: sim (int64), cell_ids (uint64), ell, small ones; ~2 KB of JSON per array, the
     # root's consolidated copy of them all, and the recipe text kept in the attributes
     narrays = 20 + len(SPLITS)
-    plan.metadata_bytes = 0 if pending is not None else 8 * nsim_axis + 8 * npix + 8 * nell + 4 * narrays * 1024 + 2 * len(recipe.text or "") + 65536
+    plan.metadata_bytes = 0 if pending is not None else (8 * nsim_axis + 8 * npix + 8 * nell + 4 * narrays * 1024
+                                                         + 2 * len(recipe.text or "") + 65536)
     outputs = sim_maps * npix * 4
     sky = (nfg + 3) * 3 * sky_npix * 8 * 0.9
     if r["foregrounds"]["model"] == "pysm3":

@@ -11,9 +11,18 @@ import time
 from pathlib import Path
 
 from cmbcube.errors import CmbcubeError
-from cmbcube.stages import analyze as analysis
-from cmbcube.stages import checkpoints, ilc, predict, preprocess, report, simulate, train, train_guard
 from cmbcube.recipe import Recipe, load
+from cmbcube.stages import (
+    analyze as analysis,
+    checkpoints,
+    ilc,
+    predict,
+    preprocess,
+    report,
+    simulate,
+    train,
+    train_guard,
+)
 
 
 class StageFailed(CmbcubeError, RuntimeError):

@@ -152,7 +152,8 @@ def predict_sim(model, ds: CubeDataset, sim: int, dev) -> np.ndarray:
             outs = torch.cat([model(patches[i:i + 64]) for i in range(0, patches.shape[0], 64)])
             maps = geometry.from_patches(outs.permute(1, 0, 2, 3).double().cpu().numpy(), ds.nside)
         else:
-            maps = model(torch.from_numpy(ds.transform.forward(ds.read_inputs(sim)))[None].to(dev))[0].double().cpu().numpy()
+            x = torch.from_numpy(ds.transform.forward(ds.read_inputs(sim)))[None].to(dev)
+            maps = model(x)[0].double().cpu().numpy()
     return np.asarray(ds.target_transform.inverse(maps), dtype=np.float32)
 
 

@@ -40,7 +40,8 @@ def _hist_block(block, lo, hi, bins):
     return out
 
 
-def reduce_stats(arr, sample_axes: tuple[int, ...], bins: int = BINS, valid=None, on_pass=None) -> dict[str, np.ndarray]:
+def reduce_stats(arr, sample_axes: tuple[int, ...], bins: int = BINS, valid=None,
+                 on_pass=None) -> dict[str, np.ndarray]:
     """Statistics of a dask array over ``sample_axes`` (the sim axes and the pixel axis, last).
 
     Returns {stat: array over the remaining axes}.  NaN (absent detector/field
@@ -102,8 +103,8 @@ def reduce_stats(arr, sample_axes: tuple[int, ...], bins: int = BINS, valid=None
 def run(store: str, split: str = "train", scheduler: str | None = None, scheduler_file: str | None = None,
         workers: int | None = None, force: bool = False, progress: bool | None = None) -> dict:
     """Compute and store the statistics; returns a small report dict."""
-    from cmbcube.stages.cluster import client_for
     from cmbcube.recipe import SPLITS
+    from cmbcube.stages.cluster import client_for
     if split not in SPLITS:
         raise InputError(f"--split {split!r}: allowed: {', '.join(SPLITS)}")
     cube.require_store(store)              # a store it can write into, before anything is computed
@@ -116,9 +117,11 @@ def run(store: str, split: str = "train", scheduler: str | None = None, schedule
     recipe = cube.store_recipe(store)
     with client_for(recipe["cluster"], scheduler, scheduler_file, workers) as client:
         import dask
-        ctx = dask.config.set(scheduler="synchronous") if client is None and scheduler == "synchronous" else contextlib.nullcontext()
+        ctx = dask.config.set(scheduler="synchronous") if client is None and scheduler == "synchronous" \
+            else contextlib.nullcontext()
         with ctx:
-            obs, cmb, has_field = stats_io.split_maps(ds, split, sims)   # (sim, detector, field, pixel), (sim, field, pixel)
+            # (sim, detector, field, pixel), (sim, field, pixel)
+            obs, cmb, has_field = stats_io.split_maps(ds, split, sims)
             log.info("statistics over %d %s sims", sims.size, split)
             from cmbcube.progress import bar as progress_bar
             # four passes over the split (obs and cmb: moments, then histograms); a bar on a terminal

@@ -12,11 +12,9 @@ import numpy as np
 from cmbcube import cube
 from cmbcube.errors import InputError
 from cmbcube.science.metrics import BEAMS, COVERAGE, GAUSSIAN_COVERAGE, METRICS
+from cmbcube.stages import report_figures as plots
 from cmbcube.stages.checkpoints import best_epoch
 from cmbcube.stages.report_ranking import data_limited, ranking_section
-from cmbcube.stages.report_figures import (LABELS, POSITIVE_INTENSITY, common_map_beam, distribution_figure,
-                                           learning_curves, map_figure, metric_header, metric_units,
-                                           residual_limit, spectrum_figure)
 
 TABLE_METRICS = tuple(m for m in METRICS if m not in COVERAGE)     # calibration has its own table
 
@@ -78,8 +76,9 @@ def _latex_header(header: str) -> str:
 
 
 def write_tables(rows, out: Path, stem: str, caption: str, units: dict | None = None) -> list[Path]:
-    units = metric_units(None) if units is None else units
-    md = [f"**{caption}**", "", "| run | sims | " + " | ".join(metric_header(m, units) for m in TABLE_METRICS) + " |",
+    units = plots.metric_units(None) if units is None else units
+    md = [f"**{caption}**", "",
+          "| run | sims | " + " | ".join(plots.metric_header(m, units) for m in TABLE_METRICS) + " |",
           "|---|---|" + "---|" * len(TABLE_METRICS)]
     for row in rows:
         md.append(f"| {_run_label(row)} | {row['sims']} | " + " | ".join(_fmt(*row[m]) for m in TABLE_METRICS) + " |")
@@ -88,7 +87,7 @@ def write_tables(rows, out: Path, stem: str, caption: str, units: dict | None = 
     # every caption, header and cell through latex_escape (units such as uK_CMB, run names with _ or %)
     tex = ["\\begin{table}", "\\centering", f"\\caption{{{latex_escape(caption)}}}",
            "\\begin{tabular}{l" + "c" * len(TABLE_METRICS) + "}", "\\hline",
-           "Run & " + " & ".join(_latex_header(metric_header(m, units)) for m in TABLE_METRICS) + " \\\\",
+           "Run & " + " & ".join(_latex_header(plots.metric_header(m, units)) for m in TABLE_METRICS) + " \\\\",
            "\\hline"]
     for row in rows:
         tex.append(latex_escape(_run_label(row)) + " & " + " & ".join(
@@ -114,7 +113,8 @@ def calibration_table(rows, out: Path, stem: str, caption: str) -> list[Path] | 
     if not rows:
         return None
     md = [f"**{caption}**", "", "| run | sims | " + " | ".join(
-        f"within {LABELS[m]} [% of pixels] (Gaussian {100 * GAUSSIAN_COVERAGE[m]:.1f}%)" for m in COVERAGE) + " |",
+        f"within {plots.LABELS[m]} [% of pixels] (Gaussian {100 * GAUSSIAN_COVERAGE[m]:.1f}%)"
+        for m in COVERAGE) + " |",
         "|---|---|" + "---|" * len(COVERAGE)]
     for row in rows:
         md.append(f"| {_run_label(row)} | {row['sims']} | " + " | ".join(
@@ -297,7 +297,7 @@ def component_table(ds, split: str) -> str | None:
     sim = int(sims[0])
     shown = _shown_units(ds)
     nside = int(ds.attrs["nside"])
-    positive = [str(c) for c in ds.component.values if str(c) in POSITIVE_INTENSITY]
+    positive = [str(c) for c in ds.component.values if str(c) in plots.POSITIVE_INTENSITY]
     lines = [f"# Sky statistics per component: {split} sim {sim}", "",
              "Pixel statistics of each foreground component as stored (beam-convolved, NESTED full sky, no mask), "
              "in each detector's map unit (the `unit` column; uK_CMB unless the recipe chose otherwise), except "
@@ -339,7 +339,7 @@ def build(store: str, out_dir: str, split: str = "test", sims=(0,)) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     ds = ds.assign_coords(beam=ds.beam_fwhm.values)
     field = "I"
-    units = metric_units(ds)
+    units = plots.metric_units(ds)
     unit = units["mae"]
     index = [f"# cmbcube report: {ds.attrs['recipe_name']}", "",
              f"Store `{store}`, split `{split}`, nside {ds.attrs['nside']}, analysis mask f_sky = "
@@ -347,7 +347,7 @@ def build(store: str, out_dir: str, split: str = "test", sims=(0,)) -> Path:
              "dipole removed, after bringing truth and prediction to the stated common beam. Units: MAE and RMSE "
              f"in {unit}, MSE in {unit}^2, PSNR in dB; NRMSE, R^2 and dCl/Cl are ratios.", ""]
     rows = training_rows(ds, split)
-    index += training_section(rows, split, learning_curves(rows, out))
+    index += training_section(rows, split, plots.learning_curves(rows, out))
     index += ranking_section(ds, split, field, BEAMS[1], unit, out)
     for beam in BEAMS:
         rows = summary_rows(ds, split, field, beam)
@@ -364,24 +364,26 @@ def build(store: str, out_dir: str, split: str = "test", sims=(0,)) -> Path:
                 index += [(out / f"{cal}.md").read_text(), f"([Markdown]({cal}.md), [CSV]({cal}.csv))", ""]
     figures = []
     done = ds.analysis_done.sel(split=split).values.astype(bool)
-    map_beam = common_map_beam(ds)
+    map_beam = plots.common_map_beam(ds)
     runs = [str(run) for run in ds.run.values]
-    rlims = {sim: residual_limit(ds, [run for r, run in enumerate(runs) if done[r, sim]], split, sim, field, map_beam)
+    rlims = {sim: plots.residual_limit(ds, [run for r, run in enumerate(runs) if done[r, sim]], split, sim, field,
+                                       map_beam)
              for sim in sims if sim < done.shape[1] and done[:, sim].any()}     # one scale for every run shown
     for r, run in enumerate(ds.run.values):
         for sim in sims:
             if sim < done.shape[1] and done[r, sim]:
                 name = f"map_{cube.safe_name(run)}_{split}_{sim:04d}_{field}.png"   # run names come from the store
-                map_figure(ds, str(run), split, sim, field, out / name, map_beam, rlims[sim])
+                plots.map_figure(ds, str(run), split, sim, field, out / name, map_beam, rlims[sim])
                 figures.append((f"truth / {run} / residual, {split} sim {sim}, all at {map_beam:g}' ({unit}; "
                                 f"residual colours shared by every run; analysis mask outlined, grey in the "
                                 f"residual)", name))
-    spectrum_figure(ds, split, out / f"spectra_TT_{split}.png", out / f"residual_spectra_TT_{split}.png")
+    plots.spectrum_figure(ds, split, out / f"spectra_TT_{split}.png", out / f"residual_spectra_TT_{split}.png")
     figures += [("D_ell of truth, predictions and theory (beams deconvolved, f_sky "
                  f"{float(ds.mask.mean()):.2f})", f"spectra_TT_{split}.png"),
                 ("residual spectra per method", f"residual_spectra_TT_{split}.png")]
-    distribution_figure(ds, split, field, 20.6, out / f"metric_distributions_{field}.png")
-    figures.append((f"metric distributions per method (20.6'; {unit}, PSNR in dB)", f"metric_distributions_{field}.png"))
+    plots.distribution_figure(ds, split, field, 20.6, out / f"metric_distributions_{field}.png")
+    figures.append((f"metric distributions per method (20.6'; {unit}, PSNR in dB)",
+                    f"metric_distributions_{field}.png"))
     index += ["## Figures", ""] + [f"### {title}\n\n![{title}]({name})\n" for title, name in figures]
     table = component_table(ds, split)
     if table:

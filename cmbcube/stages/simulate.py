@@ -11,7 +11,6 @@ import logging
 import shutil
 import time
 
-
 from cmbcube import cube, testing
 from cmbcube.recipe import SPLITS, Recipe, load
 from cmbcube.stages.fanout import StageReport, failure_text, fan_out

@@ -23,12 +23,20 @@ import numpy as np
 
 from cmbcube import cube, networks
 from cmbcube.cube.datasets import CubeDataset, SelectionError
-from cmbcube.testing import hold
 from cmbcube.errors import InputError
 from cmbcube.networks import NETWORKS
 from cmbcube.stages import augment, train_guard
-from cmbcube.stages.checkpoints import (check_keep, check_space, checkpoint_path, finished, plot_losses, prune,
-                                        restore_rng, save_checkpoint)
+from cmbcube.stages.checkpoints import (
+    check_keep,
+    check_space,
+    checkpoint_path,
+    finished,
+    plot_losses,
+    prune,
+    restore_rng,
+    save_checkpoint,
+)
+from cmbcube.testing import hold
 
 log = logging.getLogger("cmbcube")
 
@@ -67,7 +75,7 @@ class TrainConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}}
         return cls(**d)
 
@@ -234,6 +242,7 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
     ``keep_checkpoints``: ``best-last`` or ``all`` (see cmbcube.stages.checkpoints); default: what the
     resumed checkpoint was saved with (``all`` before the option existed), else ``best-last``."""
     import torch
+
     from cmbcube.progress import Progress
     cube.require_store(store)
     _check_loss(config)

@@ -22,8 +22,7 @@ import numpy as np
 from cmbcube import cube
 from cmbcube.errors import InputError
 from cmbcube.recipe import SPLITS
-from cmbcube.science import instrument
-from cmbcube.science import validation as v
+from cmbcube.science import instrument, validation as v
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +144,7 @@ def galaxy_checks(recipe, sims: list) -> list:
     Each statistic is averaged over the sims and compared with its reference range widened by twice the
     standard error of that mean (the ranges are for the sky's expectation; one sim of a non-Gaussian
     Galaxy on 71% of the sky scatters by ~15% in D_80^EE and ~0.04 in the slopes)."""
-    from cmbcube.science import foregrounds
-    from cmbcube.science import skystats as ss
+    from cmbcube.science import foregrounds, skystats as ss
     fg = recipe["foregrounds"]
     if fg["model"] not in foregrounds.SKY_MODELS:
         return []

@@ -69,8 +69,9 @@ def limits(m: np.ndarray, positive: bool = False) -> tuple[float, float, str]:
 
 def output_path(store: str, name: str, out: str | None) -> Path:
     """Where the PNG goes: ``out`` (a file, or an existing directory to put ``name`` in), else the folder
-    ``<store>.views`` next to a local store (made when the figure is written), else (a store given as a URL) ``name`` in the
-    current directory.  A missing parent directory or a suffix matplotlib cannot write is an InputError."""
+    ``<store>.views`` next to a local store (made when the figure is written), else (a store given as a URL)
+    ``name`` in the current directory.  A missing parent directory or a suffix matplotlib cannot write is an
+    InputError."""
     if out is None:
         if cube.is_remote(store):
             return Path(name)

@@ -24,12 +24,17 @@ from __future__ import annotations
 from cmbcube.errors import InputError
 from cmbcube.science.foregrounds import compact, diffuse, galaxy
 from cmbcube.science.foregrounds.base import COMPONENTS, Component, SkyContext
-from cmbcube.science.foregrounds.fields import (gaussian_field, galactic_coords, lognormal, polarised_field,
-                                                random_frame, slab_envelope)
+from cmbcube.science.foregrounds.fields import (
+    galactic_coords,
+    gaussian_field,
+    lognormal,
+    polarised_field,
+    random_frame,
+    slab_envelope,
+)
 from cmbcube.science.foregrounds.galaxy import field_layers
 from cmbcube.science.foregrounds.params import GALAXY, PARAMS, SKY_MODELS
-from cmbcube.science.foregrounds.pysm import (PresetSum, emission, is_uniform, reference_maps, sed_factors,
-                                              uniform_sed)
+from cmbcube.science.foregrounds.pysm import PresetSum, emission, is_uniform, reference_maps, sed_factors, uniform_sed
 from cmbcube.science.foregrounds.seds import H_PLANCK, K_BOLTZMANN, T_CMB, tsz_sed, tsz_spectrum
 
 # The built-in components, in the order a sky is built (each draws from its own streams, so the
@@ -49,8 +54,8 @@ DEFAULT_SKY = COMPONENTS.names()
 
 __all__ = ["COMPONENTS", "Component", "GALAXY", "H_PLANCK", "K_BOLTZMANN", "PARAMS", "PresetSum", "SKY_MODELS",
            "SkyContext", "T_CMB", "component_names", "emission", "field_layers", "galactic_coords",
-           "gaussian_field", "is_uniform", "lognormal", "model_attrs", "polarised_field", "random_frame", "reference_maps",
-           "sed_factors", "slab_envelope", "synthetic_sky", "tsz_sed", "tsz_spectrum", "uniform_sed"]
+           "gaussian_field", "is_uniform", "lognormal", "model_attrs", "polarised_field", "random_frame",
+           "reference_maps", "sed_factors", "slab_envelope", "synthetic_sky", "tsz_sed", "tsz_spectrum", "uniform_sed"]
 
 
 def synthetic_sky(components, nside: int, template_rng, sed_rng_or_none, model: str = "synthetic",

@@ -9,7 +9,8 @@ resolution, the random generators of this sim and what other components share.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +27,8 @@ class Component:
     ``polarised``: whether it emits Q and U.  ``sed(freq_ghz)``: its central SED per unit amplitude in
     ``sed_unit`` (what the ILC deprojects), or None when it has no single SED to deproject.
     """
-    build: Callable[["SkyContext"], Any]
+
+    build: Callable[[SkyContext], Any]
     polarised: bool
     sed: Callable[[float], float] | None = None
     sed_unit: str = "uK_RJ"
@@ -45,6 +47,7 @@ class SkyContext:
     ``frame``: the rotation into the Galaxy's own frame, in which a builder places the disk, the
     ordered field and the loops (``fields.random_frame``; None: this sky's Galaxy is the Galactic one).
     """
+
     nside: int
     model: str
     components: tuple

@@ -15,6 +15,7 @@ def thermal_sz_class():
 
     class ThermalSZ(pysm3.Model):
         """Thermal SZ from an in-memory Compton-y map (pysm3 model interface)."""
+
         sed_kind = "tsz"
 
         def __init__(self, y_map, nside):

@@ -20,7 +20,6 @@ from cmbcube.science.foregrounds.base import Component, SkyContext
 from cmbcube.science.foregrounds.galaxy import dust_intensity
 from cmbcube.science.foregrounds.params import PARAMS
 
-
 REFERENCE_LMAX = 191      # a lognormal's sigma: the Gaussian field's rms over ell <= 191 (nside 64's band limit)
 COHERENT_LMAX = 383       # multipoles drawn in ell order (the same at every nside that resolves them)
 # CIB anisotropies at 545 GHz, I_nu in Jy^2/sr: clustered C_ell = amplitude (ell / pivot)^index plus shot noise.

@@ -53,8 +53,9 @@ def galactic_direction(l_deg: float, b_deg: float, frame: tuple | None) -> tuple
     """Galactic (l, b) in degrees of the direction at (l, b) in the Galaxy's frame."""
     if frame is None:
         return l_deg, b_deg
-    l, b = np.radians(l_deg), np.radians(b_deg)
-    v = np.asarray(frame).reshape(3, 3).T @ np.array([np.cos(b) * np.cos(l), np.cos(b) * np.sin(l), np.sin(b)])
+    lon, lat = np.radians(l_deg), np.radians(b_deg)
+    v = np.asarray(frame).reshape(3, 3).T @ np.array([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon),
+                                                      np.sin(lat)])
     return float(np.degrees(np.arctan2(v[1], v[0]))), float(np.degrees(np.arcsin(np.clip(v[2], -1, 1))))
 
 
@@ -158,9 +159,10 @@ def synthesis_stack(alm: np.ndarray, nside: int) -> np.ndarray:
 def ridge_orientation(g_alm: np.ndarray, nside: int, column_alm: np.ndarray | None = None,
                       contour_weight: float = 0.0, contour_index: float = -1.0, ridge_index: float = 0.0,
                       soft: float = 1.0) -> np.ndarray:
-    """(2, npix) Q, U (healpy/COSMO) of unit-ish length perpendicular to the structures of the field
-    with alm ``g_alm`` and, with weight ``contour_weight``, to the iso-contours of the field with alm
-    ``column_alm``:
+    """(2, npix) Q, U (healpy/COSMO) of unit-ish length perpendicular to the structures of a field.
+
+    The field is the one with alm ``g_alm`` and, with weight ``contour_weight``, the iso-contours are
+    those of the field with alm ``column_alm``:
 
     * ridges: the spin-2 field whose E modes are ``g_alm`` times (ell / 80)^ridge_index (pure E,
       TE > 0): minus the traceless Hessian of the field's inverse-Laplacian potential (ridge_index 0),

@@ -50,7 +50,7 @@ from cmbcube.science.foregrounds.params import GALAXY, PARAMS
 
 
 def field_layers(rng, nside: int, p: dict | None = None, frame: tuple | None = None) -> dict:
-    """Line-of-sight sums over the magnetic-field layers (RING maps at ``nside``):
+    """Line-of-sight sums over the magnetic-field layers (RING maps at ``nside``).
 
     ``dust_q, dust_u``: mean of cos^2(gamma) (cos 2psi, sin 2psi), psi perpendicular to B_perp;
     ``dust_c``: mean of cos^2(gamma); ``sync_q, sync_u, sync_i``: mean of B_perp^2 (cos 2psi,
@@ -127,6 +127,7 @@ def dust_intensity(ctx: SkyContext) -> np.ndarray:
 # ---------------------------------------------------------------- the components
 
 def build_dust(ctx: SkyContext):
+    """Build the thermal dust of one sky as a pysm3 modified black body."""
     import pysm3.models as m
     import pysm3.units as u
     one = u.dimensionless_unscaled
@@ -138,7 +139,8 @@ def build_dust(ctx: SkyContext):
         # filaments follow the field, but not only the ones seen in this column: the ridge pattern
         # is that of a field correlated (coefficient ridge_rho) with the intensity's
         rho = pd["ridge_rho"]
-        ridge_alm = rho * g_alm + np.sqrt(1 - rho ** 2) * fields.random_alm(r, lmax, fields.power_law_cl(lmax, pd["cl_index"]))
+        ridge_alm = rho * g_alm + np.sqrt(1 - rho ** 2) * fields.random_alm(r, lmax,
+                                                                            fields.power_law_cl(lmax, pd["cl_index"]))
         ridges = fields.ridge_orientation(ridge_alm, nside, g_alm, pd["contour_weight"], pd["contour_index"],
                                             pd["ridge_index"], pd["ridge_soft"])
         a, p0 = pd["align"], pd["p0"]
@@ -165,6 +167,7 @@ def build_dust(ctx: SkyContext):
 
 
 def build_synchrotron(ctx: SkyContext):
+    """Build the synchrotron of one sky as a pysm3 power law."""
     import pysm3.models as m
     import pysm3.units as u
     one = u.dimensionless_unscaled
