@@ -19,14 +19,15 @@ HILC (CMB-ML's settings) clean the test split.  Every network in --models is tra
 train skies for each N in --sizes (``TrainConfig.train_sims``; cmbcube's defaults, ``train.defaults``,
 or with --published its published settings, at most --epochs epochs with early stopping on the
 validation loss, patience --patience), then predicts the test split.  ``pixel-linear`` (one learned
-linear combination of the inputs per pixel) is the baseline a network must beat.  The analysis stage scores every run the same way (f_sky 0.8 Galactic mask, monopole and
-dipole removed, common beam 20.6').
+linear combination of the inputs per pixel) is the baseline a network must beat.  The analysis stage
+scores every run the same way (f_sky 0.8 Galactic mask, monopole and dipole removed, common beam 20.6').
 
 For each training-set size the script prints and writes (benchmarks/results/ranking_DATE.txt) the
 test MAE and RMSE of every method, mean over test sims with a 95% bootstrap interval, the mean
 relative error of the TT spectrum against the truth (``cl_err_truth``), the residual's TT power over
 the truth's below nside and from nside to 2 nside (NaMaster bandpowers, summed over the test skies:
-which scales a method gets wrong), and every method minus HILC on the same test skies (paired, 95% bootstrap interval; significant when it excludes 0), using
+which scales a method gets wrong), and every method minus HILC on the same test skies (paired, 95%
+bootstrap interval; significant when it excludes 0), using
 ``cmbcube.science.ranking``.  The figure (docs/ranking_DATE.png, or --figure) shows the MAE against
 the number of training skies per network with its interval, the ILCs as flat bands.  The last line of
 stdout is one JSON object.
@@ -341,7 +342,8 @@ def main(argv=None) -> int:
     text = "\n".join(head + lines) + "\n"
     print(text)
     if not args.quick:
-        tag = args.tag if args.tag is not None else ("_variants" if args.variant or args.published else "")  # keep the study's files
+        # variants get their own file: the study's is kept
+        tag = args.tag if args.tag is not None else ("_variants" if args.variant or args.published else "")
         out = ROOT / "benchmarks" / "results" / f"ranking_{date}{tag}.txt"
         out.write_text(text)
         figure(values, made, sizes, Path(args.figure) if args.figure else ROOT / "docs" / f"ranking_{date}{tag}.png")

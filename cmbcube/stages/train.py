@@ -76,7 +76,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in {f.name for f in dataclasses.fields(cls)}}
+        names = {f.name for f in dataclasses.fields(cls)}
+        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in names}
         return cls(**d)
 
     def changed_from(self, recorded: dict, ignore=("checkpoint_dir",)) -> dict:
