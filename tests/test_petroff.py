@@ -218,11 +218,18 @@ def test_train_predict_analyze_end_to_end(tiny_store, tmp_path, capsys):
     assert float(stored["target_transform"].split(":")[1]) == pytest.approx(np.abs(raw["cmb"][0, :3, 0]).max(),
                                                                                 rel=1e-7)
     assert stored["grad_clip"] == 10.0 and "grad_clip" not in train.TrainConfig().as_dict()   # old runs compare equal
-    assert main(["predict", store, "--run", "petroff", "--mc-samples", "4", "--no-progress"]) == 0
-    assert "4 Monte Carlo passes" in capsys.readouterr().out
+    twin = str(tmp_path / "twin.zarr")              # the trained store twice: same checkpoint, two predictions
+    shutil.copytree(store, twin)
+    for path in (store, twin):
+        assert main(["predict", path, "--run", "petroff", "--mc-samples", "4", "--no-progress"]) == 0
+        assert "4 Monte Carlo passes" in capsys.readouterr().out
     c = cmbcube.open(store)
     pred = c.pred.sel(run="petroff", split="test", field="I").values[:2]
     sigma = c.pred_sigma.sel(run="petroff", split="test", field="I").values[:2]
+    # the dropout draws are seeded per (run seed, split, sim): predicting again gives the same bytes
+    other = cmbcube.open(twin)
+    assert np.array_equal(other.pred.sel(run="petroff", split="test", field="I").values[:2], pred)
+    assert np.array_equal(other.pred_sigma.sel(run="petroff", split="test", field="I").values[:2], sigma)
     assert np.isfinite(pred).all() and np.isfinite(sigma).all() and (sigma > 0).all()
     assert np.isnan(c.pred_sigma.sel(run="petroff", split="test", field="Q").values[:2]).all()
     # another run type cannot be Monte Carlo sampled
