@@ -3,7 +3,7 @@
 Run from the repository root::
 
     python benchmarks/bad_inputs.py                  # prints the table, writes benchmarks/results/bad_inputs_DATE.md
-    python benchmarks/bad_inputs.py --write-readme   # also replaces the table in README.md (Reliability)
+    python benchmarks/bad_inputs.py --write-docs     # also replaces the table in docs/reliability.md
 
 It builds a tiny store (the quickstart recipe at nside 32, 4 sims, one NILC run and one
 1-epoch training), then runs each case as a user would (the CLI in a fresh process, cwd a
@@ -209,7 +209,9 @@ def table(rows) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write-readme", action="store_true", help="replace README.md's bad-input table")
+    parser.add_argument("--write-docs", "--write-readme", dest="write_docs", action="store_true",
+                        help="replace the bad-input table in docs/reliability.md (--write-readme: the old name, "
+                             "from when the table was in README.md)")
     parser.add_argument("--only", default="", help="run only the cases whose item is in this comma list")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="cmbcube-bad-"))
@@ -236,13 +238,13 @@ def main():
     if not args.only:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / f"bad_inputs_{date}.md").write_text(text)
-    if args.write_readme:
-        readme = ROOT / "README.md"
-        s = readme.read_text()
+    if args.write_docs:
+        page = ROOT / "docs" / "reliability.md"
+        s = page.read_text()
         if BEGIN not in s or END not in s:
-            sys.exit(f"README.md has no {BEGIN} ... {END} block")
+            sys.exit(f"docs/reliability.md has no {BEGIN} ... {END} block")
         before, rest = s.split(BEGIN, 1)
-        readme.write_text(before + BEGIN + "\n" + text + END + rest.split(END, 1)[1])
+        page.write_text(before + BEGIN + "\n" + text + END + rest.split(END, 1)[1])
     sys.exit(0 if good == len([r for r in rows if r["ok"] is not None]) else 1)
 
 
