@@ -67,6 +67,8 @@ def _read_meta(store, storage_options) -> _Meta:
 class CubeDataset:
     """Samples (inputs, target) from one split of a cube.
 
+    Items are dicts: inputs (float32 tensor), target, sim, patch (-1 unless patches).
+
     Parameters
     ----------
     store: path, fsspec URL or a zarr store object.
@@ -79,8 +81,6 @@ class CubeDataset:
     target_fields: fields of the target (default: ``fields``).
     target_detector: the detector whose component map is the target (components only).
     transform / target_transform: transform names (see cmbcube.science.transforms).
-
-    Items are dicts: inputs (float32 tensor), target, sim, patch (-1 unless patches).
     """
 
     def __init__(self, store, split="train", detectors=None, fields=("I",), sims=None, view="sky",
