@@ -46,7 +46,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 # One thread per process everywhere, this one included (before numpy/numba load): the in-process
-# figure is then the cost of one sim on one core, the unit of the extrapolations in the README.
+# figure is then the cost of one sim on one core, the unit of the extrapolations in the docs (Running at scale).
 for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS",
               "CMBCUBE_SHT_THREADS"):
     os.environ.setdefault(_name, "1")

@@ -24,7 +24,7 @@ def cluster(p) -> None:
 
 def force_size(p, what: str) -> None:
     p.add_argument("--force-size", action="store_true",
-                   help=f"run even if the estimates say {what} (README: Size limits and --force-size)")
+                   help=f"run even if the estimates say {what} (docs/recipes.md: Size limits and --force-size)")
 
 
 def simulate(p) -> None:

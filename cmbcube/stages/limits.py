@@ -71,7 +71,7 @@ def simulate_plan(recipe, pending: int | None = None, what: str = "simulate") ->
     ``cosmo_params``, ``cl_theory`` and ``sim_done`` chunks.  Worker memory: the process
     (~300 MB), the sky model at ``sky_nside`` ((components + 3) x 3 fields float64 maps, x0.9
     for temporaries) and the sim's outputs twice (float64 intermediates), calibrated against
-    peak RSS measured at nside 64-128 (here, within ~10%) and 512 (README: 3.66 GB).
+    peak RSS measured at nside 64-128 (here, within ~10%) and 512 (docs/benchmarks.md: 3.66 GB).
     """
     from cmbcube.recipe import SPLITS
     r = recipe.data
