@@ -146,7 +146,35 @@ def scores(store: str) -> dict:
     ds = ds.assign_coords(beam=ds.beam_fwhm.values)
     out = {m: per_run_values(ds, "test", "I", BEAM, m) for m in ("mae", "rmse", "cl_err_truth")}
     out["resid_power"] = residual_power(ds)
+    out["training"] = training(ds)
     return out
+
+
+def training(ds) -> dict:
+    """run -> (epochs trained, epoch cap, patience, best epoch) of every trained run: which runs stopped early
+    and which hit the cap (still improving, perhaps)."""
+    if "loss_valid" not in ds:
+        return {}
+    out = {}
+    for run in ds.run.values:
+        valid = ds.loss_valid.sel(run=run).values
+        done = np.flatnonzero(np.isfinite(valid))
+        if len(done):
+            config = json.loads(str(ds.run_config.sel(run=run).values))
+            out[str(run)] = (int(done[-1]) + 1, int(config.get("epochs", -1)), config.get("early_stopping"),
+                             int(np.nanargmin(valid)) + 1)
+    return out
+
+
+def training_lines(values: dict, made: dict) -> list:
+    lines = ["", "== training: epochs trained / at most, early-stopping patience, epoch of the best valid loss "
+             "(the checkpoint that predicted) =="]
+    for run in sorted(made):
+        if run in values["training"]:
+            n, cap, patience, best = values["training"][run]
+            why = "the cap" if n >= cap else "early stop" if patience and n - best >= patience else "unfinished"
+            lines.append(f"{run:<40} {n:>3} / {cap:<3} patience {patience}, best epoch {best:>3} ({why})")
+    return lines
 
 
 def extra_runs(store: str, other: str, values: dict) -> tuple[dict, dict]:
@@ -335,6 +363,7 @@ def main(argv=None) -> int:
         merge(values, extra_values, made, extra_made)
         sizes = sorted({*sizes, *(n for _, n in extra_made.values())})
     lines, summary = table(values, made, sizes)
+    lines += training_lines(values, made)
     head = [f"# benchmarks/ranking.py {' '.join(argv if argv is not None else sys.argv[1:])}",
             f"# {date}; nside {args.nside}; train sizes {sizes}; valid {args.valid}; test {args.test}; models "
             f"{models}; at most {args.epochs} epochs, early stopping patience {args.patience}; "
