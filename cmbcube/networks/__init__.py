@@ -141,8 +141,9 @@ def help_text() -> str:
 
 # ----------------------------------------------------------------------------- the built-in networks
 DEFAULT = "cmbnncs-unet5"             # what train, the CLI and recipes use unless told
-# the ranking study behind data_limited_below: UNet5 test MAE 13.22 / 4.26 / 2.82 uK on 16 / 64 / 256 skies
-# (paired 64 -> 256: -1.43 [-1.48, -1.39] uK, -34%); pixel-linear 2.53 / 2.47 / 2.36 (-0.11, -4.5%: no flag)
+# the ranking study behind data_limited_below: UNet5 test MAE 13.22 / 4.26 / 2.82 / 2.28 uK on 16 / 64 / 256 /
+# 1024 skies (paired 256 -> 1024: -0.54 [-0.58, -0.50] uK, -19%: still gaining more than 10%, so below 1024);
+# pixel-linear 2.53 / 2.47 / 2.36 / 2.15 (256 -> 1024: -0.21, -9.0%: no flag)
 STUDY = "benchmarks/results/ranking_2026-12-07.txt"
 UNET_HEADS = ("published", "linear", "linear-path")     # the cmbNNCS UNets' last layers (cmbnncs.HEADS)
 # cmbcube's UNet5 settings over cmbNNCS's, each measured side by side on the same skies (nside 32, 64
@@ -153,7 +154,7 @@ UNET_TUNED = dict(transform="robust", head="linear-path", lr_start=1e-2, lr_end=
 
 NETWORKS.register("cmbnncs-unet5", Network(
     build=lazy("cmbcube.networks.cmbnncs:build", name="cmbnncs-unet5"), view="faces", heads=UNET_HEADS,
-    tuned=UNET_TUNED, data_limited_below=256, data_limited_source=STUDY,
+    tuned=UNET_TUNED, data_limited_below=1024, data_limited_source=STUDY,
     min_nside=32,
     summary="nside >= 32"))
 NETWORKS.register("cmbnncs-unet8", Network(
@@ -179,7 +180,7 @@ NETWORKS.register("pixel-linear", Network(
 # the usual; AMSGrad keeps that second moment forever and the network stops learning (measured: valid loss
 # -2.55 -> -1.0 after one such step at epoch 58 of a 60-sky run, never recovered).
 # cmbcube's Petroff settings over the published ones, measured side by side on the same skies (nside 32,
-# 16 training skies; benchmarks/results/ranking_2026-12-07.txt and its published-settings rows): inputs
+# 16 training skies; benchmarks/results/ranking_2026-12-07.txt: 15.24 uK against 48.90 at 533b2c4): inputs
 # scaled by their max |x| leave the CMB at ~1e-2 of a unit in the CMB channels (the Galaxy sets each max),
 # so at lr 1e-3 the network predicts almost no CMB (dCl/Cl 0.999, test MAE 48.9 uK); robust inputs and a
 # standardised target learn from the first epochs (valid loss 0.49 -> -0.18 in 31 epochs).
