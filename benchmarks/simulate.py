@@ -176,7 +176,23 @@ def baseline_job(spec: dict) -> dict:
     from cmbcube.science import cosmology, foregrounds, instrument, noise, seeds
 
     nside, nsims, outdir, vary = spec["nside"], spec["nsims"], Path(spec["dir"]), spec["vary"]
-    dets = [instrument.detector(f, "cmb-ml") for f in ALL_DETECTORS]
+    bandpass = spec.get("bandpass", "delta")
+    dets = [instrument.detector(f, "cmb-ml", bandpass=bandpass) for f in ALL_DETECTORS]
+
+    def band(d):
+        """pysm3's inputs for detector d's band: (frequencies, weights or None), and the band-integrated
+        factors uK_CMB -> uK_RJ (the CMB's emission) and uK_RJ -> uK_CMB (the output), as a pysm3 user
+        computes them with ``pysm3.bandpass_unit_conversion``."""
+        if bandpass == "delta":
+            freq = d.centre_ghz * u.GHz
+            return (freq, None, instrument.unit_factor(d.centre_ghz, "uK_CMB", "uK_RJ"),
+                    (1 * u.uK_RJ).to_value(u.uK_CMB, equivalencies=u.cmb_equivalencies(freq)))
+        freqs = d.band_ghz * u.GHz
+        weights = d.pysm3_weights
+        return (freqs, weights,
+                pysm3.bandpass_unit_conversion(freqs, weights, u.uK_RJ, input_unit=u.uK_CMB).value,
+                pysm3.bandpass_unit_conversion(freqs, weights, u.uK_CMB).value)
+    bands = {d.freq: band(d) for d in dets}
     fixed_models = {}
 
     def sky_models(sky_ns, sim):
@@ -222,16 +238,16 @@ def baseline_job(spec: dict) -> dict:
         noise_rng = np.random.default_rng([SEED, sim])
         for d in dets:
             nc = 3 if d.polarised else 1
-            freq = d.centre_ghz * u.GHz
+            freqs, weights, cmb_to_rj, rj_to_cmb = bands[d.freq]
             ta = time.perf_counter()
-            emission = sum(m.get_emission(freq) for m in models.values())
-            emission = emission + cmb_map * instrument.unit_factor(d.centre_ghz, "uK_CMB", "uK_RJ") * u.uK_RJ
+            emission = sum(m.get_emission(freqs, weights) for m in models.values())
+            emission = emission + cmb_map * cmb_to_rj * u.uK_RJ
             emission = emission[:nc] if nc == 3 else emission[0]
             tb = time.perf_counter()
             smoothed = pysm3.apply_smoothing_and_coord_transform(
                 emission, fwhm=d.fwhm_arcmin * u.arcmin, output_nside=ns)
             tc = time.perf_counter()
-            obs = smoothed.to(u.uK_CMB, equivalencies=u.cmb_equivalencies(freq)).value
+            obs = smoothed.to_value(u.uK_RJ) * rj_to_cmb
             obs = np.atleast_2d(obs)
             obs = obs + noise_rng.standard_normal(obs.shape) * np.array(sigma[d.freq])
             td = time.perf_counter()
@@ -419,15 +435,18 @@ def mem_total_gb() -> float:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1e9
 
 
-def measure(nside: int, sims: dict, vary: str) -> dict:
+def measure(nside: int, sims: dict, vary: str, bandpass: str = "tophat") -> dict:
     say = lambda msg: print(f"[nside {nside}] {msg}", file=sys.stderr, flush=True)  # noqa: E731
-    say(f"baseline: warm-up + {sims['baseline']} sims")
-    base = run_job("baseline", nside=nside, nsims=sims["baseline"], vary=vary)
-    say(f"cmbcube in-process: warm-up + {sims['sync']} sims")
-    sync = run_job("cmbcube", nside=nside, nsims=sims["sync"], workers=1, mode="synchronous", vary=vary)
-    say(f"cmbcube in-process, top-hat bandpasses: warm-up + {sims['sync']} sims")
-    tophat = run_job("cmbcube", nside=nside, nsims=sims["sync"], workers=1, mode="synchronous", vary=vary,
-                     bandpass="tophat")
+    other_band = "delta" if bandpass == "tophat" else "tophat"
+    say(f"baseline ({bandpass} bandpasses): warm-up + {sims['baseline']} sims")
+    base = run_job("baseline", nside=nside, nsims=sims["baseline"], vary=vary, bandpass=bandpass)
+    say(f"cmbcube in-process ({bandpass} bandpasses): warm-up + {sims['sync']} sims")
+    sync = run_job("cmbcube", nside=nside, nsims=sims["sync"], workers=1, mode="synchronous", vary=vary,
+                   bandpass=bandpass)
+    say(f"cmbcube in-process, {other_band} bandpasses: warm-up + {sims['sync']} sims")
+    other = run_job("cmbcube", nside=nside, nsims=sims["sync"], workers=1, mode="synchronous", vary=vary,
+                    bandpass=other_band)
+    tophat, delta = (sync, other) if bandpass == "tophat" else (other, sync)
     dask_runs, skipped = {}, {}
     for workers in (1, 2):
         # "If it fits": a Dask worker needs about what the in-process run needed (plus the driver).
@@ -439,7 +458,8 @@ def measure(nside: int, sims: dict, vary: str) -> dict:
             continue
         n = sims[f"w{workers}"]
         say(f"cmbcube local Dask, {workers} worker(s): {n} sims")
-        dask_runs[workers] = run_job("cmbcube", nside=nside, nsims=n, workers=workers, mode="local", vary=vary)
+        dask_runs[workers] = run_job("cmbcube", nside=nside, nsims=n, workers=workers, mode="local", vary=vary,
+                                     bandpass=bandpass)
     w1, w2 = dask_runs[1], dask_runs[2]
 
     get = lambda job, key: None if job is None else job[key]  # noqa: E731
@@ -455,7 +475,8 @@ def measure(nside: int, sims: dict, vary: str) -> dict:
         ("cmbcube local Dask, 2 workers", w2, w2_steady, get(w2, "cold_s_per_sim"), get(w2, "peak_rss_worker_gb")),
     ]
     print(f"\n== nside {nside} (sky model nside {2 * nside}): 9 detectors, I/Q/U, "
-          f"{len(ALL_COMPONENTS)} synthetic components ({FOREGROUND_WORKLOADS[vary]}), white noise ==")
+          f"{len(ALL_COMPONENTS)} synthetic components ({FOREGROUND_WORKLOADS[vary]}), {bandpass} bandpasses "
+          "both sides, accurate lensing both sides, white noise ==")
     print(f"{'mode':<36}{'sims':>5}{'steady s/sim':>14}{'sims/hour':>11}{'cold s/sim':>12}{'peak RSS/proc':>15}")
     for name, job, steady, cold, rss in rows:
         if job is None:
@@ -505,16 +526,16 @@ def measure(nside: int, sims: dict, vary: str) -> dict:
     print(f"  scaling_2_workers      = {ratio(scaling)}  (1 worker {fmt(w1_steady)} s/sim, "
           f"2 workers {fmt(w2_steady)} s/sim)")
     print(f"  in-process vs baseline = {ratio(base['s_per_sim'] / sync['s_per_sim'])} (one process each)")
-    print(f"  bandpass: in-process top-hat {tophat['s_per_sim']:.3f} s/sim vs delta {sync['s_per_sim']:.3f} s/sim, "
-          f"ratio {tophat['s_per_sim'] / sync['s_per_sim']:.2f} (foreground_emission "
-          f"{tophat['breakdown']['foreground_emission']:.3f} vs {sync['breakdown']['foreground_emission']:.3f} s, "
+    print(f"  bandpass: in-process top-hat {tophat['s_per_sim']:.3f} s/sim vs delta {delta['s_per_sim']:.3f} s/sim, "
+          f"ratio {tophat['s_per_sim'] / delta['s_per_sim']:.2f} (foreground_emission "
+          f"{tophat['breakdown']['foreground_emission']:.3f} vs {delta['breakdown']['foreground_emission']:.3f} s, "
           f"harmonic_transforms {tophat['breakdown']['harmonic_transforms']:.3f} vs "
-          f"{sync['breakdown']['harmonic_transforms']:.3f} s)")
+          f"{delta['breakdown']['harmonic_transforms']:.3f} s)")
 
     keep_dask = ("steady_s_per_sim", "cold_s_per_sim", "nsims", "wall_s", "peak_rss_worker_gb", "peak_rss_self_gb",
                  "completion_offsets_s", "breakdown")
     return {
-        "nside": nside, "sky_nside": 2 * nside, "foregrounds": vary,
+        "nside": nside, "sky_nside": 2 * nside, "foregrounds": vary, "bandpass": bandpass,
         "speedup_vs_serial_fits": speedup, "scaling_2_workers": scaling, "peak_rss_gb": peak_cmbcube,
         "speedup_cold_2_workers": base["s_per_sim"] / w2["cold_s_per_sim"] if w2 else None,
         "speedup_in_process": base["s_per_sim"] / sync["s_per_sim"],
@@ -524,8 +545,8 @@ def measure(nside: int, sims: dict, vary: str) -> dict:
                                           "warmup_s", "bytes_per_sim")},
         "cmbcube_in_process": {k: sync[k] for k in ("s_per_sim", "steady_s_per_sim", "nsims", "peak_rss_worker_gb",
                                                    "breakdown", "warmup_s")},
-        "cmbcube_in_process_tophat": {k: tophat[k] for k in ("s_per_sim", "nsims", "breakdown")},
-        "tophat_over_delta_in_process": tophat["s_per_sim"] / sync["s_per_sim"],
+        f"cmbcube_in_process_{other_band}": {k: other[k] for k in ("s_per_sim", "nsims", "breakdown")},
+        "tophat_over_delta_in_process": tophat["s_per_sim"] / delta["s_per_sim"],
         "cmbcube_1_worker": None if w1 is None else {k: w1[k] for k in keep_dask},
         "cmbcube_2_workers": None if w2 is None else {k: w2[k] for k in keep_dask},
     }
@@ -685,6 +706,10 @@ def main(argv=None) -> int:
     parser.add_argument("--foregrounds", choices=tuple(FOREGROUND_WORKLOADS), default="per_sim",
                         help="per_sim: a new Galaxy every sim (cmbcube's default); fixed: one Galaxy for all "
                              "sims (CMB-ML's dataset; the baseline still recomputes emission and smoothing per sim)")
+    parser.add_argument("--bandpass", choices=("tophat", "delta"), default="tophat",
+                        help="bandpasses on both sides: tophat (cmbcube's default; the baseline integrates with "
+                             "pysm3's get_emission(freqs, weights) and bandpass_unit_conversion) or delta "
+                             "(CMB-ML's own); an extra in-process run with the other one gives their cost ratio")
     parser.add_argument("--nsides", help="comma-separated nsides to measure instead of the mode's, e.g. 512 "
                                          f"(sims per nside: the default mode's, 512: {SIMS[512]})")
     parser.add_argument("--sky-models", action="store_true",
@@ -733,8 +758,8 @@ def main(argv=None) -> int:
             plan[512] = SIMS[512]
     t0 = time.perf_counter()
     print(f"cmbcube simulate benchmark: {CORES} CPU cores, nsides {sorted(plan)}, "
-          f"{'quick' if args.quick else 'default'} mode, foregrounds {args.foregrounds}")
-    results = {nside: measure(nside, plan[nside], args.foregrounds) for nside in sorted(plan)}
+          f"{'quick' if args.quick else 'default'} mode, foregrounds {args.foregrounds}, bandpasses {args.bandpass}")
+    results = {nside: measure(nside, plan[nside], args.foregrounds, args.bandpass) for nside in sorted(plan)}
     print_targets(results)
     top = results[max(results)]
     elapsed = time.perf_counter() - t0
@@ -745,6 +770,7 @@ def main(argv=None) -> int:
         "peak_rss_gb": top["peak_rss_gb"],
         "nside": max(results),
         "foregrounds": args.foregrounds,
+        "bandpass": args.bandpass,
         "quick": args.quick,
         "cpu_count": CORES,
         "benchmark_seconds": round(elapsed, 1),

@@ -87,6 +87,7 @@ class Simulator:
         self.seed = spec.seed
         self.nside, self.sky_nside = spec.nside, spec.sky_nside
         self.npix = 12 * self.nside ** 2
+        self.npix_sky = 12 * self.sky_nside ** 2
         self.lmax_out, self.lmax_sky = 3 * self.nside - 1, 3 * self.sky_nside - 1
         # band limit of the sky-model analysis: pysm3's rule for a lower output nside
         # (1.5 x the sky nside, i.e. the output band limit when sky_nside = 2 x nside), or the
@@ -254,18 +255,19 @@ class Simulator:
                         comp_alms[name] = _pad(alm[:nc], nc) * (det.band_average(factor) * rj_to_unit)
                 varying = None
                 for name, mdl in models.items():
-                    with timed("foreground_emission"):
-                        # single precision, like the transforms that follow
-                        emission = foregrounds.emission(mdl, det.band_ghz, nc, rj_to_unit, np.float32,
-                                                        det.band_weights)
                     if keep_comp:
+                        with timed("foreground_emission"):
+                            # single precision, like the transforms that follow
+                            emission = foregrounds.emission(mdl, det.band_ghz, nc, rj_to_unit, np.float32,
+                                                            det.band_weights)
                         with timed("harmonic_transforms"):
                             comp_alms[name] = self._analyse(emission, iterations)
-                    elif varying is None:
-                        varying = emission
-                    else:
-                        varying += emission           # one running sum: bounded memory at high nside
-                    del emission
+                        del emission
+                        continue
+                    with timed("foreground_emission"):
+                        if varying is None:          # one running sum: bounded memory at high nside
+                            varying = np.zeros((nc, self.npix_sky), dtype=np.float32)
+                        foregrounds.add_emission(varying, mdl, det.band_ghz, rj_to_unit, det.band_weights)
                 with timed("harmonic_transforms"):
                     fg_total = sum(comp_alms.values()) if comp_alms else 0
                     if varying is not None:

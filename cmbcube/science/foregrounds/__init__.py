@@ -34,7 +34,15 @@ from cmbcube.science.foregrounds.fields import (
 )
 from cmbcube.science.foregrounds.galaxy import field_layers
 from cmbcube.science.foregrounds.params import GALAXY, PARAMS, SKY_MODELS
-from cmbcube.science.foregrounds.pysm import PresetSum, emission, is_uniform, reference_maps, sed_factors, uniform_sed
+from cmbcube.science.foregrounds.pysm import (
+    PresetSum,
+    add_emission,
+    emission,
+    is_uniform,
+    reference_maps,
+    sed_factors,
+    uniform_sed,
+)
 from cmbcube.science.foregrounds.seds import H_PLANCK, K_BOLTZMANN, T_CMB, tsz_sed, tsz_spectrum
 
 # The built-in components, in the order a sky is built (each draws from its own streams, so the
@@ -53,7 +61,7 @@ COMPONENTS.register("radio", compact.RADIO)
 DEFAULT_SKY = COMPONENTS.names()
 
 __all__ = ["COMPONENTS", "Component", "GALAXY", "H_PLANCK", "K_BOLTZMANN", "PARAMS", "PresetSum", "SKY_MODELS",
-           "SkyContext", "T_CMB", "component_names", "emission", "field_layers", "galactic_coords",
+           "SkyContext", "T_CMB", "add_emission", "component_names", "emission", "field_layers", "galactic_coords",
            "gaussian_field", "is_uniform", "lognormal", "model_attrs", "polarised_field", "random_frame",
            "reference_maps", "sed_factors", "slab_envelope", "synthetic_sky", "tsz_sed", "tsz_spectrum", "uniform_sed"]
 
