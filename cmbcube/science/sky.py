@@ -187,9 +187,10 @@ class Simulator:
         for name, mdl in models.items():
             if not foregrounds.is_uniform(mdl):
                 continue
-            ref = foregrounds.reference_maps(mdl)
-            nc = 3 if self.polarised and np.any(ref[1:]) else 1
-            out[name] = (self._analyse(ref[:nc], iterations), foregrounds.uniform_sed(mdl))
+            # in single precision, as the analysis reads it, and I alone when Q and U are zero
+            ref = foregrounds.reference_maps(mdl, None if self.polarised else 1, np.float32)
+            out[name] = (self._analyse(ref, iterations), foregrounds.uniform_sed(mdl))
+            del ref
         return out
 
     # -- one sim ------------------------------------------------------------------

@@ -180,6 +180,7 @@ def build_synchrotron(ctx: SkyContext):
         gs = sht.alm2map(s_alm.astype(np.complex64), nside).astype(np.float64)
         electrons = ps["high_lat_uK_RJ"] * fields.slab_envelope(nside, ps["slab_height"], 0.3, ctx.frame) * \
             np.exp(ps["log_sigma"] * gs - ps["log_sigma"] ** 2 / 2)
+        del gs                      # full-sky temporaries are dropped as soon as used: memory bounds nside 512
         shell, q_loop, u_loop = fields.loop_shell(nside, *fields.galactic_direction(*ps["loop"][:2], ctx.frame),
                                                   *ps["loop"][2:4])
         electrons = electrons * (1 + ps["loop"][4] * shell)          # the loop's shell is bright too
@@ -187,11 +188,14 @@ def build_synchrotron(ctx: SkyContext):
         # where the ordered field points along the line of sight: emissivity is never negative
         b_perp2 = np.maximum(layers["sync_i"], 0.0)
         norm = electrons / np.mean(b_perp2)
+        del electrons
         sync_i = norm * b_perp2
+        del norm
         # orientation: the layers' own pattern (|.| <= 1) plus filaments along the field at every
         # scale (a full-resolution spin-2 field, E > B), and radial in the loop's shell
         eb = fields.spin2_field(rs, lmax, ps["pol_index"], ps["pol_b_over_e"], s_alm, ps["pol_rho"])
         filaments = sht.alm2map_spin2(eb, nside).astype(np.float64)
+        del eb
         filaments /= np.sqrt(np.mean(filaments[0] ** 2 + filaments[1] ** 2))
         a = ps["pol_align"]
         # the layers' orientation (|q + iu| <= B_perp^2 in each layer), where B_perp^2 is tiny kept
@@ -200,21 +204,29 @@ def build_synchrotron(ctx: SkyContext):
         layer_pattern = np.array([layers["sync_q"], layers["sync_u"]]) / np.maximum(b_perp2, 0.05 * np.mean(b_perp2))
         layer_pattern /= np.maximum(1.0, np.hypot(layer_pattern[0], layer_pattern[1]))
         o = (1 - a) * layer_pattern + a * filaments
+        del layer_pattern, filaments, b_perp2
         o = o + ps["loop"][6] * shell * np.array([q_loop, u_loop])
+        del q_loop, u_loop
         amp2 = o[0] ** 2 + o[1] ** 2
         o /= np.sqrt(amp2 + ps["pol_soft"] * np.mean(amp2))          # |o| < 1, nearly linear where faint
+        del amp2
         # depolarisation along the line of sight varies on the sky (thick-disk tangling): a smooth
         # logistic field in (0, 1) times the intrinsic fraction (p + 1) / (p + 7/3) = 0.75 of electron
         # index p = 3; the loop's shell keeps more of it
         z = gaussian_field(rs, nside, ps["depol_index"], SMOOTH_LMAX)
         depol = 1 / (1 + np.exp(-(ps["depol_mean"] + ps["depol_sigma"] * z)))
+        del z
         depol = (1 - shell) * depol + shell * ps["loop"][5]
+        del shell
         pol = (3 + 1) / (3 + 7 / 3) * depol * sync_i
+        del depol
+        q_map, u_map = pol * o[0], pol * o[1]
+        del pol, o
         beta = ctx.sed("synchrotron", "beta", ps) + ps["beta_spatial"] * (
             ps["beta_rho"] * fields.smooth_part(s_alm, nside)
             + np.sqrt(1 - ps["beta_rho"] ** 2) * gaussian_field(rs, nside, -2.5, SMOOTH_LMAX))
         return m.PowerLaw(
-            map_I=sync_i << u.uK_RJ, map_Q=(pol * o[0]) << u.uK_RJ, map_U=(pol * o[1]) << u.uK_RJ,
+            map_I=sync_i << u.uK_RJ, map_Q=q_map << u.uK_RJ, map_U=u_map << u.uK_RJ,
             freq_ref_I=f"{ps['freq_ref_ghz']} GHz", freq_ref_P=f"{ps['freq_ref_ghz']} GHz",
             map_pl_index=beta << one, nside=nside)
     p, r = PARAMS["synchrotron"], ctx.template_rng("synchrotron")

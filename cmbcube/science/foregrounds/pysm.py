@@ -60,11 +60,14 @@ def _parameters(model) -> dict | None:
     return params
 
 
-def reference_maps(model, ncomp: int = 3) -> np.ndarray:
+def reference_maps(model, ncomp: int | None = 3, dtype=np.float64) -> np.ndarray:
     """(ncomp, npix) copies of the maps the SED factors multiply (I or I, Q, U): the templates
-    (uK_RJ) or the Compton-y map."""
+    (uK_RJ) or the Compton-y map.  ``ncomp`` None: I alone when the model's Q and U are zero (or absent),
+    else I, Q, U."""
     maps = _reference_views(model)
-    out = np.zeros((ncomp, np.size(maps[0])))
+    if ncomp is None:
+        ncomp = 3 if len(maps) == 3 and (np.any(maps[1]) or np.any(maps[2])) else 1
+    out = np.zeros((ncomp, np.size(maps[0])), dtype=dtype)
     for k, m in enumerate(maps[:ncomp]):
         out[k] = m
     return out
