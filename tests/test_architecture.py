@@ -139,3 +139,152 @@ def test_outside_the_cube_no_code_indexes_a_store_group_by_array_name():
                         isinstance(node, ast.Attribute) and node.attr in ("attrs", "array_keys", "arrays"):
                     found.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
     assert not found, "store arrays named outside cmbcube/cube/: " + ", ".join(found)
+
+
+# ----------------------------------------------------------------------------- one way into a store (issue 24)
+CUBE = PACKAGE / "cube"
+OPENER = "cmbcube.cube.opener"            # the one module that opens stores
+FACTS = "cmbcube.cube.facts"              # the one module that reads the store's facts
+OPENING = {"zarr": {"open", "open_group", "open_array", "open_consolidated"}, "xarray": {"open_zarr"}}
+FACT_KEYS = {"nside"}                     # root attributes read only through cmbcube.cube.facts
+ATTRS_READERS = {"read_attrs", "local_store_attrs", "require_store"}
+
+
+def store_openings(tree) -> list[int]:
+    """Lines that open a store with zarr or xarray themselves: ``zarr.open_group(...)`` (any module of
+    zarr, any alias: ``zarr.api.asynchronous.open_array``, ``import zarr as z; z.open``), or an opening
+    function imported from them (``from zarr import open_group``)."""
+    roots = {}                                     # local name -> the package it stands for
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                top = alias.name.split(".")[0]
+                if top in OPENING:
+                    roots[alias.asname or top] = top
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in OPENING:
+            top = node.module.split(".")[0]
+            if any(alias.name in OPENING[top] for alias in node.names):
+                lines.append(node.lineno)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            owner = node.func.value
+            while isinstance(owner, ast.Attribute):
+                owner = owner.value
+            if isinstance(owner, ast.Name) and owner.id in roots and node.func.attr in OPENING[roots[owner.id]]:
+                lines.append(node.lineno)
+    return sorted(lines)
+
+
+def cube_imports(name: str, tree, members: set) -> set:
+    """The cube modules ``name`` imports, at module level or inside functions: ``cmbcube.cube.X`` and
+    ``from cmbcube.cube import X`` name module X; ``from cmbcube import cube``, ``import cmbcube.cube`` and
+    ``from cmbcube.cube import <not a module>`` name the package itself (``cmbcube.cube``)."""
+    package = "cmbcube.cube"
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "cmbcube" and any(a.name == "cube" for a in node.names):
+                out.add(package)
+            elif node.module == package:
+                out |= {f"{package}.{a.name}" if f"{package}.{a.name}" in members else package for a in node.names}
+            elif node.module.startswith(package + "."):
+                out.add(".".join(node.module.split(".")[:3]))
+        elif isinstance(node, ast.Import):
+            out |= {".".join(a.name.split(".")[:3]) for a in node.names if a.name.startswith(package)}
+    return out & (members | {package}) - {name}
+
+
+def import_cycle(graph: dict) -> list:
+    """One circle of the import graph {module: modules it imports} as [a, b, ..., a], or []."""
+    state, stack = {}, []
+
+    def visit(node):
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        state[node] = "done"
+        stack.pop()
+        return []
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return []
+
+
+def fact_reads(tree) -> list[int]:
+    """Lines reading a store fact out of root attributes: ``X.attrs["nside"]``, ``attrs["nside"]``,
+    ``read_attrs(p)["nside"]`` and the same with ``.get("nside", ...)``."""
+    def attributes(node):
+        if isinstance(node, ast.Attribute):
+            return node.attr == "attrs"
+        if isinstance(node, ast.Name):
+            return node.id == "attrs"
+        if isinstance(node, ast.Call):
+            func = node.func
+            return (func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")) in ATTRS_READERS
+        return False
+
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) and \
+                node.slice.value in FACT_KEYS and attributes(node.value):
+            lines.append(node.lineno)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get" and \
+                node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value in FACT_KEYS and \
+                attributes(node.func.value):
+            lines.append(node.lineno)
+    return sorted(lines)
+
+
+def test_only_the_opener_opens_a_store():
+    found = [f"{path.relative_to(PACKAGE.parent)}:{line}" for name, path, tree in modules() if name != OPENER
+             for line in store_openings(tree)]
+    assert not found, f"stores opened outside {OPENER} (call its functions instead): " + ", ".join(found)
+
+
+def test_no_import_circles_inside_the_cube():
+    trees = {name: tree for name, _, tree in modules() if name.startswith("cmbcube.cube")}
+    members = set(trees) - {"cmbcube.cube"}
+    graph = {name: cube_imports(name, tree, members) for name, tree in trees.items()}
+    cycle = import_cycle(graph)
+    assert not cycle, "modules of cmbcube/cube/ import each other in a circle (move what they share down " \
+                      "into a lower module): " + " -> ".join(cycle)
+
+
+def test_store_facts_are_read_by_one_function_each():
+    found = [f"{path.relative_to(PACKAGE.parent)}:{line}" for name, path, tree in modules() if name != FACTS
+             for line in fact_reads(tree)]
+    assert not found, f"store facts read from attributes outside {FACTS} (call cube.nside etc.): " + ", ".join(found)
+
+
+def test_the_store_rules_can_fail():
+    """The three rules above see what they claim to, on toy modules parsed the same way."""
+    opening = ast.parse("import zarr\nimport zarr.api.asynchronous as za\nfrom zarr import open_group\n"
+                        "g = zarr.open_group('s', mode='r')\na = za.open_array(store=s, path='p')\n"
+                        "ok = cube.open_group('s')\nfine = os.open('f', 0)\n")
+    assert store_openings(opening) == [3, 4, 5]
+    members = {"cmbcube.cube.a", "cmbcube.cube.b", "cmbcube.cube.c"}
+    a = ast.parse("from cmbcube.cube.b import thing\n")
+    b = ast.parse("def f():\n    from cmbcube.cube import c\n")          # inside a function: counted
+    c = ast.parse("from cmbcube import cube\n")                            # the package
+    package = ast.parse("from cmbcube.cube.a import thing\n")
+    graph = {name: cube_imports(name, tree, members) for name, tree in
+             (("cmbcube.cube.a", a), ("cmbcube.cube.b", b), ("cmbcube.cube.c", c), ("cmbcube.cube", package))}
+    assert graph["cmbcube.cube.b"] == {"cmbcube.cube.c"} and graph["cmbcube.cube.c"] == {"cmbcube.cube"}
+    assert import_cycle(graph) == ["cmbcube.cube", "cmbcube.cube.a", "cmbcube.cube.b", "cmbcube.cube.c",
+                                   "cmbcube.cube"]
+    graph["cmbcube.cube.c"] = set()
+    assert import_cycle(graph) == []
+    facts = ast.parse("n = int(group.attrs['nside'])\nm = attrs.get('nside', 0)\nk = cube.read_attrs(p)['nside']\n"
+                      "r = recipe['nside']\nu = group.attrs['cmb_unit']\n")
+    assert fact_reads(facts) == [1, 2, 3]

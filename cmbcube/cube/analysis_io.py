@@ -12,6 +12,8 @@ import os
 import numpy as np
 
 from cmbcube import cube
+from cmbcube.cube import facts
+from cmbcube.cube.opener import open_group
 from cmbcube.recipe import SPLITS
 from cmbcube.science import instrument
 from cmbcube.science.metrics import BEAMS, MASK_DETECTORS, METRICS
@@ -31,13 +33,6 @@ ANALYSIS_ARRAYS = ("metrics", "spectra", "analysis_done")         # written per 
 EB_LEAKAGE_FILE = "eb_leakage.npy"      # beside the coupling matrices: NamasterSpectra.eb_leakage
 
 
-def _open(store: str, mode: str = "r"):
-    import zarr
-
-    from cmbcube.cube.icechunk_store import target
-    return zarr.open_group(target(store, mode), mode=mode)
-
-
 # ----------------------------------------------------------------------------- what the store holds
 def _estimator_of(group) -> str | None:
     keys = set(group.array_keys())
@@ -49,25 +44,20 @@ def _estimator_of(group) -> str | None:
 def stored_estimator(store: str) -> str | None:
     """The estimator of the spectra a store already holds (stores analysed before NaMaster: pseudo-fast),
     or None when no (run, sim) has been analysed."""
-    return _estimator_of(_open(store))
+    return _estimator_of(open_group(store))
 
 
 def run_names(store: str) -> list[str]:
     """The runs on the store's run axis; StoreError when there is none yet."""
-    group = _open(store)
+    group = open_group(store)
     if "run" not in set(group.array_keys()):
         raise cube.StoreError(f"{store}: no predictions to analyse yet (run cmbcube ilc or cmbcube predict)")
     return [str(r) for r in group["run"][...]]
 
 
-def nside(store: str) -> int:
-    """Return the store's HEALPix nside."""
-    return int(_open(store).attrs["nside"])
-
-
 def analysis_todo(store: str, runs: list[int], splits) -> tuple[list[tuple[int, str, int]], int]:
     """((run index, split, sim) predicted but not analysed yet, number of (run, sim) of ``runs`` analysed)."""
-    group = _open(store)
+    group = open_group(store)
     pred_done = np.asarray(group["pred_done"][...]) == 1
     done = np.asarray(group["analysis_done"][...]) == 1
     todo = [(r, s, int(k)) for r in runs for s in splits
@@ -77,7 +67,7 @@ def analysis_todo(store: str, runs: list[int], splits) -> tuple[list[tuple[int, 
 
 def analysis_bytes_per_sim(store: str) -> int:
     """Uncompressed bytes of one (run, sim)'s metrics and spectra."""
-    group = _open(store)
+    group = open_group(store)
     out = 0
     for name in ("metrics", "spectra"):
         arr = group[name]
@@ -90,19 +80,19 @@ def mask_state(store: str) -> tuple[int, dict | None, str | None]:
     """(nside, the stored mask's attributes or None, the stored spectra's estimator or None)."""
     group = cube.read_group(store)      # damaged finished units raise
     existing = group["mask"].attrs.asdict() if "mask" in set(group.array_keys()) else None
-    return int(group.attrs["nside"]), existing, _estimator_of(group)
+    return facts.nside(group), existing, _estimator_of(group)
 
 
 def read_mask_maps(store: str) -> tuple[dict, np.ndarray, np.ndarray]:
     """Intensity maps of the first finished sim to find the foregrounds in: ({GHz: obs in uK_CMB} of the
     MASK_DETECTORS stored in a CMB unit, the CMB truth in uK_CMB, the first detector's obs as stored)."""
     group = cube.read_group(store)
-    dets = [int(d) for d in group["detector"][...]]
+    dets = facts.detectors(group)
     done = np.nonzero(np.asarray(group["sim_done"][...]).ravel() == 1)[0]
     if not done.size:
         raise cube.StoreError(f"{store}: no finished sims to build a mask from")
     isplit, isim = divmod(int(done[0]), group["sim_done"].shape[1])
-    units = [str(u) for u in group["unit"][...]]
+    units = facts.detector_units(group)
     obs_uk = {}
     cmb_uk = None
     for freq in MASK_DETECTORS:
@@ -112,7 +102,7 @@ def read_mask_maps(store: str) -> tuple[dict, np.ndarray, np.ndarray]:
             obs_uk[freq] = np.asarray(group["obs"][isplit, isim, dets.index(freq), 0], dtype=np.float64) * to_uk
             if cmb_uk is None:
                 cmb = np.asarray(group["cmb"][isplit, isim, 0], dtype=np.float64)
-                cmb_uk = cmb * instrument.to_uk_cmb(str(group.attrs["cmb_unit"]))
+                cmb_uk = cmb * instrument.to_uk_cmb(facts.cmb_unit(group))
     first = np.asarray(group["obs"][isplit, isim, 0, 0], dtype=np.float64)
     return obs_uk, cmb_uk, first
 
@@ -138,16 +128,16 @@ def read_masks(store: str) -> tuple[np.ndarray, np.ndarray, dict]:
 def ensure_analysis_arrays(store: str, nbins: int, estimator: str = "namaster") -> None:
     """Driver-side: the analysis coordinates and the arrays every (run, sim) writes one chunk of (created
     once; a store analysed with an older metric list is upgraded first)."""
-    group = _open(store)
+    group = open_group(store)
     nrun = group["run"].shape[0]
     nsplit, nsim = group["sim_done"].shape
     nfield = group["field"].shape[0]
-    nside_ = int(group.attrs["nside"])
+    nside_ = facts.nside(group)
     cube.create_array(store, "beam_fwhm", (len(BEAMS),), ("beam",), dtype="f8", fill_value=np.nan)[...] = BEAMS
     existing = set(group.array_keys())
     if "metric" in existing and [str(m) for m in group["metric"][...]] != list(METRICS):
         _upgrade_metrics(store, [str(m) for m in group["metric"][...]])
-        existing = set(_open(store).array_keys())
+        existing = set(open_group(store).array_keys())
     for name, values in zip(("metric", "kind", "spectrum"), (METRICS, KINDS, SPECTRA)):
         if name not in existing:
             arr = cube.create_array(store, name, (len(values),), (name,), dtype=str, fill_value="")
@@ -174,7 +164,7 @@ def ensure_analysis_arrays(store: str, nbins: int, estimator: str = "namaster") 
 def _upgrade_metrics(store: str, old: list) -> None:
     """A store analysed with an older metric list: extend it in place when the old list is a prefix of
     METRICS (new metrics read NaN for pairs analysed before), else drop the old metrics and analysis flags."""
-    group = _open(store, "r+")
+    group = open_group(store, "r+")
     if old == list(METRICS[: len(old)]) and "metrics" in set(group.array_keys()):
         arr = group["metrics"]
         arr.resize(arr.shape[:-1] + (len(METRICS),))
@@ -209,23 +199,23 @@ def read_analysis_inputs(store: str, run: int, split: str, sim: int) -> Analysis
     """Worker-side: truth, prediction (and sigma), masks, beams and theory of one (run, sim)."""
     group = cube.read_group(store)      # damaged finished units raise
     isplit = SPLITS.index(split)
-    scale = instrument.to_uk_cmb(str(group.attrs["cmb_unit"]))
+    scale = instrument.to_uk_cmb(facts.cmb_unit(group))
     sigma = None
     if "pred_sigma" in set(group.array_keys()) and run < group["pred_sigma"].shape[0]:
         sigma = np.asarray(group["pred_sigma"][run, isplit, sim], dtype=np.float64) * scale
     return AnalysisInputs(
-        nside=int(group.attrs["nside"]), fields=[str(f) for f in group["field"][...]],
+        nside=facts.nside(group), fields=facts.fields(group),
         truth=np.asarray(group["cmb"][isplit, sim], dtype=np.float64) * scale,
         pred=np.asarray(group["pred"][run, isplit, sim], dtype=np.float64) * scale, sigma=sigma,
         mask=np.asarray(group["mask"][...]) > 0, apod=np.asarray(group["mask_apodized"][...], dtype=np.float64),
-        beam_truth=cube.truth_beam(group), beam_pred=cube.run_beam(group, run),
+        beam_truth=facts.truth_beam(group), beam_pred=facts.run_beam(group, run),
         pixel_window=bool(group.attrs.get("pixel_window_applied", False)),
         cl_theory=np.asarray(group["cl_theory"][isplit, sim], dtype=np.float64))
 
 
 def write_analysis(store: str, run: int, split: str, sim: int, metrics: np.ndarray, spectra: np.ndarray) -> None:
     """Worker-side: one (run, sim)'s metrics and spectra (one chunk each), then its flag."""
-    out = _open(store, "r+")
+    out = open_group(store, "r+")
     isplit = SPLITS.index(split)
     out["metrics"][run, isplit, sim] = metrics
     out["spectra"][run, isplit, sim] = spectra
@@ -236,7 +226,7 @@ def write_analysis(store: str, run: int, split: str, sim: int, metrics: np.ndarr
 def windows_current(store: str, mask_attrs: dict) -> bool:
     """Whether the stored bandpower windows (``spectra_window``) belong to the mask with these attributes and
     hold the E-to-B leakage measured as now (windows written before it was measured are recomputed)."""
-    group = _open(store)
+    group = open_group(store)
     if "spectra_window" not in set(group.array_keys()):
         return False
     attrs = group["spectra_window"].attrs

@@ -19,6 +19,8 @@ import os
 
 import numpy as np
 
+from cmbcube.cube import facts
+from cmbcube.cube.opener import check_bounds, read_group
 from cmbcube.errors import InputError
 from cmbcube.recipe import SPLITS
 from cmbcube.science import geometry, transforms
@@ -44,17 +46,14 @@ class _Meta:
 
 
 def _read_meta(store, storage_options) -> _Meta:
-    import zarr
-
-    from cmbcube.cube import check_bounds, zarr_store
-    group = zarr.open_group(zarr_store(store, storage_options) if isinstance(store, str) else store, mode="r")
+    group = read_group(store, storage_options)
     check_bounds(group, str(store))            # hostile metadata is refused before anything is allocated
     names = set(group.array_keys())
     stats = "stats_obs" in names
     return _Meta(
-        nside=int(group.attrs["nside"]),
-        detectors=[int(d) for d in group["detector"][...]],
-        fields=[str(f) for f in group["field"][...]],
+        nside=facts.nside(group),
+        detectors=facts.detectors(group),
+        fields=facts.fields(group),
         has_field=np.asarray(group["has_field"][...]),
         done=np.asarray(group["sim_done"][...]) == 1,
         components=[str(c) for c in group["component"][...]] if "component" in names else [],
@@ -177,11 +176,7 @@ class CubeDataset:
 
     def _arrays(self):
         if self._group is None or self._pid != os.getpid():
-            import zarr
-
-            from cmbcube.cube import zarr_store
-            store = zarr_store(self.store, self.storage_options) if isinstance(self.store, str) else self.store
-            self._group = zarr.open_group(store, mode="r")
+            self._group = read_group(self.store, self.storage_options)
             self._pid = os.getpid()
             self._fast_obs = self._fast_cmb = None
             if isinstance(self.store, str) and "://" not in self.store:

@@ -13,47 +13,14 @@ at the end.  How each product goes (store_layout.md, "Dropping products"):
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 from pathlib import Path
 
 from cmbcube import cube
-from cmbcube.cube import analysis_io, layout
+from cmbcube.cube import analysis_io, drop_remote, layout
+from cmbcube.cube.drop_plan import DropReport, choices, refuse_unsafe, run_products, whole_arrays
 from cmbcube.errors import InputError
-
-
-def choices() -> dict:
-    """Drop's choices and what each removes: the droppable products of the layout's table, read at call
-    time (a product registered in :data:`cmbcube.cube.layout.PRODUCTS` is droppable at once)."""
-    return {name: layout.PRODUCTS.get(name).description for name in layout.droppable()}
-
-
-def run_products() -> tuple:
-    """The products along the run axis, which ``--run`` applies to: pred, analysis, run."""
-    return tuple(name for name in choices() if layout.PRODUCTS.get(name).run_axis)
-
-
-def whole_arrays(product: str) -> tuple:
-    """The arrays deleted whole when ``product`` is dropped (its main array first)."""
-    return layout.product_arrays(product)
-
-
-
-
-@dataclasses.dataclass
-class DropReport:
-    store: str
-    product: str
-    run: str | None
-    removed: list                    # what went, in words
-    bytes_before: int
-    bytes_after: int
-    notes: list = dataclasses.field(default_factory=list)
-
-    @property
-    def reclaimed(self) -> int:
-        return self.bytes_before - self.bytes_after
 
 
 def _is_runs_subfolder(folder: Path, runs_dir: Path, name: str) -> bool:
@@ -71,37 +38,6 @@ def _size(path: Path) -> int:
     return (cube.disk_size(str(path)) or 0) if path.exists() else 0
 
 
-def refuse_unsafe(store: str, product: str, run, names, runs, force: bool, journal) -> None:
-    """The refusals every kind of store makes before dropping anything (StoreError, exit 2): obs or cmb
-    while products made from them remain (unless ``force``), and a ``run`` the store does not have
-    (unless a run removal is being finished: ``journal``)."""
-    if product in ("obs", "cmb") and product in names and not force:
-        deps = dependants(store, product)
-        if deps:
-            raise cube.StoreError(
-                f"{store}: refusing to drop {product}: the store holds products made from it: {'; '.join(deps)}. "
-                f"Drop those first (cmbcube drop {store} run, cmbcube drop {store} stats) or pass --force to drop "
-                f"{product} anyway (they stay, but can no longer be recomputed or checked against it)")
-    if product in ("pred", "analysis", "run") and run is not None and run not in runs and not journal:
-        raise cube.StoreError(f"{store}: no run {run!r}; runs present: {', '.join(runs) or 'none'}")
-
-
-def dependants(store: str, product: str) -> list[str]:
-    """What in the store was made from ``product`` (obs or cmb)."""
-    group = cube.fresh_group(store)
-    names = set(group.array_keys())
-    out = []
-    runs = [str(r) for r in group["run"][...]] if "run" in names else []
-    if runs:
-        out.append(f"run(s) {', '.join(runs)} (predictions and trainings made from it)")
-    stats = {"obs": "stats_obs", "cmb": "stats_cmb"}[product]
-    if stats in names:
-        out.append(f"{stats} (normalisation statistics)")
-    if product == "cmb" and "metrics" in names and not runs:
-        out.append("metrics and spectra (scored against it)")
-    return out
-
-
 def drop(store: str, product: str, run: str | None = None, force: bool = False) -> DropReport:
     """Remove ``product`` (one run's with ``run``) from a store; see the module docstring.  A local store:
     holds the store's metadata lock, so stages adding runs or arrays wait for it; Icechunk and s3://
@@ -109,7 +45,6 @@ def drop(store: str, product: str, run: str | None = None, force: bool = False) 
     store = str(store)
     if product not in choices():
         raise InputError(f"unknown product {product!r}; allowed: {', '.join(choices())}")
-    from cmbcube.cube import drop_remote
     if drop_remote.handles(store):              # Icechunk (one commit) and plain s3:// stores
         return drop_remote.drop(store, product, run, force)
     if cube.is_remote(store):

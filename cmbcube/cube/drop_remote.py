@@ -30,7 +30,7 @@ import shutil
 
 from cmbcube import cube
 from cmbcube.cube import icechunk_store as ics, objstore
-from cmbcube.cube.drop import DropReport, choices, refuse_unsafe, run_products, whole_arrays
+from cmbcube.cube.drop_plan import DropReport, choices, refuse_unsafe, run_products, whole_arrays
 from cmbcube.cube.layout import run_axis_arrays_of
 from cmbcube.errors import InputError
 

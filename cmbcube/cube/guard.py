@@ -37,15 +37,11 @@ from zarr.storage import WrapperStore
 
 from cmbcube.cube import layout
 from cmbcube.cube.shardread import EMPTY, ShardLayout, crc_ok, damaged
-from cmbcube.errors import InputError
+from cmbcube.cube.shardread import DamagedUnitError  # noqa: F401 - raised through damaged(); named here as before
 from cmbcube.recipe import SPLITS
 
 STAGE = layout.FLAG_STAGE
 FLAGS = layout.FLAGS
-
-
-class DamagedUnitError(InputError):
-    """A unit of work is marked done but one of its chunks is missing or corrupted."""
 
 
 def _flag_of(name: str):
@@ -76,10 +72,11 @@ def _as_bytes(buf):
 class GuardedStore(WrapperStore):
     """A read-only store whose chunk reads refuse damaged finished units (see the module doc)."""
 
-    def __init__(self, store, label: str | None = None, consistent: bool = False):
+    def __init__(self, store, label: str | None = None, consistent: bool = False, *, open_array):
         super().__init__(store)
         self.label = label or str(store)
         self.consistent = consistent
+        self.open_array = open_array     # async (store, path) -> array: the opener's, for the flags read here
         self._seen: dict = {}            # consistent: flag chunk key -> (bytes as first read,) or its Future
         self._held: dict = {}            # consistent: (flag, unit) -> done, as first read
         self._meta: dict = {}            # array name -> its metadata document
@@ -88,13 +85,15 @@ class GuardedStore(WrapperStore):
         self._flags: dict = {}           # (flag name, held) -> opened AsyncArray
 
     def _with_store(self, store):
-        return type(self)(store, self.label, self.consistent)
+        return type(self)(store, self.label, self.consistent, open_array=self.open_array)
 
     def __getstate__(self):
-        return {"_store": self._store, "label": self.label, "consistent": self.consistent}
+        return {"_store": self._store, "label": self.label, "consistent": self.consistent,
+                "open_array": self.open_array}
 
     def __setstate__(self, state):
-        self.__init__(state["_store"], state["label"], state.get("consistent", False))
+        self.__init__(state["_store"], state["label"], state.get("consistent", False),
+                      open_array=state["open_array"])
 
     def __str__(self):
         return self.label
@@ -163,11 +162,10 @@ class GuardedStore(WrapperStore):
         return done
 
     async def _read_flag(self, flag: str, unit: tuple, held: bool) -> bool:
-        from zarr.api.asynchronous import open_array
         arr = self._flags.get((flag, held))
         if arr is None:
             try:                            # held: through this store, where a flag's first read holds
-                arr = await open_array(store=self if held else self._store, path=flag, mode="r", zarr_format=3)
+                arr = await self.open_array(self if held else self._store, flag)
             except Exception:  # noqa: BLE001 - no such flag array: nothing of that level is done
                 return False
             self._flags[(flag, held)] = arr  # opened once; its values are read every time
@@ -180,8 +178,7 @@ class GuardedStore(WrapperStore):
             return f"{layout.name} of {SPLITS[unit[0]]} sim {unit[1]}"
         run = str(unit[0])
         try:
-            from zarr.api.asynchronous import open_array
-            arr = await open_array(store=self._store, path="run", mode="r", zarr_format=3)
+            arr = await self.open_array(self._store, "run")
             run = repr(str(np.asarray(await arr.getitem((unit[0],)))))
         except Exception:  # noqa: BLE001 - keep the index
             pass

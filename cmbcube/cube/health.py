@@ -15,7 +15,7 @@ import json
 import logging
 from pathlib import Path
 
-from cmbcube.cube.store import DROP_JOURNAL_ATTR, StoreError, is_remote
+from cmbcube.cube.base import DROP_JOURNAL_ATTR, StoreError, is_remote
 
 log = logging.getLogger("cmbcube")
 _WARNED: set = set()                     # (store, damaged files) already warned about in this process
@@ -101,15 +101,3 @@ def refuse_interrupted_drop(attrs, path: str) -> None:
     raise StoreError(f"{path}: removing run {name!r} from this store was interrupted (cmbcube drop stopped "
                      f"half-way), so its run axis is half moved and nothing reads or writes it until that is "
                      f"finished: run `cmbcube drop {path} run --run {name}` (it resumes where it stopped)")
-
-
-def check_writable_store_state(path: str, stage: str = "cmbcube") -> None:
-    """Before a stage writes into an existing local store: its metadata parses, no run removal is half
-    done, and its folder can be written in (tried for real)."""
-    if is_remote(str(path)):
-        return
-    from cmbcube.cube.location import check_writable_store
-    from cmbcube.cube.store import read_attrs
-    check_metadata(path, stage)
-    refuse_interrupted_drop(read_attrs(path), path)
-    check_writable_store(path)

@@ -25,6 +25,7 @@ How writes go (the process running a stage is the *driver*):
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import re
@@ -295,8 +296,8 @@ def commit_session(path, session, message: str, metadata: dict | None = None) ->
 def _carry_chunks(path, session):
     """A new session on the branch tip holding the chunks ``session`` wrote (its base is stale)."""
     import numpy as np
-    import zarr
     from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.chunk_key_encodings import parse_chunk_key_encoding
     from zarr.core.sync import sync
     ours = session.status()
     meta = sorted({*ours.new_arrays, *ours.new_groups, *ours.updated_arrays, *ours.updated_groups,
@@ -317,9 +318,10 @@ def _carry_chunks(path, session):
     source, target = session.store, fresh.store
     proto = default_buffer_prototype()
     for array, coords in ours.updated_chunks.items():
-        arr = zarr.open_array(target, path=array.strip("/"), mode="r")
+        meta = json.loads(sync(target.get(f"{array.strip('/')}/zarr.json", proto)).to_bytes())
+        keys = parse_chunk_key_encoding(meta["chunk_key_encoding"])     # the array's key encoding, as zarr reads it
         for c in coords:
-            key = f"{array.strip('/')}/{arr.metadata.encode_chunk_key(tuple(int(i) for i in np.atleast_1d(c)))}"
+            key = f"{array.strip('/')}/{keys.encode_chunk_key(tuple(int(i) for i in np.atleast_1d(c)))}"
             buf = sync(source.get(key, proto))
             sync(target.delete(key) if buf is None else target.set(key, buf))
     log.info("%s: another writer committed first; carried %d chunk(s) onto its commit", path,

@@ -55,12 +55,12 @@ def summary_lines(path: str) -> list[str]:
 def verify(path: str, products=None, clear: bool = False, progress: bool | None = None):
     """``cmbcube verify`` on an Icechunk store: each flagged unit's products read back through the guard
     (a missing or corrupted chunk raises DamagedUnitError naming the unit).  ``clear`` clears the
-    damaged units' done-flags in one commit.  Returns cmbcube.cube.verify.VerifyReport."""
+    damaged units' done-flags in one commit.  Returns cmbcube.cube.verify_report.VerifyReport."""
     from cmbcube.cube import layout
-    from cmbcube.cube.guard import DamagedUnitError
-    from cmbcube.cube.info import require_store
-    from cmbcube.cube.remote import read_group
-    from cmbcube.cube.verify import Damage, VerifyReport
+    from cmbcube.cube.location import require_store
+    from cmbcube.cube.opener import read_group
+    from cmbcube.cube.shardread import DamagedUnitError
+    from cmbcube.cube.verify_report import Damage, VerifyReport
     from cmbcube.errors import InputError
     from cmbcube.progress import bar as progress_bar
     from cmbcube.recipe import SPLITS

@@ -5,27 +5,11 @@ import json
 import os
 
 from cmbcube.cube import icechunk_store as ics
-from cmbcube.cube.remote import open_dataset
+from cmbcube.cube.base import DROPPED_ATTR, StoreError, is_remote
+from cmbcube.cube.facts import nside
+from cmbcube.cube.opener import open_dataset, read_attrs
 from cmbcube.cube.sims import done_flags, planned, predicted_counts
-from cmbcube.cube.store import DROPPED_ATTR, StoreError, is_remote, read_attrs
 from cmbcube.recipe import SPLITS
-
-
-def require_store(path: str) -> dict:
-    """The attributes of the cmbcube store at ``path``; a StoreError (exit 2) that says "no such store" for a
-    missing local path and names what is wrong with a path that is not a cmbcube store, before any stage
-    opens arrays in it; for a local store also damaged metadata, a half-done run removal and a folder
-    that cannot be written (the stages calling it write into the store)."""
-    path = str(path)
-    if not is_remote(path) and not os.path.isdir(path):
-        raise StoreError(f"{path}: no such store (a cmbcube store is the directory `cmbcube simulate --store` "
-                         "or `cmbcube ingest-cmbml --store` made)")
-    attrs = read_attrs(path)
-    if "recipe_hash" not in attrs:
-        raise StoreError(f"{path} is a Zarr store but not a cmbcube store")
-    from cmbcube.cube.health import check_writable_store_state
-    check_writable_store_state(path)         # the stages calling this write: metadata parses, writable
-    return attrs
 
 
 def disk_size(path: str) -> int | None:
@@ -64,7 +48,8 @@ def summary(path: str) -> str:
              f"  recipe      {attrs['recipe_name']} (hash {attrs['recipe_hash'][:12]}, created {attrs['created']})"]
     if attrs.get("recipe_overrides"):
         lines.append(f"  overrides   {' '.join(attrs['recipe_overrides'])}")
-    lines.append(f"  grid        HEALPix nside {attrs['nside']} ({12 * attrs['nside'] ** 2} pixels, "
+    grid = nside(attrs)
+    lines.append(f"  grid        HEALPix nside {grid} ({12 * grid ** 2} pixels, "
                  f"{attrs['healpix_order'].upper()}), sky model nside {attrs['sky_nside']}, "
                  f"{attrs['coordinate_system']} coordinates, "
                  f"pixel window {'applied' if attrs['pixel_window_applied'] else 'not applied'}")

@@ -360,26 +360,3 @@ def template(recipe: Recipe):
         **foreground_model_attrs(r["foregrounds"]),
     }
     return ds, encoding
-
-
-def create_run_array(group, key: str, nrun: int) -> None:
-    """Create run-axis array ``key`` (of the ``pred`` and ``run`` products, or ``pred_done``) with
-    ``nrun`` runs in an open writable root group, as the table describes it."""
-    spec = array_spec(key)
-    nsplit, nsim = group["sim_done"].shape
-    size = {"run": nrun, "split": nsplit, "sim": nsim, "field": group["field"].shape[0],
-            "pixel": group["cell_ids"].shape[0]}
-    shape = tuple(size[d] for d in spec.dims)
-    kwargs = dict(shape=shape, chunks=unit_chunks(spec, shape), fill_value=spec.fill, dimension_names=list(spec.dims))
-    if spec.dtype == "str":
-        group.create_array(key, dtype=str, **kwargs)
-        return
-    attrs = {"long_name": spec.long_name}
-    if spec.maps:
-        from cmbcube.recipe import from_store_attrs
-        recipe = from_store_attrs(dict(group.attrs))
-        attrs = {"healpix_nside": int(group.attrs["nside"]), "healpix_order": "nested", **attrs,
-                 "units": group.attrs["cmb_unit"]}
-        kwargs.update(chunks=map_chunks(shape), shards=unit_chunks(spec, shape),
-                      compressors=codecs(recipe["storage"]))
-    group.create_array(key, dtype=spec.dtype, attributes=attrs, **kwargs)

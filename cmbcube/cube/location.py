@@ -10,22 +10,40 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import uuid
 from pathlib import Path
 
-from cmbcube.cube.store import StoreError, is_remote, os_error_message
+from cmbcube.cube import icechunk_store as ics
+from cmbcube.cube.base import StoreError, is_remote, os_error_message
+from cmbcube.cube.health import check_metadata, refuse_interrupted_drop
+from cmbcube.cube.opener import read_attrs
 
 DEFAULT_NAME_MAX = 255                   # Linux file systems; os.pathconf says where it can
 DEFAULT_PATH_MAX = 4096
 DEEPEST_KEY = 64                         # bytes a store adds below its path (obs/c/2/19999/8/2/0, temporaries)
 
 
+def runs_dir(store) -> Path:
+    """The folder holding a store's runs' checkpoints: ``<store>.runs`` beside a local store or an
+    ``icechunk+file://`` repository; for a store on object storage (``s3://``, ``icechunk+s3://``) a
+    local folder ``$CMBCUBE_RUNS_DIR/<location>.runs`` (default ``~/.cache/cmbcube/runs``): checkpoints
+    are files torch writes and reads, kept on the machine that trains."""
+    text = str(store).rstrip("/")
+    if "://" not in text:
+        return Path(text + ".runs")
+    if ics.handles(text) and ics.parse(text).scheme == "file":
+        return Path(ics.parse(text).root.rstrip("/") + ".runs")
+    base = Path(os.environ.get("CMBCUBE_RUNS_DIR") or Path.home() / ".cache" / "cmbcube" / "runs")
+    url = ics.parse(text).url if ics.handles(text) else text
+    return base / (re.sub(r"[^A-Za-z0-9._-]+", "_", url.split("://", 1)[1]).strip("_")[:200] + ".runs")
+
+
 def runs_suffix() -> str:
     """What cmbcube appends to a store's name for the checkpoints folder beside it (``.runs``): a store name
     leaves room for it.  Other folders beside the store (``.namaster``) are named by :func:`sibling_name`."""
-    from cmbcube.cube.runs import runs_dir
     return Path(runs_dir("s")).name[1:]
 
 
@@ -143,3 +161,29 @@ def check_writable_store(path: str) -> None:
     if is_remote(str(path)) or not os.path.isdir(path):
         return
     probe_writable(str(path), str(path), "write into the store")
+
+
+def check_writable_store_state(path: str, stage: str = "cmbcube") -> None:
+    """Before a stage writes into an existing local store: its metadata parses, no run removal is half
+    done, and its folder can be written in (tried for real)."""
+    if is_remote(str(path)):
+        return
+    check_metadata(path, stage)
+    refuse_interrupted_drop(read_attrs(path), path)
+    check_writable_store(path)
+
+
+def require_store(path: str) -> dict:
+    """The attributes of the cmbcube store at ``path``; a StoreError (exit 2) that says "no such store" for a
+    missing local path and names what is wrong with a path that is not a cmbcube store, before any stage
+    opens arrays in it; for a local store also damaged metadata, a half-done run removal and a folder
+    that cannot be written (the stages calling it write into the store)."""
+    path = str(path)
+    if not is_remote(path) and not os.path.isdir(path):
+        raise StoreError(f"{path}: no such store (a cmbcube store is the directory `cmbcube simulate --store` "
+                         "or `cmbcube ingest-cmbml --store` made)")
+    attrs = read_attrs(path)
+    if "recipe_hash" not in attrs:
+        raise StoreError(f"{path} is a Zarr store but not a cmbcube store")
+    check_writable_store_state(path)         # the stages calling this write: metadata parses, writable
+    return attrs

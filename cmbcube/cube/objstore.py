@@ -25,6 +25,8 @@ from __future__ import annotations
 import logging
 import os
 
+from cmbcube.cube.base import StoreError
+
 log = logging.getLogger("cmbcube")
 
 SCHEMES = ("s3",)
@@ -65,7 +67,6 @@ def zarr_store(path, read_only: bool = True, storage_options: dict | None = None
     try:
         return FsspecStore.from_url(url, storage_options=opts, read_only=read_only)
     except ImportError as err:
-        from cmbcube.cube.store import StoreError
         raise StoreError(f"{url}: reading and writing s3:// needs the s3fs package ({err}); pip install s3fs") \
             from None
 
@@ -86,7 +87,6 @@ def exists(path) -> bool:
     try:
         return chunk_exists(path, "zarr.json")
     except (OSError, ValueError) as err:
-        from cmbcube.cube.store import StoreError
         raise StoreError(f"{path}: cannot reach the object store ({type(err).__name__}: {err}); check the bucket, "
                          "AWS_ENDPOINT_URL and the AWS_* credentials in the environment") from None
 
@@ -105,8 +105,7 @@ def create(path, ds, encoding) -> str:
             ds.to_zarr(store, mode="w-", compute=False, encoding=encoding, zarr_format=3, consolidated=False)
             zarr.consolidate_metadata(store)
         except (OSError, PermissionError) as err:
-            from cmbcube.cube.store import StoreError
-            raise StoreError(f"{path}: cannot create the store there ({type(err).__name__}: {err}); check that "
+                raise StoreError(f"{path}: cannot create the store there ({type(err).__name__}: {err}); check that "
                              "the bucket exists and that the AWS_* credentials in the environment may write to "
                              "it") from None
     return "created"

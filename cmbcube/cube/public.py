@@ -1,6 +1,6 @@
 """What ``cmbcube.open`` returns: the store's lazy xarray Dataset, made safe to read by hand.
 
-On top of :func:`cmbcube.cube.remote.open_dataset` (guarded reads):
+On top of :func:`cmbcube.cube.opener.open_dataset` (guarded reads):
 
 - **whole units**: the store is opened with the guard's ``consistent`` mode, so a sim (or a run's
   prediction or analysis of a sim) reads complete or as NaN, never in part, even while a stage writes
@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from cmbcube.cube.datasets import SelectionError
-from cmbcube.cube.remote import open_dataset
+from cmbcube.cube.opener import open_dataset
 from cmbcube.recipe import SPLITS
 
 BEAM_ATTRS = {"units": "arcmin", "long_name": "FWHM of the common Gaussian beam the metrics are computed at"}

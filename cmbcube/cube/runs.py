@@ -11,22 +11,13 @@ from pathlib import Path
 import numpy as np
 
 from cmbcube.cube import icechunk_store as ics, layout
-from cmbcube.cube.remote import read_group
-from cmbcube.cube.store import (
-    DROP_JOURNAL_ATTR,
-    StoreError,
-    array_dims,
-    consolidate,
-    delete_arrays,
-    fresh_group,
-    metadata_transaction,
-    open_group,
-    outer_chunks,
-    read_attrs,
-    source_group,
-)
+from cmbcube.cube.base import DROP_JOURNAL_ATTR, StoreError, array_dims, outer_chunks
+from cmbcube.cube.facts import cmb_unit, nside
+from cmbcube.cube.location import runs_dir
+from cmbcube.cube.opener import fresh_group, open_group, read_attrs, read_group, source_group
+from cmbcube.cube.store import consolidate, delete_arrays, metadata_transaction
 from cmbcube.errors import InputError
-from cmbcube.recipe import SPLITS
+from cmbcube.recipe import SPLITS, from_store_attrs
 
 # ----------------------------------------------------------------------------- runs (predictions)
 RUN_ARRAYS = layout.RUN_ARRAYS
@@ -36,19 +27,26 @@ class RunMismatch(StoreError):
     """A run name exists with other settings."""
 
 
-def runs_dir(store) -> Path:
-    """The folder holding a store's runs' checkpoints: ``<store>.runs`` beside a local store or an
-    ``icechunk+file://`` repository; for a store on object storage (``s3://``, ``icechunk+s3://``) a
-    local folder ``$CMBCUBE_RUNS_DIR/<location>.runs`` (default ``~/.cache/cmbcube/runs``): checkpoints
-    are files torch writes and reads, kept on the machine that trains."""
-    text = str(store).rstrip("/")
-    if "://" not in text:
-        return Path(text + ".runs")
-    if ics.handles(text) and ics.parse(text).scheme == "file":
-        return Path(ics.parse(text).root.rstrip("/") + ".runs")
-    base = Path(os.environ.get("CMBCUBE_RUNS_DIR") or Path.home() / ".cache" / "cmbcube" / "runs")
-    url = ics.parse(text).url if ics.handles(text) else text
-    return base / (re.sub(r"[^A-Za-z0-9._-]+", "_", url.split("://", 1)[1]).strip("_")[:200] + ".runs")
+def create_run_array(group, key: str, nrun: int) -> None:
+    """Create run-axis array ``key`` (of the ``pred`` and ``run`` products, or ``pred_done``) with
+    ``nrun`` runs in an open writable root group, as the table describes it."""
+    spec = layout.array_spec(key)
+    nsplit, nsim = group["sim_done"].shape
+    size = {"run": nrun, "split": nsplit, "sim": nsim, "field": group["field"].shape[0],
+            "pixel": group["cell_ids"].shape[0]}
+    shape = tuple(size[d] for d in spec.dims)
+    kwargs = dict(shape=shape, chunks=layout.unit_chunks(spec, shape), fill_value=spec.fill,
+                  dimension_names=list(spec.dims))
+    if spec.dtype == "str":
+        group.create_array(key, dtype=str, **kwargs)
+        return
+    attrs = {"long_name": spec.long_name}
+    if spec.maps:
+        recipe = from_store_attrs(dict(group.attrs))
+        attrs = {"healpix_nside": nside(group), "healpix_order": "nested", **attrs, "units": cmb_unit(group)}
+        kwargs.update(chunks=layout.map_chunks(shape), shards=layout.unit_chunks(spec, shape),
+                      compressors=layout.codecs(recipe["storage"]))
+    group.create_array(key, dtype=spec.dtype, attributes=attrs, **kwargs)
 
 
 def run_dir(store, run: str) -> Path:
@@ -111,7 +109,7 @@ def _ensure_run(path: str, name: str, method: str, config: dict, beam_fwhm_arcmi
                 raise RunMismatch(f"run {name!r} already exists in {path} with other settings:\n  stored: {old}\n"
                                   f"  asked:  {config_json}\nchoose another --run name (or drop the run)")
             if uncertainty and "pred_sigma" not in names:
-                layout.create_run_array(group, "pred_sigma", len(runs))
+                create_run_array(group, "pred_sigma", len(runs))
             return i
         index = len(runs)
         # every run-indexed array grows with the run axis (predictions, losses, metrics...)
@@ -124,9 +122,9 @@ def _ensure_run(path: str, name: str, method: str, config: dict, beam_fwhm_arcmi
     else:
         index = 0
         for key in RUN_ARRAYS:
-            layout.create_run_array(group, key, 1)
+            create_run_array(group, key, 1)
     if uncertainty and "pred_sigma" not in set(group.array_keys()):
-        layout.create_run_array(group, "pred_sigma", index + 1)
+        create_run_array(group, "pred_sigma", index + 1)
     group["run"][index] = name
     group["run_method"][index] = method
     group["run_config"][index] = config_json

@@ -18,7 +18,15 @@ import struct
 
 import numpy as np
 
+from cmbcube.cube.layout import FLAG_STAGE, product_of
+from cmbcube.errors import InputError
+from cmbcube.recipe import SPLITS
+
 EMPTY = 2 ** 64 - 1           # a shard index's (offset, nbytes) of an absent inner chunk
+
+
+class DamagedUnitError(InputError):
+    """A unit of work is marked done but one of its chunks is missing or corrupted."""
 
 
 def crc_ok(blob) -> bool:
@@ -126,8 +134,6 @@ class ShardLayout:
 def damaged(store, what: str, problem: str, where: str, flag: str | None):
     """The one DamagedUnitError text: '<store>: <product of unit>: <problem> (<where>); the store is damaged:
     run `cmbcube verify <store> --clear` ..., then rerun <the stage writing ``flag``'s units>'."""
-    from cmbcube.cube.guard import DamagedUnitError
-    from cmbcube.cube.layout import FLAG_STAGE
     stage = FLAG_STAGE.get(flag, "the stage that wrote it")
     return DamagedUnitError(f"{store}: {what}: {problem} ({where}); the store is damaged: run `cmbcube verify "
                             f"{store} --clear` to clear its done-flag, then rerun {stage} to rebuild it")
@@ -169,8 +175,6 @@ class ShardReader:
         out = np.empty((len(maps), self.npix), dtype=self.dtype)
 
         def fail(problem):
-            from cmbcube.cube.layout import product_of
-            from cmbcube.recipe import SPLITS
             unit = f"{SPLITS[leading[0]]} sim {leading[1]}" if nlead == 2 else f"unit {tuple(leading)}"
             product = product_of(self.name)
             return damaged(self.root, f"{self.name} of {unit}", problem, path, product.flag if product else None)

@@ -1,5 +1,5 @@
 """Sims: typed reads and writes of the simulated products (obs, cmb, components, noise,
-cosmo_params, cl_theory), their done-flags, and the beams the store records."""
+cosmo_params, cl_theory) and their done-flags (the store's facts, beams included: :mod:`cmbcube.cube.facts`)."""
 from __future__ import annotations
 
 import os
@@ -7,46 +7,10 @@ import os
 import numpy as np
 
 from cmbcube.cube import icechunk_store as ics, objstore
-from cmbcube.cube.store import StoreError, fresh_group, open_group, source_group, unit_files
-from cmbcube.recipe import SPLITS, from_store_attrs
-
-
-# ----------------------------------------------------------------------------- beams
-# The one place that says which beam a map of the store carries.  Every stage that
-# deconvolves, re-beams or writes a beam (ilc, analysis, train, export) asks here;
-# none of them may fall back on an instrument preset: the store records what the
-# simulator used (preset + recipe overrides) or what the ingested files' FWHM cards said.
-def detector_beams(source, detectors=None) -> dict[int, float]:
-    """{detector GHz: Gaussian beam FWHM in arcmin} as the store records it (``beam_fwhm_arcmin``).
-
-    ``detectors``: the ones wanted (default all, in store order); one the store lacks is an error.
-    """
-    src = source_group(source)
-    try:
-        have = [int(d) for d in np.asarray(src["detector"][...])]
-        fwhm = np.asarray(src["beam_fwhm_arcmin"][...], dtype=float)
-    except KeyError:
-        raise StoreError("the store has no 'beam_fwhm_arcmin' coordinate: it cannot say which beam its "
-                         "maps carry") from None
-    beams = dict(zip(have, (float(x) for x in fwhm)))
-    wanted = have if detectors is None else [int(d) for d in detectors]
-    missing = [d for d in wanted if d not in beams]
-    if missing:
-        raise StoreError(f"detectors {missing} are not in the store; it holds {', '.join(map(str, have))}")
-    bad = [d for d in wanted if not (np.isfinite(beams[d]) and beams[d] >= 0)]
-    if bad:
-        raise StoreError(f"beam_fwhm_arcmin of detector(s) {bad} is not a FWHM >= 0 arcmin")
-    return {d: beams[d] for d in wanted}
-
-
-def truth_beam(source) -> float:
-    """FWHM (arcmin) of the CMB truth maps (0: no beam)."""
-    return float(source_group(source)["cmb"].attrs.get("beam_fwhm_arcmin", 0.0))
-
-
-def run_beam(source, run: int) -> float:
-    """FWHM (arcmin) of run ``run``'s output maps."""
-    return float(np.asarray(source_group(source)["run_beam_fwhm_arcmin"][run]))
+from cmbcube.cube.base import unit_files
+from cmbcube.cube.facts import detectors
+from cmbcube.cube.opener import fresh_group, open_group, read_attrs, source_group
+from cmbcube.recipe import SPLITS
 
 
 def done_flags(path: str) -> np.ndarray:
@@ -70,7 +34,6 @@ def planned(path: str) -> np.ndarray:
 
 def holds_recipe(path: str, recipe) -> bool:
     """Whether a local store exists at ``path`` and was made from this recipe (same hash)."""
-    from cmbcube.cube.store import read_attrs
     present = ics.exists(path) if ics.handles(path) else objstore.exists(path) if objstore.handles(path) \
         else os.path.isdir(path)
     return present and read_attrs(path).get("recipe_hash") == recipe.hash
@@ -104,42 +67,6 @@ def write_sim(path: str, split: str, sim: int, result) -> None:
         group["noise"][isplit, sim] = result.noise
     group["sim_done"][isplit, sim] = 1
 
-
-
-def nside(source) -> int:
-    """The store's HEALPix nside (its maps are 12 nside^2 NESTED pixels)."""
-    return int(source_group(source).attrs["nside"])
-
-
-def cmb_unit(source) -> str:
-    """The unit of the store's CMB maps and predictions (uK_CMB or K_CMB)."""
-    return str(source_group(source).attrs["cmb_unit"])
-
-
-def bandpass(source) -> str:
-    """How the store's detectors integrate over frequency (``delta`` or ``tophat``; old stores: delta)."""
-    return from_store_attrs(dict(source_group(source).attrs)).detectors()[0].bandpass
-
-
-def fields(source) -> list[str]:
-    """The store's fields (I, Q, U: those the recipe asked for), in store order."""
-    return [str(f) for f in source_group(source)["field"][...]]
-
-
-def detectors(source) -> list[int]:
-    """The store's detectors (integer GHz), in store order."""
-    return [int(d) for d in source_group(source)["detector"][...]]
-
-
-def detector_units(source, wanted=None) -> list[str]:
-    """Unit of each detector's obs / components / noise maps (``uK_CMB``, ``K_CMB``, ``MJy/sr``), for the
-    detectors ``wanted`` (default all, in store order)."""
-    group = source_group(source)
-    units = [str(u) for u in group["unit"][...]]
-    if wanted is None:
-        return units
-    have = detectors(group)
-    return [units[have.index(int(d))] for d in wanted]
 
 
 def read_obs(source, split: str, sim: int, wanted=None) -> np.ndarray:

@@ -1,5 +1,5 @@
 """The store as a whole: create or reuse it, its attributes, locks, all-or-nothing metadata changes,
-consolidation, whole arrays (create, delete) and the files of a unit of work.
+consolidation and whole arrays (create, delete).  Opening it is :mod:`cmbcube.cube.opener`'s.
 
 Writing rules (measured: two writers in one shard lose data):
 - only the driver writes metadata (template creation, consolidation);
@@ -18,18 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cmbcube.cube import icechunk_store as ics, layout, objstore
-from cmbcube.errors import InputError
+from cmbcube.cube import icechunk_store as ics, layout, location, objstore
+from cmbcube.cube.base import DROPPED_ATTR, StoreError, is_remote, os_error_message
+from cmbcube.cube.opener import fresh_group, open_group, read_attrs
 from cmbcube.recipe import Recipe, from_store_attrs
-
-
-class StoreError(InputError, RuntimeError):
-    """The store path cannot be used as asked (exists with another recipe, unreadable...)."""
-
-
-def is_remote(path: str) -> bool:
-    """Tell whether ``path`` is a URL rather than a local path."""
-    return "://" in str(path)
 
 
 def create_or_check(path: str, recipe: Recipe) -> str:
@@ -58,12 +50,10 @@ def create_or_check(path: str, recipe: Recipe) -> str:
         if gone and pending(path):
             raise StoreError(f"{path}: {' and '.join(gone)} were dropped from this store (cmbcube drop), so its "
                              "remaining sims cannot be simulated into it; simulate into a new --store path")
-        from cmbcube.cube.health import check_writable_store_state
-        check_writable_store_state(path, "simulate")          # metadata parses, no drop half done, writable
+        location.check_writable_store_state(path, "simulate")          # metadata parses, no drop half done, writable
         return "existing"
     if ics.handles(path) or objstore.handles(path):
         return (ics if ics.handles(path) else objstore).create(path, *layout.template(recipe))
-    from cmbcube.cube import location
     location.check_store_path(path)             # a name the file system can hold, with room for NAME.runs
     location.check_new_store_folder(path)       # exists and can be written in (tried: root ignores modes)
     ds, encoding = layout.template(recipe)
@@ -131,18 +121,6 @@ def _recipe_mismatch(path, attrs, recipe) -> str:
             + "\nUse a new --store path, or the store's own recipe (cmbcube info shows it).")
 
 
-def read_attrs(path: str) -> dict:
-    """Return the root attributes of the store at ``path``; StoreError if it is no Zarr store."""
-    import zarr
-
-    from cmbcube.cube.remote import zarr_store
-    try:
-        group = zarr.open_group(zarr_store(path), mode="r", zarr_format=3)
-    except Exception as err:  # noqa: BLE001 - zarr raises several types for "not a store"
-        raise StoreError(f"{path}: not a readable Zarr store ({type(err).__name__}: {err})") from None
-    return dict(group.attrs)
-
-
 def local_store_attrs(path: str, verb: str) -> dict:
     """Attributes of a cmbcube store that ``verb`` (e.g. "verify reads") needs as local files;
     StoreError for a URL, a missing path or a Zarr store that is not a cmbcube store."""
@@ -169,25 +147,6 @@ def store_recipe(path: str) -> Recipe:
     return from_store_attrs(read_attrs(path))
 
 
-def open_group(path: str, mode: str = "r"):
-    """The root group: read through the guard with its bounds checked (mode "r"), or for writing
-    from every array's own metadata (driver and tasks writing their units)."""
-    import zarr
-
-    from cmbcube.cube.remote import check_bounds, zarr_store
-    if mode == "r":
-        group = zarr.open_group(zarr_store(path), mode="r", zarr_format=3)
-        check_bounds(group, path)
-        return group
-    return zarr.open_group(ics.target(path, mode), mode=mode, use_consolidated=False)
-
-
-def source_group(source):
-    """The root group of ``source``: a path (opened read-only, guarded), or an already open zarr group
-    (or xarray Dataset) of the cube, passed through so a task reads several things from one opening."""
-    return open_group(str(source)) if isinstance(source, (str, os.PathLike)) else source
-
-
 def create_array(path: str, name: str, shape, dims, dtype="f4", chunks=None, shards=None, fill_value=np.nan,
                  attrs=None, overwrite=False):
     """Driver-side: a new array with named dimensions (xarray-readable), codecs from the recipe."""
@@ -205,40 +164,6 @@ def create_array(path: str, name: str, shape, dims, dtype="f4", chunks=None, sha
 
 
 # ----------------------------------------------------------------------------- housekeeping (verify, drop)
-DROPPED_ATTR = "cmbcube_dropped"            # JSON list of products removed by `cmbcube drop`
-DROP_JOURNAL_ATTR = "cmbcube_dropping_run"  # set while a run is being removed from the run axis
-
-
-def fresh_group(path: str, mode: str = "r"):
-    """The root group read from every array's own metadata (not the consolidated copy)."""
-    import zarr
-    return zarr.open_group(ics.target(path, mode), mode=mode, use_consolidated=False)
-
-
-def array_dims(arr) -> tuple:
-    """Return the dimension names of a Zarr array (empty when it has none)."""
-    return tuple(getattr(arr.metadata, "dimension_names", None) or ())
-
-
-def outer_chunks(arr) -> tuple:
-    """Shape of the array's storage units: the shard shape for sharded arrays, else the chunk shape."""
-    return tuple(arr.metadata.chunk_grid.chunk_shape)
-
-
-def unit_files(path: str, arr, name: str, leading: tuple) -> list[tuple[str, str]]:
-    """(key, local file) of every chunk file (the shard, for sharded arrays) holding
-    ``arr[leading]``: what one unit of work writes, e.g. (split, sim) or (run, split, sim)."""
-    import itertools
-    outer = outer_chunks(arr)
-    grid = [-(-s // c) for s, c in zip(arr.shape, outer)]
-    lead = [int(i) // c for i, c in zip(leading, outer)]
-    out = []
-    for rest in itertools.product(*[range(g) for g in grid[len(lead):]]):
-        key = arr.metadata.encode_chunk_key(tuple(lead) + tuple(rest))
-        out.append((key, os.path.join(str(path), name, *key.split("/"))))
-    return out
-
-
 def dropped_products(path: str) -> list[str]:
     """List the products dropped from the store, oldest first."""
     return [d["product"] for d in json.loads(read_attrs(path).get(DROPPED_ATTR, "[]"))]
@@ -349,17 +274,6 @@ class metadata_transaction:
                 pass                        # an unwritten file still holds its old bytes (atomic writes)
         raise StoreError(os_error_message(self.path, cause, self.action)
                          + "; the store's metadata was left as it was") from cause
-
-
-def os_error_message(path: str, err: OSError, action: str) -> str:
-    """'<store>: could not <action>: <file>: <OS error> (<what to do>)' for StoreError."""
-    where = err.filename or path
-    reason = err.strerror or str(err)
-    hint = {28: "free some space (cmbcube drop removes products) or use another --store path",
-            122: "the disk quota is exhausted: free some space or use another --store path",
-            13: "check the permissions of the store directory", 1: "check the permissions of the store directory",
-            30: "the file system is read-only: use another --store path"}.get(err.errno, "")
-    return f"{path}: could not {action}: {where}: {reason}" + (f" ({hint})" if hint else "")
 
 
 def write_variables(path: str, ds) -> None:

@@ -25,40 +25,14 @@ import numpy as np
 
 from cmbcube import cube
 from cmbcube.cube import icechunk_versions, layout, objstore
+from cmbcube.cube.opener import consolidated_metadata
 from cmbcube.cube.shardread import EMPTY, ShardLayout, crc_ok
+from cmbcube.cube.verify_report import Damage, VerifyReport
 from cmbcube.errors import InputError
 from cmbcube.recipe import SPLITS
 
 # the arrays verify checks are those written unit by unit and flagged: layout.unit_products(flag),
 # read from the product table at call time (a product registered in layout.PRODUCTS is verified)
-
-
-@dataclasses.dataclass
-class Damage:
-    level: str              # sim / pred / analysis / metadata
-    unit: tuple             # (split, sim), (run, split, sim) or ()
-    product: str
-    key: str                # chunk key inside the product ("" for metadata)
-    problem: str
-
-
-@dataclasses.dataclass
-class VerifyReport:
-    store: str
-    units: int = 0
-    files: int = 0
-    bytes_read: int = 0
-    damage: list = dataclasses.field(default_factory=list)
-    cleared: bool = False
-    unchecked_checksums: list = dataclasses.field(default_factory=list)   # arrays stored without crc32c
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.damage
-
-    def units_at(self, level: str) -> list[tuple]:
-        return sorted({d.unit for d in self.damage if d.level == level})
 
 
 @dataclasses.dataclass
@@ -207,7 +181,6 @@ def _node_type(meta: Path) -> str | None:
 
 def metadata_problems(path: str) -> list[Damage]:
     """Array metadata that does not parse, consolidated metadata out of date, an interrupted drop."""
-    import zarr
     out = []
     present = {}
     for entry in sorted(Path(path).iterdir()):
@@ -223,7 +196,7 @@ def metadata_problems(path: str) -> list[Damage]:
         return out + [Damage("metadata", (), "run", "", f"removing run {run!r} was interrupted: rerun "
                                                         f"`cmbcube drop {path} run --run {run}` to finish it")]
     try:
-        consolidated = zarr.open_group(path, mode="r", use_consolidated=True).metadata.consolidated_metadata
+        consolidated = consolidated_metadata(path)
     except Exception as err:  # noqa: BLE001
         return out + [Damage("metadata", (), "(root)", "zarr.json", f"root metadata unreadable: {err}")]
     if consolidated is None:

@@ -99,7 +99,7 @@ def run(store: str, runs="all", splits=("test",), f_sky: float = 0.8, mask_file:
         raise InputError(f"--estimator {estimator}: {store} holds spectra from the {previous} estimator; analyse "
                          f"with --estimator {previous}, or drop the analysis first (cmbcube drop {store} analysis)")
     build_masks(store, f_sky, mask_file)
-    nside = analysis_io.nside(store)
+    nside = cube.nside(store)
     analysis_io.ensure_analysis_arrays(store, len(ss.ell_bins(nside)) - 1, estimator)
     if estimator == "namaster":
         store_windows(store, nside)

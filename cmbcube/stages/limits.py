@@ -25,7 +25,7 @@ import shutil
 from pathlib import Path
 
 from cmbcube.cube.info import human  # limits.human: the one size formatter
-from cmbcube.cube.store import read_attrs
+from cmbcube.cube.opener import read_attrs
 from cmbcube.errors import InputError
 
 # Measured: reading the (3, N) done-flags (one chunk per split and sim) through zarr takes ~0.6 ms and
@@ -235,7 +235,7 @@ def check_ilc(store: str, run_name: str, splits, ndet: int, nfields: int, nscale
     if nsims == 0:
         return []
     nbytes, files = prediction_bytes(store, nsims)
-    npix = 12 * int(cube.read_attrs(store)["nside"]) ** 2
+    npix = 12 * cube.nside(store) ** 2
     worker = PROCESS_BASE + 8 * npix * ndet * nfields * (nscales + 4)
     return check_growth(store, f"ilc {run_name}", nbytes, files, worker, cluster, scheduler, scheduler_file,
                         workers, force)

@@ -163,7 +163,7 @@ def power_loss(ds, run_index: int, split: str) -> tuple[float, float, float]:
     t = np.nanmean(spec.sel(kind="truth").values, axis=0)
     width = int(ds.ell_bin.attrs.get("bin_width", 10))
     lo = ds.ell_bin.values
-    keep = (lo < 2 * int(ds.attrs["nside"])) & np.isfinite(p) & np.isfinite(t) & (t > 0)
+    keep = (lo < 2 * cube.nside(ds)) & np.isfinite(p) & np.isfinite(t) & (t > 0)
     if not keep.any():
         return float("nan"), float("nan"), float("nan")
     ratio = np.where(keep, p / np.where(t > 0, t, 1.0), np.inf)
@@ -175,7 +175,7 @@ def training_rows(ds, split: str) -> list[dict]:
     """Per run: how it was made (trained: skies, epochs, final losses) and flags in words."""
     import json
     rows = []
-    nside = int(ds.attrs["nside"])
+    nside = cube.nside(ds)
     train_done = int(ds.sim_done.sel(split="train").values.astype(bool).sum()) if "sim_done" in ds else 0
     for r, run in enumerate(ds.run.values):
         method = str(ds.run_method.values[r])
@@ -296,7 +296,7 @@ def component_table(ds, split: str) -> str | None:
         return None
     sim = int(sims[0])
     shown = _shown_units(ds)
-    nside = int(ds.attrs["nside"])
+    nside = cube.nside(ds)
     positive = [str(c) for c in ds.component.values if str(c) in plots.POSITIVE_INTENSITY]
     lines = [f"# Sky statistics per component: {split} sim {sim}", "",
              "Pixel statistics of each foreground component as stored (beam-convolved, NESTED full sky, no mask), "
@@ -342,7 +342,7 @@ def build(store: str, out_dir: str, split: str = "test", sims=(0,)) -> Path:
     units = plots.metric_units(ds)
     unit = units["mae"]
     index = [f"# cmbcube report: {ds.attrs['recipe_name']}", "",
-             f"Store `{store}`, split `{split}`, nside {ds.attrs['nside']}, analysis mask f_sky = "
+             f"Store `{store}`, split `{split}`, nside {cube.nside(ds)}, analysis mask f_sky = "
              f"{float(ds.mask.mean()):.3f}. Metrics: mean +- std over sims, on unmasked pixels, monopole and "
              "dipole removed, after bringing truth and prediction to the stated common beam. Units: MAE and RMSE "
              f"in {unit}, MSE in {unit}^2, PSNR in dB; NRMSE, R^2 and dCl/Cl are ratios.", ""]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cmbcube import cube
 from cmbcube.science import spectra as ss
 from cmbcube.science.metrics import to_beam
 
@@ -97,7 +98,7 @@ def common_map_beam(ds) -> float:
 
 def _maps(ds, run: str, split: str, sim: int, field: str, beam: float):
     """(truth, prediction) of one sim and run, both at ``beam``."""
-    nside = int(ds.attrs["nside"])
+    nside = cube.nside(ds)
     truth = ds.cmb.sel(split=split, sim=sim, field=field).values.astype(float)
     truth = to_beam(truth[None], [field], float(ds.cmb.attrs.get("beam_fwhm_arcmin", 0.0)), beam, nside)[0]
     pred = ds.pred.sel(run=run, split=split, sim=sim, field=field).values.astype(float)
@@ -133,7 +134,7 @@ def map_figure(ds, run: str, split: str, sim: int, field: str, path: Path | None
     panels of all runs share one scale.  The analysis mask is outlined; its pixels are grey in the residual.
     """
     plt = _plt()
-    nside = int(ds.attrs["nside"])
+    nside = cube.nside(ds)
     unit = str(ds.cmb.attrs.get("units", ""))
     beam = common_map_beam(ds) if beam is None else float(beam)
     run_beam = float(ds.run_beam_fwhm_arcmin.sel(run=run))
@@ -306,7 +307,6 @@ def learning_curve_figure(train, valid, title: str, path: Path | None = None, be
 
 def learning_curves(rows, out: Path) -> dict[str, str]:
     """Write one learning-curve PNG per trained run of report.training_rows; {run: file name}."""
-    from cmbcube import cube
     names = {}
     for row in rows:
         if row.get("trained"):

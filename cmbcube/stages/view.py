@@ -123,7 +123,7 @@ def view(store: str, product: str = "obs", split: str = "test", sim: int = 0, fi
         raise InputError(f"{title}: no data (sim not simulated/predicted, or the pair does not exist)")
     lo, hi, cmap = limits(m, positive=product in POSITIVE_INTENSITY and field == "I")
     m = np.where(np.isfinite(m), m, hp.UNSEEN)
-    nside = int(ds.attrs["nside"])
+    nside = cube.nside(ds)
     # healpy draws into a figure of its own (handing it ours makes pyplot warn that the figure exists)
     if centre is not None:
         reso, xsize = zoom_size(nside)

@@ -1,14 +1,31 @@
-"""Opening a store for reading: local paths and fsspec URLs (http(s) servers that ignore Range
-requests included), through the read guard, with metadata bounds checked before anything is
-allocated."""
+"""The one way into a store: every ``zarr.open_group`` / ``zarr.open_array`` of cmbcube is here.
+
+Reads go through the read guard (:mod:`cmbcube.cube.guard`) unless a function says otherwise, with
+metadata bounds checked before anything is allocated; local paths and fsspec URLs (http(s) servers
+that ignore Range requests included), Icechunk repositories and plain Zarr on object storage.
+
+The ways in, each one function:
+
+- :func:`open_dataset`: a lazy xarray view (``cmbcube.open``), guarded, bounds checked;
+- :func:`open_group` (mode ``"r"``): the root group, guarded, bounds checked; any other mode: the
+  root group for writing, read from every array's own metadata (driver and tasks writing units);
+- :func:`read_group`: the root group, guarded (stages' input reads, ``CubeDataset``);
+- :func:`source_group`: a path opened as :func:`open_group` does, or an open group passed through;
+- :func:`fresh_group`: the root group from every array's own metadata, not guarded (housekeeping:
+  verify, drop, done-flags);
+- :func:`read_attrs`: the root attributes, guarded opening;
+- :func:`consolidated_metadata`: the root's consolidated copy of the metadata, as stored (verify);
+- :func:`open_flag`: an array inside a store the guard wraps (the guard's done-flag reads).
+"""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
 from cmbcube.cube import icechunk_store as ics, objstore
-from cmbcube.cube.store import StoreError, is_remote
+from cmbcube.cube.base import StoreError, is_remote
 
 
 def open_dataset(path: str, chunks="auto-inner", guard: bool = True, consistent: bool = False, **storage_options):
@@ -134,13 +151,62 @@ def zarr_store(path: str, storage_options: dict | None = None, guard: bool = Tru
     if not guard:
         return inner
     from cmbcube.cube.guard import GuardedStore
-    return GuardedStore(inner, path, consistent)
+    return GuardedStore(inner, path, consistent, open_array=open_flag)
 
 
-def read_group(path: str, storage_options: dict | None = None):
-    """The store's root group for reading through the guard (stages' input reads)."""
+async def open_flag(store, path: str):
+    """The array ``path`` of an already made zarr ``store`` (async; what the guard reads done-flags and
+    run names with, inside the store it wraps)."""
+    from zarr.api.asynchronous import open_array
+    return await open_array(store=store, path=path, mode="r", zarr_format=3)
+
+
+def read_group(source, storage_options: dict | None = None):
+    """The store's root group for reading through the guard (stages' input reads): ``source`` a path or
+    URL (guarded :func:`zarr_store`), or a zarr store already made (opened as it is)."""
     import zarr
-    return zarr.open_group(zarr_store(str(path), storage_options), mode="r")
+    made = not isinstance(source, (str, os.PathLike))
+    return zarr.open_group(source if made else zarr_store(str(source), storage_options), mode="r")
+
+
+def open_group(path: str, mode: str = "r"):
+    """The root group: read through the guard with its bounds checked (mode "r"), or for writing
+    from every array's own metadata (driver and tasks writing their units)."""
+    import zarr
+    if mode == "r":
+        group = zarr.open_group(zarr_store(path), mode="r", zarr_format=3)
+        check_bounds(group, path)
+        return group
+    return zarr.open_group(ics.target(path, mode), mode=mode, use_consolidated=False)
+
+
+def source_group(source):
+    """The root group of ``source``: a path (opened read-only, guarded), or an already open zarr group
+    (or xarray Dataset) of the cube, passed through so a task reads several things from one opening."""
+    return open_group(str(source)) if isinstance(source, (str, os.PathLike)) else source
+
+
+def fresh_group(path: str, mode: str = "r"):
+    """The root group read from every array's own metadata (not the consolidated copy); not guarded."""
+    import zarr
+    return zarr.open_group(ics.target(path, mode), mode=mode, use_consolidated=False)
+
+
+def read_attrs(path: str) -> dict:
+    """Return the root attributes of the store at ``path``; StoreError if it is no Zarr store."""
+    import zarr
+    try:
+        group = zarr.open_group(zarr_store(path), mode="r", zarr_format=3)
+    except Exception as err:  # noqa: BLE001 - zarr raises several types for "not a store"
+        raise StoreError(f"{path}: not a readable Zarr store ({type(err).__name__}: {err})") from None
+    return dict(group.attrs)
+
+
+def consolidated_metadata(path: str):
+    """The consolidated metadata the root ``zarr.json`` of a local store holds (None when it holds none);
+    what zarr raises when the root cannot be read."""
+    import zarr
+    return zarr.open_group(path, mode="r", use_consolidated=True).metadata.consolidated_metadata
 
 
 _RANGE_WARNED: set = set()
