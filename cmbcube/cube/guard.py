@@ -36,8 +36,13 @@ from zarr.abc.store import RangeByteRequest, SuffixByteRequest
 from zarr.storage import WrapperStore
 
 from cmbcube.cube import layout
-from cmbcube.cube.shardread import EMPTY, ShardLayout, crc_ok, damaged
-from cmbcube.cube.shardread import DamagedUnitError  # noqa: F401 - raised through damaged(); named here as before
+from cmbcube.cube.shardread import (
+    EMPTY,
+    DamagedUnitError,  # noqa: F401 - raised through damaged(); named here as before
+    ShardLayout,
+    crc_ok,
+    damaged,
+)
 from cmbcube.recipe import SPLITS
 
 STAGE = layout.FLAG_STAGE
