@@ -42,6 +42,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 TIME = "/usr/bin/time"           # GNU time: peak RSS of the measured process (see timed)
+CPU_SECONDS: dict = {}           # user + system CPU seconds of the last run of each command (timed)
 
 
 def simulate_store(path: str, nside: int) -> None:
@@ -127,6 +128,7 @@ PYILC_MAIN = ("import sys, types, healpy, numpy; numpy.complex_ = numpy.complex1
               "exec(sys.argv[3]) if len(sys.argv) > 3 else None; "
               "from pyilc.main import main; sys.argv = ['pyilc', sys.argv[1]]; main()")
 
+CLI = "from cmbcube.cli import main; main()"
 PYILC_HILC_CHECK_OFF = ("w.np = types.ModuleType('numpy_for_pyilc_wavelets'); w.np.__dict__.update(vars(numpy)); "
                         "w.np.allclose = lambda *a, **k: True")
 
@@ -140,12 +142,14 @@ def timed(cmd: list, env: dict, cwd: str, log: Path) -> tuple[float, float]:
     peak_file = log.with_suffix(".peak")
     t0 = time.perf_counter()
     with open(log, "w") as fh:
-        proc = subprocess.run([TIME, "-f", "%M", "-o", str(peak_file), *cmd], env=env, cwd=cwd, stdout=fh,
+        proc = subprocess.run([TIME, "-f", "%M %U %S", "-o", str(peak_file), *cmd], env=env, cwd=cwd, stdout=fh,
                               stderr=subprocess.STDOUT)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}; see {log}:\n{log.read_text()[-3000:]}")
-    return wall, float(peak_file.read_text().split()[-1]) / 1024
+    kib, user, system = peak_file.read_text().split()[-3:]
+    CPU_SECONDS[tuple(cmd[:3])] = float(user) + float(system)
+    return wall, float(kib) / 1024
 
 
 def residual(map_ring: np.ndarray, truth_ring: np.ndarray, nside: int) -> float:
@@ -193,23 +197,25 @@ def run_nside(nside: int, work: Path, pyilc_dir: str, repeats: int) -> dict:
             pymap = pymap * 1e6 if np.std(pymap) < 1e-2 else pymap     # PyILC writes uK_CMB from K_CMB inputs
             res = residual(pymap, truth, nside)
             shutil.rmtree(out, ignore_errors=True)
-            best.setdefault("pyilc", []).append((s, mib, res))
+            best.setdefault("pyilc", []).append((s, mib, res, CPU_SECONDS[(py, "-c", PYILC_MAIN)]))
             for variant, env in (("cmbcube", env_cc), ("cmbcube_1thread", dict(env_cc, CMBCUBE_SHT_THREADS="1"))):
                 copy = work / f"copy{nside}.zarr"
                 shutil.rmtree(copy, ignore_errors=True)
                 shutil.copytree(store, copy)
-                s, mib = timed([py, "-c", "from cmbcube.cli import main; main()", "ilc", str(copy), "--method",
+                s, mib = timed([py, "-c", CLI, "ilc", str(copy), "--method",
                                 method, "--fields", "I", "--no-progress"], env, str(work), work / f"cc_{method}.log")
                 pred = cmbcube.open(str(copy)).pred.sel(run=method, split="test", sim=0, field="I").values
                 res = residual(pred[ring].astype(np.float64), truth, nside)
-                best.setdefault(variant, []).append((s, mib, res))
+                best.setdefault(variant, []).append((s, mib, res, CPU_SECONDS[(py, "-c", CLI)]))
         for who, vals in best.items():
             s = min(v[0] for v in vals)
             row[f"{who}_{method}_s"] = round(s, 2)
             row[f"{who}_{method}_mib"] = round(max(v[1] for v in vals), 1)
             row[f"{who}_{method}_residual"] = round(vals[0][2], 4)
+            row[f"{who}_{method}_cpu_s"] = round(min(v[3] for v in vals), 2)
         for who in ("cmbcube", "cmbcube_1thread"):
             row[f"{who}_{method}_speedup"] = round(row[f"pyilc_{method}_s"] / row[f"{who}_{method}_s"], 2)
+            row[f"{who}_{method}_cpu_ratio"] = round(row[f"pyilc_{method}_cpu_s"] / row[f"{who}_{method}_cpu_s"], 2)
             row[f"{who}_{method}_mem_ratio"] = round(row[f"{who}_{method}_mib"] / row[f"pyilc_{method}_mib"], 3)
             row[f"{who}_{method}_residual_ratio"] = round(row[f"{who}_{method}_residual"]
                                                           / row[f"pyilc_{method}_residual"], 4)
@@ -219,8 +225,8 @@ def run_nside(nside: int, work: Path, pyilc_dir: str, repeats: int) -> dict:
 
 
 def table(rows: list) -> str:
-    head = (f"{'nside':>5s} {'method':6s} {'who':15s} {'s':>8s} {'MiB':>8s} {'speedup':>8s} {'mem/Py':>7s} "
-            f"{'resid uK':>9s} {'res/Py':>7s}")
+    head = (f"{'nside':>5s} {'method':6s} {'who':15s} {'wall s':>8s} {'speedup':>8s} {'cpu s':>8s} {'cpu x':>6s} "
+            f"{'MiB':>7s} {'mem/Py':>7s} {'resid uK':>9s} {'res/Py':>7s}")
     out = [head]
     for r in rows:
         for method in ("nilc", "hilc"):
@@ -230,8 +236,9 @@ def table(rows: list) -> str:
                 sp = r.get(f"{who}_{method}_speedup", 1.0)
                 mr = r.get(f"{who}_{method}_mem_ratio", 1.0)
                 rr = r.get(f"{who}_{method}_residual_ratio", 1.0)
-                out.append(f"{r['nside']:5d} {method:6s} {who:15s} {r[f'{who}_{method}_s']:8.2f} "
-                           f"{r[f'{who}_{method}_mib']:8.0f} {sp:8.2f} {mr:7.3f} "
+                cx = r.get(f"{who}_{method}_cpu_ratio", 1.0)
+                out.append(f"{r['nside']:5d} {method:6s} {who:15s} {r[f'{who}_{method}_s']:8.2f} {sp:8.2f} "
+                           f"{r[f'{who}_{method}_cpu_s']:8.2f} {cx:6.2f} {r[f'{who}_{method}_mib']:7.0f} {mr:7.3f} "
                            f"{r[f'{who}_{method}_residual']:9.4f} {rr:7.4f}")
     return "\n".join(out)
 
@@ -241,6 +248,7 @@ def main(argv=None):
     parser.add_argument("--pyilc", required=True, help="a PyILC source tree (its pyilc/ package and input/)")
     parser.add_argument("--nside", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--repeats", type=int, default=2, help="runs per program (the fastest is quoted)")
+    parser.add_argument("--pyilc-commit", help="PyILC's commit, when --pyilc is not a git checkout (e.g. f527e35)")
     parser.add_argument("--work", help="keep stores here between runs (default: a temp dir, removed)")
     parser.add_argument("--results", help="write the table here (default benchmarks/results/pyilc_compare_<date>.txt)")
     args = parser.parse_args(argv)
@@ -259,7 +267,7 @@ def main(argv=None):
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
     pyilc_commit = subprocess.run(["git", "-C", pyilc_dir, "rev-parse", "--short", "HEAD"], capture_output=True,
-                                  text=True).stdout.strip() or "see its tree"
+                                  text=True).stdout.strip() or args.pyilc_commit or "unknown"
     text = table(rows)
     print(text)
     date = datetime.date.today().isoformat()
@@ -267,8 +275,10 @@ def main(argv=None):
               f"# date {date}, cmbcube {commit}, PyILC {pyilc_commit}, {os.cpu_count()} CPUs, "
               f"load average (1/5/15 min) before {load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, "
               f"after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f}\n"
-              f"# fastest of {args.repeats} fresh processes each; MiB = peak RSS of the process tree; residual = "
-              f"RMS (uK) of map - truth at 20.6', monopole/dipole removed, full sky\n")
+              f"# fastest of {args.repeats} fresh processes each (PyILC and cmbcube interleaved); wall s = whole "
+              f"process; speedup = PyILC's wall / this wall; cpu s = user + system CPU seconds (least of the repeats; "
+              f"less sensitive to other load than wall); MiB = peak RSS (GNU time %M); residual = RMS (uK) of map - "
+              f"truth at 20.6', monopole/dipole removed, full sky\n")
     out = Path(args.results) if args.results else ROOT / "benchmarks" / "results" / f"pyilc_compare_{date}.txt"
     out.write_text(header + text + "\n" + json.dumps({"rows": rows}) + "\n")
     print(json.dumps({"rows": rows, "load_before": load_before[0], "load_after": load_after[0]}))
