@@ -68,9 +68,8 @@ def clean_sim(obs: np.ndarray, dets: list, fields_in: list, units: list, config:
     ``cube.detector_beams``; never a preset).
     Returns (len(config.fields), npix) NESTED in ``cmb_unit`` at the common beam.
     """
-    import healpy as hp
     lmax = 3 * nside - 1
-    ring_order = hp.ring2nest(nside, np.arange(12 * nside * nside))   # ring pixel r sits at nest index
+    ring_order = sht.ring_to_nest(nside)                               # ring pixel r sits at nest index
     common = instrument.gaussian_beam(config.common_beam_arcmin, lmax)
     if config.gaussian_fwhms:
         windows = needlets.gaussian_windows(config.gaussian_fwhms, lmax)
@@ -93,8 +92,11 @@ def clean_sim(obs: np.ndarray, dets: list, fields_in: list, units: list, config:
                                           windows=windows, nside=nside, lmax=out_lmax)
 
     if "I" in config.fields:
-        maps = obs[:, fields_in.index("I")][:, ring_order].astype(np.float64)
-        alms = sht.map2alm_scalar(maps, lmax, config.map2alm_iterations)
+        col = fields_in.index("I")
+        alms = np.empty((len(dets), sht.alm_size(lmax)), dtype=np.complex128)
+        for i in range(len(dets)):   # one channel at a time: one map's transform buffers, not all (same speed)
+            alms[i] = sht.map2alm_scalar(obs[i, col][ring_order][None].astype(np.float64), lmax,
+                                         config.map2alm_iterations)[0]
         result["T"] = combine(alms, np.array([b[0] for b in beams]), common[0], list(range(len(dets))))
     if "Q" in config.fields or "U" in config.fields:
         pol = [i for i, d in enumerate(dets) if instrument.detector(d).polarised]

@@ -15,11 +15,11 @@ import dataclasses
 import numpy as np
 
 from cmbcube.errors import InputError
-from cmbcube.science import sht
+from cmbcube.science import ilc_solve, sht
 
 CMBML_PEAKS = {512: [0, 200, 715, 1025], 128: [0, 100, 200, 300, 383]}
 WINDOW_FLOOR = 1e-3       # a window "ends" / a beam "carries no signal" below this
-PIXEL_BLOCK = 16384       # pixels per batched covariance solve (bounds NILC's memory)
+PIXEL_BLOCK = 32768       # pixels per batched covariance solve (bounds NILC's memory)
 
 
 class ILCError(InputError):
@@ -158,16 +158,37 @@ class ScaleInfo:
     fwhm_deg: float
 
 
+GAUSS_FLOOR = 1e-12         # a Gaussian smoothing kernel is cut where it falls below this (float noise)
+SMOOTH_ITER = 0
+
+
+def smoothing_lmax(fwhm_rad: float, lmax: int) -> int:
+    """Multipole from which a Gaussian of ``fwhm_rad`` stays below GAUSS_FLOOR (a transform to it drops
+    nothing larger), capped at ``lmax``.
+
+    The covariance kernels are degrees wide (FWHMs of ~10-150 deg), so their transforms stop at l of
+    ~10-100 instead of the scale's lmax: the same smoothing (to 1e-12) at a fraction of the cost.
+    """
+    sigma = fwhm_rad / np.sqrt(8 * np.log(2))
+    if sigma <= 0:
+        return lmax
+    # exp(-l (l + 1) sigma^2 / 2) < floor  <=>  l (l + 1) > 2 ln(1/floor) / sigma^2
+    cut = int(np.ceil(np.sqrt(2 * np.log(1 / GAUSS_FLOOR)) / sigma)) + 1
+    return int(min(lmax, max(cut, 2)))
+
+
 def _smooth(maps: np.ndarray, fwhm_rad: float, lmax: int, group: int = 8) -> np.ndarray:
-    """Gaussian smoothing of a stack of maps, ``group`` maps per transform (bounds memory)."""
+    """Gaussian smoothing of a stack of maps, ``group`` maps per transform (bounds memory); the
+    transforms stop where the kernel falls below GAUSS_FLOOR (``smoothing_lmax``)."""
     nside = int(round(np.sqrt(maps.shape[-1] / 12)))
+    lmax = smoothing_lmax(fwhm_rad, lmax)
     ell = np.arange(lmax + 1)
     sigma = fwhm_rad / np.sqrt(8 * np.log(2))
     g = np.exp(-ell * (ell + 1) * sigma ** 2 / 2)
     out = np.empty(maps.shape)
     for start in range(0, maps.shape[0], group):
         part = maps[start:start + group]
-        out[start:start + group] = sht.alm2map_scalar(sht.almxfl(sht.map2alm_scalar(part, lmax, 1), g), nside)
+        out[start:start + group] = sht.alm2map_scalar(sht.almxfl(sht.map2alm_scalar(part, lmax, SMOOTH_ITER), g), nside)
     return out
 
 
@@ -207,7 +228,8 @@ def nilc(alms: np.ndarray, transfers: np.ndarray, common: np.ndarray, windows: n
             good = np.arange(lmax + 1) <= ends[i]
             ratio[good] = common[: lmax + 1][good] / transfers[i][: lmax + 1][good]
             filt[row] = h * ratio
-        x = sht.alm2map_scalar(sht.truncate_alm(sht.almxfl(alms[used], filt), lmax_j), nside_j)
+        band = min(lmax_j, int(np.nonzero(h)[0][-1]))    # the window is exactly 0 above: a shorter synthesis
+        x = sht.alm2map_scalar(sht.truncate_alm(sht.almxfl(alms[used], filt), band), nside_j)
         fwhm = covariance_fwhm(h, len(used), mixing.shape[1] - 1, bias_tolerance)
         if mask is not None:
             import healpy as hp
@@ -230,10 +252,10 @@ def nilc(alms: np.ndarray, transfers: np.ndarray, common: np.ndarray, windows: n
         w = np.empty((npix_j, len(used)))
         for start in range(0, npix_j, PIXEL_BLOCK):
             stop = min(start + PIXEL_BLOCK, npix_j)
-            cov = np.empty((stop - start, len(used), len(used)))
-            cov[:, iu[0], iu[1]] = prods[:, start:stop].T
-            cov[:, iu[1], iu[0]] = prods[:, start:stop].T
-            w[start:stop] = ilc_weights(cov, mixing[used])
+            try:
+                w[start:stop] = ilc_solve.pixel_weights(prods[:, start:stop], iu, mixing[used])
+            except ValueError as err:
+                raise ILCError(f"ILC response check failed ({err}); ill-conditioned covariance") from None
         del prods
         y = np.einsum("pi,ip->p", w, x)
         alm_j = sht.map2alm_scalar(y[None], lmax_j, 3)[0]
@@ -323,7 +345,7 @@ def hilc(alms: np.ndarray, transfers: np.ndarray, common: np.ndarray, response: 
             continue                            # no channel resolves this bin: left empty
         sel = (ell >= lo) & (ell < hi)
         ratio = np.array([common[ell[sel]] / transfers[i][ell[sel]] for i in used])
-        a = alms[used][:, sel] * ratio
+        a = alms[:, sel][used] * ratio          # the bin's coefficients only (not a copy of every alm)
         wgt = np.where(m_zero[sel], 1.0, 2.0)
         cov = np.einsum("im,jm,m->ij", a, a.conj(), wgt).real / max(np.sum(2 * np.arange(lo, hi) + 1), 1)
         w = ilc_weights(cov, mixing[used])
@@ -340,13 +362,14 @@ def sed_vector(name: str, centres_ghz, units) -> np.ndarray:
     ``centres_ghz``: frequencies (delta bandpasses) or ``instrument.Detector`` objects, whose bands the
     SEDs are integrated over as the simulator does (uK_RJ SED band-averaged, then the band's uK_RJ -> unit).
     """
+    from cmbcube.science.cmb_units import cmb_response
     from cmbcube.science.instrument import Detector, band_unit_factor
     out = []
     for c, unit in zip(centres_ghz, units):
         if not isinstance(c, Detector):
             out.append(_sed_value(name, float(c), unit))
         elif name == "cmb":
-            out.append(band_unit_factor(c, "uK_CMB", unit))
+            out.append(cmb_response(c, unit))          # band_unit_factor's, in closed form (no pysm3 import)
         else:
             out.append(c.band_average(lambda nu: _sed_value(name, nu, "uK_RJ")) * band_unit_factor(c, "uK_RJ", unit))
     vec = np.array(out)

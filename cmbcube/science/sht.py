@@ -44,6 +44,11 @@ def geometry(nside: int) -> dict:
     return ducc0.healpix.Healpix_Base(nside, "RING").sht_info()
 
 
+def ring_to_nest(nside: int) -> np.ndarray:
+    """NESTED index of every RING pixel (healpy's ``ring2nest(nside, arange(npix))``, without importing healpy)."""
+    return ducc0.healpix.Healpix_Base(nside, "RING").ring2nest(np.arange(12 * nside * nside))
+
+
 @functools.lru_cache(maxsize=16)
 def mstart(lmax: int) -> np.ndarray:
     """Return the offsets ducc0 uses to find each m in a healpy-ordered alm array."""
@@ -163,8 +168,13 @@ def map2alm_scalar(maps: np.ndarray, lmax: int | None = None, iterations: int = 
     lmax = 3 * nside - 1 if lmax is None else lmax
     kw = dict(lmax=lmax, mstart=mstart(lmax), spin=0, nthreads=nthreads(), **geometry(nside))
     scale = 4 * np.pi / maps.shape[-1]
-    alm = ducc0.sht.experimental.adjoint_synthesis(map=maps, **kw) * scale
-    for _ in range(iterations):
-        resid = maps - ducc0.sht.experimental.synthesis(alm=alm, **kw)
-        alm += ducc0.sht.experimental.adjoint_synthesis(map=resid, **kw) * scale
+    alm = ducc0.sht.experimental.adjoint_synthesis(map=maps, **kw)
+    alm *= scale
+    for _ in range(iterations):                      # in place: one map- and one alm-sized buffer at a time
+        resid = ducc0.sht.experimental.synthesis(alm=alm, **kw)
+        np.subtract(maps, resid, out=resid)
+        step = ducc0.sht.experimental.adjoint_synthesis(map=resid, **kw)
+        del resid
+        step *= scale
+        alm += step
     return alm[:, 0]
