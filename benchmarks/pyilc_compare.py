@@ -87,7 +87,8 @@ def pyilc_yaml(meta: dict, out_dir: Path, method: str, pyilc_dir: str) -> str:
     lmax = 3 * nside - 1
     lines = {
         "output_dir": f"'{out_dir}/'", "output_prefix": "''", "output_suffix": "''", "save_weights": "'no'",
-        "save_as": "'fits'", "work_in_healpix": "'yes'", "param_dict_file": f"'{pyilc_dir}/input/fg_SEDs_default_params.yml'",
+        "save_as": "'fits'", "work_in_healpix": "'yes'",
+        "param_dict_file": f"'{pyilc_dir}/input/fg_SEDs_default_params.yml'",
         "ELLMAX": lmax, "N_side": nside, "perform_ILC_at_beam": 20.6, "ILC_preserved_comp": "'CMB'",
         "ILC_bias_tol": 0.001, "N_deproj": 0, "ILC_deproj_comps": "[]", "taper_width": 0,
         "override_ILCbiastol_threshold": "'False'", "beam_type": "'Gaussians'",
@@ -191,7 +192,8 @@ def run_nside(nside: int, work: Path, pyilc_dir: str, repeats: int) -> dict:
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir()
             yml = pyilc_yaml(meta, out, method, pyilc_dir)
-            s, mib = timed([py, "-c", PYILC_MAIN, yml, str(nside), *([PYILC_HILC_CHECK_OFF] if method == "hilc" else [])], env_py, str(out), out / "log.txt")
+            extra = [PYILC_HILC_CHECK_OFF] if method == "hilc" else []
+            s, mib = timed([py, "-c", PYILC_MAIN, yml, str(nside), *extra], env_py, str(out), out / "log.txt")
             found = glob.glob(str(out / "needletILCmap_component_CMB.fits"))
             pymap = hp.read_map(found[0])
             pymap = pymap * 1e6 if np.std(pymap) < 1e-2 else pymap     # PyILC writes uK_CMB from K_CMB inputs
