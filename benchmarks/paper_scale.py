@@ -160,7 +160,8 @@ def measure_simulate(work: Path, nside: int, sims: int) -> dict:
     """simulate with 2 workers (the store every later stage reads), then with 1: the same cluster, one of
     its two workers closed in between."""
     from cmbcube import cube
-    from cmbcube.stages import cluster, simspec, simulate
+    from cmbcube.compute import cluster
+    from cmbcube.stages import simspec, simulate
     warm = paper_recipe(WARMUP_NSIDE, 1, 0)
     runs, once = {}, {}
     t0 = time.perf_counter()
@@ -267,7 +268,7 @@ def run_job(spec: dict, in_process: bool) -> dict:
     """``stage_job`` in a fresh Python process (its own peak memory), or here with ``in_process``."""
     if in_process:
         return stage_job(spec)
-    from cmbcube.stages import cluster
+    from cmbcube.compute import cluster
     env = dict(USER_ENV)
     if spec["stage"] != "predict":
         env.update(cluster.worker_environment(1), CMBCUBE_SHT_THREADS="1")       # one Dask worker's pools

@@ -51,8 +51,9 @@ for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUM
               "CMBCUBE_SHT_THREADS"):
     os.environ.setdefault(_name, "1")
 
+from cmbcube.compute import cluster  # noqa: E402
 from cmbcube.recipe import validate  # noqa: E402
-from cmbcube.stages import cluster, simulate  # noqa: E402
+from cmbcube.stages import simulate  # noqa: E402
 
 PINNED = {**cluster.worker_environment(1)}
 

@@ -51,11 +51,11 @@ def dry_run(args) -> int:
     import os
 
     from cmbcube import cube
-    from cmbcube.stages import cluster
+    from cmbcube.compute import cluster
     if args.command in ("simulate", "run"):
         from cmbcube.recipe import load
         recipe = load(args.recipe, args.overrides)
-        from cmbcube.stages import limits
+        from cmbcube.compute import limits
         from cmbcube.stages.simulate import preflight
         nsims = sum(recipe.splits.values())
         pending = None
@@ -323,7 +323,7 @@ def check_recipe(args) -> int:
     from cmbcube.recipe import load
     from cmbcube.science.foregrounds import component_names
     recipe = load(args.recipe, args.overrides)
-    from cmbcube.stages.limits import check_simulate
+    from cmbcube.compute.limits import check_simulate
     r = recipe.data
     nsims = sum(recipe.splits.values())
     plan, forced = check_simulate(recipe, args.store or ".", None, None, args.workers, args.force_size,

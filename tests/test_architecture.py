@@ -6,8 +6,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cmbcube"
 # the order of the layers: a module may import its own layer and the ones before it
-ORDER = ("base", "science", "networks", "recipe", "cube", "interop", "stages", "face")
-BASE = {"errors", "registry", "progress"}
+ORDER = ("base", "science", "networks", "recipe", "cube", "interop", "compute", "stages", "face")
+BASE = {"errors", "registry", "progress", "drills"}
 MAX_LINES = 400
 
 
@@ -23,14 +23,14 @@ def layer(module: str) -> str:
     if len(parts) < 2:
         return "face"                                   # cmbcube/__init__.py: cmbcube.open
     top = parts[1]
-    if top in ("science", "networks", "cube", "interop", "stages"):
+    if top in ("science", "networks", "cube", "interop", "compute", "stages"):
         return top
     if top in BASE:
         return "base"
     if top in ("recipe", "recipe_schema"):
         return "recipe"
     if top == "testing":
-        return "testing"                                # the one testing hook: outside the layers
+        return "testing"                                # the tests' fixtures: outside the layers, imported by none
     return "face"
 
 
@@ -41,7 +41,7 @@ def imported(tree):
             for alias in node.names:                    # `from cmbcube.science import sht` names a module
                 yield node.lineno, f"{node.module}.{alias.name}" if node.module.count(".") < 1 or \
                     node.module in ("cmbcube.science", "cmbcube.networks", "cmbcube.cube", "cmbcube.interop",
-                                    "cmbcube.stages") else node.module
+                                    "cmbcube.compute", "cmbcube.stages") else node.module
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.split(".")[0] == "cmbcube":
@@ -123,6 +123,43 @@ def test_the_rules_can_fail(tmp_path):
     assert targets == ["cmbcube.cube"] and ORDER.index(layer(targets[0])) > ORDER.index("science")
     calls = [n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
     assert "open" in calls
+
+
+
+# ----------------------------------------------------------------------------- the compute layer (issue 24)
+# (importer's layer, imported layer) pairs that are never allowed, whatever ORDER says: the Dask plumbing
+# (compute/) sits below the stages and knows neither them nor the command line; the pure science never
+# reaches up to it. ORDER implies these; they are named here so that reordering the layers cannot lift them.
+FORBIDDEN = {("compute", "stages"), ("compute", "face"), ("science", "compute")}
+TESTING = "cmbcube.testing"               # the tests' fixtures: no module of cmbcube imports them
+
+
+def forbidden_imports(name: str, tree) -> list[str]:
+    """``line: target`` of each import of ``tree`` (module ``name``) that FORBIDDEN or TESTING rules out."""
+    mine = layer(name)
+    return [f"{line}: {target}" for line, target in imported(tree)
+            if (mine, layer(target)) in FORBIDDEN or target == TESTING or target.startswith(TESTING + ".")]
+
+
+def test_compute_is_below_the_stages_and_nothing_imports_the_testing_fixtures():
+    found = [f"{path.relative_to(PACKAGE.parent)}:{hit}" for name, path, tree in modules() if name != TESTING
+             for hit in forbidden_imports(name, tree)]
+    assert not found, ("compute/ imports stages/ or the command line, science/ imports compute/, or production "
+                       "code imports cmbcube.testing (its drill hooks are cmbcube.drills):\n" + "\n".join(found))
+
+
+def test_the_compute_rules_can_fail():
+    """The rule above sees what it claims to, on toy modules parsed the same way."""
+    up = ast.parse("from cmbcube.stages import simulate\ndef f():\n    from cmbcube import cli\n"
+                   "from cmbcube.cube import sims\n")
+    assert forbidden_imports("cmbcube.compute.fanout", up) == ["1: cmbcube.stages.simulate", "3: cmbcube.cli"]
+    pure = ast.parse("import numpy\nfrom cmbcube.compute.cluster import client_for\n")
+    assert forbidden_imports("cmbcube.science.sky", pure) == ["2: cmbcube.compute.cluster"]
+    assert forbidden_imports("cmbcube.stages.simulate", pure) == []          # stages may import compute
+    hooks = ast.parse("from cmbcube import testing\nfrom cmbcube.testing import hold\nimport cmbcube.testing\n"
+                      "from cmbcube.drills import hold\n")
+    assert forbidden_imports("cmbcube.stages.train", hooks) == ["1: cmbcube.testing", "2: cmbcube.testing",
+                                                                "3: cmbcube.testing"]
 
 
 def test_outside_the_cube_no_code_indexes_a_store_group_by_array_name():

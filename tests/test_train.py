@@ -192,7 +192,7 @@ def test_train_refuses_checkpoints_larger_than_the_free_disk_before_creating_the
 
     from cmbcube import cube
     from cmbcube.cli import main
-    from cmbcube.stages import limits
+    from cmbcube.compute import limits
     path = str(tmp_path / "t.zarr")
     shutil.copytree(store32, path)
     config = train.TrainConfig(model="patch-unet", **{**train.defaults("patch-unet"), "patch_side": 16,

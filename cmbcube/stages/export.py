@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from cmbcube import __version__, cube
+from cmbcube.compute.fanout import StageReport, fan_out
 from cmbcube.errors import MissingFileError
 from cmbcube.interop.cmbml_files import (
     CMB_FILE,
@@ -28,7 +29,6 @@ from cmbcube.interop.cmbml_files import (
 )
 from cmbcube.recipe import SPLITS
 from cmbcube.science import instrument
-from cmbcube.stages.fanout import StageReport, fan_out
 
 EXPORT_UNITS = ("uK_CMB", "K_CMB", "store")
 

@@ -72,7 +72,7 @@ def run(recipe: Recipe | str, store: str, scheduler=None, scheduler_file=None, w
     if scheduler is None and scheduler_file is None and recipe["cluster"]["kind"] in ("local", "slurm"):
         # one cluster (local processes or SLURM jobs) for every stage: workers, and their
         # compiled code, are reused instead of each stage starting (or submitting) its own
-        from cmbcube.stages.cluster import client_for
+        from cmbcube.compute.cluster import client_for
         with client_for(recipe["cluster"], workers=workers) as client:
             return run(recipe, store, client.scheduler.address, None, None, (), report_dir, device, progress, say,
                        force_size)

@@ -103,7 +103,7 @@ def predict(store: str, run_name: str, splits=("test",), epoch: int | str | None
     report = PredictReport(run_name, epoch, [], 0, 0.0, mc_samples)
     if not todo:
         return report
-    from cmbcube.stages import limits
+    from cmbcube.compute import limits
     nbytes, files = limits.prediction_bytes(store, len(todo), uncertainty=bool(bayesian))
     limits.check_growth(store, f"predict {run_name}", nbytes, files, 0, force=force_size)
     t0 = time.perf_counter()

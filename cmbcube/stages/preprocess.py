@@ -103,8 +103,8 @@ def reduce_stats(arr, sample_axes: tuple[int, ...], bins: int = BINS, valid=None
 def run(store: str, split: str = "train", scheduler: str | None = None, scheduler_file: str | None = None,
         workers: int | None = None, force: bool = False, progress: bool | None = None) -> dict:
     """Compute and store the statistics; returns a small report dict."""
+    from cmbcube.compute.cluster import client_for
     from cmbcube.recipe import SPLITS
-    from cmbcube.stages.cluster import client_for
     if split not in SPLITS:
         raise InputError(f"--split {split!r}: allowed: {', '.join(SPLITS)}")
     cube.require_store(store)              # a store it can write into, before anything is computed

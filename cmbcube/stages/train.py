@@ -23,6 +23,7 @@ import numpy as np
 
 from cmbcube import cube, networks
 from cmbcube.cube.datasets import CubeDataset, SelectionError
+from cmbcube.drills import hold
 from cmbcube.errors import InputError
 from cmbcube.networks import NETWORKS
 from cmbcube.stages import augment, train_guard
@@ -36,7 +37,6 @@ from cmbcube.stages.checkpoints import (
     restore_rng,
     save_checkpoint,
 )
-from cmbcube.testing import hold
 
 log = logging.getLogger("cmbcube")
 
@@ -348,7 +348,7 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
                     torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
                 opt.step()
                 sched.step()
-            hold("TRAIN", epoch, nbatch)           # fault drills only (cmbcube.testing)
+            hold("TRAIN", epoch, nbatch)           # fault drills only (cmbcube.drills)
             total_loss += loss.item()
             nbatch += 1
             seen += x.shape[0]
