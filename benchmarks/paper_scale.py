@@ -21,7 +21,7 @@ What is measured, in one run on this machine
   times (mtime of each sim's sim_done chunk, written last), or W x the run's wall seconds / n if n = W.
 * preprocess (statistics over the N train sims), NILC and HILC (cmbcube.stages.ilc, CMB-ML's settings),
   predict (cmbnncs-unet8 at nside >= 256, else cmbnncs-unet5, untrained: recorded as a run the way
-  ``cmbcube train`` records one and handed to cmbcube.stages.predict.predict as its module, so no
+  ``cmbcube train`` records one and handed to cmbcube.stages.predict.run as its module, so no
   checkpoint is read; weights do not change the cost) and analyze (every run: NILC, HILC, the network;
   its unit is one (run, sim) pair), each in a fresh Python process that imports the stage's modules
   before the clock starts.  Dask stages run with the synchronous scheduler and every thread pool pinned
@@ -235,7 +235,7 @@ def stage_job(spec: dict) -> dict:
     t0 = time.perf_counter()
     if stage == "preprocess":
         from cmbcube.stages import preprocess
-        units = preprocess.run(store, scheduler="synchronous", progress=False)["sims"]
+        units = preprocess.run(store, scheduler="synchronous", progress=False).sims
     elif stage in ILC_RUNS:
         from cmbcube.stages import ilc
         rep = ilc.run(store, ilc.ILCConfig(method=stage), splits=("test",), scheduler="synchronous", progress=False)
@@ -250,7 +250,7 @@ def stage_job(spec: dict) -> dict:
         extra.update(network_s=time.perf_counter() - t0, torch_threads=torch.get_num_threads(),
                      parameters=sum(p.numel() for p in net.parameters()))
         t0 = time.perf_counter()
-        units = len(predict.predict(store, spec["model"], splits=("test",), device="cpu", progress=False,
+        units = len(predict.run(store, spec["model"], splits=("test",), device="cpu", progress=False,
                                     model=net).written)
     else:
         from cmbcube.stages import analyze

@@ -307,7 +307,7 @@ def trained(clean, tmp_path_factory):
     preprocess.run(base, scheduler="synchronous")            # patch-unet standardises
     shutil.copytree(base, ref)
     with single_threaded():                                  # as the CLI processes (PINNED)
-        train.train(ref, TRAIN_CONFIG, device="cpu", progress=False)
+        train.run(ref, TRAIN_CONFIG, device="cpu", progress=False)
     return base, ref
 
 
@@ -336,7 +336,7 @@ def test_sigkill_during_train_then_resume_is_bit_identical(tmp_path, trained):
     runs = Path(store + ".runs") / "patch-unet"
     assert sorted(p.name for p in runs.glob("epoch_*.pt")) == ["epoch_0001.pt"]
     with single_threaded():
-        assert train.train(store, TRAIN_CONFIG, device="cpu", resume=True, progress=False).epochs_done == 2
+        assert train.run(store, TRAIN_CONFIG, device="cpu", resume=True, progress=False).epochs_done == 2
     assert_same_training(store, ref)
 
 

@@ -82,9 +82,9 @@ def export_one(store: str, destination: str, units: str, overwrite: bool, split:
     return "written"
 
 
-def export(store, destination_dir, splits=None, units: str = "uK_CMB", overwrite: bool = False,
-           scheduler: str | None = None, scheduler_file: str | None = None, workers: int | None = None,
-           progress: bool | None = None) -> ExportReport:
+def run(store, destination_dir, splits=None, units: str = "uK_CMB", overwrite: bool = False,
+        scheduler: str | None = None, scheduler_file: str | None = None, workers: int | None = None,
+        progress: bool | None = None) -> ExportReport:
     """Write the finished sims of ``splits`` (default: all) as a CMB-ML tree under ``destination_dir``.
 
     Maps go out RING-ordered with their unit in TUNITn (``units``: uK_CMB as CMB-ML's datasets,

@@ -77,9 +77,9 @@ def ingest_one(store: str, plan: Plan, cube_units: dict, cmb_unit: str, split: s
     return {"read": t1 - t0, "write": time.perf_counter() - t1}
 
 
-def ingest(source_dir, store, scheduler: str | None = None, scheduler_file: str | None = None,
-           workers: int | None = None, progress: bool | None = None, name: str | None = None,
-           units: str | None = None, beams: str = "cmb-ml", force_size: bool = False) -> IngestReport:
+def run(source_dir, store, scheduler: str | None = None, scheduler_file: str | None = None,
+        workers: int | None = None, progress: bool | None = None, name: str | None = None,
+        units: str | None = None, beams: str = "cmb-ml", force_size: bool = False) -> IngestReport:
     """Read a CMB-ML tree into the cube at ``store`` (created, or resumed when it holds the same tree).
 
     Every file is checked (names, nside, fields, units) before the store is touched; a store
