@@ -325,3 +325,79 @@ def test_the_store_rules_can_fail():
     facts = ast.parse("n = int(group.attrs['nside'])\nm = attrs.get('nside', 0)\nk = cube.read_attrs(p)['nside']\n"
                       "r = recipe['nside']\nu = group.attrs['cmb_unit']\n")
     assert fact_reads(facts) == [1, 2, 3]
+
+
+# ----------------------------------------------------------------------------- one stage convention (issue 24)
+REPORT_BASE = "StageReport"               # cmbcube.compute.fanout.StageReport: what every stage's run returns
+
+
+def command_stages(cli_tree) -> dict:
+    """Command name -> the stage module the COMMANDS table of cli.py names for it (None: no stage)."""
+    out = {}
+    for node in ast.walk(cli_tree):
+        if not isinstance(node, ast.Dict):
+            continue
+        for key, value in zip(node.keys, node.values):
+            if isinstance(key, ast.Constant) and isinstance(value, ast.Call) and \
+                    getattr(value.func, "id", "") == "Command":
+                stage = value.args[3] if len(value.args) > 3 else \
+                    next((k.value for k in value.keywords if k.arg == "stage"), None)
+                out[key.value] = stage.value if isinstance(stage, ast.Constant) else None
+    return out
+
+
+def stage_convention(table: dict, stages: dict) -> list[str]:
+    """What breaks the convention, given the command table and {stage module name: its tree}: a command's
+    stage without a top-level ``run``, a ``run`` not annotated to return a subclass of StageReport defined
+    in a stage module (``ReportPage`` or ``report.ReportPage``), or a stage module with a ``run`` that no
+    command names (support modules have none)."""
+    reports = {(name, node.name) for name, tree in stages.items() for node in tree.body
+               if isinstance(node, ast.ClassDef) and any(getattr(b, "id", getattr(b, "attr", "")) == REPORT_BASE
+                                                        for b in node.bases)}
+    runs = {name: next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "run"), None)
+            for name, tree in stages.items()}
+    problems = []
+    for command, stage in table.items():
+        if stage is None:
+            continue
+        run = runs.get(stage)
+        if run is None:
+            problems.append(f"{command}: cmbcube.stages.{stage} has no run()")
+            continue
+        returns = run.returns
+        owner, cls = (stage, returns.id) if isinstance(returns, ast.Name) else \
+            (returns.value.id, returns.attr) if isinstance(returns, ast.Attribute) and \
+            isinstance(returns.value, ast.Name) else (stage, None)
+        if (owner, cls) not in reports:
+            problems.append(f"{command}: cmbcube.stages.{stage}.run does not return a {REPORT_BASE}")
+    named = set(table.values())
+    problems += [f"cmbcube.stages.{name} has a run() that no command names" for name, run in runs.items()
+                 if run is not None and name not in named]
+    return problems
+
+
+def test_every_command_runs_a_stage_whose_run_returns_a_stage_report():
+    stages = {path.stem: ast.parse(path.read_text()) for path in sorted((PACKAGE / "stages").glob("*.py"))
+              if path.stem != "__init__"}
+    table = command_stages(ast.parse((PACKAGE / "cli.py").read_text()))
+    assert table and sum(stage is not None for stage in table.values()) >= 11, table
+    problems = stage_convention(table, stages)
+    assert not problems, "the stage convention (run(...) -> StageReport, named by cli.COMMANDS):\n" + \
+        "\n".join(problems)
+
+
+def test_the_stage_rule_can_fail():
+    """The rule above sees what it claims to, on a toy table and toy stage modules."""
+    cli_tree = ast.parse("COMMANDS = {'a': Command('h', o.a, h.a, 'alpha'), 'b': Command('h', o.b, h.b, stage='beta'),"
+                         " 'c': Command('h', o.c, h.c)}\n")
+    table = command_stages(cli_tree)
+    assert table == {"a": "alpha", "b": "beta", "c": None}
+    good = {"alpha": ast.parse("class AReport(StageReport):\n    x: int\ndef run() -> AReport: ...\n"),
+            "beta": ast.parse("from cmbcube.stages import alpha\ndef run() -> alpha.AReport: ...\n"),
+            "helper": ast.parse("def other(): ...\n")}
+    assert stage_convention(table, good) == []
+    bad = {"alpha": ast.parse("def run() -> dict: ...\n"), "beta": ast.parse("def beta(): ...\n"),
+           "extra": ast.parse("def run(): ...\n")}
+    assert stage_convention(table, bad) == ["a: cmbcube.stages.alpha.run does not return a StageReport",
+                                            "b: cmbcube.stages.beta has no run()",
+                                            "cmbcube.stages.extra has a run() that no command names"]
