@@ -21,7 +21,7 @@ What is measured, in one run on this machine
   times (mtime of each sim's sim_done chunk, written last), or W x the run's wall seconds / n if n = W.
 * preprocess (statistics over the N train sims), NILC and HILC (cmbcube.stages.ilc, CMB-ML's settings),
   predict (cmbnncs-unet8 at nside >= 256, else cmbnncs-unet5, untrained: recorded as a run the way
-  ``cmbcube train`` records one and handed to cmbcube.stages.predict.predict as its module, so no
+  ``cmbcube train`` records one and handed to cmbcube.stages.predict.run as its module, so no
   checkpoint is read; weights do not change the cost) and analyze (every run: NILC, HILC, the network;
   its unit is one (run, sim) pair), each in a fresh Python process that imports the stage's modules
   before the clock starts.  Dask stages run with the synchronous scheduler and every thread pool pinned
@@ -160,7 +160,8 @@ def measure_simulate(work: Path, nside: int, sims: int) -> dict:
     """simulate with 2 workers (the store every later stage reads), then with 1: the same cluster, one of
     its two workers closed in between."""
     from cmbcube import cube
-    from cmbcube.stages import cluster, simspec, simulate
+    from cmbcube.compute import cluster
+    from cmbcube.stages import simspec, simulate
     warm = paper_recipe(WARMUP_NSIDE, 1, 0)
     runs, once = {}, {}
     t0 = time.perf_counter()
@@ -234,7 +235,7 @@ def stage_job(spec: dict) -> dict:
     t0 = time.perf_counter()
     if stage == "preprocess":
         from cmbcube.stages import preprocess
-        units = preprocess.run(store, scheduler="synchronous", progress=False)["sims"]
+        units = preprocess.run(store, scheduler="synchronous", progress=False).sims
     elif stage in ILC_RUNS:
         from cmbcube.stages import ilc
         rep = ilc.run(store, ilc.ILCConfig(method=stage), splits=("test",), scheduler="synchronous", progress=False)
@@ -249,7 +250,7 @@ def stage_job(spec: dict) -> dict:
         extra.update(network_s=time.perf_counter() - t0, torch_threads=torch.get_num_threads(),
                      parameters=sum(p.numel() for p in net.parameters()))
         t0 = time.perf_counter()
-        units = len(predict.predict(store, spec["model"], splits=("test",), device="cpu", progress=False,
+        units = len(predict.run(store, spec["model"], splits=("test",), device="cpu", progress=False,
                                     model=net).written)
     else:
         from cmbcube.stages import analyze
@@ -267,7 +268,7 @@ def run_job(spec: dict, in_process: bool) -> dict:
     """``stage_job`` in a fresh Python process (its own peak memory), or here with ``in_process``."""
     if in_process:
         return stage_job(spec)
-    from cmbcube.stages import cluster
+    from cmbcube.compute import cluster
     env = dict(USER_ENV)
     if spec["stage"] != "predict":
         env.update(cluster.worker_environment(1), CMBCUBE_SHT_THREADS="1")       # one Dask worker's pools

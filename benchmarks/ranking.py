@@ -132,8 +132,8 @@ def config_for(model: str, n: int, epochs: int, patience: int, settings: dict):
 def train_one(store: str, name: str, config) -> None:
     from cmbcube.stages import predict, train
     t0 = time.perf_counter()
-    rep = train.train(store, config, run_name=name, device="cpu", progress=False)
-    predict.predict(store, name, splits=("test",), device="cpu", progress=False)
+    rep = train.run(store, config, run_name=name, device="cpu", progress=False)
+    predict.run(store, name, splits=("test",), device="cpu", progress=False)
     log(f"{name}: {len(rep.valid_loss)} epochs in {time.perf_counter() - t0:.0f} s, valid loss "
         f"{rep.valid_loss[0]:.4g} -> {min(rep.valid_loss):.4g}; load {load_average()}")
 

@@ -51,8 +51,9 @@ for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUM
               "CMBCUBE_SHT_THREADS"):
     os.environ.setdefault(_name, "1")
 
+from cmbcube.compute import cluster  # noqa: E402
 from cmbcube.recipe import validate  # noqa: E402
-from cmbcube.stages import cluster, simulate  # noqa: E402
+from cmbcube.stages import simulate  # noqa: E402
 
 PINNED = {**cluster.worker_environment(1)}
 
@@ -142,7 +143,7 @@ def tree_bytes(root: Path) -> int:
 
 def run_ingest(tmp: Path, nside: int, n: int) -> dict | None:
     try:
-        from cmbcube.stages.ingest import ingest
+        from cmbcube.stages import ingest
         from cmbcube.testing import make_example_tree
     except ImportError:
         return None
@@ -152,7 +153,7 @@ def run_ingest(tmp: Path, nside: int, n: int) -> dict | None:
     for label, kwargs, workers in (("in_process", {"scheduler": "synchronous"}, 1), ("local_2", {"workers": 2}, 2)):
         store = str(tmp / f"ingest-{label}.zarr")
         t0 = time.perf_counter()
-        report = ingest(tree, store, progress=False, **kwargs)
+        report = ingest.run(tree, store, progress=False, **kwargs)
         wall = time.perf_counter() - t0
         if not report.ok or len(report.written) != n:
             raise SystemExit(f"ingest failed: {report.failed[:3]}")

@@ -200,9 +200,9 @@ def experiment(work: Path, splits: dict, epochs: int) -> dict:
         preprocess.run(store, scheduler="synchronous")
         log(f"  {model}: simulated {len(rep.written)} sims in {time.perf_counter() - t0:.0f} s; load {load_average()}")
         t0 = time.perf_counter()
-        tr = train.train(store, train.TrainConfig(model="cmbnncs-unet5", epochs=epochs), run_name="unet5",
+        tr = train.run(store, train.TrainConfig(model="cmbnncs-unet5", epochs=epochs), run_name="unet5",
                          device="cpu", progress=False)
-        predict.predict(store, "unet5", splits=("test",), device="cpu", progress=False)
+        predict.run(store, "unet5", splits=("test",), device="cpu", progress=False)
         log(f"  {model}: UNet5 {epochs} epochs in {time.perf_counter() - t0:.0f} s, valid loss "
             f"{tr.valid_loss[0]:.4g} -> {tr.valid_loss[-1]:.4g}; load {load_average()}")
         for method in ("nilc", "hilc"):

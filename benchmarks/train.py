@@ -26,7 +26,7 @@ per sim and the values do not change the arithmetic of a training step.
 
 Throughput
 ----------
-``samples_per_s`` is ``TrainReport.samples_per_s`` of ``cmbcube.stages.train.train``
+``samples_per_s`` is ``TrainReport.samples_per_s`` of ``cmbcube.stages.train.run``
 on a fresh run: training samples seen / wall seconds of the whole epoch loop,
 so it includes what a user waits for each epoch besides the optimiser steps:
 the validation pass over the valid split, the checkpoint and the loss PNG.
@@ -163,13 +163,13 @@ def patches_per_sim(model: str, nside: int) -> int:
 
 
 def measure(store: str, model: str, epochs: int, train_sims: int | None, device: str, run: str) -> dict:
-    """One fresh training run through cmbcube.stages.train.train; its TrainReport figures."""
+    """One fresh training run through cmbcube.stages.train.run; its TrainReport figures."""
     from cmbcube import cube
     from cmbcube.stages import train
     config = train.TrainConfig(**{**train.defaults(model, published=True), "model": model, "epochs": epochs,
                                   "train_sims": train_sims})
     t0 = time.perf_counter()
-    report = train.train(store, config, run_name=run, device=device, progress=False)
+    report = train.run(store, config, run_name=run, device=device, progress=False)
     total = time.perf_counter() - t0
     nside = int(cube.read_attrs(store)["nside"])
     per_sim = patches_per_sim(model, nside)
@@ -343,7 +343,7 @@ def experiment(work: Path, args, epoch_s_quickstart: float) -> dict:
     else:
         # one calibration epoch on this very store, at the current load (first-epoch warm-up included,
         # so the estimate errs long); the quickstart epoch is the fallback
-        calib = train.train(store, train.TrainConfig(model="cmbnncs-unet5", epochs=1), run_name="calibration",
+        calib = train.run(store, train.TrainConfig(model="cmbnncs-unet5", epochs=1), run_name="calibration",
                             device="cpu", progress=False)
         est = calib.seconds * 1.05
         epochs = int(min(max(args.exp_train_budget_s // max(est, 1e-3), 3), 200))
@@ -352,14 +352,14 @@ def experiment(work: Path, args, epoch_s_quickstart: float) -> dict:
     log(f"  training cmbnncs-unet5 for {epochs} epochs ({how}); load {load_average()}")
     config = train.TrainConfig(model="cmbnncs-unet5", epochs=epochs)
     t0 = time.perf_counter()
-    rep = train.train(store, config, run_name="unet5", device="cpu", progress=False)
+    rep = train.run(store, config, run_name="unet5", device="cpu", progress=False)
     train_s = time.perf_counter() - t0
     log(f"  trained in {train_s:.0f} s ({rep.samples_per_s:.2f} samples/s); train loss {rep.train_loss[0]:.4g} -> "
         f"{rep.train_loss[-1]:.4g}, valid loss {rep.valid_loss[0]:.4g} -> {rep.valid_loss[-1]:.4g}; "
         f"load {load_average()}")
 
     t0 = time.perf_counter()
-    predict.predict(store, "unet5", splits=("test",), device="cpu", progress=False)
+    predict.run(store, "unet5", splits=("test",), device="cpu", progress=False)
     predict_s = time.perf_counter() - t0
 
     # Petroff's Bayesian spherical network on the same store, epochs from its own budget
@@ -367,21 +367,21 @@ def experiment(work: Path, args, epoch_s_quickstart: float) -> dict:
     if args.exp_petroff_epochs:
         p_epochs, p_how = args.exp_petroff_epochs, "fixed by --exp-petroff-epochs"
     else:
-        calib = train.train(store, train.TrainConfig(**pdefaults, epochs=1), run_name="calibration-petroff",
+        calib = train.run(store, train.TrainConfig(**pdefaults, epochs=1), run_name="calibration-petroff",
                             device="cpu", progress=False)
         est = calib.seconds * 1.05
         p_epochs = int(min(max(args.exp_petroff_budget_s // max(est, 1e-3), 3), 400))
         p_how = f"{args.exp_petroff_budget_s:.0f} s budget / {est:.1f} s per epoch (a calibration epoch on this store)"
     log(f"  training petroff for {p_epochs} epochs ({p_how}); load {load_average()}")
     t0 = time.perf_counter()
-    prep = train.train(store, train.TrainConfig(**pdefaults, epochs=p_epochs), run_name="petroff", device="cpu",
+    prep = train.run(store, train.TrainConfig(**pdefaults, epochs=p_epochs), run_name="petroff", device="cpu",
                        progress=False)
     p_train_s = time.perf_counter() - t0
     log(f"  trained in {p_train_s:.0f} s ({prep.samples_per_s:.2f} samples/s); loss {prep.train_loss[0]:.4g} -> "
         f"{prep.train_loss[-1]:.4g}, valid {prep.valid_loss[0]:.4g} -> {prep.valid_loss[-1]:.4g}; "
         f"input scaling {prep.config['transform']}, target {prep.config['target_transform']}; load {load_average()}")
     t0 = time.perf_counter()
-    predict.predict(store, "petroff", splits=("test",), device="cpu", progress=False, mc_samples=args.exp_mc_samples)
+    predict.run(store, "petroff", splits=("test",), device="cpu", progress=False, mc_samples=args.exp_mc_samples)
     p_predict_s = time.perf_counter() - t0
     log(f"  petroff predict ({args.exp_mc_samples} Monte Carlo passes per sky) {p_predict_s:.1f} s")
     t0 = time.perf_counter()

@@ -1,7 +1,9 @@
 """The ``cmbcube`` command: one entry point, one subcommand per stage.
 
 ``COMMANDS`` is the command table: each name maps to its help line, the function adding its
-options (``cmbcube.cli_args``) and its handler (``cmbcube.cli_handlers``). Adding a command is one
+options (``cmbcube.cli_args``), its handler (``cmbcube.cli_handlers``: prints what was done) and,
+for a stage, the stage module whose ``run(...) -> StageReport`` does the work (``"simulate"``:
+``cmbcube.stages.simulate.run``, imported only when the command runs). Adding a command is one
 function in each of those modules plus one line here. ``main`` parses, looks the command up and
 maps the errors: ``cmbcube.errors.InputError`` (bad input) -> exit 2, any other ``CmbcubeError``
 -> exit 1 with its message, anything else is a bug and keeps its traceback.
@@ -10,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import logging
 import sys
 from collections.abc import Callable
 
-from cmbcube import __version__, cli_args as opts, cli_handlers as run
+from cmbcube import __version__, cli_args as opts, cli_handlers as handlers
 from cmbcube.errors import EXIT_BAD_INPUT, EXIT_FAILURE, CmbcubeError, InputError
 
 
@@ -22,40 +25,52 @@ from cmbcube.errors import EXIT_BAD_INPUT, EXIT_FAILURE, CmbcubeError, InputErro
 class Command:
     help: str
     arguments: Callable[[argparse.ArgumentParser], None]    # adds the command's options to its sub-parser
-    handler: Callable[[argparse.Namespace], int]            # runs it; returns the exit status
+    handler: Callable[..., int]             # handler(args, run) for a stage, else handler(args): the exit status
+    stage: str | None = None                # cmbcube.stages.<stage>.run(...) -> StageReport does the work
+    plans: bool = False                     # takes the cluster options: --dry-run prints the plan instead
+
+    def run(self) -> Callable | None:
+        """The stage's ``run`` function (its module imported now), or None for a command without a stage."""
+        return None if self.stage is None else importlib.import_module(f"cmbcube.stages.{self.stage}").run
+
+    def __call__(self, args: argparse.Namespace) -> int:
+        if self.plans and args.dry_run:
+            return handlers.dry_run(args)
+        return self.handler(args) if self.stage is None else self.handler(args, self.run())
 
 
 COMMANDS: dict[str, Command] = {
     "simulate": Command("simulate a recipe into a store (resumes where it stopped)",
-                        opts.simulate, run.dask_stage(run.simulate)),
+                        opts.simulate, handlers.simulate, "simulate", plans=True),
     "preprocess": Command("normalisation statistics of the train split, stored in the cube",
-                          opts.preprocess, run.dask_stage(run.preprocess)),
+                          opts.preprocess, handlers.preprocess, "preprocess", plans=True),
     "ilc": Command("NILC or HILC of a split, written as a run of the pred product",
-                   opts.ilc, run.dask_stage(run.ilc)),
-    "train": Command("train a network from the cube (checkpoints next to the store)", opts.train, run.train),
-    "predict": Command("write a trained run's predictions into the cube", opts.predict, run.predict),
+                   opts.ilc, handlers.ilc, "ilc", plans=True),
+    "train": Command("train a network from the cube (checkpoints next to the store)",
+                     opts.train, handlers.train, "train"),
+    "predict": Command("write a trained run's predictions into the cube", opts.predict, handlers.predict, "predict"),
     "analyze": Command("metrics and power spectra of every run, stored in the cube",
-                       opts.analyze, run.dask_stage(run.analyze)),
-    "report": Command("tables and figures from the analysis", opts.report, run.report),
+                       opts.analyze, handlers.analyze, "analyze", plans=True),
+    "report": Command("tables and figures from the analysis", opts.report, handlers.report, "report"),
     "run": Command("the whole pipeline: simulate, preprocess, ilc, train, predict, analyze, report",
-                   opts.run, run.dask_stage(run.pipeline)),
-    "view": Command("PNG of any map in the cube", opts.view, run.view),
+                   opts.run, handlers.pipeline, "pipeline", plans=True),
+    "view": Command("PNG of any map in the cube", opts.view, handlers.view, "view"),
     "ingest-cmbml": Command("read a CMB-ML dataset tree (Simulation/Train/sim0000/...) into a store",
-                            opts.ingest_cmbml, run.ingest_cmbml),         # --dry-run: its own (scans the tree)
+                            opts.ingest_cmbml, handlers.ingest_cmbml, "ingest"),   # --dry-run: its own (scans the tree)
     "export-cmbml": Command("write a store's finished sims as a CMB-ML tree (DIR/Simulation/...)",
-                            opts.export_cmbml, run.dask_stage(run.export_cmbml)),
-    "info": Command("summarise a store", opts.info, run.info),
+                            opts.export_cmbml, handlers.export_cmbml, "export", plans=True),
+    "info": Command("summarise a store", opts.info, handlers.info),
     "tag": Command("name the current version of an Icechunk store (cite it; read it with --version)",
-                   opts.tag, run.tag),
+                   opts.tag, handlers.tag),
     "verify": Command("check every finished sim's and run's chunks exist and decode (crc32c)",
-                      opts.verify, run.verify),
+                      opts.verify, handlers.verify),
     "validate": Command("the store's physics next to outside references (CAMB, pysm3, Planck), pass/fail per check",
-                        opts.validate, run.validate),
-    "drop": Command("remove a product (e.g. one run) from a store to reclaim disk space", opts.drop, run.drop),
+                        opts.validate, handlers.validate, "validate"),
+    "drop": Command("remove a product (e.g. one run) from a store to reclaim disk space", opts.drop, handlers.drop),
     "assets": Command("external files a recipe can use (pysm3 templates, Planck maps...), "
-                      "present or not; --fetch downloads the missing ones", opts.assets, run.assets),
+                      "present or not; --fetch downloads the missing ones", opts.assets, handlers.assets),
     "check-recipe": Command("validate a recipe and show what it plans, without running",
-                            opts.check_recipe, run.check_recipe),
+                            opts.check_recipe, handlers.check_recipe),
 }
 
 
@@ -95,7 +110,7 @@ def main(argv=None) -> int:
         if getattr(args, "store_version", None):           # read-only commands: STORE@VERSION
             from cmbcube.cube.icechunk_store import with_version
             args.store = with_version(args.store, args.store_version)
-        return COMMANDS[args.command].handler(args)
+        return COMMANDS[args.command](args)
     except RecipeError as err:
         print(f"cmbcube: recipe error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

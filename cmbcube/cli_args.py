@@ -22,6 +22,11 @@ def cluster(p) -> None:
                         "(the sbatch job script for kind slurm), then stop: nothing is started or written")
 
 
+def no_progress(p) -> None:
+    """``--no-progress``: every command that draws a progress bar takes it (cli_handlers.progress_option)."""
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def force_size(p, what: str) -> None:
     p.add_argument("--force-size", action="store_true",
                    help=f"run even if the estimates say {what} (docs/recipes.md: Size limits and --force-size)")
@@ -32,7 +37,7 @@ def simulate(p) -> None:
     p.add_argument("--store", required=True, help="path of the Zarr store to create or resume")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe value, e.g. --set nside=64 --set splits.train=100 (repeatable)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    no_progress(p)
     force_size(p, "the store's size, a task's memory or the number of sims exceed the free disk, the "
                "workers' memory limit or the caps")
     cluster(p)
@@ -42,7 +47,7 @@ def preprocess(p) -> None:
     p.add_argument("store", help="path of the Zarr store")
     p.add_argument("--split", default="train", help="split the statistics describe (default train)")
     p.add_argument("--force", action="store_true", help="recompute even if up to date")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    no_progress(p)
     cluster(p)
 
 
@@ -66,7 +71,7 @@ def ilc(p) -> None:
     nullable = [name for name, c in COMPONENTS.items() if c.sed is not None]
     p.add_argument("--deproject", help=f"SEDs to null, comma-separated: {', '.join(nullable)}")
     p.add_argument("--bin-width", type=int, default=50, help="HILC multipole bin width (default 50)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    no_progress(p)
     force_size(p, "the predictions' size or a task's memory exceed the free disk or the workers' memory limit")
     cluster(p)
 
@@ -123,7 +128,7 @@ def train(p) -> None:
                    help="best-last (default): keep the last checkpoint and the one of the lowest validation loss; "
                         "all: every saved epoch")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    no_progress(p)
     force_size(p, "the run's checkpoints exceed the free disk next to the store")
 
 
@@ -146,7 +151,7 @@ def predict(p) -> None:
     p.add_argument("--mc-samples", type=int, metavar="N", help="petroff: Monte Carlo passes with dropout on "
                                                                "(default 100); mean -> pred, spread -> pred_sigma")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    no_progress(p)
     force_size(p, "the predictions' size exceeds the free disk")
 
 
@@ -158,7 +163,7 @@ def analyze(p) -> None:
     p.add_argument("--mask", help="HEALPix FITS mask file instead (1 = keep)")
     p.add_argument("--estimator", default="namaster", help="power spectra: namaster (default: mode-coupling "
                    "inversion, purified B; needs pymaster) or pseudo-fast (naive pseudo-C_l, BB leaks)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    no_progress(p)
     force_size(p, "the analysis' size or a task's memory exceed the free disk or the workers' memory limit")
     cluster(p)
 
@@ -178,7 +183,7 @@ def run(p) -> None:
                    help="override a recipe value, e.g. --set nside=64 --set pipeline.epochs=2 (repeatable)")
     p.add_argument("--report", help="report directory (default: STORE with .report)")
     p.add_argument("--device", default="auto", help="training and prediction device: cpu, cuda or auto (default)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    no_progress(p)
     force_size(p, "a stage's store growth, a task's memory or the number of sims exceed the free disk, "
                "the workers' memory limit or the caps")
     cluster(p)
@@ -207,7 +212,7 @@ def ingest_cmbml(p) -> None:
     p.add_argument("--name", help="dataset name recorded in the store (default: cmbml-<folder name>)")
     p.add_argument("--units", choices=("uK_CMB", "K_CMB", "native"),
                    help="units of the store (default: those of the files; uK_CMB when they mix)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    no_progress(p)
     force_size(p, "the store's size or the number of sims exceed the free disk or the caps")
     cluster(p)
 
@@ -219,7 +224,7 @@ def export_cmbml(p) -> None:
     p.add_argument("--units", choices=("uK_CMB", "K_CMB", "store"), default="uK_CMB",
                    help="units of the FITS maps (default uK_CMB, as CMB-ML's datasets; store: the store's own)")
     p.add_argument("--overwrite", action="store_true", help="rewrite sims already complete in DIR")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    no_progress(p)
     cluster(p)
 
 
@@ -248,7 +253,7 @@ def verify(p) -> None:
     p.add_argument("--products", action="append", metavar="NAMES",
                    help="comma-separated products to check (default: all present), e.g. obs,cmb or pred")
     p.add_argument("--threads", type=int, metavar="N", help="reader threads (default: 2 per core, at most 8)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    no_progress(p)
 
 
 def validate(p) -> None:
@@ -278,7 +283,7 @@ def assets(p) -> None:
     p.add_argument("--base-url", metavar="URL", help="a mirror holding <kind>/<path> files and manifest.json")
     p.add_argument("--connect-timeout", type=float, default=5.0, metavar="S",
                    help="seconds to wait for a connection before reporting offline (default 5)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    no_progress(p)
 
 
 def check_recipe(p) -> None:

@@ -1,9 +1,11 @@
 """What each ``cmbcube`` command does once its arguments are parsed: one function per command.
 
-``cmbcube.cli.COMMANDS`` pairs each with its options (``cmbcube.cli_args``). A handler takes the
-parsed arguments, runs its stage (imported inside the function, so ``cmbcube --help`` stays quick),
-prints what it did and returns the exit status. Bad input raises ``cmbcube.errors.InputError``;
-``cmbcube.cli.main`` turns it into exit status 2.
+``cmbcube.cli.COMMANDS`` pairs each with its options (``cmbcube.cli_args``) and, for a stage, the
+stage module whose ``run(...) -> StageReport`` does the work. A stage's handler is called as
+``handler(args, run)`` with that function (imported when the command runs, so ``cmbcube --help``
+stays quick), the others as ``handler(args)``; each prints what was done and returns the exit
+status. Bad input raises ``cmbcube.errors.InputError``; ``cmbcube.cli.main`` turns it into exit
+status 2.
 """
 from __future__ import annotations
 
@@ -35,15 +37,14 @@ def failures(failed) -> int:
     return 1
 
 
-def dask_stage(handler):
-    """``handler`` for a stage that takes the cluster options: ``--dry-run`` prints the plan instead."""
-    def run_or_plan(args) -> int:
-        if getattr(args, "dry_run", False):
-            return dry_run(args)
-        return handler(args)
-    run_or_plan.__name__ = run_or_plan.__qualname__ = handler.__name__
-    run_or_plan.__doc__ = handler.__doc__
-    return run_or_plan
+def dask_options(args) -> dict:
+    """The cluster options (``cmbcube.cli_args.cluster``) as the stages' keyword arguments."""
+    return dict(scheduler=args.scheduler, scheduler_file=args.scheduler_file, workers=args.workers)
+
+
+def progress_option(args):
+    """``--no-progress`` as the stages' ``progress`` argument: False, or None (a bar on a terminal only)."""
+    return False if args.no_progress else None
 
 
 def dry_run(args) -> int:
@@ -51,11 +52,11 @@ def dry_run(args) -> int:
     import os
 
     from cmbcube import cube
-    from cmbcube.stages import cluster
+    from cmbcube.compute import cluster
     if args.command in ("simulate", "run"):
         from cmbcube.recipe import load
         recipe = load(args.recipe, args.overrides)
-        from cmbcube.stages import limits
+        from cmbcube.compute import limits
         from cmbcube.stages.simulate import preflight
         nsims = sum(recipe.splits.values())
         pending = None
@@ -71,22 +72,20 @@ def dry_run(args) -> int:
         print(f"dry run: {args.command} recipe {recipe.name} ({nsims} sims, nside {recipe['nside']}) into "
               f"{args.store} ({state})")
         # every check the real run makes before it starts anything: sizes, memory, input files
-        limits.check_simulate(recipe, args.store, args.scheduler, args.scheduler_file, args.workers,
-                              getattr(args, "force_size", False), pending)
+        limits.check_simulate(recipe, args.store, force=getattr(args, "force_size", False), pending=pending,
+                              **dask_options(args))
         preflight(recipe)
     else:
         recipe = cube.store_recipe(args.store)
         print(f"dry run: {args.command} on {args.store} (recipe {recipe.name}, nside {recipe['nside']})")
-    print(cluster.describe(recipe["cluster"], args.scheduler, args.scheduler_file, args.workers))
+    print(cluster.describe(recipe["cluster"], **dask_options(args)))
     print("dry run: nothing was started or written")
     return 0
 
 
-def simulate(args) -> int:
-    from cmbcube.stages.simulate import run
-    report = run(args.recipe, args.store, scheduler=args.scheduler, scheduler_file=args.scheduler_file,
-                 workers=args.workers, overrides=args.overrides, progress=False if args.no_progress else None,
-                 force_size=args.force_size)
+def simulate(args, run) -> int:
+    report = run(args.recipe, args.store, overrides=args.overrides, progress=progress_option(args),
+                 force_size=args.force_size, **dask_options(args))
     if not report.written and not report.failed:
         print(f"nothing to do: all {report.planned} planned sims in {report.store} are already done")
         return 0
@@ -99,20 +98,18 @@ def simulate(args) -> int:
     return failures(report.failed)
 
 
-def preprocess(args) -> int:
-    from cmbcube.stages.preprocess import run
-    out = run(args.store, split=args.split, scheduler=args.scheduler, scheduler_file=args.scheduler_file,
-              workers=args.workers, force=args.force, progress=False if args.no_progress else None)
-    if out["status"] == "up to date":
-        print(f"nothing to do: statistics of {out['sims']} {args.split} sims are up to date")
+def preprocess(args, run) -> int:
+    out = run(args.store, split=args.split, force=args.force, progress=progress_option(args), **dask_options(args))
+    if out.status == "up to date":
+        print(f"nothing to do: statistics of {out.sims} {args.split} sims are up to date")
     else:
-        print(f"stored normalisation statistics of {out['sims']} {args.split} sims in {args.store} "
+        print(f"stored normalisation statistics of {out.sims} {args.split} sims in {args.store} "
               "(stats_obs, stats_cmb)")
     return 0
 
 
-def ilc(args) -> int:
-    from cmbcube.stages.ilc import ILCConfig, run
+def ilc(args, run) -> int:
+    from cmbcube.stages.ilc import ILCConfig
     config = ILCConfig(method=args.method, common_beam_arcmin=args.common_beam, bias_tolerance=args.bias_tolerance,
                        bin_width=args.bin_width)
     if args.detectors:
@@ -125,8 +122,8 @@ def ilc(args) -> int:
         config.gaussian_fwhms = csv(args.gaussian_fwhms, float)
     if args.deproject:
         config.deproject = csv(args.deproject)
-    report = run(args.store, config, args.run, csv(args.split), args.scheduler, args.scheduler_file, args.workers,
-                 progress=False if args.no_progress else None, force_size=args.force_size)
+    report = run(args.store, config, args.run, csv(args.split), progress=progress_option(args),
+                 force_size=args.force_size, **dask_options(args))
     if not report.written and not report.failed:
         print(f"nothing to do: run {report.run!r} already holds all {report.already_done} requested sims")
         return 0
@@ -135,8 +132,8 @@ def ilc(args) -> int:
     return failures(report.failed)
 
 
-def train(args) -> int:
-    from cmbcube.stages.train import TrainConfig, defaults, recorded_patience, train
+def train(args, run) -> int:
+    from cmbcube.stages.train import TrainConfig, defaults, recorded_patience
     values = {"model": args.model, **defaults(args.model, published=args.published)}
     if args.resume and args.early_stopping is None:      # a run started before the default: as it was recorded
         values["early_stopping"] = recorded_patience(args.store, args.run or args.model,
@@ -151,9 +148,9 @@ def train(args) -> int:
     if args.fields:
         values["fields"] = csv(args.fields)
     config = TrainConfig(**values)
-    report = train(args.store, config, args.run, args.device, args.resume, args.deterministic,
-                   progress=False if args.no_progress else None, num_workers=args.num_workers,
-                   force_size=args.force_size, overwrite=args.overwrite, keep_checkpoints=args.keep_checkpoints)
+    report = run(args.store, config, args.run, args.device, args.resume, args.deterministic,
+                 progress=progress_option(args), num_workers=args.num_workers,
+                 force_size=args.force_size, overwrite=args.overwrite, keep_checkpoints=args.keep_checkpoints)
     if report.dropped:
         print(f"--overwrite: {report.dropped}")
     best = f" (best validation loss: {report.best})" if report.best and report.best != report.checkpoint else ""
@@ -163,11 +160,9 @@ def train(args) -> int:
     return 0
 
 
-def predict(args) -> int:
-    from cmbcube.stages.predict import predict as predict_run
-    report = predict_run(args.store, args.run, csv(args.split), args.epoch, args.device,
-                         progress=False if args.no_progress else None, mc_samples=args.mc_samples,
-                         force_size=args.force_size)
+def predict(args, run) -> int:
+    report = run(args.store, args.run, csv(args.split), args.epoch, args.device, progress=progress_option(args),
+                 mc_samples=args.mc_samples, force_size=args.force_size)
     if not report.written:
         print(f"nothing to do: run {args.run!r} already holds predictions for the requested sims")
     else:
@@ -177,21 +172,19 @@ def predict(args) -> int:
     return 0
 
 
-def analyze(args) -> int:
+def analyze(args, run) -> int:
     import os
 
     from cmbcube.errors import MissingFileError
     from cmbcube.recipe import SPLITS
-    from cmbcube.stages.analyze import run
     for split in csv(args.split) or ():          # checked here: the stage would fail on them with a bare ValueError
         if split not in SPLITS:
             raise InputError(f"--split {split!r}: allowed: {', '.join(SPLITS)}")
     if args.mask and not os.path.isfile(args.mask):
         raise MissingFileError(f"--mask {args.mask}: no such file (a HEALPix FITS mask, 1 = keep)")
     runs = "all" if args.runs == "all" else csv(args.runs)
-    rep = run(args.store, runs, csv(args.split), args.f_sky, args.mask, args.scheduler,
-              args.scheduler_file, args.workers, progress=False if args.no_progress else None,
-              force_size=args.force_size, estimator=args.estimator)
+    rep = run(args.store, runs, csv(args.split), args.f_sky, args.mask, progress=progress_option(args),
+              force_size=args.force_size, estimator=args.estimator, **dask_options(args))
     if not rep.written and not rep.failed:
         print(f"nothing to do: {rep.already_done} (run, sim) pairs already analysed")
         return 0
@@ -199,32 +192,26 @@ def analyze(args) -> int:
     return failures(rep.failed)
 
 
-def report(args) -> int:
-    from cmbcube.stages.report import build
-    page = build(args.store, args.out, args.split, csv(args.sims, int))
-    print(f"report: {page}")
+def report(args, run) -> int:
+    print(f"report: {run(args.store, args.out, args.split, csv(args.sims, int)).page}")
     return 0
 
 
-def pipeline(args) -> int:
-    from cmbcube.stages.pipeline import run
-    page = run(args.recipe, args.store, args.scheduler, args.scheduler_file, args.workers,
-               args.overrides, args.report, args.device, progress=False if args.no_progress else None,
-               force_size=args.force_size)
-    print(f"report: {page}")
+def pipeline(args, run) -> int:
+    done = run(args.recipe, args.store, overrides=args.overrides, report_dir=args.report, device=args.device,
+               progress=progress_option(args), force_size=args.force_size, **dask_options(args))
+    print(f"report: {done.page}")
     return 0
 
 
-def view(args) -> int:
-    from cmbcube.stages.view import view as draw
-    print(draw(args.store, args.product, args.split, args.sim, args.field, args.detector, args.run, args.rot,
-               args.zoom, args.out))
+def view(args, run) -> int:
+    print(run(args.store, args.product, args.split, args.sim, args.field, args.detector, args.run, args.rot,
+              args.zoom, args.out).path)
     return 0
 
 
-def ingest_cmbml(args) -> int:
+def ingest_cmbml(args, run) -> int:
     from cmbcube.interop.cmbml_scan import beam_sources, recipe_for, scan
-    from cmbcube.stages.ingest import ingest
     if getattr(args, "dry_run", False):
         plan = scan(args.dir)
         recipe = recipe_for(plan, args.name, args.units)
@@ -237,9 +224,8 @@ def ingest_cmbml(args) -> int:
         print(f"  CMB truth: {plan.cmb_beam_arcmin:g}'" + (" (no beam)" if not plan.cmb_beam_arcmin else ""))
         print("dry run: nothing was started or written")
         return 0
-    report = ingest(args.dir, args.store, args.scheduler, args.scheduler_file, args.workers,
-                    progress=False if args.no_progress else None, name=args.name, units=args.units,
-                    force_size=args.force_size)
+    report = run(args.dir, args.store, progress=progress_option(args), name=args.name, units=args.units,
+                 force_size=args.force_size, **dask_options(args))
     if not report.written and not report.failed:
         print(f"nothing to do: all {report.planned} sims of {report.source} are already in {report.store}")
         return 0
@@ -248,10 +234,9 @@ def ingest_cmbml(args) -> int:
     return failures(report.failed)
 
 
-def export_cmbml(args) -> int:
-    from cmbcube.stages.export import export
-    report = export(args.store, args.dir, csv(args.split), args.units, args.overwrite, args.scheduler,
-                    args.scheduler_file, args.workers, progress=False if args.no_progress else None)
+def export_cmbml(args, run) -> int:
+    report = run(args.store, args.dir, csv(args.split), args.units, args.overwrite, progress=progress_option(args),
+                 **dask_options(args))
     print(f"exported {len(report.written)} sim(s) to {report.destination}/Simulation in {report.seconds:.1f} s"
           + (f" ({len(report.skipped)} already there; --overwrite rewrites them)" if report.skipped else ""))
     return failures(report.failed)
@@ -277,20 +262,19 @@ def tag(args) -> int:
 def verify(args) -> int:
     from cmbcube.cube.verify import format_report, verify
     products = [p for chunk in args.products or [] for p in csv(chunk) or ()] or None
-    report = verify(args.store, products, args.clear, args.threads, progress=False if args.no_progress else None)
+    report = verify(args.store, products, args.clear, args.threads, progress=progress_option(args))
     print(format_report(report))
     return 0 if report.ok else 1
 
 
-def validate(args) -> int:
+def validate(args, run) -> int:
     from pathlib import Path
 
-    from cmbcube.stages import validate as stage
     out = Path(args.out) if args.out else None
     if out is not None and (out.is_dir() or not out.parent.is_dir()):      # checked before the work
         raise InputError(f"--out {args.out}: " + ("is a directory; name a file" if out.is_dir()
                                                   else f"no such directory {out.parent}"))
-    report = stage.run(args.store, args.sims, galaxy=not args.no_galaxy)
+    report = run(args.store, args.sims, galaxy=not args.no_galaxy)
     print(report.text())
     if out is not None:
         out.write_text(report.to_json() + "\n")
@@ -313,7 +297,7 @@ def assets(args) -> int:
         print(assets.format_listing(recipe, listed, args.destination) + (f"\nnote: {note}" if note else ""))
         return 0 if all(a.present for a in listed if a.needed) else 1
     report = fetch.fetch(recipe, args.destination, args.base_url, args.optional, args.connect_timeout,
-                         progress=False if args.no_progress else None)     # an AssetError: main prints it, exit 1
+                         progress=progress_option(args))     # an AssetError: main prints it, exit 1
     still = [a for a in assets.list_assets(recipe, args.destination) if a.needed and not a.present]
     print(fetch.format_fetch(report, still))
     return 1 if still or report.failed else 0
@@ -323,7 +307,7 @@ def check_recipe(args) -> int:
     from cmbcube.recipe import load
     from cmbcube.science.foregrounds import component_names
     recipe = load(args.recipe, args.overrides)
-    from cmbcube.stages.limits import check_simulate
+    from cmbcube.compute.limits import check_simulate
     r = recipe.data
     nsims = sum(recipe.splits.values())
     plan, forced = check_simulate(recipe, args.store or ".", None, None, args.workers, args.force_size,

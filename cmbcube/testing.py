@@ -1,45 +1,13 @@
-"""Testing hooks and fixtures: the one place where cmbcube does things only tests and drills ask for.
-
-Hooks, off unless their environment variables are set (production code calls them at fixed
-points; they cost one environment lookup):
-
-- ``hold(stage, *key)`` is called by a task between computing its unit of work and writing it
-  (``SIM``: simulate, ``ILC``: ilc, ``ANALYZE``: analyze), by training after each optimiser
-  step (``TRAIN``, key = epoch index, batch index) and by an Icechunk store's driver just before
-  each commit (``COMMIT``, key = the stage, e.g. ``simulate``; its data is written, its snapshot not):
-
-  - ``CMBCUBE_<STAGE>_TRACE=DIR``: first touch ``DIR/<key parts joined by ->-<pid>`` (which process
-    holds which unit), so a test can kill exactly that process while the unit is in flight;
-  - ``CMBCUBE_<STAGE>_DELAY=SECONDS``: then sleep that long.
-
-- ``fail_if_injected(split, sim)`` (simulate): ``CMBCUBE_FAIL_SIMS="train/3,test/0"`` makes those sims
-  raise, for tests of failure reports and resumption.
-
-Fixtures (used by tests and benchmarks, never by a stage):
+"""Test fixtures: what only tests and benchmarks ask for; no module of cmbcube imports this one.
 
 - ``make_example_tree(dir, ...)``: a small dataset tree in CMB-ML's exact layout.
+
+The fault-drill hooks production code calls (``hold``, ``fail_if_injected``: off unless their
+environment variables are set) are :mod:`cmbcube.drills`.
 """
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
-
-
-def hold(stage: str, *key) -> None:
-    trace = os.environ.get(f"CMBCUBE_{stage}_TRACE")
-    if trace:
-        open(os.path.join(trace, "-".join(map(str, (*key, os.getpid())))), "w").close()
-    delay = float(os.environ.get(f"CMBCUBE_{stage}_DELAY") or 0)
-    if delay > 0:
-        time.sleep(delay)
-
-
-def fail_if_injected(split: str, sim: int) -> None:
-    """``CMBCUBE_FAIL_SIMS="train/3,test/0"`` makes those sims raise."""
-    wanted = os.environ.get("CMBCUBE_FAIL_SIMS", "")
-    if f"{split}/{sim}" in [w.strip() for w in wanted.split(",") if w.strip()]:
-        raise RuntimeError(f"injected failure for {split}/{sim} (CMBCUBE_FAIL_SIMS)")
 
 
 def make_example_tree(directory, nside: int = 16, splits: dict | None = None, seed: int = 0,

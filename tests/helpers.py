@@ -18,8 +18,8 @@ import numpy as np
 import yaml
 
 from cmbcube import cube, recipe as recipe_mod
+from cmbcube.compute import cluster
 from cmbcube.recipe import load
-from cmbcube.stages import cluster
 
 SPLITS = ("train", "valid", "test")
 BIN = Path(sys.executable).parent

@@ -96,7 +96,7 @@ def test_analysis_in_the_cube_and_resume(analysed):
 
 
 def test_report_for_a_store_with_one_method(analysed, tmp_path):
-    page = report.build(analysed, str(tmp_path / "rep"))
+    page = report.run(analysed, str(tmp_path / "rep")).page
     text = page.read_text()
     assert "nilc" in text and "MAE" in text
     for name in ("metrics_I_beam20p6.md", "metrics_I_beam20p6.csv", "metrics_I_beam20p6.tex", "spectra_TT_test.png",

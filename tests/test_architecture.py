@@ -6,8 +6,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cmbcube"
 # the order of the layers: a module may import its own layer and the ones before it
-ORDER = ("base", "science", "networks", "recipe", "cube", "interop", "stages", "face")
-BASE = {"errors", "registry", "progress"}
+ORDER = ("base", "science", "networks", "recipe", "cube", "interop", "compute", "stages", "face")
+BASE = {"errors", "registry", "progress", "drills"}
 MAX_LINES = 400
 
 
@@ -23,14 +23,14 @@ def layer(module: str) -> str:
     if len(parts) < 2:
         return "face"                                   # cmbcube/__init__.py: cmbcube.open
     top = parts[1]
-    if top in ("science", "networks", "cube", "interop", "stages"):
+    if top in ("science", "networks", "cube", "interop", "compute", "stages"):
         return top
     if top in BASE:
         return "base"
     if top in ("recipe", "recipe_schema"):
         return "recipe"
     if top == "testing":
-        return "testing"                                # the one testing hook: outside the layers
+        return "testing"                                # the tests' fixtures: outside the layers, imported by none
     return "face"
 
 
@@ -41,7 +41,7 @@ def imported(tree):
             for alias in node.names:                    # `from cmbcube.science import sht` names a module
                 yield node.lineno, f"{node.module}.{alias.name}" if node.module.count(".") < 1 or \
                     node.module in ("cmbcube.science", "cmbcube.networks", "cmbcube.cube", "cmbcube.interop",
-                                    "cmbcube.stages") else node.module
+                                    "cmbcube.compute", "cmbcube.stages") else node.module
         elif isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.split(".")[0] == "cmbcube":
@@ -123,6 +123,43 @@ def test_the_rules_can_fail(tmp_path):
     assert targets == ["cmbcube.cube"] and ORDER.index(layer(targets[0])) > ORDER.index("science")
     calls = [n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
     assert "open" in calls
+
+
+
+# ----------------------------------------------------------------------------- the compute layer (issue 24)
+# (importer's layer, imported layer) pairs that are never allowed, whatever ORDER says: the Dask plumbing
+# (compute/) sits below the stages and knows neither them nor the command line; the pure science never
+# reaches up to it. ORDER implies these; they are named here so that reordering the layers cannot lift them.
+FORBIDDEN = {("compute", "stages"), ("compute", "face"), ("science", "compute")}
+TESTING = "cmbcube.testing"               # the tests' fixtures: no module of cmbcube imports them
+
+
+def forbidden_imports(name: str, tree) -> list[str]:
+    """``line: target`` of each import of ``tree`` (module ``name``) that FORBIDDEN or TESTING rules out."""
+    mine = layer(name)
+    return [f"{line}: {target}" for line, target in imported(tree)
+            if (mine, layer(target)) in FORBIDDEN or target == TESTING or target.startswith(TESTING + ".")]
+
+
+def test_compute_is_below_the_stages_and_nothing_imports_the_testing_fixtures():
+    found = [f"{path.relative_to(PACKAGE.parent)}:{hit}" for name, path, tree in modules() if name != TESTING
+             for hit in forbidden_imports(name, tree)]
+    assert not found, ("compute/ imports stages/ or the command line, science/ imports compute/, or production "
+                       "code imports cmbcube.testing (its drill hooks are cmbcube.drills):\n" + "\n".join(found))
+
+
+def test_the_compute_rules_can_fail():
+    """The rule above sees what it claims to, on toy modules parsed the same way."""
+    up = ast.parse("from cmbcube.stages import simulate\ndef f():\n    from cmbcube import cli\n"
+                   "from cmbcube.cube import sims\n")
+    assert forbidden_imports("cmbcube.compute.fanout", up) == ["1: cmbcube.stages.simulate", "3: cmbcube.cli"]
+    pure = ast.parse("import numpy\nfrom cmbcube.compute.cluster import client_for\n")
+    assert forbidden_imports("cmbcube.science.sky", pure) == ["2: cmbcube.compute.cluster"]
+    assert forbidden_imports("cmbcube.stages.simulate", pure) == []          # stages may import compute
+    hooks = ast.parse("from cmbcube import testing\nfrom cmbcube.testing import hold\nimport cmbcube.testing\n"
+                      "from cmbcube.drills import hold\n")
+    assert forbidden_imports("cmbcube.stages.train", hooks) == ["1: cmbcube.testing", "2: cmbcube.testing",
+                                                                "3: cmbcube.testing"]
 
 
 def test_outside_the_cube_no_code_indexes_a_store_group_by_array_name():
@@ -288,3 +325,79 @@ def test_the_store_rules_can_fail():
     facts = ast.parse("n = int(group.attrs['nside'])\nm = attrs.get('nside', 0)\nk = cube.read_attrs(p)['nside']\n"
                       "r = recipe['nside']\nu = group.attrs['cmb_unit']\n")
     assert fact_reads(facts) == [1, 2, 3]
+
+
+# ----------------------------------------------------------------------------- one stage convention (issue 24)
+REPORT_BASE = "StageReport"               # cmbcube.compute.fanout.StageReport: what every stage's run returns
+
+
+def command_stages(cli_tree) -> dict:
+    """Command name -> the stage module the COMMANDS table of cli.py names for it (None: no stage)."""
+    out = {}
+    for node in ast.walk(cli_tree):
+        if not isinstance(node, ast.Dict):
+            continue
+        for key, value in zip(node.keys, node.values):
+            if isinstance(key, ast.Constant) and isinstance(value, ast.Call) and \
+                    getattr(value.func, "id", "") == "Command":
+                stage = value.args[3] if len(value.args) > 3 else \
+                    next((k.value for k in value.keywords if k.arg == "stage"), None)
+                out[key.value] = stage.value if isinstance(stage, ast.Constant) else None
+    return out
+
+
+def stage_convention(table: dict, stages: dict) -> list[str]:
+    """What breaks the convention, given the command table and {stage module name: its tree}: a command's
+    stage without a top-level ``run``, a ``run`` not annotated to return a subclass of StageReport defined
+    in a stage module (``ReportPage`` or ``report.ReportPage``), or a stage module with a ``run`` that no
+    command names (support modules have none)."""
+    reports = {(name, node.name) for name, tree in stages.items() for node in tree.body
+               if isinstance(node, ast.ClassDef) and any(getattr(b, "id", getattr(b, "attr", "")) == REPORT_BASE
+                                                        for b in node.bases)}
+    runs = {name: next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "run"), None)
+            for name, tree in stages.items()}
+    problems = []
+    for command, stage in table.items():
+        if stage is None:
+            continue
+        run = runs.get(stage)
+        if run is None:
+            problems.append(f"{command}: cmbcube.stages.{stage} has no run()")
+            continue
+        returns = run.returns
+        owner, cls = (stage, returns.id) if isinstance(returns, ast.Name) else \
+            (returns.value.id, returns.attr) if isinstance(returns, ast.Attribute) and \
+            isinstance(returns.value, ast.Name) else (stage, None)
+        if (owner, cls) not in reports:
+            problems.append(f"{command}: cmbcube.stages.{stage}.run does not return a {REPORT_BASE}")
+    named = set(table.values())
+    problems += [f"cmbcube.stages.{name} has a run() that no command names" for name, run in runs.items()
+                 if run is not None and name not in named]
+    return problems
+
+
+def test_every_command_runs_a_stage_whose_run_returns_a_stage_report():
+    stages = {path.stem: ast.parse(path.read_text()) for path in sorted((PACKAGE / "stages").glob("*.py"))
+              if path.stem != "__init__"}
+    table = command_stages(ast.parse((PACKAGE / "cli.py").read_text()))
+    assert table and sum(stage is not None for stage in table.values()) >= 11, table
+    problems = stage_convention(table, stages)
+    assert not problems, "the stage convention (run(...) -> StageReport, named by cli.COMMANDS):\n" + \
+        "\n".join(problems)
+
+
+def test_the_stage_rule_can_fail():
+    """The rule above sees what it claims to, on a toy table and toy stage modules."""
+    cli_tree = ast.parse("COMMANDS = {'a': Command('h', o.a, h.a, 'alpha'), 'b': Command('h', o.b, h.b, stage='beta'),"
+                         " 'c': Command('h', o.c, h.c)}\n")
+    table = command_stages(cli_tree)
+    assert table == {"a": "alpha", "b": "beta", "c": None}
+    good = {"alpha": ast.parse("class AReport(StageReport):\n    x: int\ndef run() -> AReport: ...\n"),
+            "beta": ast.parse("from cmbcube.stages import alpha\ndef run() -> alpha.AReport: ...\n"),
+            "helper": ast.parse("def other(): ...\n")}
+    assert stage_convention(table, good) == []
+    bad = {"alpha": ast.parse("def run() -> dict: ...\n"), "beta": ast.parse("def beta(): ...\n"),
+           "extra": ast.parse("def run(): ...\n")}
+    assert stage_convention(table, bad) == ["a: cmbcube.stages.alpha.run does not return a StageReport",
+                                            "b: cmbcube.stages.beta has no run()",
+                                            "cmbcube.stages.extra has a run() that no command names"]

@@ -147,7 +147,7 @@ def test_cmbml_trees_are_recorded_as_delta_and_exports_convert_over_the_stores_b
     from cmbcube.interop.cmbml_scan import recipe_for, scan
     from cmbcube.recipe import from_store_attrs
     from cmbcube.science import instrument
-    from cmbcube.stages.export import export
+    from cmbcube.stages import export
     from cmbcube.stages.simulate import run
     from cmbcube.testing import make_example_tree
     from helpers import small_recipe
@@ -163,7 +163,7 @@ def test_cmbml_trees_are_recorded_as_delta_and_exports_convert_over_the_stores_b
     dets = {d.freq: d for d in from_store_attrs(ds.attrs).detectors()}
     assert {d.bandpass for d in dets.values()} == {"tophat"}
     out = tmp_path / "out"
-    assert export(store, out, units="uK_CMB", scheduler="synchronous", progress=False).ok
+    assert export.run(store, out, units="uK_CMB", scheduler="synchronous", progress=False).ok
     for freq in (545, 857):
         written = hp.read_map(str(out / f"Simulation/Train/sim0000/obs_{freq}_map.fits"), field=0, nest=True,
                               dtype=None)

@@ -16,9 +16,7 @@ from cmbcube import cube
 from cmbcube.cli import main
 from cmbcube.interop.cmbml_files import read_header
 from cmbcube.science import instrument, sht
-from cmbcube.stages import ilc, simulate
-from cmbcube.stages.export import export
-from cmbcube.stages.ingest import ingest
+from cmbcube.stages import export, ilc, ingest, simulate
 from cmbcube.testing import make_example_tree
 from helpers import rms, small_recipe
 
@@ -38,9 +36,9 @@ def beam_stores(tmp_path_factory):
     sim_store = str(base / "sim.zarr")
     assert simulate.run(r, sim_store, scheduler="synchronous", progress=False).ok
     tree = base / "tree"
-    assert export(sim_store, tree, units="store", scheduler="synchronous", progress=False).ok
+    assert export.run(sim_store, tree, units="store", scheduler="synchronous", progress=False).ok
     ing_store = str(base / "ingested.zarr")
-    assert ingest(tree, ing_store, scheduler="synchronous", progress=False).ok
+    assert ingest.run(tree, ing_store, scheduler="synchronous", progress=False).ok
     return sim_store, ing_store, tree
 
 

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from cmbcube import cube
+from cmbcube.compute import cluster
 from cmbcube.recipe import RecipeError, load
-from cmbcube.stages import cluster, ilc, simulate
+from cmbcube.stages import ilc, simulate
 from helpers import ExternalCluster, chunks, cli, fast_recipe, recipe_file, small_recipe, zarr_files
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,8 +11,7 @@ from cmbcube import cube
 from cmbcube.cli import main
 from cmbcube.interop.cmbml_files import CMBMLError, map_info, read_header
 from cmbcube.science import cosmology, instrument
-from cmbcube.stages.export import export
-from cmbcube.stages.ingest import ingest
+from cmbcube.stages import export, ingest
 from cmbcube.testing import make_example_tree
 from helpers import zarr_files
 
@@ -41,7 +40,7 @@ def tree(tmp_path_factory):
 @pytest.fixture(scope="module")
 def ingested(tree, tmp_path_factory):
     store = str(tmp_path_factory.mktemp("ing") / "ingested.zarr")
-    report = ingest(tree, store, scheduler="synchronous", progress=False)
+    report = ingest.run(tree, store, scheduler="synchronous", progress=False)
     assert report.ok and report.status == "created" and len(report.written) == 4 and report.already_done == 0
     return store
 
@@ -104,17 +103,17 @@ def test_ingest_maps_units_params_and_spectra(tree, ingested):
 
 def test_rerun_resumes_and_two_workers_write_the_same_bytes(tree, ingested, tmp_path):
     before = zarr_files(ingested)
-    again = ingest(tree, ingested, scheduler="synchronous", progress=False)
+    again = ingest.run(tree, ingested, scheduler="synchronous", progress=False)
     assert again.status == "existing" and again.already_done == 4 and not again.written
     assert zarr_files(ingested) == before                   # a rerun with nothing to do writes nothing
     # a sim whose flag was lost is redone, and only it
     partial = str(tmp_path / "partial.zarr")
     shutil.copytree(ingested, partial)
     cube.clear_done(partial, "train", 1)
-    rerun = ingest(tree, partial, scheduler="synchronous", progress=False)
+    rerun = ingest.run(tree, partial, scheduler="synchronous", progress=False)
     assert rerun.written == [("train", 1)]
     parallel = str(tmp_path / "parallel.zarr")
-    report = ingest(tree, parallel, workers=2, progress=False)
+    report = ingest.run(tree, parallel, workers=2, progress=False)
     assert report.ok and len(report.written) == 4
     a, b = zarr_files(ingested), zarr_files(parallel)
     a.pop("zarr.json"), b.pop("zarr.json")            # root metadata: creation and ingest times
@@ -128,7 +127,7 @@ def test_units_of_the_files_are_converted(tree, ingested, tmp_path):
     assert map_info(native / "Simulation/Test/sim0000/obs_545_map.fits").unit == "MJy/sr"
     # kept in the files' units (recipe units: native) ...
     kept = str(tmp_path / "kept.zarr")
-    assert ingest(native, kept, scheduler="synchronous", progress=False).ok
+    assert ingest.run(native, kept, scheduler="synchronous", progress=False).ok
     ds = cmbcube.open(kept)
     assert ds.attrs["units_choice"] == "native"
     assert list(ds.unit.values) == ["K_CMB"] * 7 + ["MJy/sr"] * 2
@@ -136,7 +135,7 @@ def test_units_of_the_files_are_converted(tree, ingested, tmp_path):
     assert np.array_equal(ds.obs.sel(split="test", sim=0, detector=857, field="I").values, ring_to_nest(ring)[0])
     # ... or converted to uK_CMB: the same numbers as the uK_CMB tree, up to float32 rounding
     converted = str(tmp_path / "uk.zarr")
-    assert ingest(native, converted, scheduler="synchronous", progress=False, units="uK_CMB").ok
+    assert ingest.run(native, converted, scheduler="synchronous", progress=False, units="uK_CMB").ok
     got = cmbcube.open(converted).obs.values
     want = cmbcube.open(ingested).obs.values
     assert np.allclose(got, want, rtol=1e-5, atol=1e-3, equal_nan=True)
@@ -158,37 +157,37 @@ def test_bad_trees_are_refused_and_stores_left_untouched(tree, ingested, tmp_pat
     missing = _broken(tree, tmp_path, "missing")
     (missing / "Simulation/Train/sim0001/obs_70_map.fits").unlink()
     with pytest.raises(CMBMLError, match=r"Train/sim0001/obs_70_map\.fits: missing"):
-        ingest(missing, store, scheduler="synchronous")
+        ingest.run(missing, store, scheduler="synchronous")
 
     nside = _broken(tree, tmp_path, "nside")
     hp.write_map(str(nside / "Simulation/Test/sim0000/obs_100_map.fits"), [np.zeros(12 * 64)] * 3,
                  column_units=["uK_CMB"] * 3, overwrite=True, dtype=np.float32)
     with pytest.raises(CMBMLError, match=r"Test/sim0000/obs_100_map\.fits: nside 8, but .* nside 16"):
-        ingest(nside, store, scheduler="synchronous")
+        ingest.run(nside, store, scheduler="synchronous")
 
     units = _broken(tree, tmp_path, "units")
     hp.write_map(str(units / "Simulation/Valid/sim0000/obs_30_map.fits"), [np.zeros(npix)] * 3,
                  column_units=["furlong"] * 3, overwrite=True, dtype=np.float32)
     with pytest.raises(CMBMLError, match=r"obs_30_map\.fits: unknown unit 'furlong' .*allowed: uK_CMB"):
-        ingest(units, store, scheduler="synchronous")
+        ingest.run(units, store, scheduler="synchronous")
 
     gap = _broken(tree, tmp_path, "gap")
     shutil.move(gap / "Simulation/Train/sim0001", gap / "Simulation/Train/sim0002")
     with pytest.raises(CMBMLError, match=r"numbered 0..N-1; missing sim0001"):
-        ingest(gap, store, scheduler="synchronous")
+        ingest.run(gap, store, scheduler="synchronous")
 
     split = _broken(tree, tmp_path, "split")
     (split / "Simulation/Tests").mkdir()
     with pytest.raises(CMBMLError, match=r"Tests: unknown split folder; allowed: Train, Valid, Test"):
-        ingest(split, store, scheduler="synchronous")
+        ingest.run(split, store, scheduler="synchronous")
 
     with pytest.raises(FileNotFoundError, match="no such directory"):
-        ingest(tmp_path / "nowhere", store, scheduler="synchronous")
+        ingest.run(tmp_path / "nowhere", store, scheduler="synchronous")
 
     # a good tree, but another one than the store holds: refused, store untouched
     other = _broken(tree, tmp_path, "other")
     with pytest.raises(cube.StoreError, match="different recipe"):
-        ingest(other, store, scheduler="synchronous")
+        ingest.run(other, store, scheduler="synchronous")
     assert zarr_files(store) == before
     # the command line says what is wrong and exits 2
     assert main(["ingest-cmbml", str(missing), "--store", store, "--scheduler", "synchronous"]) == 2
@@ -199,7 +198,7 @@ def test_bad_trees_are_refused_and_stores_left_untouched(tree, ingested, tmp_pat
 
 def test_export_reproduces_the_source_tree(tree, ingested, tmp_path):
     out = tmp_path / "export"
-    report = export(ingested, out, scheduler="synchronous", progress=False)
+    report = export.run(ingested, out, scheduler="synchronous", progress=False)
     assert report.ok and len(report.written) == 4
     for split, count in SPLITS.items():
         for sim in range(count):
@@ -223,13 +222,13 @@ def test_export_reproduces_the_source_tree(tree, ingested, tmp_path):
             assert sb.shape == (nell, 5) and np.array_equal(sb[:, 0], np.arange(nell))
             assert np.allclose(sb[:, 1:], sa[: len(sb), 1:5], rtol=2e-7)
     # complete sims are skipped on a rerun; --overwrite rewrites them
-    again = export(ingested, out, scheduler="synchronous", progress=False)
+    again = export.run(ingested, out, scheduler="synchronous", progress=False)
     assert not again.written and len(again.skipped) == 4
-    assert len(export(ingested, out, splits=["test"], overwrite=True, scheduler="synchronous").written) == 1
+    assert len(export.run(ingested, out, splits=["test"], overwrite=True, scheduler="synchronous").written) == 1
     assert not list(out.rglob("*.partial"))
     # and the export ingests back into the same cube
     back = str(tmp_path / "back.zarr")
-    assert ingest(out, back, scheduler="synchronous", progress=False).ok
+    assert ingest.run(out, back, scheduler="synchronous", progress=False).ok
     x, y = cmbcube.open(ingested), cmbcube.open(back)
     assert np.array_equal(x.obs.values, y.obs.values, equal_nan=True)
     assert np.array_equal(x.cmb.values, y.cmb.values, equal_nan=True)
@@ -260,12 +259,12 @@ def test_export_of_a_simulated_store(tiny_store, tmp_path):
     assert len(list((out / "Simulation" / "Train").iterdir())) == 3
     # K_CMB on request
     kout = tmp_path / "k"
-    export(tiny_store, kout, splits=["valid"], units="K_CMB", scheduler="synchronous")
+    export.run(tiny_store, kout, splits=["valid"], units="K_CMB", scheduler="synchronous")
     k = hp.read_map(str(kout / "Simulation/Valid/sim0000/obs_143_map.fits"), field=0, nest=True)
     assert np.allclose(k, ds.obs.sel(split="valid", sim=0, detector=143, field="I").values * 1e-6, rtol=1e-6)
     # back into a cube: the same maps, beams, pixel window, parameters and spectra
     back = str(tmp_path / "back.zarr")
-    assert ingest(out, back, scheduler="synchronous", progress=False).ok
+    assert ingest.run(out, back, scheduler="synchronous", progress=False).ok
     b = cmbcube.open(back)
     assert np.array_equal(b.obs.values, ds.obs.values, equal_nan=True)
     assert np.array_equal(b.cmb.values, ds.cmb.values, equal_nan=True)
@@ -278,10 +277,10 @@ def test_export_of_a_simulated_store(tiny_store, tmp_path):
 
 def test_export_errors(ingested, tmp_path):
     with pytest.raises(CMBMLError, match="allowed: train, valid, test"):
-        export(ingested, tmp_path / "x", splits=["training"])
+        export.run(ingested, tmp_path / "x", splits=["training"])
     with pytest.raises(CMBMLError, match="allowed: uK_CMB, K_CMB, store"):
-        export(ingested, tmp_path / "x", units="Jy")
+        export.run(ingested, tmp_path / "x", units="Jy")
     with pytest.raises(cube.StoreError):
-        export(str(tmp_path / "none.zarr"), tmp_path / "x")
+        export.run(str(tmp_path / "none.zarr"), tmp_path / "x")
     assert main(["export-cmbml", ingested, str(tmp_path / "y"), "--split", "nope"]) == 2
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

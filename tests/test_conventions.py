@@ -6,7 +6,7 @@ import numpy as np
 
 import cmbcube
 from cmbcube.cli import main
-from cmbcube.stages.ingest import ingest
+from cmbcube.stages import ingest
 
 
 def test_store_and_exported_files_say_cosmo_and_iau_files_are_flipped(tiny_store, tmp_path):
@@ -29,7 +29,7 @@ def test_store_and_exported_files_say_cosmo_and_iau_files_are_flipped(tiny_store
                      column_names=["I_STOKES", "Q_STOKES", "U_STOKES"], column_units=[header["TUNIT1"]] * 3,
                      dtype=np.float32, extra_header=extra)
     back = str(tmp_path / "back.zarr")
-    assert ingest(out, back, scheduler="synchronous", progress=False).ok
+    assert ingest.run(out, back, scheduler="synchronous", progress=False).ok
     b = cmbcube.open(back)
     assert b.attrs["polarization_convention"] == "COSMO"
     assert np.array_equal(b.obs.values, ds.obs.values, equal_nan=True)

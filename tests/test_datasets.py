@@ -20,7 +20,7 @@ from helpers import small_recipe
 def prepped(tmp_path_factory, tiny_store):
     path = tmp_path_factory.mktemp("prep") / "p.zarr"
     shutil.copytree(tiny_store, path)
-    assert preprocess.run(str(path), scheduler="synchronous")["status"] == "computed"
+    assert preprocess.run(str(path), scheduler="synchronous").status == "computed"
     return str(path)
 
 
@@ -47,7 +47,7 @@ def test_statistics_equal_numpy(prepped):
     assert float(c.sel(stat="std")) == pytest.approx(cmb[:, 0].std(), rel=1e-10)
     assert ds.stats_obs.attrs["split"] == "train" and ds.stats_obs.attrs["sims"] == "[0, 1, 2]"
     assert ds.attrs["recipe_hash"]                      # provenance kept
-    assert preprocess.run(prepped, scheduler="synchronous")["status"] == "up to date"
+    assert preprocess.run(prepped, scheduler="synchronous").status == "up to date"
 
 
 @pytest.mark.parametrize("spec", ["none", "minmax", "standardize", "robust", "scale:5"])

@@ -2,7 +2,7 @@
 analyze, a reader looping while simulate writes, hand-edited done-flags, run names and metadata
 holding '../' or absolute paths, an untrusted HTTP store, and a full disk (a small tmpfs).
 
-Units of work are held mid-flight by the cmbcube.testing hooks (CMBCUBE_<STAGE>_DELAY / _TRACE),
+Units of work are held mid-flight by the cmbcube.drills hooks (CMBCUBE_<STAGE>_DELAY / _TRACE),
 so each kill lands while a known unit is computed but not yet written.
 """
 import json
@@ -35,7 +35,7 @@ def clean(tmp_path_factory):
 
 
 def traced(folder) -> list[tuple]:
-    """Trace files of a cmbcube.testing hook: tuples of the key parts and the pid, oldest first."""
+    """Trace files of a cmbcube.drills hook: tuples of the key parts and the pid, oldest first."""
     entries = sorted(Path(folder).iterdir(), key=lambda p: p.stat().st_mtime_ns)
     return [tuple(int(x) if x.isdigit() else x for x in p.name.split("-")) for p in entries]
 
@@ -307,7 +307,7 @@ def trained(clean, tmp_path_factory):
     preprocess.run(base, scheduler="synchronous")            # patch-unet standardises
     shutil.copytree(base, ref)
     with single_threaded():                                  # as the CLI processes (PINNED)
-        train.train(ref, TRAIN_CONFIG, device="cpu", progress=False)
+        train.run(ref, TRAIN_CONFIG, device="cpu", progress=False)
     return base, ref
 
 
@@ -336,7 +336,7 @@ def test_sigkill_during_train_then_resume_is_bit_identical(tmp_path, trained):
     runs = Path(store + ".runs") / "patch-unet"
     assert sorted(p.name for p in runs.glob("epoch_*.pt")) == ["epoch_0001.pt"]
     with single_threaded():
-        assert train.train(store, TRAIN_CONFIG, device="cpu", resume=True, progress=False).epochs_done == 2
+        assert train.run(store, TRAIN_CONFIG, device="cpu", resume=True, progress=False).epochs_done == 2
     assert_same_training(store, ref)
 
 
@@ -451,7 +451,7 @@ def test_disk_full_during_simulate_then_rerun_after_freeing_space(small_disk, tm
     ballast = leave_free(small_disk, 1300 * 1024)
     store = str(small_disk / "s.zarr")
     path = recipe_file(tmp_path / "r.yaml", RECIPE)
-    # the size check (cmbcube.stages.limits) would refuse this disk up front from its uncompressed estimate:
+    # the size check (cmbcube.compute.limits) would refuse this disk up front from its uncompressed estimate:
     # --force-size lets the drill reach a real full disk
     argv = ["simulate", path, "--store", store, "--scheduler", "synchronous", "--no-progress", "--force-size"]
     assert cli.main(argv) == 1
@@ -481,7 +481,7 @@ def test_disk_full_during_train_then_resume_after_freeing_space(small_disk, trai
     shutil.copytree(base, store)
     size = (cube.run_dir(ref, "patch-unet") / "epoch_0002.pt").stat().st_size      # the last: always kept
     ballast = leave_free(small_disk, int(1.5 * size))
-    # the checkpoint-size check (cmbcube.stages.limits) would refuse this disk up front: --force-size lets the
+    # the checkpoint-size check (cmbcube.compute.limits) would refuse this disk up front: --force-size lets the
     # drill reach a real full disk in the middle of training
     argv = ["train", store, *TRAIN_ARGS, "--force-size"]
     with single_threaded():

@@ -175,7 +175,7 @@ def test_a_cluster_that_fails_to_start_leaves_no_store_behind(tmp_path, monkeypa
     by a stand-in): a ClusterError naming the cause and the offline alternative; the new store is removed."""
     import distributed
 
-    from cmbcube.stages import cluster
+    from cmbcube.compute import cluster
     from cmbcube.stages.simulate import run as simulate
 
     def refuse(*args, **kwargs):

@@ -1,4 +1,4 @@
-"""The one stage fan-out (cmbcube.stages.fanout): every unit recorded once, failures collected not
+"""The one stage fan-out (cmbcube.compute.fanout): every unit recorded once, failures collected not
 raised, subclass hooks, the store consolidated at the end (leniently only where asked)."""
 import dataclasses
 import logging
@@ -6,8 +6,8 @@ import logging
 import pytest
 
 from cmbcube import cube
-from cmbcube.stages import fanout
-from cmbcube.stages.fanout import StageReport, fan_out
+from cmbcube.compute import fanout
+from cmbcube.compute.fanout import StageReport, fan_out
 
 
 def square_unless_three(offset, split, sim):

@@ -4,7 +4,7 @@ running at once in one store.  Each drill: nothing lost, nothing duplicated, eve
 sim bit-identical to a clean run.
 
 Sims are held mid-run by the CMBCUBE_SIM_DELAY hook and traced by CMBCUBE_SIM_TRACE
-(cmbcube.testing.hold), so each kill lands while a known sim is in flight.
+(cmbcube.drills.hold), so each kill lands while a known sim is in flight.
 """
 import multiprocessing
 import os
@@ -229,7 +229,7 @@ def test_task_that_keeps_killing_its_worker_is_reported_not_raised():
     restarted by the nanny) goes on running tasks."""
     import dask
 
-    from cmbcube.stages.cluster import WorkerDied, client_for, run_tasks
+    from cmbcube.compute.cluster import WorkerDied, client_for, run_tasks
     outcome = {}
 
     def record(item, result, error):

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from cmbcube import cli, recipe
-from cmbcube.stages import limits
+from cmbcube.compute import limits
 from helpers import small_recipe
 
 HUGE = """name: huge

@@ -151,10 +151,10 @@ def test_pixel_linear_trains_and_predicts_through_the_stages(tiny_store, tmp_pat
     shutil.copytree(tiny_store, store)
     preprocess.run(store, scheduler="synchronous")          # the robust input scaling reads its statistics
     config = TrainConfig(**{**defaults("pixel-linear"), "model": "pixel-linear", "epochs": 4})
-    rep = train.train(store, config, run_name="pl", device="cpu", progress=False)
+    rep = train.run(store, config, run_name="pl", device="cpu", progress=False)
     assert len(rep.train_loss) == 4 and all(np.isfinite(rep.train_loss))
     assert min(rep.valid_loss[1:]) < rep.valid_loss[0]
-    predict.predict(store, "pl", splits=("test",), device="cpu", progress=False)
+    predict.run(store, "pl", splits=("test",), device="cpu", progress=False)
     pred = cmbcube.open(store, split="test").pred.sel(run="pl", field="I").values
     truth = cmbcube.open(store, split="test").cmb.sel(field="I").values
     done = np.isfinite(pred).all(axis=-1)

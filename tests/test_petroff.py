@@ -247,7 +247,7 @@ def test_train_predict_analyze_end_to_end(tiny_store, tmp_path, capsys):
     truth = raw["cmb"][2, 0, 0]
     expect = np.mean(np.abs(pred[0] - truth)[mask] <= sigma[0][mask])
     assert cover[0, 0, 0] == pytest.approx(expect)
-    page = report.build(store, str(tmp_path / "rep"))
+    page = report.run(store, str(tmp_path / "rep")).page
     assert "within 1-sigma" in page.read_text() and (tmp_path / "rep" / "calibration_I.csv").exists()
     # a store analysed before the coverage metrics existed (8 metrics) is extended in place, values kept
     group = zarr.open_group(store, mode="r+")
@@ -273,12 +273,12 @@ def test_petroff_resume_is_bit_for_bit(tiny_store, tmp_path, monkeypatch):
     a, b = str(tmp_path / "a.zarr"), str(tmp_path / "b.zarr")
     shutil.copytree(tiny_store, a)
     shutil.copytree(tiny_store, b)
-    full = train.train(a, config, progress=False)
+    full = train.run(a, config, progress=False)
     original = interrupt_training(monkeypatch)    # the process dies in epoch 2, after the epoch-1 checkpoint
     with pytest.raises(KeyboardInterrupt):
-        train.train(b, config, progress=False)
+        train.run(b, config, progress=False)
     monkeypatch.setattr(train, "evaluate", original)
-    resumed = train.train(b, config, resume=True, progress=False)
+    resumed = train.run(b, config, resume=True, progress=False)
     assert resumed.train_loss == full.train_loss and resumed.valid_loss == full.valid_loss
     wa = torch.load(full.checkpoint, weights_only=True)["model"]
     wb = torch.load(resumed.checkpoint, weights_only=True)["model"]

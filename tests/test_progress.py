@@ -101,7 +101,7 @@ def test_describe_items_compresses_sim_ranges():
 def test_dashboard_note_says_how_to_get_bokeh(monkeypatch):
     import importlib.util
 
-    from cmbcube.stages import cluster
+    from cmbcube.compute import cluster
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     note = cluster.dashboard_note(True)
     assert "pip install 'cmbcube[dashboard]'" in note

@@ -20,8 +20,8 @@ def reported(tmp_path_factory, tiny_store):
     config = train.TrainConfig(model="patch-unet", detectors=(100, 143, 217), transform="scale:100",
                                target_transform="scale:100", epochs=4, batch_size=8, repeats=1, lr_start=1e-4,
                                lr_end=1e-4, patch_side=8)
-    train.train(path, config, "short", progress=False)
-    predict.predict(path, "short", splits=("test",), progress=False)
+    train.run(path, config, "short", progress=False)
+    predict.run(path, "short", splits=("test",), progress=False)
     assert not analyze.run(path, scheduler="synchronous").failed
     return path
 
@@ -67,7 +67,7 @@ def test_spectrum_and_distribution_figures_carry_units_titles_mask_and_beam(repo
 
 
 def test_report_tables_have_units_and_training_summary_flags_the_short_run(reported, tmp_path):
-    page = report.build(reported, str(tmp_path / "rep"))
+    page = report.run(reported, str(tmp_path / "rep")).page
     text = page.read_text()
     table = (tmp_path / "rep" / "metrics_I_beam20p6.md").read_text()
     header = table.splitlines()[2]
@@ -139,7 +139,7 @@ def test_train_shows_its_losses_inline_on_the_epoch_bar(reported, capsys):
     config = train.TrainConfig(model="patch-unet", detectors=(100, 143, 217), transform="scale:100",
                                target_transform="scale:100", epochs=2, batch_size=8, repeats=1, lr_start=1e-4,
                                lr_end=1e-4, patch_side=8)
-    rep = train.train(reported, config, "bar", progress=True)
+    rep = train.run(reported, config, "bar", progress=True)
     err = capsys.readouterr().err
     assert "train bar: 100%" in err and "| 2/2 [" in err
     assert f"train={rep.train_loss[-1]:.4g}" in err and f"valid={rep.valid_loss[-1]:.4g}" in err

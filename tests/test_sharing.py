@@ -16,8 +16,7 @@ import cmbcube
 from cmbcube import cube
 from cmbcube.cli import main
 from cmbcube.cube.datasets import CubeDataset, make_loader
-from cmbcube.stages import ilc, predict, preprocess, train
-from cmbcube.stages.ingest import ingest
+from cmbcube.stages import ilc, ingest, predict, preprocess, train
 from cmbcube.testing import make_example_tree
 from helpers import Server
 
@@ -105,9 +104,9 @@ def test_every_stage_leaves_consolidated_metadata(tiny_store, tmp_path):
     config = train.TrainConfig(model="patch-unet", detectors=(143,), epochs=1, batch_size=16, repeats=1,
                                patch_side=8, base_channels=4, train_sims=1, lr_start=1e-3, lr_end=1e-4,
                                transform="standardize", target_transform="standardize")
-    train.train(store, config, run_name="tiny-unet", device="cpu", progress=False)
+    train.run(store, config, run_name="tiny-unet", device="cpu", progress=False)
     assert stale_metadata(store) == []
-    predict.predict(store, "tiny-unet", splits=("test",), device="cpu", progress=False)
+    predict.run(store, "tiny-unet", splits=("test",), device="cpu", progress=False)
     assert stale_metadata(store) == []
     assert main(["analyze", store, "--scheduler", "synchronous", "--no-progress"]) == 0
     assert stale_metadata(store) == []
@@ -115,7 +114,7 @@ def test_every_stage_leaves_consolidated_metadata(tiny_store, tmp_path):
     # and a CMB-ML ingest
     tree = make_example_tree(tmp_path / "tree", nside=8, splits={"test": 1}, detectors=(143, 857))
     ingested = str(tmp_path / "ingested.zarr")
-    assert ingest(tree, ingested, scheduler="synchronous", progress=False).ok
+    assert ingest.run(tree, ingested, scheduler="synchronous", progress=False).ok
     assert stale_metadata(ingested) == []
 
 

@@ -79,8 +79,8 @@ def test_train_and_predict_on_an_icechunk_store_match_a_local_store(tmp_path, mo
         for store in (repo, local):
             assert simulate.run(recipe, store, scheduler="synchronous", progress=False).ok
             torch.manual_seed(0)
-            train.train(store, config, "toy", device="cpu", progress=False)
-            predict.predict(store, "toy", splits=("test",), device="cpu", progress=False)
+            train.run(store, config, "toy", device="cpu", progress=False)
+            predict.run(store, "toy", splits=("test",), device="cpu", progress=False)
         a, b = cmbcube.open(repo), cmbcube.open(local)
         got, want = (x.pred.sel(run="toy", split="test", sim=0).values for x in (a, b))
         assert np.isfinite(want).all() and np.array_equal(got, want)

@@ -87,10 +87,10 @@ def test_resume_is_bit_for_bit(store32, tmp_path):
     paused = str(tmp_path / "b.zarr")
     shutil.copytree(store32, straight)
     shutil.copytree(store32, paused)
-    full = train.train(straight, config, progress=False)
+    full = train.run(straight, config, progress=False)
     # interrupted run: stopped during epoch 2 (same schedule), then resumed
     train_one_epoch_then_stop(paused, config)
-    resumed = train.train(paused, config, resume=True, progress=False)
+    resumed = train.run(paused, config, resume=True, progress=False)
     assert resumed.train_loss == full.train_loss and resumed.valid_loss == full.valid_loss
     a = torch.load(full.checkpoint, weights_only=True)["model"]
     b = torch.load(resumed.checkpoint, weights_only=True)["model"]
@@ -114,7 +114,7 @@ def train_one_epoch_then_stop(store, config):
     train.evaluate = failing
     try:
         with pytest.raises(KeyboardInterrupt):
-            train.train(store, config, progress=False)
+            train.run(store, config, progress=False)
     finally:
         train.evaluate = original
     assert [p.name for p in sorted(cube.run_dir(store, "cmbnncs-unet5").glob("epoch_*.pt"))] == ["epoch_0001.pt"]
@@ -136,7 +136,7 @@ def test_predict_round_trips_transform_and_face_layout(store32, tmp_path):
         if transform == "standardize":
             # target stats differ from the 143 GHz input stats: same transform needs the same statistics
             continue
-        report = predict.predict(path, run, splits=("test",), model=Identity())
+        report = predict.run(path, run, splits=("test",), model=Identity())
         assert len(report.written) == 3
         raw = zarr.open_group(path, mode="r")
         got = cmbcube.open(path).pred.sel(run=run, split="test", field="I").values[:3]
@@ -144,7 +144,7 @@ def test_predict_round_trips_transform_and_face_layout(store32, tmp_path):
     # patches view reassembles exactly too
     config = train.TrainConfig(model="patch-unet", detectors=(143,), transform="scale:5", target_transform="scale:5")
     cmbcube.cube.ensure_run(path, "id-patch", "identity", {**config.as_dict(), "checkpoint_dir": str(tmp_path)}, 0.0)
-    predict.predict(path, "id-patch", splits=("valid",), model=Identity())
+    predict.run(path, "id-patch", splits=("valid",), model=Identity())
     got = cmbcube.open(path).pred.sel(run="id-patch", split="valid", field="I").values[:2]
     assert np.allclose(got, zarr.open_group(path, mode="r")["obs"][1, :2, 1, 0], rtol=1e-6, atol=1e-5)
 
@@ -179,7 +179,7 @@ def test_early_stopping(store32, tmp_path, monkeypatch):
     losses = iter([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
     monkeypatch.setattr(train, "evaluate", lambda *args, **kwargs: next(losses))
     config = train.TrainConfig(epochs=6, batch_size=4, repeats=1, lr_start=1e-3, lr_end=1e-4, early_stopping=1)
-    report = train.train(path, config, progress=False)
+    report = train.run(path, config, progress=False)
     assert report.stopped_early and report.epochs_done == 2
     assert (cube.run_dir(path, "cmbnncs-unet5") / "epoch_0002.pt").exists()
 
@@ -192,7 +192,7 @@ def test_train_refuses_checkpoints_larger_than_the_free_disk_before_creating_the
 
     from cmbcube import cube
     from cmbcube.cli import main
-    from cmbcube.stages import limits
+    from cmbcube.compute import limits
     path = str(tmp_path / "t.zarr")
     shutil.copytree(store32, path)
     config = train.TrainConfig(model="patch-unet", **{**train.defaults("patch-unet"), "patch_side": 16,

@@ -79,7 +79,7 @@ def test_training_a_finished_run_again_is_refused_until_resume_or_overwrite_says
     assert list(ds.run.values) == ["r"] and int(ds.pred_done.sum()) == 0
     assert np.isfinite(ds.loss_train.sel(run="r").values[:3]).all()
     assert cube.run_config(store, 0)["epochs"] == 3
-    assert predict.predict(store, "r", device="cpu", progress=False).epoch == 3
+    assert predict.run(store, "r", device="cpu", progress=False).epoch == 3
 
 
 def test_a_killed_run_and_left_checkpoints_are_refused_and_resume_keeps_predictions_consistent(store, tmp_path,
@@ -87,35 +87,35 @@ def test_a_killed_run_and_left_checkpoints_are_refused_and_resume_keeps_predicti
     config = toy_config(3)
     original = interrupt_training(monkeypatch)    # dies in epoch 2
     with pytest.raises(KeyboardInterrupt):
-        train.train(store, config, "r", device="cpu", progress=False)
+        train.run(store, config, "r", device="cpu", progress=False)
     monkeypatch.setattr(train, "evaluate", original)
     before = everything(store)
     with pytest.raises(InputError, match=r"unfinished: 1 of 3 epochs done[\s\S]*--resume        continue it from "
                                          r"epoch 1[\s\S]*--run NEWNAME[\s\S]*--overwrite"):
-        train.train(store, config, "r", device="cpu", progress=False)
+        train.run(store, config, "r", device="cpu", progress=False)
     # checkpoints left by an earlier store of that name would be mixed with the new run's: refused too
     other = str(tmp_path / "other.zarr")
     shutil.copytree(store, other)
     cube.remove_run(other, "r")
     shutil.copytree(cube.run_dir(store, "r"), cube.run_dir(other, "r"))
     with pytest.raises(InputError, match="not on the store's run axis, but .* holds its checkpoints"):
-        train.train(other, config, "r", device="cpu", progress=False)
+        train.run(other, config, "r", device="cpu", progress=False)
     # predictions of the epoch-1 weights: resuming would change the weights under them
-    predict.predict(store, "r", device="cpu", progress=False)
+    predict.run(store, "r", device="cpu", progress=False)
     with pytest.raises(InputError, match=r"already holds predictions of 2 sim\(s\)[\s\S]*cmbcube drop .* pred --run r"):
-        train.train(store, config, "r", device="cpu", resume=True, progress=False)
+        train.run(store, config, "r", device="cpu", resume=True, progress=False)
     assert everything(store)[1] == before[1]
     # --overwrite clears the left checkpoints; killed before its first checkpoint, the run resumes from epoch 0
     interrupt_training(monkeypatch, at_call=1)
     with pytest.raises(KeyboardInterrupt):
-        train.train(other, config, "r", device="cpu", overwrite=True, progress=False)
+        train.run(other, config, "r", device="cpu", overwrite=True, progress=False)
     monkeypatch.setattr(train, "evaluate", original)
     assert checkpoints.saved_epochs(cube.run_dir(other, "r")) == []
     with pytest.raises(InputError, match=r"unfinished: no checkpoint yet[\s\S]*--resume        start it from epoch 0"):
-        train.train(other, config, "r", device="cpu", progress=False)
-    assert train.train(other, config, "r", device="cpu", resume=True, progress=False).epochs_done == 3
+        train.run(other, config, "r", device="cpu", progress=False)
+    assert train.run(other, config, "r", device="cpu", resume=True, progress=False).epochs_done == 3
     with pytest.raises(MissingFileError, match="no run 'x'"):
-        train.train(other, config, "x", device="cpu", resume=True, progress=False)
+        train.run(other, config, "x", device="cpu", resume=True, progress=False)
     assert "x" not in list(cmbcube.open(other).run.values)
 
 
@@ -138,12 +138,12 @@ def test_only_the_last_and_the_best_checkpoints_are_kept_and_resume_stays_bit_id
         monkeypatch.setattr(train, "evaluate", evaluate)
         if dies:
             with pytest.raises(KeyboardInterrupt):
-                train.train(path, config, "r", device="cpu", progress=False)
+                train.run(path, config, "r", device="cpu", progress=False)
             assert checkpoints.saved_epochs(cube.run_dir(path, "r")) == [2, 3]
             fake.update(losses=iter([4.0]), dies=None)
-            report = train.train(path, config, "r", device="cpu", resume=True, progress=False)
+            report = train.run(path, config, "r", device="cpu", resume=True, progress=False)
         else:
-            report = train.train(path, config, "r", device="cpu", progress=False, keep_checkpoints=keep)
+            report = train.run(path, config, "r", device="cpu", progress=False, keep_checkpoints=keep)
         assert report.checkpoint.endswith("epoch_0004.pt") and report.best.endswith("epoch_0002.pt")
     runs = {name: cube.run_dir(path, "r") for name, path in paths.items()}
     assert checkpoints.saved_epochs(runs["straight"]) == [2, 4]
@@ -155,9 +155,9 @@ def test_only_the_last_and_the_best_checkpoints_are_kept_and_resume_stays_bit_id
         assert all(torch.equal(a[k], b[k]) for k in a)
     # predict reads the best (--epoch last: the last); an epoch no longer kept is named as such
     with pytest.raises(MissingFileError, match=r"--epoch 1: .* kept: epoch\(s\) 2, 4"):
-        predict.predict(paths["straight"], "r", epoch=1, device="cpu", progress=False)
-    assert predict.predict(paths["straight"], "r", device="cpu", progress=False).epoch == 2
-    assert predict.predict(paths["killed"], "r", epoch="last", device="cpu", progress=False).epoch == 4
+        predict.run(paths["straight"], "r", epoch=1, device="cpu", progress=False)
+    assert predict.run(paths["straight"], "r", device="cpu", progress=False).epoch == 2
+    assert predict.run(paths["killed"], "r", epoch="last", device="cpu", progress=False).epoch == 4
 
 
 def test_monte_carlo_prediction_runs_bounded_batches_with_the_draws_of_one_big_batch(monkeypatch):

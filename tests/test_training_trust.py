@@ -41,13 +41,13 @@ def test_a_plateau_stops_at_best_plus_patience_and_predict_uses_the_best_weights
     valid = iter([5.0, 4.0, 3.0, 3.5, 3.2, 3.0, 2.0, 1.0])
     monkeypatch.setattr(train, "evaluate", lambda *args, **kwargs: next(valid))
     config = train.TrainConfig(**{**train.defaults(TOY), "model": TOY, "epochs": 20, "early_stopping": 3})
-    done = train.train(store, config, progress=False)
+    done = train.run(store, config, progress=False)
     assert done.stopped_early and done.epochs_done == 6 and done.best_epoch == 3
     folder = cube.run_dir(store, TOY)
     assert sorted(p.name for p in folder.glob("epoch_*.pt")) == ["epoch_0003.pt", "epoch_0006.pt"]
     assert cmbcube.open(store).loss_valid.sel(run=TOY).values[:6].tolist() == [5.0, 4.0, 3.0, 3.5, 3.2, 3.0]
 
-    out = predict.predict(store, TOY, splits=("test",))
+    out = predict.run(store, TOY, splits=("test",))
     assert out.epoch == 3
     c = cmbcube.open(store)
     assert int(c.run_epoch.sel(run=TOY)) == 3
@@ -180,11 +180,11 @@ def test_bf16_and_channels_last_are_opt_in_and_leave_the_recorded_settings_of_ol
         store = str(tmp_path / f"{precision}.zarr")
         shutil.copytree(tiny_store, store)
         config = train.TrainConfig(**{**train.defaults(TOY), "model": TOY, "epochs": 1, "precision": precision})
-        losses[precision] = train.train(store, config, progress=False).train_loss[0]
+        losses[precision] = train.run(store, config, progress=False).train_loss[0]
     assert np.isfinite(losses["bf16"]) and losses["bf16"] != losses["fp32"]
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)
     with pytest.raises(cmbcube.errors.InputError, match="--precision 'fp16': allowed: fp32, bf16"):
-        train.train(store, train.TrainConfig(**{**config.__dict__, "precision": "fp16"}), "other", progress=False)
+        train.run(store, train.TrainConfig(**{**config.__dict__, "precision": "fp16"}), "other", progress=False)
     # channels-last changes the memory layout, not the cmbNNCS UNet's output
     from cmbcube import networks
     torch.manual_seed(0)

@@ -1,7 +1,7 @@
 """A stage's units of work on an Icechunk store: one forked session per task, merged by the driver,
 committed every few units with a message naming the stage and the units.
 
-The tasks are submitted as usual (:func:`cmbcube.stages.cluster.run_tasks`); each carries its own
+The tasks are submitted as usual (:func:`cmbcube.compute.cluster.run_tasks`); each carries its own
 fork of the driver's session (pickled to the worker with the task, back with its result) and writes
 through it (:func:`cmbcube.cube.icechunk_store.store_for` finds it).  As tasks finish, the driver
 merges their forks into its current session and commits every ``CMBCUBE_COMMIT_UNITS`` units

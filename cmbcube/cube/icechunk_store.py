@@ -281,7 +281,7 @@ def commit_session(path, session, message: str, metadata: dict | None = None) ->
     from cmbcube import __version__
     meta = {"cmbcube_version": __version__, "command": _command(), **(metadata or {})}
     solver = icechunk.BasicConflictSolver(on_chunk_conflict=icechunk.VersionSelection.Fail)
-    from cmbcube.testing import hold
+    from cmbcube.drills import hold
     hold("COMMIT", re.sub(r"[^A-Za-z0-9]+", "_", str(meta.get("stage", "metadata"))))   # fault drills only
     for _ in range(50):
         try:

@@ -28,7 +28,7 @@ def disk_size(path: str) -> int | None:
 
 def human(nbytes: float) -> str:
     """A size for people: "512 B", "1.5 KB", ... "3.0 PB" (binary multiples); the one formatter of
-    cmbcube (``cmbcube.stages.limits.human`` is this function)."""
+    cmbcube (``cmbcube.compute.limits.human`` is this function)."""
     for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
         if abs(nbytes) < 1024 or unit == "PB":
             return f"{nbytes:.1f} {unit}" if unit != "B" else f"{int(nbytes)} B"

@@ -1,5 +1,8 @@
-"""The stage layer: each module is one step of the benchmark (simulate, preprocess, ilc, train,
-predict, analyze, report, view) fanned out over Dask and reading/writing only through the cube."""
+"""The stage layer: one module per command (simulate, preprocess, ilc, train, predict, analyze, report,
+view, ingest, export, validate, pipeline), each exposing ``run(...) -> StageReport`` (a subclass of
+:class:`cmbcube.compute.fanout.StageReport`), fanned out over Dask by :mod:`cmbcube.compute` and
+reading/writing only through the cube; the other modules here support one of them (simspec,
+checkpoints, train_guard, augment, report_figures, report_ranking, report_sky)."""
 
 import os as _os
 

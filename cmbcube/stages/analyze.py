@@ -16,10 +16,10 @@ import functools
 
 import numpy as np
 
+from cmbcube.compute.fanout import StageReport, fan_out
 from cmbcube.cube import analysis_io
 from cmbcube.errors import InputError
 from cmbcube.science import metrics as sm, spectra as ss
-from cmbcube.stages.fanout import StageReport, fan_out
 
 
 @dataclasses.dataclass
@@ -74,8 +74,8 @@ def analyse_one(store: str, run: int, split: str, sim: int, estimator: str = "na
     for f, errors in ss.spectrum_errors(spectra, x.cl_theory, fields_ok, x.nside, nm).items():
         for name, value in errors.items():
             values[:, x.fields.index(f), sm.METRICS.index(name)] = value
-    from cmbcube.testing import hold
-    hold("ANALYZE", run, split, sim)           # fault drills only (cmbcube.testing)
+    from cmbcube.drills import hold
+    hold("ANALYZE", run, split, sim)           # fault drills only (cmbcube.drills)
     analysis_io.write_analysis(store, run, split, sim, values, spectra)
 
 
@@ -86,7 +86,7 @@ def run(store: str, runs="all", splits=("test",), f_sky: float = 0.8, mask_file:
     bandpowers, refused with an InputError naming how to install pymaster when it is missing) or
     ``pseudo-fast``; one store holds one estimator's spectra (checked before anything is written)."""
     from cmbcube import cube
-    from cmbcube.stages import limits
+    from cmbcube.compute import limits
     ss.check_estimator(estimator)           # before the store: the estimator is wrong whatever the store
     cube.require_store(store)
     names = analysis_io.run_names(store)

@@ -45,7 +45,7 @@ def check_space(run_name: str, n_params: int, amsgrad: bool, epochs: int, checkp
                 force_size: bool, keep: str = "all") -> None:
     """Refuse (LimitError, exit 2) before the run is created when its checkpoints cannot fit the free
     disk next to the store (``--force-size`` runs it anyway)."""
-    from cmbcube.stages import limits
+    from cmbcube.compute import limits
     saved = epochs // checkpoint_every + (epochs % checkpoint_every != 0)
     if keep == "best-last":             # the best, the previous last and the one being written
         saved = min(saved, 3)

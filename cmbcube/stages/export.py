@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from cmbcube import __version__, cube
+from cmbcube.compute.fanout import StageReport, fan_out
 from cmbcube.errors import MissingFileError
 from cmbcube.interop.cmbml_files import (
     CMB_FILE,
@@ -28,7 +29,6 @@ from cmbcube.interop.cmbml_files import (
 )
 from cmbcube.recipe import SPLITS
 from cmbcube.science import instrument
-from cmbcube.stages.fanout import StageReport, fan_out
 
 EXPORT_UNITS = ("uK_CMB", "K_CMB", "store")
 
@@ -82,9 +82,9 @@ def export_one(store: str, destination: str, units: str, overwrite: bool, split:
     return "written"
 
 
-def export(store, destination_dir, splits=None, units: str = "uK_CMB", overwrite: bool = False,
-           scheduler: str | None = None, scheduler_file: str | None = None, workers: int | None = None,
-           progress: bool | None = None) -> ExportReport:
+def run(store, destination_dir, splits=None, units: str = "uK_CMB", overwrite: bool = False,
+        scheduler: str | None = None, scheduler_file: str | None = None, workers: int | None = None,
+        progress: bool | None = None) -> ExportReport:
     """Write the finished sims of ``splits`` (default: all) as a CMB-ML tree under ``destination_dir``.
 
     Maps go out RING-ordered with their unit in TUNITn (``units``: uK_CMB as CMB-ML's datasets,

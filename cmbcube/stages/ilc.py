@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from cmbcube import cube
+from cmbcube.compute.fanout import StageReport, fan_out
 from cmbcube.recipe import SPLITS
 from cmbcube.science import needlets, sht
 
@@ -25,7 +26,6 @@ from cmbcube.science.ilc import (  # noqa: F401
     hilc_method,
     nilc_method,
 )
-from cmbcube.stages.fanout import StageReport, fan_out
 
 log = logging.getLogger("cmbcube")
 
@@ -70,7 +70,7 @@ def resolve_config(store: str, config: ILCConfig) -> ILCConfig:
 
 
 def _clean_task(store: str, run: int, config: ILCConfig, split: str, sim: int) -> float:
-    from cmbcube.testing import hold
+    from cmbcube.drills import hold
     t0 = time.perf_counter()
     group = cube.read_group(store)      # damaged finished units raise
     if cube.prediction_done(group, run, split, sim):
@@ -108,7 +108,7 @@ class ILCReport(StageReport):
 
 def run(store: str, config: ILCConfig, run_name: str | None = None, splits=("test",), scheduler=None,
         scheduler_file=None, workers=None, progress=None, force_size: bool = False) -> ILCReport:
-    from cmbcube.stages import limits
+    from cmbcube.compute import limits
     cube.require_store(store)
     for split in splits:
         if split not in SPLITS:

@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from cmbcube import __version__, cube
+from cmbcube.compute.fanout import StageReport, fan_out
 from cmbcube.interop.cmbml_files import (
     CMB_FILE,
     PARAMS_FILE,
@@ -27,7 +28,6 @@ from cmbcube.interop.cmbml_files import (
 )
 from cmbcube.interop.cmbml_scan import Plan, beam_sources, recipe_for, scan
 from cmbcube.science import instrument
-from cmbcube.stages.fanout import StageReport, fan_out
 
 log = logging.getLogger("cmbcube")
 
@@ -77,16 +77,16 @@ def ingest_one(store: str, plan: Plan, cube_units: dict, cmb_unit: str, split: s
     return {"read": t1 - t0, "write": time.perf_counter() - t1}
 
 
-def ingest(source_dir, store, scheduler: str | None = None, scheduler_file: str | None = None,
-           workers: int | None = None, progress: bool | None = None, name: str | None = None,
-           units: str | None = None, beams: str = "cmb-ml", force_size: bool = False) -> IngestReport:
+def run(source_dir, store, scheduler: str | None = None, scheduler_file: str | None = None,
+        workers: int | None = None, progress: bool | None = None, name: str | None = None,
+        units: str | None = None, beams: str = "cmb-ml", force_size: bool = False) -> IngestReport:
     """Read a CMB-ML tree into the cube at ``store`` (created, or resumed when it holds the same tree).
 
     Every file is checked (names, nside, fields, units) before the store is touched; a store
     made from anything else is refused and left as it is.  One Dask task per sim.
     """
+    from cmbcube.compute import limits  # store size and sim caps (no sky model: memory is not checked)
     from cmbcube.science.instrument import cmb_unit as cmb_unit_of
-    from cmbcube.stages import limits  # store size and sim caps (no sky model: memory is not checked)
     if units is not None and units not in ("uK_CMB", "K_CMB", "native"):
         raise CMBMLError(f"units {units!r}: allowed: uK_CMB, K_CMB, native")
     store = str(store)

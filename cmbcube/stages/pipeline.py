@@ -65,14 +65,16 @@ def check_existing_run(store: str, found, config) -> None:
 
 def run(recipe: Recipe | str, store: str, scheduler=None, scheduler_file=None, workers=None, overrides=(),
         report_dir: str | None = None, device: str | None = None, progress=None, say=print,
-        force_size: bool = False) -> Path:
+        force_size: bool = False) -> report.ReportPage:
+    """Every stage in turn, each skipping what is done; the report is the last stage's (its page, and the
+    whole pipeline's wall time)."""
     if not isinstance(recipe, Recipe):
         recipe = load(recipe, overrides)
     cfg = recipe["pipeline"]
     if scheduler is None and scheduler_file is None and recipe["cluster"]["kind"] in ("local", "slurm"):
         # one cluster (local processes or SLURM jobs) for every stage: workers, and their
         # compiled code, are reused instead of each stage starting (or submitting) its own
-        from cmbcube.stages.cluster import client_for
+        from cmbcube.compute.cluster import client_for
         with client_for(recipe["cluster"], workers=workers) as client:
             return run(recipe, store, client.scheduler.address, None, None, (), report_dir, device, progress, say,
                        force_size)
@@ -89,7 +91,7 @@ def run(recipe: Recipe | str, store: str, scheduler=None, scheduler_file=None, w
     step(f"simulate: {len(rep.written)} new sim(s), {rep.already_done} already done", started)
     started = time.perf_counter()
     out = preprocess.run(store, progress=progress, **cluster)
-    step(f"preprocess: statistics {out['status']}", started)
+    step(f"preprocess: statistics {out.status}", started)
     splits = tuple(cfg["splits"])
     for method in cfg["ilc"]:
         started = time.perf_counter()
@@ -111,10 +113,10 @@ def run(recipe: Recipe | str, store: str, scheduler=None, scheduler_file=None, w
             step(f"train {model}: already trained ({found.checkpoint.name})", started)   # all epochs or stopped early
         else:
             resume = found is not None      # killed earlier: continue it
-            t = train.train(store, config, device=device, resume=resume, progress=progress, force_size=force_size)
+            t = train.run(store, config, device=device, resume=resume, progress=progress, force_size=force_size)
             step(f"train {model}: {t.epochs_done} epochs, valid loss {t.valid_loss[-1]:.4g}", started)
         started = time.perf_counter()
-        p = predict.predict(store, model, splits=splits, device=device, progress=progress, force_size=force_size)
+        p = predict.run(store, model, splits=splits, device=device, progress=progress, force_size=force_size)
         step(f"predict {model}: {len(p.written)} new sim(s)", started)
     started = time.perf_counter()
     a = analysis.run(store, splits=splits, f_sky=float(cfg["f_sky"]), progress=progress, force_size=force_size,
@@ -123,7 +125,6 @@ def run(recipe: Recipe | str, store: str, scheduler=None, scheduler_file=None, w
         raise StageFailed(f"analyze: {len(a.failed)} failed, e.g. {a.failed[0]}")
     step(f"analyze: {len(a.written)} new (run, sim) pair(s)", started)
     started = time.perf_counter()
-    page = report.build(store, report_dir or default_report_dir(store),
-                        split=splits[0])
+    page = report.run(store, report_dir or default_report_dir(store), split=splits[0])
     step("report", started)
-    return page
+    return dataclasses.replace(page, seconds=time.perf_counter() - t0)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cmbcube import cube
+from cmbcube.compute.fanout import StageReport
 from cmbcube.cube.datasets import CubeDataset
 from cmbcube.errors import InputError, MissingFileError
 from cmbcube.networks import NETWORKS
@@ -25,12 +26,9 @@ from cmbcube.stages.train import TrainConfig, build_network, datasets_for, devic
 
 
 @dataclasses.dataclass
-class PredictReport:
+class PredictReport(StageReport):
     run: str
     epoch: int
-    written: list
-    already_done: int
-    seconds: float
     mc_samples: int = 0
 
 
@@ -55,9 +53,9 @@ def chosen_checkpoint(run_name: str, out_dir: Path, epoch: int | str | None = No
     return checkpoint_path(out_dir, epoch)
 
 
-def predict(store: str, run_name: str, splits=("test",), epoch: int | str | None = None, device: str | None = None,
-            progress: bool | None = None, model=None, mc_samples: int | None = None,
-            force_size: bool = False) -> PredictReport:
+def run(store: str, run_name: str, splits=("test",), epoch: int | str | None = None, device: str | None = None,
+        progress: bool | None = None, model=None, mc_samples: int | None = None,
+        force_size: bool = False) -> PredictReport:
     """Write the run's predictions for the finished sims of ``splits`` (resumable per sim).
 
     ``epoch``: the checkpoint (see chosen_checkpoint: default the best-validation one).
@@ -100,10 +98,10 @@ def predict(store: str, run_name: str, splits=("test",), epoch: int | str | None
         raise InputError(f"run {run_name!r} already holds predictions from epoch {recorded}; predicting epoch {epoch} "
                          "into it would mix checkpoints (train into a new --run, or drop the predictions)")
     todo = cube.run_pending(store, irun, splits)
-    report = PredictReport(run_name, epoch, [], 0, 0.0, mc_samples)
+    report = PredictReport(run_name, epoch, mc_samples)
     if not todo:
         return report
-    from cmbcube.stages import limits
+    from cmbcube.compute import limits
     nbytes, files = limits.prediction_bytes(store, len(todo), uncertainty=bool(bayesian))
     limits.check_growth(store, f"predict {run_name}", nbytes, files, 0, force=force_size)
     t0 = time.perf_counter()

@@ -9,11 +9,13 @@ pass), so they are exact to one bin width ((max - min) / bins).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 
 import numpy as np
 
 from cmbcube import cube
+from cmbcube.compute.fanout import StageReport
 from cmbcube.cube import stats_io
 from cmbcube.errors import InputError
 
@@ -22,6 +24,12 @@ log = logging.getLogger("cmbcube")
 PERCENTILES = (0.1, 1, 5, 25, 50, 75, 95, 99, 99.9)
 STATS = ("min", "max", "mean", "std") + tuple(f"p{p:g}" for p in PERCENTILES)
 BINS = 8192
+
+
+@dataclasses.dataclass
+class PreprocessReport(StageReport):
+    status: str            # "computed", or "up to date" (nothing was written)
+    sims: int              # the finished sims of the split the statistics describe
 
 
 def _hist_block(block, lo, hi, bins):
@@ -101,10 +109,10 @@ def reduce_stats(arr, sample_axes: tuple[int, ...], bins: int = BINS, valid=None
 
 
 def run(store: str, split: str = "train", scheduler: str | None = None, scheduler_file: str | None = None,
-        workers: int | None = None, force: bool = False, progress: bool | None = None) -> dict:
-    """Compute and store the statistics; returns a small report dict."""
+        workers: int | None = None, force: bool = False, progress: bool | None = None) -> PreprocessReport:
+    """Compute and store the statistics of ``split``'s finished sims (unless up to date, or ``force``)."""
+    from cmbcube.compute.cluster import client_for
     from cmbcube.recipe import SPLITS
-    from cmbcube.stages.cluster import client_for
     if split not in SPLITS:
         raise InputError(f"--split {split!r}: allowed: {', '.join(SPLITS)}")
     cube.require_store(store)              # a store it can write into, before anything is computed
@@ -113,7 +121,7 @@ def run(store: str, split: str = "train", scheduler: str | None = None, schedule
     if sims.size == 0:
         raise cube.StoreError(f"{store}: split {split!r} has no finished sims; run cmbcube simulate first")
     if not force and stats_io.up_to_date(ds, split, sims):
-        return {"status": "up to date", "sims": sims.size}
+        return PreprocessReport("up to date", sims.size)
     recipe = cube.store_recipe(store)
     with client_for(recipe["cluster"], scheduler, scheduler_file, workers) as client:
         import dask
@@ -130,7 +138,7 @@ def run(store: str, split: str = "train", scheduler: str | None = None, schedule
                 stats_obs = reduce_stats(obs, (0, 3), valid=has_field, on_pass=passes.update)
                 stats_cmb = reduce_stats(cmb, (0, 2), on_pass=passes.update)
     stats_io.write_stats(store, ds, split, sims, STATS, stats_obs, stats_cmb, BINS)
-    return {"status": "computed", "sims": int(sims.size)}
+    return PreprocessReport("computed", int(sims.size))
 
 
 load_stats = stats_io.load_stats        # the stored statistics, or None before preprocess

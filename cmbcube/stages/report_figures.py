@@ -16,7 +16,7 @@ from cmbcube.science import spectra as ss
 from cmbcube.science.metrics import to_beam
 
 # Components whose intensity (field I) is positive in the sky model: sequential colours, and the sky
-# statistics' negative values in them are the band limit's ringing (report.component_table)
+# statistics' negative values in them are the band limit's ringing (report_sky.component_table)
 POSITIVE_INTENSITY = ("dust", "synchrotron", "freefree", "ame", "cib", "radio")
 MASKED_GREY = (0.72, 0.72, 0.72, 1.0)
 LABELS = {"mae": "MAE", "mse": "MSE", "rmse": "RMSE", "nrmse": "NRMSE", "psnr": "PSNR", "r2": "R^2",

@@ -11,9 +11,9 @@ import logging
 import shutil
 import time
 
-from cmbcube import cube, testing
+from cmbcube import cube, drills
+from cmbcube.compute.fanout import StageReport, failure_text, fan_out
 from cmbcube.recipe import SPLITS, Recipe, load
-from cmbcube.stages.fanout import StageReport, failure_text, fan_out
 
 log = logging.getLogger("cmbcube")
 
@@ -45,12 +45,12 @@ def simulate_one(store: str, recipe: Recipe, split: str, sim: int) -> dict:
     from cmbcube.stages.simspec import simulator as make_simulator
     if cube.done_flags(store)[SPLITS.index(split), sim]:
         return {}      # already written: Dask reran a finished task whose worker died holding its result
-    testing.fail_if_injected(split, sim)            # CMBCUBE_FAIL_SIMS, tests only (cmbcube.testing)
+    drills.fail_if_injected(split, sim)             # CMBCUBE_FAIL_SIMS, tests only (cmbcube.drills)
     simulator = _SIMULATORS.get(recipe.hash)
     if simulator is None:
         simulator = _SIMULATORS[recipe.hash] = make_simulator(recipe)
     result = simulator.run(split, sim)
-    testing.hold("SIM", split, sim)                 # fault drills only (cmbcube.testing)
+    drills.hold("SIM", split, sim)                  # fault drills only (cmbcube.drills)
     t0 = time.perf_counter()
     cube.write_sim(store, split, sim, result)
     result.timings["write"] = time.perf_counter() - t0
@@ -67,11 +67,11 @@ def preflight(recipe: Recipe) -> None:
 def run(recipe: Recipe | str, store: str, scheduler: str | None = None, scheduler_file: str | None = None,
         workers: int | None = None, overrides=(), progress: bool | None = None,
         force_size: bool = False) -> SimulateReport:
-    """Simulate every planned sim not yet done.  Sizes are checked first (:mod:`cmbcube.stages.limits`):
+    """Simulate every planned sim not yet done.  Sizes are checked first (:mod:`cmbcube.compute.limits`):
     a recipe whose store, sims or per-sim memory do not fit is refused (LimitError) before
     anything is created, unless ``force_size``."""
+    from cmbcube.compute import cluster, limits
     from cmbcube.cube import location
-    from cmbcube.stages import cluster, limits
     if not isinstance(recipe, Recipe):
         recipe = load(recipe, overrides)
     store = str(store)

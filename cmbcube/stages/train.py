@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from cmbcube import cube, networks
+from cmbcube.compute.fanout import StageReport
 from cmbcube.cube.datasets import CubeDataset, SelectionError
+from cmbcube.drills import hold
 from cmbcube.errors import InputError
 from cmbcube.networks import NETWORKS
 from cmbcube.stages import augment, train_guard
@@ -36,7 +38,6 @@ from cmbcube.stages.checkpoints import (
     restore_rng,
     save_checkpoint,
 )
-from cmbcube.testing import hold
 
 log = logging.getLogger("cmbcube")
 
@@ -83,7 +84,7 @@ class TrainConfig:
     def changed_from(self, recorded: dict, ignore=("checkpoint_dir",)) -> dict:
         """key -> (recorded, self) for the settings where a run recorded as ``recorded`` (its run_config)
         differs from this config; keys added since it was recorded count at their default, and the
-        placeholders train() pins from the data (noiseless-maxabs, unit-maxabs) match their pinned values."""
+        placeholders run() pins from the data (noiseless-maxabs, unit-maxabs) match their pinned values."""
         wanted = dataclasses.asdict(self)
         started = dataclasses.asdict(TrainConfig.from_dict(recorded))
         for key, placeholder, resolved in (("transform", "noiseless-maxabs", "scale:"),
@@ -217,14 +218,13 @@ def resolve_noiseless(store: str, config: TrainConfig, progress: bool | None = N
 
 
 @dataclasses.dataclass
-class TrainReport:
+class TrainReport(StageReport):         # seconds: the training's wall time
     run: str
     epochs_done: int
     train_loss: list
     valid_loss: list
     checkpoint: str
     stopped_early: bool = False
-    seconds: float = 0.0
     samples_per_s: float = 0.0
     config: dict | None = None           # the settings trained with (store-dependent scalings resolved)
     best: str = ""                       # the kept checkpoint of the lowest validation loss (what predict uses)
@@ -232,10 +232,10 @@ class TrainReport:
     dropped: str = ""                    # --overwrite: what was dropped first, in words
 
 
-def train(store: str, config: TrainConfig, run_name: str | None = None, device: str | None = None,
-          resume: bool = False, deterministic: bool = False, progress: bool | None = None,
-          num_workers: int = 0, force_size: bool = False, overwrite: bool = False,
-          keep_checkpoints: str | None = None) -> TrainReport:
+def run(store: str, config: TrainConfig, run_name: str | None = None, device: str | None = None,
+        resume: bool = False, deterministic: bool = False, progress: bool | None = None,
+        num_workers: int = 0, force_size: bool = False, overwrite: bool = False,
+        keep_checkpoints: str | None = None) -> TrainReport:
     """Train run ``run_name`` (default: the model's name) of ``config`` on the store.
 
     A run of that name already in the store (or checkpoints in its folder) is refused (exit 2) unless
@@ -348,7 +348,7 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
                     torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
                 opt.step()
                 sched.step()
-            hold("TRAIN", epoch, nbatch)           # fault drills only (cmbcube.testing)
+            hold("TRAIN", epoch, nbatch)           # fault drills only (cmbcube.drills)
             total_loss += loss.item()
             nbatch += 1
             seen += x.shape[0]
@@ -379,8 +379,9 @@ def train(store: str, config: TrainConfig, run_name: str | None = None, device: 
     epochs_bar.close()
     seconds = time.perf_counter() - t0
     best_epoch = int(Path(best_ckpt).stem.split("_", 1)[1]) if best_ckpt else 0
-    return TrainReport(run_name, len(train_losses), train_losses, valid_losses, last_ckpt, stopped, seconds,
-                       seen / seconds if seconds else 0.0, config.as_dict(), best_ckpt, best_epoch, dropped)
+    return TrainReport(run_name, len(train_losses), train_losses, valid_losses, last_ckpt, stopped,
+                       seen / seconds if seconds else 0.0, config.as_dict(), best_ckpt, best_epoch, dropped,
+                       seconds=seconds)
 
 
 def evaluate(net, dataset, loss_fn, dev, batch_size) -> float:

@@ -20,6 +20,7 @@ import logging
 import numpy as np
 
 from cmbcube import cube
+from cmbcube.compute.fanout import StageReport
 from cmbcube.errors import InputError
 from cmbcube.recipe import SPLITS
 from cmbcube.science import instrument, validation as v
@@ -28,14 +29,13 @@ log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
-class ValidationReport:
+class ValidationReport(StageReport):
     store: str
     sims: list
     checks: list
 
-    @property
-    def failed(self) -> list:
-        return [c for c in self.checks if c.status == v.FAIL]
+    def __post_init__(self) -> None:
+        self.failed = [c for c in self.checks if c.status == v.FAIL]        # the checks that failed
 
     def text(self) -> str:
         head = f"cmbcube validate {self.store}: sims {', '.join(f'{s}/{k}' for s, k in self.sims)}"

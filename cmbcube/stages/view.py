@@ -1,15 +1,22 @@
 """``cmbcube view``: a PNG of any map in the cube (Mollweide, or a gnomonic zoom)."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
 from cmbcube import cube
+from cmbcube.compute.fanout import StageReport
 from cmbcube.errors import InputError
 from cmbcube.stages.report_figures import POSITIVE_INTENSITY
 
 IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg")
+
+
+@dataclasses.dataclass
+class ViewReport(StageReport):
+    path: str               # the image written
 
 
 def select(ds, product: str, split: str, sim: int, field: str, detector=None, run=None):
@@ -105,20 +112,21 @@ def rotation(text: str) -> tuple[float, float]:
     return lon, lat
 
 
-def view(store: str, product: str = "obs", split: str = "test", sim: int = 0, field: str = "I", detector=None,
-         run: str | None = None, rot: str | None = None, zoom: bool = False, out: str | None = None) -> str:
-    """Draw one map of the cube to a PNG (Mollweide; gnomonic with ``zoom`` or ``rot="LON,LAT"``);
-    returns its path (:func:`output_path`: ``out``, else next to the store, named after the selection)."""
+def run(store: str, product: str = "obs", split: str = "test", sim: int = 0, field: str = "I", detector=None,
+        run_name: str | None = None, rot: str | None = None, zoom: bool = False, out: str | None = None) -> ViewReport:
+    """Draw one map of the cube to a PNG (Mollweide; gnomonic with ``zoom`` or ``rot="LON,LAT"``) of run
+    ``run_name`` for ``product`` pred; the report's path is the file's (:func:`output_path`: ``out``, else next
+    to the store, named after the selection)."""
     import healpy as hp
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     centre = rotation(rot or "0,0") if zoom or rot else None
     name = f"{product}_{detector or ''}{'_' if detector else ''}{field}_{split}_{sim:04d}" \
-        + (f"_{cube.safe_name(run)}" if run else "") + ("_zoom" if zoom or rot else "") + ".png"
+        + (f"_{cube.safe_name(run_name)}" if run_name else "") + ("_zoom" if zoom or rot else "") + ".png"
     path = output_path(store, name, out)
     ds = cube.open_dataset(store)
-    m, title = select(ds, product, split, sim, field, detector, run)
+    m, title = select(ds, product, split, sim, field, detector, run_name)
     if np.isnan(m).all():
         raise InputError(f"{title}: no data (sim not simulated/predicted, or the pair does not exist)")
     lo, hi, cmap = limits(m, positive=product in POSITIVE_INTENSITY and field == "I")
@@ -135,4 +143,4 @@ def view(store: str, product: str = "obs", split: str = "test", sim: int = 0, fi
     path.parent.mkdir(exist_ok=True)           # STORE.views on first use
     fig.savefig(path, dpi=100)
     plt.close(fig)
-    return str(path)
+    return ViewReport(str(path))

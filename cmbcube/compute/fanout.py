@@ -2,7 +2,7 @@
 
 simulate, ilc, analyze, ingest-cmbml and export-cmbml all do the same thing around their
 task body: a progress bar over the units to do, a Dask client (or none: in this process),
-:func:`cmbcube.stages.cluster.run_tasks`, each finished unit recorded in a report, failures
+:func:`cmbcube.compute.cluster.run_tasks`, each finished unit recorded in a report, failures
 collected (never raised, so every unit that can finish does), the store's metadata
 consolidated at the end and the wall time measured.  :func:`fan_out` is that, once;
 :class:`StageReport` is the report it fills.
@@ -66,7 +66,7 @@ def fan_out(report: StageReport, fn, args: tuple, todo: list, *, label: str, clu
 
     - ``label``: the Dask key prefix (and the bar's name unless ``desc``);
     - ``cluster``, ``scheduler``, ``scheduler_file``, ``workers``: as
-      :func:`cmbcube.stages.cluster.client_for` (the recipe's ``cluster`` section, the CLI options);
+      :func:`cmbcube.compute.cluster.client_for` (the recipe's ``cluster`` section, the CLI options);
     - ``progress``, ``bar_items`` (what the bar's log line lists; default ``todo``), ``where``: as
       :func:`cmbcube.progress.bar`;
     - ``consolidate``: a store whose metadata is consolidated when the units are done (also after
@@ -77,9 +77,9 @@ def fan_out(report: StageReport, fn, args: tuple, todo: list, *, label: str, clu
 
     Returns ``report``.  Failures never raise: they land in ``report.failed``.
     """
+    from cmbcube.compute.cluster import client_for, run_tasks
     from cmbcube.cube import icechunk_batches, icechunk_store
     from cmbcube.progress import bar as progress_bar
-    from cmbcube.stages.cluster import client_for, run_tasks
     t0 = time.perf_counter()
     bar = progress_bar(len(todo), desc or label, progress=progress, items=todo if bar_items is None else bar_items,
                        where=where)

@@ -111,7 +111,7 @@ def worker_memory_limit(cluster: dict, scheduler=None, scheduler_file=None, work
     """(bytes, description) of one worker's memory limit, or (None, why unknown)."""
     from dask.utils import parse_bytes
 
-    from cmbcube.stages.cluster import plan as cluster_plan
+    from cmbcube.compute.cluster import plan as cluster_plan
     try:
         p = cluster_plan(cluster, scheduler, scheduler_file, workers)
     except Exception:  # noqa: BLE001 - an unusable cluster section is reported by the stage itself
