@@ -344,7 +344,7 @@ def cmbcube_job(spec: dict) -> dict:
         # memory (VmHWM) can be read before it closes
         import contextlib
 
-        from cmbcube.stages import cluster
+        from cmbcube.compute import cluster
         with contextlib.redirect_stdout(sys.stderr), \
                 cluster.client_for({"kind": "local", "workers": workers, "threads_per_worker": 1}) as client:
             start_s = time.perf_counter() - t0

@@ -149,7 +149,7 @@ def in_process_plan(settings, scheduler, scheduler_file, workers, n_units: int):
     at most the CPUs this process may use), unless $CMBCUBE_SHT_THREADS says otherwise.
     Returns threads None when nothing changes (tasks on a cluster: one thread each, as before).
     """
-    from cmbcube.stages import cluster
+    from cmbcube.compute import cluster
     p = cluster.plan(settings, scheduler, scheduler_file, workers)
     if p["mode"] == "local" and n_units == 1:
         scheduler = "synchronous"
