@@ -8,13 +8,101 @@ and keeps its traceback.
 
 InputError also derives from ValueError (and StoreError from RuntimeError) so that code catching
 the built-in classes keeps working.
+
+Messages name parameters, not command-line options: the layers below the command line write
+``param("f_sky")`` (or ``command("drop", store, "run", run=name)`` for a whole command) into the
+message. ``str(err)`` reads ``f_sky`` (``drop('s', 'run', run='nilc')``) for a Python caller; the
+command line renders the same message with its own option, ``--f-sky`` (``cmbcube drop s run --run
+nilc``), found in its argparse parser (``cmbcube.cli_errors``), so no layer below it spells a flag.
 """
 
 from __future__ import annotations
 
+import json
+import re
+from collections.abc import Callable
+
+# a marked parameter or command inside a message: JSON between two control characters (JSON escapes
+# control characters, so a value holding them cannot end a mark early)
+_OPEN, _CLOSE = "\x1e", "\x1f"
+_MARK = re.compile(f"{_OPEN}([^{_CLOSE}]*){_CLOSE}")
+_UNSET = object()
+
+
+def param(name: str, value=_UNSET, *, dest: str | None = None) -> str:
+    """Parameter ``name`` inside an error message, optionally with its value.
+
+    A Python caller reads ``name`` (``name=value``); the command line prints its option for the
+    parameter instead (``--name-as-flag value``; a value of True prints the flag alone), so
+    ``param("resume", True)`` reads ``resume=True`` or ``--resume``. A string value is shown as given.
+    ``dest``: the command line's name for it where the Python one differs (``run_name`` -> ``run``).
+    """
+    mark = {"p": name, "d": dest or name}
+    if value is not _UNSET:
+        mark["v"] = value if isinstance(value, str | bool) else str(value)
+    return _OPEN + json.dumps(mark) + _CLOSE
+
+
+def command(verb: str, *args, **options) -> str:
+    """A cmbcube command inside an error message (advice: what to run next).
+
+    A Python caller reads the stage call ``verb('a', b=1)``; the command line prints
+    ``cmbcube verb a --b 1`` with the command's own options (True: the flag alone).
+    """
+    mark = {"c": verb, "a": [str(a) for a in args],
+            "o": {k: v if isinstance(v, str | bool) else str(v) for k, v in options.items()}}
+    return _OPEN + json.dumps(mark) + _CLOSE
+
+
+def render(text: str, flag: Callable[[str, str | None], str | None] = lambda name, verb: None) -> str:
+    """``text`` with its marks written out: through ``flag(name, verb)`` (the option spelling of a
+    parameter, None where there is none) for the command line, in Python words without it."""
+    def one(match) -> str:
+        mark = json.loads(match[1])
+        if "c" in mark:
+            return _command(mark["c"], mark["a"], mark["o"], flag)
+        option = flag(mark["d"], None)
+        return _word(mark["p"], mark.get("v", _UNSET), option)
+    return _MARK.sub(one, text)
+
+
+def _word(name: str, value, option: str | None) -> str:
+    if option is None:
+        return name if value is _UNSET else f"{name}={value}"
+    if value is _UNSET or value is True:
+        return option
+    return f"{option} {value}"
+
+
+def _command(verb: str, args: list, options: dict, flag) -> str:
+    spelled = {k: flag(k, verb) for k in options}
+    if None in spelled.values():                  # the Python call (no command line, or an option it lacks)
+        return f"{verb}({', '.join([repr(a) for a in args] + [f'{k}={v!r}' for k, v in options.items()])})"
+    words = ["cmbcube", verb, *args] + [_word(k, v, spelled[k]) for k, v in options.items()]
+    return " ".join(words)
+
+
+def os_error(code: int, message: str, filename=None) -> OSError:
+    """``OSError(code, message, filename)`` for a message holding marks: ``strerror`` in Python words,
+    the marked message kept in ``template`` for the command line."""
+    err = OSError(code, render(message), filename)
+    err.template = message
+    return err
+
 
 class CmbcubeError(Exception):
-    """A failure cmbcube detected and can explain."""
+    """A failure cmbcube detected and can explain.
+
+    A message holding ``param``/``command`` marks is kept whole in ``template`` (the command line
+    renders it with its options); ``args[0]`` and ``str(err)`` are the Python words.
+    """
+
+    def __init__(self, *args):
+        self.template = args[0] if args and isinstance(args[0], str) and _OPEN in args[0] else None
+        if self.template is not None:
+            args = (render(self.template), *args[1:])
+        super().__init__(*args)
+        self.args = args
 
 
 class InputError(CmbcubeError, ValueError):

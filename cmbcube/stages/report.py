@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from cmbcube import cube
-from cmbcube.errors import InputError
+from cmbcube.errors import InputError, param
 from cmbcube.science.metrics import BEAMS, COVERAGE, GAUSSIAN_COVERAGE, METRICS
 from cmbcube.stages import report_figures as plots
 from cmbcube.stages.checkpoints import best_epoch
@@ -332,7 +332,8 @@ def build(store: str, out_dir: str, split: str = "test", sims=(0,)) -> Path:
     """Write the report; returns the index page's path."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out_dir}: is a file; the report needs a directory (new or existing)")
+        raise InputError(f"{param('out_dir', dest='out')} {out_dir}: is a file; the report needs a directory "
+                         "(new or existing)")
     ds = cube.open_dataset(store)
     if "metrics" not in ds or not bool(ds.analysis_done.sel(split=split).any()):
         raise cube.StoreError(f"{store}: no analysed {split} sims yet; run cmbcube analyze first")
