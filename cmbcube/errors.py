@@ -29,15 +29,16 @@ _MARK = re.compile(f"{_OPEN}([^{_CLOSE}]*){_CLOSE}")
 _UNSET = object()
 
 
-def param(name: str, value=_UNSET, *, dest: str | None = None) -> str:
+def param(name: str, value=_UNSET, *, dest: str | None = None, width: int = 0) -> str:
     """Parameter ``name`` inside an error message, optionally with its value.
 
     A Python caller reads ``name`` (``name=value``); the command line prints its option for the
     parameter instead (``--name-as-flag value``; a value of True prints the flag alone), so
     ``param("resume", True)`` reads ``resume=True`` or ``--resume``. A string value is shown as given.
-    ``dest``: the command line's name for it where the Python one differs (``run_name`` -> ``run``).
+    ``dest``: the command line's name for it where the Python one differs (``run_name`` -> ``run``);
+    ``width``: padded with spaces to that many characters (a column of choices).
     """
-    mark = {"p": name, "d": dest or name}
+    mark = {"p": name, "d": dest or name, "w": width}
     if value is not _UNSET:
         mark["v"] = value if isinstance(value, str | bool) else str(value)
     return _OPEN + json.dumps(mark) + _CLOSE
@@ -62,7 +63,7 @@ def render(text: str, flag: Callable[[str, str | None], str | None] = lambda nam
         if "c" in mark:
             return _command(mark["c"], mark["a"], mark["o"], flag)
         option = flag(mark["d"], None)
-        return _word(mark["p"], mark.get("v", _UNSET), option)
+        return _word(mark["p"], mark.get("v", _UNSET), option).ljust(mark["w"])
     return _MARK.sub(one, text)
 
 

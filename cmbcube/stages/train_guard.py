@@ -125,9 +125,9 @@ def refusal(store: str, found: Existing) -> str:
             if found.predicted else "")
     return (f"run {name!r} already exists in {store}: {found.status()}. Training it from scratch under that name "
             f"would {what}; nothing was changed. Choose one:\n"
-            f"  {param('resume', True)}: {resume}\n"
-            f"  {param('run', 'NEWNAME')}: train a separate run beside it\n"
-            f"  {param('overwrite', True)}: drop run {name!r} and everything made from it ({found.derived()}), as "
+            f"  {param('resume', True, width=15)} {resume}\n"
+            f"  {param('run', 'NEWNAME', width=15)} train a separate run beside it\n"
+            f"  {param('overwrite', True, width=15)} drop run {name!r} and everything made from it ({found.derived()}), as "
             f"'{command('drop', store, 'run', run=name)}' does, then train it from scratch")
 
 
