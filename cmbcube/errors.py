@@ -48,10 +48,12 @@ def command(verb: str, *args, **options) -> str:
     """A cmbcube command inside an error message (advice: what to run next).
 
     A Python caller reads the stage call ``verb('a', b=1)``; the command line prints
-    ``cmbcube verb a --b 1`` with the command's own options (True: the flag alone).
+    ``cmbcube verb a --b 1`` with the command's own options (True: the flag alone; ``...``: the
+    option without a value, ``b=...`` in Python).
     """
     mark = {"c": verb, "a": [str(a) for a in args],
-            "o": {k: v if isinstance(v, str | bool) else str(v) for k, v in options.items()}}
+            "o": {k: "..." if v is ... else v if isinstance(v, str | bool) else str(v) for k, v in options.items()},
+            "e": [k for k, v in options.items() if v is ...]}
     return _OPEN + json.dumps(mark) + _CLOSE
 
 
@@ -61,7 +63,7 @@ def render(text: str, flag: Callable[[str, str | None], str | None] = lambda nam
     def one(match) -> str:
         mark = json.loads(match[1])
         if "c" in mark:
-            return _command(mark["c"], mark["a"], mark["o"], flag)
+            return _command(mark["c"], mark["a"], mark["o"], mark["e"], flag)
         option = flag(mark["d"], None)
         return _word(mark["p"], mark.get("v", _UNSET), option).ljust(mark["w"])
     return _MARK.sub(one, text)
@@ -75,11 +77,12 @@ def _word(name: str, value, option: str | None) -> str:
     return f"{option} {value}"
 
 
-def _command(verb: str, args: list, options: dict, flag) -> str:
+def _command(verb: str, args: list, options: dict, bare: list, flag) -> str:
     spelled = {k: flag(k, verb) for k in options}
     if None in spelled.values():                  # the Python call (no command line, or an option it lacks)
-        return f"{verb}({', '.join([repr(a) for a in args] + [f'{k}={v!r}' for k, v in options.items()])})"
-    words = ["cmbcube", verb, *args] + [_word(k, v, spelled[k]) for k, v in options.items()]
+        words = [repr(a) for a in args] + [f"{k}={'...' if k in bare else repr(v)}" for k, v in options.items()]
+        return f"{verb.replace('-', '_')}({', '.join(words)})"
+    words = ["cmbcube", verb, *args] + [_word(k, True if k in bare else v, spelled[k]) for k, v in options.items()]
     return " ".join(words)
 
 

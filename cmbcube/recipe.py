@@ -92,8 +92,8 @@ def _apply_override(raw: dict, assignment: str) -> None:
     except yaml.YAMLError as err:
         problem = str(getattr(err, "problem", None) or err).splitlines()[0]
         raise RecipeError(f"{param('overrides')} {key}: the value {value[:80]!r} is not valid YAML ({problem}); "
-                          "quote it or "
-                          "write it as in the recipe, e.g. 'splits={train: 16, test: 4}'") from None
+                          "quote it or write it as in the recipe, "
+                          f"e.g. {param('overrides')} 'splits={{train: 16, test: 4}}'") from None
     node[_maybe_int(parts[-1]) if parts[-2:-1] == ["beam_overrides"] else parts[-1]] = parsed
 
 

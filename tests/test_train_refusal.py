@@ -102,7 +102,7 @@ def test_a_killed_run_and_left_checkpoints_are_refused_and_resume_keeps_predicti
         train.train(other, config, "r", device="cpu", progress=False)
     # predictions of the epoch-1 weights: resuming would change the weights under them
     predict.predict(store, "r", device="cpu", progress=False)
-    with pytest.raises(InputError, match=r"already holds predictions of 2 sim\(s\)[\s\S]*drop\('.*', 'pred', run='r'\)"):
+    with pytest.raises(InputError, match=r"holds predictions of 2 sim\(s\)[\s\S]*drop\('.*', 'pred', run='r'\)"):
         train.train(store, config, "r", device="cpu", resume=True, progress=False)
     assert everything(store)[1] == before[1]
     # --overwrite clears the left checkpoints; killed before its first checkpoint, the run resumes from epoch 0

@@ -32,7 +32,7 @@ import re
 import sys
 import threading
 
-from cmbcube.errors import InputError, param
+from cmbcube.errors import InputError, command, param
 
 log = logging.getLogger("cmbcube")
 
@@ -167,8 +167,8 @@ def repository(path, create: bool = False):
         repo = icechunk.Repository.create(storage(loc))
     else:
         if not exists(path):
-            raise IcechunkError(f"{loc.url}: no such store (no Icechunk repository there; `cmbcube simulate` "
-                                f"makes one: its {param('store')})")
+            raise IcechunkError(f"{loc.url}: no such store (no Icechunk repository there; "
+                                f"`{command('simulate', store=...)}` makes one)")
         repo = icechunk.Repository.open(storage(loc))
     _REPOS[loc.url] = repo
     return repo

@@ -20,7 +20,7 @@ from cmbcube.cube import icechunk_store as ics
 from cmbcube.cube.base import StoreError, is_remote, os_error_message
 from cmbcube.cube.health import check_metadata, refuse_interrupted_drop
 from cmbcube.cube.opener import read_attrs
-from cmbcube.errors import param
+from cmbcube.errors import command, param
 
 DEFAULT_NAME_MAX = 255                   # Linux file systems; os.pathconf says where it can
 DEFAULT_PATH_MAX = 4096
@@ -181,8 +181,8 @@ def require_store(path: str) -> dict:
     that cannot be written (the stages calling it write into the store)."""
     path = str(path)
     if not is_remote(path) and not os.path.isdir(path):
-        raise StoreError(f"{path}: no such store (a cmbcube store is the directory `cmbcube simulate` or "
-                         f"`cmbcube ingest-cmbml` made: their {param('store')})")
+        raise StoreError(f"{path}: no such store (a cmbcube store is the directory "
+                         f"`{command('simulate', store=...)}` or `{command('ingest-cmbml', store=...)}` made)")
     attrs = read_attrs(path)
     if "recipe_hash" not in attrs:
         raise StoreError(f"{path} is a Zarr store but not a cmbcube store")

@@ -127,7 +127,8 @@ def refusal(store: str, found: Existing) -> str:
             f"would {what}; nothing was changed. Choose one:\n"
             f"  {param('resume', True, width=15)} {resume}\n"
             f"  {param('run', 'NEWNAME', width=15)} train a separate run beside it\n"
-            f"  {param('overwrite', True, width=15)} drop run {name!r} and everything made from it ({found.derived()}), as "
+            f"  {param('overwrite', True, width=15)} drop run {name!r} and everything made from it "
+            f"({found.derived()}), as "
             f"'{command('drop', store, 'run', run=name)}' does, then train it from scratch")
 
 
