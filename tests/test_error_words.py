@@ -54,9 +54,13 @@ def error_classes(trees) -> set[str]:
 
 def flag_words(tree, errors: set[str]) -> list[tuple[int, str]]:
     """(line, text) of each string constant (f-string parts included) under a ``raise`` or an error-class
-    call that spells a command-line option."""
+    call that spells a command-line option, and in the module-level constants such a message reads
+    (``FORCE_HINT = "..."`` quoted in a raise)."""
     roots = [n.exc for n in ast.walk(tree) if isinstance(n, ast.Raise) and n.exc is not None]
     roots += [n for n in ast.walk(tree) if isinstance(n, ast.Call) and _name(n.func) in errors]
+    quoted = {n.id for root in roots for n in ast.walk(root) if isinstance(n, ast.Name)}
+    roots += [n.value for n in tree.body if isinstance(n, ast.Assign)
+              and any(isinstance(t, ast.Name) and t.id in quoted for t in n.targets)]
     found = set()
     for root in roots:
         for node in ast.walk(root):
@@ -83,6 +87,8 @@ TOY = '''
 class InputError(ValueError):
     pass
 
+HINT = "--force-size runs it anyway"
+
 class ToyError(InputError):
     pass
 
@@ -91,7 +97,7 @@ def f(x):
     if x:
         raise InputError(f"--f-sky {x}: must be in (0, 1]")
     if x is None:
-        raise ToyError(f"{param('f_sky')} {x}: fine")
+        raise ToyError(f"{param('f_sky')} {x}: fine; {HINT}")
     return ToyError("rerun with --resume")
 '''
 
@@ -100,7 +106,7 @@ def test_the_rule_catches_a_toy():
     tree = ast.parse(TOY)
     errors = error_classes([tree])
     assert "ToyError" in errors
-    assert [line for line, _ in flag_words(tree, errors)] == [11, 14]        # the raise and the bare constructor
+    assert [line for line, _ in flag_words(tree, errors)] == [5, 13, 16]      # the constant a raise quotes too        # the raise and the bare constructor
     assert flag_words(ast.parse("raise ValueError('start one with dask scheduler --scheduler-file X')"), errors) == []
 
 
