@@ -106,7 +106,7 @@ def test_the_rule_catches_a_toy():
     tree = ast.parse(TOY)
     errors = error_classes([tree])
     assert "ToyError" in errors
-    assert [line for line, _ in flag_words(tree, errors)] == [5, 13, 16]      # the constant a raise quotes too        # the raise and the bare constructor
+    assert [line for line, _ in flag_words(tree, errors)] == [5, 13, 16]  # constant, raise, bare call
     assert flag_words(ast.parse("raise ValueError('start one with dask scheduler --scheduler-file X')"), errors) == []
 
 
