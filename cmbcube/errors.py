@@ -25,7 +25,7 @@ from collections.abc import Callable
 # a marked parameter or command inside a message: JSON between two control characters (JSON escapes
 # control characters, so a value holding them cannot end a mark early)
 _OPEN, _CLOSE = "\x1e", "\x1f"
-_MARK = re.compile(f"{_OPEN}([^{_CLOSE}]*){_CLOSE}")
+_MARK = re.compile(f"{_OPEN}({{[^{_OPEN}{_CLOSE}]*}}){_CLOSE}")
 _UNSET = object()
 
 
@@ -61,7 +61,10 @@ def render(text: str, flag: Callable[[str, str | None], str | None] = lambda nam
     """``text`` with its marks written out: through ``flag(name, verb)`` (the option spelling of a
     parameter, None where there is none) for the command line, in Python words without it."""
     def one(match) -> str:
-        mark = json.loads(match[1])
+        try:
+            mark = json.loads(match[1])
+        except ValueError:              # not a mark: the separators came with a value (a path, a name)
+            return match[0]
         if "c" in mark:
             return _command(mark["c"], mark["a"], mark["o"], mark["e"], flag)
         option = flag(mark["d"], None)

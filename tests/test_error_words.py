@@ -139,6 +139,8 @@ def test_python_words_and_cli_words():
     assert cli_errors.for_cli(err, parser, "analyze") == shown
     again = pickle.loads(pickle.dumps(err))                # a task's error coming back from a Dask worker
     assert str(again) == python and cli_errors.for_cli(again, parser, "analyze") == shown
+    odd = InputError(f"/a\x1eb\x1f/{param('sims')} 0")          # separators in a value leave the marks intact
+    assert str(odd) == "/a\x1eb\x1f/sims 0" and cli_errors.for_cli(odd, parser, "validate") == "/a\x1eb\x1f/--sims 0"
     where = InputError(f"use another {param('store')} path")     # positional in analyze, an option in simulate
     assert cli_errors.for_cli(where, parser, "analyze") == "use another STORE path"
     assert cli_errors.for_cli(where, parser, "simulate") == "use another --store path"
