@@ -126,6 +126,7 @@ def build_store(scratch: Path) -> tuple[str, str]:
     recipe.write_text(text)
     store = str(scratch / "tiny.zarr")
     steps = [["simulate", str(recipe), "--store", store, *TINY, "--no-progress"],
+             ["preprocess", store, "--scheduler", "synchronous", "--no-progress"],   # the robust transform's statistics
              ["ilc", store, "--method", "nilc", "--scheduler", "synchronous", "--no-progress"],
              ["train", store, "--model", "cmbnncs-unet5", "--epochs", "1", "--no-progress"]]
     for step in steps:

@@ -6,7 +6,8 @@ for a stage, the stage module whose ``run(...) -> StageReport`` does the work (`
 ``cmbcube.stages.simulate.run``, imported only when the command runs). Adding a command is one
 function in each of those modules plus one line here. ``main`` parses, looks the command up and
 maps the errors: ``cmbcube.errors.InputError`` (bad input) -> exit 2, any other ``CmbcubeError``
--> exit 1 with its message, anything else is a bug and keeps its traceback.
+-> exit 1 with its message (parameters written as this parser's options: ``cmbcube.cli_errors``),
+anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import sys
 from collections.abc import Callable
 
 from cmbcube import __version__, cli_args as opts, cli_handlers as handlers
+from cmbcube.cli_errors import for_cli
 from cmbcube.errors import EXIT_BAD_INPUT, EXIT_FAILURE, CmbcubeError, InputError
 
 
@@ -86,10 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _os_error(err: OSError) -> int:
+def _os_error(err: OSError, text: str) -> int:
     """Disk full, permission denied, read-only file system outside a store transaction: exit 2."""
     where = err.filename or ""
-    print(f"cmbcube: {where + ': ' if where else ''}{err.strerror or err}", file=sys.stderr)
+    print(f"cmbcube: {where + ': ' if where else ''}{text}", file=sys.stderr)
     return EXIT_BAD_INPUT
 
 
@@ -112,18 +114,18 @@ def main(argv=None) -> int:
             args.store = with_version(args.store, args.store_version)
         return COMMANDS[args.command](args)
     except RecipeError as err:
-        print(f"cmbcube: recipe error: {err}", file=sys.stderr)
+        print(f"cmbcube: recipe error: {for_cli(err, parser, args.command)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except InputError as err:           # bad input: the message names the field and the allowed values
-        print(f"cmbcube: {err}", file=sys.stderr)
+        print(f"cmbcube: {for_cli(err, parser, args.command)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except CmbcubeError as err:         # a failure cmbcube detected and explains; anything else is a bug
-        print(f"cmbcube: {err}", file=sys.stderr)
+        print(f"cmbcube: {for_cli(err, parser, args.command)}", file=sys.stderr)
         return EXIT_FAILURE
     except OSError as err:
         import errno
         if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS):
-            return _os_error(err)
+            return _os_error(err, for_cli(err, parser, args.command))
         raise
 
 

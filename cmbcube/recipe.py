@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from cmbcube.errors import param
 from cmbcube.recipe_schema import SCHEMA, SPLITS, TRUTH_PRODUCTS, RecipeError, check_cluster, shown, validate_section
 from cmbcube.science import instrument
 
@@ -70,7 +71,8 @@ class Recipe:
 
 def _apply_override(raw: dict, assignment: str) -> None:
     if "=" not in assignment:
-        raise RecipeError(f"--set {shown(assignment)}: expected KEY=VALUE, e.g. --set nside=128")
+        raise RecipeError(f"{param('overrides')} {shown(assignment)}: expected KEY=VALUE, "
+                          f"e.g. {param('overrides')} nside=128")
     key, value = assignment.split("=", 1)
     key = key.strip()
     parts = key.split(".")
@@ -81,16 +83,17 @@ def _apply_override(raw: dict, assignment: str) -> None:
         if nxt is None:
             nxt = node[part] = {}
         if not isinstance(nxt, dict):
-            raise RecipeError(f"--set {key}: {part[:80]} is not a section")
+            raise RecipeError(f"{param('overrides')} {key}: {part[:80]} is not a section")
         node = nxt
     try:
         parsed = yaml.load(value, Loader=_UniqueKeyLoader) if value.strip() else None  # noqa: S506 - safe loader
     except _TooLarge as err:
-        raise RecipeError(f"--set {key}: the value {err}") from None
+        raise RecipeError(f"{param('overrides')} {key}: the value {err}") from None
     except yaml.YAMLError as err:
         problem = str(getattr(err, "problem", None) or err).splitlines()[0]
-        raise RecipeError(f"--set {key}: the value {value[:80]!r} is not valid YAML ({problem}); quote it or "
-                          "write it as in the recipe, e.g. --set 'splits={train: 16, test: 4}'") from None
+        raise RecipeError(f"{param('overrides')} {key}: the value {value[:80]!r} is not valid YAML ({problem}); "
+                          "quote it or write it as in the recipe, "
+                          f"e.g. {param('overrides')} 'splits={{train: 16, test: 4}}'") from None
     node[_maybe_int(parts[-1]) if parts[-2:-1] == ["beam_overrides"] else parts[-1]] = parsed
 
 

@@ -252,7 +252,7 @@ def test_killed_run_removal_readers_and_stages_name_the_command_that_finishes_it
     finish = f"cmbcube drop {store} run --run alpha"
     with pytest.raises(cube.StoreError, match="interrupted") as caught:
         cmbcube.open(store)                   # was xarray's "conflicting sizes for dimension 'run'"
-    assert finish in str(caught.value)
+    assert f"drop({store!r}, 'run', run='alpha')" in str(caught.value)    # Python words; the CLI's below
     for argv in (["info", store], ["analyze", store, "--scheduler", "synchronous"],
                  ["ilc", store, "--method", "hilc", "--scheduler", "synchronous"], ["preprocess", store]):
         assert finish in _fail(capsys, argv), argv

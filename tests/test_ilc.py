@@ -112,7 +112,7 @@ def test_mixing_vector_is_right_in_native_units(tmp_path):
 
 
 def test_errors_and_run_mismatch(ilc_store):
-    with pytest.raises(needlets.ILCError, match="--detectors: \\[150\\] not in the cube"):
+    with pytest.raises(needlets.ILCError, match="^detectors: \\[150\\] not in the cube"):
         ilc.run(ilc_store, ilc.ILCConfig(detectors=(100, 150)), scheduler="synchronous")
     with pytest.raises(needlets.ILCError, match="strictly increasing"):
         ilc.run(ilc_store, ilc.ILCConfig(peaks=(0, 30, 20, 48)), scheduler="synchronous")

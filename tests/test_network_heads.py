@@ -112,7 +112,7 @@ def test_cmbcube_run_refuses_to_resume_a_run_killed_under_other_default_settings
         pipeline.check_existing_run("x.zarr", killed, today)
     words = str(refused.value)
     assert "transform: 'none' -> 'robust'" in words and "head: 'published' -> 'linear-path'" in words
-    assert "cmbcube drop x.zarr run --run cmbnncs-unet5" in words
+    assert "drop('x.zarr', 'run', run='cmbnncs-unet5')" in words        # the CLI prints its command line
     pipeline.check_existing_run("x.zarr", SimpleNamespace(**{**vars(killed), "state": {**killed.state, "epoch": 30}}),
                                 today)                                  # finished: reused as it is, no refusal
     same = SimpleNamespace(**{**vars(killed), "state": {**killed.state, "config": json.dumps(today.as_dict())}})

@@ -109,7 +109,7 @@ def test_missing_namaster_is_refused_with_how_to_install(monkeypatch, tmp_path):
             raise ImportError("No module named 'pymaster'")
         return real(name, *args, **kwargs)
     monkeypatch.setattr(builtins, "__import__", no_pymaster)
-    with pytest.raises(ValueError, match="make pymaster.*--estimator pseudo-fast"):
+    with pytest.raises(ValueError, match="make pymaster.*estimator=pseudo-fast"):
         analyze.run(str(tmp_path / "absent.zarr"))
     with pytest.raises(ValueError, match="allowed: namaster, pseudo-fast"):
         analyze.run(str(tmp_path / "absent.zarr"), estimator="master")

@@ -183,7 +183,7 @@ def test_bf16_and_channels_last_are_opt_in_and_leave_the_recorded_settings_of_ol
         losses[precision] = train.run(store, config, progress=False).train_loss[0]
     assert np.isfinite(losses["bf16"]) and losses["bf16"] != losses["fp32"]
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)
-    with pytest.raises(cmbcube.errors.InputError, match="--precision 'fp16': allowed: fp32, bf16"):
+    with pytest.raises(cmbcube.errors.InputError, match="^precision 'fp16': allowed: fp32, bf16"):
         train.run(store, train.TrainConfig(**{**config.__dict__, "precision": "fp16"}), "other", progress=False)
     # channels-last changes the memory layout, not the cmbNNCS UNet's output
     from cmbcube import networks

@@ -14,7 +14,7 @@ import logging
 import os
 import time
 
-from cmbcube.errors import CmbcubeError, InputError
+from cmbcube.errors import CmbcubeError, InputError, param
 
 log = logging.getLogger("cmbcube")
 
@@ -173,14 +173,16 @@ def _read_scheduler_file(path: str, wait_s: float = SCHEDULER_FILE_WAIT_S) -> st
         except (ValueError, KeyError):   # being written
             pass
         except OSError as err:
-            raise ClusterError(f"--scheduler-file {path}: cannot read it ({err})") from None
+            raise ClusterError(f"{param('scheduler_file')} {path}: cannot read it ({err})") from None
         if time.monotonic() > deadline:
-            raise ClusterError(f"--scheduler-file {path}: no scheduler address there after {wait_s:.0f} s; start "
+            raise ClusterError(f"{param('scheduler_file')} {path}: no scheduler address there after {wait_s:.0f} s; "
+                               "start "
                                f"one with: dask scheduler --scheduler-file {path}")
         time.sleep(0.1)
 
 
-OFFLINE_HINT = ("cluster.kind: synchronous in the recipe (or --scheduler synchronous) runs every task in this "
+OFFLINE_HINT = (f"cluster.kind: synchronous in the recipe (or {param('scheduler', 'synchronous')}) runs every task in "
+                "this "
                 "process with no network at all")
 
 
@@ -244,9 +246,9 @@ def client_for(settings: dict | None, scheduler: str | None = None, scheduler_fi
     quiet_distributed()
     if p["mode"] == "connect":
         if p["address"]:
-            client = _connect(p["address"], "--scheduler" if scheduler else "cluster.address")
+            client = _connect(p["address"], param("scheduler") if scheduler else "cluster.address")
         else:
-            source = "--scheduler-file" if scheduler_file else "cluster.scheduler_file"
+            source = param("scheduler_file") if scheduler_file else "cluster.scheduler_file"
             client = _connect(_read_scheduler_file(p["scheduler_file"]), f"{source} {p['scheduler_file']}")
         info = client.scheduler_info()
         nthreads = sum(w.get("nthreads", 0) for w in info.get("workers", {}).values())

@@ -26,15 +26,15 @@ from pathlib import Path
 
 from cmbcube.cube.info import human  # limits.human: the one size formatter
 from cmbcube.cube.opener import read_attrs
-from cmbcube.errors import InputError
+from cmbcube.errors import InputError, param
 
 # Measured: reading the (3, N) done-flags (one chunk per split and sim) through zarr takes ~0.6 ms and
 # ~7 KB of memory per sim index (N = 1e6: 10 minutes and 7 GB), and every stage reads them whole.
-MAX_SIMS_PER_SPLIT = 20_000             # soft: lifted by --force-size
+MAX_SIMS_PER_SPLIT = 20_000             # soft: lifted by force_size (--force-size)
 HARD_MAX_SIMS_PER_SPLIT = 200_000       # cannot be lifted (~2 minutes and ~1.4 GB to read the flags)
 MAX_FILES = 1_000_000                   # chunk files a store may hold (soft)
 PROCESS_BASE = 300 * 2 ** 20            # a worker process with numpy, healpy, ducc, camb imported (measured ~290 MB)
-FORCE_HINT = "--force-size runs it anyway"
+FORCE_HINT = f"{param('force_size', True)} runs it anyway"
 
 
 class LimitError(InputError):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 
-from cmbcube.errors import InputError
+from cmbcube.errors import InputError, param
 
 DROPPED_ATTR = "cmbcube_dropped"            # JSON list of products removed by `cmbcube drop`
 DROP_JOURNAL_ATTR = "cmbcube_dropping_run"  # set while a run is being removed from the run axis
@@ -28,10 +28,10 @@ def os_error_message(path: str, err: OSError, action: str) -> str:
     """'<store>: could not <action>: <file>: <OS error> (<what to do>)' for StoreError."""
     where = err.filename or path
     reason = err.strerror or str(err)
-    hint = {28: "free some space (cmbcube drop removes products) or use another --store path",
-            122: "the disk quota is exhausted: free some space or use another --store path",
+    hint = {28: f"free some space (cmbcube drop removes products) or use another {param('store')} path",
+            122: f"the disk quota is exhausted: free some space or use another {param('store')} path",
             13: "check the permissions of the store directory", 1: "check the permissions of the store directory",
-            30: "the file system is read-only: use another --store path"}.get(err.errno, "")
+            30: f"the file system is read-only: use another {param('store')} path"}.get(err.errno, "")
     return f"{path}: could not {action}: {where}: {reason}" + (f" ({hint})" if hint else "")
 
 

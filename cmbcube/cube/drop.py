@@ -20,7 +20,7 @@ from pathlib import Path
 from cmbcube import cube
 from cmbcube.cube import analysis_io, drop_remote, layout
 from cmbcube.cube.drop_plan import DropReport, choices, refuse_unsafe, run_products, whole_arrays
-from cmbcube.errors import InputError
+from cmbcube.errors import InputError, command, param
 
 
 def _is_runs_subfolder(folder: Path, runs_dir: Path, name: str) -> bool:
@@ -60,13 +60,13 @@ def _drop(store: str, product: str, run: str | None, force: bool) -> DropReport:
     if product not in choices():
         raise InputError(f"unknown product {product!r}; allowed: {', '.join(choices())}")
     if run is not None and product not in run_products():
-        raise InputError(f"--run applies to {', '.join(run_products())}, not to {product}")
+        raise InputError(f"{param('run')} applies to {', '.join(run_products())}, not to {product}")
     attrs = cube.local_store_attrs(store, "drop edits")
     journal = attrs.get(cube.DROP_JOURNAL_ATTR)
     if journal and not (product == "run" and run == json.loads(journal)["run"]):
         name = json.loads(journal)["run"]
         raise cube.StoreError(f"{store}: removing run {name!r} was interrupted; finish it first "
-                              f"(cmbcube drop {store} run --run {name})")
+                              f"({command('drop', store, 'run', run=name)})")
     runs_dir = cube.runs_dir(store)
     before = _size(Path(store)) + _size(runs_dir)
     group = cube.fresh_group(store)

@@ -8,6 +8,7 @@ import dataclasses
 from cmbcube.cube import layout
 from cmbcube.cube.base import StoreError
 from cmbcube.cube.opener import fresh_group
+from cmbcube.errors import param
 
 
 def choices() -> dict:
@@ -50,8 +51,9 @@ def refuse_unsafe(store: str, product: str, run, names, runs, force: bool, journ
         if deps:
             raise StoreError(
                 f"{store}: refusing to drop {product}: the store holds products made from it: {'; '.join(deps)}. "
-                f"Drop those first (cmbcube drop {store} run, cmbcube drop {store} stats) or pass --force to drop "
-                f"{product} anyway (they stay, but can no longer be recomputed or checked against it)")
+                f"Drop those first (cmbcube drop {store} run, cmbcube drop {store} stats) or pass "
+                f"{param('force', True)} to drop {product} anyway (they stay, but can no longer be recomputed or "
+                "checked against it)")
     if product in ("pred", "analysis", "run") and run is not None and run not in runs and not journal:
         raise StoreError(f"{store}: no run {run!r}; runs present: {', '.join(runs) or 'none'}")
 

@@ -32,7 +32,7 @@ from cmbcube import cube
 from cmbcube.cube import icechunk_store as ics, objstore
 from cmbcube.cube.drop_plan import DropReport, choices, refuse_unsafe, run_products, whole_arrays
 from cmbcube.cube.layout import run_axis_arrays_of
-from cmbcube.errors import InputError
+from cmbcube.errors import InputError, command, param
 
 
 def handles(store) -> bool:
@@ -51,7 +51,7 @@ def drop(store: str, product: str, run: str | None = None, force: bool = False) 
     if product not in choices():
         raise InputError(f"unknown product {product!r}; allowed: {', '.join(choices())}")
     if run is not None and product not in run_products():
-        raise InputError(f"--run applies to {', '.join(run_products())}, not to {product}")
+        raise InputError(f"{param('run')} applies to {', '.join(run_products())}, not to {product}")
     if ics.handles(store):
         ics.writable_session(store)          # no such repository, or a tag: refused before anything
     elif not objstore.exists(store):
@@ -81,7 +81,7 @@ def _drop(store: str, product: str, run: str | None, force: bool) -> tuple:
     journal = json.loads(attrs.get(cube.DROP_JOURNAL_ATTR, "null") or "null")
     if journal and not (product == "run" and run == journal["run"]):
         raise cube.StoreError(f"{store}: removing run {journal['run']!r} was interrupted; finish it first "
-                              f"(cmbcube drop {store} run --run {journal['run']})")
+                              f"({command('drop', store, 'run', run=journal['run'])})")
     group = cube.fresh_group(store, "r+")
     arrays = dict(group.arrays())       # every array's metadata, read once (one request each on s3)
     names = set(arrays)

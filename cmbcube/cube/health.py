@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 
 from cmbcube.cube.base import DROP_JOURNAL_ATTR, StoreError, is_remote
+from cmbcube.errors import command
 
 log = logging.getLogger("cmbcube")
 _WARNED: set = set()                     # (store, damaged files) already warned about in this process
@@ -100,4 +101,4 @@ def refuse_interrupted_drop(attrs, path: str) -> None:
     name = name if len(name) <= 100 else name[:100]
     raise StoreError(f"{path}: removing run {name!r} from this store was interrupted (cmbcube drop stopped "
                      f"half-way), so its run axis is half moved and nothing reads or writes it until that is "
-                     f"finished: run `cmbcube drop {path} run --run {name}` (it resumes where it stopped)")
+                     f"finished: run `{command('drop', path, 'run', run=name)}` (it resumes where it stopped)")

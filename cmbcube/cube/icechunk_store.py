@@ -32,7 +32,7 @@ import re
 import sys
 import threading
 
-from cmbcube.errors import InputError
+from cmbcube.errors import InputError, command, param
 
 log = logging.getLogger("cmbcube")
 
@@ -96,8 +96,9 @@ def with_version(path: str, version: str | None) -> str:
     if version is None:
         return str(path)
     if not handles(path):
-        raise IcechunkError(f"--version {version}: only Icechunk stores have versions ({SPELLING}); {path} is not one")
-    check_version_name(version, "--version")
+        raise IcechunkError(f"{param('version')} {version}: only Icechunk stores have versions ({SPELLING}); "
+                            f"{path} is not one")
+    check_version_name(version, param("version"))
     return parse(path).url + "@" + version
 
 
@@ -162,12 +163,12 @@ def repository(path, create: bool = False):
     _quiet_local_warning()
     if create:
         if loc.scheme == "file" and not os.path.isdir(os.path.dirname(loc.root)):
-            raise IcechunkError(f"--store {path}: parent directory {os.path.dirname(loc.root)} does not exist")
+            raise IcechunkError(f"{param('store')} {path}: parent directory {os.path.dirname(loc.root)} does not exist")
         repo = icechunk.Repository.create(storage(loc))
     else:
         if not exists(path):
-            raise IcechunkError(f"{loc.url}: no such store (no Icechunk repository there; `cmbcube simulate "
-                                "--store` makes one)")
+            raise IcechunkError(f"{loc.url}: no such store (no Icechunk repository there; "
+                                f"`{command('simulate', store=...)}` makes one)")
         repo = icechunk.Repository.open(storage(loc))
     _REPOS[loc.url] = repo
     return repo
@@ -344,7 +345,7 @@ def create(path, ds, encoding) -> str:
     import warnings
     loc = parse(path)
     if loc.version:
-        raise IcechunkError(f"--store {path}: a new store has no versions yet; drop @{loc.version}")
+        raise IcechunkError(f"{param('store')} {path}: a new store has no versions yet; drop @{loc.version}")
     repo = repository(path, create=True)
     session = repo.writable_session(BRANCH)
     with warnings.catch_warnings():

@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from cmbcube.cube import icechunk_store as ics
+from cmbcube.errors import param
 
 
 def tag(path: str, name: str, message: str | None = None) -> dict:
@@ -73,7 +74,7 @@ def verify(path: str, products=None, clear: bool = False, progress: bool | None 
     if products:
         unknown = [p for p in products if p not in every or p not in names]
         if unknown:
-            raise InputError(f"--products {','.join(unknown)}: not in {path}; present: "
+            raise InputError(f"{param('products')} {','.join(unknown)}: not in {path}; present: "
                              f"{', '.join(p for p in every if p in names)}")
     runs = [str(r) for r in group["run"][...]] if "run" in names else []
     jobs = []

@@ -20,6 +20,7 @@ from cmbcube.cube import icechunk_store as ics
 from cmbcube.cube.base import StoreError, is_remote, os_error_message
 from cmbcube.cube.health import check_metadata, refuse_interrupted_drop
 from cmbcube.cube.opener import read_attrs
+from cmbcube.errors import command, param
 
 DEFAULT_NAME_MAX = 255                   # Linux file systems; os.pathconf says where it can
 DEFAULT_PATH_MAX = 4096
@@ -82,7 +83,7 @@ def name_limits(path: str) -> tuple[int, int]:
     return _pathconf(folder, "PC_NAME_MAX", DEFAULT_NAME_MAX), _pathconf(folder, "PC_PATH_MAX", DEFAULT_PATH_MAX)
 
 
-def check_store_path(path: str, option: str = "--store") -> None:
+def check_store_path(path: str, option: str = param("store")) -> None:
     """Refuse a local store path the file system cannot hold, before anything reads or creates it: a
     folder name over NAME_MAX bytes, a store name that leaves no room for the checkpoints folder beside it
     (``NAME.runs``), or a path too long for the files inside the store."""
@@ -152,7 +153,7 @@ def check_new_store_folder(path: str) -> None:
     target = Path(path)
     if not target.parent.is_dir():
         what = "is not a folder" if target.parent.exists() else "does not exist"
-        raise StoreError(f"--store {path}: parent directory {target.parent} {what}; nothing was created")
+        raise StoreError(f"{param('store')} {path}: parent directory {target.parent} {what}; nothing was created")
     probe_writable(str(target.parent), path, f"create the store in {target.parent}")
 
 
@@ -180,8 +181,8 @@ def require_store(path: str) -> dict:
     that cannot be written (the stages calling it write into the store)."""
     path = str(path)
     if not is_remote(path) and not os.path.isdir(path):
-        raise StoreError(f"{path}: no such store (a cmbcube store is the directory `cmbcube simulate --store` "
-                         "or `cmbcube ingest-cmbml --store` made)")
+        raise StoreError(f"{path}: no such store (a cmbcube store is the directory "
+                         f"`{command('simulate', store=...)}` or `{command('ingest-cmbml', store=...)}` made)")
     attrs = read_attrs(path)
     if "recipe_hash" not in attrs:
         raise StoreError(f"{path} is a Zarr store but not a cmbcube store")

@@ -16,7 +16,7 @@ from cmbcube.cube.facts import cmb_unit, nside
 from cmbcube.cube.location import runs_dir
 from cmbcube.cube.opener import fresh_group, open_group, read_attrs, read_group, source_group
 from cmbcube.cube.store import consolidate, delete_arrays, metadata_transaction
-from cmbcube.errors import InputError
+from cmbcube.errors import InputError, command, param
 from cmbcube.recipe import SPLITS, from_store_attrs
 
 # ----------------------------------------------------------------------------- runs (predictions)
@@ -58,7 +58,7 @@ def run_dir(store, run: str) -> Path:
 _RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
 
 
-def check_run_name(name, field: str = "--run") -> str:
+def check_run_name(name, field: str = param("run")) -> str:
     """A run name is also a folder name (``<store>.runs/<name>``, report files): 1-100 letters, digits,
     '.', '_', '-', '+', starting with a letter or digit, so no '/', '..' or absolute path can lead a
     write or a deletion outside the store and its runs folder.  ValueError (exit 2) names the field."""
@@ -81,8 +81,9 @@ def ensure_run(path: str, name: str, method: str, config: dict, beam_fwhm_arcmin
     """Driver-side: the index of run ``name``, created if needed (see _ensure_run); all or nothing."""
     check_run_name(name)
     if DROP_JOURNAL_ATTR in read_attrs(path):
-        raise StoreError(f"{path}: removing a run was interrupted; finish it first (cmbcube drop {path} run "
-                         f"--run {json.loads(read_attrs(path)[DROP_JOURNAL_ATTR])['run']})")
+        name = json.loads(read_attrs(path)[DROP_JOURNAL_ATTR])["run"]
+        raise StoreError(f"{path}: removing a run was interrupted; finish it first "
+                         f"({command('drop', path, 'run', run=name)})")
     def attempt():
         with metadata_transaction(path, f"add run {name!r}"):
             return _ensure_run(path, name, method, config, beam_fwhm_arcmin, uncertainty)
@@ -107,7 +108,7 @@ def _ensure_run(path: str, name: str, method: str, config: dict, beam_fwhm_arcmi
             old = str(group["run_config"][i])
             if old != config_json:
                 raise RunMismatch(f"run {name!r} already exists in {path} with other settings:\n  stored: {old}\n"
-                                  f"  asked:  {config_json}\nchoose another --run name (or drop the run)")
+                                  f"  asked:  {config_json}\nchoose another {param('run')} name (or drop the run)")
             if uncertainty and "pred_sigma" not in names:
                 create_run_array(group, "pred_sigma", len(runs))
             return i
@@ -297,7 +298,7 @@ def remove_run(path: str, name: str) -> int:
     journal = json.loads(group.attrs.get(DROP_JOURNAL_ATTR, "null") or "null")
     if journal is not None and journal["run"] != name:
         raise StoreError(f"{path}: removing run {journal['run']!r} was interrupted; finish it first "
-                         f"(cmbcube drop {path} run --run {journal['run']})")
+                         f"({command('drop', path, 'run', run=journal['run'])})")
     names = run_axis_arrays(path)
     if journal is None:
         runs = [str(r) for r in group["run"][...]] if "run" in names else []

@@ -19,7 +19,7 @@ import struct
 import numpy as np
 
 from cmbcube.cube.layout import FLAG_STAGE, product_of
-from cmbcube.errors import InputError
+from cmbcube.errors import InputError, command
 from cmbcube.recipe import SPLITS
 
 EMPTY = 2 ** 64 - 1           # a shard index's (offset, nbytes) of an absent inner chunk
@@ -135,8 +135,9 @@ def damaged(store, what: str, problem: str, where: str, flag: str | None):
     """The one DamagedUnitError text: '<store>: <product of unit>: <problem> (<where>); the store is damaged:
     run `cmbcube verify <store> --clear` ..., then rerun <the stage writing ``flag``'s units>'."""
     stage = FLAG_STAGE.get(flag, "the stage that wrote it")
-    return DamagedUnitError(f"{store}: {what}: {problem} ({where}); the store is damaged: run `cmbcube verify "
-                            f"{store} --clear` to clear its done-flag, then rerun {stage} to rebuild it")
+    return DamagedUnitError(f"{store}: {what}: {problem} ({where}); the store is damaged: run "
+                            f"`{command('verify', store, clear=True)}` to clear its done-flag, then rerun {stage} "
+                            "to rebuild it")
 
 
 class ShardReader:

@@ -21,6 +21,7 @@ import numpy as np
 from cmbcube.cube import icechunk_store as ics, layout, location, objstore
 from cmbcube.cube.base import DROPPED_ATTR, StoreError, is_remote, os_error_message
 from cmbcube.cube.opener import fresh_group, open_group, read_attrs
+from cmbcube.errors import param
 from cmbcube.recipe import Recipe, from_store_attrs
 
 
@@ -43,13 +44,13 @@ def create_or_check(path: str, recipe: Recipe) -> str:
                 attrs.get("foreground_model_version", "1.0") != version:
             raise StoreError(f"{path} was simulated with version {attrs.get('foreground_model_version', '1.0')} "
                              f"of the {recipe['foregrounds']['model']!r} sky and this cmbcube has version {version}; "
-                             "refusing to mix skies. Use a new --store path (the earlier Gaussian sky is "
+                             f"refusing to mix skies. Use a new {param('store')} path (the earlier Gaussian sky is "
                              "foregrounds.model: synthetic-gaussian)")
         gone = [d["product"] for d in json.loads(attrs.get(DROPPED_ATTR, "[]")) if d["product"] in ("obs", "cmb")]
         from cmbcube.cube.sims import pending
         if gone and pending(path):
             raise StoreError(f"{path}: {' and '.join(gone)} were dropped from this store (cmbcube drop), so its "
-                             "remaining sims cannot be simulated into it; simulate into a new --store path")
+                             f"remaining sims cannot be simulated into it; simulate into a new {param('store')} path")
         location.check_writable_store_state(path, "simulate")          # metadata parses, no drop half done, writable
         return "existing"
     if ics.handles(path) or objstore.handles(path):
@@ -103,7 +104,7 @@ def sims_lock(path: str, stage: str):
 
 def _recipe_mismatch(path, attrs, recipe) -> str:
     if "recipe_hash" not in attrs:
-        return f"{path} exists and is not a cmbcube store; choose another --store path"
+        return f"{path} exists and is not a cmbcube store; choose another {param('store')} path"
     old = from_store_attrs(attrs)
     diffs = []
 
@@ -118,7 +119,7 @@ def _recipe_mismatch(path, attrs, recipe) -> str:
     walk(json.loads(json.dumps(old.hashed)), json.loads(json.dumps(recipe.hashed)), "")
     return (f"{path} was made from a different recipe ({attrs.get('recipe_name')!r}, hash "
             f"{attrs['recipe_hash'][:12]}); refusing to mix datasets. Differences:\n  " + "\n  ".join(diffs[:20])
-            + "\nUse a new --store path, or the store's own recipe (cmbcube info shows it).")
+            + f"\nUse a new {param('store')} path, or the store's own recipe (cmbcube info shows it).")
 
 
 def local_store_attrs(path: str, verb: str) -> dict:

@@ -28,7 +28,7 @@ from cmbcube.cube import icechunk_versions, layout, objstore
 from cmbcube.cube.opener import consolidated_metadata
 from cmbcube.cube.shardread import EMPTY, ShardLayout, crc_ok
 from cmbcube.cube.verify_report import Damage, VerifyReport
-from cmbcube.errors import InputError
+from cmbcube.errors import InputError, param
 from cmbcube.recipe import SPLITS
 
 # the arrays verify checks are those written unit by unit and flagged: layout.unit_products(flag),
@@ -230,10 +230,10 @@ def verify(path: str, products=None, clear: bool = False, workers: int | None = 
     if products:
         unknown = [p for p in products if p not in every]
         if unknown:
-            raise InputError(f"--products {','.join(unknown)}: unknown; allowed: {', '.join(every)}")
+            raise InputError(f"{param('products')} {','.join(unknown)}: unknown; allowed: {', '.join(every)}")
         absent = [p for p in products if p not in names]
         if absent:
-            raise InputError(f"--products {','.join(absent)}: not in {path}; present: "
+            raise InputError(f"{param('products')} {','.join(absent)}: not in {path}; present: "
                              f"{', '.join(p for p in every if p in names)}")
         wanted = list(products)
     else:

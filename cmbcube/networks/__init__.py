@@ -25,6 +25,7 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from cmbcube.errors import param
 from cmbcube.registry import Registry
 
 VIEWS = ("faces", "patches", "sky")          # CubeDataset views: 12-face plane, NESTED squares, whole NESTED maps
@@ -87,7 +88,7 @@ class Network:
         return self.mc_samples > 0
 
 
-NETWORKS = Registry("network", "--model")
+NETWORKS = Registry("network", param("model"))
 
 
 def lazy(target: str, **bound) -> Callable[..., Any]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cmbcube.errors import InputError
+from cmbcube.errors import InputError, param
 from cmbcube.networks import UNET_HEADS
 
 HEADS = UNET_HEADS                                 # TrainConfig.head values these UNets take
@@ -96,7 +96,7 @@ def build(in_channels: int, out_channels: int, nside: int, config=None, *, branc
           name: str = "cmbnncs-unet5") -> CMBNNCSUNet:
     """The registry's builder for the UNet ``name`` (a key of ARCHITECTURES)."""
     if nside % min_nside(name):
-        raise InputError(f"--model {name} needs nside to be a multiple of {min_nside(name)} "
+        raise InputError(f"{param('model')} {name} needs nside to be a multiple of {min_nside(name)} "
                          f"(face plane {4 * nside} x {3 * nside} halved {len(ARCHITECTURES[name]['channels'])} times); "
                          f"this cube has nside {nside}"
                          + ("; use cmbnncs-unet5 (nside >= 32)" if name.endswith("8") else ""))

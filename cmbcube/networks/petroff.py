@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cmbcube.errors import InputError
+from cmbcube.errors import InputError, param
 from cmbcube.networks import sphere
 
 WIDTH = 6
@@ -244,7 +244,7 @@ def mc_predict(net: PetroffNet, x, samples: int = 100, chunk: int | None = None,
     Welford's), so memory does not grow with ``samples`` and the draws do not depend on ``batch``.
     """
     if samples < 1:
-        raise InputError(f"--mc-samples {samples}: must be >= 1")
+        raise InputError(f"{param('mc_samples')} {samples}: must be >= 1")
     if x.ndim == 2:
         x = x[None]
     n = x.shape[-1]

@@ -8,6 +8,7 @@ import dataclasses
 
 import numpy as np
 
+from cmbcube.errors import param
 from cmbcube.registry import Registry
 from cmbcube.science import instrument, needlets, sht
 
@@ -22,7 +23,7 @@ CMBML_COMMON_BEAM = 20.6
 # ``config`` the ILCConfig and ``windows`` the needlet windows its options describe. Adding a method:
 # the function in its own module (pure numpy, next to cmbcube/science/needlets.py) and one
 # ``METHODS.register`` line below; the command line's choices and the recipe check read this table.
-METHODS = Registry("ILC method", "--method")
+METHODS = Registry("ILC method", param("method"))
 
 
 def nilc_method(alms, transfers, common, response, deproject, *, config, windows, nside, lmax):
@@ -101,7 +102,7 @@ def clean_sim(obs: np.ndarray, dets: list, fields_in: list, units: list, config:
     if "Q" in config.fields or "U" in config.fields:
         pol = [i for i, d in enumerate(dets) if instrument.detector(d).polarised]
         if len(pol) < 1 + (deproject.shape[1] if deproject is not None else 0):
-            raise needlets.ILCError("polarisation needs more polarised detectors among --detectors")
+            raise needlets.ILCError(f"polarisation needs more polarised detectors among {param('detectors')}")
         qi, ui = fields_in.index("Q"), fields_in.index("U")
         eb = []
         for i in pol:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cmbcube.errors import InputError
+from cmbcube.errors import InputError, param
 from cmbcube.science import instrument, sht
 
 BEAMS = (0.0, 20.6, 60.0)
@@ -78,7 +78,7 @@ def galactic_mask(foreground_nest: np.ndarray, f_sky: float, smooth_deg: float =
     """Keep the fraction ``f_sky`` of the sky where the (smoothed) foreground intensity is lowest."""
     import healpy as hp
     if not 0 < f_sky <= 1:
-        raise InputError(f"--f-sky {f_sky}: must be in (0, 1]")
+        raise InputError(f"{param('f_sky')} {f_sky}: must be in (0, 1]")
     ring = hp.reorder(np.abs(foreground_nest), n2r=True)
     smooth = hp.smoothing(ring, fwhm=np.radians(smooth_deg), iter=1)
     keep = smooth <= np.quantile(smooth, f_sky)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cmbcube.errors import InputError
+from cmbcube.errors import InputError, param
 from cmbcube.science import instrument, pixwin, sht
 from cmbcube.science.metrics import remove_monopole_dipole
 
@@ -24,8 +24,9 @@ BIN_WIDTH = 10
 ESTIMATORS = ("namaster", "pseudo-fast")
 NAMASTER_MISSING = ("the namaster spectrum estimator needs NaMaster (pymaster), which is not importable: install it "
                     "with `make pymaster` or `bash tools/install_pymaster.sh PYTHON` (apt-get libgsl-dev libfftw3-dev "
-                    "libcfitsio-dev libchealpix-dev, then a source build), or pass --estimator pseudo-fast "
-                    "(naive pseudo-C_l: no mode-coupling inversion, BB dominated by E-to-B leakage)")
+                    "libcfitsio-dev libchealpix-dev, then a source build), or pass "
+                    + param("estimator", "pseudo-fast")
+                    + " (naive pseudo-C_l: no mode-coupling inversion, BB dominated by E-to-B leakage)")
 FIELD_SPECTRUM = {"I": 0, "Q": 1, "U": 2}       # the auto spectrum scoring each field: TT, EE, BB
 # Purification's E-to-B leakage is not in NaMaster's analytic windows (they give EE -> BB ~1e-36): on a
 # pixelised cut sky (most at low nside and near the taper's scale) pure-E skies still leave BB of a few % of
@@ -101,14 +102,14 @@ def require_namaster():
     try:
         import pymaster
     except ImportError as err:
-        raise InputError(f"--estimator namaster: {NAMASTER_MISSING} ({err})") from None
+        raise InputError(f"{param('estimator')} namaster: {NAMASTER_MISSING} ({err})") from None
     return pymaster
 
 
 def check_estimator(estimator: str) -> None:
     """An estimator this module knows, and (namaster) importable; InputError naming the allowed ones."""
     if estimator not in ESTIMATORS:
-        raise InputError(f"--estimator {estimator!r}: allowed: {', '.join(ESTIMATORS)}")
+        raise InputError(f"{param('estimator')} {estimator!r}: allowed: {', '.join(ESTIMATORS)}")
     if estimator == "namaster":
         require_namaster()
 

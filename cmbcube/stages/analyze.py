@@ -18,7 +18,7 @@ import numpy as np
 
 from cmbcube.compute.fanout import StageReport, fan_out
 from cmbcube.cube import analysis_io
-from cmbcube.errors import InputError
+from cmbcube.errors import InputError, param
 from cmbcube.science import metrics as sm, spectra as ss
 
 
@@ -93,11 +93,12 @@ def run(store: str, runs="all", splits=("test",), f_sky: float = 0.8, mask_file:
     wanted = names if runs in ("all", None) else list(runs)
     unknown = [r for r in wanted if r not in names]
     if unknown:
-        raise InputError(f"--runs {unknown}: not in the cube; allowed: all, {', '.join(names)}")
+        raise InputError(f"{param('runs')} {unknown}: not in the cube; allowed: all, {', '.join(names)}")
     previous = analysis_io.stored_estimator(store)
     if previous is not None and previous != estimator:
-        raise InputError(f"--estimator {estimator}: {store} holds spectra from the {previous} estimator; analyse "
-                         f"with --estimator {previous}, or drop the analysis first (cmbcube drop {store} analysis)")
+        raise InputError(f"{param('estimator')} {estimator}: {store} holds spectra from the {previous} estimator; "
+                         f"analyse with {param('estimator', previous)}, or drop the analysis first "
+                         f"(cmbcube drop {store} analysis)")
     build_masks(store, f_sky, mask_file)
     nside = cube.nside(store)
     analysis_io.ensure_analysis_arrays(store, len(ss.ell_bins(nside)) - 1, estimator)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from cmbcube.errors import InputError
+from cmbcube.errors import InputError, param
 from cmbcube.science import symmetry
 
 
 def check(augment: str, view: str) -> None:
     symmetry.n_symmetries(augment)          # an unknown name raises, listing the allowed ones
     if augment != "none" and view not in ("sky", "faces"):
-        raise InputError(f"--augment {augment}: the {view} view cuts the sky into squares that a 90-degree "
+        raise InputError(f"{param('augment')} {augment}: the {view} view cuts the sky into squares that a 90-degree "
                          "rotation only moves onto each other, unchanged; allowed there: none")
 
 

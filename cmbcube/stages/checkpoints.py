@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cmbcube.errors import InputError
+from cmbcube.errors import InputError, os_error, param
 
 log = logging.getLogger("cmbcube")
 
@@ -37,7 +37,7 @@ KEEP = ("best-last", "all")
 
 def check_keep(keep: str) -> str:
     if keep not in KEEP:
-        raise InputError(f"--keep-checkpoints {keep!r}: allowed: {', '.join(KEEP)}")
+        raise InputError(f"{param('keep_checkpoints')} {keep!r}: allowed: {', '.join(KEEP)}")
     return keep
 
 
@@ -83,8 +83,9 @@ def save_checkpoint(out_dir: Path, epoch, net, opt, sched, config, train_losses,
             full = shutil.disk_usage(out_dir).free < need + (1 << 20)
         if not full:
             raise
-        raise OSError(errno.ENOSPC, f"No space left on device for the epoch-{epoch} checkpoint ({need / 1e6:.1f} MB); "
-                      "free some space, then rerun with --resume (earlier checkpoints are intact)", str(path)) from None
+        raise os_error(errno.ENOSPC, f"No space left on device for the epoch-{epoch} checkpoint ({need / 1e6:.1f} MB); "
+                       f"free some space, then rerun with {param('resume', True)} (earlier checkpoints are intact)",
+                       str(path)) from None
     return str(path)
 
 

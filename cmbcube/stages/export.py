@@ -13,7 +13,7 @@ import numpy as np
 
 from cmbcube import __version__, cube
 from cmbcube.compute.fanout import StageReport, fan_out
-from cmbcube.errors import MissingFileError
+from cmbcube.errors import MissingFileError, param
 from cmbcube.interop.cmbml_files import (
     CMB_FILE,
     PARAMS_FILE,
@@ -101,7 +101,7 @@ def run(store, destination_dir, splits=None, units: str = "uK_CMB", overwrite: b
     splits = list(splits or SPLITS)
     bad = [s for s in splits if s not in SPLITS]
     if bad:
-        raise CMBMLError(f"--split {bad[0]!r}: allowed: {', '.join(SPLITS)}")
+        raise CMBMLError(f"{param('splits', dest='split')} {bad[0]!r}: allowed: {', '.join(SPLITS)}")
     destination = Path(destination_dir)
     if destination.exists() and not destination.is_dir():
         raise CMBMLError(f"{destination}: exists and is not a directory")

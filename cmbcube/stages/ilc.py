@@ -13,6 +13,7 @@ import numpy as np
 
 from cmbcube import cube
 from cmbcube.compute.fanout import StageReport, fan_out
+from cmbcube.errors import param
 from cmbcube.recipe import SPLITS
 from cmbcube.science import needlets, sht
 
@@ -33,7 +34,7 @@ log = logging.getLogger("cmbcube")
 def resolve_config(store: str, config: ILCConfig) -> ILCConfig:
     """Validate against the cube and fill defaults; errors name the parameter."""
     if config.method not in METHODS:
-        raise needlets.ILCError(f"--method {config.method!r}: allowed: {', '.join(METHODS)}")
+        raise needlets.ILCError(f"{param('method')} {config.method!r}: allowed: {', '.join(METHODS)}")
     nside = cube.nside(store)
     have = cube.detectors(store)
     in_cube = cube.fields(store)
@@ -42,13 +43,14 @@ def resolve_config(store: str, config: ILCConfig) -> ILCConfig:
         wanted = [d for d in CMBML_DETECTORS if d in have]
     unknown = [d for d in wanted if d not in have]
     if unknown:
-        raise needlets.ILCError(f"--detectors: {unknown} not in the cube; allowed: {', '.join(map(str, have))}")
+        raise needlets.ILCError(f"{param('detectors')}: {unknown} not in the cube; "
+                                f"allowed: {', '.join(map(str, have))}")
     fields = [f for f in config.fields if f in in_cube]
     missing = [f for f in config.fields if f not in in_cube]
     if missing and config.fields != ("I", "Q", "U"):
-        raise needlets.ILCError(f"--fields: {missing} not in the cube; allowed: {', '.join(in_cube)}")
+        raise needlets.ILCError(f"{param('fields')}: {missing} not in the cube; allowed: {', '.join(in_cube)}")
     if not fields:
-        raise needlets.ILCError("--fields: none of the requested fields is in the cube")
+        raise needlets.ILCError(f"{param('fields')}: none of the requested fields is in the cube")
     lmax = 3 * nside - 1
     if config.gaussian_fwhms:
         needlets.gaussian_windows(config.gaussian_fwhms, lmax)
@@ -59,11 +61,12 @@ def resolve_config(store: str, config: ILCConfig) -> ILCConfig:
     for name in config.deproject:
         needlets.sed_vector(name, [100.0], ["uK_CMB"])
     if config.bias_tolerance <= 0:
-        raise needlets.ILCError(f"--bias-tolerance {config.bias_tolerance}: must be > 0")
+        raise needlets.ILCError(f"{param('bias_tolerance')} {config.bias_tolerance}: must be > 0")
     if config.common_beam_arcmin < 0:
-        raise needlets.ILCError(f"--common-beam {config.common_beam_arcmin}: must be >= 0 arcmin")
+        raise needlets.ILCError(f"{param('common_beam_arcmin', dest='common_beam')} {config.common_beam_arcmin}: "
+                                "must be >= 0 arcmin")
     if len(wanted) < 1 + len(config.deproject):
-        raise needlets.ILCError(f"--detectors: {len(wanted)} channel(s) cannot constrain CMB + "
+        raise needlets.ILCError(f"{param('detectors')}: {len(wanted)} channel(s) cannot constrain CMB + "
                                 f"{len(config.deproject)} deprojected SED(s)")
     return dataclasses.replace(config, detectors=tuple(wanted), fields=tuple(fields), peaks=peaks,
                                gaussian_fwhms=tuple(config.gaussian_fwhms) if config.gaussian_fwhms else None)
@@ -112,7 +115,7 @@ def run(store: str, config: ILCConfig, run_name: str | None = None, splits=("tes
     cube.require_store(store)
     for split in splits:
         if split not in SPLITS:
-            raise needlets.ILCError(f"--split {split!r}: allowed: {', '.join(SPLITS)}")
+            raise needlets.ILCError(f"{param('splits', dest='split')} {split!r}: allowed: {', '.join(SPLITS)}")
     config = resolve_config(store, config)
     run_name = run_name or config.method
     limits.check_ilc(store, run_name, splits, len(config.detectors), len(config.fields),

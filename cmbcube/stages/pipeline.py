@@ -10,7 +10,7 @@ import re
 import time
 from pathlib import Path
 
-from cmbcube.errors import CmbcubeError
+from cmbcube.errors import CmbcubeError, command, param
 from cmbcube.recipe import Recipe, load
 from cmbcube.stages import (
     analyze as analysis,
@@ -45,22 +45,24 @@ def check_existing_run(store: str, found, config) -> None:
     if not found.in_store:
         raise train_guard.RunExists(
             f"{found.folder} holds checkpoints of a run {found.name!r} that {store} does not know (left by an "
-            "earlier store of that name?); nothing was changed. Move that folder away, or use another --store")
+            f"earlier store of that name?); nothing was changed. Move that folder away, or use another "
+            f"{param('store')}")
     recorded = json.loads(found.state["config"]) if found.state is not None else {}
     if recorded and int(recorded.get("epochs", config.epochs)) != config.epochs:
         raise train_guard.RunExists(
             f"run {found.name!r} in {store} was trained for {recorded['epochs']} epochs and the recipe asks for "
             f"{config.epochs} (pipeline.epochs); nothing was changed. Set pipeline.epochs={recorded['epochs']} "
-            f"to use it, or `cmbcube drop {store} run --run {found.name}` to train it again")
+            f"to use it, or `{command('drop', store, 'run', run=found.name)}` to train it again")
     if recorded and not checkpoints.finished(found.state):
         changed = config.changed_from(recorded, ignore=("early_stopping",))
         if changed:       # e.g. killed before cmbcube's defaults changed: resuming would mix two trainings
             raise train_guard.RunExists(
                 f"run {found.name!r} in {store} was started with other training settings than `cmbcube run` uses "
                 f"now ({', '.join(f'{k}: {a!r} -> {b!r}' for k, (a, b) in sorted(changed.items()))}) and did not "
-                f"finish; nothing was changed. `cmbcube drop {store} run --run {found.name}` to train it again, or "
-                f"finish it as it was started: `cmbcube train {store} --model {found.name} --resume` with those "
-                f"settings as options (`--published` for a run started with the published settings)")
+                f"finish; nothing was changed. `{command('drop', store, 'run', run=found.name)}` to train it again, or "
+                f"finish it as it was started: `{command('train', store, model=found.name, resume=True)}` with "
+                f"those settings as options (`{param('published', True)}` for a run started with the published "
+                "settings)")
 
 
 def run(recipe: Recipe | str, store: str, scheduler=None, scheduler_file=None, workers=None, overrides=(),

@@ -18,7 +18,7 @@ import numpy as np
 from cmbcube import cube
 from cmbcube.compute.fanout import StageReport
 from cmbcube.cube.datasets import CubeDataset
-from cmbcube.errors import InputError, MissingFileError
+from cmbcube.errors import InputError, MissingFileError, param
 from cmbcube.networks import NETWORKS
 from cmbcube.science import geometry, seeds
 from cmbcube.stages.checkpoints import best_epoch, checkpoint_path, load_checkpoint, saved_epochs
@@ -45,11 +45,12 @@ def chosen_checkpoint(run_name: str, out_dir: Path, epoch: int | str | None = No
     elif epoch == "last":
         epoch = kept[-1]
     elif not isinstance(epoch, int) or isinstance(epoch, bool):
-        raise InputError(f"--epoch {epoch!r}: allowed: best (default), last, or an epoch number")
+        raise InputError(f"{param('epoch')} {epoch!r}: allowed: best (default), last, or an epoch number")
     if epoch not in kept:
-        raise MissingFileError(f"--epoch {epoch}: run {run_name!r} has no checkpoint for it in {out_dir}; kept: "
+        raise MissingFileError(f"{param('epoch')} {epoch}: run {run_name!r} has no checkpoint for it in {out_dir}; "
+                               "kept: "
                                f"epoch(s) {', '.join(map(str, kept))} (cmbcube train keeps the last and the best "
-                               "unless --keep-checkpoints all)")
+                               f"unless {param('keep_checkpoints', 'all')})")
     return checkpoint_path(out_dir, epoch)
 
 
@@ -69,7 +70,8 @@ def run(store: str, run_name: str, splits=("test",), epoch: int | str | None = N
     irun = cube.run_index(store, run_name)
     stored = cube.run_config(store, irun)
     if "model" not in stored and model is None:       # an ILC run (its config names a method): no network
-        raise InputError(f"--run {run_name!r}: a {stored.get('method', 'non-network')} run, not a trained network; "
+        raise InputError(f"{param('run_name', dest='run')} {run_name!r}: a {stored.get('method', 'non-network')} run, "
+                         "not a trained network; "
                          "cmbcube predict runs the networks trained with cmbcube train (cmbcube ilc writes its own "
                          "predictions)")
     config = TrainConfig.from_dict(stored)
@@ -77,11 +79,11 @@ def run(store: str, run_name: str, splits=("test",), epoch: int | str | None = N
     bayesian = spec.uncertainty
     if mc_samples is not None and not bayesian:
         sampled = [name for name, other in NETWORKS.items() if other.uncertainty]
-        raise InputError(f"--mc-samples: run {run_name!r} is a {config.model} (no dropout at inference); "
-                         f"Monte Carlo sampling needs --model {' or '.join(sampled)}")
+        raise InputError(f"{param('mc_samples')}: run {run_name!r} is a {config.model} (no dropout at inference); "
+                         f"Monte Carlo sampling needs {param('model')} {' or '.join(sampled)}")
     mc_samples = (spec.mc_samples if mc_samples is None else int(mc_samples)) if bayesian else 0
     if bayesian and mc_samples < 1:
-        raise InputError(f"--mc-samples {mc_samples}: must be >= 1")
+        raise InputError(f"{param('mc_samples')} {mc_samples}: must be >= 1")
     dev = device_for(device)
     recorded = cube.run_epoch(store, irun)
     done_any = cube.pred_done_count(store, irun)
@@ -96,7 +98,7 @@ def run(store: str, run_name: str, splits=("test",), epoch: int | str | None = N
         epoch = epoch if isinstance(epoch, int) else 0
     if done_any and recorded != epoch:
         raise InputError(f"run {run_name!r} already holds predictions from epoch {recorded}; predicting epoch {epoch} "
-                         "into it would mix checkpoints (train into a new --run, or drop the predictions)")
+                         f"into it would mix checkpoints (train into a new {param('run')}, or drop the predictions)")
     todo = cube.run_pending(store, irun, splits)
     report = PredictReport(run_name, epoch, mc_samples)
     if not todo:

@@ -17,7 +17,7 @@ import numpy as np
 from cmbcube import cube
 from cmbcube.compute.fanout import StageReport
 from cmbcube.cube import stats_io
-from cmbcube.errors import InputError
+from cmbcube.errors import InputError, param
 
 log = logging.getLogger("cmbcube")
 
@@ -114,7 +114,7 @@ def run(store: str, split: str = "train", scheduler: str | None = None, schedule
     from cmbcube.compute.cluster import client_for
     from cmbcube.recipe import SPLITS
     if split not in SPLITS:
-        raise InputError(f"--split {split!r}: allowed: {', '.join(SPLITS)}")
+        raise InputError(f"{param('split')} {split!r}: allowed: {', '.join(SPLITS)}")
     cube.require_store(store)              # a store it can write into, before anything is computed
     ds = cube.open_dataset(store)
     sims = stats_io.finished_sims(ds, split)

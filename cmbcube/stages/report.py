@@ -13,7 +13,7 @@ import numpy as np
 
 from cmbcube import cube
 from cmbcube.compute.fanout import StageReport
-from cmbcube.errors import InputError
+from cmbcube.errors import InputError, param
 from cmbcube.science.metrics import BEAMS, COVERAGE, GAUSSIAN_COVERAGE, METRICS
 from cmbcube.stages import report_figures as plots
 from cmbcube.stages.checkpoints import best_epoch
@@ -279,7 +279,8 @@ def run(store: str, out_dir: str, split: str = "test", sims=(0,)) -> ReportPage:
     t0 = time.perf_counter()
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out_dir}: is a file; the report needs a directory (new or existing)")
+        raise InputError(f"{param('out_dir', dest='out')} {out_dir}: is a file; the report needs a directory "
+                         "(new or existing)")
     ds = cube.open_dataset(store)
     if "metrics" not in ds or not bool(ds.analysis_done.sel(split=split).any()):
         raise cube.StoreError(f"{store}: no analysed {split} sims yet; run cmbcube analyze first")

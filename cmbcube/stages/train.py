@@ -25,7 +25,7 @@ from cmbcube import cube, networks
 from cmbcube.compute.fanout import StageReport
 from cmbcube.cube.datasets import CubeDataset, SelectionError
 from cmbcube.drills import hold
-from cmbcube.errors import InputError
+from cmbcube.errors import InputError, param
 from cmbcube.networks import NETWORKS
 from cmbcube.stages import augment, train_guard
 from cmbcube.stages.checkpoints import (
@@ -132,9 +132,9 @@ def device_for(name: str | None = None):
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available here; use --device cpu")
+        raise InputError(f"{param('device')} cuda: no CUDA device is available here; use {param('device', 'cpu')}")
     if name not in ("cpu", "cuda"):
-        raise InputError(f"--device {name!r}: allowed: cpu, cuda, auto")
+        raise InputError(f"{param('device')} {name!r}: allowed: cpu, cuda, auto")
     return torch.device(name)
 
 
@@ -167,14 +167,16 @@ def build_network(config: TrainConfig, dataset: CubeDataset, n_train: int | None
 def _check_loss(config: TrainConfig) -> None:
     spec = NETWORKS.get(config.model)
     if config.head not in spec.heads:
-        raise InputError(f"--head {config.head!r} with --model {config.model}: allowed: {', '.join(spec.heads)}")
+        raise InputError(f"{param('head')} {config.head!r} with {param('model')} {config.model}: "
+                         f"allowed: {', '.join(spec.heads)}")
     if config.loss not in networks.LOSSES:
-        raise InputError(f"--loss {config.loss!r}: allowed: {', '.join(networks.LOSSES)}")
+        raise InputError(f"{param('loss')} {config.loss!r}: allowed: {', '.join(networks.LOSSES)}")
     if config.loss not in spec.losses:
         givers = [name for name, other in NETWORKS.items() if config.loss in other.losses]
-        why = (f"; the {config.loss} loss needs networks that give it its maps: --model {', '.join(givers)}"
+        why = (f"; the {config.loss} loss needs networks that give it its maps: {param('model')} {', '.join(givers)}"
                if givers else "")
-        raise InputError(f"--loss {config.loss!r} with --model {config.model}: allowed: {', '.join(spec.losses)}"
+        raise InputError(f"{param('loss')} {config.loss!r} with {param('model')} {config.model}: "
+                         f"allowed: {', '.join(spec.losses)}"
                          + why)
 
 
@@ -248,12 +250,12 @@ def run(store: str, config: TrainConfig, run_name: str | None = None, device: st
     cube.require_store(store)
     _check_loss(config)
     if config.epochs < 1 or config.batch_size < 1 or config.repeats < 1:
-        raise InputError("--epochs, --batch-size and --repeats must be >= 1")
+        raise InputError(f"{param('epochs')}, {param('batch_size')} and {param('repeats')} must be >= 1")
     augment.check(config.augment, NETWORKS.get(config.model).view)
     if config.precision not in PRECISIONS:
-        raise InputError(f"--precision {config.precision!r}: allowed: {', '.join(PRECISIONS)}")
+        raise InputError(f"{param('precision')} {config.precision!r}: allowed: {', '.join(PRECISIONS)}")
     if config.grad_clip is not None and not config.grad_clip > 0:
-        raise InputError(f"--grad-clip {config.grad_clip}: must be > 0 (leave it out for no clipping)")
+        raise InputError(f"{param('grad_clip')} {config.grad_clip}: must be > 0 (leave it out for no clipping)")
     run_name = cube.check_run_name(run_name or config.model)
     if keep_checkpoints is not None:
         check_keep(keep_checkpoints)
@@ -273,7 +275,7 @@ def run(store: str, config: TrainConfig, run_name: str | None = None, device: st
         valid_ds = None
     out_dir = cube.run_dir(store, run_name)
     if state is not None and json.loads(state["config"]) != config.as_dict():
-        raise InputError(f"--resume: {found.checkpoint} was trained with other settings: {state['config']}")
+        raise InputError(f"{param('resume')}: {found.checkpoint} was trained with other settings: {state['config']}")
     if not resume:
         probe = build_network(config, train_ds, n_train=len(train_ds))
         check_space(run_name, sum(p.numel() for p in probe.parameters()), spec.amsgrad, config.epochs,

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from cmbcube import cube
-from cmbcube.errors import InputError, MissingFileError
+from cmbcube.errors import InputError, MissingFileError, command, param
 from cmbcube.stages import checkpoints
 
 
@@ -81,26 +81,28 @@ def check(store: str, name: str, resume: bool, overwrite: bool) -> Existing | No
     """Refuse, before anything is read or written, what would silently replace run ``name``; the run as
     found (None: a new name).  ``overwrite`` only checks here: drop() does it once the settings are checked."""
     if resume and overwrite:
-        raise InputError("--resume and --overwrite exclude each other: --resume continues the run, --overwrite "
-                         "drops it and trains it from scratch")
+        raise InputError(f"{param('resume')} and {param('overwrite')} exclude each other: {param('resume')} "
+                         f"continues the run, {param('overwrite')} drops it and trains it from scratch")
     found = find(store, name)
     if overwrite:
         return found
     if found is None:
         if resume:
-            raise MissingFileError(f"--resume: no run {name!r} in {store} and no checkpoint in "
-                                   f"{cube.run_dir(store, name)}; leave out --resume to train it")
+            raise MissingFileError(f"{param('resume')}: no run {name!r} in {store} and no checkpoint in "
+                                   f"{cube.run_dir(store, name)}; leave out {param('resume')} to train it")
         return None
     if not resume:
         raise RunExists(refusal(store, found))
     if not found.network:
-        raise InputError(f"--resume: run {name!r} in {store} is {found.status()}; train a new --run NAME, or "
-                         f"--overwrite to drop it and train a network under its name")
+        raise InputError(f"{param('resume')}: run {name!r} in {store} is {found.status()}; train a new "
+                         f"{param('run', 'NAME')}, or {param('overwrite', True)} to drop it and train a network "
+                         "under its name")
     if found.predicted and found.state is not None and not checkpoints.finished(found.state):
-        raise RunExists(f"--resume: run {name!r} in {store} is {found.status()} and already holds predictions "
+        raise RunExists(f"{param('resume')}: run {name!r} in {store} is {found.status()} and already holds predictions "
                         f"of {found.predicted} sim(s) made from those weights; continuing would change the weights "
-                        f"under them. Drop them first (cmbcube drop {store} pred --run {name}), train a new "
-                        f"--run NAME, or --overwrite to drop the run and train it from scratch")
+                        f"under them. Drop them first ({command('drop', store, 'pred', run=name)}), train a new "
+                        f"{param('run', 'NAME')}, or {param('overwrite', True)} to drop the run and train it from "
+                        "scratch")
     return found
 
 
@@ -111,8 +113,8 @@ def refusal(store: str, found: Existing) -> str:
     elif found.state is None:
         resume = "start it from epoch 0 with its recorded settings"
     elif checkpoints.finished(found.state):
-        resume = ("it is finished, so --resume only reports it; it cannot add epochs (the learning-rate schedule "
-                  "spans --epochs): for more epochs train a new --run")
+        resume = (f"it is finished, so {param('resume', True)} only reports it; it cannot add epochs (the "
+                  f"learning-rate schedule spans {param('epochs')}): for more epochs train a new {param('run')}")
     else:
         resume = f"continue it from epoch {int(found.state['epoch'])} with its recorded settings"
     if not found.network:
@@ -123,10 +125,11 @@ def refusal(store: str, found: Existing) -> str:
             if found.predicted else "")
     return (f"run {name!r} already exists in {store}: {found.status()}. Training it from scratch under that name "
             f"would {what}; nothing was changed. Choose one:\n"
-            f"  --resume        {resume}\n"
-            f"  --run NEWNAME   train a separate run beside it\n"
-            f"  --overwrite     drop run {name!r} and everything made from it ({found.derived()}), as "
-            f"'cmbcube drop {store} run --run {name}' does, then train it from scratch")
+            f"  {param('resume', True, width=15)} {resume}\n"
+            f"  {param('run', 'NEWNAME', width=15)} train a separate run beside it\n"
+            f"  {param('overwrite', True, width=15)} drop run {name!r} and everything made from it "
+            f"({found.derived()}), as "
+            f"'{command('drop', store, 'run', run=name)}' does, then train it from scratch")
 
 
 def drop(store: str, found: Existing | None) -> str:
@@ -134,8 +137,8 @@ def drop(store: str, found: Existing | None) -> str:
     if found is None:
         return ""
     if found.folder.is_symlink() and checkpoints.saved_epochs(found.folder):
-        raise InputError(f"--overwrite: {found.folder} is a link to another folder and holds checkpoints; "
-                         "cmbcube deletes nothing through a link: remove them yourself, or train a new --run")
+        raise InputError(f"{param('overwrite')}: {found.folder} is a link to another folder and holds checkpoints; "
+                         f"cmbcube deletes nothing through a link: remove them yourself, or train a new {param('run')}")
     if found.in_store:
         from cmbcube.cube.drop import drop as drop_product, format_report
         text = format_report(drop_product(store, "run", found.name))

@@ -21,7 +21,7 @@ import numpy as np
 
 from cmbcube import cube
 from cmbcube.compute.fanout import StageReport
-from cmbcube.errors import InputError
+from cmbcube.errors import InputError, param
 from cmbcube.recipe import SPLITS
 from cmbcube.science import instrument, validation as v
 
@@ -218,7 +218,7 @@ def cmb_independence(store: str, recipe, sims: list) -> list:
 def run(store: str, sims: int = 4, galaxy: bool = True) -> ValidationReport:
     """Every check for up to ``sims`` finished sims of ``store`` (see the module docstring)."""
     if sims < 1:
-        raise InputError(f"--sims {sims}: use 1 or more")
+        raise InputError(f"{param('sims')} {sims}: use 1 or more")
     if cube.is_remote(store):                              # Icechunk or object storage: read through the cube
         if "recipe_hash" not in cube.read_attrs(store):
             raise cube.StoreError(f"{store}: not a cmbcube store")

@@ -8,7 +8,7 @@ import numpy as np
 
 from cmbcube import cube
 from cmbcube.compute.fanout import StageReport
-from cmbcube.errors import InputError
+from cmbcube.errors import InputError, param
 from cmbcube.stages.report_figures import POSITIVE_INTENSITY
 
 IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg")
@@ -22,21 +22,21 @@ class ViewReport(StageReport):
 def select(ds, product: str, split: str, sim: int, field: str, detector=None, run=None):
     """The 1-D NESTED map and a title for a product selection (errors name what is allowed)."""
     if split not in ds.split.values:
-        raise InputError(f"--split {split!r}: allowed: {', '.join(ds.split.values)}")
+        raise InputError(f"{param('split')} {split!r}: allowed: {', '.join(ds.split.values)}")
     if field not in ds.field.values:
-        raise InputError(f"--field {field!r}: allowed: {', '.join(ds.field.values)}")
+        raise InputError(f"{param('field')} {field!r}: allowed: {', '.join(ds.field.values)}")
     if sim not in ds.sim.values:
-        raise InputError(f"--sim {sim}: allowed: 0 to {ds.sizes['sim'] - 1}")
+        raise InputError(f"{param('sim')} {sim}: allowed: 0 to {ds.sizes['sim'] - 1}")
     base = dict(split=split, sim=sim, field=field)
     if product in ("obs", "noise") or ("component" in ds.coords and product in ds.component.values):
         if detector is None or detector not in ds.detector.values:
-            what = f"--detector: required for {product}" if detector is None else \
-                f"--detector {detector}: not a detector of this store"
+            what = f"{param('detector')}: required for {product}" if detector is None else \
+                f"{param('detector')} {detector}: not a detector of this store"
             raise InputError(f"{what}; allowed: {', '.join(map(str, ds.detector.values))}")
         unit = str(ds.unit.sel(detector=detector).values)
         if product in ("obs", "noise"):
             if product not in ds:
-                raise InputError("--product noise: this cube kept no noise maps (recipe keep: [noise])")
+                raise InputError(f"{param('product')} noise: this cube kept no noise maps (recipe keep: [noise])")
             data = ds[product].sel(detector=detector, **base)
         else:
             data = ds.components.sel(component=product, detector=detector, **base)
@@ -46,11 +46,12 @@ def select(ds, product: str, split: str, sim: int, field: str, detector=None, ru
     if product == "pred":
         runs = list(ds.run.values) if "run" in ds.coords else []
         if run not in runs:
-            what = "--run: required for pred" if run is None else f"--run {run!r}: not a run of this store"
+            what = f"{param('run')}: required for pred" if run is None else \
+                f"{param('run')} {run!r}: not a run of this store"
             raise InputError(f"{what}; allowed: {', '.join(runs) or '(no runs yet)'}")
         return ds.pred.sel(run=run, **base).values, f"{run} prediction {field}, {split} sim {sim}"
     allowed = ["obs", "cmb", "pred", "noise"] + (list(ds.component.values) if "component" in ds.coords else [])
-    raise InputError(f"--product {product!r}: allowed: {', '.join(allowed)}")
+    raise InputError(f"{param('product')} {product!r}: allowed: {', '.join(allowed)}")
 
 
 def limits(m: np.ndarray, positive: bool = False) -> tuple[float, float, str]:
@@ -87,9 +88,9 @@ def output_path(store: str, name: str, out: str | None) -> Path:
     if path.is_dir():
         return path / name
     if not path.parent.is_dir():
-        raise InputError(f"--out {out}: no such directory {path.parent}")
+        raise InputError(f"{param('out')} {out}: no such directory {path.parent}")
     if path.suffix.lower() not in IMAGE_SUFFIXES:
-        raise InputError(f"--out {out}: name a directory or an image file; allowed suffixes: "
+        raise InputError(f"{param('out')} {out}: name a directory or an image file; allowed suffixes: "
                          f"{', '.join(IMAGE_SUFFIXES)}")
     return path
 
@@ -108,7 +109,8 @@ def rotation(text: str) -> tuple[float, float]:
     try:
         lon, lat = (float(x) for x in text.split(","))
     except ValueError:
-        raise InputError(f"--rot {text!r}: expected LON,LAT in degrees, e.g. --rot 30,-60") from None
+        raise InputError(f"{param('rot')} {text!r}: expected LON,LAT in degrees, "
+                         f"e.g. {param('rot', '30,-60')}") from None
     return lon, lat
 
 
