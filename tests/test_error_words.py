@@ -157,9 +157,9 @@ def test_a_lower_layer_error_through_the_cli_and_through_python(tiny_store, caps
         metrics.galactic_mask(np.ones(12 * 16 ** 2), 1.5)
     before = zarr_files(tiny_store)
     with pytest.raises(InputError, match=r"^rot 'east': expected LON,LAT in degrees, e.g. rot=30,-60$"):
-        view.view(tiny_store, rot="east")
+        view.run(tiny_store, rot="east")
     with pytest.raises(InputError, match=r"^sim 99: allowed: 0 to "):
-        view.view(tiny_store, detector=100, sim=99)
+        view.run(tiny_store, detector=100, sim=99)
     assert cli.main(["view", tiny_store, "--rot", "east"]) == 2
     assert capsys.readouterr().err == "cmbcube: --rot 'east': expected LON,LAT in degrees, e.g. --rot 30,-60\n"
     assert cli.main(["view", tiny_store, "--detector", "100", "--sim", "99"]) == 2
