@@ -52,25 +52,29 @@ def preprocess(p) -> None:
 
 
 def ilc(p) -> None:
-    from cmbcube.science.ilc import METHODS
+    from cmbcube.science.ilc import METHODS, ILCConfig
+    d = ILCConfig()                     # the defaults are ILCConfig's, defined there once
     p.add_argument("store", help="path of the Zarr store")
-    p.add_argument("--method", choices=METHODS.names(), default="nilc",
+    p.add_argument("--method", choices=METHODS.names(), default=d.method,
                    help="nilc: needlet ILC, weights per needlet scale and pixel; hilc: harmonic ILC, weights per "
-                        "multipole bin (default nilc)")
+                        f"multipole bin (default {d.method})")
     p.add_argument("--run", help="run name (default: the method's name)")
     p.add_argument("--split", default="test", help="split(s), comma-separated (default test)")
     p.add_argument("--detectors", help="comma-separated GHz (default CMB-ML's 44-857)")
     p.add_argument("--fields", help="comma-separated subset of I,Q,U (default: the cube's)")
     p.add_argument("--peaks", help="cosine needlet peaks, comma-separated (default: CMB-ML's, scaled to the nside)")
     p.add_argument("--gaussian-fwhms", help="Gaussian needlets instead: decreasing FWHMs in arcmin")
-    p.add_argument("--common-beam", type=float, default=20.6, help="output beam FWHM, arcmin (default 20.6)")
-    p.add_argument("--bias-tolerance", type=float, default=1e-3,
+    p.add_argument("--common-beam", type=float, default=d.common_beam_arcmin,
+                   help=f"output beam FWHM, arcmin (default {d.common_beam_arcmin:g})")
+    tolerance = f"{d.bias_tolerance:.0e}".replace("e-0", "e-")          # 1e-3
+    p.add_argument("--bias-tolerance", type=float, default=d.bias_tolerance,
                    help="NILC: largest relative ILC bias accepted; sets the smoothing of the needlet covariances "
-                        "(smaller: wider smoothing, fewer local weights; > 0, default 1e-3)")
+                        f"(smaller: wider smoothing, fewer local weights; > 0, default {tolerance})")
     from cmbcube.science.foregrounds import COMPONENTS
     nullable = [name for name, c in COMPONENTS.items() if c.sed is not None]
     p.add_argument("--deproject", help=f"SEDs to null, comma-separated: {', '.join(nullable)}")
-    p.add_argument("--bin-width", type=int, default=50, help="HILC multipole bin width (default 50)")
+    p.add_argument("--bin-width", type=int, default=d.bin_width,
+                   help=f"HILC multipole bin width (default {d.bin_width})")
     no_progress(p)
     force_size(p, "the predictions' size or a task's memory exceed the free disk or the workers' memory limit")
     cluster(p)

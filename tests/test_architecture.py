@@ -401,3 +401,34 @@ def test_the_stage_rule_can_fail():
     assert stage_convention(table, bad) == ["a: cmbcube.stages.alpha.run does not return a StageReport",
                                             "b: cmbcube.stages.beta has no run()",
                                             "cmbcube.stages.extra has a run() that no command names"]
+
+
+def numeric_defaults(source: str, function: str) -> list:
+    """Numeric literals given as ``default=`` inside ``function`` of a module's source."""
+    tree = ast.parse(source)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name == function:
+            for call in ast.walk(node):
+                if isinstance(call, ast.Call):
+                    found += [kw.value.value for kw in call.keywords if kw.arg == "default"
+                              and isinstance(kw.value, ast.Constant) and isinstance(kw.value.value, (int, float))
+                              and not isinstance(kw.value.value, bool)]
+    return found
+
+
+def test_the_ilc_options_take_their_defaults_from_ilcconfig():
+    """The ILC's defaults are defined once, in ILCConfig: the CLI reads them (no numbers of its own)."""
+    import argparse
+
+    from cmbcube import cli_args
+    from cmbcube.science.ilc import ILCConfig
+    assert numeric_defaults(Path(cli_args.__file__).read_text(), "ilc") == []
+    toy = "def ilc(p):\n    p.add_argument('--x', default=20.6)\n"
+    assert numeric_defaults(toy, "ilc") == [20.6]                # the rule can fail
+    parser = argparse.ArgumentParser()
+    cli_args.ilc(parser)
+    args = parser.parse_args(["store"])
+    config = ILCConfig()
+    assert (args.method, args.common_beam, args.bias_tolerance, args.bin_width) == \
+        (config.method, config.common_beam_arcmin, config.bias_tolerance, config.bin_width)
