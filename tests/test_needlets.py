@@ -122,3 +122,18 @@ def test_too_few_channels_and_unknown_sed():
         needlets.nilc(alms, np.ones((1, 96)), np.ones(96), w, 32, np.ones(1), deproject=np.ones((1, 1)))
     with pytest.raises(needlets.ILCError, match="allowed: dust"):
         needlets.sed_vector("co", [100.0], ["uK_CMB"])
+
+
+def test_cmbml_needlets_at_nside_512_keep_a_channel_at_every_scale():
+    """CMB-ML's nside-512 peaks end at ELLMAX 1024 (its PyILC configuration); every scale then keeps channels
+    whose beams carry signal. Run to 3 nside - 1 instead, the last scale reached l = 1535, where no CMB-ML
+    beam (857 GHz, 20.6', ends at l = 1460) does: NILC refused every sim at nside 512."""
+    lmax = 3 * 512 - 1
+    peaks = needlets.default_peaks(512)
+    ends = [needlets.beam_end(instrument.gaussian_beam(instrument.detector(f).fwhm_arcmin, lmax)[0])
+            for f in (44, 70, 100, 143, 217, 353, 545, 857)]
+    assert needlets.cosine_lmax(peaks, lmax) == 1024
+    for h in needlets.cosine_windows(peaks, needlets.cosine_lmax(peaks, lmax)):
+        assert needlets.top_ell(h) <= max(ends)
+    assert needlets.top_ell(needlets.cosine_windows(peaks, lmax)[-1]) > max(ends)      # the old band limit
+    assert needlets.cosine_lmax(needlets.default_peaks(256), 767) == 767                # scaled peaks: unchanged

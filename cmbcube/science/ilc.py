@@ -75,7 +75,7 @@ def clean_sim(obs: np.ndarray, dets: list, fields_in: list, units: list, config:
     if config.gaussian_fwhms:
         windows = needlets.gaussian_windows(config.gaussian_fwhms, lmax)
     else:
-        windows = needlets.cosine_windows(config.peaks, lmax)
+        windows = needlets.cosine_windows(config.peaks, needlets.cosine_lmax(config.peaks, lmax))
     out_lmax = windows.shape[1] - 1
     centres = [instrument.detector(d, bandpass=bandpass) for d in dets]     # SEDs integrated over each band
     response = needlets.sed_vector("cmb", centres, units)

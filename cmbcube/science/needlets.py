@@ -55,6 +55,14 @@ def cosine_windows(peaks, lmax: int) -> np.ndarray:
     return h
 
 
+def cosine_lmax(peaks, lmax: int) -> int:
+    """Band limit of cosine needlets: ELLMAX = the last peak - 1, at most ``lmax``.
+
+    CMB-ML's PyILC configuration runs the peaks to ELLMAX + 1 (ELLMAX 1024 at nside 512, 382 at 128):
+    above it nothing is kept, and at nside 512 no CMB-ML beam carries signal up to 3 nside - 1."""
+    return min(int(lmax), int(peaks[-1]) - 1)
+
+
 def gaussian_windows(fwhms_arcmin, lmax: int) -> np.ndarray:
     """(len(fwhms) + 1, lmax+1) Gaussian needlets from strictly decreasing FWHMs."""
     f = [float(x) for x in fwhms_arcmin]
