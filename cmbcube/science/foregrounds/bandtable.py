@@ -40,25 +40,8 @@ def _kernels():
         return _KERNELS
     import numba
 
-    # r0, r1, r2: the reference maps I, Q, U (nc = 1: I only, r1 and r2 are r0 and unread)
-    @numba.njit(cache=True, nogil=True)
-    def add_1d(r0, r1, r2, x, x0, inv_dx, table, out, nc):
-        last = table.shape[0] - 2
-        for p in range(r0.shape[0]):
-            a0 = r0[p]
-            a1 = r1[p] if nc == 3 else 0.0
-            a2 = r2[p] if nc == 3 else 0.0
-            if a0 == 0.0 and a1 == 0.0 and a2 == 0.0:
-                continue
-            f = (x[p] - x0) * inv_dx
-            i = min(max(int(f), 0), last)
-            t = f - i
-            g = table[i] + t * (table[i + 1] - table[i])
-            out[0, p] += a0 * g
-            if nc == 3:
-                out[1, p] += a1 * g
-                out[2, p] += a2 * g
-
+    # r0, r1, r2: the reference maps I, Q, U (nc = 1: I only, r1 and r2 are r0 and unread).  A table of
+    # one parameter is read as two identical columns with inv_dy = 0 (ty = 0: linear interpolation in x).
     @numba.njit(cache=True, nogil=True)
     def add_2d(r0, r1, r2, x, y, x0, inv_dx, y0, inv_dy, table, out, nc):
         last_x, last_y = table.shape[0] - 2, table.shape[1] - 2
@@ -82,7 +65,7 @@ def _kernels():
                 out[1, p] += a1 * g
                 out[2, p] += a2 * g
 
-    _KERNELS.update(add_1d=add_1d, add_2d=add_2d)
+    _KERNELS.update(add_2d=add_2d)
     return _KERNELS
 
 
@@ -147,4 +130,6 @@ def add_emission(out: np.ndarray, params: dict, refs: list, freqs: np.ndarray, w
         table = sed_table(params, freqs, w, params["ref_I"], bx, np.array([float(params["temp"])]))[:, 0].copy()
     else:
         table = sed_table(params, freqs, w, params["ref_I"], bx)
-    kernels["add_1d"](r0, r1, r2, np.ascontiguousarray(beta), bx[0], 1.0 / (bx[1] - bx[0]), table, out, nc)
+    beta = np.ascontiguousarray(beta)
+    kernels["add_2d"](r0, r1, r2, beta, beta, bx[0], 1.0 / (bx[1] - bx[0]), bx[0], 0.0,
+                      np.repeat(table[:, None], 2, axis=1), out, nc)
